@@ -1,0 +1,141 @@
+//! Every limit and timeout of every machine, in one place.
+//!
+//! Pure data: nothing here touches I/O. Machines copy what they need at
+//! construction; drivers read the connection cap and buffer sizes.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// Limits and timeouts shared by all machines and drivers.
+///
+/// Every field has a documented default, and [`Config::validate`] refuses
+/// zero values: a limit of zero never means "no limit" here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Largest frame payload accepted or sent, in bytes (default 1 MiB).
+    /// Checked against the length prefix before anything is allocated.
+    pub max_frame: usize,
+    /// Largest echo message, in bytes (default 64 KiB). At most `max_frame`.
+    pub max_message: usize,
+    /// Most bytes a machine holds undecoded before it stops asking for input
+    /// (default `max_frame` + 64 KiB, so one whole frame always fits).
+    pub recv_buffer: usize,
+    /// Most bytes a machine queues for the peer before it stops producing
+    /// more (back-pressure; default 1 MiB).
+    pub send_buffer: usize,
+    /// File data per `Data` frame, in bytes (default 256 KiB).
+    pub chunk_size: usize,
+    /// Longest file name accepted, in bytes (default 255, the usual
+    /// file-system limit for one path component).
+    pub max_name_len: usize,
+    /// Largest file a receiver accepts, in bytes (default 1 TiB).
+    pub max_file_size: u64,
+    /// Echo messages a client may have awaiting their reply (default 1024).
+    pub max_in_flight: usize,
+    /// A connection with no input for this long is dropped (default 60 s).
+    pub idle_timeout: Duration,
+    /// Largest UDP datagram echoed or sent (default 65 507, the IPv4 maximum).
+    pub max_datagram: usize,
+    /// Datagrams the UDP server queues before it drops new ones (default 1024).
+    pub datagram_queue: usize,
+    /// How long a UDP probe waits for its reply before a retry (default 1 s).
+    pub probe_timeout: Duration,
+    /// Retries of one UDP probe before it counts as lost (default 2).
+    pub probe_retries: u32,
+    /// Connections a server drives at once; more wait in the backlog
+    /// (default 1024).
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        const MIB: usize = 1024 * 1024;
+        Config {
+            max_frame: MIB,
+            max_message: 64 * 1024,
+            recv_buffer: MIB + 64 * 1024,
+            send_buffer: MIB,
+            chunk_size: 256 * 1024,
+            max_name_len: 255,
+            max_file_size: 1 << 40,
+            max_in_flight: 1024,
+            idle_timeout: Duration::from_secs(60),
+            max_datagram: 65_507,
+            datagram_queue: 1024,
+            probe_timeout: Duration::from_secs(1),
+            probe_retries: 2,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Checks that no limit is zero and that the limits fit together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero: [(&'static str, u128); 12] = [
+            ("max_frame", self.max_frame as u128),
+            ("max_message", self.max_message as u128),
+            ("recv_buffer", self.recv_buffer as u128),
+            ("send_buffer", self.send_buffer as u128),
+            ("chunk_size", self.chunk_size as u128),
+            ("max_name_len", self.max_name_len as u128),
+            ("max_file_size", self.max_file_size as u128),
+            ("max_in_flight", self.max_in_flight as u128),
+            ("idle_timeout", self.idle_timeout.as_nanos()),
+            ("max_datagram", self.max_datagram as u128),
+            ("probe_timeout", self.probe_timeout.as_nanos()),
+            ("max_connections", self.max_connections as u128),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.max_frame > u32::MAX as usize {
+            return Err(ConfigError::Inconsistent(
+                "max_frame must fit the u32 length prefix",
+            ));
+        }
+        if self.max_message > self.max_frame || self.chunk_size > self.max_frame {
+            return Err(ConfigError::Inconsistent(
+                "max_message and chunk_size must not exceed max_frame",
+            ));
+        }
+        if self.recv_buffer < self.max_frame + crate::codec::HEADER_LEN {
+            return Err(ConfigError::Inconsistent(
+                "recv_buffer must hold one whole frame (max_frame + header)",
+            ));
+        }
+        if self.datagram_queue == 0 {
+            return Err(ConfigError::Zero("datagram_queue"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_limit_is_refused_not_treated_as_unlimited() {
+        let cfg = Config {
+            max_frame: 0,
+            ..Config::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::Zero("max_frame")));
+    }
+
+    #[test]
+    fn recv_buffer_smaller_than_a_frame_is_refused() {
+        let cfg = Config {
+            recv_buffer: 10,
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::Inconsistent(_))));
+    }
+}

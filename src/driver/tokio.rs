@@ -1,0 +1,218 @@
+//! The tokio driver: one task per connection, a semaphore for the cap, the
+//! same drain as the blocking driver, and `select!` between input and the
+//! machine's deadline. Apps run inline on the task: keep them short.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::{drain, App, Batch, DriverError, Step, READ_CHUNK};
+use crate::driver::blocking::ServeReport;
+use crate::machine::{DatagramMachine, Output, StreamMachine};
+
+/// Runs one session of `machine` over `io` to its end, handing every event
+/// to `app`. Returns the machine's final result.
+pub async fn run_stream<M, T, A>(
+    machine: &mut M,
+    io: &mut T,
+    app: &mut A,
+) -> Result<(), DriverError>
+where
+    M: StreamMachine,
+    T: AsyncRead + AsyncWrite + Unpin,
+    A: App<M>,
+{
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut out = Batch::default();
+    let mut eof = false;
+    loop {
+        let deadline = match drain(machine, app, &mut out)? {
+            Step::Flush => {
+                write_batch(io, &mut out).await?;
+                continue;
+            }
+            Step::Done(result) => {
+                write_batch(io, &mut out).await?;
+                let _ = io.shutdown().await;
+                return result.map_err(DriverError::from);
+            }
+            Step::Wait(deadline) => deadline,
+        };
+        write_batch(io, &mut out).await?;
+        let sleep = sleep_until(deadline);
+        if eof {
+            // The peer is gone and the machine still waits: only its timer can end it.
+            if deadline.is_none() {
+                return Err(DriverError::io("waiting after EOF")(
+                    io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            sleep.await;
+            machine.handle_timeout(Instant::now());
+            continue;
+        }
+        let room = machine.input_room().clamp(1, buf.len());
+        tokio::select! {
+            read = io.read(&mut buf[..room]) => match read {
+                Ok(0) => {
+                    eof = true;
+                    machine.handle_eof(Instant::now());
+                }
+                // A failure is sticky in the machine and comes out as its `Done`.
+                Ok(n) => drop(machine.handle_input(Instant::now(), &buf[..n])),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DriverError::io("reading from the peer")(e)),
+            },
+            () = sleep => machine.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn write_batch<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Batch,
+) -> Result<(), DriverError> {
+    while !out.is_empty() {
+        let n = io
+            .write_vectored(&out.slices())
+            .await
+            .map_err(DriverError::io("writing to the peer"))?;
+        if n == 0 {
+            return Err(DriverError::io("writing to the peer")(
+                io::ErrorKind::WriteZero.into(),
+            ));
+        }
+        out.consume(n);
+    }
+    io.flush()
+        .await
+        .map_err(DriverError::io("flushing to the peer"))
+}
+
+/// Serves `listener` until `shutdown` completes: each connection gets a
+/// task, a machine and an app from `make`, at most `max_connections` at once.
+/// On shutdown, sessions get `grace` to finish and are then cut.
+pub async fn serve<M, A, F>(
+    listener: TcpListener,
+    max_connections: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+    make: F,
+) -> io::Result<ServeReport>
+where
+    M: StreamMachine + Send + 'static,
+    A: App<M> + Send + 'static,
+    F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut sessions = JoinSet::new();
+    let mut report = ServeReport::default();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                // Transient accept failures (EMFILE, ECONNABORTED) must not stop the server.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        while let Some(done) = sessions.try_join_next() {
+            tally(&mut report, done);
+        }
+        let make = make.clone();
+        sessions.spawn(async move {
+            let _permit = permit;
+            let mut stream = stream;
+            stream
+                .set_nodelay(true)
+                .map_err(DriverError::io("setting TCP_NODELAY"))?;
+            let (mut machine, mut app) = make(Instant::now());
+            let result = run_stream(&mut machine, &mut stream, &mut app).await;
+            if let Err(e) = &result {
+                tracing::warn!(%peer, error = %e, "session failed");
+            }
+            result
+        });
+    }
+    let _ = tokio::time::timeout(grace, async {
+        while let Some(done) = sessions.join_next().await {
+            tally(&mut report, done);
+        }
+    })
+    .await;
+    sessions.shutdown().await;
+    Ok(report)
+}
+
+fn tally(report: &mut ServeReport, done: Result<Result<(), DriverError>, tokio::task::JoinError>) {
+    match done {
+        Ok(Ok(())) => report.ok += 1,
+        _ => report.failed += 1,
+    }
+}
+
+/// Runs a datagram machine on `socket` until it is done or `shutdown` completes.
+pub async fn run_datagram<M, A>(
+    machine: &mut M,
+    socket: &UdpSocket,
+    app: &mut A,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DriverError>
+where
+    M: DatagramMachine,
+    A: App<M>,
+{
+    let mut buf = vec![0u8; 65_536];
+    tokio::pin!(shutdown);
+    loop {
+        let now = Instant::now();
+        let deadline = loop {
+            match machine.poll_output() {
+                Output::Transmit(d) => {
+                    if let Err(e) = socket.send_to(&d.payload, d.peer).await {
+                        // UDP is lossy by contract; a failed send is a lost datagram.
+                        tracing::debug!(peer = %d.peer, error = %e, "send_to failed");
+                    }
+                }
+                Output::Event(e) => app
+                    .on_event(machine, now, e)
+                    .map_err(DriverError::io("application"))?,
+                Output::Wait(deadline) => break deadline,
+                Output::Done(result) => return result.map_err(DriverError::from),
+            }
+        };
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, from)) => machine.handle_datagram(Instant::now(), from, &buf[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted) => {}
+                Err(e) => return Err(DriverError::io("receiving a datagram")(e)),
+            },
+            () = sleep_until(deadline) => machine.handle_timeout(Instant::now()),
+            () = &mut shutdown => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The echo protocols: framed echo over a stream, RFC 862 raw echo, and
+//! RFC 862 datagram echo with a ping client. Machines only; no I/O.
+
+mod client;
+mod raw;
+mod server;
+mod udp;
+
+pub use client::{Client, ClientEvent};
+pub use raw::{RawEcho, RawEvent};
+pub use server::{Server, ServerEvent};
+pub use udp::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing};
+
+use crate::session::Framed;
+
+/// The framed echo server machine: greets, echoes every message, ends on `Exit`.
+pub type EchoServer = Framed<Server>;
+/// The framed echo client machine: sends messages, checks every reply.
+pub type EchoClient = Framed<Client>;
+
+/// The greeting a native echo server sends unless told otherwise.
+pub const DEFAULT_GREETING: &str = "echoxfer echo: send messages; Exit ends the session";

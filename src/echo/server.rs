@@ -1,0 +1,82 @@
+//! The echo server role: its whole transition table.
+
+use bytes::Bytes;
+
+use crate::codec::{Frame, Protocol};
+use crate::error::{Error, ProtocolError};
+use crate::session::{Link, Role};
+
+/// What an echo server tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A message of this many bytes was echoed.
+    Echoed(usize),
+    /// The client sent `Exit`; `Bye` is queued and the session is over.
+    ClientExited,
+}
+
+/// The echo server role. Use it as [`EchoServer`](super::EchoServer).
+#[derive(Debug)]
+pub struct Server {
+    greeting: Bytes,
+    open: bool,
+}
+
+impl Server {
+    /// A server role that greets with `greeting`.
+    pub fn new(greeting: impl Into<Bytes>) -> Self {
+        Server {
+            greeting: greeting.into(),
+            open: true,
+        }
+    }
+}
+
+impl Role for Server {
+    type Event = ServerEvent;
+    const PROTOCOL: Protocol = Protocol::Echo;
+
+    fn start(&mut self, link: &mut Link<ServerEvent>) {
+        link.send(&Frame::Greeting(self.greeting.clone()));
+    }
+
+    fn on_frame(&mut self, link: &mut Link<ServerEvent>, frame: Frame) -> Result<(), Error> {
+        match frame {
+            Frame::Message(msg) => {
+                let max = link.config().max_message;
+                if msg.len() > max {
+                    let len = msg.len();
+                    return Err(ProtocolError::MessageTooLarge { len, max }.into());
+                }
+                let len = msg.len();
+                link.send(&Frame::Message(msg));
+                link.emit(ServerEvent::Echoed(len));
+            }
+            Frame::Exit => {
+                link.send(&Frame::Bye);
+                link.emit(ServerEvent::ClientExited);
+                self.open = false;
+            }
+            other => {
+                return Err(ProtocolError::UnexpectedFrame {
+                    state: self.state_name(),
+                    frame: other.name(),
+                }
+                .into())
+            }
+        }
+        Ok(())
+    }
+
+    fn is_finished(&self) -> bool {
+        !self.open
+    }
+
+    fn state_name(&self) -> &'static str {
+        if self.open {
+            "echoing"
+        } else {
+            "closed"
+        }
+    }
+}

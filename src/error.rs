@@ -1,0 +1,219 @@
+//! The error types of the machines.
+//!
+//! Following h11, an error says whose fault it is: [`ProtocolError`] means
+//! the peer broke the protocol (remote), [`UsageError`] means the caller
+//! misused the API (local). Machine errors are sticky, as in rustls: once a
+//! machine fails, every later input returns the same [`Error`].
+
+use std::fmt;
+
+pub use crate::codec::CodecError;
+
+/// Why a machine stopped with a failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The peer broke the protocol (or sent bytes that are not the protocol).
+    #[error("peer broke the protocol: {0}")]
+    Remote(#[from] ProtocolError),
+    /// The caller used the machine wrongly.
+    #[error("API misuse: {0}")]
+    Local(#[from] UsageError),
+    /// The peer told us it failed, with an `Error` frame.
+    #[error("peer reported an error ({code:?}): {message}")]
+    PeerFailed {
+        /// The peer's error code.
+        code: ErrorCode,
+        /// The peer's text, with control characters neutralised.
+        message: String,
+    },
+    /// The peer sent nothing for longer than the configured idle timeout.
+    #[error("peer stalled: no input for {0:?}")]
+    TimedOut(std::time::Duration),
+    /// The file's BLAKE3 did not match what the sender announced.
+    #[error("integrity check failed: content hash mismatch")]
+    HashMismatch,
+}
+
+impl Error {
+    /// The code sent to the peer in an `Error` frame when this error ends a session.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Remote(_) => ErrorCode::Protocol,
+            Error::Local(_) | Error::PeerFailed { .. } => ErrorCode::Internal,
+            Error::TimedOut(_) => ErrorCode::Timeout,
+            Error::HashMismatch => ErrorCode::HashMismatch,
+        }
+    }
+}
+
+/// The peer broke the protocol. Always ends the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The byte stream is not well-formed frames.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A well-formed frame that is not allowed in the current state.
+    #[error("unexpected {frame} frame while {state}")]
+    UnexpectedFrame {
+        /// What the machine was doing.
+        state: &'static str,
+        /// The frame's name.
+        frame: &'static str,
+    },
+    /// The connection ended before the protocol said it could.
+    #[error("connection closed by peer while {state}")]
+    UnexpectedEof {
+        /// What the machine was doing.
+        state: &'static str,
+    },
+    /// A message larger than the configured maximum.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// Announced or received length.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The echo server sent back something other than what was sent.
+    #[error("echo reply differs from the message sent")]
+    EchoMismatch,
+    /// A field's value is outside what the protocol allows.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The caller misused a machine. A refused command changes nothing; only
+/// input beyond the machine's room or a bad config fail the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// The machine has already finished or failed.
+    #[error("the session is closed")]
+    Closed,
+    /// More input than [`StreamMachine::input_room`](crate::StreamMachine::input_room) allowed.
+    #[error("{len} bytes of input exceed the {room} bytes of room")]
+    InputOverflow {
+        /// Bytes given.
+        len: usize,
+        /// Room there was.
+        room: usize,
+    },
+    /// A message larger than the configured maximum.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// Length given.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The send window is full: drain output and wait for replies first.
+    #[error("send window full; drain output first")]
+    WouldBlock,
+    /// A method called in a state where it makes no sense.
+    #[error("{call} is not allowed while {state}")]
+    WrongState {
+        /// The method.
+        call: &'static str,
+        /// What the machine was doing.
+        state: &'static str,
+    },
+    /// The [`Config`](crate::Config) given to the machine cannot work.
+    #[error("invalid configuration: {0}")]
+    BadConfig(#[from] ConfigError),
+    /// Data handed to a sender does not fit what it asked for.
+    #[error("source data does not match the request: {0}")]
+    SourceMismatch(&'static str),
+}
+
+/// A [`Config`](crate::Config) that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A limit is zero; zero never means "unlimited".
+    #[error("{0} must not be zero")]
+    Zero(&'static str),
+    /// Two limits contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+}
+
+/// The code carried by an `Error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The sender of the frame saw a protocol violation.
+    Protocol,
+    /// The sender of the frame gave up waiting.
+    Timeout,
+    /// The content hash did not match.
+    HashMismatch,
+    /// Anything else (including a local failure of the frame's sender).
+    Internal,
+    /// A code this version does not know.
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    /// The code's wire value.
+    pub fn to_u16(self) -> u16 {
+        match self {
+            ErrorCode::Protocol => 1,
+            ErrorCode::Timeout => 2,
+            ErrorCode::HashMismatch => 3,
+            ErrorCode::Internal => 4,
+            ErrorCode::Unknown(v) => v,
+        }
+    }
+
+    /// The code for a wire value.
+    pub fn from_u16(v: u16) -> Self {
+        match v {
+            1 => ErrorCode::Protocol,
+            2 => ErrorCode::Timeout,
+            3 => ErrorCode::HashMismatch,
+            4 => ErrorCode::Internal,
+            other => ErrorCode::Unknown(other),
+        }
+    }
+}
+
+/// Renders peer-supplied bytes for a terminal or a log: invalid UTF-8 is
+/// replaced and every control character is escaped, so a peer can never
+/// move the cursor, clear the screen or forge a line (scp CVE-2019-6109).
+pub fn sanitize(bytes: &[u8]) -> String {
+    struct Escaped<'a>(&'a str);
+    impl fmt::Display for Escaped<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for c in self.0.chars() {
+                if c.is_control() {
+                    write!(f, "{}", c.escape_default())?;
+                } else {
+                    write!(f, "{c}")?;
+                }
+            }
+            Ok(())
+        }
+    }
+    Escaped(&String::from_utf8_lossy(bytes)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_escapes_terminal_control_sequences() {
+        let shown = sanitize(b"x\x1b[2J\r\nforged\x07");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("forged"));
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for v in 0..10u16 {
+            assert_eq!(ErrorCode::from_u16(v).to_u16(), v);
+        }
+    }
+}
