@@ -56,5 +56,5 @@ pub mod session;
 pub mod testing;
 
 pub use config::Config;
-pub use error::{Error, ProtocolError, UsageError};
+pub use error::{Error, ErrorCode, ProtocolError, UsageError};
 pub use machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};

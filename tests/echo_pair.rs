@@ -50,7 +50,9 @@ fn run_echo(messages: &[Vec<u8>], cutter: Cutter) -> (Recorder, Vec<ServerEvent>
         server_events.push(e);
         Ok(())
     };
-    let outcome = pair.run(&mut rec, &mut on_server, 1_000_000).expect("not stuck");
+    let outcome = pair
+        .run(&mut rec, &mut on_server, 1_000_000)
+        .expect("not stuck");
     assert!(outcome.a.is_ok(), "client: {:?}", outcome.a);
     assert!(outcome.b.is_ok(), "server: {:?}", outcome.b);
     (rec, server_events)
@@ -124,7 +126,13 @@ fn oversized_message_is_a_typed_remote_error_for_the_server() {
     let mut wire = echoxfer::codec::Protocol::Echo.preamble().to_vec();
     wire.extend(echoxfer::codec::Frame::Message(Bytes::from(vec![1u8; 4096])).encode_to_vec());
     let err = server.handle_input(now, &wire).unwrap_err();
-    assert!(matches!(err, Error::Remote(ProtocolError::MessageTooLarge { len: 4096, max: 2048 })));
+    assert!(matches!(
+        err,
+        Error::Remote(ProtocolError::MessageTooLarge {
+            len: 4096,
+            max: 2048
+        })
+    ));
     // Sticky: the same error again, and the drain ends in it.
     assert_eq!(server.handle_input(now, b"x").unwrap_err(), err);
     let mut last = None;
@@ -151,8 +159,14 @@ fn stalled_client_is_dropped_by_the_idle_timer_in_virtual_time() {
     let client = EchoClient::new(Client::new(), cfg.clone(), now);
     let server = EchoServer::new(Server::new("hi"), cfg, now);
     let mut pair = Pair::new(client, server, now, Cutter::whole());
-    let outcome = pair.run(&mut Ignore, &mut Ignore, 10_000).expect("timers fire");
-    assert!(matches!(outcome.b, Err(DriverError::Machine(Error::TimedOut(_)))), "{:?}", outcome.b);
+    let outcome = pair
+        .run(&mut Ignore, &mut Ignore, 10_000)
+        .expect("timers fire");
+    assert!(
+        matches!(outcome.b, Err(DriverError::Machine(Error::TimedOut(_)))),
+        "{:?}",
+        outcome.b
+    );
     assert!(pair.now >= now + Duration::from_secs(5));
 }
 
@@ -174,7 +188,10 @@ fn a_client_that_never_reads_replies_meets_back_pressure_not_growth() {
         server.handle_input(now, &wire[..n]).unwrap();
         wire.drain(..n);
         fed += n;
-        assert!(fed <= cfg.send_buffer + cfg.recv_buffer + 2 * frame.len(), "grew to {fed}");
+        assert!(
+            fed <= cfg.send_buffer + cfg.recv_buffer + 2 * frame.len(),
+            "grew to {fed}"
+        );
     }
     assert!(fed >= cfg.send_buffer, "stopped early at {fed}");
 }
@@ -189,7 +206,12 @@ fn cut_connection_before_bye_is_an_error_for_the_client() {
     let mut pair = Pair::new(client, server, now, Cutter::random(1, 3)).cut_after(8);
     let outcome = pair.run(&mut Ignore, &mut Ignore, 10_000).expect("ends");
     assert!(
-        matches!(outcome.a, Err(DriverError::Machine(Error::Remote(ProtocolError::UnexpectedEof { .. })))),
+        matches!(
+            outcome.a,
+            Err(DriverError::Machine(Error::Remote(
+                ProtocolError::UnexpectedEof { .. }
+            )))
+        ),
         "{:?}",
         outcome.a
     );

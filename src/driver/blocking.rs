@@ -90,6 +90,7 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Batch::default();
     let mut eof = false;
+    let mut armed = ReadTimeout::default();
     loop {
         let deadline = match drain(machine, app, &mut out)? {
             Step::Flush => {
@@ -119,9 +120,7 @@ where
             thread::sleep(timeout);
             continue;
         }
-        transport
-            .set_read_timeout(timeout)
-            .map_err(DriverError::io("setting the read timeout"))?;
+        armed.arm(transport, timeout)?;
         let room = machine.input_room().clamp(1, buf.len());
         match transport.read(&mut buf[..room]) {
             Ok(0) => {
@@ -134,6 +133,39 @@ where
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(DriverError::io("reading from the peer")(e)),
         }
+    }
+}
+
+/// The read timeout currently set on a transport. Re-setting it costs a
+/// system call per read, so it is changed only when the one in force could
+/// sleep past the machine's deadline; waking early is harmless (the
+/// machine ignores early timeouts) and happens about once per deadline.
+#[derive(Default)]
+struct ReadTimeout {
+    current: Option<Option<Duration>>,
+}
+
+impl ReadTimeout {
+    fn arm(
+        &mut self,
+        transport: &mut impl Transport,
+        wanted: Option<Duration>,
+    ) -> Result<(), DriverError> {
+        let fits = match (self.current, wanted) {
+            (Some(None), None) => true,
+            (Some(Some(set)), Some(wanted)) => set <= wanted,
+            _ => false,
+        };
+        if fits {
+            return Ok(());
+        }
+        // Leave slack below the deadline so the next few reads need no change.
+        let set = wanted.map(|w| (w - w / 8).max(Duration::from_millis(1)));
+        transport
+            .set_read_timeout(set)
+            .map_err(DriverError::io("setting the read timeout"))?;
+        self.current = Some(set);
+        Ok(())
     }
 }
 

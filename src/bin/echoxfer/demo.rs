@@ -37,7 +37,10 @@ fn echo_demo(messages: usize) -> CmdResult {
         let shutdown = shutdown.clone();
         thread::spawn(move || {
             blocking::serve(listener, 4, Duration::from_secs(1), &shutdown, |now| {
-                (EchoServer::new(Server::new("echoxfer demo"), Config::default(), now), Ignore)
+                (
+                    EchoServer::new(Server::new("echoxfer demo"), Config::default(), now),
+                    Ignore,
+                )
             })
         })
     };

@@ -34,7 +34,12 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
 }
 
 /// Serves one kind of stream machine on either driver until Ctrl-C.
-pub fn serve_machines<M, F>(addr: std::net::SocketAddr, runtime: Runtime, config: Config, make: F) -> CmdResult
+pub fn serve_machines<M, F>(
+    addr: std::net::SocketAddr,
+    runtime: Runtime,
+    config: Config,
+    make: F,
+) -> CmdResult
 where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
@@ -55,10 +60,14 @@ where
             let ctrl_c = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            echoxfer::driver::tokio::serve(listener, config.max_connections, GRACE, ctrl_c, make).await
+            echoxfer::driver::tokio::serve(listener, config.max_connections, GRACE, ctrl_c, make)
+                .await
         })?,
     };
-    println!("stopped: {} sessions ended cleanly, {} failed", report.ok, report.failed);
+    println!(
+        "stopped: {} sessions ended cleanly, {} failed",
+        report.ok, report.failed
+    );
     Ok(())
 }
 
@@ -102,7 +111,12 @@ impl<R: BufRead> LineClient<R> {
 }
 
 impl<R: BufRead> App<EchoClient> for LineClient<R> {
-    fn on_event(&mut self, client: &mut EchoClient, _: Instant, event: ClientEvent) -> io::Result<()> {
+    fn on_event(
+        &mut self,
+        client: &mut EchoClient,
+        _: Instant,
+        event: ClientEvent,
+    ) -> io::Result<()> {
         match event {
             ClientEvent::Greeted(g) => {
                 writeln!(self.out, "{}", sanitize(&g))?;

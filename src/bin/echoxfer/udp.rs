@@ -69,7 +69,12 @@ fn summary(s: &PingStats) -> String {
     };
     let rtt = match (s.rtt_min, s.rtt_avg(), s.rtt_max) {
         (Some(min), Some(avg), Some(max)) => {
-            format!("rtt min/avg/max = {:.3}/{:.3}/{:.3} ms", ms(min), ms(avg), ms(max))
+            format!(
+                "rtt min/avg/max = {:.3}/{:.3}/{:.3} ms",
+                ms(min),
+                ms(avg),
+                ms(max)
+            )
         }
         _ => "rtt n/a".to_string(),
     };

@@ -1,0 +1,329 @@
+//! Echo over real loopback sockets, for both drivers. Every listener binds
+//! port 0, every wait is bounded, every server is stopped at the end.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use echoxfer::codec::{Frame, FrameDecoder, Protocol};
+use echoxfer::driver::{blocking, App, Ignore};
+use echoxfer::echo::{
+    Client, ClientEvent, EchoClient, EchoServer, PingEvent, Server, UdpEchoServer, UdpPing,
+};
+use echoxfer::{Config, ErrorCode};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn config() -> Config {
+    Config {
+        idle_timeout: BOUND,
+        ..Config::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Driver {
+    Blocking,
+    Tokio,
+}
+
+/// A running echo server; stopping it returns its session counts.
+struct RunningServer {
+    addr: SocketAddr,
+    stop: Box<dyn FnOnce() -> echoxfer::driver::blocking::ServeReport>,
+}
+
+fn make(now: Instant) -> (EchoServer, Ignore) {
+    (EchoServer::new(Server::new("hello"), config(), now), Ignore)
+}
+
+fn start_server(driver: Driver) -> RunningServer {
+    match driver {
+        Driver::Blocking => {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let shutdown = blocking::Shutdown::new();
+            let trigger = shutdown.clone();
+            let handle = thread::spawn(move || {
+                blocking::serve(listener, 1024, Duration::from_secs(5), &shutdown, make).unwrap()
+            });
+            RunningServer {
+                addr,
+                stop: Box::new(move || {
+                    trigger.trigger();
+                    handle.join().unwrap()
+                }),
+            }
+        }
+        Driver::Tokio => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let handle = thread::spawn(move || {
+                rt.block_on(echoxfer::driver::tokio::serve(
+                    listener,
+                    1024,
+                    Duration::from_secs(5),
+                    async {
+                        let _ = rx.await;
+                    },
+                    make,
+                ))
+                .unwrap()
+            });
+            RunningServer {
+                addr,
+                stop: Box::new(move || {
+                    let _ = tx.send(());
+                    handle.join().unwrap()
+                }),
+            }
+        }
+    }
+}
+
+/// Sends `count` messages one after another, each after the previous reply.
+struct Pinger {
+    sent: usize,
+    count: usize,
+    replies: usize,
+    greeted: bool,
+}
+
+fn msg(client: usize, i: usize) -> Bytes {
+    // Every fourth message is a word the seed protocols treat as a command.
+    if i % 4 == 0 {
+        Bytes::from_static(b"exit")
+    } else {
+        Bytes::from(format!("client {client} message {i} {}", "x".repeat(40)))
+    }
+}
+
+impl App<EchoClient> for Pinger {
+    fn on_event(&mut self, c: &mut EchoClient, _: Instant, e: ClientEvent) -> std::io::Result<()> {
+        match e {
+            ClientEvent::Greeted(_) => self.greeted = true,
+            ClientEvent::Reply(_) => self.replies += 1,
+            ClientEvent::Closed => return Ok(()),
+        }
+        let result = if self.sent < self.count {
+            self.sent += 1;
+            c.send(msg(0, self.sent))
+        } else if self.replies == self.count {
+            c.close()
+        } else {
+            Ok(())
+        };
+        result.map_err(std::io::Error::other)
+    }
+}
+
+fn run_client(addr: SocketAddr, count: usize) -> Pinger {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut app = Pinger {
+        sent: 0,
+        count,
+        replies: 0,
+        greeted: false,
+    };
+    blocking::run_stream(&mut client, &mut stream, &mut app).expect("session ends cleanly");
+    app
+}
+
+fn fifty_clients_each_echo_a_hundred_messages(driver: Driver) {
+    let server = start_server(driver);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..50)
+        .map(|_| thread::spawn(move || run_client(addr, 100)))
+        .collect();
+    for c in clients {
+        let app = c.join().unwrap();
+        assert!(app.greeted);
+        assert_eq!(app.replies, 100);
+    }
+    let report = (server.stop)();
+    assert_eq!(report.ok, 50, "{report:?}");
+}
+
+#[test]
+fn blocking_fifty_concurrent_clients_each_get_a_hundred_messages_back_intact() {
+    fifty_clients_each_echo_a_hundred_messages(Driver::Blocking);
+}
+
+#[test]
+fn tokio_fifty_concurrent_clients_each_get_a_hundred_messages_back_intact() {
+    fifty_clients_each_echo_a_hundred_messages(Driver::Tokio);
+}
+
+fn two_hundred_simultaneous_clients_are_all_greeted(driver: Driver) {
+    let server = start_server(driver);
+    let addr = server.addr;
+    let barrier = Arc::new(Barrier::new(200));
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                run_client(addr, 0).greeted
+            })
+        })
+        .collect();
+    let greeted = clients
+        .into_iter()
+        .map(|c| c.join().unwrap())
+        .filter(|g| *g)
+        .count();
+    assert_eq!(greeted, 200);
+    (server.stop)();
+}
+
+#[test]
+fn blocking_two_hundred_clients_connecting_at_once_are_all_greeted() {
+    two_hundred_simultaneous_clients_are_all_greeted(Driver::Blocking);
+}
+
+#[test]
+fn tokio_two_hundred_clients_connecting_at_once_are_all_greeted() {
+    two_hundred_simultaneous_clients_are_all_greeted(Driver::Tokio);
+}
+
+/// Reads frames until the server closes, within the bound.
+fn read_frames_until_eof(stream: &mut TcpStream) -> Vec<Frame> {
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    let mut decoder = FrameDecoder::new(Protocol::Echo, 1 << 20);
+    let mut buf = BytesMut::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .expect("server answers within the bound");
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let mut frames = Vec::new();
+    while let Some(f) = decoder.decode(&mut buf).unwrap() {
+        frames.push(f);
+    }
+    frames
+}
+
+fn oversized_frame_gets_a_typed_error_and_others_are_still_served(driver: Driver) {
+    let server = start_server(driver);
+    let mut bad = TcpStream::connect(server.addr).unwrap();
+    bad.write_all(&Protocol::Echo.preamble()).unwrap();
+    bad.write_all(&[0x11, 0xff, 0xff, 0xff, 0xff]).unwrap();
+    let frames = read_frames_until_eof(&mut bad);
+    assert!(
+        matches!(frames.first(), Some(Frame::Greeting(_))),
+        "{frames:?}"
+    );
+    match frames.last() {
+        Some(Frame::Error { code, message }) => {
+            assert_eq!(*code, ErrorCode::Protocol);
+            assert!(
+                String::from_utf8_lossy(message).contains("exceeds the limit"),
+                "{message:?}"
+            );
+        }
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+    let app = run_client(server.addr, 10);
+    assert_eq!(app.replies, 10);
+    let report = (server.stop)();
+    assert_eq!((report.ok, report.failed), (1, 1));
+}
+
+#[test]
+fn blocking_oversized_frame_gets_a_typed_error_and_the_server_keeps_serving() {
+    oversized_frame_gets_a_typed_error_and_others_are_still_served(Driver::Blocking);
+}
+
+#[test]
+fn tokio_oversized_frame_gets_a_typed_error_and_the_server_keeps_serving() {
+    oversized_frame_gets_a_typed_error_and_others_are_still_served(Driver::Tokio);
+}
+
+fn ping_stats(driver: Driver) -> echoxfer::echo::PingStats {
+    let stop = blocking::Shutdown::new();
+    let (server_addr, handle): (SocketAddr, thread::JoinHandle<()>) = match driver {
+        Driver::Blocking => {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = socket.local_addr().unwrap();
+            let stop = stop.clone();
+            (
+                addr,
+                thread::spawn(move || {
+                    let mut server = UdpEchoServer::new(config());
+                    blocking::run_datagram(&mut server, &socket, &mut Ignore, &stop).unwrap();
+                }),
+            )
+        }
+        Driver::Tokio => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let socket = rt
+                .block_on(tokio::net::UdpSocket::bind("127.0.0.1:0"))
+                .unwrap();
+            let addr = socket.local_addr().unwrap();
+            let stop = stop.clone();
+            (
+                addr,
+                thread::spawn(move || {
+                    let mut server = UdpEchoServer::new(config());
+                    let stopped = async move {
+                        while !stop.is_triggered() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    rt.block_on(echoxfer::driver::tokio::run_datagram(
+                        &mut server,
+                        &socket,
+                        &mut Ignore,
+                        stopped,
+                    ))
+                    .unwrap();
+                }),
+            )
+        }
+    };
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = Config {
+        // Generous per-attempt wait: a loaded machine must not look lossy.
+        probe_timeout: Duration::from_secs(5),
+        probe_retries: 3,
+        ..config()
+    };
+    let mut ping = UdpPing::new(cfg, Instant::now(), server_addr, 20, 64);
+    let mut stats = None;
+    let mut app = |_: &mut UdpPing, _: Instant, e: PingEvent| {
+        if let PingEvent::Finished(s) = e {
+            stats = Some(s);
+        }
+        Ok(())
+    };
+    blocking::run_datagram(&mut ping, &socket, &mut app, &blocking::Shutdown::new()).unwrap();
+    stop.trigger();
+    handle.join().unwrap();
+    stats.expect("ping finishes")
+}
+
+#[test]
+fn blocking_udp_ping_against_the_udp_server_reports_zero_loss() {
+    let stats = ping_stats(Driver::Blocking);
+    assert_eq!((stats.probes, stats.received, stats.lost()), (20, 20, 0));
+    assert!(stats.rtt_min <= stats.rtt_avg() && stats.rtt_avg() <= stats.rtt_max);
+}
+
+#[test]
+fn tokio_udp_ping_against_the_udp_server_reports_zero_loss() {
+    let stats = ping_stats(Driver::Tokio);
+    assert_eq!((stats.probes, stats.received, stats.lost()), (20, 20, 0));
+}
