@@ -13,8 +13,22 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use echoxfer::echo::{ClientEvent, EchoClient, EchoServer, Client, Server};
+//! use bytes::Bytes;
+//! use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 //! use echoxfer::{Config, Machine, Output, StreamMachine};
+//!
+//! /// Moves all that `from` wants to send into `to`; returns `from`'s events.
+//! /// (Your transport goes here: this one moves bytes in memory.)
+//! fn shuttle<A: StreamMachine, B: StreamMachine>(from: &mut A, to: &mut B, now: Instant) -> Vec<A::Event> {
+//!     let mut events = Vec::new();
+//!     loop {
+//!         match from.poll_output() {
+//!             Output::Transmit(bytes) => to.handle_input(now, &bytes).unwrap(),
+//!             Output::Event(e) => events.push(e),
+//!             Output::Wait(_) | Output::Done(_) => return events,
+//!         }
+//!     }
+//! }
 //!
 //! let now = Instant::now();
 //! let mut server = EchoServer::new(Server::new("hello"), Config::default(), now);
@@ -22,24 +36,16 @@
 //! client.send(&b"exit"[..]).unwrap(); // any bytes, even the word `exit`
 //! client.close().unwrap();
 //!
-//! // Your transport goes here: this one just moves bytes in memory.
-//! let mut replies = Vec::new();
-//! for _ in 0..4 {
-//!     while let Output::Transmit(bytes) = client.poll_output() {
-//!         server.handle_input(now, &bytes).unwrap();
-//!     }
-//!     loop {
-//!         match server.poll_output() {
-//!             Output::Transmit(bytes) => client.handle_input(now, &bytes).unwrap(),
-//!             Output::Event(_) => {}
-//!             Output::Wait(_) | Output::Done(_) => break,
-//!         }
-//!     }
+//! let mut seen = Vec::new();
+//! for _ in 0..3 {
+//!     seen.extend(shuttle(&mut client, &mut server, now));
+//!     shuttle(&mut server, &mut client, now);
 //! }
-//! while let Output::Event(e) = client.poll_output() {
-//!     replies.push(e);
-//! }
-//! assert_eq!(replies[1], ClientEvent::Reply(bytes::Bytes::from_static(b"exit")));
+//! assert_eq!(seen, [
+//!     ClientEvent::Greeted(Bytes::from_static(b"hello")),
+//!     ClientEvent::Reply(Bytes::from_static(b"exit")),
+//!     ClientEvent::Closed,
+//! ]);
 //! assert_eq!(client.poll_output(), Output::Done(Ok(())));
 //! ```
 #![deny(missing_docs)]
@@ -58,3 +64,8 @@ pub mod testing;
 pub use config::Config;
 pub use error::{Error, ErrorCode, ProtocolError, UsageError};
 pub use machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
