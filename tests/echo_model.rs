@@ -11,6 +11,8 @@ use echoxfer::{Config, Error, ErrorCode, Machine, Output, StreamMachine};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
+mod common;
+
 const MAX_MESSAGE: usize = 64;
 const IDLE: Duration = Duration::from_secs(10);
 
@@ -209,12 +211,7 @@ fn feed(sut: &mut Sut, frame: Frame) {
 }
 
 prop_state_machine! {
-    #![proptest_config(ProptestConfig {
-        failure_persistence: Some(Box::new(
-            proptest::test_runner::FileFailurePersistence::Direct("proptest-regressions/echo_model.txt"),
-        )),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::persisted("proptest-regressions/echo_model.txt"))]
     #[test]
     fn echo_server_matches_its_reference_model_after_every_step(sequential 1..40 => EchoServerTest);
 }

@@ -9,6 +9,8 @@ use echoxfer::testing::{Cutter, Pair};
 use echoxfer::{Config, Error, ProtocolError};
 use proptest::prelude::*;
 
+mod common;
+
 fn config() -> Config {
     Config {
         max_message: 2048,
@@ -69,6 +71,8 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    #![proptest_config(common::persisted("proptest-regressions/echo_pair.txt"))]
+
     #[test]
     fn client_receives_exactly_what_it_sent_in_order_however_the_stream_is_cut(
         messages in proptest::collection::vec(message(), 0..20),
