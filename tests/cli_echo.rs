@@ -1,0 +1,128 @@
+//! The `echoxfer` binary end to end: echo and UDP subcommands over
+//! loopback, and a clean stop on SIGINT.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+mod common;
+use common::process::{spawn_until, Guard, BOUND};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_echoxfer"))
+}
+
+fn serve(args: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = bin();
+    cmd.args(args).args(["--addr", "127.0.0.1:0"]);
+    spawn_until(cmd, "listening on")
+}
+
+fn connect_with_stdin(addr: &str, stdin: &str) -> (bool, String) {
+    let mut child = bin()
+        .args(["echo", "connect", "--addr", addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let mut guard = Guard { child };
+    let status = guard.wait();
+    let mut out = String::new();
+    guard
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (status.success(), out)
+}
+
+fn echo_connect_prints_every_reply(runtime: &str) {
+    let (_server, addr, _) = serve(&[
+        "echo",
+        "serve",
+        "--runtime",
+        runtime,
+        "--greeting",
+        "hi there",
+    ]);
+    let (ok, out) = connect_with_stdin(&addr, "hello\nquit\nsuccess\nexit\nnever sent\n");
+    assert!(ok, "{out}");
+    assert_eq!(out, "hi there\nhello\nquit\nsuccess\n");
+}
+
+#[test]
+fn blocking_echo_connect_prints_the_greeting_and_every_reply_until_exit() {
+    echo_connect_prints_every_reply("blocking");
+}
+
+#[test]
+fn tokio_echo_connect_prints_the_greeting_and_every_reply_until_exit() {
+    echo_connect_prints_every_reply("tokio");
+}
+
+#[test]
+fn rfc862_mode_echoes_raw_bytes_for_plain_tcp_clients() {
+    let (_server, addr, _) = serve(&["echo", "serve", "--mode", "rfc862"]);
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    let payload = b"exit\nraw \x00\xff bytes\n";
+    s.write_all(payload).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    assert_eq!(back, payload);
+}
+
+#[test]
+fn udp_ping_reports_zero_loss_against_udp_serve() {
+    let (_server, addr, _) = serve(&["udp", "serve"]);
+    let out = bin()
+        .args([
+            "udp",
+            "ping",
+            "--addr",
+            &addr,
+            "--count",
+            "5",
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("5 probes, 5 received, 0 lost"), "{text}");
+}
+
+#[test]
+fn echo_serve_stops_cleanly_on_sigint() {
+    let (mut server, addr, lines) = serve(&["echo", "serve"]);
+    let (ok, _) = connect_with_stdin(&addr, "one\n");
+    assert!(ok);
+    let pid = server.child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = server.wait();
+    assert!(status.success(), "{status:?}");
+    let stopped = lines.recv_timeout(BOUND).expect("a closing line");
+    assert_eq!(stopped, "stopped: 1 sessions ended cleanly, 0 failed");
+}
+
+#[test]
+fn a_bad_address_is_a_human_error_and_a_non_zero_exit() {
+    let out = bin()
+        .args(["echo", "connect", "--addr", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+}

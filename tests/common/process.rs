@@ -1,0 +1,69 @@
+//! Child processes for end-to-end tests: killed on drop, and waited on with
+//! bounds, never with sleeps.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, ExitStatus};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Every wait in these tests is bounded by this.
+pub const BOUND: Duration = Duration::from_secs(60);
+
+/// A child process that is killed when dropped.
+pub struct Guard {
+    pub child: Child,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Guard {
+    /// Waits for the process to exit, at most `BOUND`.
+    pub fn wait(&mut self) -> ExitStatus {
+        let until = Instant::now() + BOUND;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < until,
+                "process did not exit within {BOUND:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Spawns `cmd` with piped stdout and waits (bounded) for a stdout line
+/// starting with `prefix`; returns the rest of that line and a receiver of
+/// the following lines.
+pub fn spawn_until(mut cmd: Command, prefix: &str) -> (Guard, String, mpsc::Receiver<String>) {
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let guard = Guard { child };
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = Instant::now() + BOUND;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within {BOUND:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return (guard, rest.trim().to_string(), rx);
+        }
+    }
+}
