@@ -1,0 +1,156 @@
+//! File-transfer throughput and memory: echoxfer (`send` / `receive` as
+//! two processes, BLAKE3 verification and fsync on) against a tuned raw
+//! socket copy of the same bytes to disk (128 KiB reads and writes, fsync
+//! at the end, as `socat -b 131072` plus `sync`), side by side in one run.
+//! Prints throughputs, their ratio, and each echoxfer process's peak RSS.
+//! Asserts that the received file is identical; asserts nothing about speed.
+//!
+//! `cargo bench --bench xfer_throughput` (env: `SIZE` in MiB, default 1024;
+//! `ROUNDS`, default 2, alternating baseline and echoxfer).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BLOCK: usize = 128 * 1024;
+const MIB: u64 = 1024 * 1024;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Writes `size` pseudo-random bytes (BLAKE3 in XOF mode: fast, repeatable).
+fn make_source(path: &Path, size: u64) {
+    let mut xof = blake3::Hasher::new().update(b"echoxfer bench").finalize_xof();
+    let mut f = File::create(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        xof.fill(&mut buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.sync_all().unwrap();
+}
+
+fn hash_file(path: &Path) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(File::open(path).unwrap()).unwrap();
+    h.finalize()
+}
+
+/// The baseline: a raw copy over loopback into a file, fsynced at the end.
+fn baseline(src: &Path, dst: &Path) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dst = dst.to_path_buf();
+    let start = Instant::now();
+    let receiver = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut out = File::create(dst).unwrap();
+        let mut buf = vec![0u8; BLOCK];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).unwrap();
+        }
+        out.sync_all().unwrap();
+    });
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut f = File::open(src).unwrap();
+    let mut buf = vec![0u8; BLOCK];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).unwrap();
+    }
+    drop(s);
+    receiver.join().unwrap();
+    start.elapsed()
+}
+
+/// Waits for a child and returns its peak resident set size in KiB.
+fn wait_rss(child: std::process::Child) -> u64 {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting on our own child; the pointers are valid for the call.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4 failed");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+    usage.ru_maxrss as u64
+}
+
+/// echoxfer `receive --once` and `send` as two processes.
+fn echoxfer(src: &Path, dir: &Path) -> (Duration, u64, u64) {
+    let bin = env!("CARGO_BIN_EXE_echoxfer");
+    let start = Instant::now();
+    let mut receiver = Command::new(bin)
+        .args(["receive", "--listen", "127.0.0.1:0", "--once", "--quiet", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("receiver prints its address").unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    let sender = Command::new(bin)
+        .args(["send", "--quiet", "--to", &addr])
+        .arg(src)
+        .spawn()
+        .unwrap();
+    let send_rss = wait_rss(sender);
+    let recv_rss = wait_rss(receiver);
+    (start.elapsed(), send_rss, recv_rss)
+}
+
+fn mb_per_s(size: u64, t: Duration) -> f64 {
+    size as f64 / 1e6 / t.as_secs_f64()
+}
+
+fn main() {
+    let size = env("SIZE", 1024) * MIB;
+    let rounds = env("ROUNDS", 2);
+    let work = tempfile::tempdir().unwrap();
+    let src: PathBuf = work.path().join("source.bin");
+    make_source(&src, size);
+    let want = hash_file(&src);
+    println!("file transfer of {} MiB over loopback to disk, {rounds} rounds", size / MIB);
+    let (mut base_total, mut ours_total) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let dst = work.path().join("baseline.bin");
+        let t = baseline(&src, &dst);
+        assert_eq!(hash_file(&dst), want);
+        std::fs::remove_file(&dst).unwrap();
+        base_total += t;
+        println!("round {round}: baseline raw copy + fsync: {:>8.1} MB/s", mb_per_s(size, t));
+
+        let dir = tempfile::tempdir_in(work.path()).unwrap();
+        let (t, send_rss, recv_rss) = echoxfer(&src, dir.path());
+        assert_eq!(hash_file(&dir.path().join("source.bin")), want, "received file differs");
+        ours_total += t;
+        println!(
+            "round {round}: echoxfer (BLAKE3 + fsync):   {:>8.1} MB/s  peak RSS sender {} KiB, receiver {} KiB",
+            mb_per_s(size, t),
+            send_rss,
+            recv_rss
+        );
+    }
+    println!(
+        "ratio echoxfer / baseline (total time of {rounds} rounds): {:.2}",
+        base_total.as_secs_f64() / ours_total.as_secs_f64()
+    );
+}
