@@ -4,3 +4,5 @@
 mod pair;
 
 pub use pair::{Cutter, Pair, PairOutcome, Stuck};
+pub mod netem;
+pub mod sim;

@@ -1,0 +1,164 @@
+//! A simulated one-way byte stream, itself sans-IO (after str0m's netem):
+//! bytes go in with the time they were sent, and come out later, cut into
+//! pieces of random size, delayed, sometimes stalled, sometimes corrupted,
+//! and in order, as TCP delivers them. Everything random comes from one
+//! seeded generator, so a seed replays a run exactly.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// What a simulated link does to the bytes it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Impairments {
+    /// Delay of each piece, drawn uniformly from this range.
+    pub latency: (Duration, Duration),
+    /// Largest piece handed to the reader at once (fragmentation); pieces
+    /// queued together may also be delivered together (coalescing).
+    pub max_piece: usize,
+    /// Chance per piece that the link stalls before it.
+    pub stall_chance: f64,
+    /// How long a stall lasts.
+    pub stall: Duration,
+    /// Chance per piece that one of its bits is flipped.
+    pub corrupt_chance: f64,
+    /// Chance per piece that the connection drops before it.
+    pub cut_chance: f64,
+}
+
+impl Impairments {
+    /// A perfect link: no delay, whole writes, nothing lost or changed.
+    pub fn none() -> Self {
+        Impairments {
+            latency: (Duration::ZERO, Duration::ZERO),
+            max_piece: usize::MAX,
+            stall_chance: 0.0,
+            stall: Duration::ZERO,
+            corrupt_chance: 0.0,
+            cut_chance: 0.0,
+        }
+    }
+}
+
+/// One direction of a simulated connection.
+#[derive(Debug)]
+pub struct Netem {
+    imp: Impairments,
+    /// Pieces in flight with the time they arrive, in order.
+    queue: VecDeque<(Instant, Bytes)>,
+    /// Arrival time of the last queued piece: nothing overtakes it.
+    last_arrival: Option<Instant>,
+    /// The writer closed: after the bytes, the reader sees EOF.
+    fin: bool,
+    eof_delivered: bool,
+    cut: bool,
+    /// Bits flipped so far.
+    pub corrupted: u64,
+}
+
+impl Netem {
+    /// A link with these impairments.
+    pub fn new(imp: Impairments) -> Self {
+        Netem {
+            imp,
+            queue: VecDeque::new(),
+            last_arrival: None,
+            fin: false,
+            eof_delivered: false,
+            cut: false,
+            corrupted: 0,
+        }
+    }
+
+    /// Bytes written at `now`. Returns false if the connection dropped
+    /// (now or earlier): the bytes are lost.
+    pub fn send(&mut self, now: Instant, bytes: &[u8], rng: &mut ChaCha8Rng) -> bool {
+        if self.cut || self.fin {
+            return false;
+        }
+        for piece in bytes.chunks(self.imp.max_piece.max(1)) {
+            if rng.random_bool(self.imp.cut_chance) {
+                self.cut = true;
+                return false;
+            }
+            let n = rng.random_range(1..=piece.len().max(1)).min(piece.len());
+            for part in [&piece[..n], &piece[n..]] {
+                if !part.is_empty() {
+                    self.enqueue(now, part, rng);
+                }
+            }
+        }
+        true
+    }
+
+    fn enqueue(&mut self, now: Instant, part: &[u8], rng: &mut ChaCha8Rng) {
+        let (lo, hi) = self.imp.latency;
+        let mut at = now + if hi > lo { rng.random_range(lo..=hi) } else { lo };
+        if rng.random_bool(self.imp.stall_chance) {
+            at += self.imp.stall;
+        }
+        // TCP delivers in order: a piece never arrives before the one ahead.
+        at = at.max(self.last_arrival.unwrap_or(at));
+        self.last_arrival = Some(at);
+        let mut part = BytesMut::from(part);
+        if rng.random_bool(self.imp.corrupt_chance) {
+            let i = rng.random_range(0..part.len());
+            part[i] ^= 1 << rng.random_range(0..8);
+            self.corrupted += 1;
+        }
+        self.queue.push_back((at, part.freeze()));
+    }
+
+    /// The writer is done; the reader sees EOF after the bytes in flight.
+    pub fn close(&mut self) {
+        self.fin = true;
+    }
+
+    /// Whether the connection has dropped.
+    pub fn is_cut(&self) -> bool {
+        self.cut
+    }
+
+    /// Drops the connection: what is in flight is lost, the reader sees EOF.
+    pub fn cut(&mut self) {
+        self.cut = true;
+        self.queue.clear();
+    }
+
+    /// What the reader gets at `now`, at most `room` bytes: coalesced
+    /// pieces that have arrived, `Some(empty)` for EOF, `None` for nothing yet.
+    pub fn receive(&mut self, now: Instant, room: usize) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        while let Some((at, piece)) = self.queue.front_mut() {
+            if *at > now || out.len() >= room {
+                break;
+            }
+            let take = piece.len().min(room - out.len());
+            out.extend_from_slice(&piece.split_to(take));
+            if piece.is_empty() {
+                self.queue.pop_front();
+            }
+        }
+        if !out.is_empty() {
+            return Some(out.freeze());
+        }
+        let ended = (self.fin || self.cut) && self.queue.is_empty();
+        if ended && !self.eof_delivered {
+            self.eof_delivered = true;
+            return Some(Bytes::new());
+        }
+        None
+    }
+
+    /// When the next piece arrives (or the EOF is due), if anything is pending.
+    pub fn next_arrival(&self, now: Instant) -> Option<Instant> {
+        match self.queue.front() {
+            Some((at, _)) => Some(*at),
+            None if (self.fin || self.cut) && !self.eof_delivered => Some(now),
+            None => None,
+        }
+    }
+}
