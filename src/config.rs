@@ -150,6 +150,15 @@ mod tests {
     }
 
     #[test]
+    fn legacy_settle_must_exceed_the_ack_delay() {
+        let cfg = Config {
+            legacy_quit_settle: Duration::from_millis(5),
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::Inconsistent(_))));
+    }
+
+    #[test]
     fn recv_buffer_smaller_than_a_frame_is_refused() {
         let cfg = Config {
             recv_buffer: 10,
