@@ -684,3 +684,20 @@ fn echo_server_stops_at_exactly_exit_and_keeps_reads_within_1024() {
     let mut s = LegacyEchoServer::new("hi", Config::default(), now);
     assert!(s.handle_input(now, &[0; PIECE_MAX + 1]).is_err());
 }
+
+#[test]
+fn udp_sender_refuses_lines_the_seed_server_would_cut() {
+    use echoxfer::legacy::LegacyUdpSender;
+    let target = "127.0.0.1:9".parse().unwrap();
+    let mut s = LegacyUdpSender::new(Config::default(), target);
+    assert!(s.send_line(vec![b'a'; PIECE_MAX + 1]).is_err());
+    s.send_line(vec![b'a'; PIECE_MAX]).unwrap();
+    s.send_line(Bytes::new()).unwrap();
+    s.close();
+    let mut sizes = Vec::new();
+    while let Output::Transmit(d) = s.poll_output() {
+        assert_eq!(d.peer, target);
+        sizes.push(d.payload.len());
+    }
+    assert_eq!(sizes, vec![PIECE_MAX, 0]);
+}
