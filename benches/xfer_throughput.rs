@@ -20,12 +20,17 @@ const BLOCK: usize = 128 * 1024;
 const MIB: u64 = 1024 * 1024;
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Writes `size` pseudo-random bytes (BLAKE3 in XOF mode: fast, repeatable).
 fn make_source(path: &Path, size: u64) {
-    let mut xof = blake3::Hasher::new().update(b"echoxfer bench").finalize_xof();
+    let mut xof = blake3::Hasher::new()
+        .update(b"echoxfer bench")
+        .finalize_xof();
     let mut f = File::create(path).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
@@ -86,7 +91,10 @@ fn wait_rss(child: std::process::Child) -> u64 {
     // SAFETY: waiting on our own child; the pointers are valid for the call.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert!(pid > 0, "wait4 failed");
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child failed: {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status}"
+    );
     usage.ru_maxrss as u64
 }
 
@@ -95,7 +103,14 @@ fn echoxfer(src: &Path, dir: &Path) -> (Duration, u64, u64) {
     let bin = env!("CARGO_BIN_EXE_echoxfer");
     let start = Instant::now();
     let mut receiver = Command::new(bin)
-        .args(["receive", "--listen", "127.0.0.1:0", "--once", "--quiet", "--dir"])
+        .args([
+            "receive",
+            "--listen",
+            "127.0.0.1:0",
+            "--once",
+            "--quiet",
+            "--dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .spawn()
@@ -128,7 +143,10 @@ fn main() {
     let src: PathBuf = work.path().join("source.bin");
     make_source(&src, size);
     let want = hash_file(&src);
-    println!("file transfer of {} MiB over loopback to disk, {rounds} rounds", size / MIB);
+    println!(
+        "file transfer of {} MiB over loopback to disk, {rounds} rounds",
+        size / MIB
+    );
     let (mut base_total, mut ours_total) = (Duration::ZERO, Duration::ZERO);
     for round in 0..rounds {
         let dst = work.path().join("baseline.bin");
@@ -136,11 +154,18 @@ fn main() {
         assert_eq!(hash_file(&dst), want);
         std::fs::remove_file(&dst).unwrap();
         base_total += t;
-        println!("round {round}: baseline raw copy + fsync: {:>8.1} MB/s", mb_per_s(size, t));
+        println!(
+            "round {round}: baseline raw copy + fsync: {:>8.1} MB/s",
+            mb_per_s(size, t)
+        );
 
         let dir = tempfile::tempdir_in(work.path()).unwrap();
         let (t, send_rss, recv_rss) = echoxfer(&src, dir.path());
-        assert_eq!(hash_file(&dir.path().join("source.bin")), want, "received file differs");
+        assert_eq!(
+            hash_file(&dir.path().join("source.bin")),
+            want,
+            "received file differs"
+        );
         ours_total += t;
         println!(
             "round {round}: echoxfer (BLAKE3 + fsync):   {:>8.1} MB/s  peak RSS sender {} KiB, receiver {} KiB",

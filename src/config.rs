@@ -46,6 +46,16 @@ pub struct Config {
     /// Connections a server drives at once; more wait in the backlog
     /// (default 1024).
     pub max_connections: usize,
+    /// Legacy file receiver: how long it holds back the `success` for a read
+    /// that does not end a line, so one sender piece split over several reads
+    /// gets one ack, not several a naive sender could see glued; and how
+    /// long the legacy echo client waits for more of the greeting after its
+    /// last byte (default 10 ms). See [`crate::legacy`].
+    pub legacy_ack_delay: Duration,
+    /// Legacy file sender: how long it waits, after the last piece is acked,
+    /// with no further ack before it sends `quit`, so `quit` is never read
+    /// together with data (default 250 ms; more than `legacy_ack_delay`).
+    pub legacy_quit_settle: Duration,
 }
 
 impl Default for Config {
@@ -66,6 +76,8 @@ impl Default for Config {
             probe_timeout: Duration::from_secs(1),
             probe_retries: 2,
             max_connections: 1024,
+            legacy_ack_delay: Duration::from_millis(10),
+            legacy_quit_settle: Duration::from_millis(250),
         }
     }
 }
@@ -73,7 +85,7 @@ impl Default for Config {
 impl Config {
     /// Checks that no limit is zero and that the limits fit together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let nonzero: [(&'static str, u128); 12] = [
+        let nonzero: [(&'static str, u128); 14] = [
             ("max_frame", self.max_frame as u128),
             ("max_message", self.max_message as u128),
             ("recv_buffer", self.recv_buffer as u128),
@@ -86,6 +98,8 @@ impl Config {
             ("max_datagram", self.max_datagram as u128),
             ("probe_timeout", self.probe_timeout.as_nanos()),
             ("max_connections", self.max_connections as u128),
+            ("legacy_ack_delay", self.legacy_ack_delay.as_nanos()),
+            ("legacy_quit_settle", self.legacy_quit_settle.as_nanos()),
         ];
         if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Zero(name));
@@ -103,6 +117,11 @@ impl Config {
         if self.recv_buffer < self.max_frame + crate::codec::HEADER_LEN {
             return Err(ConfigError::Inconsistent(
                 "recv_buffer must hold one whole frame (max_frame + header)",
+            ));
+        }
+        if self.legacy_quit_settle <= self.legacy_ack_delay {
+            return Err(ConfigError::Inconsistent(
+                "legacy_quit_settle must exceed legacy_ack_delay",
             ));
         }
         if self.datagram_queue == 0 {
@@ -128,6 +147,15 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(cfg.validate(), Err(ConfigError::Zero("max_frame")));
+    }
+
+    #[test]
+    fn legacy_settle_must_exceed_the_ack_delay() {
+        let cfg = Config {
+            legacy_quit_settle: Duration::from_millis(5),
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::Inconsistent(_))));
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub mod config;
 pub mod driver;
 pub mod echo;
 pub mod error;
+pub mod legacy;
 mod machine;
 pub mod session;
 

@@ -96,7 +96,12 @@ impl Netem {
 
     fn enqueue(&mut self, now: Instant, part: &[u8], rng: &mut ChaCha8Rng) {
         let (lo, hi) = self.imp.latency;
-        let mut at = now + if hi > lo { rng.random_range(lo..=hi) } else { lo };
+        let mut at = now
+            + if hi > lo {
+                rng.random_range(lo..=hi)
+            } else {
+                lo
+            };
         if rng.random_bool(self.imp.stall_chance) {
             at += self.imp.stall;
         }

@@ -55,7 +55,13 @@ impl Sim {
     pub fn random_impairments(&mut self, hostile: bool) -> Impairments {
         let r = &mut self.rng;
         let max_latency = Duration::from_millis(r.random_range(0..50));
-        let chance = |r: &mut ChaCha8Rng, p: f64| if hostile && r.random_bool(0.3) { p } else { 0.0 };
+        let chance = |r: &mut ChaCha8Rng, p: f64| {
+            if hostile && r.random_bool(0.3) {
+                p
+            } else {
+                0.0
+            }
+        };
         Impairments {
             latency: (Duration::ZERO, max_latency),
             max_piece: [1, 7, 100, 1500, 65_536][r.random_range(0..5)],
@@ -79,8 +85,16 @@ impl Sim {
         A: StreamMachine,
         B: StreamMachine,
     {
-        let mut a = Side { machine: a, app: app_a, done: None };
-        let mut b = Side { machine: b, app: app_b, done: None };
+        let mut a = Side {
+            machine: a,
+            app: app_a,
+            done: None,
+        };
+        let mut b = Side {
+            machine: b,
+            app: app_b,
+            done: None,
+        };
         let mut to_b = Netem::new(imp.clone());
         let mut to_a = Netem::new(imp.clone());
         for steps in 0..max_steps {
@@ -112,7 +126,11 @@ impl Sim {
     }
 
     /// Drains one side into its outgoing link.
-    fn drain<M: StreamMachine, P: App<M>>(&mut self, side: &mut Side<'_, M, P>, out: &mut Netem) -> bool {
+    fn drain<M: StreamMachine, P: App<M>>(
+        &mut self,
+        side: &mut Side<'_, M, P>,
+        out: &mut Netem,
+    ) -> bool {
         if side.done.is_some() {
             return false;
         }
@@ -126,7 +144,10 @@ impl Sim {
                 Output::Event(e) => {
                     busy = true;
                     if let Err(source) = side.app.on_event(side.machine, self.now, e) {
-                        side.done = Some(Err(DriverError::Io { context: "app", source }));
+                        side.done = Some(Err(DriverError::Io {
+                            context: "app",
+                            source,
+                        }));
                         out.close();
                         return true;
                     }
@@ -142,7 +163,11 @@ impl Sim {
     }
 
     /// Hands a side whatever its incoming link has delivered by now.
-    fn deliver<M: StreamMachine, P: App<M>>(&mut self, link: &mut Netem, side: &mut Side<'_, M, P>) -> bool {
+    fn deliver<M: StreamMachine, P: App<M>>(
+        &mut self,
+        link: &mut Netem,
+        side: &mut Side<'_, M, P>,
+    ) -> bool {
         if side.done.is_some() {
             return false;
         }
@@ -186,7 +211,10 @@ impl Sim {
     }
 }
 
-fn deadline<M: StreamMachine>(m: &mut M, done: &Option<Result<(), DriverError>>) -> Option<Instant> {
+fn deadline<M: StreamMachine>(
+    m: &mut M,
+    done: &Option<Result<(), DriverError>>,
+) -> Option<Instant> {
     match (done, m.poll_output()) {
         (None, Output::Wait(t)) => t,
         _ => None,

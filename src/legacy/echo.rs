@@ -1,0 +1,414 @@
+//! Legacy echo over TCP: the seed echo server and client, as machines.
+//!
+//! Wire: the server sends a greeting, then echoes each read (at most 1024
+//! bytes) as it came; a read that is exactly `exit` is not echoed and ends
+//! the session. No framing, no newlines. Pure: no I/O here.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{piece_len, EXIT, PIECE_MAX};
+use crate::config::Config;
+use crate::error::{Error, ProtocolError, UsageError};
+use crate::machine::{Machine, Output, StreamMachine};
+
+/// What the legacy echo server tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyServerEvent {
+    /// One read from the client (the seed server prints each). It is queued
+    /// back unchanged unless it is exactly `exit`.
+    Received(Bytes),
+    /// The client's read was exactly `exit`: nothing is echoed, the session ends.
+    ClientExited,
+}
+
+/// The legacy echo server machine: greets, echoes each read, stops at a
+/// read that is exactly `exit` or when the client closes.
+///
+/// `input_room()` is at most [`PIECE_MAX`], so each `handle_input` is one
+/// `recv(1024)` of the seed server. A client that sends nothing for
+/// `idle_timeout` is dropped (the seed server waits forever). Serving one
+/// client at a time, as the blocking seed server does, is the driver's
+/// business (`max_connections` = 1).
+#[derive(Debug)]
+pub struct LegacyEchoServer {
+    config: Config,
+    now: Instant,
+    idle_deadline: Instant,
+    tx: VecDeque<Bytes>,
+    tx_bytes: usize,
+    events: VecDeque<LegacyServerEvent>,
+    result: Option<Result<(), Error>>,
+}
+
+impl LegacyEchoServer {
+    /// A session that starts at `now` by sending `greeting` (for instance
+    /// [`GREETING_BLOCKING`](super::GREETING_BLOCKING) or
+    /// [`GREETING_THREADED`](super::GREETING_THREADED)).
+    pub fn new(greeting: impl Into<Bytes>, config: Config, now: Instant) -> Self {
+        let greeting = greeting.into();
+        let mut tx = VecDeque::new();
+        let tx_bytes = greeting.len();
+        if !greeting.is_empty() {
+            tx.push_back(greeting);
+        }
+        LegacyEchoServer {
+            idle_deadline: now + config.idle_timeout,
+            config,
+            now,
+            tx,
+            tx_bytes,
+            events: VecDeque::new(),
+            result: None,
+        }
+    }
+}
+
+impl Machine for LegacyEchoServer {
+    type Transmit = Bytes;
+    type Event = LegacyServerEvent;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_none() && self.now >= self.idle_deadline {
+            self.result = Some(Err(Error::TimedOut(self.config.idle_timeout)));
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, LegacyServerEvent> {
+        if let Some(bytes) = self.tx.pop_front() {
+            self.tx_bytes -= bytes.len();
+            return Output::Transmit(bytes);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        match &self.result {
+            Some(r) => Output::Done(r.clone()),
+            None => Output::Wait(Some(self.idle_deadline)),
+        }
+    }
+}
+
+impl StreamMachine for LegacyEchoServer {
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        match &self.result {
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(())) => return Err(UsageError::Closed.into()),
+            None => {}
+        }
+        let room = self.input_room();
+        if data.len() > room {
+            let e = Error::from(UsageError::InputOverflow {
+                len: data.len(),
+                room,
+            });
+            self.result = Some(Err(e.clone()));
+            return Err(e);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.idle_deadline = self.now + self.config.idle_timeout;
+        let read = Bytes::copy_from_slice(data);
+        self.events
+            .push_back(LegacyServerEvent::Received(read.clone()));
+        if data == EXIT {
+            self.events.push_back(LegacyServerEvent::ClientExited);
+            self.result = Some(Ok(()));
+        } else {
+            self.tx_bytes += read.len();
+            self.tx.push_back(read);
+        }
+        Ok(())
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        // The seed server ends the session quietly when the client goes.
+        self.result.get_or_insert(Ok(()));
+    }
+
+    fn input_room(&self) -> usize {
+        PIECE_MAX.min(self.config.send_buffer.saturating_sub(self.tx_bytes))
+    }
+}
+
+/// What the legacy echo client tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegacyClientEvent {
+    /// What the server sent before the client's first line.
+    Greeting(Bytes),
+    /// A line came back whole (and equal to what was sent).
+    Reply(Bytes),
+}
+
+/// The line being sent and echoed.
+#[derive(Debug)]
+struct Current {
+    line: Bytes,
+    /// Bytes of `line` handed out as pieces.
+    sent: usize,
+    /// What came back so far.
+    echoed: BytesMut,
+}
+
+/// The legacy echo client machine.
+///
+/// It waits for the greeting (every byte that arrives until the server has
+/// been quiet for `Config::legacy_ack_delay`, so a greeting split over
+/// several reads is still one greeting), then sends queued lines one at a time, without a
+/// newline. A line goes in pieces of at most [`PIECE_MAX`] bytes, none
+/// containing `exit`, each sent after the previous piece has come back whole
+/// (replies may arrive split or glued), so the server's `recv(1024)` sees
+/// each piece as one read and can never mistake the tail of a long line for
+/// `exit`. A line that is exactly `exit` is sent and ends the session (the
+/// server does not answer it). An echo that differs from the line is
+/// [`ProtocolError::EchoMismatch`].
+#[derive(Debug)]
+pub struct LegacyEchoClient {
+    config: Config,
+    now: Instant,
+    idle_deadline: Instant,
+    rx: BytesMut,
+    greeted: bool,
+    /// When the greeting counts as complete: `legacy_ack_delay` after the
+    /// last of its bytes.
+    greeting_deadline: Option<Instant>,
+    lines: VecDeque<Bytes>,
+    queued_bytes: usize,
+    current: Option<Current>,
+    /// `exit` was queued or [`close`](Self::close) called: no more lines.
+    closing: bool,
+    tx: VecDeque<Bytes>,
+    events: VecDeque<LegacyClientEvent>,
+    result: Option<Result<(), Error>>,
+}
+
+impl LegacyEchoClient {
+    /// A session starting at `now`, waiting for the server's greeting.
+    pub fn new(config: Config, now: Instant) -> Self {
+        LegacyEchoClient {
+            idle_deadline: now + config.idle_timeout,
+            config,
+            now,
+            rx: BytesMut::new(),
+            greeted: false,
+            greeting_deadline: None,
+            lines: VecDeque::new(),
+            queued_bytes: 0,
+            current: None,
+            closing: false,
+            tx: VecDeque::new(),
+            events: VecDeque::new(),
+            result: None,
+        }
+    }
+
+    /// Queues one line (no newline is added; the seed client strips it).
+    /// A line that is exactly `exit` ends the session once sent. An empty
+    /// line is skipped: the seed client would send nothing and wait forever.
+    pub fn send_line(&mut self, line: impl Into<Bytes>) -> Result<(), UsageError> {
+        let line = line.into();
+        if self.closing || self.result.is_some() {
+            return Err(UsageError::Closed);
+        }
+        if line.len() > self.config.max_message {
+            return Err(UsageError::MessageTooLarge {
+                len: line.len(),
+                max: self.config.max_message,
+            });
+        }
+        if self.queued_bytes + line.len() > self.config.send_buffer {
+            return Err(UsageError::WouldBlock);
+        }
+        if line.is_empty() {
+            return Ok(());
+        }
+        if line == EXIT {
+            self.closing = true;
+        }
+        self.queued_bytes += line.len();
+        self.lines.push_back(line);
+        self.step();
+        Ok(())
+    }
+
+    /// Ends the session after the lines already queued, without `exit`
+    /// (the seed client does this at the end of its input).
+    pub fn close(&mut self) {
+        self.closing = true;
+        self.step();
+    }
+
+    /// Whether the machine waits for the server (greeting or echo).
+    fn waiting_for_peer(&self) -> bool {
+        !self.greeted || self.current.is_some()
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.result.get_or_insert(Err(e));
+    }
+
+    /// Moves as far as the bytes received allow.
+    fn step(&mut self) {
+        while self.result.is_none() {
+            if !self.greeted {
+                return;
+            }
+            let Some(cur) = &mut self.current else {
+                let Some(line) = self.lines.pop_front() else {
+                    if self.closing {
+                        self.result = Some(Ok(()));
+                    }
+                    return;
+                };
+                self.queued_bytes -= line.len();
+                if line == EXIT {
+                    self.tx.push_back(line);
+                    self.result = Some(Ok(()));
+                    return;
+                }
+                self.current = Some(Current {
+                    line,
+                    sent: 0,
+                    echoed: BytesMut::new(),
+                });
+                continue;
+            };
+            let want = cur.sent - cur.echoed.len();
+            if want > 0 {
+                if self.rx.is_empty() {
+                    return;
+                }
+                let take = want.min(self.rx.len());
+                cur.echoed.extend_from_slice(&self.rx.split_to(take));
+                continue;
+            }
+            if cur.sent < cur.line.len() {
+                let end = cur.line.len().min(cur.sent + PIECE_MAX);
+                let window = &cur.line[cur.sent..end];
+                let n = piece_len(window, end < cur.line.len(), EXIT);
+                self.tx.push_back(cur.line.slice(cur.sent..cur.sent + n));
+                cur.sent += n;
+                self.idle_deadline = self.now + self.config.idle_timeout;
+                continue;
+            }
+            let cur = self.current.take().expect("matched above");
+            if cur.echoed[..] != cur.line[..] {
+                self.fail(ProtocolError::EchoMismatch.into());
+                return;
+            }
+            self.events.push_back(LegacyClientEvent::Reply(cur.line));
+        }
+    }
+}
+
+impl Machine for LegacyEchoClient {
+    type Transmit = Bytes;
+    type Event = LegacyClientEvent;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_some() {
+            return;
+        }
+        if let Some(d) = self.greeting_deadline {
+            if self.now >= d {
+                // The server has been quiet since its first bytes: that was the greeting.
+                self.greeting_deadline = None;
+                self.greeted = true;
+                let greeting = self.rx.split().freeze();
+                self.events.push_back(LegacyClientEvent::Greeting(greeting));
+                self.step();
+                return;
+            }
+        }
+        if self.waiting_for_peer() && self.now >= self.idle_deadline {
+            self.fail(Error::TimedOut(self.config.idle_timeout));
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, LegacyClientEvent> {
+        if let Some(bytes) = self.tx.pop_front() {
+            return Output::Transmit(bytes);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        match &self.result {
+            Some(r) => Output::Done(r.clone()),
+            None if self.waiting_for_peer() => Output::Wait(Some(
+                self.greeting_deadline
+                    .map_or(self.idle_deadline, |d| d.min(self.idle_deadline)),
+            )),
+            // Waiting for the user's next line: no deadline.
+            None => Output::Wait(None),
+        }
+    }
+}
+
+impl StreamMachine for LegacyEchoClient {
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        match &self.result {
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(())) => return Err(UsageError::Closed.into()),
+            None => {}
+        }
+        let room = self.input_room();
+        if data.len() > room {
+            let e = Error::from(UsageError::InputOverflow {
+                len: data.len(),
+                room,
+            });
+            self.fail(e.clone());
+            return Err(e);
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.idle_deadline = self.now + self.config.idle_timeout;
+        self.rx.extend_from_slice(data);
+        if !self.greeted {
+            self.greeting_deadline = Some(self.now + self.config.legacy_ack_delay);
+        }
+        self.step();
+        match &self.result {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_some() {
+            return;
+        }
+        if !self.greeted && !self.rx.is_empty() {
+            self.greeting_deadline = None;
+            self.greeted = true;
+            let greeting = self.rx.split().freeze();
+            self.events.push_back(LegacyClientEvent::Greeting(greeting));
+            self.step();
+        }
+        if self.waiting_for_peer() || !self.lines.is_empty() {
+            let state = if self.greeted {
+                "waiting for an echo"
+            } else {
+                "waiting for the greeting"
+            };
+            self.fail(ProtocolError::UnexpectedEof { state }.into());
+        } else {
+            // The seed client stops quietly when the server goes.
+            self.result = Some(Ok(()));
+        }
+    }
+
+    fn input_room(&self) -> usize {
+        self.config.recv_buffer.saturating_sub(self.rx.len())
+    }
+}

@@ -1,0 +1,492 @@
+//! Legacy file transfer: the seed sender and receiver, made safe, as
+//! machines. File data comes and goes only through events the application
+//! answers; nothing here touches a file or a socket.
+//!
+//! Wire: the sender writes the file in pieces and waits for `success`
+//! after each; the receiver acks reads with `success` and stops at a read
+//! that is exactly `quit`. No names, sizes or checksums.
+//!
+//! # What is made safe, and what is not
+//!
+//! * Pieces are at most 1024 bytes (the seed receiver's `recv(1024)`), are
+//!   cut after a newline when the window has one, and never contain `quit`
+//!   (a piece is cut inside the word), so any content gets through, a last
+//!   line `quit` included, and no read of one piece can be exactly `quit`.
+//!   A piece that ends inside the word (`...qui`) is followed by the next
+//!   only after the settle interval below, so no read can join the two
+//!   into `quit` (a cost of one settle interval per `quit` in the content).
+//! * Acks are parsed as a byte stream: `suc`+`cess` and `successsuccess`
+//!   both count. Acks beyond the pieces sent (one piece read in two reads
+//!   gets two acks) are dropped rather than credited to later pieces.
+//! * A piece goes only after the previous one is acked, and `quit` goes
+//!   only once the last piece is acked *and* no further ack has come for
+//!   `Config::legacy_quit_settle`: a receiver still reading a piece it got
+//!   in several reads acks each of them, and we wait until it is quiet.
+//! * The receiver acks a read at once when it ends a line, else after
+//!   `Config::legacy_ack_delay` without more data, so a seed sender's line
+//!   that arrives in several reads gets exactly one `success` (several
+//!   would reach it glued as `successsuccess`, which it takes for failure
+//!   and answers with `quit`, truncating the file).
+//!
+//! **Residual risk** (this is a protocol without framing): acks cannot be
+//! tied to pieces, so "the receiver has read everything" is inferred from
+//! the acks having been quiet for `legacy_quit_settle`. A receiver that
+//! stalls for longer than that with unread data (after the network split a
+//! piece, so its earlier acks looked complete) would read `quit` glued to
+//! that data, or `...qui` + `t...` as one read; it then keeps the word as
+//! data and never stops, or stops early. The receiver cannot tell a data
+//! read that is exactly `quit` from the end. Neither side can check the
+//! content: compare the BLAKE3 [`ReceiverEvent::Complete`] reports with the
+//! source by hand, or use the native protocol.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{piece_len, tears_word, PIECE_MAX, QUIT, SUCCESS};
+use crate::config::Config;
+use crate::error::{Error, ProtocolError, UsageError};
+use crate::machine::{Machine, Output, StreamMachine};
+
+/// What the legacy file sender asks of, and tells, its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderEvent {
+    /// Read `len` bytes of the file at `offset` and hand them to
+    /// [`LegacyFileSender::provide`].
+    Read {
+        /// Where in the file.
+        offset: u64,
+        /// How many bytes (all of them must come).
+        len: usize,
+    },
+    /// The receiver has acknowledged the file up to `acked` of `size` bytes.
+    Progress {
+        /// Bytes acknowledged.
+        acked: u64,
+        /// The file's size.
+        size: u64,
+    },
+}
+
+/// The legacy file sender machine (see the module docs for its safety
+/// rules). It ends `Ok` once `quit` is handed out; a receiver that closes
+/// first is [`ProtocolError::UnexpectedEof`], bytes other than `success`
+/// are [`ProtocolError::InvalidField`].
+#[derive(Debug)]
+pub struct LegacyFileSender {
+    config: Config,
+    now: Instant,
+    size: u64,
+    /// Offset of the next piece.
+    next: u64,
+    /// Data read ahead, starting at `next`.
+    buf: BytesMut,
+    /// The read asked of the application and not yet answered.
+    read_pending: Option<(u64, usize)>,
+    pieces: u64,
+    /// Acks credited, never more than `pieces`.
+    acks: u64,
+    /// End offsets of the pieces not yet acked.
+    piece_ends: VecDeque<u64>,
+    /// End offset of the last acked piece.
+    acked_end: u64,
+    /// How much of `success` the ack stream has matched so far.
+    ack_match: usize,
+    idle_deadline: Instant,
+    /// The last piece tore `quit` (ends `q`, `qu` or `qui` with more to come).
+    guard: bool,
+    settle_deadline: Option<Instant>,
+    tx: VecDeque<Bytes>,
+    events: VecDeque<SenderEvent>,
+    result: Option<Result<(), Error>>,
+}
+
+impl LegacyFileSender {
+    /// A sender of a file of `size` bytes, starting at `now`.
+    pub fn new(size: u64, config: Config, now: Instant) -> Self {
+        let mut s = LegacyFileSender {
+            idle_deadline: now + config.idle_timeout,
+            config,
+            now,
+            size,
+            next: 0,
+            buf: BytesMut::new(),
+            read_pending: None,
+            pieces: 0,
+            acks: 0,
+            piece_ends: VecDeque::new(),
+            acked_end: 0,
+            ack_match: 0,
+            guard: false,
+            settle_deadline: None,
+            tx: VecDeque::new(),
+            events: VecDeque::new(),
+            result: None,
+        };
+        s.step();
+        s
+    }
+
+    /// Answers [`SenderEvent::Read`]: `data` must be exactly the bytes asked
+    /// for. A mismatch is refused and changes nothing.
+    pub fn provide(&mut self, offset: u64, data: Bytes) -> Result<(), UsageError> {
+        if self.result.is_some() {
+            return Err(UsageError::Closed);
+        }
+        match self.read_pending {
+            Some((o, len)) if o == offset && len == data.len() => {}
+            Some(_) => return Err(UsageError::SourceMismatch("not the range asked for")),
+            None => return Err(UsageError::SourceMismatch("no read was asked for")),
+        }
+        self.read_pending = None;
+        self.buf.extend_from_slice(&data);
+        self.step();
+        Ok(())
+    }
+
+    /// Bytes the receiver has acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked_end
+    }
+
+    fn awaiting_ack(&self) -> bool {
+        self.acks < self.pieces
+    }
+
+    fn send_quit(&mut self) {
+        self.tx.push_back(Bytes::from_static(QUIT));
+        self.result = Some(Ok(()));
+        self.settle_deadline = None;
+    }
+
+    /// Moves as far as acks, data and time allow.
+    fn step(&mut self) {
+        if self.result.is_some() || self.awaiting_ack() {
+            return;
+        }
+        if self.next >= self.size && self.pieces == 0 {
+            // Nothing was sent, so nothing can be glued to `quit`.
+            self.send_quit();
+            return;
+        }
+        let need = usize::try_from(self.size - self.next)
+            .unwrap_or(usize::MAX)
+            .min(PIECE_MAX);
+        if self.buf.len() < need {
+            if self.read_pending.is_none() {
+                let offset = self.next + self.buf.len() as u64;
+                let len = (PIECE_MAX - self.buf.len())
+                    .min(usize::try_from(self.size - offset).unwrap_or(PIECE_MAX));
+                self.read_pending = Some((offset, len));
+                self.events.push_back(SenderEvent::Read { offset, len });
+            }
+            return;
+        }
+        // `quit`, and a piece after one that tore the word `quit`, go only
+        // once the receiver has been quiet for the settle interval.
+        if self.next >= self.size || self.guard {
+            match self.settle_deadline {
+                None => {
+                    self.settle_deadline = Some(self.now + self.config.legacy_quit_settle);
+                    return;
+                }
+                Some(d) if self.now >= d => {
+                    self.settle_deadline = None;
+                    self.guard = false;
+                }
+                Some(_) => return,
+            }
+        }
+        if self.next >= self.size {
+            self.send_quit();
+            return;
+        }
+        let more = (need as u64) < self.size - self.next;
+        let n = piece_len(&self.buf[..need], more, QUIT);
+        let piece = self.buf.split_to(n).freeze();
+        self.next += n as u64;
+        self.guard = tears_word(&piece, self.next < self.size, QUIT);
+        self.pieces += 1;
+        self.piece_ends.push_back(self.next);
+        self.tx.push_back(piece);
+        self.idle_deadline = self.now + self.config.idle_timeout;
+    }
+}
+
+impl Machine for LegacyFileSender {
+    type Transmit = Bytes;
+    type Event = SenderEvent;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_some() {
+            return;
+        }
+        if self.awaiting_ack() && self.now >= self.idle_deadline {
+            self.result = Some(Err(Error::TimedOut(self.config.idle_timeout)));
+            return;
+        }
+        self.step();
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, SenderEvent> {
+        if let Some(bytes) = self.tx.pop_front() {
+            return Output::Transmit(bytes);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        match &self.result {
+            Some(r) => Output::Done(r.clone()),
+            None if self.awaiting_ack() => Output::Wait(Some(self.idle_deadline)),
+            None => Output::Wait(self.settle_deadline),
+        }
+    }
+}
+
+impl StreamMachine for LegacyFileSender {
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        match &self.result {
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(())) => return Err(UsageError::Closed.into()),
+            None => {}
+        }
+        let mut acked = false;
+        for &b in data {
+            if b != SUCCESS[self.ack_match] {
+                let e = Error::from(ProtocolError::InvalidField {
+                    field: "legacy ack",
+                    reason: "expected the bytes `success`",
+                });
+                self.result = Some(Err(e.clone()));
+                return Err(e);
+            }
+            self.ack_match += 1;
+            if self.ack_match == SUCCESS.len() {
+                self.ack_match = 0;
+                acked = true;
+                if self.acks < self.pieces {
+                    self.acks += 1;
+                    let end = self
+                        .piece_ends
+                        .pop_front()
+                        .expect("one end per unacked piece");
+                    self.acked_end = end;
+                    self.events.push_back(SenderEvent::Progress {
+                        acked: end,
+                        size: self.size,
+                    });
+                }
+            }
+        }
+        if acked {
+            self.idle_deadline = self.now + self.config.idle_timeout;
+            if self.settle_deadline.is_some() {
+                // The receiver is still reading: start the quiet period over.
+                self.settle_deadline = Some(self.now + self.config.legacy_quit_settle);
+            }
+        }
+        self.step();
+        Ok(())
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_none() {
+            self.result = Some(Err(ProtocolError::UnexpectedEof {
+                state: "sending (the receiver closed before `quit`)",
+            }
+            .into()));
+        }
+    }
+
+    fn input_room(&self) -> usize {
+        PIECE_MAX
+    }
+}
+
+/// What the legacy file receiver tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Write `data` at `offset` (reads come in order: `offset` is the sum
+    /// of all earlier writes).
+    Write {
+        /// Where in the file.
+        offset: u64,
+        /// One read's bytes.
+        data: Bytes,
+    },
+    /// The sender sent `quit`: the file is whole as far as legacy mode can
+    /// tell. Only now may the application give it its final name.
+    Complete {
+        /// Bytes received.
+        size: u64,
+        /// BLAKE3 of the bytes received, for a person to compare by hand.
+        blake3: [u8; 32],
+    },
+}
+
+/// The legacy file receiver machine.
+///
+/// `input_room()` is at most [`PIECE_MAX`], so each `handle_input` is one
+/// `recv(1024)`. A read that is exactly `quit` ends the session `Ok` with
+/// [`ReceiverEvent::Complete`]; any other read becomes a
+/// [`ReceiverEvent::Write`] and is acked with `success` (at once when it
+/// ends a line, else after `legacy_ack_delay` of quiet, one ack for the
+/// burst; see the module docs). An end of stream before `quit` is
+/// [`ProtocolError::UnexpectedEof`]: the transfer is incomplete.
+#[derive(Debug)]
+pub struct LegacyFileReceiver {
+    config: Config,
+    now: Instant,
+    received: u64,
+    hasher: blake3::Hasher,
+    ack_deadline: Option<Instant>,
+    idle_deadline: Instant,
+    tx: VecDeque<Bytes>,
+    events: VecDeque<ReceiverEvent>,
+    result: Option<Result<(), Error>>,
+}
+
+impl LegacyFileReceiver {
+    /// A receiver starting at `now`.
+    pub fn new(config: Config, now: Instant) -> Self {
+        LegacyFileReceiver {
+            idle_deadline: now + config.idle_timeout,
+            config,
+            now,
+            received: 0,
+            hasher: blake3::Hasher::new(),
+            ack_deadline: None,
+            tx: VecDeque::new(),
+            events: VecDeque::new(),
+            result: None,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    fn ack(&mut self) {
+        self.ack_deadline = None;
+        self.tx.push_back(Bytes::from_static(SUCCESS));
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        self.result = Some(Err(e.clone()));
+        self.ack_deadline = None;
+        e
+    }
+}
+
+impl Machine for LegacyFileReceiver {
+    type Transmit = Bytes;
+    type Event = ReceiverEvent;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_some() {
+            return;
+        }
+        if self.ack_deadline.is_some_and(|d| self.now >= d) {
+            self.ack();
+        }
+        if self.now >= self.idle_deadline {
+            self.fail(Error::TimedOut(self.config.idle_timeout));
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, ReceiverEvent> {
+        if let Some(bytes) = self.tx.pop_front() {
+            return Output::Transmit(bytes);
+        }
+        if let Some(e) = self.events.pop_front() {
+            return Output::Event(e);
+        }
+        match &self.result {
+            Some(r) => Output::Done(r.clone()),
+            None => Output::Wait(Some(
+                self.ack_deadline
+                    .map_or(self.idle_deadline, |d| d.min(self.idle_deadline)),
+            )),
+        }
+    }
+}
+
+impl StreamMachine for LegacyFileReceiver {
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        match &self.result {
+            Some(Err(e)) => return Err(e.clone()),
+            Some(Ok(())) => return Err(UsageError::Closed.into()),
+            None => {}
+        }
+        if data.len() > PIECE_MAX {
+            let room = PIECE_MAX;
+            return Err(self.fail(
+                UsageError::InputOverflow {
+                    len: data.len(),
+                    room,
+                }
+                .into(),
+            ));
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.idle_deadline = self.now + self.config.idle_timeout;
+        if data == QUIT {
+            // An ack still held back is for a read the sender did not wait
+            // for; the seed receiver does not ack `quit` either.
+            self.ack_deadline = None;
+            self.events.push_back(ReceiverEvent::Complete {
+                size: self.received,
+                blake3: *self.hasher.finalize().as_bytes(),
+            });
+            self.result = Some(Ok(()));
+            return Ok(());
+        }
+        let offset = self.received;
+        self.received += data.len() as u64;
+        if self.received > self.config.max_file_size {
+            return Err(self.fail(
+                ProtocolError::MessageTooLarge {
+                    len: usize::try_from(self.received).unwrap_or(usize::MAX),
+                    max: usize::try_from(self.config.max_file_size).unwrap_or(usize::MAX),
+                }
+                .into(),
+            ));
+        }
+        self.hasher.update(data);
+        self.events.push_back(ReceiverEvent::Write {
+            offset,
+            data: Bytes::copy_from_slice(data),
+        });
+        if data.ends_with(b"\n") {
+            self.ack();
+        } else {
+            self.ack_deadline = Some(self.now + self.config.legacy_ack_delay);
+        }
+        Ok(())
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.result.is_none() {
+            self.fail(
+                ProtocolError::UnexpectedEof {
+                    state: "receiving a legacy file (no `quit`: incomplete)",
+                }
+                .into(),
+            );
+        }
+    }
+
+    fn input_room(&self) -> usize {
+        PIECE_MAX
+    }
+}
