@@ -51,6 +51,7 @@ pub mod echo;
 pub mod error;
 mod machine;
 pub mod session;
+pub mod xfer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
