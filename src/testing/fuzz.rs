@@ -49,17 +49,86 @@ pub fn receiver(data: &[u8]) {
         };
         input.extend_from_slice(&offer.encode_to_vec());
     }
-    input.extend_from_slice(rest);
+    if mode & 0x81 == 0x80 {
+        // Structured: the rest picks frames, so random inputs go deep.
+        structured_frames(rest, &mut input);
+    } else {
+        input.extend_from_slice(rest);
+    }
     let mut disk = MemDisk::default();
     if mode & 2 != 0 {
         // A partial file to resume from, with content from the input.
         disk.partials
             .insert("f".into(), rest.iter().take(1500).copied().collect());
     }
-    let whole = feed_receiver(&input, disk.clone(), usize::MAX);
+    let whole = normalize(feed_receiver(&input, disk.clone(), usize::MAX));
     let piece = usize::from(mode >> 2).max(1);
-    let cut = feed_receiver(&input, disk, piece);
+    let cut = normalize(feed_receiver(&input, disk, piece));
     assert_eq!(whole, cut, "outcome depends on how the input was cut");
+}
+
+/// The decoder reports a bad magic as soon as it can tell, with the bytes
+/// it had then: which bytes those are depends on the cut; the error does not.
+fn normalize(
+    (result, disk): (Result<(), crate::Error>, MemDisk),
+) -> (Result<(), crate::Error>, MemDisk) {
+    use crate::error::{CodecError, Error, ProtocolError};
+    let result = match result {
+        Err(Error::Remote(ProtocolError::Codec(CodecError::BadMagic(_)))) => {
+            Err(ProtocolError::Codec(CodecError::BadMagic([0; 4])).into())
+        }
+        other => other,
+    };
+    (result, disk)
+}
+
+/// Turns fuzz bytes into a plausible, often hostile, sequence of frames.
+fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
+    const NAMES: [&[u8]; 6] = [b"f", b"g", b"../x", b"file..txt", b"x\x1b[2J", b""];
+    let mut input = Input(rest);
+    let mut hasher = blake3::Hasher::new();
+    while !input.0.is_empty() {
+        let op = input.byte();
+        let arg = input.byte();
+        let frame = match op % 8 {
+            0 => {
+                let n = (usize::from(arg) * 8).min(input.0.len());
+                let (data, tail) = input.0.split_at(n);
+                input.0 = tail;
+                hasher.update(data);
+                Frame::Data(Bytes::copy_from_slice(data))
+            }
+            1 => {
+                hasher = blake3::Hasher::new();
+                let from = if arg % 2 == 0 {
+                    0
+                } else {
+                    u64::from(input.u32())
+                };
+                Frame::Begin { from }
+            }
+            2 => {
+                let mut hash = *hasher.finalize().as_bytes();
+                hash[0] ^= arg & 1;
+                Frame::End { hash }
+            }
+            3 => Frame::Offer {
+                size: [0, 1, 2048, 1 << 21, u64::MAX][usize::from(arg % 5)],
+                name: Bytes::from_static(NAMES[usize::from(arg / 5) % NAMES.len()]),
+            },
+            4 => Frame::Quit,
+            5 => {
+                out.push(arg);
+                continue;
+            }
+            6 => Frame::Saved,
+            _ => Frame::Error {
+                code: crate::error::ErrorCode::from_u16(arg.into()),
+                message: Bytes::from_static(b"\x1b]0;owned\x07"),
+            },
+        };
+        out.extend_from_slice(&frame.encode_to_vec());
+    }
 }
 
 /// Feeds `input` in pieces of at most `piece` bytes; returns the final
@@ -113,6 +182,7 @@ fn drain_checked(
             Output::Event(e) => {
                 use crate::driver::App;
                 if let Err(e) = app.on_event(m, now, e) {
+                    // The app refuses only what a correct machine never asks.
                     panic!("receiver asked for something it must not: {e}");
                 }
                 if let Some(name) = &app.accepted {

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use crate::codec::RejectReason;
 use crate::driver::App;
+use crate::session::{Framed, Role};
 use crate::xfer::{
     FileSpec, Receiver, ReceiverEvent, Resume, SafeName, Sender, SenderEvent, SenderRole,
 };
@@ -68,8 +69,19 @@ impl MemReceiver {
     }
 }
 
+/// An answer to the machine went wrong. If the session itself has failed
+/// (the peer broke the protocol after the event was emitted), the machine's
+/// sticky error will end the session: nothing to add. A refused command on
+/// a live session is the app's bug.
 fn other(e: crate::Error) -> io::Error {
     io::Error::other(e)
+}
+
+fn answered<R: Role>(m: &Framed<R>, result: Result<(), crate::Error>) -> io::Result<()> {
+    match result {
+        Err(e) if !m.is_closed() => Err(other(e)),
+        _ => Ok(()),
+    }
 }
 
 fn same_name(accepted: &Option<SafeName>, name: &SafeName) -> io::Result<()> {
@@ -89,7 +101,8 @@ impl App<Receiver> for MemReceiver {
                 self.offers.push((name.to_string(), size));
                 if self.disk.files.contains_key(name.as_str()) && !self.overwrite {
                     self.accepted = None;
-                    return m.reject(RejectReason::Exists, "exists").map_err(other);
+                    let r = m.reject(RejectReason::Exists, "exists");
+                    return answered(m, r);
                 }
                 let held = self.disk.partials.entry(name.to_string()).or_default();
                 if held.len() as u64 > size {
@@ -104,7 +117,8 @@ impl App<Receiver> for MemReceiver {
                     Resume::From { have, hasher }
                 };
                 self.accepted = Some(name);
-                m.accept(resume).map_err(other)
+                let r = m.accept(resume);
+                answered(m, r)
             }
             ReceiverEvent::Refused { name, reason, .. } => {
                 self.refused.push((name, reason));
@@ -138,7 +152,8 @@ impl App<Receiver> for MemReceiver {
                 self.disk.files.insert(name.to_string(), data);
                 self.saved.push(name.to_string());
                 self.accepted = None;
-                m.saved().map_err(other)
+                let r = m.saved();
+                answered(m, r)
             }
             ReceiverEvent::Discard { name } => {
                 same_name(&self.accepted, &name)?;
@@ -204,7 +219,8 @@ impl App<Sender> for MemSender {
                     .min(usize::try_from(len).unwrap_or(usize::MAX));
                 let mut hasher = blake3::Hasher::new();
                 hasher.update(&content[..n]);
-                m.prefix_hashed(hasher, n as u64).map_err(other)
+                let r = m.prefix_hashed(hasher, n as u64);
+                answered(m, r)
             }
             SenderEvent::Started { file, from } => {
                 self.started.push((file, from));
@@ -218,7 +234,8 @@ impl App<Sender> for MemSender {
                 let end = start.saturating_add(len).min(content.len());
                 let chunk = content.slice(start..end);
                 self.pushed += chunk.len() as u64;
-                m.push_chunk(chunk).map_err(other)
+                let r = m.push_chunk(chunk);
+                answered(m, r)
             }
             SenderEvent::Delivered { file, hash } => {
                 self.delivered.push((file, hash));

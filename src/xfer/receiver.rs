@@ -296,6 +296,10 @@ impl Role for ReceiverRole {
         Ok(())
     }
 
+    fn awaits_app(&self) -> bool {
+        matches!(self.state, State::Deciding { .. } | State::Saving { .. })
+    }
+
     fn is_finished(&self) -> bool {
         matches!(self.state, State::Done)
     }

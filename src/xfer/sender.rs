@@ -250,6 +250,10 @@ impl Role for SenderRole {
         }
     }
 
+    fn awaits_app(&self) -> bool {
+        matches!(self.state, State::Checking { .. })
+    }
+
     fn is_finished(&self) -> bool {
         matches!(self.state, State::Done)
     }
