@@ -49,6 +49,8 @@ pub mod config;
 pub mod driver;
 pub mod echo;
 pub mod error;
+#[cfg(unix)]
+pub mod files;
 mod machine;
 pub mod session;
 pub mod xfer;
