@@ -364,3 +364,58 @@ async fn tokio_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
     assert!(app.bytes_sent() < size as u64 / 3);
     assert_received(&d, &paths);
 }
+
+#[test]
+fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
+    use echoxfer::codec::{Frame, Protocol};
+    let d = dirs();
+    let paths = sources(&d, &[12_345]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let shutdown = blocking::Shutdown::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        thread::spawn(move || {
+            blocking::serve(
+                listener,
+                4,
+                Duration::from_secs(10),
+                &shutdown,
+                move |now| {
+                    let m = Receiver::new(ReceiverRole::new(), config(), now);
+                    (m, ReceiverApp::new(store.clone()))
+                },
+            )
+        })
+    };
+    // A hostile sender: a traversal name, then data nobody accepted.
+    let mut evil = TcpStream::connect(addr).unwrap();
+    evil.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = Protocol::File.preamble().to_vec();
+    for f in [
+        Frame::Offer {
+            size: 3,
+            name: bytes::Bytes::from_static(b"../../etc/x"),
+        },
+        Frame::Data(bytes::Bytes::from_static(b"pwn")),
+    ] {
+        bytes.extend_from_slice(&f.encode_to_vec());
+    }
+    evil.write_all(&bytes).unwrap();
+    let mut reply = Vec::new();
+    let _ = evil.read_to_end(&mut reply); // the server ends that session
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("unexpected Data"), "{text:?}");
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut app = SenderApp::open(&paths, 255).unwrap();
+    let mut m = Sender::new(app.role(), config(), Instant::now());
+    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    shutdown.trigger();
+    let report = server.join().unwrap().unwrap();
+    assert_eq!((report.ok, report.failed), (1, 1));
+    assert_received(&d, &paths);
+    assert!(!d.dst.parent().unwrap().join("etc").exists());
+}
