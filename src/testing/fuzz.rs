@@ -297,6 +297,13 @@ fn session(
         pair = pair.flip_at(n);
     }
     let outcome = pair.run(&mut tx, &mut rx, 200_000).expect("pair stuck");
+    // The in-memory apps fail only when a machine asks what it must not
+    // (a write for another name, a verified file whose content differs).
+    for side in [&outcome.a, &outcome.b] {
+        if let Err(crate::driver::DriverError::Io { source, .. }) = side {
+            panic!("an app caught a machine breaking an invariant: {source}");
+        }
+    }
     let result = match (outcome.a, outcome.b) {
         (Ok(()), Ok(())) => Ok(tx),
         (a, b) => Err(format!("{a:?} / {b:?}")),
