@@ -324,3 +324,38 @@ fn source_name_must_be_safe_and_regular() {
         "name longer than the limit"
     );
 }
+
+#[test]
+fn source_that_shrank_is_refused_never_padded() {
+    // rsync CVE-2024-12085 class: no byte that was not read may be sent.
+    let d = dirs();
+    let p = write_src(&d, "s.bin", &content(5000, 5));
+    let now = Instant::now();
+    let mut tx = SenderApp::open(std::slice::from_ref(&p), 255).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(2000)
+        .unwrap();
+    let mut rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
+    let a = Sender::new(tx.role(), small_config(), now);
+    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
+    let mut pair = Pair::new(a, b, now, Cutter::whole());
+    let outcome = pair.run(&mut tx, &mut rx, 100_000).unwrap();
+    assert!(
+        matches!(outcome.a, Err(DriverError::Io { .. })),
+        "{:?}",
+        outcome.a
+    );
+    assert!(
+        outcome.b.is_err(),
+        "the receiver must see an interrupted transfer"
+    );
+    assert!(!d.dst.join("s.bin").exists());
+    assert_eq!(
+        tx.bytes_sent(),
+        2 * 1024 - 48,
+        "only whole chunks read in full are sent"
+    );
+}

@@ -140,4 +140,29 @@ mod tests {
         }
         assert!(SafeName::new(&[b'a'; 255], 255).is_ok());
     }
+
+    proptest::proptest! {
+        /// Invariant: every accepted name is exactly one normal path
+        /// component (joined to a directory, it names a direct child).
+        #[test]
+        fn accepted_names_are_one_normal_component(raw in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::Just(b'.'), proptest::prelude::Just(b'/'),
+                proptest::prelude::Just(b'\\'), proptest::prelude::Just(b':'),
+                proptest::prelude::Just(b'C'), proptest::prelude::Just(0x1b_u8),
+                proptest::prelude::any::<u8>(),
+            ],
+            0..12,
+        )) {
+            if let Ok(name) = SafeName::new(&raw, 255) {
+                use std::path::{Component, Path};
+                let dir = Path::new("/dest");
+                let joined = dir.join(name.as_str());
+                proptest::prop_assert_eq!(joined.parent(), Some(dir));
+                let parts: Vec<_> = Path::new(name.as_str()).components().collect();
+                proptest::prop_assert!(matches!(parts[..], [Component::Normal(_)]), "{:?}", name);
+                proptest::prop_assert!(!name.as_str().chars().any(char::is_control));
+            }
+        }
+    }
 }
