@@ -77,6 +77,28 @@ pub enum ProtocolError {
     /// The echo server sent back something other than what was sent.
     #[error("echo reply differs from the message sent")]
     EchoMismatch,
+    /// File data beyond the size the sender offered.
+    #[error("file data overruns the offered size of {size} bytes")]
+    Overrun {
+        /// The offered size.
+        size: u64,
+    },
+    /// `End` arrived before all the offered bytes did.
+    #[error("file ended after {received} of {size} offered bytes")]
+    ShortFile {
+        /// The offered size.
+        size: u64,
+        /// Bytes actually held.
+        received: u64,
+    },
+    /// A resume offset (`Accept.have` or `Begin.from`) the protocol does not allow.
+    #[error("bad resume offset {offset} ({reason})")]
+    BadOffset {
+        /// The offset the peer sent.
+        offset: u64,
+        /// What it should have been.
+        reason: &'static str,
+    },
     /// A field's value is outside what the protocol allows.
     #[error("invalid {field}: {reason}")]
     InvalidField {
@@ -124,6 +146,14 @@ pub enum UsageError {
     /// The [`Config`](crate::Config) given to the machine cannot work.
     #[error("invalid configuration: {0}")]
     BadConfig(#[from] ConfigError),
+    /// A resume point that cannot be used (more bytes held than offered).
+    #[error("cannot resume from {have} bytes of a {size}-byte file")]
+    BadResume {
+        /// Bytes the caller claimed to hold.
+        have: u64,
+        /// The offered size.
+        size: u64,
+    },
     /// Data handed to a sender does not fit what it asked for.
     #[error("source data does not match the request: {0}")]
     SourceMismatch(&'static str),

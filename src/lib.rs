@@ -55,9 +55,12 @@ pub mod config;
 pub mod driver;
 pub mod echo;
 pub mod error;
+#[cfg(unix)]
+pub mod files;
 pub mod legacy;
 mod machine;
 pub mod session;
+pub mod xfer;
 
 #[cfg(feature = "testing")]
 pub mod testing;

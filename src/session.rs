@@ -31,6 +31,13 @@ pub trait Role {
     /// (a sender) asks for more here. Most roles need nothing.
     fn on_writable(&mut self, _link: &mut Link<Self::Event>) {}
 
+    /// True while the role waits for its application to answer an event
+    /// (a decision, a save): no further frame is dispatched until then, so
+    /// the outcome never depends on how the peer's bytes were cut.
+    fn awaits_app(&self) -> bool {
+        false
+    }
+
     /// True once the protocol has ended normally.
     fn is_finished(&self) -> bool;
 
@@ -193,7 +200,11 @@ impl<R: Role> Framed<R> {
     /// Returns whether anything happened.
     fn process(&mut self) -> bool {
         let mut progressed = false;
-        while self.failure.is_none() && !self.role.is_finished() && self.link.has_room() {
+        while self.failure.is_none()
+            && !self.role.is_finished()
+            && !self.role.awaits_app()
+            && self.link.has_room()
+        {
             let frame = match self.decoder.decode(&mut self.rx) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,

@@ -1,8 +1,11 @@
 //! Test support shared by the test suite, the simulator and the fuzz
 //! harnesses (feature `testing`). Pure: memory and a virtual clock only.
 
+pub mod fuzz;
+mod mem;
 mod pair;
 
+pub use mem::{MemDisk, MemReceiver, MemSender};
 pub use pair::{Cutter, Pair, PairOutcome, Stuck};
 pub mod netem;
 pub mod sim;

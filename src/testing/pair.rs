@@ -70,6 +70,10 @@ struct Pipe {
     bytes: BytesMut,
     /// Bytes still allowed through before the link drops; `None`: never.
     budget: Option<u64>,
+    /// Stream offset of a byte to corrupt in flight (all bits flipped).
+    flip: Option<u64>,
+    /// Bytes delivered so far.
+    passed: u64,
     /// The writer is done: after the bytes, the reader sees EOF.
     fin: bool,
     eof_sent: bool,
@@ -89,7 +93,14 @@ impl Pipe {
         if let Some(budget) = &mut self.budget {
             *budget -= n as u64;
         }
-        Some(self.bytes.split_to(n))
+        let mut piece = self.bytes.split_to(n);
+        if let Some(at) = self.flip {
+            if let Some(i) = at.checked_sub(self.passed).filter(|&i| i < n as u64) {
+                piece[i as usize] ^= 0xff;
+            }
+        }
+        self.passed += n as u64;
+        Some(piece)
     }
 
     fn exhausted(&self) -> bool {
@@ -132,6 +143,13 @@ impl<A: StreamMachine, B: StreamMachine> Pair<A, B> {
     /// bytes have gone from A to B.
     pub fn cut_after(mut self, n: u64) -> Self {
         self.to_b.budget = Some(n);
+        self
+    }
+
+    /// Corrupts the byte at stream offset `n` (counting from the first
+    /// byte A sends, preamble included) on its way from A to B.
+    pub fn flip_at(mut self, n: u64) -> Self {
+        self.to_b.flip = Some(n);
         self
     }
 

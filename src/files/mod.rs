@@ -1,0 +1,15 @@
+//! The file-system side of file transfer, for drivers (not machines): a
+//! receiver's destination directory ([`Store`]), a sender's files
+//! ([`Source`]), and the [`App`](crate::driver::App)s that answer the
+//! machines' events with them ([`SenderApp`], [`ReceiverApp`]). Touches
+//! `std::fs` and nothing else; no sockets, no clocks, no threads.
+//! Unix only: the store relies on `openat`-style calls that never follow
+//! symbolic links.
+
+mod app;
+mod source;
+mod store;
+
+pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp};
+pub use source::Source;
+pub use store::{Incoming, Refusal, Store};

@@ -1,0 +1,316 @@
+//! Fuzz harnesses, shared by `bolero::check!` under `cargo test` and the
+//! one-line targets in `fuzz/fuzz_targets`. Each takes arbitrary bytes and
+//! panics only when an invariant of the protocol breaks. Pure: memory only.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::mem::{MemDisk, MemReceiver, MemSender};
+use super::{Cutter, Pair};
+use crate::codec::{Frame, Protocol};
+use crate::machine::{Machine, Output, StreamMachine};
+use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
+use crate::Config;
+
+/// Small limits so that fuzz cases stay quick: 1 KiB chunks, 4 KiB frames.
+pub fn small_config() -> Config {
+    Config {
+        max_frame: 4096,
+        max_message: 1024,
+        recv_buffer: 4096 + 64,
+        send_buffer: 8192,
+        chunk_size: 1024,
+        max_name_len: 64,
+        max_file_size: 1 << 20,
+        ..Config::default()
+    }
+}
+
+/// Polls allowed in one drain before the machine counts as livelocked.
+const MAX_POLLS: usize = 100_000;
+
+/// Feeds `data` to a receiver (after a valid preamble and offer when the
+/// first byte is even, raw otherwise), whole and cut into pieces, and checks:
+/// it never panics; it never writes a name it did not accept nor beyond
+/// the offered size; its output and input stay within the `Config` limits;
+/// every drain ends in bounded steps and EOF always ends in `Done`; and the
+/// outcome does not depend on how the input was cut.
+pub fn receiver(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut input = Vec::new();
+    if mode % 2 == 0 {
+        input.extend_from_slice(&Protocol::File.preamble());
+        let offer = Frame::Offer {
+            size: 2048,
+            name: Bytes::from_static(b"f"),
+        };
+        input.extend_from_slice(&offer.encode_to_vec());
+    }
+    if mode & 0x81 == 0x80 {
+        // Structured: the rest picks frames, so random inputs go deep.
+        structured_frames(rest, &mut input);
+    } else {
+        input.extend_from_slice(rest);
+    }
+    let mut disk = MemDisk::default();
+    if mode & 2 != 0 {
+        // A partial file to resume from, with content from the input.
+        disk.partials
+            .insert("f".into(), rest.iter().take(1500).copied().collect());
+    }
+    let whole = normalize(feed_receiver(&input, disk.clone(), usize::MAX));
+    let piece = usize::from(mode >> 2).max(1);
+    let cut = normalize(feed_receiver(&input, disk, piece));
+    assert_eq!(whole, cut, "outcome depends on how the input was cut");
+}
+
+/// The decoder reports a bad magic as soon as it can tell, with the bytes
+/// it had then: which bytes those are depends on the cut; the error does not.
+fn normalize(
+    (result, disk): (Result<(), crate::Error>, MemDisk),
+) -> (Result<(), crate::Error>, MemDisk) {
+    use crate::error::{CodecError, Error, ProtocolError};
+    let result = match result {
+        Err(Error::Remote(ProtocolError::Codec(CodecError::BadMagic(_)))) => {
+            Err(ProtocolError::Codec(CodecError::BadMagic([0; 4])).into())
+        }
+        other => other,
+    };
+    (result, disk)
+}
+
+/// Turns fuzz bytes into a plausible, often hostile, sequence of frames.
+fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
+    const NAMES: [&[u8]; 6] = [b"f", b"g", b"../x", b"file..txt", b"x\x1b[2J", b""];
+    let mut input = Input(rest);
+    let mut hasher = blake3::Hasher::new();
+    while !input.0.is_empty() {
+        let op = input.byte();
+        let arg = input.byte();
+        let frame = match op % 8 {
+            0 => {
+                let n = (usize::from(arg) * 8).min(input.0.len());
+                let (data, tail) = input.0.split_at(n);
+                input.0 = tail;
+                hasher.update(data);
+                Frame::Data(Bytes::copy_from_slice(data))
+            }
+            1 => {
+                hasher = blake3::Hasher::new();
+                let from = if arg % 2 == 0 {
+                    0
+                } else {
+                    u64::from(input.u32())
+                };
+                Frame::Begin { from }
+            }
+            2 => {
+                let mut hash = *hasher.finalize().as_bytes();
+                hash[0] ^= arg & 1;
+                Frame::End { hash }
+            }
+            3 => Frame::Offer {
+                size: [0, 1, 2048, 1 << 21, u64::MAX][usize::from(arg % 5)],
+                name: Bytes::from_static(NAMES[usize::from(arg / 5) % NAMES.len()]),
+            },
+            4 => Frame::Quit,
+            5 => {
+                out.push(arg);
+                continue;
+            }
+            6 => Frame::Saved,
+            _ => Frame::Error {
+                code: crate::error::ErrorCode::from_u16(arg.into()),
+                message: Bytes::from_static(b"\x1b]0;owned\x07"),
+            },
+        };
+        out.extend_from_slice(&frame.encode_to_vec());
+    }
+}
+
+/// Feeds `input` in pieces of at most `piece` bytes; returns the final
+/// result and the disk.
+fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate::Error>, MemDisk) {
+    let config = small_config();
+    let now = Instant::now();
+    let mut m = Receiver::new(ReceiverRole::new(), config.clone(), now);
+    let mut app = MemReceiver::new(disk, false);
+    let mut rest = input;
+    loop {
+        if let Some(result) = drain_checked(&mut m, &mut app, &config) {
+            return (result, app.disk);
+        }
+        let room = m.input_room();
+        assert!(
+            room <= config.recv_buffer,
+            "input room {room} beyond recv_buffer"
+        );
+        if rest.is_empty() {
+            m.handle_eof(now);
+            let result = drain_checked(&mut m, &mut app, &config);
+            let result = result.expect("EOF must end the session");
+            return (result, app.disk);
+        }
+        let n = rest.len().min(room).min(piece);
+        assert!(n > 0, "no input room after a full drain");
+        let _ = m.handle_input(now, &rest[..n]);
+        rest = &rest[n..];
+    }
+}
+
+/// Drains the receiver, answering with `app` and checking the limits.
+/// `Some` once the machine is done.
+fn drain_checked(
+    m: &mut Receiver,
+    app: &mut MemReceiver,
+    config: &Config,
+) -> Option<Result<(), crate::Error>> {
+    let now = Instant::now();
+    let mut out = 0usize;
+    for _ in 0..MAX_POLLS {
+        match m.poll_output() {
+            Output::Transmit(b) => {
+                out += b.len();
+                assert!(
+                    out <= config.send_buffer + config.max_frame + 1024,
+                    "receiver queued {out} bytes of output"
+                );
+            }
+            Output::Event(e) => {
+                use crate::driver::App;
+                if let Err(e) = app.on_event(m, now, e) {
+                    // The app refuses only what a correct machine never asks.
+                    panic!("receiver asked for something it must not: {e}");
+                }
+                if let Some(name) = &app.accepted {
+                    let offered = app.offers.iter().rev().find(|(n, _)| n == name.as_str());
+                    let (_, size) = offered.expect("accepted a name never offered");
+                    let held = app.disk.partials.get(name.as_str()).map_or(0, Vec::len);
+                    assert!(held as u64 <= *size, "wrote beyond the offered size");
+                }
+            }
+            Output::Wait(_) => return None,
+            Output::Done(result) => return Some(result),
+        }
+    }
+    panic!("receiver did not settle within {MAX_POLLS} polls");
+}
+
+/// Reads fields off the fuzz input, with zeros once it runs out.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
+    }
+}
+
+/// One sender/receiver session over an in-memory pair, driven by `data`:
+/// file contents, how the stream is cut, an optional dropped link and an
+/// optional corrupted byte; then a second, clean session over the same
+/// directory. Checks: whatever sits under a final name is exactly its
+/// source; the clean session completes every file byte-identical; after a
+/// cut without corruption, every file resumes exactly where its partial ends.
+pub fn filexfer(data: &[u8]) {
+    let mut input = Input(data);
+    let flags = input.byte();
+    let files = usize::from(flags % 3) + 1;
+    let seed = u64::from(input.u32());
+    let cut = (flags & 4 != 0).then(|| u64::from(input.u32() % 40_000));
+    let flip = (flags & 8 != 0).then(|| u64::from(input.u32() % 40_000));
+    let content = Bytes::copy_from_slice(&input.0[..input.0.len().min(30_000)]);
+    let per = content.len() / files;
+    let sources: Vec<(SafeName, Bytes)> = (0..files)
+        .map(|i| {
+            let name = SafeName::new(format!("f{i}").as_bytes(), 64).expect("valid name");
+            let end = if i + 1 == files {
+                content.len()
+            } else {
+                per * (i + 1)
+            };
+            (name, content.slice(per * i..end))
+        })
+        .collect();
+    let check_disk = |disk: &MemDisk| {
+        for (name, held) in &disk.files {
+            let source = sources.iter().find(|(n, _)| n.as_str() == name);
+            let source = source.expect("a final file that was never offered");
+            assert!(held[..] == source.1[..], "{name} differs from its source");
+        }
+    };
+
+    let (first, disk) = session(&sources, MemDisk::default(), seed, cut, flip);
+    check_disk(&disk);
+    if cut.is_none() && flip.is_none() {
+        assert!(first.is_ok(), "clean session failed: {first:?}");
+    }
+    let held: Vec<usize> = sources
+        .iter()
+        .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
+        .collect();
+    let (second, disk) = session(&sources, disk, seed ^ 1, None, None);
+    let sender = second.expect("the clean resumed session failed");
+    check_disk(&disk);
+    for (name, _) in &sources {
+        assert!(disk.files.contains_key(name.as_str()), "{name} missing");
+    }
+    if flip.is_none() {
+        for &(file, from) in &sender.started {
+            assert_eq!(
+                from, held[file] as u64,
+                "resume did not start at the partial's end"
+            );
+        }
+    }
+}
+
+/// Runs one session; returns the sender app (when both sides ended well) and the disk.
+fn session(
+    sources: &[(SafeName, Bytes)],
+    disk: MemDisk,
+    seed: u64,
+    cut: Option<u64>,
+    flip: Option<u64>,
+) -> (Result<MemSender, String>, MemDisk) {
+    let config = small_config();
+    let now = Instant::now();
+    let mut tx = MemSender::new(sources.iter().cloned());
+    let mut rx = MemReceiver::new(disk, false);
+    let sender = Sender::new(tx.role(), config.clone(), now);
+    let receiver = Receiver::new(ReceiverRole::new(), config, now);
+    let mut pair = Pair::new(sender, receiver, now, Cutter::random(seed, 3000));
+    if let Some(n) = cut {
+        pair = pair.cut_after(n);
+    }
+    if let Some(n) = flip {
+        pair = pair.flip_at(n);
+    }
+    let outcome = pair.run(&mut tx, &mut rx, 200_000).expect("pair stuck");
+    // The in-memory apps fail only when a machine asks what it must not
+    // (a write for another name, a verified file whose content differs).
+    for side in [&outcome.a, &outcome.b] {
+        if let Err(crate::driver::DriverError::Io { source, .. }) = side {
+            panic!("an app caught a machine breaking an invariant: {source}");
+        }
+    }
+    let result = match (outcome.a, outcome.b) {
+        (Ok(()), Ok(())) => Ok(tx),
+        (a, b) => Err(format!("{a:?} / {b:?}")),
+    };
+    // Sticky errors: a failed machine keeps failing the same way.
+    if let Some(e) = pair.a.error().cloned() {
+        assert_eq!(pair.a.handle_input(now, b"x"), Err(e));
+    }
+    (result, rx.disk)
+}

@@ -1,0 +1,29 @@
+//! The file-transfer protocol: sender and receiver machines, and the rules
+//! for peer-supplied file names. Machines only: no files, sockets, clocks or
+//! threads here; the driver answers their events (see `files` for one that
+//! uses the local file system).
+//!
+//! A session, after the preamble (protocol byte `F`): for each file the
+//! sender sends `Offer{size, name}`; the receiver answers
+//! `Accept{have, prefix}` or `Reject{reason, message}`. After an accept the
+//! sender checks the receiver's prefix against its own, sends
+//! `Begin{from}` (`have` if they match, else 0), streams `Data` chunks with
+//! no per-chunk round trip and ends with `End{hash}` (BLAKE3 of the whole
+//! content); the receiver verifies, has the file made durable under its
+//! final name and confirms with `Saved`. After the last file: `Quit`.
+//! See `docs/PROTOCOL.md`, section "File transfer".
+
+mod names;
+mod receiver;
+mod sender;
+
+pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
+pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
+pub use sender::{FileSpec, SenderEvent, SenderRole};
+
+use crate::session::Framed;
+
+/// The sender machine: offers files one at a time and streams them.
+pub type Sender = Framed<SenderRole>;
+/// The receiver machine: validates offers, checks content, confirms saves.
+pub type Receiver = Framed<ReceiverRole>;

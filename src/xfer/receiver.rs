@@ -1,0 +1,405 @@
+//! The receiver role: its whole transition table and the driver's answers.
+//!
+//! Pure: it validates offers, hashes data and asks its driver (through
+//! [`ReceiverEvent`]s) to decide, write, make durable and discard. It never
+//! touches a file and never buffers file data.
+
+use bytes::Bytes;
+
+use super::names::SafeName;
+use crate::codec::{Frame, Protocol, RejectReason};
+use crate::error::{sanitize, Error, ProtocolError, UsageError};
+use crate::session::{Framed, Link, Role};
+
+/// What the receiver tells its driver. Events marked "answer" need a
+/// method call on the [`Receiver`](super::Receiver) before the session goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Answer: the peer offers a file with a valid name; call
+    /// [`accept`](Framed::accept) or [`reject`](Framed::reject).
+    Offer {
+        /// The validated name.
+        name: SafeName,
+        /// Its announced size.
+        size: u64,
+    },
+    /// Informational: the machine refused an offer itself (bad name, too
+    /// large) and has already sent `Reject`.
+    Refused {
+        /// The offered name, sanitised for display.
+        name: String,
+        /// The offered size.
+        size: u64,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Data starts at `from`: cut the partial file to `from` bytes
+    /// (0: start over) and write from there.
+    Start {
+        /// The file.
+        name: SafeName,
+        /// Where writing starts.
+        from: u64,
+    },
+    /// Write `data` at `offset` of the partial file.
+    Write {
+        /// Byte offset in the file.
+        offset: u64,
+        /// The bytes (shared with the receive buffer, not copied).
+        data: Bytes,
+    },
+    /// Answer: all bytes arrived and the hash matches; make the file
+    /// durable, move it to its final name, then call
+    /// [`saved`](Framed::saved) or [`save_failed`](Framed::save_failed).
+    Verified {
+        /// The file.
+        name: SafeName,
+        /// BLAKE3 of the whole content.
+        hash: [u8; 32],
+    },
+    /// The content hash did not match: delete the partial file. The session
+    /// then fails with [`Error::HashMismatch`].
+    Discard {
+        /// The file.
+        name: SafeName,
+    },
+    /// The sender said `Quit`: the session ended normally.
+    Finished,
+}
+
+/// How the driver accepts an offer.
+// Built once per file and moved straight into the machine: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// Nothing held: start from byte 0.
+    Fresh,
+    /// A partial file holds the first `have` bytes; `hasher` has hashed exactly them.
+    From {
+        /// Bytes held.
+        have: u64,
+        /// BLAKE3 state over those bytes.
+        hasher: blake3::Hasher,
+    },
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for `Offer` or `Quit`.
+    Idle,
+    /// `Offer` event emitted; waiting for the driver's decision.
+    Deciding { name: SafeName, size: u64 },
+    /// `Accept` sent; waiting for `Begin`.
+    Accepted {
+        name: SafeName,
+        size: u64,
+        have: u64,
+        hasher: Box<blake3::Hasher>,
+    },
+    /// Taking `Data` until `End`.
+    Receiving {
+        name: SafeName,
+        size: u64,
+        at: u64,
+        hasher: Box<blake3::Hasher>,
+    },
+    /// `Verified` event emitted; waiting for the driver to save.
+    Saving { name: SafeName },
+    /// `Quit` received.
+    Done,
+}
+
+/// The receiver role. Use it as [`Receiver`](super::Receiver).
+#[derive(Debug)]
+pub struct ReceiverRole {
+    state: State,
+    files_saved: u64,
+    bytes_received: u64,
+}
+
+impl Default for ReceiverRole {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReceiverRole {
+    /// A receiver waiting for the first offer.
+    pub fn new() -> Self {
+        ReceiverRole {
+            state: State::Idle,
+            files_saved: 0,
+            bytes_received: 0,
+        }
+    }
+
+    /// Files confirmed with `Saved` so far.
+    pub fn files_saved(&self) -> u64 {
+        self.files_saved
+    }
+
+    /// File data bytes received in this session (resumed prefixes excluded).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// The file being decided on, received or saved, if any.
+    pub fn current(&self) -> Option<&SafeName> {
+        match &self.state {
+            State::Deciding { name, .. }
+            | State::Accepted { name, .. }
+            | State::Receiving { name, .. }
+            | State::Saving { name } => Some(name),
+            State::Idle | State::Done => None,
+        }
+    }
+
+    fn unexpected(&self, frame: &Frame) -> Error {
+        ProtocolError::UnexpectedFrame {
+            state: self.state_name(),
+            frame: frame.name(),
+        }
+        .into()
+    }
+
+    fn on_offer(&mut self, link: &mut Link<ReceiverEvent>, size: u64, raw: &Bytes) {
+        let max = link.config().max_file_size;
+        let decision = match SafeName::new(raw, link.config().max_name_len) {
+            Err(e) => Err((RejectReason::NameRefused, e.to_string())),
+            Ok(_) if size > max => Err((
+                RejectReason::TooLarge,
+                format!("{size} bytes exceed the limit of {max}"),
+            )),
+            Ok(name) => Ok(name),
+        };
+        match decision {
+            Ok(name) => {
+                link.emit(ReceiverEvent::Offer {
+                    name: name.clone(),
+                    size,
+                });
+                self.state = State::Deciding { name, size };
+            }
+            Err((reason, message)) => {
+                let message = Bytes::from(message.into_bytes());
+                link.send(&Frame::Reject { reason, message });
+                // Only a bounded prefix of a hostile name is ever shown.
+                let shown = &raw[..raw.len().min(link.config().max_name_len)];
+                link.emit(ReceiverEvent::Refused {
+                    name: sanitize(shown),
+                    size,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+impl Role for ReceiverRole {
+    type Event = ReceiverEvent;
+    const PROTOCOL: Protocol = Protocol::File;
+
+    fn start(&mut self, _link: &mut Link<ReceiverEvent>) {}
+
+    fn on_frame(&mut self, link: &mut Link<ReceiverEvent>, frame: Frame) -> Result<(), Error> {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        self.state = match (state, frame) {
+            (State::Idle, Frame::Offer { size, name }) => {
+                self.on_offer(link, size, &name);
+                return Ok(());
+            }
+            (State::Idle, Frame::Quit) => {
+                link.emit(ReceiverEvent::Finished);
+                State::Done
+            }
+            (
+                State::Accepted {
+                    name,
+                    size,
+                    have,
+                    hasher,
+                },
+                Frame::Begin { from },
+            ) => {
+                let hasher = match from {
+                    0 => Box::default(),
+                    f if f == have => hasher,
+                    offset => {
+                        let reason = "must be 0 or the accepted offset";
+                        return Err(ProtocolError::BadOffset { offset, reason }.into());
+                    }
+                };
+                link.emit(ReceiverEvent::Start {
+                    name: name.clone(),
+                    from,
+                });
+                State::Receiving {
+                    name,
+                    size,
+                    at: from,
+                    hasher,
+                }
+            }
+            (
+                State::Receiving {
+                    name,
+                    size,
+                    at,
+                    mut hasher,
+                },
+                Frame::Data(data),
+            ) => {
+                let len = data.len() as u64;
+                let end = at.checked_add(len).filter(|&e| e <= size);
+                let Some(end) = end else {
+                    return Err(ProtocolError::Overrun { size }.into());
+                };
+                if !data.is_empty() {
+                    hasher.update(&data);
+                    self.bytes_received += len;
+                    link.emit(ReceiverEvent::Write { offset: at, data });
+                }
+                State::Receiving {
+                    name,
+                    size,
+                    at: end,
+                    hasher,
+                }
+            }
+            (
+                State::Receiving {
+                    name,
+                    size,
+                    at,
+                    hasher,
+                },
+                Frame::End { hash },
+            ) => {
+                if at != size {
+                    return Err(ProtocolError::ShortFile { size, received: at }.into());
+                }
+                if *hasher.finalize().as_bytes() != hash {
+                    link.emit(ReceiverEvent::Discard { name });
+                    return Err(Error::HashMismatch);
+                }
+                link.emit(ReceiverEvent::Verified {
+                    name: name.clone(),
+                    hash,
+                });
+                State::Saving { name }
+            }
+            (state, frame) => {
+                self.state = state;
+                return Err(self.unexpected(&frame));
+            }
+        };
+        Ok(())
+    }
+
+    fn awaits_app(&self) -> bool {
+        matches!(self.state, State::Deciding { .. } | State::Saving { .. })
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Idle => "waiting for an offer",
+            State::Deciding { .. } => "deciding on an offer",
+            State::Accepted { .. } => "waiting for Begin",
+            State::Receiving { .. } => "receiving file data",
+            State::Saving { .. } => "saving a file",
+            State::Done => "finished",
+        }
+    }
+}
+
+fn wrong_state(call: &'static str, role: &ReceiverRole) -> Error {
+    UsageError::WrongState {
+        call,
+        state: role.state_name(),
+    }
+    .into()
+}
+
+impl Framed<ReceiverRole> {
+    /// Accepts the file just offered, fresh or resuming a partial file.
+    /// Refused, changing nothing, unless an [`ReceiverEvent::Offer`] awaits
+    /// an answer, or if `have` exceeds the offered size.
+    pub fn accept(&mut self, resume: Resume) -> Result<(), Error> {
+        self.command(|role, link| {
+            if !matches!(role.state, State::Deciding { .. }) {
+                return Err(wrong_state("accept", role));
+            }
+            let State::Deciding { name, size } = std::mem::replace(&mut role.state, State::Idle)
+            else {
+                return Err(wrong_state("accept", role));
+            };
+            let (have, hasher) = match resume {
+                Resume::Fresh => (0, blake3::Hasher::new()),
+                Resume::From { have, hasher } if have <= size && hasher.count() == have => {
+                    (have, hasher)
+                }
+                Resume::From { have, .. } => {
+                    role.state = State::Deciding { name, size };
+                    return Err(UsageError::BadResume { have, size }.into());
+                }
+            };
+            let prefix = *hasher.finalize().as_bytes();
+            link.send(&Frame::Accept { have, prefix });
+            role.state = State::Accepted {
+                name,
+                size,
+                have,
+                hasher: Box::new(hasher),
+            };
+            Ok(())
+        })
+    }
+
+    /// Refuses the file just offered; the sender moves on to its next file.
+    pub fn reject(&mut self, reason: RejectReason, message: impl Into<Bytes>) -> Result<(), Error> {
+        let message = message.into();
+        self.command(|role, link| {
+            if !matches!(role.state, State::Deciding { .. }) {
+                return Err(wrong_state("reject", role));
+            }
+            link.send(&Frame::Reject { reason, message });
+            role.state = State::Idle;
+            Ok(())
+        })
+    }
+
+    /// The verified file is durable under its final name: confirms with `Saved`.
+    pub fn saved(&mut self) -> Result<(), Error> {
+        self.command(|role, link| {
+            if !matches!(role.state, State::Saving { .. }) {
+                return Err(wrong_state("saved", role));
+            }
+            link.send(&Frame::Saved);
+            role.files_saved += 1;
+            role.state = State::Idle;
+            Ok(())
+        })
+    }
+
+    /// The verified file could not be saved: tells the sender with a
+    /// `Reject` (the file is not delivered) and waits for the next offer.
+    pub fn save_failed(
+        &mut self,
+        reason: RejectReason,
+        message: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let message = message.into();
+        self.command(|role, link| {
+            if !matches!(role.state, State::Saving { .. }) {
+                return Err(wrong_state("save_failed", role));
+            }
+            link.send(&Frame::Reject { reason, message });
+            role.state = State::Idle;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,421 @@
+//! File transfer over loopback TCP with the real drivers (blocking and
+//! tokio) and the real file layer: several files in one session, and a
+//! connection cut mid-way then resumed. Every wait is bounded by the
+//! machines' idle timeout or an explicit timeout; nothing sleeps.
+#![cfg(unix)]
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use echoxfer::driver::{blocking, DriverError};
+use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
+use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
+use echoxfer::Config;
+
+fn config() -> Config {
+    Config {
+        idle_timeout: Duration::from_secs(10),
+        ..Config::default()
+    }
+}
+
+fn content(n: usize, salt: u8) -> Vec<u8> {
+    let mut x = u64::from(salt) + 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dst).unwrap();
+    Dirs {
+        _tmp: tmp,
+        src,
+        dst,
+    }
+}
+
+fn sources(d: &Dirs, sizes: &[usize]) -> Vec<PathBuf> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let p = d.src.join(format!("file-{i}.bin"));
+            fs::write(&p, content(n, i as u8)).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn assert_received(d: &Dirs, paths: &[PathBuf]) {
+    for p in paths {
+        let got = fs::read(d.dst.join(p.file_name().unwrap())).unwrap();
+        assert!(got == fs::read(p).unwrap(), "{} differs", p.display());
+    }
+    let names: Vec<_> = fs::read_dir(&d.dst).unwrap().collect();
+    assert_eq!(names.len(), paths.len(), "stray files in the destination");
+}
+
+fn all_saved(report: &[FileReport]) -> bool {
+    report
+        .iter()
+        .all(|f| matches!(f.outcome, Outcome::Saved { .. }))
+}
+
+/// A transport that fails for good after `budget` bytes have been written:
+/// the connection drops mid-transfer.
+struct CutAfter<T> {
+    inner: T,
+    budget: usize,
+}
+
+fn reset() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "cut by the test")
+}
+
+impl Read for CutAfter<TcpStream> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl Write for CutAfter<TcpStream> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            let _ = self.inner.shutdown(std::net::Shutdown::Both);
+            return Err(reset());
+        }
+        let n = self.inner.write(&buf[..buf.len().min(self.budget)])?;
+        self.budget -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl blocking::Transport for CutAfter<TcpStream> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.inner.set_read_timeout(timeout)
+    }
+}
+
+/// Receives one session on `listener` in a thread; returns its result and report.
+fn receive_one(
+    listener: &TcpListener,
+    store: &Store,
+) -> thread::JoinHandle<(Result<(), DriverError>, Vec<FileReport>)> {
+    let listener = listener.try_clone().unwrap();
+    let store = store.clone();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut m = Receiver::new(ReceiverRole::new(), config(), Instant::now());
+        let mut app = ReceiverApp::new(store);
+        let r = blocking::run_stream(&mut m, &mut stream, &mut app);
+        (r, app.report().to_vec())
+    })
+}
+
+#[test]
+fn blocking_several_files_in_one_session() {
+    let d = dirs();
+    let paths = sources(&d, &[0, 1, 100_000, 262_144, 1_000_003]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let shutdown = blocking::Shutdown::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        thread::spawn(move || {
+            blocking::serve(
+                listener,
+                4,
+                Duration::from_secs(10),
+                &shutdown,
+                move |now| {
+                    let m = Receiver::new(ReceiverRole::new(), config(), now);
+                    (m, ReceiverApp::new(store.clone()))
+                },
+            )
+        })
+    };
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut app = SenderApp::open(&paths, 255).unwrap();
+    let mut m = Sender::new(app.role(), config(), Instant::now());
+    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    assert!(all_saved(app.report()), "{:?}", app.report());
+    shutdown.trigger();
+    let report = server.join().unwrap().unwrap();
+    assert_eq!((report.ok, report.failed), (1, 0));
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn blocking_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
+    let d = dirs();
+    let size = 3_000_000;
+    let paths = sources(&d, &[size]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+
+    let server = receive_one(&listener, &store);
+    let mut cut = CutAfter {
+        inner: TcpStream::connect(addr).unwrap(),
+        budget: 2_500_000,
+    };
+    let mut app = SenderApp::open(&paths, 255).unwrap();
+    let mut m = Sender::new(app.role(), config(), Instant::now());
+    assert!(blocking::run_stream(&mut m, &mut cut, &mut app).is_err());
+    drop(cut);
+    let (result, report) = server.join().unwrap();
+    assert!(result.is_err(), "an interrupted transfer is not a success");
+    assert_eq!(report[0].outcome, Outcome::Pending);
+    assert!(
+        !d.dst.join("file-0.bin").exists(),
+        "a cut left the final name"
+    );
+
+    let server = receive_one(&listener, &store);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut app = SenderApp::open(&paths, 255).unwrap();
+    let mut m = Sender::new(app.role(), config(), Instant::now());
+    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    let (result, report) = server.join().unwrap();
+    result.unwrap();
+    assert!(all_saved(&report));
+    let from = app.report()[0].from;
+    assert!(from > 2_000_000, "resumed from {from}");
+    assert_eq!(app.bytes_sent(), size as u64 - from);
+    assert!(
+        app.bytes_sent() < size as u64 / 3,
+        "re-sent {}",
+        app.bytes_sent()
+    );
+    assert_received(&d, &paths);
+}
+
+struct AsyncCutAfter {
+    inner: tokio::net::TcpStream,
+    budget: usize,
+}
+
+impl tokio::io::AsyncRead for AsyncCutAfter {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for AsyncCutAfter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.budget == 0 {
+            return Poll::Ready(Err(reset()));
+        }
+        let n = buf.len().min(self.budget);
+        let written = Pin::new(&mut self.inner).poll_write(cx, &buf[..n]);
+        if let Poll::Ready(Ok(n)) = written {
+            self.budget -= n;
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn tokio_receive_one(
+    listener: &tokio::net::TcpListener,
+    store: &Store,
+) -> (Result<(), DriverError>, Vec<FileReport>) {
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut m = Receiver::new(ReceiverRole::new(), config(), Instant::now());
+    let mut app = ReceiverApp::new(store.clone());
+    let r = echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await;
+    (r, app.report().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_several_files_in_one_session() {
+    let d = dirs();
+    let paths = sources(&d, &[3, 0, 700_000, 65_536]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(echoxfer::driver::tokio::serve(
+        listener,
+        4,
+        Duration::from_secs(10),
+        async move {
+            let _ = stopped.await;
+        },
+        move |now| {
+            let m = Receiver::new(ReceiverRole::new(), config(), now);
+            (m, ReceiverApp::new(store.clone()))
+        },
+    ));
+    let client = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut app = SenderApp::open(&paths, 255).unwrap();
+        let mut m = Sender::new(app.role(), config(), Instant::now());
+        echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app)
+            .await
+            .unwrap();
+        app
+    };
+    let app = tokio::time::timeout(Duration::from_secs(30), client)
+        .await
+        .expect("bounded");
+    assert!(all_saved(app.report()), "{:?}", app.report());
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("bounded")
+        .unwrap()
+        .unwrap();
+    assert_eq!((report.ok, report.failed), (1, 0));
+    assert_received(&d, &paths);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
+    let d = dirs();
+    let size = 3_000_000;
+    let paths = sources(&d, &[size]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let bound = Duration::from_secs(30);
+
+    let first = async {
+        let client = async {
+            let mut cut = AsyncCutAfter {
+                inner: tokio::net::TcpStream::connect(addr).await.unwrap(),
+                budget: 2_500_000,
+            };
+            let mut app = SenderApp::open(&paths, 255).unwrap();
+            let mut m = Sender::new(app.role(), config(), Instant::now());
+            let r = echoxfer::driver::tokio::run_stream(&mut m, &mut cut, &mut app).await;
+            drop(cut);
+            r
+        };
+        tokio::join!(client, tokio_receive_one(&listener, &store))
+    };
+    let (sent, (received, report)) = tokio::time::timeout(bound, first).await.expect("bounded");
+    assert!(sent.is_err() && received.is_err());
+    assert_eq!(report[0].outcome, Outcome::Pending);
+    assert!(
+        !d.dst.join("file-0.bin").exists(),
+        "a cut left the final name"
+    );
+
+    let second = async {
+        let client = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut app = SenderApp::open(&paths, 255).unwrap();
+            let mut m = Sender::new(app.role(), config(), Instant::now());
+            let r = echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await;
+            (r, app)
+        };
+        tokio::join!(client, tokio_receive_one(&listener, &store))
+    };
+    let ((sent, app), (received, report)) =
+        tokio::time::timeout(bound, second).await.expect("bounded");
+    sent.unwrap();
+    received.unwrap();
+    assert!(all_saved(&report));
+    let from = app.report()[0].from;
+    assert!(from > 2_000_000, "resumed from {from}");
+    assert_eq!(app.bytes_sent(), size as u64 - from);
+    assert!(app.bytes_sent() < size as u64 / 3);
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
+    use echoxfer::codec::{Frame, Protocol};
+    let d = dirs();
+    let paths = sources(&d, &[12_345]);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let shutdown = blocking::Shutdown::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        thread::spawn(move || {
+            blocking::serve(
+                listener,
+                4,
+                Duration::from_secs(10),
+                &shutdown,
+                move |now| {
+                    let m = Receiver::new(ReceiverRole::new(), config(), now);
+                    (m, ReceiverApp::new(store.clone()))
+                },
+            )
+        })
+    };
+    // A hostile sender: a traversal name, then data nobody accepted.
+    let mut evil = TcpStream::connect(addr).unwrap();
+    evil.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bytes = Protocol::File.preamble().to_vec();
+    for f in [
+        Frame::Offer {
+            size: 3,
+            name: bytes::Bytes::from_static(b"../../etc/x"),
+        },
+        Frame::Data(bytes::Bytes::from_static(b"pwn")),
+    ] {
+        bytes.extend_from_slice(&f.encode_to_vec());
+    }
+    evil.write_all(&bytes).unwrap();
+    let mut reply = Vec::new();
+    let _ = evil.read_to_end(&mut reply); // the server ends that session
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("unexpected Data"), "{text:?}");
+
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut app = SenderApp::open(&paths, 255).unwrap();
+    let mut m = Sender::new(app.role(), config(), Instant::now());
+    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    shutdown.trigger();
+    let report = server.join().unwrap().unwrap();
+    assert_eq!((report.ok, report.failed), (1, 1));
+    assert_received(&d, &paths);
+    assert!(!d.dst.parent().unwrap().join("etc").exists());
+}

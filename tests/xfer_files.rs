@@ -1,0 +1,357 @@
+//! The file layer (`Store`, `Source`, the apps) on real directories, with the
+//! machines joined by the in-memory pair: symlinks, overwrites, partial
+//! files, resume and integrity on an actual file system.
+#![cfg(unix)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use echoxfer::codec::RejectReason;
+use echoxfer::driver::DriverError;
+use echoxfer::files::{Outcome, ReceiverApp, SenderApp, Store};
+use echoxfer::testing::fuzz::small_config;
+use echoxfer::testing::{Cutter, Pair, PairOutcome};
+use echoxfer::xfer::{Receiver, ReceiverRole, Resume, SafeName, Sender};
+use echoxfer::Error;
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+    outside: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let [src, dst, outside] = ["src", "dst", "outside"].map(|d| tmp.path().join(d));
+    for d in [&src, &dst, &outside] {
+        fs::create_dir(d).unwrap();
+    }
+    Dirs {
+        _tmp: tmp,
+        src,
+        dst,
+        outside,
+    }
+}
+
+fn content(n: usize, salt: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+        .collect()
+}
+
+fn write_src(d: &Dirs, name: &str, data: &[u8]) -> PathBuf {
+    let p = d.src.join(name);
+    fs::write(&p, data).unwrap();
+    p
+}
+
+struct Run {
+    outcome: PairOutcome,
+    tx: SenderApp,
+    rx: ReceiverApp,
+}
+
+fn send(paths: &[PathBuf], store: &Store, cut: Option<u64>, flip: Option<u64>) -> Run {
+    let now = Instant::now();
+    let mut tx = SenderApp::open(paths, 255).unwrap();
+    let mut rx = ReceiverApp::new(store.clone());
+    let a = Sender::new(tx.role(), small_config(), now);
+    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
+    let mut pair = Pair::new(a, b, now, Cutter::random(9, 2500));
+    if let Some(n) = cut {
+        pair = pair.cut_after(n);
+    }
+    if let Some(n) = flip {
+        pair = pair.flip_at(n);
+    }
+    let outcome = pair.run(&mut tx, &mut rx, 1_000_000).expect("bounded");
+    Run { outcome, tx, rx }
+}
+
+fn ok(r: &Run) {
+    assert!(r.outcome.a.is_ok(), "sender: {:?}", r.outcome.a);
+    assert!(r.outcome.b.is_ok(), "receiver: {:?}", r.outcome.b);
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn several_files_arrive_byte_identical_and_no_partials_remain() {
+    let d = dirs();
+    let paths: Vec<PathBuf> = [0, 1, 1023, 1024, 1025, 5000]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| write_src(&d, &format!("f{i}..bin"), &content(n, i as u8)))
+        .collect();
+    let store = Store::new(&d.dst, false).unwrap();
+    let r = send(&paths, &store, None, None);
+    ok(&r);
+    for p in &paths {
+        let got = fs::read(d.dst.join(p.file_name().unwrap())).unwrap();
+        assert_eq!(got, fs::read(p).unwrap());
+    }
+    assert_eq!(entries(&d.dst).len(), paths.len(), "{:?}", entries(&d.dst));
+    assert!(r
+        .tx
+        .report()
+        .iter()
+        .all(|f| matches!(f.outcome, Outcome::Saved { .. })));
+    let total: u64 = [0, 1, 1023, 1024, 1025, 5000].iter().sum();
+    assert_eq!(r.tx.bytes_sent(), total);
+    assert_eq!(r.rx.bytes_written(), total);
+    assert_eq!(r.tx.progress().done(), total);
+    assert_eq!(r.rx.progress().total(), total);
+}
+
+#[test]
+fn existing_file_is_refused_and_left_untouched_without_overwrite() {
+    let d = dirs();
+    let p = write_src(&d, "a.txt", b"new content");
+    fs::write(d.dst.join("a.txt"), b"old").unwrap();
+    let r = send(&[p], &Store::new(&d.dst, false).unwrap(), None, None);
+    ok(&r);
+    assert_eq!(fs::read(d.dst.join("a.txt")).unwrap(), b"old");
+    assert!(matches!(
+        r.tx.report()[0].outcome,
+        Outcome::Refused {
+            reason: RejectReason::Exists,
+            ..
+        }
+    ));
+    assert_eq!(entries(&d.dst), vec!["a.txt"]);
+}
+
+#[test]
+fn overwrite_replaces_an_existing_file() {
+    let d = dirs();
+    let p = write_src(&d, "a.txt", b"new content");
+    fs::write(d.dst.join("a.txt"), b"old").unwrap();
+    let r = send(&[p], &Store::new(&d.dst, true).unwrap(), None, None);
+    ok(&r);
+    assert_eq!(fs::read(d.dst.join("a.txt")).unwrap(), b"new content");
+}
+
+#[test]
+fn final_name_symlinked_outside_is_never_written_through() {
+    let d = dirs();
+    let target = d.outside.join("authorized_keys");
+    fs::write(&target, b"secret").unwrap();
+    std::os::unix::fs::symlink(&target, d.dst.join("k")).unwrap();
+    let p = write_src(&d, "k", b"attacker key");
+    // Without overwrite: the link counts as an existing file.
+    let r = send(
+        std::slice::from_ref(&p),
+        &Store::new(&d.dst, false).unwrap(),
+        None,
+        None,
+    );
+    ok(&r);
+    assert!(matches!(
+        r.tx.report()[0].outcome,
+        Outcome::Refused {
+            reason: RejectReason::Exists,
+            ..
+        }
+    ));
+    assert_eq!(fs::read(&target).unwrap(), b"secret");
+    // With overwrite: the link itself is replaced; its target is untouched.
+    let r = send(&[p], &Store::new(&d.dst, true).unwrap(), None, None);
+    ok(&r);
+    assert_eq!(fs::read(&target).unwrap(), b"secret");
+    let meta = fs::symlink_metadata(d.dst.join("k")).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(fs::read(d.dst.join("k")).unwrap(), b"attacker key");
+}
+
+#[test]
+fn partial_name_symlink_is_refused_and_never_followed() {
+    let d = dirs();
+    let target = d.outside.join("victim");
+    fs::write(&target, b"precious").unwrap();
+    let name = SafeName::new(b"x.bin", 255).unwrap();
+    let part = Store::partial_name(&name);
+    std::os::unix::fs::symlink(&target, d.dst.join(&part)).unwrap();
+    let p = write_src(&d, "x.bin", &content(3000, 1));
+    let r = send(&[p], &Store::new(&d.dst, false).unwrap(), None, None);
+    ok(&r);
+    assert!(matches!(
+        r.tx.report()[0].outcome,
+        Outcome::Refused {
+            reason: RejectReason::Disk,
+            ..
+        }
+    ));
+    assert_eq!(fs::read(&target).unwrap(), b"precious");
+    assert!(!d.dst.join("x.bin").exists());
+}
+
+#[test]
+fn partial_hard_linked_elsewhere_is_refused() {
+    let d = dirs();
+    let victim = d.outside.join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    let name = SafeName::new(b"h", 255).unwrap();
+    fs::hard_link(&victim, d.dst.join(Store::partial_name(&name))).unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let refusal = store.prepare(&name, 100).unwrap_err();
+    assert_eq!(refusal.reason, RejectReason::Disk);
+    assert_eq!(fs::read(&victim).unwrap(), b"precious");
+}
+
+#[test]
+fn two_sessions_never_receive_the_same_name_at_once() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let name = SafeName::new(b"same", 255).unwrap();
+    let (first, _) = store.prepare(&name, 10).unwrap();
+    let again = store.clone().prepare(&name, 10).unwrap_err();
+    assert_eq!(again.reason, RejectReason::Busy);
+    drop(first);
+    assert!(store.prepare(&name, 10).is_ok());
+}
+
+#[test]
+fn partial_is_resumed_with_its_hash() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let name = SafeName::new(b"r", 255).unwrap();
+    fs::write(d.dst.join(Store::partial_name(&name)), b"hello").unwrap();
+    let (_, resume) = store.prepare(&name, 10).unwrap();
+    match resume {
+        Resume::From { have, hasher } => {
+            assert_eq!(have, 5);
+            assert_eq!(hasher.finalize(), blake3::hash(b"hello"));
+        }
+        Resume::Fresh => panic!("expected a resume"),
+    }
+}
+
+#[test]
+fn cut_transfer_keeps_a_partial_then_resumes_with_few_resent_bytes() {
+    let d = dirs();
+    let data = content(200_000, 7);
+    let p = write_src(&d, "big.bin", &data);
+    let store = Store::new(&d.dst, false).unwrap();
+    let first = send(std::slice::from_ref(&p), &store, Some(150_000), None);
+    assert!(first.outcome.a.is_err() && first.outcome.b.is_err());
+    assert!(!d.dst.join("big.bin").exists(), "a cut left the final name");
+    let part = d.dst.join(Store::partial_name(
+        &SafeName::new(b"big.bin", 255).unwrap(),
+    ));
+    let held = fs::metadata(&part).unwrap().len();
+    assert!(held > 100_000, "held {held}");
+    // The first session's receiver still holds the name until it is dropped.
+    let busy = send(std::slice::from_ref(&p), &store, None, None);
+    assert!(matches!(
+        busy.tx.report()[0].outcome,
+        Outcome::Refused {
+            reason: RejectReason::Busy,
+            ..
+        }
+    ));
+    drop(first);
+    let second = send(&[p], &store, None, None);
+    ok(&second);
+    assert!(matches!(
+        second.rx.report()[0].outcome,
+        Outcome::Saved { .. }
+    ));
+    assert_eq!(fs::read(d.dst.join("big.bin")).unwrap(), data);
+    assert!(!part.exists());
+    assert_eq!(second.tx.report()[0].from, held);
+    assert_eq!(second.tx.bytes_sent(), data.len() as u64 - held);
+    assert!(
+        second.tx.bytes_sent() < 60_000,
+        "re-sent {}",
+        second.tx.bytes_sent()
+    );
+}
+
+#[test]
+fn changed_source_prefix_restarts_from_zero() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let name = SafeName::new(b"c.bin", 255).unwrap();
+    fs::write(d.dst.join(Store::partial_name(&name)), content(4000, 99)).unwrap();
+    let data = content(9000, 1);
+    let p = write_src(&d, "c.bin", &data);
+    let r = send(&[p], &store, None, None);
+    ok(&r);
+    assert_eq!(r.tx.report()[0].from, 0);
+    assert_eq!(fs::read(d.dst.join("c.bin")).unwrap(), data);
+}
+
+#[test]
+fn flipped_byte_deletes_the_partial_and_leaves_no_final_file() {
+    let d = dirs();
+    let data = content(5000, 3);
+    let p = write_src(&d, "z.bin", &data);
+    // Preamble, Offer (5+8+5), Begin (13), Data header: byte 100 of the content.
+    let flip = (6 + 18 + 13 + 5 + 100) as u64;
+    let r = send(&[p], &Store::new(&d.dst, false).unwrap(), None, Some(flip));
+    assert!(matches!(
+        r.outcome.b,
+        Err(DriverError::Machine(Error::HashMismatch))
+    ));
+    assert!(matches!(
+        r.outcome.a,
+        Err(DriverError::Machine(Error::PeerFailed { .. }))
+    ));
+    assert!(entries(&d.dst).is_empty(), "{:?}", entries(&d.dst));
+    assert_eq!(r.rx.report()[0].outcome, Outcome::Discarded);
+}
+
+#[test]
+fn source_name_must_be_safe_and_regular() {
+    let d = dirs();
+    assert!(
+        SenderApp::open(std::slice::from_ref(&d.src), 255).is_err(),
+        "a directory"
+    );
+    let p = write_src(&d, "ok.txt", b"x");
+    assert!(
+        SenderApp::open(&[p], 2).is_err(),
+        "name longer than the limit"
+    );
+}
+
+#[test]
+fn source_that_shrank_is_refused_never_padded() {
+    // rsync CVE-2024-12085 class: no byte that was not read may be sent.
+    let d = dirs();
+    let p = write_src(&d, "s.bin", &content(5000, 5));
+    let now = Instant::now();
+    let mut tx = SenderApp::open(std::slice::from_ref(&p), 255).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(2000)
+        .unwrap();
+    let mut rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
+    let a = Sender::new(tx.role(), small_config(), now);
+    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
+    let mut pair = Pair::new(a, b, now, Cutter::whole());
+    let outcome = pair.run(&mut tx, &mut rx, 100_000).unwrap();
+    assert!(
+        matches!(outcome.a, Err(DriverError::Io { .. })),
+        "{:?}",
+        outcome.a
+    );
+    assert!(
+        outcome.b.is_err(),
+        "the receiver must see an interrupted transfer"
+    );
+    assert!(!d.dst.join("s.bin").exists());
+    assert_eq!(tx.bytes_sent(), 1024, "only chunks read in full are sent");
+}

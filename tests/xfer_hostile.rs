@@ -1,0 +1,564 @@
+//! Hostile peers against the file-transfer machines: one named test per
+//! bug class of `hostile-cases.md` that the machines (not the file layer)
+//! must stop. Frames are fed raw, as an attacker would write them.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use echoxfer::codec::{Frame, Protocol, RejectReason};
+use echoxfer::error::{ErrorCode, ProtocolError, UsageError};
+use echoxfer::testing::fuzz::small_config;
+use echoxfer::xfer::{
+    FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender, SenderEvent,
+    SenderRole,
+};
+use echoxfer::{Config, Error, Machine, Output, StreamMachine};
+
+fn wire(frames: &[Frame]) -> Vec<u8> {
+    let mut out = Protocol::File.preamble().to_vec();
+    for f in frames {
+        out.extend_from_slice(&f.encode_to_vec());
+    }
+    out
+}
+
+fn offer(name: &[u8], size: u64) -> Frame {
+    Frame::Offer {
+        size,
+        name: Bytes::copy_from_slice(name),
+    }
+}
+
+/// Everything a machine output after its input: frames sent (decoded),
+/// events, and its final state.
+struct Drained<E> {
+    sent: Vec<Frame>,
+    events: Vec<E>,
+    done: Option<Result<(), Error>>,
+}
+
+fn drain<M: StreamMachine>(m: &mut M, protocol: Protocol) -> Drained<M::Event> {
+    let mut bytes = Vec::new();
+    let mut events = Vec::new();
+    let done = loop {
+        match m.poll_output() {
+            Output::Transmit(b) => bytes.extend_from_slice(&b),
+            Output::Event(e) => events.push(e),
+            Output::Wait(_) => break None,
+            Output::Done(r) => break Some(r),
+        }
+    };
+    if !bytes.starts_with(&echoxfer::codec::MAGIC) {
+        // The preamble went out with an earlier drain.
+        bytes.splice(0..0, protocol.preamble());
+    }
+    let mut dec = echoxfer::codec::FrameDecoder::new(protocol, 1 << 20);
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let mut sent = Vec::new();
+    while let Ok(Some(f)) = dec.decode(&mut buf) {
+        sent.push(f);
+    }
+    Drained { sent, events, done }
+}
+
+fn receiver() -> Receiver {
+    Receiver::new(ReceiverRole::new(), small_config(), Instant::now())
+}
+
+fn feed(m: &mut impl StreamMachine, bytes: &[u8]) {
+    let _ = m.handle_input(Instant::now(), bytes);
+}
+
+/// A receiver that has accepted `f` of `size` bytes fresh and seen `Begin{0}`.
+fn receiving(size: u64) -> Receiver {
+    let mut m = receiver();
+    feed(&mut m, &wire(&[offer(b"f", size)]));
+    drain(&mut m, Protocol::File);
+    m.accept(Resume::Fresh).unwrap();
+    feed(&mut m, &Frame::Begin { from: 0 }.encode_to_vec());
+    m
+}
+
+fn remote(e: ProtocolError) -> Option<Result<(), Error>> {
+    Some(Err(Error::Remote(e)))
+}
+
+#[test]
+fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
+    let long = vec![b'a'; 300];
+    let names: [&[u8]; 10] = [
+        b"../x",
+        b"a/../../b",
+        b"/etc/passwd",
+        b"..\\x",
+        b"C:x",
+        "x\u{1b}[2J".as_bytes(),
+        b"",
+        b".",
+        &long,
+        b"nul\0byte",
+    ];
+    for name in names {
+        let mut m = receiver();
+        feed(&mut m, &wire(&[offer(name, 10)]));
+        let d = drain(&mut m, Protocol::File);
+        assert!(
+            matches!(
+                d.sent[..],
+                [Frame::Reject {
+                    reason: RejectReason::NameRefused,
+                    ..
+                }]
+            ),
+            "{name:?}: {:?}",
+            d.sent
+        );
+        match &d.events[..] {
+            [ReceiverEvent::Refused { name: shown, .. }] => {
+                assert!(!shown.chars().any(char::is_control), "{shown:?}");
+            }
+            other => panic!("{name:?}: {other:?}"),
+        }
+        assert_eq!(d.done, None, "a refused name must not end the session");
+    }
+    let mut m = receiver();
+    feed(&mut m, &wire(&[offer(b"file..txt", 10)]));
+    let d = drain(&mut m, Protocol::File);
+    assert!(
+        matches!(&d.events[..], [ReceiverEvent::Offer { name, size: 10 }] if name.as_str() == "file..txt")
+    );
+}
+
+#[test]
+fn huge_name_length_is_refused_before_allocation() {
+    // A name longer than any frame: the length prefix alone is refused.
+    let mut m = receiver();
+    let mut bytes = Protocol::File.preamble().to_vec();
+    bytes.extend_from_slice(&[0x20, 0xff, 0xff, 0xff, 0xff]);
+    feed(&mut m, &bytes);
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.done,
+        Some(Err(Error::Remote(ProtocolError::Codec(
+            echoxfer::error::CodecError::FrameTooLarge { .. }
+        ))))
+    ));
+    // A name that fits a frame but not `max_name_len`: refused, session goes on.
+    let mut m = receiver();
+    feed(&mut m, &wire(&[offer(&[b'n'; 4000], 1)]));
+    let d = drain(&mut m, Protocol::File);
+    assert!(
+        matches!(&d.events[..], [ReceiverEvent::Refused { reason: RejectReason::NameRefused, name, .. }] if name.len() <= 64)
+    );
+}
+
+#[test]
+fn offer_of_size_zero_is_accepted_and_verified_empty() {
+    let mut m = receiving(0);
+    feed(
+        &mut m,
+        &Frame::End {
+            hash: *blake3::hash(b"").as_bytes(),
+        }
+        .encode_to_vec(),
+    );
+    let d = drain(&mut m, Protocol::File);
+    assert!(
+        matches!(&d.events[..], [_, ReceiverEvent::Verified { .. }]),
+        "{:?}",
+        d.events
+    );
+    m.saved().unwrap();
+    feed(&mut m, &Frame::Quit.encode_to_vec());
+    let d = drain(&mut m, Protocol::File);
+    assert_eq!(d.sent, vec![Frame::Saved]);
+    assert_eq!(d.done, Some(Ok(())));
+}
+
+#[test]
+fn offer_of_max_size_is_refused_too_large() {
+    let mut m = receiver();
+    feed(&mut m, &wire(&[offer(b"big", u64::MAX)]));
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.sent[..],
+        [Frame::Reject {
+            reason: RejectReason::TooLarge,
+            ..
+        }]
+    ));
+    let limit = small_config().max_file_size;
+    feed(&mut m, &offer(b"edge", limit).encode_to_vec());
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(&d.events[..], [ReceiverEvent::Offer { size, .. }] if *size == limit));
+}
+
+#[test]
+fn data_overrun_beyond_offered_size_fails_before_any_write() {
+    let mut m = receiving(4);
+    feed(
+        &mut m,
+        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
+    );
+    feed(
+        &mut m,
+        &Frame::Data(Bytes::from_static(b"de")).encode_to_vec(),
+    );
+    let d = drain(&mut m, Protocol::File);
+    let writes: Vec<_> = d
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ReceiverEvent::Write { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        writes,
+        vec![Bytes::from_static(b"abc")],
+        "the overrun must not be written"
+    );
+    assert_eq!(d.done, remote(ProtocolError::Overrun { size: 4 }));
+    assert!(matches!(
+        d.sent.last(),
+        Some(Frame::Error {
+            code: ErrorCode::Protocol,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn begin_with_bogus_offset_is_a_protocol_error() {
+    for from in [1, 5, u64::MAX] {
+        let mut m = receiver();
+        feed(&mut m, &wire(&[offer(b"f", 10)]));
+        drain(&mut m, Protocol::File);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"abcd");
+        m.accept(Resume::From { have: 4, hasher }).unwrap();
+        feed(&mut m, &Frame::Begin { from }.encode_to_vec());
+        let d = drain(&mut m, Protocol::File);
+        assert!(
+            matches!(d.done, Some(Err(Error::Remote(ProtocolError::BadOffset { offset, .. }))) if offset == from),
+            "{from}: {:?}",
+            d.done
+        );
+        assert!(!d
+            .events
+            .iter()
+            .any(|e| matches!(e, ReceiverEvent::Start { .. })));
+    }
+}
+
+#[test]
+fn accept_with_have_beyond_size_is_refused_by_sender() {
+    let spec = FileSpec {
+        name: SafeName::new(b"f", 255).unwrap(),
+        size: 10,
+    };
+    for have in [11, u64::MAX] {
+        let mut m = Sender::new(
+            SenderRole::new(vec![spec.clone()]),
+            small_config(),
+            Instant::now(),
+        );
+        feed(
+            &mut m,
+            &wire(&[Frame::Accept {
+                have,
+                prefix: [0; 32],
+            }]),
+        );
+        let d = drain(&mut m, Protocol::File);
+        assert!(matches!(
+            d.done,
+            Some(Err(Error::Remote(ProtocolError::BadOffset { .. })))
+        ));
+        assert!(!d
+            .events
+            .iter()
+            .any(|e| matches!(e, SenderEvent::Read { .. } | SenderEvent::HashPrefix { .. })));
+    }
+}
+
+#[test]
+fn end_before_all_bytes_is_a_short_file_not_a_success() {
+    let mut m = receiving(10);
+    feed(
+        &mut m,
+        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
+    );
+    let hash = *blake3::hash(b"abc").as_bytes();
+    feed(&mut m, &Frame::End { hash }.encode_to_vec());
+    let d = drain(&mut m, Protocol::File);
+    assert_eq!(
+        d.done,
+        remote(ProtocolError::ShortFile {
+            size: 10,
+            received: 3
+        })
+    );
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, ReceiverEvent::Verified { .. })));
+}
+
+#[test]
+fn hash_mismatch_discards_and_is_sticky() {
+    let mut m = receiving(3);
+    feed(
+        &mut m,
+        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
+    );
+    feed(&mut m, &Frame::End { hash: [7; 32] }.encode_to_vec());
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.events.last(),
+        Some(ReceiverEvent::Discard { .. })
+    ));
+    assert!(matches!(
+        d.sent.last(),
+        Some(Frame::Error {
+            code: ErrorCode::HashMismatch,
+            ..
+        })
+    ));
+    assert_eq!(d.done, Some(Err(Error::HashMismatch)));
+    assert_eq!(
+        m.handle_input(Instant::now(), b"more"),
+        Err(Error::HashMismatch)
+    );
+    assert_eq!(m.saved(), Err(Error::HashMismatch));
+}
+
+#[test]
+fn eof_mid_transfer_is_an_interrupted_transfer() {
+    let mut m = receiving(10);
+    feed(
+        &mut m,
+        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
+    );
+    m.handle_eof(Instant::now());
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.done,
+        Some(Err(Error::Remote(ProtocolError::UnexpectedEof { .. })))
+    ));
+}
+
+#[test]
+fn eof_before_saved_is_not_a_delivery_for_the_sender() {
+    let spec = FileSpec {
+        name: SafeName::new(b"f", 255).unwrap(),
+        size: 0,
+    };
+    let mut m = Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now());
+    feed(
+        &mut m,
+        &wire(&[Frame::Accept {
+            have: 0,
+            prefix: *blake3::hash(b"").as_bytes(),
+        }]),
+    );
+    let d = drain(&mut m, Protocol::File);
+    assert!(d.sent.iter().any(|f| matches!(f, Frame::End { .. })));
+    m.handle_eof(Instant::now());
+    let d = drain(&mut m, Protocol::File);
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, SenderEvent::Delivered { .. })));
+    assert!(matches!(
+        d.done,
+        Some(Err(Error::Remote(ProtocolError::UnexpectedEof { .. })))
+    ));
+}
+
+#[test]
+fn frames_out_of_order_are_unexpected() {
+    let cases: Vec<Vec<Frame>> = vec![
+        vec![Frame::Data(Bytes::from_static(b"x"))],
+        vec![Frame::Begin { from: 0 }],
+        vec![Frame::End { hash: [0; 32] }],
+        vec![Frame::Saved],
+        vec![Frame::Accept {
+            have: 0,
+            prefix: [0; 32],
+        }],
+        vec![Frame::Message(Bytes::from_static(b"exit"))],
+    ];
+    for frames in cases {
+        let mut m = receiver();
+        feed(&mut m, &wire(&frames));
+        let d = drain(&mut m, Protocol::File);
+        assert!(
+            matches!(
+                d.done,
+                Some(Err(Error::Remote(ProtocolError::UnexpectedFrame { .. })))
+            ),
+            "{frames:?}: {:?}",
+            d.done
+        );
+    }
+    let mut m = receiving(10);
+    feed(&mut m, &Frame::Quit.encode_to_vec());
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.done,
+        Some(Err(Error::Remote(ProtocolError::UnexpectedFrame { .. })))
+    ));
+}
+
+#[test]
+fn peer_error_message_with_escape_codes_is_sanitized() {
+    let mut m = receiver();
+    let evil = Frame::Error {
+        code: ErrorCode::Internal,
+        message: Bytes::from_static(b"\x1b]0;pwned\x07\x1b[2J\r\nall good"),
+    };
+    feed(&mut m, &wire(&[evil]));
+    let d = drain(&mut m, Protocol::File);
+    match d.done {
+        Some(Err(Error::PeerFailed { message, .. })) => {
+            assert!(!message.chars().any(char::is_control), "{message:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reject_message_with_escape_codes_is_sanitized_for_the_sender() {
+    let spec = FileSpec {
+        name: SafeName::new(b"f", 255).unwrap(),
+        size: 1,
+    };
+    let mut m = Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now());
+    let reject = Frame::Reject {
+        reason: RejectReason::Other(200),
+        message: Bytes::from_static(b"\x1b[31mred\x1b[0m\x08"),
+    };
+    feed(&mut m, &wire(&[reject]));
+    let d = drain(&mut m, Protocol::File);
+    match &d.events[..] {
+        [SenderEvent::Rejected {
+            message,
+            reason: RejectReason::Other(200),
+            ..
+        }] => {
+            assert!(!message.chars().any(char::is_control), "{message:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.sent.last(), Some(&Frame::Quit));
+    assert_eq!(d.done, Some(Ok(())));
+}
+
+#[test]
+fn zero_limits_are_refused_not_unlimited() {
+    for config in [
+        Config {
+            chunk_size: 0,
+            ..small_config()
+        },
+        Config {
+            max_file_size: 0,
+            ..small_config()
+        },
+        Config {
+            max_name_len: 0,
+            ..small_config()
+        },
+    ] {
+        let mut m = Receiver::new(ReceiverRole::new(), config, Instant::now());
+        let d = drain(&mut m, Protocol::File);
+        assert!(matches!(
+            d.done,
+            Some(Err(Error::Local(UsageError::BadConfig(_))))
+        ));
+    }
+}
+
+#[test]
+fn sender_keeps_one_read_outstanding_and_checks_chunk_length() {
+    let spec = FileSpec {
+        name: SafeName::new(b"f", 255).unwrap(),
+        size: 5000,
+    };
+    let mut m = Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now());
+    feed(
+        &mut m,
+        &wire(&[Frame::Accept {
+            have: 0,
+            prefix: *blake3::hash(b"").as_bytes(),
+        }]),
+    );
+    let d = drain(&mut m, Protocol::File);
+    let reads: Vec<_> = d
+        .events
+        .iter()
+        .filter(|e| matches!(e, SenderEvent::Read { .. }))
+        .collect();
+    assert_eq!(
+        reads,
+        vec![&SenderEvent::Read {
+            file: 0,
+            offset: 0,
+            len: 1024
+        }]
+    );
+    // Unanswered: no second request however often it is polled.
+    assert!(matches!(m.poll_output(), Output::Wait(_)));
+    assert_eq!(
+        m.push_chunk(Bytes::from(vec![0; 10])),
+        Err(UsageError::SourceMismatch("chunk length differs").into())
+    );
+    m.push_chunk(Bytes::from(vec![0; 1024])).unwrap();
+    assert_eq!(m.role().bytes_sent(), 1024);
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.events[..],
+        [SenderEvent::Read { offset: 1024, .. }]
+    ));
+}
+
+#[test]
+fn receiver_commands_in_the_wrong_state_change_nothing() {
+    let mut m = receiver();
+    assert!(matches!(
+        m.accept(Resume::Fresh),
+        Err(Error::Local(UsageError::WrongState { .. }))
+    ));
+    assert!(matches!(
+        m.saved(),
+        Err(Error::Local(UsageError::WrongState { .. }))
+    ));
+    feed(&mut m, &wire(&[offer(b"f", 3)]));
+    drain(&mut m, Protocol::File);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"abcd");
+    assert!(matches!(
+        m.accept(Resume::From { have: 4, hasher }),
+        Err(Error::Local(UsageError::BadResume { have: 4, size: 3 }))
+    ));
+    m.accept(Resume::Fresh).unwrap();
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(d.sent[..], [Frame::Accept { have: 0, .. }]));
+}
+
+#[test]
+fn frames_after_an_offer_wait_for_the_decision() {
+    // However the bytes are cut, nothing past an Offer is processed before
+    // the app answers: the outcome cannot depend on fragmentation.
+    let mut m = receiver();
+    feed(&mut m, &wire(&[offer(b"f", 1), Frame::Begin { from: 0 }]));
+    let d = drain(&mut m, Protocol::File);
+    assert_eq!(d.done, None);
+    m.accept(Resume::Fresh).unwrap();
+    let d = drain(&mut m, Protocol::File);
+    assert!(matches!(
+        d.events[..],
+        [ReceiverEvent::Start { from: 0, .. }]
+    ));
+}
