@@ -154,6 +154,9 @@ pub enum UsageError {
         /// The offered size.
         size: u64,
     },
+    /// The application aborted the session.
+    #[error("aborted by the application: {0}")]
+    Aborted(String),
     /// Data handed to a sender does not fit what it asked for.
     #[error("source data does not match the request: {0}")]
     SourceMismatch(&'static str),

@@ -64,6 +64,14 @@ pub trait StreamMachine: Machine<Transmit = Bytes> {
     /// The peer closed its sending side.
     fn handle_eof(&mut self, now: Instant);
 
+    /// The application gave up on the session (a disk failed, a source
+    /// file changed): the machine fails, telling the peer why if its
+    /// protocol can. The default does nothing, for protocols that cannot
+    /// (dropping the connection says all they can say).
+    fn abort(&mut self, reason: String) {
+        let _ = reason;
+    }
+
     /// How many bytes the machine accepts now. Zero means "drain output
     /// first": this is how back-pressure reaches the driver.
     fn input_room(&self) -> usize;

@@ -306,6 +306,12 @@ impl<R: Role> StreamMachine for Framed<R> {
         self.eof = true;
     }
 
+    fn abort(&mut self, reason: String) {
+        if !self.is_closed() {
+            self.fail(UsageError::Aborted(reason).into());
+        }
+    }
+
     fn input_room(&self) -> usize {
         if self.is_closed() {
             // Keep reading (and discarding) so the peer is never blocked.

@@ -327,3 +327,35 @@ fn tokio_udp_ping_against_the_udp_server_reports_zero_loss() {
     let stats = ping_stats(Driver::Tokio);
     assert_eq!((stats.probes, stats.received, stats.lost()), (20, 20, 0));
 }
+
+#[test]
+fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut machine = EchoServer::new(Server::new("hello"), config(), Instant::now());
+        let mut app =
+            |_: &mut EchoServer,
+             _: Instant,
+             _: echoxfer::echo::ServerEvent|
+             -> std::io::Result<()> { Err(std::io::Error::other("disk on fire")) };
+        blocking::run_stream(&mut machine, &mut stream, &mut app)
+    });
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    client.send(&b"hi"[..]).unwrap();
+    let err = blocking::run_stream(&mut client, &mut stream, &mut Ignore).unwrap_err();
+    match err {
+        echoxfer::driver::DriverError::Machine(echoxfer::Error::PeerFailed { code, message }) => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("disk on fire"), "{message}");
+        }
+        other => panic!("expected the peer's reason, got {other}"),
+    }
+    let server_err = server.join().unwrap().unwrap_err();
+    assert!(
+        server_err.to_string().contains("disk on fire"),
+        "{server_err}"
+    );
+}

@@ -92,7 +92,7 @@ where
     let mut eof = false;
     let mut armed = ReadTimeout::default();
     loop {
-        let deadline = match drain(machine, app, &mut out)? {
+        let deadline = match drain(machine, app, &mut out) {
             Step::Flush => {
                 write_batch(transport, &mut out)?;
                 continue;
@@ -101,6 +101,12 @@ where
                 write_batch(transport, &mut out)?;
                 let _ = transport.shutdown_write();
                 return result.map_err(DriverError::from);
+            }
+            Step::AppFailed(error) => {
+                // Best effort: the peer learns why, if the transport still works.
+                let _ = write_batch(transport, &mut out);
+                let _ = transport.shutdown_write();
+                return Err(error);
             }
             Step::Wait(deadline) => deadline,
         };

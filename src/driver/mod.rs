@@ -9,7 +9,7 @@
 use std::io;
 use std::time::Instant;
 
-use crate::machine::{Machine, Output};
+use crate::machine::{Machine, Output, StreamMachine};
 
 pub mod blocking;
 #[cfg(feature = "tokio")]
@@ -78,18 +78,17 @@ pub(crate) enum Step {
     Wait(Option<Instant>),
     /// The session is over.
     Done(Result<(), crate::Error>),
+    /// The application failed; the machine was aborted and what it queued
+    /// to tell the peer is in the batch.
+    AppFailed(DriverError),
 }
 
 /// Drains a stream machine's outputs into `out` (handing events to `app`)
 /// until it waits, ends, or `out` holds a batch worth writing. This is the
 /// whole of what a driver does with a machine; the loops only add I/O.
-pub(crate) fn drain<M, A>(
-    machine: &mut M,
-    app: &mut A,
-    out: &mut Batch,
-) -> Result<Step, DriverError>
+pub(crate) fn drain<M, A>(machine: &mut M, app: &mut A, out: &mut Batch) -> Step
 where
-    M: Machine<Transmit = bytes::Bytes>,
+    M: StreamMachine,
     A: App<M>,
 {
     let now = Instant::now();
@@ -98,16 +97,40 @@ where
             Output::Transmit(bytes) => {
                 out.push(bytes);
                 if out.len >= WRITE_BATCH {
-                    return Ok(Step::Flush);
+                    return Step::Flush;
                 }
             }
-            Output::Event(e) => app
-                .on_event(machine, now, e)
-                .map_err(DriverError::io("application"))?,
-            Output::Wait(deadline) => return Ok(Step::Wait(deadline)),
-            Output::Done(result) => return Ok(Step::Done(result)),
+            Output::Event(e) => {
+                if let Err(source) = app.on_event(machine, now, e) {
+                    return abort(
+                        machine,
+                        out,
+                        DriverError::Io {
+                            context: "application",
+                            source,
+                        },
+                    );
+                }
+            }
+            Output::Wait(deadline) => return Step::Wait(deadline),
+            Output::Done(result) => return Step::Done(result),
         }
     }
+}
+
+/// Aborts the machine after its application failed, gathering what it
+/// queues to tell the peer why (events after the abort are dropped).
+fn abort<M: StreamMachine>(machine: &mut M, out: &mut Batch, error: DriverError) -> Step {
+    machine.abort(error.to_string());
+    // Bounded: an aborted machine queues one frame and ends.
+    for _ in 0..64 {
+        match machine.poll_output() {
+            Output::Transmit(bytes) => out.push(bytes),
+            Output::Event(_) => {}
+            Output::Wait(_) | Output::Done(_) => break,
+        }
+    }
+    Step::AppFailed(error)
 }
 
 /// Transmits gathered for one vectored write.

@@ -32,7 +32,7 @@ where
     let mut out = Batch::default();
     let mut eof = false;
     loop {
-        let deadline = match drain(machine, app, &mut out)? {
+        let deadline = match drain(machine, app, &mut out) {
             Step::Flush => {
                 write_batch(io, &mut out).await?;
                 continue;
@@ -41,6 +41,12 @@ where
                 write_batch(io, &mut out).await?;
                 let _ = io.shutdown().await;
                 return result.map_err(DriverError::from);
+            }
+            Step::AppFailed(error) => {
+                // Best effort: the peer learns why, if the transport still works.
+                let _ = write_batch(io, &mut out).await;
+                let _ = io.shutdown().await;
+                return Err(error);
             }
             Step::Wait(deadline) => deadline,
         };
