@@ -60,6 +60,7 @@ pub mod files;
 pub mod legacy;
 mod machine;
 pub mod session;
+mod unframed;
 pub mod xfer;
 
 #[cfg(feature = "testing")]

@@ -13,6 +13,7 @@ use super::{piece_len, EXIT, PIECE_MAX};
 use crate::config::Config;
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
+use crate::unframed::Unframed;
 
 /// What the legacy echo server tells its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +35,7 @@ pub enum LegacyServerEvent {
 /// business (`max_connections` = 1).
 #[derive(Debug)]
 pub struct LegacyEchoServer {
-    config: Config,
-    now: Instant,
-    idle_deadline: Instant,
-    tx: VecDeque<Bytes>,
-    tx_bytes: usize,
-    events: VecDeque<LegacyServerEvent>,
-    result: Option<Result<(), Error>>,
+    core: Unframed<LegacyServerEvent>,
 }
 
 impl LegacyEchoServer {
@@ -48,21 +43,9 @@ impl LegacyEchoServer {
     /// [`GREETING_BLOCKING`](super::GREETING_BLOCKING) or
     /// [`GREETING_THREADED`](super::GREETING_THREADED)).
     pub fn new(greeting: impl Into<Bytes>, config: Config, now: Instant) -> Self {
-        let greeting = greeting.into();
-        let mut tx = VecDeque::new();
-        let tx_bytes = greeting.len();
-        if !greeting.is_empty() {
-            tx.push_back(greeting);
-        }
-        LegacyEchoServer {
-            idle_deadline: now + config.idle_timeout,
-            config,
-            now,
-            tx,
-            tx_bytes,
-            events: VecDeque::new(),
-            result: None,
-        }
+        let mut core = Unframed::new(config, now);
+        core.send(greeting.into());
+        LegacyEchoServer { core }
     }
 }
 
@@ -71,69 +54,46 @@ impl Machine for LegacyEchoServer {
     type Event = LegacyServerEvent;
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_none() && self.now >= self.idle_deadline {
-            self.result = Some(Err(Error::TimedOut(self.config.idle_timeout)));
-        }
+        self.core.tick(now);
+        self.core.check_idle();
     }
 
     fn poll_output(&mut self) -> Output<Bytes, LegacyServerEvent> {
-        if let Some(bytes) = self.tx.pop_front() {
-            self.tx_bytes -= bytes.len();
-            return Output::Transmit(bytes);
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        match &self.result {
-            Some(r) => Output::Done(r.clone()),
-            None => Output::Wait(Some(self.idle_deadline)),
-        }
+        let deadline = self.core.idle_deadline;
+        self.core.poll(Some(deadline))
     }
 }
 
 impl StreamMachine for LegacyEchoServer {
     fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        self.now = self.now.max(now);
-        match &self.result {
-            Some(Err(e)) => return Err(e.clone()),
-            Some(Ok(())) => return Err(UsageError::Closed.into()),
-            None => {}
-        }
-        let room = self.input_room();
-        if data.len() > room {
-            let e = Error::from(UsageError::InputOverflow {
-                len: data.len(),
-                room,
-            });
-            self.result = Some(Err(e.clone()));
-            return Err(e);
-        }
-        if data.is_empty() {
+        if !self.core.admit(now, data.len(), self.input_room())? {
             return Ok(());
         }
-        self.idle_deadline = self.now + self.config.idle_timeout;
+        self.core.touch();
         let read = Bytes::copy_from_slice(data);
-        self.events
-            .push_back(LegacyServerEvent::Received(read.clone()));
+        self.core.emit(LegacyServerEvent::Received(read.clone()));
         if data == EXIT {
-            self.events.push_back(LegacyServerEvent::ClientExited);
-            self.result = Some(Ok(()));
+            self.core.emit(LegacyServerEvent::ClientExited);
+            self.core.finish();
         } else {
-            self.tx_bytes += read.len();
-            self.tx.push_back(read);
+            self.core.send(read);
         }
         Ok(())
     }
 
     fn handle_eof(&mut self, now: Instant) {
-        self.now = self.now.max(now);
+        self.core.tick(now);
         // The seed server ends the session quietly when the client goes.
-        self.result.get_or_insert(Ok(()));
+        self.core.finish();
     }
 
     fn input_room(&self) -> usize {
-        PIECE_MAX.min(self.config.send_buffer.saturating_sub(self.tx_bytes))
+        PIECE_MAX.min(
+            self.core
+                .config
+                .send_buffer
+                .saturating_sub(self.core.queued()),
+        )
     }
 }
 
@@ -170,9 +130,7 @@ struct Current {
 /// [`ProtocolError::EchoMismatch`].
 #[derive(Debug)]
 pub struct LegacyEchoClient {
-    config: Config,
-    now: Instant,
-    idle_deadline: Instant,
+    core: Unframed<LegacyClientEvent>,
     rx: BytesMut,
     greeted: bool,
     /// When the greeting counts as complete: `legacy_ack_delay` after the
@@ -183,18 +141,13 @@ pub struct LegacyEchoClient {
     current: Option<Current>,
     /// `exit` was queued or [`close`](Self::close) called: no more lines.
     closing: bool,
-    tx: VecDeque<Bytes>,
-    events: VecDeque<LegacyClientEvent>,
-    result: Option<Result<(), Error>>,
 }
 
 impl LegacyEchoClient {
     /// A session starting at `now`, waiting for the server's greeting.
     pub fn new(config: Config, now: Instant) -> Self {
         LegacyEchoClient {
-            idle_deadline: now + config.idle_timeout,
-            config,
-            now,
+            core: Unframed::new(config, now),
             rx: BytesMut::new(),
             greeted: false,
             greeting_deadline: None,
@@ -202,9 +155,6 @@ impl LegacyEchoClient {
             queued_bytes: 0,
             current: None,
             closing: false,
-            tx: VecDeque::new(),
-            events: VecDeque::new(),
-            result: None,
         }
     }
 
@@ -213,16 +163,16 @@ impl LegacyEchoClient {
     /// line is skipped: the seed client would send nothing and wait forever.
     pub fn send_line(&mut self, line: impl Into<Bytes>) -> Result<(), UsageError> {
         let line = line.into();
-        if self.closing || self.result.is_some() {
+        if self.closing || self.core.is_over() {
             return Err(UsageError::Closed);
         }
-        if line.len() > self.config.max_message {
+        if line.len() > self.core.config.max_message {
             return Err(UsageError::MessageTooLarge {
                 len: line.len(),
-                max: self.config.max_message,
+                max: self.core.config.max_message,
             });
         }
-        if self.queued_bytes + line.len() > self.config.send_buffer {
+        if self.queued_bytes + line.len() > self.core.config.send_buffer {
             return Err(UsageError::WouldBlock);
         }
         if line.is_empty() {
@@ -244,32 +194,37 @@ impl LegacyEchoClient {
         self.step();
     }
 
+    /// Everything received before the first line is the greeting.
+    fn greeting_complete(&mut self) {
+        self.greeting_deadline = None;
+        self.greeted = true;
+        let greeting = self.rx.split().freeze();
+        self.core.emit(LegacyClientEvent::Greeting(greeting));
+        self.step();
+    }
+
     /// Whether the machine waits for the server (greeting or echo).
     fn waiting_for_peer(&self) -> bool {
         !self.greeted || self.current.is_some()
     }
 
-    fn fail(&mut self, e: Error) {
-        self.result.get_or_insert(Err(e));
-    }
-
     /// Moves as far as the bytes received allow.
     fn step(&mut self) {
-        while self.result.is_none() {
+        while !self.core.is_over() {
             if !self.greeted {
                 return;
             }
             let Some(cur) = &mut self.current else {
                 let Some(line) = self.lines.pop_front() else {
                     if self.closing {
-                        self.result = Some(Ok(()));
+                        self.core.finish();
                     }
                     return;
                 };
                 self.queued_bytes -= line.len();
                 if line == EXIT {
-                    self.tx.push_back(line);
-                    self.result = Some(Ok(()));
+                    self.core.send(line);
+                    self.core.finish();
                     return;
                 }
                 self.current = Some(Current {
@@ -292,17 +247,17 @@ impl LegacyEchoClient {
                 let end = cur.line.len().min(cur.sent + PIECE_MAX);
                 let window = &cur.line[cur.sent..end];
                 let n = piece_len(window, end < cur.line.len(), EXIT);
-                self.tx.push_back(cur.line.slice(cur.sent..cur.sent + n));
+                self.core.send(cur.line.slice(cur.sent..cur.sent + n));
                 cur.sent += n;
-                self.idle_deadline = self.now + self.config.idle_timeout;
+                self.core.idle_deadline = self.core.now + self.core.config.idle_timeout;
                 continue;
             }
             let cur = self.current.take().expect("matched above");
             if cur.echoed[..] != cur.line[..] {
-                self.fail(ProtocolError::EchoMismatch.into());
+                self.core.fail(ProtocolError::EchoMismatch.into());
                 return;
             }
-            self.events.push_back(LegacyClientEvent::Reply(cur.line));
+            self.core.emit(LegacyClientEvent::Reply(cur.line));
         }
     }
 }
@@ -312,88 +267,52 @@ impl Machine for LegacyEchoClient {
     type Event = LegacyClientEvent;
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_some() {
+        self.core.tick(now);
+        if self.core.is_over() {
             return;
         }
-        if let Some(d) = self.greeting_deadline {
-            if self.now >= d {
-                // The server has been quiet since its first bytes: that was the greeting.
-                self.greeting_deadline = None;
-                self.greeted = true;
-                let greeting = self.rx.split().freeze();
-                self.events.push_back(LegacyClientEvent::Greeting(greeting));
-                self.step();
-                return;
-            }
+        if self.greeting_deadline.is_some_and(|d| self.core.now >= d) {
+            // The server has been quiet since its first bytes: that was the greeting.
+            self.greeting_complete();
+            return;
         }
-        if self.waiting_for_peer() && self.now >= self.idle_deadline {
-            self.fail(Error::TimedOut(self.config.idle_timeout));
+        if self.waiting_for_peer() {
+            self.core.check_idle();
         }
     }
 
     fn poll_output(&mut self) -> Output<Bytes, LegacyClientEvent> {
-        if let Some(bytes) = self.tx.pop_front() {
-            return Output::Transmit(bytes);
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        match &self.result {
-            Some(r) => Output::Done(r.clone()),
-            None if self.waiting_for_peer() => Output::Wait(Some(
-                self.greeting_deadline
-                    .map_or(self.idle_deadline, |d| d.min(self.idle_deadline)),
-            )),
-            // Waiting for the user's next line: no deadline.
-            None => Output::Wait(None),
-        }
+        let idle = self.core.idle_deadline;
+        let deadline = match self.greeting_deadline {
+            _ if !self.waiting_for_peer() => None, // waiting for the user's next line
+            Some(d) => Some(d.min(idle)),
+            None => Some(idle),
+        };
+        self.core.poll(deadline)
     }
 }
 
 impl StreamMachine for LegacyEchoClient {
     fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        self.now = self.now.max(now);
-        match &self.result {
-            Some(Err(e)) => return Err(e.clone()),
-            Some(Ok(())) => return Err(UsageError::Closed.into()),
-            None => {}
-        }
-        let room = self.input_room();
-        if data.len() > room {
-            let e = Error::from(UsageError::InputOverflow {
-                len: data.len(),
-                room,
-            });
-            self.fail(e.clone());
-            return Err(e);
-        }
-        if data.is_empty() {
+        if !self.core.admit(now, data.len(), self.input_room())? {
             return Ok(());
         }
-        self.idle_deadline = self.now + self.config.idle_timeout;
+        self.core.touch();
         self.rx.extend_from_slice(data);
         if !self.greeted {
-            self.greeting_deadline = Some(self.now + self.config.legacy_ack_delay);
+            self.greeting_deadline = Some(self.core.now + self.core.config.legacy_ack_delay);
         }
         self.step();
-        match &self.result {
-            Some(Err(e)) => Err(e.clone()),
-            _ => Ok(()),
-        }
+        self.core.status()
     }
 
     fn handle_eof(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_some() {
+        self.core.tick(now);
+        if self.core.is_over() {
             return;
         }
         if !self.greeted && !self.rx.is_empty() {
-            self.greeting_deadline = None;
-            self.greeted = true;
-            let greeting = self.rx.split().freeze();
-            self.events.push_back(LegacyClientEvent::Greeting(greeting));
-            self.step();
+            self.greeting_complete();
         }
         if self.waiting_for_peer() || !self.lines.is_empty() {
             let state = if self.greeted {
@@ -401,14 +320,15 @@ impl StreamMachine for LegacyEchoClient {
             } else {
                 "waiting for the greeting"
             };
-            self.fail(ProtocolError::UnexpectedEof { state }.into());
+            self.core
+                .fail(ProtocolError::UnexpectedEof { state }.into());
         } else {
             // The seed client stops quietly when the server goes.
-            self.result = Some(Ok(()));
+            self.core.finish();
         }
     }
 
     fn input_room(&self) -> usize {
-        self.config.recv_buffer.saturating_sub(self.rx.len())
+        self.core.config.recv_buffer.saturating_sub(self.rx.len())
     }
 }
