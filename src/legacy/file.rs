@@ -48,6 +48,7 @@ use super::{piece_len, tears_word, PIECE_MAX, QUIT, SUCCESS};
 use crate::config::Config;
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
+use crate::unframed::Unframed;
 
 /// What the legacy file sender asks of, and tells, its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +76,7 @@ pub enum SenderEvent {
 /// are [`ProtocolError::InvalidField`].
 #[derive(Debug)]
 pub struct LegacyFileSender {
-    config: Config,
-    now: Instant,
+    core: Unframed<SenderEvent>,
     size: u64,
     /// Offset of the next piece.
     next: u64,
@@ -93,22 +93,16 @@ pub struct LegacyFileSender {
     acked_end: u64,
     /// How much of `success` the ack stream has matched so far.
     ack_match: usize,
-    idle_deadline: Instant,
     /// The last piece tore `quit` (ends `q`, `qu` or `qui` with more to come).
     guard: bool,
     settle_deadline: Option<Instant>,
-    tx: VecDeque<Bytes>,
-    events: VecDeque<SenderEvent>,
-    result: Option<Result<(), Error>>,
 }
 
 impl LegacyFileSender {
     /// A sender of a file of `size` bytes, starting at `now`.
     pub fn new(size: u64, config: Config, now: Instant) -> Self {
         let mut s = LegacyFileSender {
-            idle_deadline: now + config.idle_timeout,
-            config,
-            now,
+            core: Unframed::new(config, now),
             size,
             next: 0,
             buf: BytesMut::new(),
@@ -120,9 +114,6 @@ impl LegacyFileSender {
             ack_match: 0,
             guard: false,
             settle_deadline: None,
-            tx: VecDeque::new(),
-            events: VecDeque::new(),
-            result: None,
         };
         s.step();
         s
@@ -131,7 +122,7 @@ impl LegacyFileSender {
     /// Answers [`SenderEvent::Read`]: `data` must be exactly the bytes asked
     /// for. A mismatch is refused and changes nothing.
     pub fn provide(&mut self, offset: u64, data: Bytes) -> Result<(), UsageError> {
-        if self.result.is_some() {
+        if self.core.is_over() {
             return Err(UsageError::Closed);
         }
         match self.read_pending {
@@ -150,19 +141,34 @@ impl LegacyFileSender {
         self.acked_end
     }
 
+    /// One whole `success` arrived: it acks the oldest unacked piece, if any
+    /// (a piece read in several reads earns several acks; the spare ones are dropped).
+    fn credit_ack(&mut self) {
+        if self.acks < self.pieces {
+            self.acks += 1;
+            let end = self
+                .piece_ends
+                .pop_front()
+                .expect("one end per unacked piece");
+            self.acked_end = end;
+            let size = self.size;
+            self.core.emit(SenderEvent::Progress { acked: end, size });
+        }
+    }
+
     fn awaiting_ack(&self) -> bool {
         self.acks < self.pieces
     }
 
     fn send_quit(&mut self) {
-        self.tx.push_back(Bytes::from_static(QUIT));
-        self.result = Some(Ok(()));
+        self.core.send(Bytes::from_static(QUIT));
+        self.core.finish();
         self.settle_deadline = None;
     }
 
     /// Moves as far as acks, data and time allow.
     fn step(&mut self) {
-        if self.result.is_some() || self.awaiting_ack() {
+        if self.core.is_over() || self.awaiting_ack() {
             return;
         }
         if self.next >= self.size && self.pieces == 0 {
@@ -179,7 +185,7 @@ impl LegacyFileSender {
                 let len = (PIECE_MAX - self.buf.len())
                     .min(usize::try_from(self.size - offset).unwrap_or(PIECE_MAX));
                 self.read_pending = Some((offset, len));
-                self.events.push_back(SenderEvent::Read { offset, len });
+                self.core.emit(SenderEvent::Read { offset, len });
             }
             return;
         }
@@ -188,10 +194,11 @@ impl LegacyFileSender {
         if self.next >= self.size || self.guard {
             match self.settle_deadline {
                 None => {
-                    self.settle_deadline = Some(self.now + self.config.legacy_quit_settle);
+                    self.settle_deadline =
+                        Some(self.core.now + self.core.config.legacy_quit_settle);
                     return;
                 }
-                Some(d) if self.now >= d => {
+                Some(d) if self.core.now >= d => {
                     self.settle_deadline = None;
                     self.guard = false;
                 }
@@ -209,8 +216,8 @@ impl LegacyFileSender {
         self.guard = tears_word(&piece, self.next < self.size, QUIT);
         self.pieces += 1;
         self.piece_ends.push_back(self.next);
-        self.tx.push_back(piece);
-        self.idle_deadline = self.now + self.config.idle_timeout;
+        self.core.send(piece);
+        self.core.touch();
     }
 }
 
@@ -219,73 +226,47 @@ impl Machine for LegacyFileSender {
     type Event = SenderEvent;
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_some() {
-            return;
-        }
-        if self.awaiting_ack() && self.now >= self.idle_deadline {
-            self.result = Some(Err(Error::TimedOut(self.config.idle_timeout)));
-            return;
+        self.core.tick(now);
+        if self.awaiting_ack() {
+            self.core.check_idle();
         }
         self.step();
     }
 
     fn poll_output(&mut self) -> Output<Bytes, SenderEvent> {
-        if let Some(bytes) = self.tx.pop_front() {
-            return Output::Transmit(bytes);
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        match &self.result {
-            Some(r) => Output::Done(r.clone()),
-            None if self.awaiting_ack() => Output::Wait(Some(self.idle_deadline)),
-            None => Output::Wait(self.settle_deadline),
-        }
+        let deadline = if self.awaiting_ack() {
+            Some(self.core.idle_deadline)
+        } else {
+            self.settle_deadline
+        };
+        self.core.poll(deadline)
     }
 }
 
 impl StreamMachine for LegacyFileSender {
     fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        self.now = self.now.max(now);
-        match &self.result {
-            Some(Err(e)) => return Err(e.clone()),
-            Some(Ok(())) => return Err(UsageError::Closed.into()),
-            None => {}
-        }
+        self.core.admit(now, data.len(), self.input_room())?;
         let mut acked = false;
         for &b in data {
             if b != SUCCESS[self.ack_match] {
-                let e = Error::from(ProtocolError::InvalidField {
+                let e = ProtocolError::InvalidField {
                     field: "legacy ack",
                     reason: "expected the bytes `success`",
-                });
-                self.result = Some(Err(e.clone()));
-                return Err(e);
+                };
+                return Err(self.core.fail(e.into()));
             }
             self.ack_match += 1;
             if self.ack_match == SUCCESS.len() {
                 self.ack_match = 0;
                 acked = true;
-                if self.acks < self.pieces {
-                    self.acks += 1;
-                    let end = self
-                        .piece_ends
-                        .pop_front()
-                        .expect("one end per unacked piece");
-                    self.acked_end = end;
-                    self.events.push_back(SenderEvent::Progress {
-                        acked: end,
-                        size: self.size,
-                    });
-                }
+                self.credit_ack();
             }
         }
         if acked {
-            self.idle_deadline = self.now + self.config.idle_timeout;
+            self.core.touch();
             if self.settle_deadline.is_some() {
                 // The receiver is still reading: start the quiet period over.
-                self.settle_deadline = Some(self.now + self.config.legacy_quit_settle);
+                self.settle_deadline = Some(self.core.now + self.core.config.legacy_quit_settle);
             }
         }
         self.step();
@@ -293,13 +274,10 @@ impl StreamMachine for LegacyFileSender {
     }
 
     fn handle_eof(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_none() {
-            self.result = Some(Err(ProtocolError::UnexpectedEof {
-                state: "sending (the receiver closed before `quit`)",
-            }
-            .into()));
-        }
+        self.core.tick(now);
+        let state = "sending (the receiver closed before `quit`)";
+        self.core
+            .fail(ProtocolError::UnexpectedEof { state }.into());
     }
 
     fn input_room(&self) -> usize {
@@ -339,30 +317,20 @@ pub enum ReceiverEvent {
 /// [`ProtocolError::UnexpectedEof`]: the transfer is incomplete.
 #[derive(Debug)]
 pub struct LegacyFileReceiver {
-    config: Config,
-    now: Instant,
+    core: Unframed<ReceiverEvent>,
     received: u64,
     hasher: blake3::Hasher,
     ack_deadline: Option<Instant>,
-    idle_deadline: Instant,
-    tx: VecDeque<Bytes>,
-    events: VecDeque<ReceiverEvent>,
-    result: Option<Result<(), Error>>,
 }
 
 impl LegacyFileReceiver {
     /// A receiver starting at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
         LegacyFileReceiver {
-            idle_deadline: now + config.idle_timeout,
-            config,
-            now,
+            core: Unframed::new(config, now),
             received: 0,
             hasher: blake3::Hasher::new(),
             ack_deadline: None,
-            tx: VecDeque::new(),
-            events: VecDeque::new(),
-            result: None,
         }
     }
 
@@ -373,13 +341,12 @@ impl LegacyFileReceiver {
 
     fn ack(&mut self) {
         self.ack_deadline = None;
-        self.tx.push_back(Bytes::from_static(SUCCESS));
+        self.core.send(Bytes::from_static(SUCCESS));
     }
 
     fn fail(&mut self, e: Error) -> Error {
-        self.result = Some(Err(e.clone()));
         self.ack_deadline = None;
-        e
+        self.core.fail(e)
     }
 }
 
@@ -388,101 +355,67 @@ impl Machine for LegacyFileReceiver {
     type Event = ReceiverEvent;
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_some() {
+        self.core.tick(now);
+        if self.core.is_over() {
             return;
         }
-        if self.ack_deadline.is_some_and(|d| self.now >= d) {
+        if self.ack_deadline.is_some_and(|d| self.core.now >= d) {
             self.ack();
         }
-        if self.now >= self.idle_deadline {
-            self.fail(Error::TimedOut(self.config.idle_timeout));
+        if self.core.idle_expired() {
+            self.fail(Error::TimedOut(self.core.config.idle_timeout));
         }
     }
 
     fn poll_output(&mut self) -> Output<Bytes, ReceiverEvent> {
-        if let Some(bytes) = self.tx.pop_front() {
-            return Output::Transmit(bytes);
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        match &self.result {
-            Some(r) => Output::Done(r.clone()),
-            None => Output::Wait(Some(
-                self.ack_deadline
-                    .map_or(self.idle_deadline, |d| d.min(self.idle_deadline)),
-            )),
-        }
+        let idle = self.core.idle_deadline;
+        let deadline = self.ack_deadline.map_or(idle, |d| d.min(idle));
+        self.core.poll(Some(deadline))
     }
 }
 
 impl StreamMachine for LegacyFileReceiver {
     fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        self.now = self.now.max(now);
-        match &self.result {
-            Some(Err(e)) => return Err(e.clone()),
-            Some(Ok(())) => return Err(UsageError::Closed.into()),
-            None => {}
-        }
-        if data.len() > PIECE_MAX {
-            let room = PIECE_MAX;
-            return Err(self.fail(
-                UsageError::InputOverflow {
-                    len: data.len(),
-                    room,
-                }
-                .into(),
-            ));
-        }
-        if data.is_empty() {
+        if !self.core.admit(now, data.len(), self.input_room())? {
             return Ok(());
         }
-        self.idle_deadline = self.now + self.config.idle_timeout;
+        self.core.touch();
         if data == QUIT {
             // An ack still held back is for a read the sender did not wait
             // for; the seed receiver does not ack `quit` either.
             self.ack_deadline = None;
-            self.events.push_back(ReceiverEvent::Complete {
+            self.core.emit(ReceiverEvent::Complete {
                 size: self.received,
                 blake3: *self.hasher.finalize().as_bytes(),
             });
-            self.result = Some(Ok(()));
+            self.core.finish();
             return Ok(());
         }
         let offset = self.received;
         self.received += data.len() as u64;
-        if self.received > self.config.max_file_size {
-            return Err(self.fail(
-                ProtocolError::MessageTooLarge {
-                    len: usize::try_from(self.received).unwrap_or(usize::MAX),
-                    max: usize::try_from(self.config.max_file_size).unwrap_or(usize::MAX),
-                }
-                .into(),
-            ));
+        let max = self.core.config.max_file_size;
+        if self.received > max {
+            let len = usize::try_from(self.received).unwrap_or(usize::MAX);
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            return Err(self.fail(ProtocolError::MessageTooLarge { len, max }.into()));
         }
         self.hasher.update(data);
-        self.events.push_back(ReceiverEvent::Write {
-            offset,
-            data: Bytes::copy_from_slice(data),
-        });
-        if data.ends_with(b"\n") {
+        let ends_line = data.ends_with(b"\n");
+        let data = Bytes::copy_from_slice(data);
+        self.core.emit(ReceiverEvent::Write { offset, data });
+        if ends_line {
             self.ack();
         } else {
-            self.ack_deadline = Some(self.now + self.config.legacy_ack_delay);
+            self.ack_deadline = Some(self.core.now + self.core.config.legacy_ack_delay);
         }
         Ok(())
     }
 
     fn handle_eof(&mut self, now: Instant) {
-        self.now = self.now.max(now);
-        if self.result.is_none() {
-            self.fail(
-                ProtocolError::UnexpectedEof {
-                    state: "receiving a legacy file (no `quit`: incomplete)",
-                }
-                .into(),
-            );
+        self.core.tick(now);
+        if !self.core.is_over() {
+            let state = "receiving a legacy file (no `quit`: incomplete)";
+            self.fail(ProtocolError::UnexpectedEof { state }.into());
         }
     }
 
