@@ -4,7 +4,10 @@
 mod args;
 mod demo;
 mod echo;
+mod legacy;
 mod udp;
+mod ui;
+mod xfer;
 
 use std::process::ExitCode;
 
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
         Command::Echo(EchoCommand::Connect(a)) => echo::connect(a),
         Command::Udp(UdpCommand::Serve(a)) => udp::serve(a),
         Command::Udp(UdpCommand::Ping(a)) => udp::ping(a),
+        Command::Udp(UdpCommand::Send(a)) => legacy::udp_send(a),
+        Command::Send(a) => xfer::send(a),
+        Command::Receive(a) => xfer::receive(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
