@@ -32,7 +32,9 @@ fn seed(role: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts a seed server on a free port; returns it and the port.
+/// Starts a seed server on a free port; returns it, the port and its later
+/// stdout lines (keep the receiver: dropping it closes the seed's stdout,
+/// and its next `print` kills it).
 fn seed_server(role: &str, udp: bool, args: &[&str]) -> (Guard, u16, Receiver<String>) {
     let port = if udp {
         UdpSocket::bind("127.0.0.1:0")
@@ -118,7 +120,8 @@ fn send_legacy_delivers_to_the_seed_file_receiver() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, got) = (tmp.path().join("src.bin"), tmp.path().join("got"));
     fs::write(&src, file_content()).unwrap();
-    let (mut peer, port, _) = seed_server("file-receive", false, &["--out", got.to_str().unwrap()]);
+    let (mut peer, port, _lines) =
+        seed_server("file-receive", false, &["--out", got.to_str().unwrap()]);
     let mut cmd = bin();
     cmd.args(["send", "--legacy", "--to", &format!("127.0.0.1:{port}")])
         .arg(&src);
@@ -234,7 +237,7 @@ fn echo_serve_legacy_on_tokio_with_a_custom_greeting() {
 
 #[test]
 fn echo_connect_legacy_talks_to_the_seed_echo_server() {
-    let (_peer, port, _) = seed_server("echo-server", false, &[]);
+    let (_peer, port, _lines) = seed_server("echo-server", false, &[]);
     let mut input = ECHO_LINES.to_vec();
     input.extend(["exit", "never sent"]);
     let mut cmd = bin();

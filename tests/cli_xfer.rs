@@ -186,7 +186,7 @@ fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
     assert_eq!(fs::read(d.dst.join("file-0.bin")).unwrap(), original);
 
     // With --overwrite it is replaced.
-    let (mut rx, addr, _) = receiver(&d, &["--once", "--overwrite"]);
+    let (mut rx, addr, _lines) = receiver(&d, &["--once", "--overwrite"]);
     let (status, out, err) = send(&addr, &paths, &[]);
     assert!(status.success(), "{out}\n{err}");
     assert!(rx.wait().success());
