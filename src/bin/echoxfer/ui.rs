@@ -99,24 +99,35 @@ const BAR_EVERY: Duration = Duration::from_millis(100);
 
 /// A ticker thread showing one session's progress until [`Meter::finish`].
 pub struct Meter {
+    label: Arc<Mutex<String>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Meter {
     pub fn start(ui: Ui, label: String, counter: Counter) -> Meter {
+        let label = Arc::new(Mutex::new(label));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = match ui {
             Ui::Quiet => None,
             Ui::Bar | Ui::Plain => {
-                let stop = stop.clone();
+                let (label, stop) = (label.clone(), stop.clone());
                 thread::Builder::new()
                     .name("echoxfer-progress".into())
                     .spawn(move || tick(ui, &label, &*counter, &stop))
                     .ok()
             }
         };
-        Meter { stop, thread }
+        Meter {
+            label,
+            stop,
+            thread,
+        }
+    }
+
+    /// Changes what the progress is labelled with (the current file, say).
+    pub fn relabel(&self, text: String) {
+        *self.label.lock().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
     /// Stops the ticker and clears its bar (the summary follows).
@@ -140,12 +151,16 @@ impl Drop for Meter {
     }
 }
 
-fn tick(ui: Ui, label: &str, counter: &dyn Fn() -> (u64, u64), stop: &(Mutex<bool>, Condvar)) {
+fn tick(
+    ui: Ui,
+    label: &Mutex<String>,
+    counter: &dyn Fn() -> (u64, u64),
+    stop: &(Mutex<bool>, Condvar),
+) {
     let started = Instant::now();
     let bar = (ui == Ui::Bar).then(|| {
         let bar = bars().add(ProgressBar::new(0));
         bar.set_style(style(false));
-        bar.set_message(label.to_string());
         bar
     });
     let every = if bar.is_some() {
@@ -165,8 +180,10 @@ fn tick(ui: Ui, label: &str, counter: &dyn Fn() -> (u64, u64), stop: &(Mutex<boo
             break;
         }
         let (done, total) = counter();
+        let label = label.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match &bar {
             Some(bar) => {
+                bar.set_message(label);
                 if (total > 0) != (shown.1 > 0) {
                     bar.set_style(style(total > 0));
                 }

@@ -278,10 +278,13 @@ impl<A: Reported> Tracked<A> {
     }
 
     fn starting(&self, verb: &str, name: &str, size: u64, from: u64) {
+        let name = sanitize(name.as_bytes());
+        if let Some(meter) = &self.meter {
+            meter.relabel(format!("{verb} {name}"));
+        }
         if self.ui != Ui::Plain {
             return;
         }
-        let name = sanitize(name.as_bytes());
         let resume = if from > 0 {
             format!(", resuming from {from}")
         } else {
