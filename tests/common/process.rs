@@ -67,3 +67,49 @@ pub fn spawn_until(mut cmd: Command, prefix: &str) -> (Guard, String, mpsc::Rece
         }
     }
 }
+
+/// The legacy reference peer (`shared/peers/seedpeer.py` beside the crate,
+/// or `ECHOXFER_SEEDPEER`); a missing python3 or peer FAILS the test.
+pub fn seedpeer() -> std::path::PathBuf {
+    use std::path::{Path, PathBuf};
+    use std::process::Stdio;
+    let python = Command::new("python3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        matches!(python, Ok(s) if s.success()),
+        "python3 is required for the seed-peer tests and was not found"
+    );
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/seedpeer.py");
+    if beside.is_file() {
+        return beside;
+    }
+    if let Some(p) = std::env::var_os("ECHOXFER_SEEDPEER").map(PathBuf::from) {
+        assert!(
+            p.is_file(),
+            "ECHOXFER_SEEDPEER={} is not a file",
+            p.display()
+        );
+        return p;
+    }
+    panic!(
+        "seed peer not found at {} and ECHOXFER_SEEDPEER is not set",
+        beside.display()
+    );
+}
+
+/// Waits (bounded) for a line from `lines` that contains `needle`.
+pub fn line_containing(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let until = Instant::now() + BOUND;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no line containing {needle:?} within {BOUND:?}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}

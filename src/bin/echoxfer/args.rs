@@ -2,6 +2,7 @@
 //! 127.0.0.1 on the classic ports: 8888 for echo and UDP, 9999 for files.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -23,9 +24,13 @@ pub enum Command {
     /// Echo over TCP.
     #[command(subcommand)]
     Echo(EchoCommand),
-    /// Echo over UDP (RFC 862).
+    /// Echo over UDP (RFC 862), or legacy datagrams.
     #[command(subcommand)]
     Udp(UdpCommand),
+    /// Send files to a receiver (verified, resumable; `--legacy`: the seed protocol).
+    Send(SendArgs),
+    /// Receive files into a directory (verified, resumable; `--legacy`: the seed protocol).
+    Receive(ReceiveArgs),
 }
 
 /// Which driver runs the sessions.
@@ -68,12 +73,32 @@ pub struct EchoServeArgs {
     /// Driver to run sessions on.
     #[arg(long, value_enum, default_value_t = Runtime::Blocking)]
     pub runtime: Runtime,
-    /// Greeting sent to each native client.
-    #[arg(long, default_value = echoxfer::echo::DEFAULT_GREETING)]
-    pub greeting: String,
+    /// Greeting sent to each client (default: the native greeting, or the
+    /// `--preset` one with `--legacy`).
+    #[arg(long)]
+    pub greeting: Option<String>,
     /// Most sessions served at once; more wait in the backlog.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Speak the legacy seed echo protocol (no framing; a read that is
+    /// exactly `exit` ends the session). Each read is printed.
+    #[arg(long, conflicts_with = "mode")]
+    pub legacy: bool,
+    /// Legacy greeting preset: that of the blocking seed server or of the threaded one.
+    #[arg(long, value_enum, requires = "legacy", conflicts_with = "greeting")]
+    pub preset: Option<Preset>,
+    /// One client at a time, like the blocking seed server (`--max-connections 1`).
+    #[arg(long, conflicts_with = "max_connections")]
+    pub single: bool,
+}
+
+/// The greetings of the two seed echo servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The blocking, one-client-at-a-time seed server's greeting.
+    Blocking,
+    /// The threaded seed server's greeting (the default with `--legacy`).
+    Threaded,
 }
 
 /// `echoxfer echo connect`
@@ -82,6 +107,9 @@ pub struct EchoConnectArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub addr: SocketAddr,
+    /// Speak the legacy seed echo protocol (no framing, no integrity check).
+    #[arg(long)]
+    pub legacy: bool,
 }
 
 /// `echoxfer udp ...`
@@ -91,6 +119,8 @@ pub enum UdpCommand {
     Serve(UdpServeArgs),
     /// Send probes to a UDP echo server and report loss and round-trip times.
     Ping(UdpPingArgs),
+    /// Send each stdin line as one datagram (legacy wire: no reply expected).
+    Send(UdpSendArgs),
 }
 
 /// `echoxfer udp serve`
@@ -99,6 +129,76 @@ pub struct UdpServeArgs {
     /// Address to listen on (port 0 picks a free port; the real one is printed).
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub addr: SocketAddr,
+    /// Be the legacy seed sink: print each datagram, one per line, never reply.
+    #[arg(long)]
+    pub legacy: bool,
+}
+
+/// `echoxfer udp send`
+#[derive(Debug, Args)]
+pub struct UdpSendArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub addr: SocketAddr,
+}
+
+/// `echoxfer send`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Files to send, in order (each under its own file name).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Receiver address (host:port).
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    pub to: String,
+    /// Driver to run the session on.
+    #[arg(long, value_enum, default_value_t = Runtime::Blocking)]
+    pub runtime: Runtime,
+    /// Speak the protocol over stdin/stdout instead of TCP (e.g. through
+    /// ssh); the summary then goes to stderr.
+    #[arg(long, conflicts_with = "to")]
+    pub stdio: bool,
+    /// No progress output (the summary is still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The legacy seed protocol: one file, no name, no integrity check.
+    #[arg(long)]
+    pub legacy: bool,
+}
+
+/// `echoxfer receive`
+#[derive(Debug, Args)]
+pub struct ReceiveArgs {
+    /// Address to listen on (port 0 picks a free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    pub listen: SocketAddr,
+    /// Directory to store files in (must exist).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Serve one session, then exit with its status (0 only if every offered
+    /// file was saved).
+    #[arg(long)]
+    pub once: bool,
+    /// Replace existing files (default: refuse offers of existing names).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Driver to run sessions on.
+    #[arg(long, value_enum, default_value_t = Runtime::Blocking)]
+    pub runtime: Runtime,
+    /// Speak the protocol over stdin/stdout instead of TCP (one session;
+    /// e.g. `ssh host echoxfer receive --stdio`); messages go to stderr.
+    #[arg(long, conflicts_with_all = ["listen", "once"])]
+    pub stdio: bool,
+    /// No progress output (the summary is still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The legacy seed protocol: one sender, written to `--dir/--name`, no
+    /// integrity check.
+    #[arg(long)]
+    pub legacy: bool,
+    /// File name for `--legacy` (the seed protocol carries none).
+    #[arg(long, requires = "legacy", default_value = echoxfer::legacy::files::DEFAULT_NAME)]
+    pub name: String,
 }
 
 /// `echoxfer udp ping`
@@ -127,6 +227,9 @@ pub struct DemoArgs {
     /// Echo messages to exchange.
     #[arg(long, default_value_t = 10_000)]
     pub messages: usize,
+    /// Size of the file to transfer, in MiB (0 skips the file transfer).
+    #[arg(long, default_value_t = 64)]
+    pub size: u64,
 }
 
 /// Parses `250ms`, `2s`, `1m` or a plain number of seconds.

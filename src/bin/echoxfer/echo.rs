@@ -18,11 +18,17 @@ pub const GRACE: Duration = Duration::from_secs(5);
 
 pub fn serve(a: EchoServeArgs) -> CmdResult {
     let config = Config {
-        max_connections: a.max_connections,
+        max_connections: if a.single { 1 } else { a.max_connections },
         ..Config::default()
     };
     config.validate()?;
-    let greeting = a.greeting.into_bytes();
+    if a.legacy {
+        return crate::legacy::echo_serve(a, config);
+    }
+    let greeting = a
+        .greeting
+        .unwrap_or_else(|| echoxfer::echo::DEFAULT_GREETING.to_string())
+        .into_bytes();
     match a.mode {
         EchoMode::Native => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
             EchoServer::new(Server::new(greeting.clone()), config.clone(), now)
@@ -44,7 +50,24 @@ where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
 {
-    let make = move |now| (make(now), Ignore);
+    serve_sessions(addr, runtime, config.max_connections, move |now| {
+        (make(now), Ignore)
+    })
+}
+
+/// Serves sessions (a machine and its app per connection, from `make`) on
+/// either driver until Ctrl-C, then prints how they ended.
+pub fn serve_sessions<M, A, F>(
+    addr: std::net::SocketAddr,
+    runtime: Runtime,
+    max_connections: usize,
+    make: F,
+) -> CmdResult
+where
+    M: StreamMachine + Send + 'static,
+    A: App<M> + Send + 'static,
+    F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
+{
     let report = match runtime {
         Runtime::Blocking => {
             let listener = std::net::TcpListener::bind(addr)?;
@@ -52,7 +75,7 @@ where
             let shutdown = blocking::Shutdown::new();
             let trigger = shutdown.clone();
             ctrlc::set_handler(move || trigger.trigger())?;
-            blocking::serve(listener, config.max_connections, GRACE, &shutdown, make)?
+            blocking::serve(listener, max_connections, GRACE, &shutdown, make)?
         }
         Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -60,8 +83,7 @@ where
             let ctrl_c = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            echoxfer::driver::tokio::serve(listener, config.max_connections, GRACE, ctrl_c, make)
-                .await
+            echoxfer::driver::tokio::serve(listener, max_connections, GRACE, ctrl_c, make).await
         })?,
     };
     println!(
@@ -78,6 +100,9 @@ pub fn announce(addr: std::net::SocketAddr) {
 }
 
 pub fn connect(a: EchoConnectArgs) -> CmdResult {
+    if a.legacy {
+        return crate::legacy::echo_connect(a);
+    }
     let mut stream = TcpStream::connect(a.addr)?;
     stream.set_nodelay(true)?;
     let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());

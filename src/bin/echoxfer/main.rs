@@ -4,7 +4,10 @@
 mod args;
 mod demo;
 mod echo;
+mod legacy;
 mod udp;
+mod ui;
+mod xfer;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
@@ -31,6 +35,9 @@ fn main() -> ExitCode {
         Command::Echo(EchoCommand::Connect(a)) => echo::connect(a),
         Command::Udp(UdpCommand::Serve(a)) => udp::serve(a),
         Command::Udp(UdpCommand::Ping(a)) => udp::ping(a),
+        Command::Udp(UdpCommand::Send(a)) => legacy::udp_send(a),
+        Command::Send(a) => xfer::send(a),
+        Command::Receive(a) => xfer::receive(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,9 @@ use crate::args::{UdpPingArgs, UdpServeArgs};
 use crate::CmdResult;
 
 pub fn serve(a: UdpServeArgs) -> CmdResult {
+    if a.legacy {
+        return crate::legacy::udp_serve(a);
+    }
     let socket = UdpSocket::bind(a.addr)?;
     crate::echo::announce(socket.local_addr()?);
     let shutdown = blocking::Shutdown::new();

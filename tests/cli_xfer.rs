@@ -1,0 +1,308 @@
+//! `echoxfer send|receive` end to end over loopback (and over pipes with
+//! `--stdio`): several files per session on both runtimes, `--once` and
+//! overwrite exit codes, and a sender killed mid-transfer that resumes.
+//! Receivers bind port 0 and announce the real one; every wait is bounded;
+//! every child is killed by its guard.
+#![cfg(unix)]
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::process::{line_containing, spawn_until, Guard, BOUND};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_echoxfer"))
+}
+
+/// Reproducible incompressible bytes (BLAKE3 in XOF mode), `salt` apart.
+fn content(n: usize, salt: &str) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    blake3::Hasher::new_derive_key(salt)
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+fn hex(path: &Path) -> String {
+    blake3::hash(&fs::read(path).unwrap()).to_hex().to_string()
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    src: PathBuf,
+    dst: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(&dst).unwrap();
+    Dirs {
+        _tmp: tmp,
+        src,
+        dst,
+    }
+}
+
+fn sources(d: &Dirs, sizes: &[usize]) -> Vec<PathBuf> {
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let p = d.src.join(format!("file-{i}.bin"));
+            fs::write(&p, content(n, &format!("cli_xfer {i}"))).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Chunked comparison (the files can be hundreds of MiB).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (mut a, mut b) = (File::open(a).unwrap(), File::open(b).unwrap());
+    if a.metadata().unwrap().len() != b.metadata().unwrap().len() {
+        return false;
+    }
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = a.read(&mut x).unwrap();
+        if n == 0 {
+            return true;
+        }
+        b.read_exact(&mut y[..n]).unwrap();
+        if x[..n] != y[..n] {
+            return false;
+        }
+    }
+}
+
+fn assert_received(d: &Dirs, paths: &[PathBuf]) {
+    for p in paths {
+        let got = d.dst.join(p.file_name().unwrap());
+        assert!(same_file(p, &got), "{} differs", p.display());
+    }
+    let names: Vec<_> = fs::read_dir(&d.dst).unwrap().collect();
+    assert_eq!(names.len(), paths.len(), "stray files: {names:?}");
+}
+
+/// Starts `echoxfer receive` on port 0; returns the guard, the address
+/// and its later stdout lines.
+fn receiver(d: &Dirs, extra: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
+    let mut cmd = bin();
+    cmd.args(["receive", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&d.dst)
+        .args(extra);
+    spawn_until(cmd, "listening on")
+}
+
+/// Runs `cmd` to its end (bounded); returns its status, stdout and stderr.
+fn run(mut cmd: Command) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    let out = drain(guard.child.stdout.take().unwrap());
+    let err = drain(guard.child.stderr.take().unwrap());
+    let status = guard.wait();
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = r.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+fn send(to: &str, paths: &[PathBuf], extra: &[&str]) -> (ExitStatus, String, String) {
+    let mut cmd = bin();
+    cmd.args(["send", "--to", to]).args(extra).args(paths);
+    run(cmd)
+}
+
+fn several_files_in_one_session(runtime: &str) {
+    let d = dirs();
+    let paths = sources(&d, &[0, 1, 100_000, 3_000_017]);
+    let (_rx, addr, lines) = receiver(&d, &["--runtime", runtime]);
+    let (status, out, err) = send(&addr, &paths, &["--runtime", runtime]);
+    assert!(status.success(), "{out}\n{err}");
+    for p in &paths {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        let size = fs::metadata(p).unwrap().len();
+        let want = format!("sent {name}: {size} bytes in ");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("no {want:?} in {out}"));
+        assert!(line.ends_with(&format!("blake3 {}", hex(p))), "{line}");
+        let got = line_containing(&lines, &format!("received {name}: {size} bytes"));
+        assert!(got.ends_with(&format!("blake3 {}", hex(p))), "{got}");
+    }
+    assert!(out.contains("total: 4 of 4 files sent"), "{out}");
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn blocking_send_receive_several_files_in_one_session() {
+    several_files_in_one_session("blocking");
+}
+
+#[test]
+fn tokio_send_receive_several_files_in_one_session() {
+    several_files_in_one_session("tokio");
+}
+
+#[test]
+fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
+    let d = dirs();
+    let paths = sources(&d, &[12_345]);
+
+    // Every offered file saved: both exit 0, and the receiver exits by itself.
+    let (mut rx, addr, lines) = receiver(&d, &["--once"]);
+    let (status, out, err) = send(&addr, &paths, &[]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.wait().success());
+    line_containing(&lines, "received file-0.bin: 12345 bytes");
+    assert_received(&d, &paths);
+
+    // The same name again: refused, the existing file untouched, both non-zero.
+    let original = fs::read(&paths[0]).unwrap();
+    fs::write(&paths[0], content(777, "changed")).unwrap();
+    let (mut rx, addr, lines) = receiver(&d, &["--once", "--runtime", "tokio"]);
+    let (status, out, err) = send(&addr, &paths, &[]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("refused file-0.bin: Exists"), "{out}");
+    assert!(err.contains("1 of 1 files not delivered"), "{err}");
+    assert_eq!(rx.wait().code(), Some(1));
+    line_containing(&lines, "refused file-0.bin: Exists");
+    assert_eq!(fs::read(d.dst.join("file-0.bin")).unwrap(), original);
+
+    // With --overwrite it is replaced.
+    let (mut rx, addr, _lines) = receiver(&d, &["--once", "--overwrite"]);
+    let (status, out, err) = send(&addr, &paths, &[]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.wait().success());
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn stdio_carries_the_session_over_pipes() {
+    let d = dirs();
+    let paths = sources(&d, &[2_000_003, 10]);
+    let spawn = |args: &[&str], path: Option<&Path>| {
+        let mut cmd = bin();
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(p) = path {
+            cmd.arg(p);
+        }
+        Guard {
+            child: cmd.spawn().unwrap(),
+        }
+    };
+    let mut rx = spawn(&["receive", "--stdio", "--dir"], Some(&d.dst));
+    let mut cmd = bin();
+    cmd.args(["send", "--stdio"])
+        .args(&paths)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut tx = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    // Join the pipes: the sender's stdout to the receiver's stdin and back.
+    let pump = |mut from: Box<dyn Read + Send>, mut to: Box<dyn io::Write + Send>| {
+        thread::spawn(move || {
+            let _ = io::copy(&mut from, &mut to);
+        })
+    };
+    let a = pump(
+        Box::new(tx.child.stdout.take().unwrap()),
+        Box::new(rx.child.stdin.take().unwrap()),
+    );
+    let b = pump(
+        Box::new(rx.child.stdout.take().unwrap()),
+        Box::new(tx.child.stdin.take().unwrap()),
+    );
+    let tx_err = drain(tx.child.stderr.take().unwrap());
+    let rx_err = drain(rx.child.stderr.take().unwrap());
+    let (ts, rs) = (tx.wait(), rx.wait());
+    let (tx_err, rx_err) = (tx_err.join().unwrap(), rx_err.join().unwrap());
+    assert!(ts.success(), "sender: {tx_err}");
+    assert!(rs.success(), "receiver: {rx_err}");
+    a.join().unwrap();
+    b.join().unwrap();
+    // With stdout taken by the protocol, the summaries went to stderr.
+    assert!(
+        tx_err.contains("sent file-0.bin: 2000003 bytes"),
+        "{tx_err}"
+    );
+    assert!(rx_err.contains("received file-1.bin: 10 bytes"), "{rx_err}");
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn a_sender_killed_mid_transfer_resumes_on_the_next_run() {
+    let d = dirs();
+    let size = 200 << 20;
+    let path = d.src.join("big.bin");
+    fs::write(&path, content(size, "cli_xfer big")).unwrap();
+    let paths = [path.clone()];
+    let (_rx, addr, lines) = receiver(&d, &[]);
+
+    let mut cmd = bin();
+    cmd.args(["send", "--quiet", "--to", &addr])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut tx = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    let part = d.dst.join(".big.bin.echoxfer-part");
+    let until = Instant::now() + BOUND;
+    let held = loop {
+        let held = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if held > 16 << 20 {
+            break held;
+        }
+        assert!(tx.child.try_wait().unwrap().is_none(), "sender ended early");
+        assert!(Instant::now() < until, "no progress within {BOUND:?}");
+        thread::sleep(Duration::from_millis(1));
+    };
+    tx.child.kill().unwrap(); // SIGKILL
+    tx.wait();
+    assert!(held < size as u64, "the transfer finished before the kill");
+    // The receiver ends that session (and frees the name) before the retry.
+    let cut = line_containing(&lines, "incomplete big.bin");
+    assert!(!d.dst.join("big.bin").exists(), "a cut left the final name");
+
+    let (status, out, err) = send(&addr, &paths, &[]);
+    assert!(status.success(), "{cut}\n{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("sent big.bin: {size} bytes (resumed from ")))
+        .unwrap_or_else(|| panic!("no resumed summary in {out}"));
+    let from: u64 = line
+        .split("resumed from ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse {line}"));
+    assert!(from > 0 && from < size as u64, "{line}");
+    line_containing(
+        &lines,
+        &format!("received big.bin: {size} bytes (resumed from {from})"),
+    );
+    assert!(!part.exists(), "the partial file is left over");
+    assert_received(&d, &paths);
+}
