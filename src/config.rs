@@ -54,7 +54,9 @@ pub struct Config {
     pub legacy_ack_delay: Duration,
     /// Legacy file sender: how long it waits, after the last piece is acked,
     /// with no further ack before it sends `quit`, so `quit` is never read
-    /// together with data (default 250 ms; more than `legacy_ack_delay`).
+    /// together with data; also before the piece after one that had to tear
+    /// the word `quit` (default 40 ms: four times `legacy_ack_delay`, and far
+    /// above the gap between two reads of one piece on any live receiver).
     pub legacy_quit_settle: Duration,
 }
 
@@ -77,7 +79,7 @@ impl Default for Config {
             probe_retries: 2,
             max_connections: 1024,
             legacy_ack_delay: Duration::from_millis(10),
-            legacy_quit_settle: Duration::from_millis(250),
+            legacy_quit_settle: Duration::from_millis(40),
         }
     }
 }
