@@ -2,12 +2,11 @@
 //! `Bytes` the machine can queue without copying again.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::xfer::{FileSpec, SafeName};
 
@@ -55,18 +54,13 @@ impl Source {
     /// Reads `len` bytes at `offset`, or fewer if the file has shrunk (the
     /// machine then refuses the chunk: the file changed).
     pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut buf = BytesMut::zeroed(len);
-        let mut got = 0;
-        while got < len {
-            match self.file.read_at(&mut buf[got..], offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(got);
-        Ok(buf.freeze())
+        // `read_to_end` fills the spare capacity without zeroing it first:
+        // on the hot path that saves a memset of every chunk.
+        let mut buf = Vec::with_capacity(len);
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(offset))?;
+        file.take(len as u64).read_to_end(&mut buf)?;
+        Ok(Bytes::from(buf))
     }
 
     /// BLAKE3 over the first `len` bytes (fewer if the file is shorter):
