@@ -1,34 +1,17 @@
-//! Fuzz harnesses, shared by `bolero::check!` under `cargo test` and the
-//! one-line targets in `fuzz/fuzz_targets`. Each takes arbitrary bytes and
-//! panics only when an invariant of the protocol breaks. Pure: memory only.
+//! The file-transfer harnesses: the receiver fed hostile frames, and
+//! whole sender/receiver sessions with cuts, flips and resumes.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::mem::{MemDisk, MemReceiver, MemSender};
-use super::{Cutter, Pair};
+use super::{small_config, Input, MAX_POLLS};
 use crate::codec::{Frame, Protocol};
 use crate::machine::{Machine, Output, StreamMachine};
+use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
+use crate::testing::{Cutter, Pair};
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
 use crate::Config;
-
-/// Small limits so that fuzz cases stay quick: 1 KiB chunks, 4 KiB frames.
-pub fn small_config() -> Config {
-    Config {
-        max_frame: 4096,
-        max_message: 1024,
-        recv_buffer: 4096 + 64,
-        send_buffer: 8192,
-        chunk_size: 1024,
-        max_name_len: 64,
-        max_file_size: 1 << 20,
-        ..Config::default()
-    }
-}
-
-/// Polls allowed in one drain before the machine counts as livelocked.
-const MAX_POLLS: usize = 100_000;
 
 /// Feeds `data` to a receiver (after a valid preamble and offer when the
 /// first byte is even, raw otherwise), whole and cut into pieces, and checks:
@@ -197,23 +180,6 @@ fn drain_checked(
         }
     }
     panic!("receiver did not settle within {MAX_POLLS} polls");
-}
-
-/// Reads fields off the fuzz input, with zeros once it runs out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let Some((&b, rest)) = self.0.split_first() else {
-            return 0;
-        };
-        self.0 = rest;
-        b
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
 }
 
 /// One sender/receiver session over an in-memory pair, driven by `data`:
