@@ -513,6 +513,9 @@ pub fn legacy_file_sender(data: &[u8]) {
     };
     let mut m = LegacyFileSender::new(model.content.len() as u64, config.clone(), now);
     model.settle(&mut m, now);
+    // Whether the receiver misbehaved (garbage, EOF) or the clock jumped
+    // past the idle timeout: only then may the sender fail.
+    let mut hostile = false;
     while !input.is_empty() && model.done.is_none() {
         let op = input.byte();
         let arg = input.byte();
@@ -524,19 +527,26 @@ pub fn legacy_file_sender(data: &[u8]) {
                 model.feed(&mut m, now, &SUCCESS[k..]);
             }
             4 => {
+                // A torn ack: garbage unless it happens to continue one.
+                hostile = true;
                 let k = usize::from(arg) % SUCCESS.len();
                 model.feed(&mut m, now, &SUCCESS[k..]);
             }
-            5 if arg < 8 => model.feed(&mut m, now, &[arg]),
+            5 if arg < 8 => {
+                hostile = true;
+                model.feed(&mut m, now, &[arg]);
+            }
             5 | 6 => {
                 now += jump(arg);
                 m.handle_timeout(now);
                 if model.awaiting() && now >= model.last_activity + config.idle_timeout {
+                    hostile = true;
                     model.expect_end(Err(Error::TimedOut(config.idle_timeout)));
                 }
             }
             _ => {
                 if arg < 16 {
+                    hostile = true;
                     m.handle_eof(now);
                     model.expect_end(Err(ProtocolError::UnexpectedEof {
                         state: "sending (the receiver closed before `quit`)",
@@ -571,6 +581,10 @@ pub fn legacy_file_sender(data: &[u8]) {
     if done.is_ok() {
         assert!(model.quit && model.sent == model.content.len());
     }
+    assert!(
+        hostile || done.is_ok(),
+        "failed against an honest receiver: {done:?}"
+    );
     let _ = m.handle_input(now, SUCCESS);
     let d = drain(&mut m);
     assert!(

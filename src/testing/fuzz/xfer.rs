@@ -195,7 +195,15 @@ pub fn filexfer(data: &[u8]) {
     let seed = u64::from(input.u32());
     let cut = (flags & 4 != 0).then(|| u64::from(input.u32() % 40_000));
     let flip = (flags & 8 != 0).then(|| u64::from(input.u32() % 40_000));
-    let content = Bytes::copy_from_slice(&input.0[..input.0.len().min(30_000)]);
+    // A second interruption, resumed from wherever the first left off.
+    let recut = (flags & 16 != 0).then(|| u64::from(input.u32() % 40_000));
+    // Lines of the in-band words of every protocol, so content is never special.
+    let mut content = Vec::new();
+    if flags & 32 != 0 {
+        content.extend_from_slice(b"quit\nexit\nsuccess\nEXFR\x01F\n");
+    }
+    content.extend_from_slice(&input.0[..input.0.len().min(30_000)]);
+    let content = Bytes::from(content);
     let per = content.len() / files;
     let sources: Vec<(SafeName, Bytes)> = (0..files)
         .map(|i| {
@@ -221,6 +229,26 @@ pub fn filexfer(data: &[u8]) {
     if cut.is_none() && flip.is_none() {
         assert!(first.is_ok(), "clean session failed: {first:?}");
     }
+    let held_after = |disk: &MemDisk| -> Vec<usize> {
+        sources
+            .iter()
+            .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
+            .collect()
+    };
+    let disk = match recut {
+        Some(n) => {
+            let held = held_after(&disk);
+            let (again, disk) = session(&sources, disk, seed ^ 2, Some(n), None);
+            check_disk(&disk);
+            if let (Ok(sender), None) = (&again, flip) {
+                for &(file, from) in &sender.started {
+                    assert_eq!(from, held[file] as u64, "second resume misplaced");
+                }
+            }
+            disk
+        }
+        None => disk,
+    };
     let held: Vec<usize> = sources
         .iter()
         .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
@@ -238,6 +266,14 @@ pub fn filexfer(data: &[u8]) {
                 "resume did not start at the partial's end"
             );
         }
+        // Only what was missing is sent again.
+        let missing: u64 = sources
+            .iter()
+            .zip(&held)
+            .filter(|((n, _), _)| sender.started.iter().any(|&(f, _)| sources[f].0 == *n))
+            .map(|((_, c), &h)| (c.len() - h) as u64)
+            .sum();
+        assert_eq!(sender.pushed, missing, "re-sent more than was missing");
     }
 }
 
