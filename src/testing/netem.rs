@@ -27,6 +27,10 @@ pub struct Impairments {
     pub corrupt_chance: f64,
     /// Chance per piece that the connection drops before it.
     pub cut_chance: f64,
+    /// Most bytes in flight at once (the peer's receive window): a writer
+    /// whose link holds this much waits, so back-pressure reaches the
+    /// machine and a dropped connection loses a bounded amount.
+    pub window: usize,
 }
 
 impl Impairments {
@@ -39,6 +43,7 @@ impl Impairments {
             stall: Duration::ZERO,
             corrupt_chance: 0.0,
             cut_chance: 0.0,
+            window: usize::MAX,
         }
     }
 }
@@ -55,8 +60,14 @@ pub struct Netem {
     fin: bool,
     eof_delivered: bool,
     cut: bool,
+    /// Bytes queued and not yet delivered.
+    in_flight: usize,
+    /// The reader closed: writes are dropped.
+    reader_gone: bool,
     /// Bits flipped so far.
     pub corrupted: u64,
+    /// Pieces held back by a stall so far.
+    pub stalls: u64,
 }
 
 impl Netem {
@@ -69,7 +80,10 @@ impl Netem {
             fin: false,
             eof_delivered: false,
             cut: false,
+            in_flight: 0,
+            reader_gone: false,
             corrupted: 0,
+            stalls: 0,
         }
     }
 
@@ -78,6 +92,9 @@ impl Netem {
     pub fn send(&mut self, now: Instant, bytes: &[u8], rng: &mut ChaCha8Rng) -> bool {
         if self.cut || self.fin {
             return false;
+        }
+        if self.reader_gone {
+            return true;
         }
         for piece in bytes.chunks(self.imp.max_piece.max(1)) {
             if rng.random_bool(self.imp.cut_chance) {
@@ -104,6 +121,7 @@ impl Netem {
             };
         if rng.random_bool(self.imp.stall_chance) {
             at += self.imp.stall;
+            self.stalls += 1;
         }
         // TCP delivers in order: a piece never arrives before the one ahead.
         at = at.max(self.last_arrival.unwrap_or(at));
@@ -114,7 +132,23 @@ impl Netem {
             part[i] ^= 1 << rng.random_range(0..8);
             self.corrupted += 1;
         }
+        self.in_flight += part.len();
         self.queue.push_back((at, part.freeze()));
+    }
+
+    /// Whether the writer must wait: the window is full (never once the
+    /// connection is gone, since whatever is written then is lost anyway).
+    pub fn is_full(&self) -> bool {
+        !self.cut && !self.fin && !self.reader_gone && self.in_flight >= self.imp.window
+    }
+
+    /// The reader has gone: everything in flight or written later is lost.
+    pub fn discard(&mut self) {
+        self.reader_gone = true;
+        // No EOF is due either: there is nobody to tell.
+        self.eof_delivered = true;
+        self.queue.clear();
+        self.in_flight = 0;
     }
 
     /// The writer is done; the reader sees EOF after the bytes in flight.
@@ -131,6 +165,7 @@ impl Netem {
     pub fn cut(&mut self) {
         self.cut = true;
         self.queue.clear();
+        self.in_flight = 0;
     }
 
     /// What the reader gets at `now`, at most `room` bytes: coalesced
@@ -143,6 +178,7 @@ impl Netem {
             }
             let take = piece.len().min(room - out.len());
             out.extend_from_slice(&piece.split_to(take));
+            self.in_flight -= take;
             if piece.is_empty() {
                 self.queue.pop_front();
             }

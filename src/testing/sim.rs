@@ -32,6 +32,8 @@ pub struct LinkReport {
     pub corrupted: u64,
     /// Whether the connection dropped.
     pub cut: bool,
+    /// Pieces held back by a stall, both ways.
+    pub stalls: u64,
 }
 
 /// One side of a simulated connection.
@@ -69,6 +71,7 @@ impl Sim {
             stall: Duration::from_secs(r.random_range(1..120)),
             corrupt_chance: chance(r, 0.005),
             cut_chance: chance(r, 0.005),
+            window: [16_384, 65_536, 1 << 20][r.random_range(0..3)],
         }
     }
 
@@ -109,6 +112,7 @@ impl Sim {
                 let report = LinkReport {
                     corrupted: to_a.corrupted + to_b.corrupted,
                     cut: to_a.is_cut(),
+                    stalls: to_a.stalls + to_b.stalls,
                 };
                 let outcome = PairOutcome {
                     a: a.done.take().expect("checked"),
@@ -121,6 +125,15 @@ impl Sim {
             if !busy && !self.advance(&mut a, &mut b, &to_a, &to_b) {
                 return Err(Stuck { steps });
             }
+        }
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            eprintln!(
+                "STUCK now={:?} a_done={:?} b_done={:?}\n to_a={:?} full {}\n to_b={:?} full {}\n a_poll={:?} b_poll={:?} rooms {} {}",
+                self.now, a.done, b.done, to_a.next_arrival(self.now), to_a.is_full(), to_b.next_arrival(self.now), to_b.is_full(),
+                match a.machine.poll_output() { Output::Transmit(_) => "tx", Output::Event(_) => "ev", Output::Wait(_) => "wait", Output::Done(_) => "done" },
+                match b.machine.poll_output() { Output::Transmit(_) => "tx", Output::Event(_) => "ev", Output::Wait(_) => "wait", Output::Done(_) => "done" },
+                a.machine.input_room(), b.machine.input_room()
+            );
         }
         Err(Stuck { steps: max_steps })
     }
@@ -136,6 +149,10 @@ impl Sim {
         }
         let mut busy = false;
         loop {
+            if out.is_full() {
+                // Back-pressure: the machine's output waits in its queue.
+                return busy;
+            }
             match side.machine.poll_output() {
                 Output::Transmit(bytes) => {
                     busy = true;
@@ -169,6 +186,9 @@ impl Sim {
         side: &mut Side<'_, M, P>,
     ) -> bool {
         if side.done.is_some() {
+            // Nobody reads any more: what arrives is thrown away, and the
+            // writer is never held back by it.
+            link.discard();
             return false;
         }
         match link.receive(self.now, side.machine.input_room()) {
@@ -192,9 +212,15 @@ impl Sim {
         A: StreamMachine,
         B: StreamMachine,
     {
+        // A side whose link is full still holds output: its next step is
+        // that link draining, not a timer (polling it would take the output).
         let next = [
-            deadline(a.machine, &a.done),
-            deadline(b.machine, &b.done),
+            (!to_b.is_full())
+                .then(|| deadline(a.machine, &a.done))
+                .flatten(),
+            (!to_a.is_full())
+                .then(|| deadline(b.machine, &b.done))
+                .flatten(),
             to_a.next_arrival(self.now),
             to_b.next_arrival(self.now),
         ]
@@ -219,4 +245,382 @@ fn deadline<M: StreamMachine>(
         (None, Output::Wait(t)) => t,
         _ => None,
     }
+}
+
+// ------------------------------------------------------------- sessions
+
+/// What one simulated run did. A run that breaks an invariant returns
+/// `Err` with the reason instead; typed failures (a timeout, a hash
+/// mismatch after corruption, a cut) are normal outcomes on a hostile link
+/// and are counted here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// The seed the run came from.
+    pub seed: u64,
+    /// Whether the links were hostile (stalls, corruption, cuts possible).
+    pub hostile: bool,
+    /// Connections made (more than one: reconnected to resume).
+    pub connections: u32,
+    /// Connections that dropped.
+    pub cuts: u32,
+    /// Files whose data resumed after a prefix (`Begin` from more than 0).
+    pub resumes: u32,
+    /// Connections on which bits were flipped.
+    pub corrupted_connections: u32,
+    /// Bits flipped in all.
+    pub corrupted_bits: u64,
+    /// Pieces held back by a stall.
+    pub stalls: u64,
+    /// Every typed failure seen, one per failed side, by kind.
+    pub failures: Vec<&'static str>,
+    /// Payload bytes the sender(s) handed to the machines (echo: messages).
+    pub bytes: u64,
+    /// File bytes sent more than once (after a cut or a mismatch).
+    pub resent: u64,
+    /// Virtual time the run took.
+    pub elapsed: Duration,
+    /// Files that landed under a wrong name because a bit flip in flight
+    /// changed the offered name into another valid one (the content hash
+    /// does not cover the name: see `xfer_session`). The run stops there.
+    pub misnamed: u32,
+}
+
+impl SimReport {
+    /// True if every connection ended well.
+    pub fn is_clean(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// A short name for a typed failure, or `Err` for one that must not occur
+/// (an app's complaint, or a usage error: the simulator misused a machine).
+fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
+    use crate::error::{Error, ProtocolError};
+    let kind = match e {
+        DriverError::Machine(Error::Remote(p)) => match p {
+            ProtocolError::Codec(_) => "codec",
+            ProtocolError::UnexpectedFrame { .. } => "unexpected-frame",
+            ProtocolError::UnexpectedEof { .. } => "unexpected-eof",
+            ProtocolError::MessageTooLarge { .. } => "message-too-large",
+            ProtocolError::EchoMismatch => "echo-mismatch",
+            ProtocolError::Overrun { .. } => "overrun",
+            ProtocolError::ShortFile { .. } => "short-file",
+            ProtocolError::BadOffset { .. } => "bad-offset",
+            ProtocolError::InvalidField { .. } => "invalid-field",
+        },
+        DriverError::Machine(Error::TimedOut(_)) => "timeout",
+        DriverError::Machine(Error::HashMismatch) => "hash-mismatch",
+        DriverError::Machine(Error::PeerFailed { .. }) => "peer-failed",
+        other => return Err(format!("untyped or local failure: {other}")),
+    };
+    Ok(kind)
+}
+
+/// Runs `f`, turning an invariant's panic into an `Err` naming the seed.
+fn guarded<T>(seed: u64, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| format!("seed {seed}: {e}")),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("seed {seed}: invariant broken: {msg}"))
+        }
+    }
+}
+
+/// Steps one connection may take before it counts as stuck.
+const MAX_STEPS: usize = 2_000_000;
+
+/// One echo session from `seed`: random messages (the word `exit`
+/// among them) from a client to a server over simulated links, benign or
+/// hostile. Invariants: the client gets back exactly what it sent, in
+/// order, or the session fails with a typed error; on a link with no
+/// stall, corruption or cut both sides end well; a stall longer than the
+/// idle timeout ends in a timeout in virtual time; bounded steps.
+pub fn echo_session(seed: u64) -> Result<SimReport, String> {
+    guarded(seed, || echo_inner(seed))
+}
+
+fn echo_inner(seed: u64) -> Result<SimReport, String> {
+    use crate::echo::{Client, EchoClient, EchoServer, Server};
+    use crate::testing::fuzz::echo::{ClientApp, GREETING};
+    use crate::testing::fuzz::small_config;
+    use bytes::Bytes;
+
+    let start = Instant::now();
+    let mut sim = Sim::new(seed, start);
+    let hostile = sim.rng.random_bool(0.4);
+    let imp = sim.random_impairments(hostile);
+    let config = crate::Config {
+        max_in_flight: 8,
+        ..small_config()
+    };
+    let mut queue = std::collections::VecDeque::new();
+    for _ in 0..sim.rng.random_range(0..24) {
+        let msg: Vec<u8> = match sim.rng.random_range(0..6) {
+            0 => b"exit".to_vec(),
+            1 => Vec::new(),
+            _ => {
+                let n = sim.rng.random_range(1..=config.max_message);
+                (0..n).map(|_| sim.rng.random()).collect()
+            }
+        };
+        queue.push_back(Bytes::from(msg));
+    }
+    let bytes = queue.iter().map(|m| m.len() as u64).sum();
+    let mut client = EchoClient::new(Client::new(), config.clone(), start);
+    let mut app = ClientApp::new(queue);
+    app.check_greeting = imp.corrupt_chance == 0.0;
+    app.pump(&mut client);
+    let mut server = EchoServer::new(Server::new(GREETING), config.clone(), start);
+    let mut ignore = crate::driver::Ignore;
+    let (outcome, link) = sim
+        .connect(
+            (&mut client, &mut app),
+            (&mut server, &mut ignore),
+            &imp,
+            MAX_STEPS,
+        )
+        .map_err(|e| e.to_string())?;
+    let mut report = SimReport {
+        seed,
+        hostile,
+        connections: 1,
+        cuts: u32::from(link.cut),
+        corrupted_connections: u32::from(link.corrupted > 0),
+        corrupted_bits: link.corrupted,
+        stalls: link.stalls,
+        bytes,
+        elapsed: sim.now - start,
+        ..SimReport::default()
+    };
+    for side in [&outcome.a, &outcome.b] {
+        if let Err(e) = side {
+            report.failures.push(failure_kind(e)?);
+        }
+    }
+    if outcome.a.is_ok() && !(app.closed && app.queue.is_empty() && app.replies == app.sent.len()) {
+        return Err("client ended Ok without every reply".into());
+    }
+    let impaired = link.cut || link.corrupted > 0 || link.stalls > 0;
+    if !impaired && !report.is_clean() {
+        return Err(format!("failed on a perfect link: {outcome:?}"));
+    }
+    if report.failures.contains(&"timeout") && link.stalls == 0 && link.corrupted == 0 {
+        return Err("timed out with no stall and no corruption".into());
+    }
+    if report.failures.contains(&"echo-mismatch") && link.corrupted == 0 {
+        return Err("echo mismatch with nothing corrupted".into());
+    }
+    Ok(report)
+}
+
+/// One file-transfer run from `seed`: one to three files of random bytes
+/// with `quit`, `exit` and `success` lines, sized around chunk boundaries,
+/// sent over simulated links (benign or hostile); after a failed
+/// connection, fresh machines reconnect over the same receiver directory
+/// and resume, for a bounded number of attempts (the last ones on a clean
+/// link). Invariants: every file ends byte-identical under its name;
+/// nothing is ever under a final name that is not exactly its source; a
+/// resume after a connection with no corruption starts exactly where the
+/// partial file ends; re-sent bytes stay within what the dropped
+/// connections could have had in flight; every failure is typed; timeouts
+/// need a stall or corruption; bounded steps.
+pub fn xfer_session(seed: u64) -> Result<SimReport, String> {
+    guarded(seed, || xfer_inner(seed))
+}
+
+/// Connections tried before a run must be complete.
+const ATTEMPTS: u32 = 6;
+/// Of those, how many may be on a hostile link.
+const HOSTILE_ATTEMPTS: u32 = 3;
+
+fn xfer_inner(seed: u64) -> Result<SimReport, String> {
+    use crate::testing::fuzz::small_config;
+    use crate::testing::{MemDisk, MemReceiver, MemSender};
+    use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
+    use bytes::Bytes;
+
+    let start = Instant::now();
+    let mut sim = Sim::new(seed, start);
+    let hostile = sim.rng.random_bool(0.4);
+    let config = small_config();
+    let chunk = config.chunk_size;
+    let files: Vec<(SafeName, Bytes)> = (0..sim.rng.random_range(1..=3))
+        .map(|i| {
+            let size = match sim.rng.random_range(0..8) {
+                0 => 0,
+                1 => 1,
+                2 => chunk - 1,
+                3 => chunk,
+                4 => chunk + 1,
+                5 => 2 * chunk,
+                6 => 3 * chunk + 7,
+                _ => sim.rng.random_range(0..=6 * chunk),
+            };
+            let name = SafeName::new(format!("file{i}.txt").as_bytes(), 64).expect("valid");
+            (name, Bytes::from(content(&mut sim.rng, size)))
+        })
+        .collect();
+    let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
+    let mut report = SimReport {
+        seed,
+        hostile,
+        bytes: total,
+        ..SimReport::default()
+    };
+    let mut disk = MemDisk::default();
+    let mut pushed = 0u64;
+    let mut lost_budget = 0u64;
+    // Once bits were flipped, a partial file may hold them: resuming from
+    // 0 instead of its end is then right.
+    let mut ever_corrupted = false;
+    for attempt in 0..ATTEMPTS {
+        let imp = sim.random_impairments(hostile && attempt < HOSTILE_ATTEMPTS);
+        let held: Vec<usize> = files
+            .iter()
+            .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
+            .collect();
+        let mut tx = MemSender::new(files.iter().cloned());
+        let mut rx = MemReceiver::new(disk, false);
+        let now = sim.now;
+        let mut sender = Sender::new(tx.role(), config.clone(), now);
+        let mut receiver = Receiver::new(ReceiverRole::new(), config.clone(), now);
+        let (outcome, link) = sim
+            .connect(
+                (&mut sender, &mut tx),
+                (&mut receiver, &mut rx),
+                &imp,
+                MAX_STEPS,
+            )
+            .map_err(|e| format!("attempt {attempt}: {e}"))?;
+        disk = rx.disk;
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            eprintln!(
+                "attempt {attempt}: {imp:?}\n  {outcome:?}\n  {link:?}\n  held {held:?} started {:?} delivered {:?} rejected {:?}\n  partials {:?} files {:?}",
+                tx.started,
+                tx.delivered.iter().map(|d| d.0).collect::<Vec<_>>(),
+                tx.rejected,
+                disk.partials.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>(),
+                disk.files.iter().map(|(k, v)| (k, v.len())).collect::<Vec<_>>(),
+            );
+        }
+        report.connections += 1;
+        report.cuts += u32::from(link.cut);
+        report.corrupted_connections += u32::from(link.corrupted > 0);
+        report.corrupted_bits += link.corrupted;
+        report.stalls += link.stalls;
+        pushed += tx.pushed;
+        for side in [&outcome.a, &outcome.b] {
+            if let Err(e) = side {
+                report.failures.push(failure_kind(e)?);
+            }
+        }
+        // Nothing under a final name but its exact source; the content of
+        // a final file is always exactly some source (its hash matched).
+        let mut misnamed = false;
+        for (name, held) in &disk.files {
+            if !files.iter().any(|(_, c)| held[..] == c[..]) {
+                return Err(format!(
+                    "attempt {attempt}: {name} holds content never sent"
+                ));
+            }
+            let source = files.iter().find(|(n, _)| n.as_str() == name);
+            if source.is_some_and(|(_, c)| held[..] == c[..]) {
+                continue;
+            }
+            if link.corrupted == 0 {
+                return Err(format!(
+                    "attempt {attempt}: {name:?} under a final name is not its source, \
+                     with nothing corrupted"
+                ));
+            }
+            // Protocol limitation: `End` carries the hash of the content
+            // only, so a flipped bit that turns the offered name into
+            // another valid name goes unnoticed.
+            misnamed = true;
+        }
+        if misnamed {
+            report.misnamed += 1;
+            report.resent = pushed.saturating_sub(total);
+            report.elapsed = sim.now - start;
+            return Ok(report);
+        }
+        for &(file, from) in &tx.started {
+            if from > 0 {
+                report.resumes += 1;
+            }
+            if !ever_corrupted && link.corrupted == 0 && from != held[file] as u64 {
+                return Err(format!(
+                    "attempt {attempt}: file {file} resumed at {from}, its partial holds {}",
+                    held[file]
+                ));
+            }
+        }
+        let impaired = link.cut || link.corrupted > 0 || link.stalls > 0;
+        if !impaired && (outcome.a.is_err() || outcome.b.is_err()) {
+            return Err(format!(
+                "attempt {attempt} failed on a perfect link: {outcome:?}"
+            ));
+        }
+        let timed_out = [&outcome.a, &outcome.b]
+            .iter()
+            .any(|r| matches!(r, Err(DriverError::Machine(crate::Error::TimedOut(_)))));
+        if timed_out && link.stalls == 0 && link.corrupted == 0 {
+            return Err(format!(
+                "attempt {attempt} timed out with no stall and no corruption"
+            ));
+        }
+        // What a dropped or failed connection may have lost in flight: the
+        // link's window, both machines' buffers and a chunk being read.
+        if outcome.a.is_err() || outcome.b.is_err() {
+            let window = imp.window.min(1 << 24) as u64;
+            let buffers = (config.send_buffer + config.recv_buffer + 2 * chunk) as u64;
+            lost_budget += window + buffers;
+            if link.corrupted > 0 {
+                // A corrupted partial is discarded and sent again whole.
+                lost_budget += total;
+            }
+        }
+        ever_corrupted |= link.corrupted > 0;
+        let done = files
+            .iter()
+            .all(|(n, _)| disk.files.contains_key(n.as_str()));
+        if done {
+            break;
+        }
+    }
+    for (name, _) in &files {
+        if !disk.files.contains_key(name.as_str()) {
+            return Err(format!("{name} never arrived in {ATTEMPTS} connections"));
+        }
+    }
+    report.resent = pushed.saturating_sub(total);
+    if report.resent > lost_budget {
+        return Err(format!(
+            "{} bytes re-sent, more than the {lost_budget} the failed connections could lose",
+            report.resent
+        ));
+    }
+    report.elapsed = sim.now - start;
+    Ok(report)
+}
+
+/// Random bytes with the in-band words of every protocol as whole lines.
+fn content(rng: &mut ChaCha8Rng, size: usize) -> Vec<u8> {
+    const LINES: [&[u8]; 4] = [b"quit\n", b"exit\n", b"success\n", b"EXFR\x01F\n"];
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        if rng.random_bool(0.2) {
+            out.extend_from_slice(LINES[rng.random_range(0..LINES.len())]);
+        } else {
+            let n = rng.random_range(1..64);
+            out.extend((0..n).map(|_| rng.random::<u8>()));
+        }
+    }
+    out.truncate(size);
+    out
 }

@@ -1,34 +1,17 @@
-//! Fuzz harnesses, shared by `bolero::check!` under `cargo test` and the
-//! one-line targets in `fuzz/fuzz_targets`. Each takes arbitrary bytes and
-//! panics only when an invariant of the protocol breaks. Pure: memory only.
+//! The file-transfer harnesses: the receiver fed hostile frames, and
+//! whole sender/receiver sessions with cuts, flips and resumes.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::mem::{MemDisk, MemReceiver, MemSender};
-use super::{Cutter, Pair};
+use super::{small_config, Input, MAX_POLLS};
 use crate::codec::{Frame, Protocol};
 use crate::machine::{Machine, Output, StreamMachine};
+use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
+use crate::testing::{Cutter, Pair};
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
 use crate::Config;
-
-/// Small limits so that fuzz cases stay quick: 1 KiB chunks, 4 KiB frames.
-pub fn small_config() -> Config {
-    Config {
-        max_frame: 4096,
-        max_message: 1024,
-        recv_buffer: 4096 + 64,
-        send_buffer: 8192,
-        chunk_size: 1024,
-        max_name_len: 64,
-        max_file_size: 1 << 20,
-        ..Config::default()
-    }
-}
-
-/// Polls allowed in one drain before the machine counts as livelocked.
-const MAX_POLLS: usize = 100_000;
 
 /// Feeds `data` to a receiver (after a valid preamble and offer when the
 /// first byte is even, raw otherwise), whole and cut into pieces, and checks:
@@ -199,23 +182,6 @@ fn drain_checked(
     panic!("receiver did not settle within {MAX_POLLS} polls");
 }
 
-/// Reads fields off the fuzz input, with zeros once it runs out.
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        let Some((&b, rest)) = self.0.split_first() else {
-            return 0;
-        };
-        self.0 = rest;
-        b
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])
-    }
-}
-
 /// One sender/receiver session over an in-memory pair, driven by `data`:
 /// file contents, how the stream is cut, an optional dropped link and an
 /// optional corrupted byte; then a second, clean session over the same
@@ -229,7 +195,15 @@ pub fn filexfer(data: &[u8]) {
     let seed = u64::from(input.u32());
     let cut = (flags & 4 != 0).then(|| u64::from(input.u32() % 40_000));
     let flip = (flags & 8 != 0).then(|| u64::from(input.u32() % 40_000));
-    let content = Bytes::copy_from_slice(&input.0[..input.0.len().min(30_000)]);
+    // A second interruption, resumed from wherever the first left off.
+    let recut = (flags & 16 != 0).then(|| u64::from(input.u32() % 40_000));
+    // Lines of the in-band words of every protocol, so content is never special.
+    let mut content = Vec::new();
+    if flags & 32 != 0 {
+        content.extend_from_slice(b"quit\nexit\nsuccess\nEXFR\x01F\n");
+    }
+    content.extend_from_slice(&input.0[..input.0.len().min(30_000)]);
+    let content = Bytes::from(content);
     let per = content.len() / files;
     let sources: Vec<(SafeName, Bytes)> = (0..files)
         .map(|i| {
@@ -255,6 +229,26 @@ pub fn filexfer(data: &[u8]) {
     if cut.is_none() && flip.is_none() {
         assert!(first.is_ok(), "clean session failed: {first:?}");
     }
+    let held_after = |disk: &MemDisk| -> Vec<usize> {
+        sources
+            .iter()
+            .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
+            .collect()
+    };
+    let disk = match recut {
+        Some(n) => {
+            let held = held_after(&disk);
+            let (again, disk) = session(&sources, disk, seed ^ 2, Some(n), None);
+            check_disk(&disk);
+            if let (Ok(sender), None) = (&again, flip) {
+                for &(file, from) in &sender.started {
+                    assert_eq!(from, held[file] as u64, "second resume misplaced");
+                }
+            }
+            disk
+        }
+        None => disk,
+    };
     let held: Vec<usize> = sources
         .iter()
         .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
@@ -272,6 +266,14 @@ pub fn filexfer(data: &[u8]) {
                 "resume did not start at the partial's end"
             );
         }
+        // Only what was missing is sent again.
+        let missing: u64 = sources
+            .iter()
+            .zip(&held)
+            .filter(|((n, _), _)| sender.started.iter().any(|&(f, _)| sources[f].0 == *n))
+            .map(|((_, c), &h)| (c.len() - h) as u64)
+            .sum();
+        assert_eq!(sender.pushed, missing, "re-sent more than was missing");
     }
 }
 
