@@ -88,10 +88,7 @@ fn main() -> ExitCode {
             "  hostile runs {}, connections {}, cuts {}, resumes {}, corrupted runs {} ({} bits), stalls {}",
             s.hostile, s.connections, s.cuts, s.resumes, s.corrupted, s.bits, s.stalls
         );
-        println!(
-            "  payload {} bytes, re-sent {} bytes, files misnamed by corruption {}",
-            s.bytes, s.resent, s.misnamed
-        );
+        println!("  payload {} bytes, re-sent {} bytes", s.bytes, s.resent);
         let kinds: Vec<String> = s.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
         println!(
             "  typed failures by kind: {}",
@@ -123,7 +120,6 @@ struct Summary {
     stalls: u64,
     bytes: u64,
     resent: u64,
-    misnamed: u64,
     kinds: BTreeMap<&'static str, u64>,
 }
 
@@ -144,7 +140,6 @@ impl Summary {
         self.stalls += r.stalls;
         self.bytes += r.bytes;
         self.resent += r.resent;
-        self.misnamed += u64::from(r.misnamed);
         for k in &r.failures {
             *self.kinds.entry(k).or_default() += 1;
         }

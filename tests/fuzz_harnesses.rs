@@ -42,15 +42,24 @@ fn seed_corpora_pass_their_harnesses() {
     }
 }
 
-/// Writes the seed corpora to `fuzz/corpus/<target>/` (run by hand:
-/// `cargo test --test fuzz_harnesses -- --ignored write_seed_corpora`).
+/// The committed seed corpora under `fuzz/corpus/<target>/` are exactly
+/// what the generator makes. With `ECHOXFER_WRITE_CORPORA=1` the test
+/// (re)writes them instead, after a change to a harness or the wire.
 #[test]
-#[ignore = "writes files; run by hand to refresh fuzz/corpus"]
-fn write_seed_corpora() {
+fn committed_seed_corpora_match_the_generator() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = std::env::var_os("ECHOXFER_WRITE_CORPORA").is_some();
     for (target, name, data) in fuzz::seed_corpora() {
-        let dir = root.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+        let path = root.join(target).join(format!("seed-{name}"));
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &data).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            committed == data,
+            "{} is stale: rerun with ECHOXFER_WRITE_CORPORA=1",
+            path.display()
+        );
     }
 }

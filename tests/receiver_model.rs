@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use echoxfer::codec::{Frame, FrameDecoder, Protocol, RejectReason};
 use echoxfer::session::Role;
+use echoxfer::xfer::offer_digest;
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName};
 use echoxfer::{Config, Error, ErrorCode, Machine, Output, StreamMachine, UsageError};
 use proptest::prelude::*;
@@ -54,7 +55,8 @@ enum In {
     },
     Begin(u64),
     Data(usize),
-    End([u8; 32]),
+    /// Content hash and offer digest.
+    End([u8; 32], [u8; 32]),
     Quit,
     /// A well-formed frame a receiver never expects.
     Unexpected(Frame),
@@ -73,7 +75,10 @@ impl In {
             },
             In::Begin(from) => Frame::Begin { from: *from },
             In::Data(n) => Frame::Data(Bytes::from(vec![FILL; *n])),
-            In::End(hash) => Frame::End { hash: *hash },
+            In::End(hash, offer) => Frame::End {
+                hash: *hash,
+                offer: *offer,
+            },
             In::Quit => Frame::Quit,
             In::Unexpected(f) => f.clone(),
             In::Garbage => return vec![0x77, 0, 0, 0, 0],
@@ -227,8 +232,8 @@ impl Model {
                     at: at + n as u64,
                 };
             }
-            (St::Receiving { name, size, at }, In::End(hash)) if at == size => {
-                if hash == content_hash(size) {
+            (St::Receiving { name, size, at }, In::End(hash, offer)) if at == size => {
+                if hash == content_hash(size) && offer == offer_digest(size, name) {
                     self.events.push(Ev::Verified(name));
                     self.st = St::Saving { name };
                 } else {
@@ -301,22 +306,25 @@ impl ReferenceStateMachine for RefMachine {
     }
 
     fn transitions(m: &Model) -> BoxedStrategy<Step> {
-        let (size, have, at) = match m.st {
-            St::Deciding { size, .. } => (size, 0, 0),
-            St::Accepted { size, have, .. } => (size, have, 0),
-            St::Receiving { size, at, .. } => (size, 0, at),
-            _ => (100, 0, 0),
+        let (size, have, at, name) = match m.st {
+            St::Deciding { size, name } => (size, 0, 0, name),
+            St::Accepted { size, have, name } => (size, have, 0, name),
+            St::Receiving { size, at, name } => (size, 0, at, name),
+            _ => (100, 0, 0, NAMES[0]),
         };
         let left = size.saturating_sub(at) as usize;
-        let good = content_hash(size);
-        let mut bad = good;
-        bad[0] ^= 1;
+        let good = In::End(content_hash(size), offer_digest(size, name));
+        let mut bad_content = content_hash(size);
+        bad_content[0] ^= 1;
+        let bad_content = In::End(bad_content, offer_digest(size, name));
+        // The same content under another offer: a name corrupted in flight.
+        let bad_offer = In::End(content_hash(size), offer_digest(size, b"other"));
         let peer = prop_oneof![
             4 => (0..NAMES.len(), prop_oneof![0..=MAX_FILE, Just(MAX_FILE + 1), Just(u64::MAX)])
                 .prop_map(|(n, size)| In::Offer { size, name: NAMES[n] }),
             3 => prop_oneof![Just(0), Just(have), 1..=size + 2].prop_map(In::Begin),
             6 => prop_oneof![0..=left.min(64), Just(left), Just(left + 1)].prop_map(In::Data),
-            3 => prop_oneof![3 => Just(good), 1 => Just(bad)].prop_map(In::End),
+            3 => prop_oneof![3 => Just(good.clone()), 1 => Just(bad_content), 1 => Just(bad_offer)],
             1 => Just(In::Quit),
             1 => prop_oneof![
                 Just(Frame::Saved),
@@ -358,7 +366,7 @@ impl ReferenceStateMachine for RefMachine {
             St::Receiving { .. } if left > 0 => (1..=left.min(128))
                 .prop_map(|n| Step::Peer(In::Data(n)))
                 .boxed(),
-            St::Receiving { .. } => Just(Step::Peer(In::End(good))).boxed(),
+            St::Receiving { .. } => Just(Step::Peer(good)).boxed(),
             St::Saving { .. } => {
                 prop_oneof![4 => Just(Step::Saved), 1 => Just(Step::SaveFailed)].boxed()
             }

@@ -9,8 +9,8 @@ use echoxfer::codec::{Frame, Protocol, RejectReason};
 use echoxfer::error::{ErrorCode, ProtocolError, UsageError};
 use echoxfer::testing::fuzz::small_config;
 use echoxfer::xfer::{
-    FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender, SenderEvent,
-    SenderRole,
+    offer_digest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender,
+    SenderEvent, SenderRole,
 };
 use echoxfer::{Config, Error, Machine, Output, StreamMachine};
 
@@ -159,6 +159,7 @@ fn offer_of_size_zero_is_accepted_and_verified_empty() {
         &mut m,
         &Frame::End {
             hash: *blake3::hash(b"").as_bytes(),
+            offer: offer_digest(0, b"f"),
         }
         .encode_to_vec(),
     );
@@ -290,7 +291,8 @@ fn end_before_all_bytes_is_a_short_file_not_a_success() {
         &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
     );
     let hash = *blake3::hash(b"abc").as_bytes();
-    feed(&mut m, &Frame::End { hash }.encode_to_vec());
+    let offer = offer_digest(10, b"f");
+    feed(&mut m, &Frame::End { hash, offer }.encode_to_vec());
     let d = drain(&mut m, Protocol::File);
     assert_eq!(
         d.done,
@@ -306,13 +308,45 @@ fn end_before_all_bytes_is_a_short_file_not_a_success() {
 }
 
 #[test]
+fn a_name_corrupted_in_flight_never_gets_verified_content() {
+    // The offer said "f"; End certifies an offer of "g" (as when a flipped
+    // bit turned the sender's "g" into "f" on the way): content alone matches.
+    let mut m = receiving(3);
+    feed(
+        &mut m,
+        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
+    );
+    let hash = *blake3::hash(b"abc").as_bytes();
+    let offer = offer_digest(3, b"g");
+    feed(&mut m, &Frame::End { hash, offer }.encode_to_vec());
+    let d = drain(&mut m, Protocol::File);
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, ReceiverEvent::Verified { .. })));
+    assert!(matches!(
+        d.events.last(),
+        Some(ReceiverEvent::Discard { .. })
+    ));
+    assert_eq!(d.done, Some(Err(Error::HashMismatch)));
+}
+
+#[test]
 fn hash_mismatch_discards_and_is_sticky() {
     let mut m = receiving(3);
     feed(
         &mut m,
         &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
     );
-    feed(&mut m, &Frame::End { hash: [7; 32] }.encode_to_vec());
+    let offer = offer_digest(3, b"f");
+    feed(
+        &mut m,
+        &Frame::End {
+            hash: [7; 32],
+            offer,
+        }
+        .encode_to_vec(),
+    );
     let d = drain(&mut m, Protocol::File);
     assert!(matches!(
         d.events.last(),
@@ -381,7 +415,10 @@ fn frames_out_of_order_are_unexpected() {
     let cases: Vec<Vec<Frame>> = vec![
         vec![Frame::Data(Bytes::from_static(b"x"))],
         vec![Frame::Begin { from: 0 }],
-        vec![Frame::End { hash: [0; 32] }],
+        vec![Frame::End {
+            hash: [0; 32],
+            offer: [0; 32],
+        }],
         vec![Frame::Saved],
         vec![Frame::Accept {
             have: 0,

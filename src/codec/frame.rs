@@ -94,10 +94,15 @@ pub enum Frame {
     },
     /// Sender to receiver: the next bytes of the file.
     Data(Bytes),
-    /// Sender to receiver: the file is complete; this is BLAKE3 of all of it.
+    /// Sender to receiver: the file is complete. Certifies both what the
+    /// file is called and what it holds, so a name corrupted in flight can
+    /// never put verified content under another name.
     End {
         /// BLAKE3 of the whole content.
         hash: [u8; HASH_LEN],
+        /// BLAKE3 of the `Offer` payload as the sender sent it (size, name);
+        /// see [`offer_digest`](crate::xfer::offer_digest).
+        offer: [u8; HASH_LEN],
     },
     /// Receiver to sender: verified, durable and under its final name.
     Saved,
@@ -211,7 +216,10 @@ impl Frame {
                 out.extend_from_slice(message);
             }
             Frame::Begin { from } => out.put_u64(*from),
-            Frame::End { hash } => out.extend_from_slice(hash),
+            Frame::End { hash, offer } => {
+                out.extend_from_slice(hash);
+                out.extend_from_slice(offer);
+            }
             Frame::Greeting(_)
             | Frame::Message(_)
             | Frame::Data(_)
@@ -252,9 +260,17 @@ impl Frame {
                 empty(p, Frame::Begin { from })?
             }
             tag::DATA => Frame::Data(p),
-            tag::END => Frame::End {
-                hash: exact_hash(p, "End")?,
-            },
+            tag::END => {
+                if p.len() != 2 * HASH_LEN {
+                    return Err(CodecError::Malformed {
+                        frame: "End",
+                        reason: "payload must be two 32-byte hashes",
+                    });
+                }
+                let offer = exact_hash(p.split_off(HASH_LEN), "End")?;
+                let hash = exact_hash(p, "End")?;
+                Frame::End { hash, offer }
+            }
             tag::SAVED => empty(p, Frame::Saved)?,
             tag::QUIT => empty(p, Frame::Quit)?,
             other => return Err(CodecError::UnknownFrame(other)),

@@ -279,10 +279,6 @@ pub struct SimReport {
     pub resent: u64,
     /// Virtual time the run took.
     pub elapsed: Duration,
-    /// Files that landed under a wrong name because a bit flip in flight
-    /// changed the offered name into another valid one (the content hash
-    /// does not cover the name: see `xfer_session`). The run stops there.
-    pub misnamed: u32,
 }
 
 impl SimReport {
@@ -521,33 +517,20 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
         }
         // Nothing under a final name but its exact source; the content of
         // a final file is always exactly some source (its hash matched).
-        let mut misnamed = false;
         for (name, held) in &disk.files {
             if !files.iter().any(|(_, c)| held[..] == c[..]) {
                 return Err(format!(
                     "attempt {attempt}: {name} holds content never sent"
                 ));
             }
+            // `End` certifies the offer (name and size) as well as the
+            // content, so even a corrupted link never misnames a file.
             let source = files.iter().find(|(n, _)| n.as_str() == name);
-            if source.is_some_and(|(_, c)| held[..] == c[..]) {
-                continue;
-            }
-            if link.corrupted == 0 {
+            if !source.is_some_and(|(_, c)| held[..] == c[..]) {
                 return Err(format!(
-                    "attempt {attempt}: {name:?} under a final name is not its source, \
-                     with nothing corrupted"
+                    "attempt {attempt}: {name:?} under a final name is not its source"
                 ));
             }
-            // Protocol limitation: `End` carries the hash of the content
-            // only, so a flipped bit that turns the offered name into
-            // another valid name goes unnoticed.
-            misnamed = true;
-        }
-        if misnamed {
-            report.misnamed += 1;
-            report.resent = pushed.saturating_sub(total);
-            report.elapsed = sim.now - start;
-            return Ok(report);
         }
         for &(file, from) in &tx.started {
             if from > 0 {

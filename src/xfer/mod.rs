@@ -8,8 +8,8 @@
 //! `Accept{have, prefix}` or `Reject{reason, message}`. After an accept the
 //! sender checks the receiver's prefix against its own, sends
 //! `Begin{from}` (`have` if they match, else 0), streams `Data` chunks with
-//! no per-chunk round trip and ends with `End{hash}` (BLAKE3 of the whole
-//! content); the receiver verifies, has the file made durable under its
+//! no per-chunk round trip and ends with `End{hash, offer}` (BLAKE3 of the
+//! whole content, and of the offer it belongs to); the receiver verifies, has the file made durable under its
 //! final name and confirms with `Saved`. After the last file: `Quit`.
 //! See `docs/PROTOCOL.md`, section "File transfer".
 
@@ -27,3 +27,13 @@ use crate::session::Framed;
 pub type Sender = Framed<SenderRole>;
 /// The receiver machine: validates offers, checks content, confirms saves.
 pub type Receiver = Framed<ReceiverRole>;
+
+/// BLAKE3 of an `Offer` payload: the size (8 bytes, big-endian), then the
+/// name's bytes. `End` carries it so the receiver can check that the name
+/// and size it acted on are the ones the sender offered.
+pub fn offer_digest(size: u64, name: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&size.to_be_bytes());
+    h.update(name);
+    *h.finalize().as_bytes()
+}

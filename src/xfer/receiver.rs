@@ -113,6 +113,9 @@ enum State {
 #[derive(Debug)]
 pub struct ReceiverRole {
     state: State,
+    /// [`offer_digest`](super::offer_digest) of the offer being handled, as
+    /// received: `End` must carry the same, or the name or size was corrupted.
+    offer: [u8; 32],
     files_saved: u64,
     bytes_received: u64,
 }
@@ -128,6 +131,7 @@ impl ReceiverRole {
     pub fn new() -> Self {
         ReceiverRole {
             state: State::Idle,
+            offer: [0; 32],
             files_saved: 0,
             bytes_received: 0,
         }
@@ -174,6 +178,7 @@ impl ReceiverRole {
         };
         match decision {
             Ok(name) => {
+                self.offer = super::offer_digest(size, raw);
                 link.emit(ReceiverEvent::Offer {
                     name: name.clone(),
                     size,
@@ -273,12 +278,12 @@ impl Role for ReceiverRole {
                     at,
                     hasher,
                 },
-                Frame::End { hash },
+                Frame::End { hash, offer },
             ) => {
                 if at != size {
                     return Err(ProtocolError::ShortFile { size, received: at }.into());
                 }
-                if *hasher.finalize().as_bytes() != hash {
+                if *hasher.finalize().as_bytes() != hash || offer != self.offer {
                     link.emit(ReceiverEvent::Discard { name });
                     return Err(Error::HashMismatch);
                 }

@@ -245,7 +245,9 @@ impl Role for SenderRole {
             });
         } else {
             let hash = *hasher.finalize().as_bytes();
-            link.send(&Frame::End { hash });
+            let spec = &self.files[*file];
+            let offer = super::offer_digest(spec.size, spec.name.as_str().as_bytes());
+            link.send(&Frame::End { hash, offer });
             self.state = State::Ending { file: *file, hash };
         }
     }

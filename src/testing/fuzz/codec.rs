@@ -202,7 +202,10 @@ fn build_frames(input: &mut Input<'_>) -> Vec<Frame> {
                 from: u64_field(input),
             },
             9 => Frame::Data(payload(input)),
-            10 => Frame::End { hash: hash(input) },
+            10 => Frame::End {
+                hash: hash(input),
+                offer: hash(input),
+            },
             11 => Frame::Saved,
             _ => Frame::Quit,
         };

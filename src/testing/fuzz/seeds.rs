@@ -1,7 +1,7 @@
 //! Seed inputs for every harness: small, valid-looking sessions, so a
 //! fuzzer starts deep in each protocol. `fuzz/corpus/<target>/` holds them
 //! (written by `cargo test --features testing --test fuzz_harnesses --
-//! --ignored write_seed_corpora`).
+//! committed_seed_corpora_match_the_generator` with `ECHOXFER_WRITE_CORPORA=1`).
 
 use bytes::Bytes;
 
@@ -73,7 +73,10 @@ pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             },
             Frame::Begin { from: 0 },
             Frame::Data(content.clone()),
-            Frame::End { hash },
+            Frame::End {
+                hash,
+                offer: crate::xfer::offer_digest(content.len() as u64, b"f"),
+            },
             Frame::Quit,
         ],
     );

@@ -70,6 +70,7 @@ fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
     const NAMES: [&[u8]; 6] = [b"f", b"g", b"../x", b"file..txt", b"x\x1b[2J", b""];
     let mut input = Input(rest);
     let mut hasher = blake3::Hasher::new();
+    let mut offer = [0u8; 32];
     while !input.0.is_empty() {
         let op = input.byte();
         let arg = input.byte();
@@ -93,12 +94,19 @@ fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
             2 => {
                 let mut hash = *hasher.finalize().as_bytes();
                 hash[0] ^= arg & 1;
-                Frame::End { hash }
+                let mut offer = offer;
+                offer[0] ^= (arg >> 1) & 1;
+                Frame::End { hash, offer }
             }
-            3 => Frame::Offer {
-                size: [0, 1, 2048, 1 << 21, u64::MAX][usize::from(arg % 5)],
-                name: Bytes::from_static(NAMES[usize::from(arg / 5) % NAMES.len()]),
-            },
+            3 => {
+                let size = [0, 1, 2048, 1 << 21, u64::MAX][usize::from(arg % 5)];
+                let name = NAMES[usize::from(arg / 5) % NAMES.len()];
+                offer = crate::xfer::offer_digest(size, name);
+                Frame::Offer {
+                    size,
+                    name: Bytes::from_static(name),
+                }
+            }
             4 => Frame::Quit,
             5 => {
                 out.push(arg);
