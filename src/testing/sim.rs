@@ -526,7 +526,7 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
             // `End` certifies the offer (name and size) as well as the
             // content, so even a corrupted link never misnames a file.
             let source = files.iter().find(|(n, _)| n.as_str() == name);
-            if !source.is_some_and(|(_, c)| held[..] == c[..]) {
+            if source.is_none_or(|(_, c)| held[..] != c[..]) {
                 return Err(format!(
                     "attempt {attempt}: {name:?} under a final name is not its source"
                 ));
