@@ -8,12 +8,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::process::seedpeer;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -29,34 +32,6 @@ use echoxfer::Config;
 
 /// Every wait in this file is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
-
-fn seedpeer() -> PathBuf {
-    let python = Command::new("python3")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        matches!(python, Ok(s) if s.success()),
-        "python3 is required for the seed-peer interop tests and was not found"
-    );
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/seedpeer.py");
-    if beside.is_file() {
-        return beside;
-    }
-    if let Some(p) = std::env::var_os("ECHOXFER_SEEDPEER").map(PathBuf::from) {
-        assert!(
-            p.is_file(),
-            "ECHOXFER_SEEDPEER={} is not a file",
-            p.display()
-        );
-        return p;
-    }
-    panic!(
-        "seed peer not found at {} and ECHOXFER_SEEDPEER is not set",
-        beside.display()
-    );
-}
 
 /// A running seed peer; killed and reaped on drop. Its stdout arrives line
 /// by line on a channel.
