@@ -171,7 +171,7 @@ fn stalled_client_is_dropped_by_the_idle_timer_in_virtual_time() {
         "{:?}",
         outcome.b
     );
-    assert!(pair.now >= now + Duration::from_secs(5));
+    assert!(pair.now() >= now + Duration::from_secs(5));
 }
 
 #[test]

@@ -1,18 +1,16 @@
 //! In-memory properties of the legacy machines over a TCP-like link with
-//! random fragmentation and coalescing and a virtual clock (`SegPair`
-//! below; the test `Pair` for a dropped link). The seed peers
+//! random fragmentation and coalescing and a virtual clock (the test
+//! `Pair` with a TCP-like `Cutter`). The seed peers
 //! are modelled here byte for byte (see `shared/peers/seedpeer.py`).
 
 use std::collections::VecDeque;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use echoxfer::driver::{App, Ignore};
 use echoxfer::legacy::{
@@ -24,218 +22,17 @@ use echoxfer::{Config, Error, Machine, Output, ProtocolError, StreamMachine};
 
 const STEPS: usize = 2_000_000;
 
-/// A TCP-like link for unframed protocols, which the byte-cutting test
-/// `Pair` models too harshly: there a 4-byte `quit` write may arrive as
-/// `qu` + `it`, which no real stack does. Here each transmit is one write:
-/// writes of up to [`ATOMIC_WRITE`] bytes are one segment; longer ones are
-/// split into segments of random sizes (down to one byte). A read takes a
-/// random number of the segments that have arrived (at least one), glued,
-/// cut at the reader's `input_room()` (1024 for the seed peers). So reads
-/// fragment and coalesce at random, as on a real network, but a small write
-/// is never torn.
+/// A TCP-like link for the unframed protocols, which the harsh
+/// `Cutter::random` models too harshly: there a 4-byte `quit` write may
+/// arrive as `qu` + `it`, which no real stack does. Here writes of up to
+/// [`ATOMIC_WRITE`] bytes arrive whole (with `split`; without it every
+/// write does), longer ones are torn at random, and reads join a random
+/// number of arrived pieces, cut at the reader's `input_room()` (1024 for
+/// the seed peers).
 const ATOMIC_WRITE: usize = 16;
 
-struct SegPair<A, B> {
-    a: A,
-    b: B,
-    now: Instant,
-    rng: ChaCha8Rng,
-    /// Split writes at all (`false`: each write is one segment).
-    split: bool,
-    to_a: Link,
-    to_b: Link,
-    a_done: Option<Result<(), Error>>,
-    b_done: Option<Result<(), Error>>,
-}
-
-#[derive(Default)]
-struct Link {
-    segments: VecDeque<Bytes>,
-    fin: bool,
-    eof_sent: bool,
-}
-
-struct SegOutcome {
-    a: Result<(), Error>,
-    b: Result<(), Error>,
-}
-
-impl<A: StreamMachine, B: StreamMachine> SegPair<A, B> {
-    fn new(a: A, b: B, now: Instant, seed: u64, split: bool) -> Self {
-        SegPair {
-            a,
-            b,
-            now,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            split,
-            to_a: Link::default(),
-            to_b: Link::default(),
-            a_done: None,
-            b_done: None,
-        }
-    }
-
-    fn run(&mut self, app_a: &mut impl App<A>, app_b: &mut impl App<B>) -> SegOutcome {
-        for _ in 0..STEPS {
-            let mut busy = seg_drain(
-                &mut self.a,
-                app_a,
-                self.now,
-                &mut self.to_b,
-                &mut self.a_done,
-                &mut self.rng,
-                self.split,
-            );
-            busy |= seg_drain(
-                &mut self.b,
-                app_b,
-                self.now,
-                &mut self.to_a,
-                &mut self.b_done,
-                &mut self.rng,
-                self.split,
-            );
-            if let (Some(a), Some(b)) = (&self.a_done, &self.b_done) {
-                return SegOutcome {
-                    a: a.clone(),
-                    b: b.clone(),
-                };
-            }
-            // Deliver in a random order so either side may run first.
-            if self.rng.random_bool(0.5) {
-                busy |= seg_deliver(
-                    &mut self.to_b,
-                    &mut self.b,
-                    &self.b_done,
-                    &mut self.rng,
-                    self.now,
-                );
-                busy |= seg_deliver(
-                    &mut self.to_a,
-                    &mut self.a,
-                    &self.a_done,
-                    &mut self.rng,
-                    self.now,
-                );
-            } else {
-                busy |= seg_deliver(
-                    &mut self.to_a,
-                    &mut self.a,
-                    &self.a_done,
-                    &mut self.rng,
-                    self.now,
-                );
-                busy |= seg_deliver(
-                    &mut self.to_b,
-                    &mut self.b,
-                    &self.b_done,
-                    &mut self.rng,
-                    self.now,
-                );
-            }
-            if busy {
-                continue;
-            }
-            let next = [
-                seg_deadline(&mut self.a, &self.a_done),
-                seg_deadline(&mut self.b, &self.b_done),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let Some(next) = next else {
-                panic!("stuck: both sides wait with no deadline");
-            };
-            self.now = self.now.max(next) + Duration::from_millis(1);
-            self.a.handle_timeout(self.now);
-            self.b.handle_timeout(self.now);
-        }
-        panic!("no end after {STEPS} steps");
-    }
-}
-
-fn seg_deadline<M: StreamMachine>(m: &mut M, done: &Option<Result<(), Error>>) -> Option<Instant> {
-    match (done, m.poll_output()) {
-        (None, Output::Wait(t)) => t,
-        _ => None,
-    }
-}
-
-fn seg_drain<M: StreamMachine>(
-    m: &mut M,
-    app: &mut impl App<M>,
-    now: Instant,
-    out: &mut Link,
-    done: &mut Option<Result<(), Error>>,
-    rng: &mut ChaCha8Rng,
-    split: bool,
-) -> bool {
-    if done.is_some() {
-        return false;
-    }
-    let mut busy = false;
-    loop {
-        match m.poll_output() {
-            Output::Transmit(mut bytes) => {
-                busy = true;
-                while split && bytes.len() > ATOMIC_WRITE {
-                    let n = rng.random_range(1..=bytes.len());
-                    out.segments.push_back(bytes.split_to(n));
-                }
-                if !bytes.is_empty() {
-                    out.segments.push_back(bytes);
-                }
-            }
-            Output::Event(e) => {
-                busy = true;
-                app.on_event(m, now, e).expect("app");
-            }
-            Output::Wait(_) => return busy,
-            Output::Done(r) => {
-                *done = Some(r);
-                out.fin = true;
-                return true;
-            }
-        }
-    }
-}
-
-fn seg_deliver<M: StreamMachine>(
-    link: &mut Link,
-    m: &mut M,
-    done: &Option<Result<(), Error>>,
-    rng: &mut ChaCha8Rng,
-    now: Instant,
-) -> bool {
-    if done.is_some() {
-        // The reader has closed: what is in flight is lost.
-        link.segments.clear();
-        return false;
-    }
-    if !link.segments.is_empty() {
-        let arrived = rng.random_range(1..=link.segments.len());
-        let room = m.input_room().max(1);
-        let mut read = Vec::new();
-        for _ in 0..arrived {
-            let seg = link.segments.front_mut().expect("counted");
-            let take = seg.len().min(room - read.len());
-            read.extend_from_slice(&seg.split_to(take));
-            if seg.is_empty() {
-                link.segments.pop_front();
-            }
-            if read.len() == room {
-                break;
-            }
-        }
-        let _ = m.handle_input(now, &read);
-        return true;
-    }
-    if link.fin && !link.eof_sent {
-        link.eof_sent = true;
-        m.handle_eof(now);
-        return true;
-    }
-    false
+fn tcp_link(seed: u64, split: bool) -> Cutter {
+    Cutter::tcp_like(seed, if split { ATOMIC_WRITE } else { usize::MAX })
 }
 
 /// The seed `file-receive` loop: `data = recv(1024)`; exactly `quit` stops;
@@ -460,8 +257,8 @@ proptest! {
     ) {
         let now = Instant::now();
         let sender = LegacyFileSender::new(content.len() as u64, Config::default(), now);
-        let mut pair = SegPair::new(sender, SeedReceiver::default(), now, seed, split);
-        let out = pair.run(&mut Source(&content), &mut Ignore);
+        let mut pair = Pair::new(sender, SeedReceiver::default(), now, tcp_link(seed, split));
+        let out = pair.run(&mut Source(&content), &mut Ignore, STEPS).unwrap();
         prop_assert!(out.a.is_ok(), "sender: {:?}", out.a);
         prop_assert!(out.b.is_ok(), "receiver never saw a lone quit: {:?}", out.b);
         prop_assert_eq!(&pair.b.got, &content);
@@ -480,9 +277,9 @@ proptest! {
         let now = Instant::now();
         let sender = LegacyFileSender::new(content.len() as u64, Config::default(), now);
         let receiver = LegacyFileReceiver::new(Config::default(), now);
-        let mut pair = SegPair::new(sender, receiver, now, seed, split);
+        let mut pair = Pair::new(sender, receiver, now, tcp_link(seed, split));
         let mut sink = Sink::default();
-        let out = pair.run(&mut Source(&content), &mut sink);
+        let out = pair.run(&mut Source(&content), &mut sink, STEPS).unwrap();
         prop_assert!(out.a.is_ok(), "sender: {:?}", out.a);
         prop_assert!(out.b.is_ok(), "receiver: {:?}", out.b);
         prop_assert_eq!(&sink.data, &content);
@@ -504,9 +301,9 @@ proptest! {
         prop_assume!(!content.ends_with(b"\nquit") && content != b"quit");
         let now = Instant::now();
         let receiver = LegacyFileReceiver::new(Config::default(), now);
-        let mut pair = SegPair::new(SeedSender::new(&content), receiver, now, seed, split);
+        let mut pair = Pair::new(SeedSender::new(&content), receiver, now, tcp_link(seed, split));
         let mut sink = Sink::default();
-        let out = pair.run(&mut Ignore, &mut sink);
+        let out = pair.run(&mut Ignore, &mut sink, STEPS).unwrap();
         prop_assert!(out.b.is_ok(), "receiver: {:?}", out.b);
         prop_assert_eq!(&sink.data, &content);
     }
@@ -538,7 +335,7 @@ proptest! {
             client.send_line(Bytes::copy_from_slice(l)).unwrap();
         }
         client.send_line(&b"exit"[..]).unwrap();
-        let mut pair = SegPair::new(client, server, now, seed, split);
+        let mut pair = Pair::new(client, server, now, tcp_link(seed, split));
         let mut events = Vec::new();
         let mut on_client = |_: &mut LegacyEchoClient, _: Instant, e: LegacyClientEvent| {
             events.push(e);
@@ -556,7 +353,7 @@ proptest! {
             }
             Ok(())
         };
-        let out = pair.run(&mut on_client, &mut on_server);
+        let out = pair.run(&mut on_client, &mut on_server, STEPS).unwrap();
         prop_assert!(out.a.is_ok(), "client: {:?}", out.a);
         prop_assert!(out.b.is_ok(), "server: {:?}", out.b);
         prop_assert!(exited, "the session ended by `exit`");

@@ -3,6 +3,11 @@
 //! pieces of random size, delayed, sometimes stalled, sometimes corrupted,
 //! and in order, as TCP delivers them. Everything random comes from one
 //! seeded generator, so a seed replays a run exactly.
+//!
+//! This is the one link model of the test suite: the simulator draws its
+//! impairments at random, the test [`Pair`](super::Pair) picks them with a
+//! [`Cutter`](super::Cutter), and scripted faults (a cut after `n` bytes,
+//! a flipped byte at offset `n`) make a property reproducible at any offset.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -31,6 +36,17 @@ pub struct Impairments {
     /// whose link holds this much waits, so back-pressure reaches the
     /// machine and a dropped connection loses a bounded amount.
     pub window: usize,
+    /// Writes of at most this many bytes are never split, as a real stack
+    /// sends a small write in one segment (0: any write may tear). The
+    /// legacy protocols lean on this; the framed ones must not.
+    pub atomic_write: usize,
+    /// A read joins a random number of the pieces that have arrived
+    /// (`false`: all of them, up to the reader's room).
+    pub random_coalesce: bool,
+    /// Scripted: the connection drops once this many bytes were delivered.
+    pub cut_after: Option<u64>,
+    /// Scripted: the byte at this stream offset arrives with all bits flipped.
+    pub flip_at: Option<u64>,
 }
 
 impl Impairments {
@@ -44,6 +60,10 @@ impl Impairments {
             corrupt_chance: 0.0,
             cut_chance: 0.0,
             window: usize::MAX,
+            atomic_write: 0,
+            random_coalesce: false,
+            cut_after: None,
+            flip_at: None,
         }
     }
 }
@@ -62,6 +82,9 @@ pub struct Netem {
     cut: bool,
     /// Bytes queued and not yet delivered.
     in_flight: usize,
+    /// Stream offsets: bytes written so far, and bytes delivered so far.
+    sent: u64,
+    delivered: u64,
     /// The reader closed: writes are dropped.
     reader_gone: bool,
     /// Bits flipped so far.
@@ -81,10 +104,17 @@ impl Netem {
             eof_delivered: false,
             cut: false,
             in_flight: 0,
+            sent: 0,
+            delivered: 0,
             reader_gone: false,
             corrupted: 0,
             stalls: 0,
         }
+    }
+
+    /// The impairments this link applies.
+    pub fn impairments(&self) -> &Impairments {
+        &self.imp
     }
 
     /// Bytes written at `now`. Returns false if the connection dropped
@@ -96,12 +126,19 @@ impl Netem {
         if self.reader_gone {
             return true;
         }
-        for piece in bytes.chunks(self.imp.max_piece.max(1)) {
+        let max_piece = match bytes.len() <= self.imp.atomic_write {
+            true => usize::MAX,
+            false => self.imp.max_piece.max(1),
+        };
+        for piece in bytes.chunks(max_piece) {
             if rng.random_bool(self.imp.cut_chance) {
                 self.cut = true;
                 return false;
             }
-            let n = rng.random_range(1..=piece.len().max(1)).min(piece.len());
+            let n = match max_piece {
+                usize::MAX => piece.len(),
+                _ => rng.random_range(1..=piece.len().max(1)).min(piece.len()),
+            };
             for part in [&piece[..n], &piece[n..]] {
                 if !part.is_empty() {
                     self.enqueue(now, part, rng);
@@ -109,6 +146,17 @@ impl Netem {
             }
         }
         true
+    }
+
+    /// Applies the scripted flip if it falls in `part`, the bytes at
+    /// stream offset `self.sent`.
+    fn scripted_flip(&mut self, part: &mut [u8]) {
+        let hit = self.imp.flip_at.and_then(|at| at.checked_sub(self.sent));
+        if let Some(i) = hit.filter(|&i| i < part.len() as u64) {
+            part[i as usize] ^= 0xff;
+            self.corrupted += 1;
+        }
+        self.sent += part.len() as u64;
     }
 
     fn enqueue(&mut self, now: Instant, part: &[u8], rng: &mut ChaCha8Rng) {
@@ -127,6 +175,7 @@ impl Netem {
         at = at.max(self.last_arrival.unwrap_or(at));
         self.last_arrival = Some(at);
         let mut part = BytesMut::from(part);
+        self.scripted_flip(&mut part);
         if rng.random_bool(self.imp.corrupt_chance) {
             let i = rng.random_range(0..part.len());
             part[i] ^= 1 << rng.random_range(0..8);
@@ -170,10 +219,12 @@ impl Netem {
 
     /// What the reader gets at `now`, at most `room` bytes: coalesced
     /// pieces that have arrived, `Some(empty)` for EOF, `None` for nothing yet.
-    pub fn receive(&mut self, now: Instant, room: usize) -> Option<Bytes> {
+    pub fn receive(&mut self, now: Instant, room: usize, rng: &mut ChaCha8Rng) -> Option<Bytes> {
+        let room = room.min(self.bytes_before_cut());
+        let mut pieces = self.pieces_to_join(now, rng);
         let mut out = BytesMut::new();
         while let Some((at, piece)) = self.queue.front_mut() {
-            if *at > now || out.len() >= room {
+            if *at > now || out.len() >= room || pieces == 0 {
                 break;
             }
             let take = piece.len().min(room - out.len());
@@ -181,7 +232,12 @@ impl Netem {
             self.in_flight -= take;
             if piece.is_empty() {
                 self.queue.pop_front();
+                pieces -= 1;
             }
+        }
+        self.delivered += out.len() as u64;
+        if self.imp.cut_after == Some(self.delivered) && !self.cut {
+            self.cut();
         }
         if !out.is_empty() {
             return Some(out.freeze());
@@ -192,6 +248,21 @@ impl Netem {
             return Some(Bytes::new());
         }
         None
+    }
+
+    /// How many bytes may still be delivered before the scripted cut.
+    fn bytes_before_cut(&self) -> usize {
+        let left = self.imp.cut_after.map_or(u64::MAX, |n| n - self.delivered);
+        usize::try_from(left).unwrap_or(usize::MAX)
+    }
+
+    /// How many arrived pieces the next read joins.
+    fn pieces_to_join(&self, now: Instant, rng: &mut ChaCha8Rng) -> usize {
+        if !self.imp.random_coalesce {
+            return usize::MAX;
+        }
+        let arrived = self.queue.iter().take_while(|(at, _)| *at <= now).count();
+        rng.random_range(1..=arrived.max(1))
     }
 
     /// When the next piece arrives (or the EOF is due), if anything is pending.

@@ -1,49 +1,67 @@
 //! An in-memory pair of stream machines, after quinn-proto's `Pair`: a
 //! virtual clock, and a byte stream each way that a [`Cutter`] fragments
 //! and coalesces at random (or cuts off entirely, to model a dropped link).
+//!
+//! The links are the simulator's [`Netem`] and the loop is the
+//! simulator's: a `Pair` only chooses the impairments and keeps the
+//! machines, so tests can look at them after the run.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::BytesMut;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
+use super::netem::{Impairments, Netem};
+use super::sim::Sim;
 use crate::driver::{App, DriverError};
-use crate::machine::{Output, StreamMachine};
+use crate::machine::StreamMachine;
 
-/// How the pair hands bytes over: in pieces of random size between
-/// `min` and `max`, so one delivery may split a frame or join several.
+/// The payload of one TCP segment on Ethernet: the most a torn write
+/// delivers in one piece on a [`Cutter::tcp_like`] link.
+const ETHERNET_SEGMENT: usize = 1460;
+
+/// How the pair hands bytes over; every choice comes from one seed.
 #[derive(Debug, Clone)]
 pub struct Cutter {
-    rng: ChaCha8Rng,
-    min: usize,
-    max: usize,
+    seed: u64,
+    imp: Impairments,
 }
 
 impl Cutter {
-    /// Pieces of 1 to `max` bytes, chosen by a generator seeded with `seed`.
+    /// Harsh: any write may be torn anywhere into pieces of 1 to `max`
+    /// bytes, and a read joins a random number of them. A framed protocol
+    /// must not care.
     pub fn random(seed: u64, max: usize) -> Self {
         Cutter {
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            min: 1,
-            max: max.max(1),
+            seed,
+            imp: Impairments {
+                max_piece: max.max(1),
+                random_coalesce: true,
+                ..Impairments::none()
+            },
+        }
+    }
+
+    /// Like TCP on a real stack: a write of at most `atomic_write` bytes
+    /// arrives in one piece, a longer one is torn at random (pieces of 1 to
+    /// 1460 bytes), and a read
+    /// joins a random number of the pieces that have arrived. The
+    /// unframed legacy protocols can only work on such a link.
+    pub fn tcp_like(seed: u64, atomic_write: usize) -> Self {
+        Cutter {
+            seed,
+            imp: Impairments {
+                max_piece: ETHERNET_SEGMENT,
+                atomic_write,
+                random_coalesce: true,
+                ..Impairments::none()
+            },
         }
     }
 
     /// Everything pending, in one piece.
     pub fn whole() -> Self {
         Cutter {
-            rng: ChaCha8Rng::seed_from_u64(0),
-            min: usize::MAX,
-            max: usize::MAX,
+            seed: 0,
+            imp: Impairments::none(),
         }
-    }
-
-    fn piece(&mut self, available: usize) -> usize {
-        if self.min >= available {
-            return available;
-        }
-        self.rng.random_range(self.min..=self.max.min(available))
     }
 }
 
@@ -64,50 +82,6 @@ pub struct Stuck {
     pub steps: usize,
 }
 
-/// One direction of the link.
-#[derive(Debug, Default)]
-struct Pipe {
-    bytes: BytesMut,
-    /// Bytes still allowed through before the link drops; `None`: never.
-    budget: Option<u64>,
-    /// Stream offset of a byte to corrupt in flight (all bits flipped).
-    flip: Option<u64>,
-    /// Bytes delivered so far.
-    passed: u64,
-    /// The writer is done: after the bytes, the reader sees EOF.
-    fin: bool,
-    eof_sent: bool,
-}
-
-impl Pipe {
-    /// Takes up to `room` bytes, cut by `cutter`, within the budget.
-    fn take(&mut self, room: usize, cutter: &mut Cutter) -> Option<BytesMut> {
-        let mut available = self.bytes.len().min(room);
-        if let Some(budget) = self.budget {
-            available = available.min(usize::try_from(budget).unwrap_or(usize::MAX));
-        }
-        if available == 0 {
-            return None;
-        }
-        let n = cutter.piece(available);
-        if let Some(budget) = &mut self.budget {
-            *budget -= n as u64;
-        }
-        let mut piece = self.bytes.split_to(n);
-        if let Some(at) = self.flip {
-            if let Some(i) = at.checked_sub(self.passed).filter(|&i| i < n as u64) {
-                piece[i as usize] ^= 0xff;
-            }
-        }
-        self.passed += n as u64;
-        Some(piece)
-    }
-
-    fn exhausted(&self) -> bool {
-        self.budget == Some(0)
-    }
-}
-
 /// Two stream machines joined in memory, with a virtual clock.
 #[derive(Debug)]
 pub struct Pair<A, B> {
@@ -115,13 +89,9 @@ pub struct Pair<A, B> {
     pub a: A,
     /// Side B (usually the server or receiver).
     pub b: B,
-    /// The virtual time.
-    pub now: Instant,
-    to_b: Pipe,
-    to_a: Pipe,
-    cutter: Cutter,
-    a_done: Option<Result<(), DriverError>>,
-    b_done: Option<Result<(), DriverError>>,
+    sim: Sim,
+    to_b: Netem,
+    to_a: Netem,
 }
 
 impl<A: StreamMachine, B: StreamMachine> Pair<A, B> {
@@ -130,27 +100,34 @@ impl<A: StreamMachine, B: StreamMachine> Pair<A, B> {
         Pair {
             a,
             b,
-            now,
-            to_b: Pipe::default(),
-            to_a: Pipe::default(),
-            cutter,
-            a_done: None,
-            b_done: None,
+            sim: Sim::new(cutter.seed, now),
+            to_b: Netem::new(cutter.imp.clone()),
+            to_a: Netem::new(cutter.imp),
         }
     }
 
     /// Drops the link (both directions, as a reset connection) once `n`
     /// bytes have gone from A to B.
-    pub fn cut_after(mut self, n: u64) -> Self {
-        self.to_b.budget = Some(n);
-        self
+    pub fn cut_after(self, n: u64) -> Self {
+        self.script_to_b(|imp| imp.cut_after = Some(n))
     }
 
     /// Corrupts the byte at stream offset `n` (counting from the first
     /// byte A sends, preamble included) on its way from A to B.
-    pub fn flip_at(mut self, n: u64) -> Self {
-        self.to_b.flip = Some(n);
+    pub fn flip_at(self, n: u64) -> Self {
+        self.script_to_b(|imp| imp.flip_at = Some(n))
+    }
+
+    fn script_to_b(mut self, script: impl FnOnce(&mut Impairments)) -> Self {
+        let mut imp = self.to_b.impairments().clone();
+        script(&mut imp);
+        self.to_b = Netem::new(imp);
         self
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.sim.now
     }
 
     /// Runs both sides until both are done, with `app_a` and `app_b`
@@ -161,120 +138,11 @@ impl<A: StreamMachine, B: StreamMachine> Pair<A, B> {
         app_b: &mut impl App<B>,
         max_steps: usize,
     ) -> Result<PairOutcome, Stuck> {
-        for steps in 0..max_steps {
-            let now = self.now;
-            let mut busy = drain(&mut self.a, app_a, now, &mut self.to_b, &mut self.a_done);
-            busy |= drain(&mut self.b, app_b, now, &mut self.to_a, &mut self.b_done);
-            if self.a_done.is_some() && self.b_done.is_some() {
-                return Ok(PairOutcome {
-                    a: self.a_done.take().expect("checked"),
-                    b: self.b_done.take().expect("checked"),
-                });
-            }
-            if self.to_b.exhausted() && !self.to_b.fin {
-                self.drop_link();
-                busy = true;
-            }
-            busy |= deliver(&mut self.to_b, &mut self.b, &mut self.cutter, now);
-            busy |= deliver(&mut self.to_a, &mut self.a, &mut self.cutter, now);
-            if !busy && !self.advance_clock() {
-                return Err(Stuck { steps });
-            }
-        }
-        Err(Stuck { steps: max_steps })
+        self.sim.join(
+            (&mut self.a, app_a),
+            (&mut self.b, app_b),
+            (&mut self.to_b, &mut self.to_a),
+            max_steps,
+        )
     }
-
-    /// The link drops: whatever is in flight is lost and both ends see EOF.
-    fn drop_link(&mut self) {
-        for pipe in [&mut self.to_a, &mut self.to_b] {
-            pipe.bytes.clear();
-            pipe.fin = true;
-        }
-    }
-
-    /// Jumps the clock to the earliest deadline and fires it.
-    fn advance_clock(&mut self) -> bool {
-        let a = deadline(&mut self.a, &self.a_done);
-        let b = deadline(&mut self.b, &self.b_done);
-        let Some(next) = [a, b].into_iter().flatten().min() else {
-            return false;
-        };
-        self.now = self.now.max(next) + Duration::from_millis(1);
-        self.a.handle_timeout(self.now);
-        self.b.handle_timeout(self.now);
-        true
-    }
-}
-
-/// The machine's next deadline, if it is idle and waiting for one.
-fn deadline<M: StreamMachine>(
-    m: &mut M,
-    done: &Option<Result<(), DriverError>>,
-) -> Option<Instant> {
-    match (done, m.poll_output()) {
-        (None, Output::Wait(t)) => t,
-        _ => None,
-    }
-}
-
-/// Drains one machine: transmits go into its outgoing pipe, events to its app.
-fn drain<M: StreamMachine>(
-    m: &mut M,
-    app: &mut impl App<M>,
-    now: Instant,
-    out: &mut Pipe,
-    done: &mut Option<Result<(), DriverError>>,
-) -> bool {
-    if done.is_some() {
-        return false;
-    }
-    let mut busy = false;
-    loop {
-        match m.poll_output() {
-            Output::Transmit(bytes) => {
-                busy = true;
-                if !out.fin {
-                    out.bytes.extend_from_slice(&bytes);
-                }
-            }
-            Output::Event(e) => {
-                busy = true;
-                if let Err(source) = app.on_event(m, now, e) {
-                    *done = Some(Err(DriverError::Io {
-                        context: "app",
-                        source,
-                    }));
-                    out.fin = true;
-                    return true;
-                }
-            }
-            Output::Wait(_) => return busy,
-            Output::Done(result) => {
-                *done = Some(result.map_err(DriverError::from));
-                // The machine is finished with the connection: the peer sees EOF.
-                out.fin = true;
-                return true;
-            }
-        }
-    }
-}
-
-/// Hands one cut piece of the pipe to its reader, or the EOF once it is empty.
-fn deliver<M: StreamMachine>(
-    pipe: &mut Pipe,
-    m: &mut M,
-    cutter: &mut Cutter,
-    now: Instant,
-) -> bool {
-    if let Some(piece) = pipe.take(m.input_room(), cutter) {
-        // An error here is sticky in the machine and surfaces as its `Done`.
-        let _ = m.handle_input(now, &piece);
-        return true;
-    }
-    if pipe.fin && pipe.bytes.is_empty() && !pipe.eof_sent {
-        pipe.eof_sent = true;
-        m.handle_eof(now);
-        return true;
-    }
-    false
 }

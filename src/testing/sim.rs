@@ -72,6 +72,7 @@ impl Sim {
             corrupt_chance: chance(r, 0.005),
             cut_chance: chance(r, 0.005),
             window: [16_384, 65_536, 1 << 20][r.random_range(0..3)],
+            ..Impairments::none()
         }
     }
 
@@ -79,11 +80,36 @@ impl Sim {
     /// both sides are done, for at most `max_steps` steps.
     pub fn connect<A, B>(
         &mut self,
-        (a, app_a): (&mut A, &mut impl App<A>),
-        (b, app_b): (&mut B, &mut impl App<B>),
+        a: (&mut A, &mut impl App<A>),
+        b: (&mut B, &mut impl App<B>),
         imp: &Impairments,
         max_steps: usize,
     ) -> Result<(PairOutcome, LinkReport), Stuck>
+    where
+        A: StreamMachine,
+        B: StreamMachine,
+    {
+        let mut to_b = Netem::new(imp.clone());
+        let mut to_a = Netem::new(imp.clone());
+        let outcome = self.join(a, b, (&mut to_b, &mut to_a), max_steps)?;
+        let report = LinkReport {
+            corrupted: to_a.corrupted + to_b.corrupted,
+            cut: to_a.is_cut(),
+            stalls: to_a.stalls + to_b.stalls,
+        };
+        Ok((outcome, report))
+    }
+
+    /// Runs `a` and `b` joined by the links `to_b` and `to_a` until both
+    /// sides are done, for at most `max_steps` steps: the one event loop of
+    /// every in-memory connection (this simulator and the test `Pair`).
+    pub(crate) fn join<A, B>(
+        &mut self,
+        (a, app_a): (&mut A, &mut impl App<A>),
+        (b, app_b): (&mut B, &mut impl App<B>),
+        (to_b, to_a): (&mut Netem, &mut Netem),
+        max_steps: usize,
+    ) -> Result<PairOutcome, Stuck>
     where
         A: StreamMachine,
         B: StreamMachine,
@@ -98,42 +124,31 @@ impl Sim {
             app: app_b,
             done: None,
         };
-        let mut to_b = Netem::new(imp.clone());
-        let mut to_a = Netem::new(imp.clone());
         for steps in 0..max_steps {
-            let mut busy = self.drain(&mut a, &mut to_b);
-            busy |= self.drain(&mut b, &mut to_a);
+            let mut busy = self.drain(&mut a, to_b);
+            busy |= self.drain(&mut b, to_a);
             if to_a.is_cut() != to_b.is_cut() {
                 // A connection drops in both directions at once.
                 to_a.cut();
                 to_b.cut();
             }
             if let (Some(_), Some(_)) = (&a.done, &b.done) {
-                let report = LinkReport {
-                    corrupted: to_a.corrupted + to_b.corrupted,
-                    cut: to_a.is_cut(),
-                    stalls: to_a.stalls + to_b.stalls,
-                };
-                let outcome = PairOutcome {
+                return Ok(PairOutcome {
                     a: a.done.take().expect("checked"),
                     b: b.done.take().expect("checked"),
-                };
-                return Ok((outcome, report));
+                });
             }
-            busy |= self.deliver(&mut to_b, &mut b);
-            busy |= self.deliver(&mut to_a, &mut a);
-            if !busy && !self.advance(&mut a, &mut b, &to_a, &to_b) {
+            // Alternate who reads first, so either side may run ahead.
+            if steps % 2 == 0 {
+                busy |= self.deliver(to_b, &mut b);
+                busy |= self.deliver(to_a, &mut a);
+            } else {
+                busy |= self.deliver(to_a, &mut a);
+                busy |= self.deliver(to_b, &mut b);
+            }
+            if !busy && !self.advance(&mut a, &mut b, to_a, to_b) {
                 return Err(Stuck { steps });
             }
-        }
-        if std::env::var_os("SIM_DEBUG").is_some() {
-            eprintln!(
-                "STUCK now={:?} a_done={:?} b_done={:?}\n to_a={:?} full {}\n to_b={:?} full {}\n a_poll={:?} b_poll={:?} rooms {} {}",
-                self.now, a.done, b.done, to_a.next_arrival(self.now), to_a.is_full(), to_b.next_arrival(self.now), to_b.is_full(),
-                match a.machine.poll_output() { Output::Transmit(_) => "tx", Output::Event(_) => "ev", Output::Wait(_) => "wait", Output::Done(_) => "done" },
-                match b.machine.poll_output() { Output::Transmit(_) => "tx", Output::Event(_) => "ev", Output::Wait(_) => "wait", Output::Done(_) => "done" },
-                a.machine.input_room(), b.machine.input_room()
-            );
         }
         Err(Stuck { steps: max_steps })
     }
@@ -191,7 +206,7 @@ impl Sim {
             link.discard();
             return false;
         }
-        match link.receive(self.now, side.machine.input_room()) {
+        match link.receive(self.now, side.machine.input_room(), &mut self.rng) {
             Some(bytes) if bytes.is_empty() => side.machine.handle_eof(self.now),
             // A failure is sticky in the machine and surfaces as its `Done`.
             Some(bytes) => drop(side.machine.handle_input(self.now, &bytes)),
