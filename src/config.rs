@@ -33,7 +33,9 @@ pub struct Config {
     pub max_file_size: u64,
     /// Echo messages a client may have awaiting their reply (default 1024).
     pub max_in_flight: usize,
-    /// A connection with no input for this long is dropped (default 60 s).
+    /// A connection with no input for this long is dropped, and so is one
+    /// whose peer takes none of our output for this long (the drivers bound
+    /// every write by it; see `StreamMachine::write_timeout`). Default 60 s.
     pub idle_timeout: Duration,
     /// Largest UDP datagram echoed or sent (default 65 507, the IPv4 maximum).
     pub max_datagram: usize,

@@ -7,7 +7,7 @@
 //! Nothing here performs I/O; drivers do, and they are generic over these traits.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -75,6 +75,14 @@ pub trait StreamMachine: Machine<Transmit = Bytes> {
     /// How many bytes the machine accepts now. Zero means "drain output
     /// first": this is how back-pressure reaches the driver.
     fn input_room(&self) -> usize;
+
+    /// How long a driver may wait for the transport to take any of the
+    /// output before it gives up on the session, so that a peer that stops
+    /// reading cannot hold it forever. Every machine of this crate answers
+    /// its idle timeout; `None` (the default) waits as long as it takes.
+    fn write_timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A machine that talks in datagrams (UDP).

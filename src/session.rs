@@ -5,7 +5,7 @@
 //! frame means in each state; [`Framed`] does the rest. Pure: no I/O.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -310,6 +310,10 @@ impl<R: Role> StreamMachine for Framed<R> {
         if !self.is_closed() {
             self.fail(UsageError::Aborted(reason).into());
         }
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.link.config.idle_timeout)
     }
 
     fn input_room(&self) -> usize {

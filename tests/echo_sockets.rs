@@ -359,3 +359,77 @@ fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
         "{server_err}"
     );
 }
+
+/// A client that floods echo messages and never reads a reply. It keeps the
+/// connection open (a closed one would fail the server's writes at once)
+/// until the returned sender is dropped.
+fn flood_without_reading(addr: SocketAddr) -> std::sync::mpsc::Sender<()> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    thread::spawn(move || {
+        stream
+            .set_write_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let message = Frame::Message(Bytes::from(vec![b'x'; 60_000])).encode_to_vec();
+        let mut wire = Protocol::Echo.preamble().to_vec();
+        // Write until the server stops reading: its own writes are stuck.
+        while stream.write_all(&wire).is_ok() {
+            wire.clone_from(&message);
+        }
+        let _ = stopped.recv_timeout(BOUND);
+    });
+    stop
+}
+
+/// Runs one echo server session with a short idle timeout on the first
+/// connection to `listener`, and returns how it ended.
+fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driver::DriverError> {
+    let config = Config {
+        idle_timeout: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let (stream, _) = listener.accept().unwrap();
+    let mut server = EchoServer::new(Server::new("hello"), config, Instant::now());
+    match driver {
+        Driver::Blocking => blocking::run_stream(&mut server, &mut { stream }, &mut Ignore),
+        Driver::Tokio => {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                stream.set_nonblocking(true).unwrap();
+                let mut stream = tokio::net::TcpStream::from_std(stream).unwrap();
+                echoxfer::driver::tokio::run_stream(&mut server, &mut stream, &mut Ignore).await
+            })
+        }
+    }
+}
+
+fn a_client_that_never_reads_is_dropped_after_the_idle_timeout(driver: Driver) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stop_flood = flood_without_reading(listener.local_addr().unwrap());
+    let (done, ended) = std::sync::mpsc::channel();
+    thread::spawn(move || done.send(serve_one(driver, listener)));
+    let result = ended
+        .recv_timeout(BOUND)
+        .expect("the server gave up on the stalled client within the bound");
+    drop(stop_flood);
+    // Either the write itself timed out, or it crawled on past the idle
+    // deadline and the machine's timer ended the session: both are timeouts.
+    use echoxfer::driver::DriverError;
+    match result {
+        Err(DriverError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}")
+        }
+        Err(DriverError::Machine(echoxfer::Error::TimedOut(_))) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn blocking_a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
+    a_client_that_never_reads_is_dropped_after_the_idle_timeout(Driver::Blocking);
+}
+
+#[test]
+fn tokio_a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
+    a_client_that_never_reads_is_dropped_after_the_idle_timeout(Driver::Tokio);
+}

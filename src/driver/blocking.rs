@@ -20,6 +20,14 @@ pub trait Transport: Read + Write {
     /// when input arrives.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
+    /// Limits every write to `timeout` without progress. Transports that
+    /// cannot (pipes) keep the default, which ignores it: their writes wait
+    /// as long as the reader does.
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let _ = timeout;
+        Ok(())
+    }
+
     /// Tells the peer nothing more will be written.
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.flush()
@@ -29,6 +37,10 @@ pub trait Transport: Read + Write {
 impl Transport for TcpStream {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
@@ -91,6 +103,9 @@ where
     let mut out = Batch::default();
     let mut eof = false;
     let mut armed = ReadTimeout::default();
+    transport
+        .set_write_timeout(super::write_limit(machine))
+        .map_err(DriverError::io("setting the write timeout"))?;
     loop {
         let deadline = match drain(machine, app, &mut out) {
             Step::Flush => {
@@ -193,6 +208,7 @@ fn write_batch(w: &mut impl Write, out: &mut Batch) -> Result<(), DriverError> {
             }
             Ok(n) => out.consume(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => return Err(DriverError::stalled_peer()),
             Err(e) => return Err(DriverError::io("writing to the peer")(e)),
         }
     }

@@ -63,6 +63,19 @@ impl DriverError {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> DriverError {
         move |source| DriverError::Io { context, source }
     }
+
+    /// The peer took none of our output for the machine's write timeout.
+    pub(crate) fn stalled_peer() -> DriverError {
+        DriverError::io("writing to the peer, which stopped reading")(
+            io::ErrorKind::TimedOut.into(),
+        )
+    }
+}
+
+/// The machine's write timeout, as a transport takes it (a zero limit, from
+/// a config the machine refuses anyway, would mean "none" to some).
+pub(crate) fn write_limit<M: StreamMachine>(machine: &M) -> Option<std::time::Duration> {
+    machine.write_timeout().filter(|t| !t.is_zero())
 }
 
 /// Bytes gathered before one vectored write.

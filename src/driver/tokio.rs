@@ -31,26 +31,27 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Batch::default();
     let mut eof = false;
+    let limit = super::write_limit(machine);
     loop {
         let deadline = match drain(machine, app, &mut out) {
             Step::Flush => {
-                write_batch(io, &mut out).await?;
+                write_batch(io, &mut out, limit).await?;
                 continue;
             }
             Step::Done(result) => {
-                write_batch(io, &mut out).await?;
+                write_batch(io, &mut out, limit).await?;
                 let _ = io.shutdown().await;
                 return result.map_err(DriverError::from);
             }
             Step::AppFailed(error) => {
                 // Best effort: the peer learns why, if the transport still works.
-                let _ = write_batch(io, &mut out).await;
+                let _ = write_batch(io, &mut out, limit).await;
                 let _ = io.shutdown().await;
                 return Err(error);
             }
             Step::Wait(deadline) => deadline,
         };
-        write_batch(io, &mut out).await?;
+        write_batch(io, &mut out, limit).await?;
         let sleep = sleep_until(deadline);
         if eof {
             // The peer is gone and the machine still waits: only its timer can end it.
@@ -88,15 +89,23 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Writes the whole batch; each write may wait at most `limit` (the
+/// machine's write timeout) for the peer to take anything.
 async fn write_batch<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Batch,
+    limit: Option<Duration>,
 ) -> Result<(), DriverError> {
     while !out.is_empty() {
-        let n = io
-            .write_vectored(&out.slices())
-            .await
-            .map_err(DriverError::io("writing to the peer"))?;
+        let slices = out.slices();
+        let write = io.write_vectored(&slices);
+        let written = match limit {
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| DriverError::stalled_peer())?,
+            None => write.await,
+        };
+        let n = written.map_err(DriverError::io("writing to the peer"))?;
         if n == 0 {
             return Err(DriverError::io("writing to the peer")(
                 io::ErrorKind::WriteZero.into(),

@@ -1,7 +1,7 @@
 //! RFC 862 echo over a stream: raw bytes back as they came, no greeting,
 //! no framing, so `nc`, `socat` and any RFC 862 client can talk to it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -61,6 +61,10 @@ impl StreamMachine for RawEcho {
     fn handle_eof(&mut self, now: Instant) {
         self.core.tick(now);
         self.core.finish();
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.core.config.idle_timeout)
     }
 
     fn input_room(&self) -> usize {

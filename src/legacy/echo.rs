@@ -5,7 +5,7 @@
 //! the session. No framing, no newlines. Pure: no I/O here.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -85,6 +85,10 @@ impl StreamMachine for LegacyEchoServer {
         self.core.tick(now);
         // The seed server ends the session quietly when the client goes.
         self.core.finish();
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.core.config.idle_timeout)
     }
 
     fn input_room(&self) -> usize {
@@ -326,6 +330,10 @@ impl StreamMachine for LegacyEchoClient {
             // The seed client stops quietly when the server goes.
             self.core.finish();
         }
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.core.config.idle_timeout)
     }
 
     fn input_room(&self) -> usize {

@@ -40,7 +40,7 @@
 //! source by hand, or use the native protocol.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -280,6 +280,10 @@ impl StreamMachine for LegacyFileSender {
             .fail(ProtocolError::UnexpectedEof { state }.into());
     }
 
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.core.config.idle_timeout)
+    }
+
     fn input_room(&self) -> usize {
         PIECE_MAX
     }
@@ -417,6 +421,10 @@ impl StreamMachine for LegacyFileReceiver {
             let state = "receiving a legacy file (no `quit`: incomplete)";
             self.fail(ProtocolError::UnexpectedEof { state }.into());
         }
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.core.config.idle_timeout)
     }
 
     fn input_room(&self) -> usize {
