@@ -31,8 +31,13 @@ pub struct Config {
     pub max_name_len: usize,
     /// Largest file a receiver accepts, in bytes (default 1 TiB).
     pub max_file_size: u64,
-    /// Echo messages a client may have awaiting their reply (default 1024).
-    pub max_in_flight: usize,
+    /// Bytes of echo messages (each with its 5-byte frame header) a client
+    /// may have awaiting their reply (default 64 KiB); one message of any
+    /// allowed size may always be in flight alone. Keep it below what the
+    /// transport buffers each way: a driver that does not read while it
+    /// writes (the blocking one) could otherwise wait on a server that waits
+    /// on it.
+    pub echo_window: usize,
     /// A connection with no input for this long is dropped, and so is one
     /// whose peer takes none of our output for this long (the drivers bound
     /// every write by it; see `StreamMachine::write_timeout`). Default 60 s.
@@ -73,7 +78,7 @@ impl Default for Config {
             chunk_size: 256 * 1024,
             max_name_len: 255,
             max_file_size: 1 << 40,
-            max_in_flight: 1024,
+            echo_window: 64 * 1024,
             idle_timeout: Duration::from_secs(60),
             max_datagram: 65_507,
             datagram_queue: 1024,
@@ -97,7 +102,7 @@ impl Config {
             ("chunk_size", self.chunk_size as u128),
             ("max_name_len", self.max_name_len as u128),
             ("max_file_size", self.max_file_size as u128),
-            ("max_in_flight", self.max_in_flight as u128),
+            ("echo_window", self.echo_window as u128),
             ("idle_timeout", self.idle_timeout.as_nanos()),
             ("max_datagram", self.max_datagram as u128),
             ("probe_timeout", self.probe_timeout.as_nanos()),

@@ -433,3 +433,74 @@ fn blocking_a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
 fn tokio_a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
     a_client_that_never_reads_is_dropped_after_the_idle_timeout(Driver::Tokio);
 }
+
+/// An echo client that keeps as many large messages in flight as its
+/// machine allows, and checks every reply.
+struct Pipeliner {
+    sent: usize,
+    replies: usize,
+    count: usize,
+}
+
+impl Pipeliner {
+    fn message(i: usize) -> Bytes {
+        Bytes::from(vec![(i % 251) as u8; 60_000])
+    }
+
+    fn fill(&mut self, c: &mut EchoClient) -> std::io::Result<()> {
+        while self.sent < self.count {
+            match c.send(Self::message(self.sent)) {
+                Ok(()) => self.sent += 1,
+                Err(echoxfer::Error::Local(echoxfer::UsageError::WouldBlock)) => return Ok(()),
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        if self.replies == self.count {
+            c.close().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+}
+
+impl App<EchoClient> for Pipeliner {
+    fn on_event(&mut self, c: &mut EchoClient, _: Instant, e: ClientEvent) -> std::io::Result<()> {
+        match e {
+            ClientEvent::Reply(r) => {
+                assert_eq!(r, Self::message(self.replies), "reply {}", self.replies);
+                self.replies += 1;
+            }
+            ClientEvent::Closed => return Ok(()),
+            ClientEvent::Greeted(_) => {}
+        }
+        self.fill(c)
+    }
+}
+
+/// Both ends blocking and half-duplex: a client pipelining far more than
+/// the socket buffers hold would wait on a server that waits on it, but the
+/// echo window keeps what is in flight below what the buffers take.
+fn pipelined_large_messages_all_come_back(driver: Driver) {
+    let server = start_server(driver);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut app = Pipeliner {
+        sent: 0,
+        replies: 0,
+        count: 300,
+    };
+    app.fill(&mut client).unwrap();
+    blocking::run_stream(&mut client, &mut stream, &mut app).expect("session ends cleanly");
+    assert_eq!(app.replies, 300);
+    let report = (server.stop)();
+    assert_eq!((report.ok, report.failed), (1, 0));
+}
+
+#[test]
+fn blocking_pipelined_large_messages_all_come_back_without_deadlock() {
+    pipelined_large_messages_all_come_back(Driver::Blocking);
+}
+
+#[test]
+fn tokio_pipelined_large_messages_all_come_back_without_deadlock() {
+    pipelined_large_messages_all_come_back(Driver::Tokio);
+}

@@ -34,6 +34,8 @@ pub struct Client {
     greeted: bool,
     /// Messages sent and not yet echoed, oldest first (shared, not copied).
     pending: VecDeque<Bytes>,
+    /// Their size on the wire, headers included: what the window bounds.
+    pending_bytes: usize,
 }
 
 impl Default for Client {
@@ -49,12 +51,19 @@ impl Client {
             state: State::AwaitGreeting,
             greeted: false,
             pending: VecDeque::new(),
+            pending_bytes: 0,
         }
     }
 
     /// Messages sent whose reply has not arrived yet.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether `msg` fits the window; a lone message always does, so
+    /// `max_message` may exceed the window.
+    fn window_admits(&self, msg: &Bytes, window: usize) -> bool {
+        self.pending.is_empty() || self.pending_bytes + wire_len(msg) <= window
     }
 
     fn unexpected(&self, frame: &Frame) -> Error {
@@ -68,6 +77,7 @@ impl Client {
     fn on_reply(&mut self, link: &mut Link<ClientEvent>, msg: Bytes) -> Result<(), Error> {
         match self.pending.pop_front() {
             Some(sent) if sent == msg => {
+                self.pending_bytes -= wire_len(&sent);
                 link.emit(ClientEvent::Reply(msg));
                 Ok(())
             }
@@ -75,6 +85,11 @@ impl Client {
             None => Err(self.unexpected(&Frame::Message(msg))),
         }
     }
+}
+
+/// A message's size on the wire: payload and frame header.
+fn wire_len(msg: &Bytes) -> usize {
+    msg.len() + crate::codec::HEADER_LEN
 }
 
 impl Role for Client {
@@ -119,9 +134,9 @@ impl Role for Client {
 
 impl Framed<Client> {
     /// Queues one message. Refused, changing nothing, if it is larger than
-    /// `max_message`, if `max_in_flight` replies are outstanding or the
-    /// output is full ([`UsageError::WouldBlock`]: drain output first), or
-    /// after [`close`](Self::close).
+    /// `max_message`, if it would take the bytes awaiting replies beyond
+    /// `echo_window` or the output is full ([`UsageError::WouldBlock`]:
+    /// handle replies or drain output first), or after [`close`](Self::close).
     pub fn send(&mut self, msg: impl Into<Bytes>) -> Result<(), Error> {
         let msg = msg.into();
         self.command(|role, link| {
@@ -138,10 +153,11 @@ impl Framed<Client> {
                 }
                 .into());
             }
-            if role.pending.len() >= link.config().max_in_flight || !link.has_room() {
+            if !role.window_admits(&msg, link.config().echo_window) || !link.has_room() {
                 return Err(UsageError::WouldBlock.into());
             }
             link.send(&Frame::Message(msg.clone()));
+            role.pending_bytes += wire_len(&msg);
             role.pending.push_back(msg);
             Ok(())
         })

@@ -366,7 +366,7 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
     let hostile = sim.rng.random_bool(0.4);
     let imp = sim.random_impairments(hostile);
     let config = crate::Config {
-        max_in_flight: 8,
+        echo_window: 8 * 1024,
         ..small_config()
     };
     let mut queue = std::collections::VecDeque::new();

@@ -481,7 +481,7 @@ fn pair(mut input: Input<'_>) {
     let flags = input.byte();
     let seed = u64::from(input.u32());
     let config = crate::Config {
-        max_in_flight: usize::from(flags % 4) + 1,
+        echo_window: (usize::from(flags % 4) + 1) * 700,
         send_buffer: [64, 8192][usize::from(flags >> 7)],
         ..small_config()
     };
