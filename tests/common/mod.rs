@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests (each test file uses a part).
 #![allow(dead_code)]
 
+pub mod files;
 pub mod process;
+pub mod session;
 
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 
