@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (each test file uses a part).
 #![allow(dead_code)]
 
+pub mod drain;
 pub mod files;
 pub mod process;
 pub mod session;
