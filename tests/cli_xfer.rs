@@ -5,7 +5,7 @@
 //! every child is killed by its guard.
 #![cfg(unix)]
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -13,81 +13,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::files::{assert_received, content, dirs, sources, write_src, Dirs};
 use common::process::{line_containing, spawn_until, Guard, BOUND};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_echoxfer"))
 }
 
-/// Reproducible incompressible bytes (BLAKE3 in XOF mode), `salt` apart.
-fn content(n: usize, salt: &str) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new_derive_key(salt)
-        .finalize_xof()
-        .fill(&mut v);
-    v
-}
-
 fn hex(path: &Path) -> String {
     blake3::hash(&fs::read(path).unwrap()).to_hex().to_string()
-}
-
-struct Dirs {
-    _tmp: tempfile::TempDir,
-    src: PathBuf,
-    dst: PathBuf,
-}
-
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    fs::create_dir(&src).unwrap();
-    fs::create_dir(&dst).unwrap();
-    Dirs {
-        _tmp: tmp,
-        src,
-        dst,
-    }
-}
-
-fn sources(d: &Dirs, sizes: &[usize]) -> Vec<PathBuf> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            let p = d.src.join(format!("file-{i}.bin"));
-            fs::write(&p, content(n, &format!("cli_xfer {i}"))).unwrap();
-            p
-        })
-        .collect()
-}
-
-/// Chunked comparison (the files can be hundreds of MiB).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let (mut a, mut b) = (File::open(a).unwrap(), File::open(b).unwrap());
-    if a.metadata().unwrap().len() != b.metadata().unwrap().len() {
-        return false;
-    }
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = a.read(&mut x).unwrap();
-        if n == 0 {
-            return true;
-        }
-        b.read_exact(&mut y[..n]).unwrap();
-        if x[..n] != y[..n] {
-            return false;
-        }
-    }
-}
-
-fn assert_received(d: &Dirs, paths: &[PathBuf]) {
-    for p in paths {
-        let got = d.dst.join(p.file_name().unwrap());
-        assert!(same_file(p, &got), "{} differs", p.display());
-    }
-    let names: Vec<_> = fs::read_dir(&d.dst).unwrap().collect();
-    assert_eq!(names.len(), paths.len(), "stray files: {names:?}");
 }
 
 /// Starts `echoxfer receive` on port 0; returns the guard, the address
@@ -175,7 +109,7 @@ fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
 
     // The same name again: refused, the existing file untouched, both non-zero.
     let original = fs::read(&paths[0]).unwrap();
-    fs::write(&paths[0], content(777, "changed")).unwrap();
+    fs::write(&paths[0], content(777, 200)).unwrap();
     let (mut rx, addr, lines) = receiver(&d, &["--once", "--runtime", "tokio"]);
     let (status, out, err) = send(&addr, &paths, &[]);
     assert_eq!(status.code(), Some(1), "{out}\n{err}");
@@ -255,8 +189,7 @@ fn stdio_carries_the_session_over_pipes() {
 fn a_sender_killed_mid_transfer_resumes_on_the_next_run() {
     let d = dirs();
     let size = 200 << 20;
-    let path = d.src.join("big.bin");
-    fs::write(&path, content(size, "cli_xfer big")).unwrap();
+    let path = write_src(&d, "big.bin", &content(size, 100));
     let paths = [path.clone()];
     let (_rx, addr, lines) = receiver(&d, &[]);
 

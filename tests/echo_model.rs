@@ -4,14 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use echoxfer::codec::{Frame, FrameDecoder, Protocol};
+use bytes::Bytes;
+use echoxfer::codec::{Frame, Protocol};
 use echoxfer::echo::{EchoServer, Server};
-use echoxfer::{Config, Error, ErrorCode, Machine, Output, StreamMachine};
+use echoxfer::{Config, ErrorCode, Machine, StreamMachine};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
 mod common;
+use common::drain::Wire;
 
 const MAX_MESSAGE: usize = 64;
 const IDLE: Duration = Duration::from_secs(10);
@@ -85,9 +86,8 @@ impl ReferenceStateMachine for Model {
 struct Sut {
     server: EchoServer,
     now: Instant,
-    decoder: FrameDecoder,
-    out: BytesMut,
-    done: Option<Result<(), Error>>,
+    /// What the server sent, decoded, and how it ended.
+    wire: Wire,
     /// The model's phase before the step being applied (the runner hands
     /// `apply` the phase after it).
     phase: Phase,
@@ -96,26 +96,7 @@ struct Sut {
 impl Sut {
     /// Drains the server and decodes what it sent.
     fn drain(&mut self) -> Vec<Frame> {
-        loop {
-            match self.server.poll_output() {
-                Output::Transmit(b) => self.out.extend_from_slice(&b),
-                Output::Event(_) => {}
-                Output::Wait(_) => break,
-                Output::Done(r) => {
-                    self.done = Some(r);
-                    break;
-                }
-            }
-        }
-        let mut frames = Vec::new();
-        while let Some(f) = self
-            .decoder
-            .decode(&mut self.out)
-            .expect("server output is well-formed")
-        {
-            frames.push(f);
-        }
-        frames
+        self.wire.drain(&mut self.server).0
     }
 }
 
@@ -134,9 +115,7 @@ impl StateMachineTest for EchoServerTest {
         let mut sut = Sut {
             server,
             now,
-            decoder: FrameDecoder::new(Protocol::Echo, 1 << 20),
-            out: BytesMut::new(),
-            done: None,
+            wire: Wire::new(Protocol::Echo),
             phase: Phase::Open {
                 idle: Duration::ZERO,
             },
@@ -168,13 +147,13 @@ impl StateMachineTest for EchoServerTest {
             _ => vec![],
         };
         assert_eq!(frames, expected, "step {step:?} from {before:?}");
-        match (after, &sut.done) {
+        match (after, &sut.wire.done) {
             (Phase::Open { .. }, None)
             | (Phase::Closed, Some(Ok(())))
             | (Phase::Failed, Some(Err(_))) => {}
             (phase, done) => panic!("model says {phase:?}, server says {done:?}"),
         }
-        if let (Phase::Open { .. }, Phase::Failed, Some(Err(e))) = (before, after, &sut.done) {
+        if let (Phase::Open { .. }, Phase::Failed, Some(Err(e))) = (before, after, &sut.wire.done) {
             let code = match &step {
                 Step::Advance(_) => ErrorCode::Timeout,
                 _ => ErrorCode::Protocol,

@@ -3,7 +3,6 @@
 //! incomplete transfer leaves nothing behind.
 
 use std::io;
-use std::path::Path;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,26 +12,28 @@ use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
 use echoxfer::{Config, Machine, Output};
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
+mod common;
+use common::files::entries;
+
+/// Hands `app` the first `data` of a transfer, as the machine `m` would.
+fn write(
+    app: &mut ReceiveToDir,
+    m: &mut LegacyFileReceiver,
+    now: Instant,
+    data: &[u8],
+) -> io::Result<()> {
+    let event = ReceiverEvent::Write {
+        offset: 0,
+        data: Bytes::copy_from_slice(data),
+    };
+    app.on_event(m, now, event)
 }
 
+/// Hands `app` a whole transfer of `data`: written, then complete.
 fn receive(app: &mut ReceiveToDir, data: &[u8]) -> io::Result<()> {
     let now = Instant::now();
     let mut m = LegacyFileReceiver::new(Config::default(), now);
-    app.on_event(
-        &mut m,
-        now,
-        ReceiverEvent::Write {
-            offset: 0,
-            data: Bytes::copy_from_slice(data),
-        },
-    )?;
+    write(app, &mut m, now, data)?;
     app.on_event(
         &mut m,
         now,
@@ -50,7 +51,7 @@ fn final_name_appears_only_at_completion() {
     assert!(!dir.path().join(DEFAULT_NAME).exists());
     assert!(app.temp_path().exists());
     receive(&mut app, b"payload").unwrap();
-    assert_eq!(names(dir.path()), vec![DEFAULT_NAME]);
+    assert_eq!(entries(dir.path()), vec![DEFAULT_NAME]);
     assert_eq!(
         std::fs::read(dir.path().join(DEFAULT_NAME)).unwrap(),
         b"payload"
@@ -62,7 +63,11 @@ fn final_name_appears_only_at_completion() {
         blake3::hash(b"payload").to_hex().to_string()
     );
     drop(app);
-    assert_eq!(names(dir.path()), vec![DEFAULT_NAME], "completed file kept");
+    assert_eq!(
+        entries(dir.path()),
+        vec![DEFAULT_NAME],
+        "completed file kept"
+    );
 }
 
 #[test]
@@ -72,7 +77,7 @@ fn refuses_existing_final_file_unless_overwrite() {
     std::fs::write(&target, b"old").unwrap();
     let err = ReceiveToDir::create(dir.path(), DEFAULT_NAME, false).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-    assert_eq!(names(dir.path()), vec![DEFAULT_NAME], "no temp file left");
+    assert_eq!(entries(dir.path()), vec![DEFAULT_NAME], "no temp file left");
     let mut app = ReceiveToDir::create(dir.path(), DEFAULT_NAME, true).unwrap();
     receive(&mut app, b"new").unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), b"new");
@@ -87,7 +92,7 @@ fn a_final_file_appearing_meanwhile_is_not_replaced() {
     assert!(receive(&mut app, b"ours").is_err());
     drop(app);
     assert_eq!(std::fs::read(&target).unwrap(), b"someone else's");
-    assert_eq!(names(dir.path()), vec![DEFAULT_NAME], "temp file removed");
+    assert_eq!(entries(dir.path()), vec![DEFAULT_NAME], "temp file removed");
 }
 
 #[test]
@@ -96,17 +101,9 @@ fn incomplete_transfer_leaves_nothing() {
     let mut app = ReceiveToDir::create(dir.path(), "out.bin", false).unwrap();
     let now = Instant::now();
     let mut m = LegacyFileReceiver::new(Config::default(), now);
-    app.on_event(
-        &mut m,
-        now,
-        ReceiverEvent::Write {
-            offset: 0,
-            data: Bytes::from_static(b"half"),
-        },
-    )
-    .unwrap();
+    write(&mut app, &mut m, now, b"half").unwrap();
     drop(app);
-    assert!(names(dir.path()).is_empty());
+    assert!(entries(dir.path()).is_empty());
 }
 
 #[test]
@@ -118,7 +115,7 @@ fn bad_names_are_refused() {
             "{name:?}"
         );
     }
-    assert!(names(dir.path()).is_empty());
+    assert!(entries(dir.path()).is_empty());
 }
 
 #[test]

@@ -16,13 +16,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
+use common::files::entries;
 use common::process::seedpeer;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use echoxfer::driver::{blocking, tokio as tdriver, Ignore};
+use echoxfer::driver::blocking::{self, ServeReport};
+use echoxfer::driver::{tokio as tdriver, Ignore};
 use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
@@ -176,11 +178,14 @@ fn text_lines(seed: u64, extra: usize) -> Vec<String> {
 
 // ---------------------------------------------------------------- echo
 
-#[test]
-fn legacy_echo_server_blocking_serves_seed_echo_client() {
+/// Serves legacy echo sessions (blocking greeting) on a free port with the
+/// blocking driver, in a thread, until `shutdown` is triggered; returns the
+/// port and the thread.
+fn serve_echo_blocking(
+    shutdown: &blocking::Shutdown,
+) -> (String, thread::JoinHandle<std::io::Result<ServeReport>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let shutdown = blocking::Shutdown::new();
     let stop = shutdown.clone();
     let server = thread::spawn(move || {
         blocking::serve(listener, 64, Duration::from_secs(5), &stop, |now| {
@@ -190,17 +195,35 @@ fn legacy_echo_server_blocking_serves_seed_echo_client() {
             )
         })
     });
-    let mut lines = text_lines(1, 5);
-    lines.push("y".repeat(1000));
-    let mut input = lines.clone();
+    (port, server)
+}
+
+/// A seed echo client to `port` that types `lines`, then `exit`.
+fn echo_client(port: &str, lines: &[String]) -> Peer {
+    let mut input = lines.to_vec();
     input.push("exit".into());
-    let mut client = Peer::spawn("echo-client", &["--port", &port], Some(stdin_lines(&input)));
-    assert!(client.wait_exit().success());
+    Peer::spawn("echo-client", &["--port", port], Some(stdin_lines(&input)))
+}
+
+/// Asserts that `client` exits successfully after printing `greeting`
+/// then every line of `lines` echoed back; `who` names it in failures.
+fn assert_echoed(client: &mut Peer, greeting: &str, lines: &[String], who: &str) {
+    assert!(client.wait_exit().success(), "{who}");
     let mut out = vec![client.line()];
     out.extend(client.rest());
-    let mut want = vec![GREETING_BLOCKING.to_string()];
-    want.extend(lines);
-    assert_eq!(out, want);
+    let mut want = vec![greeting.to_string()];
+    want.extend(lines.iter().cloned());
+    assert_eq!(out, want, "{who}: every reply");
+}
+
+#[test]
+fn legacy_echo_server_blocking_serves_seed_echo_client() {
+    let shutdown = blocking::Shutdown::new();
+    let (port, server) = serve_echo_blocking(&shutdown);
+    let mut lines = text_lines(1, 5);
+    lines.push("y".repeat(1000));
+    let mut client = echo_client(&port, &lines);
+    assert_echoed(&mut client, GREETING_BLOCKING, &lines, "the client");
     shutdown.trigger();
     let report = server.join().unwrap().unwrap();
     assert_eq!((report.ok, report.failed), (1, 0));
@@ -229,15 +252,8 @@ fn legacy_echo_server_tokio_serves_seed_echo_client() {
         },
     ));
     let lines = text_lines(2, 5);
-    let mut input = lines.clone();
-    input.push("exit".into());
-    let mut client = Peer::spawn("echo-client", &["--port", &port], Some(stdin_lines(&input)));
-    assert!(client.wait_exit().success());
-    let mut out = vec![client.line()];
-    out.extend(client.rest());
-    let mut want = vec![GREETING_THREADED.to_string()];
-    want.extend(lines);
-    assert_eq!(out, want);
+    let mut client = echo_client(&port, &lines);
+    assert_echoed(&mut client, GREETING_THREADED, &lines, "the client");
     let _ = stop_tx.send(());
     let report = rt.block_on(server).unwrap().unwrap();
     assert_eq!((report.ok, report.failed), (1, 0));
@@ -245,35 +261,17 @@ fn legacy_echo_server_tokio_serves_seed_echo_client() {
 
 #[test]
 fn legacy_echo_server_blocking_serves_20_seed_clients_at_once() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
     let shutdown = blocking::Shutdown::new();
-    let stop = shutdown.clone();
-    let server = thread::spawn(move || {
-        blocking::serve(listener, 64, Duration::from_secs(5), &stop, |now| {
-            (
-                LegacyEchoServer::new(GREETING_BLOCKING, Config::default(), now),
-                Ignore,
-            )
-        })
-    });
+    let (port, server) = serve_echo_blocking(&shutdown);
     let mut clients: Vec<(Peer, Vec<String>)> = (0..20)
         .map(|i| {
             let mut lines = text_lines(100 + i, 10);
             lines.push(format!("client {i} done"));
-            let mut input = lines.clone();
-            input.push("exit".into());
-            let peer = Peer::spawn("echo-client", &["--port", &port], Some(stdin_lines(&input)));
-            (peer, lines)
+            (echo_client(&port, &lines), lines)
         })
         .collect();
     for (i, (client, lines)) in clients.iter_mut().enumerate() {
-        assert!(client.wait_exit().success(), "client {i}");
-        let mut out = vec![client.line()];
-        out.extend(client.rest());
-        let mut want = vec![GREETING_BLOCKING.to_string()];
-        want.extend(lines.iter().cloned());
-        assert_eq!(&out, &want, "client {i}: every reply");
+        assert_echoed(client, GREETING_BLOCKING, lines, &format!("client {i}"));
     }
     shutdown.trigger();
     let report = server.join().unwrap().unwrap();
@@ -374,10 +372,31 @@ fn udp_lines() -> Vec<String> {
     v
 }
 
+/// A sink app that forwards every datagram's payload to `tx`.
+fn forward_payloads(
+    tx: mpsc::Sender<Bytes>,
+) -> impl FnMut(&mut LegacyUdpSink, Instant, SinkEvent) -> std::io::Result<()> {
+    move |_, _, SinkEvent::Datagram { payload, .. }| {
+        let _ = tx.send(payload);
+        Ok(())
+    }
+}
+
+/// Runs the seed UDP client to `port` with `lines`; asserts that each line
+/// arrives on `rx` as one datagram, in order, and that the client succeeds.
+fn assert_udp_client_delivers(port: &str, lines: &[String], rx: &Receiver<Bytes>) {
+    let want: Vec<Bytes> = lines.iter().map(|l| Bytes::from(l.clone())).collect();
+    let mut client = Peer::spawn("udp-client", &["--port", port], Some(stdin_lines(lines)));
+    let got: Vec<Bytes> = (0..want.len())
+        .map(|_| rx.recv_timeout(BOUND).expect("datagram within bound"))
+        .collect();
+    assert_eq!(got, want);
+    assert!(client.wait_exit().success());
+}
+
 #[test]
 fn legacy_udp_sink_receives_seed_udp_client_both_drivers() {
     let lines = udp_lines();
-    let want: Vec<Bytes> = lines.iter().map(|l| Bytes::from(l.clone())).collect();
 
     // Blocking driver.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -387,19 +406,10 @@ fn legacy_udp_sink_receives_seed_udp_client_both_drivers() {
     let stop = shutdown.clone();
     let sink = thread::spawn(move || {
         let mut m = LegacyUdpSink::new();
-        let mut app =
-            move |_: &mut LegacyUdpSink, _: Instant, SinkEvent::Datagram { payload, .. }| {
-                let _ = tx.send(payload);
-                Ok(())
-            };
+        let mut app = forward_payloads(tx);
         blocking::run_datagram(&mut m, &socket, &mut app, &stop)
     });
-    let mut client = Peer::spawn("udp-client", &["--port", &port], Some(stdin_lines(&lines)));
-    let got: Vec<Bytes> = (0..want.len())
-        .map(|_| rx.recv_timeout(BOUND).expect("datagram within bound"))
-        .collect();
-    assert_eq!(got, want);
-    assert!(client.wait_exit().success());
+    assert_udp_client_delivers(&port, &lines, &rx);
     shutdown.trigger();
     sink.join().unwrap().unwrap();
 
@@ -413,22 +423,13 @@ fn legacy_udp_sink_receives_seed_udp_client_both_drivers() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let sink = rt.spawn(async move {
         let mut m = LegacyUdpSink::new();
-        let mut app =
-            move |_: &mut LegacyUdpSink, _: Instant, SinkEvent::Datagram { payload, .. }| {
-                let _ = tx.send(payload);
-                Ok(())
-            };
+        let mut app = forward_payloads(tx);
         tdriver::run_datagram(&mut m, &socket, &mut app, async move {
             let _ = stop_rx.await;
         })
         .await
     });
-    let mut client = Peer::spawn("udp-client", &["--port", &port], Some(stdin_lines(&lines)));
-    let got: Vec<Bytes> = (0..want.len())
-        .map(|_| rx.recv_timeout(BOUND).expect("datagram within bound"))
-        .collect();
-    assert_eq!(got, want);
-    assert!(client.wait_exit().success());
+    assert_udp_client_delivers(&port, &lines, &rx);
     let _ = stop_tx.send(());
     rt.block_on(sink).unwrap().unwrap();
 }
@@ -571,15 +572,6 @@ async fn receive_one_tokio(listener: tokio::net::TcpListener, dir: &Path) -> Res
     Ok(())
 }
 
-fn only_file(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn seed_file_send_to_legacy_receiver_both_drivers() {
     let src_dir = tempfile::tempdir().unwrap();
@@ -613,7 +605,7 @@ fn seed_file_send_to_legacy_receiver_both_drivers() {
                     .unwrap()
             };
             result.unwrap_or_else(|e| panic!("{name}, {driver}: {e}"));
-            assert_eq!(only_file(dir.path()), vec![DEFAULT_NAME.to_string()]);
+            assert_eq!(entries(dir.path()), vec![DEFAULT_NAME.to_string()]);
             let got = std::fs::read(dir.path().join(DEFAULT_NAME)).unwrap();
             assert!(
                 got == content,
@@ -644,9 +636,5 @@ fn legacy_receiver_leaves_no_file_when_the_sender_never_says_quit() {
         .unwrap()
         .expect_err("incomplete transfer is an error");
     assert!(err.contains("closed"), "{err}");
-    assert!(
-        only_file(dir.path()).is_empty(),
-        "{:?}",
-        only_file(dir.path())
-    );
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 }

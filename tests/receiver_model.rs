@@ -12,16 +12,17 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use echoxfer::codec::{Frame, FrameDecoder, Protocol, RejectReason};
+use bytes::Bytes;
+use echoxfer::codec::{Frame, Protocol, RejectReason};
 use echoxfer::session::Role;
 use echoxfer::xfer::offer_digest;
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName};
-use echoxfer::{Config, Error, ErrorCode, Machine, Output, StreamMachine, UsageError};
+use echoxfer::{Config, Error, ErrorCode, Machine, StreamMachine, UsageError};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
 mod common;
+use common::drain::Wire;
 
 const FILL: u8 = 0xab;
 const MAX_FILE: u64 = 300;
@@ -412,34 +413,14 @@ impl ReferenceStateMachine for RefMachine {
 struct Sut {
     rx: Receiver,
     now: Instant,
-    decoder: FrameDecoder,
-    buf: BytesMut,
-    done: Option<Result<(), Error>>,
+    /// What the receiver sent, decoded, and how it ended.
+    wire: Wire,
 }
 
 impl Sut {
+    /// Drains the receiver: the frames it sent and its events.
     fn drain(&mut self) -> (Vec<Frame>, Vec<ReceiverEvent>) {
-        let mut events = Vec::new();
-        loop {
-            match self.rx.poll_output() {
-                Output::Transmit(b) => self.buf.extend_from_slice(&b),
-                Output::Event(e) => events.push(e),
-                Output::Wait(_) => break,
-                Output::Done(r) => {
-                    self.done = Some(r);
-                    break;
-                }
-            }
-        }
-        let mut frames = Vec::new();
-        while let Some(f) = self
-            .decoder
-            .decode(&mut self.buf)
-            .expect("well-formed output")
-        {
-            frames.push(f);
-        }
-        (frames, events)
+        self.wire.drain(&mut self.rx)
     }
 }
 
@@ -497,9 +478,7 @@ impl StateMachineTest for ReceiverTest {
         let mut sut = Sut {
             rx,
             now,
-            decoder: FrameDecoder::new(Protocol::File, 1 << 20),
-            buf: BytesMut::new(),
-            done: None,
+            wire: Wire::new(Protocol::File),
         };
         assert_eq!(sut.drain(), (vec![], vec![]));
         sut
@@ -578,7 +557,7 @@ impl StateMachineTest for ReceiverTest {
         }
         assert_eq!(role.files_saved(), m.saved);
         assert_eq!(role.bytes_received(), m.received);
-        match (&m.st, &sut.done) {
+        match (&m.st, &sut.wire.done) {
             (St::Done, Some(Ok(()))) => {}
             (St::Failed(None), Some(Err(Error::PeerFailed { .. }))) => {}
             (St::Failed(Some(code)), Some(Err(e))) => assert_eq!(e.code(), *code, "{e}"),

@@ -4,7 +4,6 @@
 //! machines' idle timeout or an explicit timeout; nothing sleeps.
 #![cfg(unix)]
 
-use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -13,10 +12,14 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, DriverError};
+use echoxfer::driver::blocking::{self, ServeReport};
+use echoxfer::driver::DriverError;
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::Config;
+
+mod common;
+use common::files::{assert_received, dirs, sources};
 
 fn config() -> Config {
     Config {
@@ -25,55 +28,54 @@ fn config() -> Config {
     }
 }
 
-fn content(n: usize, salt: u8) -> Vec<u8> {
-    let mut x = u64::from(salt) + 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+/// A receiver machine and its app saving into `store`, created at `now`.
+fn receiver(store: &Store, now: Instant) -> (Receiver, ReceiverApp) {
+    let m = Receiver::new(ReceiverRole::new(), config(), now);
+    (m, ReceiverApp::new(store.clone()))
 }
 
-struct Dirs {
-    _tmp: tempfile::TempDir,
-    src: PathBuf,
-    dst: PathBuf,
+/// A sender machine and its app for `paths`, created now.
+fn sender(paths: &[PathBuf]) -> (Sender, SenderApp) {
+    let app = SenderApp::open(paths, 255).unwrap();
+    (Sender::new(app.role(), config(), Instant::now()), app)
 }
 
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    fs::create_dir(&src).unwrap();
-    fs::create_dir(&dst).unwrap();
-    Dirs {
-        _tmp: tmp,
-        src,
-        dst,
-    }
+/// Sends `paths` over `transport` with the blocking driver.
+fn send_blocking(
+    transport: &mut impl blocking::Transport,
+    paths: &[PathBuf],
+) -> (Result<(), DriverError>, SenderApp) {
+    let (mut m, mut app) = sender(paths);
+    (blocking::run_stream(&mut m, transport, &mut app), app)
 }
 
-fn sources(d: &Dirs, sizes: &[usize]) -> Vec<PathBuf> {
-    sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            let p = d.src.join(format!("file-{i}.bin"));
-            fs::write(&p, content(n, i as u8)).unwrap();
-            p
-        })
-        .collect()
+/// Sends `paths` over `io` with the tokio driver.
+async fn send_tokio(
+    io: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    paths: &[PathBuf],
+) -> (Result<(), DriverError>, SenderApp) {
+    let (mut m, mut app) = sender(paths);
+    let r = echoxfer::driver::tokio::run_stream(&mut m, io, &mut app).await;
+    (r, app)
 }
 
-fn assert_received(d: &Dirs, paths: &[PathBuf]) {
-    for p in paths {
-        let got = fs::read(d.dst.join(p.file_name().unwrap())).unwrap();
-        assert!(got == fs::read(p).unwrap(), "{} differs", p.display());
-    }
-    let names: Vec<_> = fs::read_dir(&d.dst).unwrap().collect();
-    assert_eq!(names.len(), paths.len(), "stray files in the destination");
+/// Serves receivers saving into `store` on `listener` with the blocking
+/// driver, in a thread, until `shutdown` is triggered.
+fn serve_blocking(
+    listener: TcpListener,
+    store: Store,
+    shutdown: &blocking::Shutdown,
+) -> thread::JoinHandle<io::Result<ServeReport>> {
+    let shutdown = shutdown.clone();
+    thread::spawn(move || {
+        blocking::serve(
+            listener,
+            4,
+            Duration::from_secs(10),
+            &shutdown,
+            move |now| receiver(&store, now),
+        )
+    })
 }
 
 fn all_saved(report: &[FileReport]) -> bool {
@@ -130,8 +132,7 @@ fn receive_one(
     let store = store.clone();
     thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut m = Receiver::new(ReceiverRole::new(), config(), Instant::now());
-        let mut app = ReceiverApp::new(store);
+        let (mut m, mut app) = receiver(&store, Instant::now());
         let r = blocking::run_stream(&mut m, &mut stream, &mut app);
         (r, app.report().to_vec())
     })
@@ -145,25 +146,9 @@ fn blocking_several_files_in_one_session() {
     let addr = listener.local_addr().unwrap();
     let store = Store::new(&d.dst, false).unwrap();
     let shutdown = blocking::Shutdown::new();
-    let server = {
-        let shutdown = shutdown.clone();
-        thread::spawn(move || {
-            blocking::serve(
-                listener,
-                4,
-                Duration::from_secs(10),
-                &shutdown,
-                move |now| {
-                    let m = Receiver::new(ReceiverRole::new(), config(), now);
-                    (m, ReceiverApp::new(store.clone()))
-                },
-            )
-        })
-    };
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut app = SenderApp::open(&paths, 255).unwrap();
-    let mut m = Sender::new(app.role(), config(), Instant::now());
-    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    let server = serve_blocking(listener, store, &shutdown);
+    let (sent, app) = send_blocking(&mut TcpStream::connect(addr).unwrap(), &paths);
+    sent.unwrap();
     assert!(all_saved(app.report()), "{:?}", app.report());
     shutdown.trigger();
     let report = server.join().unwrap().unwrap();
@@ -185,9 +170,7 @@ fn blocking_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
         inner: TcpStream::connect(addr).unwrap(),
         budget: 2_500_000,
     };
-    let mut app = SenderApp::open(&paths, 255).unwrap();
-    let mut m = Sender::new(app.role(), config(), Instant::now());
-    assert!(blocking::run_stream(&mut m, &mut cut, &mut app).is_err());
+    assert!(send_blocking(&mut cut, &paths).0.is_err());
     drop(cut);
     let (result, report) = server.join().unwrap();
     assert!(result.is_err(), "an interrupted transfer is not a success");
@@ -198,10 +181,8 @@ fn blocking_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
     );
 
     let server = receive_one(&listener, &store);
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut app = SenderApp::open(&paths, 255).unwrap();
-    let mut m = Sender::new(app.role(), config(), Instant::now());
-    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    let (sent, app) = send_blocking(&mut TcpStream::connect(addr).unwrap(), &paths);
+    sent.unwrap();
     let (result, report) = server.join().unwrap();
     result.unwrap();
     assert!(all_saved(&report));
@@ -262,8 +243,7 @@ async fn tokio_receive_one(
     store: &Store,
 ) -> (Result<(), DriverError>, Vec<FileReport>) {
     let (mut stream, _) = listener.accept().await.unwrap();
-    let mut m = Receiver::new(ReceiverRole::new(), config(), Instant::now());
-    let mut app = ReceiverApp::new(store.clone());
+    let (mut m, mut app) = receiver(store, Instant::now());
     let r = echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await;
     (r, app.report().to_vec())
 }
@@ -283,18 +263,12 @@ async fn tokio_several_files_in_one_session() {
         async move {
             let _ = stopped.await;
         },
-        move |now| {
-            let m = Receiver::new(ReceiverRole::new(), config(), now);
-            (m, ReceiverApp::new(store.clone()))
-        },
+        move |now| receiver(&store, now),
     ));
     let client = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut app = SenderApp::open(&paths, 255).unwrap();
-        let mut m = Sender::new(app.role(), config(), Instant::now());
-        echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app)
-            .await
-            .unwrap();
+        let (sent, app) = send_tokio(&mut stream, &paths).await;
+        sent.unwrap();
         app
     };
     let app = tokio::time::timeout(Duration::from_secs(30), client)
@@ -327,9 +301,7 @@ async fn tokio_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
                 inner: tokio::net::TcpStream::connect(addr).await.unwrap(),
                 budget: 2_500_000,
             };
-            let mut app = SenderApp::open(&paths, 255).unwrap();
-            let mut m = Sender::new(app.role(), config(), Instant::now());
-            let r = echoxfer::driver::tokio::run_stream(&mut m, &mut cut, &mut app).await;
+            let (r, _) = send_tokio(&mut cut, &paths).await;
             drop(cut);
             r
         };
@@ -346,10 +318,7 @@ async fn tokio_cut_mid_transfer_then_resumed_with_few_resent_bytes() {
     let second = async {
         let client = async {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let mut app = SenderApp::open(&paths, 255).unwrap();
-            let mut m = Sender::new(app.role(), config(), Instant::now());
-            let r = echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await;
-            (r, app)
+            send_tokio(&mut stream, &paths).await
         };
         tokio::join!(client, tokio_receive_one(&listener, &store))
     };
@@ -374,21 +343,7 @@ fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
     let addr = listener.local_addr().unwrap();
     let store = Store::new(&d.dst, false).unwrap();
     let shutdown = blocking::Shutdown::new();
-    let server = {
-        let shutdown = shutdown.clone();
-        thread::spawn(move || {
-            blocking::serve(
-                listener,
-                4,
-                Duration::from_secs(10),
-                &shutdown,
-                move |now| {
-                    let m = Receiver::new(ReceiverRole::new(), config(), now);
-                    (m, ReceiverApp::new(store.clone()))
-                },
-            )
-        })
-    };
+    let server = serve_blocking(listener, store, &shutdown);
     // A hostile sender: a traversal name, then data nobody accepted.
     let mut evil = TcpStream::connect(addr).unwrap();
     evil.set_read_timeout(Some(Duration::from_secs(10)))
@@ -409,10 +364,8 @@ fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
     let text = String::from_utf8_lossy(&reply);
     assert!(text.contains("unexpected Data"), "{text:?}");
 
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut app = SenderApp::open(&paths, 255).unwrap();
-    let mut m = Sender::new(app.role(), config(), Instant::now());
-    blocking::run_stream(&mut m, &mut stream, &mut app).unwrap();
+    let (sent, _) = send_blocking(&mut TcpStream::connect(addr).unwrap(), &paths);
+    sent.unwrap();
     shutdown.trigger();
     let report = server.join().unwrap().unwrap();
     assert_eq!((report.ok, report.failed), (1, 1));

@@ -4,85 +4,32 @@
 #![cfg(unix)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use echoxfer::codec::RejectReason;
 use echoxfer::driver::DriverError;
 use echoxfer::files::{Outcome, ReceiverApp, SenderApp, Store};
-use echoxfer::testing::fuzz::small_config;
-use echoxfer::testing::{Cutter, Pair, PairOutcome};
-use echoxfer::xfer::{Receiver, ReceiverRole, Resume, SafeName, Sender};
+use echoxfer::testing::Cutter;
+use echoxfer::xfer::{Resume, SafeName};
 use echoxfer::Error;
 
-struct Dirs {
-    _tmp: tempfile::TempDir,
-    src: PathBuf,
-    dst: PathBuf,
-    outside: PathBuf,
-}
+mod common;
+use common::files::{assert_received, content, dirs, entries, write_src};
+use common::session::{self, run_session};
 
-fn dirs() -> Dirs {
-    let tmp = tempfile::tempdir().unwrap();
-    let [src, dst, outside] = ["src", "dst", "outside"].map(|d| tmp.path().join(d));
-    for d in [&src, &dst, &outside] {
-        fs::create_dir(d).unwrap();
-    }
-    Dirs {
-        _tmp: tmp,
-        src,
-        dst,
-        outside,
-    }
-}
+type Run = session::Run<SenderApp, ReceiverApp>;
 
-fn content(n: usize, salt: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
-        .collect()
-}
-
-fn write_src(d: &Dirs, name: &str, data: &[u8]) -> PathBuf {
-    let p = d.src.join(name);
-    fs::write(&p, data).unwrap();
-    p
-}
-
-struct Run {
-    outcome: PairOutcome,
-    tx: SenderApp,
-    rx: ReceiverApp,
-}
-
+/// Sends `paths` into `store` over the in-memory pair, cut at random,
+/// dropped after `cut` bytes and with the byte at `flip` corrupted if given.
 fn send(paths: &[PathBuf], store: &Store, cut: Option<u64>, flip: Option<u64>) -> Run {
-    let now = Instant::now();
-    let mut tx = SenderApp::open(paths, 255).unwrap();
-    let mut rx = ReceiverApp::new(store.clone());
-    let a = Sender::new(tx.role(), small_config(), now);
-    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
-    let mut pair = Pair::new(a, b, now, Cutter::random(9, 2500));
-    if let Some(n) = cut {
-        pair = pair.cut_after(n);
-    }
-    if let Some(n) = flip {
-        pair = pair.flip_at(n);
-    }
-    let outcome = pair.run(&mut tx, &mut rx, 1_000_000).expect("bounded");
-    Run { outcome, tx, rx }
+    let tx = SenderApp::open(paths, 255).unwrap();
+    let rx = ReceiverApp::new(store.clone());
+    run_session(tx.role(), tx, rx, Cutter::random(9, 2500), cut, flip)
 }
 
 fn ok(r: &Run) {
     assert!(r.outcome.a.is_ok(), "sender: {:?}", r.outcome.a);
     assert!(r.outcome.b.is_ok(), "receiver: {:?}", r.outcome.b);
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
@@ -96,11 +43,7 @@ fn several_files_arrive_byte_identical_and_no_partials_remain() {
     let store = Store::new(&d.dst, false).unwrap();
     let r = send(&paths, &store, None, None);
     ok(&r);
-    for p in &paths {
-        let got = fs::read(d.dst.join(p.file_name().unwrap())).unwrap();
-        assert_eq!(got, fs::read(p).unwrap());
-    }
-    assert_eq!(entries(&d.dst).len(), paths.len(), "{:?}", entries(&d.dst));
+    assert_received(&d, &paths);
     assert!(r
         .tx
         .report()
@@ -330,19 +273,15 @@ fn source_that_shrank_is_refused_never_padded() {
     // rsync CVE-2024-12085 class: no byte that was not read may be sent.
     let d = dirs();
     let p = write_src(&d, "s.bin", &content(5000, 5));
-    let now = Instant::now();
-    let mut tx = SenderApp::open(std::slice::from_ref(&p), 255).unwrap();
+    let tx = SenderApp::open(std::slice::from_ref(&p), 255).unwrap();
     fs::OpenOptions::new()
         .write(true)
         .open(&p)
         .unwrap()
         .set_len(2000)
         .unwrap();
-    let mut rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
-    let a = Sender::new(tx.role(), small_config(), now);
-    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
-    let mut pair = Pair::new(a, b, now, Cutter::whole());
-    let outcome = pair.run(&mut tx, &mut rx, 100_000).unwrap();
+    let rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
+    let Run { outcome, tx, .. } = run_session(tx.role(), tx, rx, Cutter::whole(), None, None);
     assert!(
         matches!(outcome.a, Err(DriverError::Io { .. })),
         "{:?}",

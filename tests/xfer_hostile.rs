@@ -14,6 +14,9 @@ use echoxfer::xfer::{
 };
 use echoxfer::{Config, Error, Machine, Output, StreamMachine};
 
+mod common;
+use common::drain::{poll_all, Polled};
+
 fn wire(frames: &[Frame]) -> Vec<u8> {
     let mut out = Protocol::File.preamble().to_vec();
     for f in frames {
@@ -29,30 +32,25 @@ fn offer(name: &[u8], size: u64) -> Frame {
     }
 }
 
-/// Everything a machine output after its input: frames sent (decoded),
-/// events, and its final state.
+/// Everything a file-transfer machine output after its input: frames sent
+/// (decoded), events, and its final state.
 struct Drained<E> {
     sent: Vec<Frame>,
     events: Vec<E>,
     done: Option<Result<(), Error>>,
 }
 
-fn drain<M: StreamMachine>(m: &mut M, protocol: Protocol) -> Drained<M::Event> {
-    let mut bytes = Vec::new();
-    let mut events = Vec::new();
-    let done = loop {
-        match m.poll_output() {
-            Output::Transmit(b) => bytes.extend_from_slice(&b),
-            Output::Event(e) => events.push(e),
-            Output::Wait(_) => break None,
-            Output::Done(r) => break Some(r),
-        }
-    };
+fn drain<M: StreamMachine>(m: &mut M) -> Drained<M::Event> {
+    let Polled {
+        mut bytes,
+        events,
+        done,
+    } = poll_all(m);
     if !bytes.starts_with(&echoxfer::codec::MAGIC) {
         // The preamble went out with an earlier drain.
-        bytes.splice(0..0, protocol.preamble());
+        bytes.splice(0..0, Protocol::File.preamble());
     }
-    let mut dec = echoxfer::codec::FrameDecoder::new(protocol, 1 << 20);
+    let mut dec = echoxfer::codec::FrameDecoder::new(Protocol::File, 1 << 20);
     let mut buf = bytes::BytesMut::from(&bytes[..]);
     let mut sent = Vec::new();
     while let Ok(Some(f)) = dec.decode(&mut buf) {
@@ -69,13 +67,57 @@ fn feed(m: &mut impl StreamMachine, bytes: &[u8]) {
     let _ = m.handle_input(Instant::now(), bytes);
 }
 
+/// Feeds one frame (after the preamble went earlier).
+fn feed_frame(m: &mut impl StreamMachine, f: Frame) {
+    feed(m, &f.encode_to_vec());
+}
+
+/// A fresh receiver fed the preamble and `frames`, and what it output.
+fn fed(frames: &[Frame]) -> (Receiver, Drained<ReceiverEvent>) {
+    let mut m = receiver();
+    feed(&mut m, &wire(frames));
+    let d = drain(&mut m);
+    (m, d)
+}
+
+/// A receiver that has accepted `f` of `size` bytes as `resume` says.
+fn accepted(size: u64, resume: Resume) -> Receiver {
+    let (mut m, _) = fed(&[offer(b"f", size)]);
+    m.accept(resume).unwrap();
+    m
+}
+
 /// A receiver that has accepted `f` of `size` bytes fresh and seen `Begin{0}`.
 fn receiving(size: u64) -> Receiver {
-    let mut m = receiver();
-    feed(&mut m, &wire(&[offer(b"f", size)]));
-    drain(&mut m, Protocol::File);
-    m.accept(Resume::Fresh).unwrap();
-    feed(&mut m, &Frame::Begin { from: 0 }.encode_to_vec());
+    let mut m = accepted(size, Resume::Fresh);
+    feed_frame(&mut m, Frame::Begin { from: 0 });
+    m
+}
+
+/// A resume from `prefix`, the bytes already held.
+fn resume_after(prefix: &[u8]) -> Resume {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(prefix);
+    Resume::From {
+        have: prefix.len() as u64,
+        hasher,
+    }
+}
+
+/// A sender of one file `f` of `size` bytes.
+fn sender(size: u64) -> Sender {
+    let spec = FileSpec {
+        name: SafeName::new(b"f", 255).unwrap(),
+        size,
+    };
+    Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now())
+}
+
+/// A sender of `f` (`size` bytes) fed the receiver's fresh `Accept`.
+fn sending(size: u64) -> Sender {
+    let mut m = sender(size);
+    let prefix = *blake3::hash(b"").as_bytes();
+    feed(&mut m, &wire(&[Frame::Accept { have: 0, prefix }]));
     m
 }
 
@@ -99,9 +141,7 @@ fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
         b"nul\0byte",
     ];
     for name in names {
-        let mut m = receiver();
-        feed(&mut m, &wire(&[offer(name, 10)]));
-        let d = drain(&mut m, Protocol::File);
+        let (_, d) = fed(&[offer(name, 10)]);
         assert!(
             matches!(
                 d.sent[..],
@@ -121,9 +161,7 @@ fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
         }
         assert_eq!(d.done, None, "a refused name must not end the session");
     }
-    let mut m = receiver();
-    feed(&mut m, &wire(&[offer(b"file..txt", 10)]));
-    let d = drain(&mut m, Protocol::File);
+    let (_, d) = fed(&[offer(b"file..txt", 10)]);
     assert!(
         matches!(&d.events[..], [ReceiverEvent::Offer { name, size: 10 }] if name.as_str() == "file..txt")
     );
@@ -136,7 +174,7 @@ fn huge_name_length_is_refused_before_allocation() {
     let mut bytes = Protocol::File.preamble().to_vec();
     bytes.extend_from_slice(&[0x20, 0xff, 0xff, 0xff, 0xff]);
     feed(&mut m, &bytes);
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(matches!(
         d.done,
         Some(Err(Error::Remote(ProtocolError::Codec(
@@ -144,9 +182,7 @@ fn huge_name_length_is_refused_before_allocation() {
         ))))
     ));
     // A name that fits a frame but not `max_name_len`: refused, session goes on.
-    let mut m = receiver();
-    feed(&mut m, &wire(&[offer(&[b'n'; 4000], 1)]));
-    let d = drain(&mut m, Protocol::File);
+    let (_, d) = fed(&[offer(&[b'n'; 4000], 1)]);
     assert!(
         matches!(&d.events[..], [ReceiverEvent::Refused { reason: RejectReason::NameRefused, name, .. }] if name.len() <= 64)
     );
@@ -155,32 +191,29 @@ fn huge_name_length_is_refused_before_allocation() {
 #[test]
 fn offer_of_size_zero_is_accepted_and_verified_empty() {
     let mut m = receiving(0);
-    feed(
+    feed_frame(
         &mut m,
-        &Frame::End {
+        Frame::End {
             hash: *blake3::hash(b"").as_bytes(),
             offer: offer_digest(0, b"f"),
-        }
-        .encode_to_vec(),
+        },
     );
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(
         matches!(&d.events[..], [_, ReceiverEvent::Verified { .. }]),
         "{:?}",
         d.events
     );
     m.saved().unwrap();
-    feed(&mut m, &Frame::Quit.encode_to_vec());
-    let d = drain(&mut m, Protocol::File);
+    feed_frame(&mut m, Frame::Quit);
+    let d = drain(&mut m);
     assert_eq!(d.sent, vec![Frame::Saved]);
     assert_eq!(d.done, Some(Ok(())));
 }
 
 #[test]
 fn offer_of_max_size_is_refused_too_large() {
-    let mut m = receiver();
-    feed(&mut m, &wire(&[offer(b"big", u64::MAX)]));
-    let d = drain(&mut m, Protocol::File);
+    let (mut m, d) = fed(&[offer(b"big", u64::MAX)]);
     assert!(matches!(
         d.sent[..],
         [Frame::Reject {
@@ -189,23 +222,17 @@ fn offer_of_max_size_is_refused_too_large() {
         }]
     ));
     let limit = small_config().max_file_size;
-    feed(&mut m, &offer(b"edge", limit).encode_to_vec());
-    let d = drain(&mut m, Protocol::File);
+    feed_frame(&mut m, offer(b"edge", limit));
+    let d = drain(&mut m);
     assert!(matches!(&d.events[..], [ReceiverEvent::Offer { size, .. }] if *size == limit));
 }
 
 #[test]
 fn data_overrun_beyond_offered_size_fails_before_any_write() {
     let mut m = receiving(4);
-    feed(
-        &mut m,
-        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
-    );
-    feed(
-        &mut m,
-        &Frame::Data(Bytes::from_static(b"de")).encode_to_vec(),
-    );
-    let d = drain(&mut m, Protocol::File);
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"abc")));
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"de")));
+    let d = drain(&mut m);
     let writes: Vec<_> = d
         .events
         .iter()
@@ -232,14 +259,9 @@ fn data_overrun_beyond_offered_size_fails_before_any_write() {
 #[test]
 fn begin_with_bogus_offset_is_a_protocol_error() {
     for from in [1, 5, u64::MAX] {
-        let mut m = receiver();
-        feed(&mut m, &wire(&[offer(b"f", 10)]));
-        drain(&mut m, Protocol::File);
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(b"abcd");
-        m.accept(Resume::From { have: 4, hasher }).unwrap();
-        feed(&mut m, &Frame::Begin { from }.encode_to_vec());
-        let d = drain(&mut m, Protocol::File);
+        let mut m = accepted(10, resume_after(b"abcd"));
+        feed_frame(&mut m, Frame::Begin { from });
+        let d = drain(&mut m);
         assert!(
             matches!(d.done, Some(Err(Error::Remote(ProtocolError::BadOffset { offset, .. }))) if offset == from),
             "{from}: {:?}",
@@ -254,16 +276,8 @@ fn begin_with_bogus_offset_is_a_protocol_error() {
 
 #[test]
 fn accept_with_have_beyond_size_is_refused_by_sender() {
-    let spec = FileSpec {
-        name: SafeName::new(b"f", 255).unwrap(),
-        size: 10,
-    };
     for have in [11, u64::MAX] {
-        let mut m = Sender::new(
-            SenderRole::new(vec![spec.clone()]),
-            small_config(),
-            Instant::now(),
-        );
+        let mut m = sender(10);
         feed(
             &mut m,
             &wire(&[Frame::Accept {
@@ -271,7 +285,7 @@ fn accept_with_have_beyond_size_is_refused_by_sender() {
                 prefix: [0; 32],
             }]),
         );
-        let d = drain(&mut m, Protocol::File);
+        let d = drain(&mut m);
         assert!(matches!(
             d.done,
             Some(Err(Error::Remote(ProtocolError::BadOffset { .. })))
@@ -286,14 +300,11 @@ fn accept_with_have_beyond_size_is_refused_by_sender() {
 #[test]
 fn end_before_all_bytes_is_a_short_file_not_a_success() {
     let mut m = receiving(10);
-    feed(
-        &mut m,
-        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
-    );
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"abc")));
     let hash = *blake3::hash(b"abc").as_bytes();
     let offer = offer_digest(10, b"f");
-    feed(&mut m, &Frame::End { hash, offer }.encode_to_vec());
-    let d = drain(&mut m, Protocol::File);
+    feed_frame(&mut m, Frame::End { hash, offer });
+    let d = drain(&mut m);
     assert_eq!(
         d.done,
         remote(ProtocolError::ShortFile {
@@ -312,14 +323,11 @@ fn a_name_corrupted_in_flight_never_gets_verified_content() {
     // The offer said "f"; End certifies an offer of "g" (as when a flipped
     // bit turned the sender's "g" into "f" on the way): content alone matches.
     let mut m = receiving(3);
-    feed(
-        &mut m,
-        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
-    );
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"abc")));
     let hash = *blake3::hash(b"abc").as_bytes();
     let offer = offer_digest(3, b"g");
-    feed(&mut m, &Frame::End { hash, offer }.encode_to_vec());
-    let d = drain(&mut m, Protocol::File);
+    feed_frame(&mut m, Frame::End { hash, offer });
+    let d = drain(&mut m);
     assert!(!d
         .events
         .iter()
@@ -334,20 +342,16 @@ fn a_name_corrupted_in_flight_never_gets_verified_content() {
 #[test]
 fn hash_mismatch_discards_and_is_sticky() {
     let mut m = receiving(3);
-    feed(
-        &mut m,
-        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
-    );
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"abc")));
     let offer = offer_digest(3, b"f");
-    feed(
+    feed_frame(
         &mut m,
-        &Frame::End {
+        Frame::End {
             hash: [7; 32],
             offer,
-        }
-        .encode_to_vec(),
+        },
     );
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(matches!(
         d.events.last(),
         Some(ReceiverEvent::Discard { .. })
@@ -370,12 +374,9 @@ fn hash_mismatch_discards_and_is_sticky() {
 #[test]
 fn eof_mid_transfer_is_an_interrupted_transfer() {
     let mut m = receiving(10);
-    feed(
-        &mut m,
-        &Frame::Data(Bytes::from_static(b"abc")).encode_to_vec(),
-    );
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"abc")));
     m.handle_eof(Instant::now());
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(matches!(
         d.done,
         Some(Err(Error::Remote(ProtocolError::UnexpectedEof { .. })))
@@ -384,22 +385,11 @@ fn eof_mid_transfer_is_an_interrupted_transfer() {
 
 #[test]
 fn eof_before_saved_is_not_a_delivery_for_the_sender() {
-    let spec = FileSpec {
-        name: SafeName::new(b"f", 255).unwrap(),
-        size: 0,
-    };
-    let mut m = Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now());
-    feed(
-        &mut m,
-        &wire(&[Frame::Accept {
-            have: 0,
-            prefix: *blake3::hash(b"").as_bytes(),
-        }]),
-    );
-    let d = drain(&mut m, Protocol::File);
+    let mut m = sending(0);
+    let d = drain(&mut m);
     assert!(d.sent.iter().any(|f| matches!(f, Frame::End { .. })));
     m.handle_eof(Instant::now());
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(!d
         .events
         .iter()
@@ -427,9 +417,7 @@ fn frames_out_of_order_are_unexpected() {
         vec![Frame::Message(Bytes::from_static(b"exit"))],
     ];
     for frames in cases {
-        let mut m = receiver();
-        feed(&mut m, &wire(&frames));
-        let d = drain(&mut m, Protocol::File);
+        let (_, d) = fed(&frames);
         assert!(
             matches!(
                 d.done,
@@ -440,8 +428,8 @@ fn frames_out_of_order_are_unexpected() {
         );
     }
     let mut m = receiving(10);
-    feed(&mut m, &Frame::Quit.encode_to_vec());
-    let d = drain(&mut m, Protocol::File);
+    feed_frame(&mut m, Frame::Quit);
+    let d = drain(&mut m);
     assert!(matches!(
         d.done,
         Some(Err(Error::Remote(ProtocolError::UnexpectedFrame { .. })))
@@ -450,13 +438,11 @@ fn frames_out_of_order_are_unexpected() {
 
 #[test]
 fn peer_error_message_with_escape_codes_is_sanitized() {
-    let mut m = receiver();
     let evil = Frame::Error {
         code: ErrorCode::Internal,
         message: Bytes::from_static(b"\x1b]0;pwned\x07\x1b[2J\r\nall good"),
     };
-    feed(&mut m, &wire(&[evil]));
-    let d = drain(&mut m, Protocol::File);
+    let (_, d) = fed(&[evil]);
     match d.done {
         Some(Err(Error::PeerFailed { message, .. })) => {
             assert!(!message.chars().any(char::is_control), "{message:?}")
@@ -467,17 +453,13 @@ fn peer_error_message_with_escape_codes_is_sanitized() {
 
 #[test]
 fn reject_message_with_escape_codes_is_sanitized_for_the_sender() {
-    let spec = FileSpec {
-        name: SafeName::new(b"f", 255).unwrap(),
-        size: 1,
-    };
-    let mut m = Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now());
+    let mut m = sender(1);
     let reject = Frame::Reject {
         reason: RejectReason::Other(200),
         message: Bytes::from_static(b"\x1b[31mred\x1b[0m\x08"),
     };
     feed(&mut m, &wire(&[reject]));
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     match &d.events[..] {
         [SenderEvent::Rejected {
             message,
@@ -509,7 +491,7 @@ fn zero_limits_are_refused_not_unlimited() {
         },
     ] {
         let mut m = Receiver::new(ReceiverRole::new(), config, Instant::now());
-        let d = drain(&mut m, Protocol::File);
+        let d = drain(&mut m);
         assert!(matches!(
             d.done,
             Some(Err(Error::Local(UsageError::BadConfig(_))))
@@ -519,19 +501,8 @@ fn zero_limits_are_refused_not_unlimited() {
 
 #[test]
 fn sender_keeps_one_read_outstanding_and_checks_chunk_length() {
-    let spec = FileSpec {
-        name: SafeName::new(b"f", 255).unwrap(),
-        size: 5000,
-    };
-    let mut m = Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now());
-    feed(
-        &mut m,
-        &wire(&[Frame::Accept {
-            have: 0,
-            prefix: *blake3::hash(b"").as_bytes(),
-        }]),
-    );
-    let d = drain(&mut m, Protocol::File);
+    let mut m = sending(5000);
+    let d = drain(&mut m);
     let reads: Vec<_> = d
         .events
         .iter()
@@ -553,7 +524,7 @@ fn sender_keeps_one_read_outstanding_and_checks_chunk_length() {
     );
     m.push_chunk(Bytes::from(vec![0; 1024])).unwrap();
     assert_eq!(m.role().bytes_sent(), 1024);
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(matches!(
         d.events[..],
         [SenderEvent::Read { offset: 1024, .. }]
@@ -572,15 +543,13 @@ fn receiver_commands_in_the_wrong_state_change_nothing() {
         Err(Error::Local(UsageError::WrongState { .. }))
     ));
     feed(&mut m, &wire(&[offer(b"f", 3)]));
-    drain(&mut m, Protocol::File);
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"abcd");
+    drain(&mut m);
     assert!(matches!(
-        m.accept(Resume::From { have: 4, hasher }),
+        m.accept(resume_after(b"abcd")),
         Err(Error::Local(UsageError::BadResume { have: 4, size: 3 }))
     ));
     m.accept(Resume::Fresh).unwrap();
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(matches!(d.sent[..], [Frame::Accept { have: 0, .. }]));
 }
 
@@ -588,12 +557,10 @@ fn receiver_commands_in_the_wrong_state_change_nothing() {
 fn frames_after_an_offer_wait_for_the_decision() {
     // However the bytes are cut, nothing past an Offer is processed before
     // the app answers: the outcome cannot depend on fragmentation.
-    let mut m = receiver();
-    feed(&mut m, &wire(&[offer(b"f", 1), Frame::Begin { from: 0 }]));
-    let d = drain(&mut m, Protocol::File);
+    let (mut m, d) = fed(&[offer(b"f", 1), Frame::Begin { from: 0 }]);
     assert_eq!(d.done, None);
     m.accept(Resume::Fresh).unwrap();
-    let d = drain(&mut m, Protocol::File);
+    let d = drain(&mut m);
     assert!(matches!(
         d.events[..],
         [ReceiverEvent::Start { from: 0, .. }]

@@ -1,16 +1,16 @@
 //! Properties of the file-transfer machines over the in-memory pair, with
 //! random cutting and coalescing of the byte stream and an in-memory disk.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use echoxfer::driver::DriverError;
 use echoxfer::error::ErrorCode;
-use echoxfer::testing::fuzz::small_config;
-use echoxfer::testing::{Cutter, MemDisk, MemReceiver, MemSender, Pair, PairOutcome};
-use echoxfer::xfer::{Receiver, ReceiverRole, SafeName, Sender};
+use echoxfer::testing::{Cutter, MemDisk, MemReceiver, MemSender};
+use echoxfer::xfer::SafeName;
 use echoxfer::Error;
 use proptest::prelude::*;
+
+mod common;
+use common::session::{run_session, Run};
 
 const CHUNK: usize = 1024;
 
@@ -18,33 +18,18 @@ fn name(s: &str) -> SafeName {
     SafeName::new(s.as_bytes(), 255).unwrap()
 }
 
-struct Run {
-    outcome: PairOutcome,
-    tx: MemSender,
-    rx: MemReceiver,
-}
-
+/// Sends `files` into `disk` over the in-memory pair, cut by `cutter`,
+/// dropped after `cut` bytes and with the byte at `flip` corrupted if given.
 fn run(
     files: &[(&str, Bytes)],
     disk: MemDisk,
     cutter: Cutter,
     cut: Option<u64>,
     flip: Option<u64>,
-) -> Run {
-    let now = Instant::now();
-    let mut tx = MemSender::new(files.iter().map(|(n, c)| (name(n), c.clone())));
-    let mut rx = MemReceiver::new(disk, false);
-    let a = Sender::new(tx.role(), small_config(), now);
-    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
-    let mut pair = Pair::new(a, b, now, cutter);
-    if let Some(n) = cut {
-        pair = pair.cut_after(n);
-    }
-    if let Some(n) = flip {
-        pair = pair.flip_at(n);
-    }
-    let outcome = pair.run(&mut tx, &mut rx, 1_000_000).expect("bounded");
-    Run { outcome, tx, rx }
+) -> Run<MemSender, MemReceiver> {
+    let tx = MemSender::new(files.iter().map(|(n, c)| (name(n), c.clone())));
+    let rx = MemReceiver::new(disk, false);
+    run_session(tx.role(), tx, rx, cutter, cut, flip)
 }
 
 /// Wire offset of byte `k` of the file content in a fresh single-file

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests (each test file uses a part).
 #![allow(dead_code)]
 
+pub mod drain;
+pub mod files;
 pub mod process;
+pub mod session;
 
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 
