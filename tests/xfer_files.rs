@@ -164,6 +164,94 @@ fn two_sessions_never_receive_the_same_name_at_once() {
 }
 
 #[test]
+fn two_stores_on_one_directory_never_share_a_partial_file() {
+    // Two `Store`s open the directory and the partial file separately, as
+    // two receiver processes do: the claim must hold across them, not only
+    // within one process.
+    let d = dirs();
+    let name = SafeName::new(b"same", 255).unwrap();
+    let one = Store::new(&d.dst, false).unwrap();
+    let two = Store::new(&d.dst, false).unwrap();
+    let (mut first, _) = one.prepare(&name, 10).unwrap();
+    first.start(0).unwrap();
+    first.write_at(0, b"01234").unwrap();
+    let refused = two.prepare(&name, 10).unwrap_err();
+    assert_eq!(refused.reason, RejectReason::Busy);
+    assert!(refused.message.contains("in progress"), "{refused:?}");
+    drop(first);
+    let (_, resume) = two.prepare(&name, 10).unwrap();
+    assert!(matches!(resume, Resume::From { have: 5, .. }));
+}
+
+#[test]
+fn commit_never_publishes_a_file_swapped_in_under_the_partial_name() {
+    // Another process replaces the partial file's name with its own file
+    // while a transfer runs: the final name must never get the intruder's
+    // bytes (publishing by name would), and the intruder's file is left
+    // alone. The written file lost its only name, so it cannot be
+    // published either: the save fails and says so.
+    let d = dirs();
+    let name = SafeName::new(b"v.bin", 255).unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let (mut incoming, _) = store.prepare(&name, 6).unwrap();
+    incoming.start(0).unwrap();
+    incoming.write_at(0, b"honest").unwrap();
+    let part = d.dst.join(Store::partial_name(&name));
+    let intruder = d.outside.join("intruder");
+    fs::write(&intruder, b"forged").unwrap();
+    fs::rename(&intruder, &part).unwrap();
+    let refused = incoming.commit().unwrap_err();
+    assert_eq!(refused.reason, RejectReason::Disk);
+    assert!(
+        !d.dst.join("v.bin").exists(),
+        "the forged file was published"
+    );
+    assert_eq!(fs::read(&part).unwrap(), b"forged", "not ours to delete");
+}
+
+#[test]
+fn commit_with_overwrite_replaces_the_old_file_with_the_one_written() {
+    let d = dirs();
+    let name = SafeName::new(b"o.bin", 255).unwrap();
+    fs::write(d.dst.join("o.bin"), b"old").unwrap();
+    let store = Store::new(&d.dst, true).unwrap();
+    let (mut incoming, _) = store.prepare(&name, 3).unwrap();
+    incoming.start(0).unwrap();
+    incoming.write_at(0, b"new").unwrap();
+    incoming.commit().unwrap();
+    assert_eq!(fs::read(d.dst.join("o.bin")).unwrap(), b"new");
+    assert_eq!(entries(&d.dst), ["o.bin"], "no temporary name is left");
+}
+
+#[test]
+fn offer_larger_than_the_free_space_is_refused_saying_how_much_is_free() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let free = store.free_space().unwrap();
+    let name = SafeName::new(b"huge", 255).unwrap();
+    let refused = store.prepare(&name, free + 1).unwrap_err();
+    assert_eq!(refused.reason, RejectReason::Disk);
+    assert!(refused.message.contains("free"), "{refused:?}");
+    assert!(entries(&d.dst).is_empty(), "{:?}", entries(&d.dst));
+}
+
+#[test]
+fn an_abandoned_transfer_keeps_its_partial_only_if_it_holds_data() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let empty = SafeName::new(b"e", 255).unwrap();
+    drop(store.prepare(&empty, 10).unwrap());
+    assert!(entries(&d.dst).is_empty(), "{:?}", entries(&d.dst));
+    let some = SafeName::new(b"s", 255).unwrap();
+    let (mut incoming, _) = store.prepare(&some, 10).unwrap();
+    incoming.start(0).unwrap();
+    incoming.write_at(0, b"abc").unwrap();
+    drop(incoming);
+    assert_eq!(entries(&d.dst), [Store::partial_name(&some)]);
+    assert_eq!(store.partials().unwrap(), (1, 3));
+}
+
+#[test]
 fn partial_is_resumed_with_its_hash() {
     let d = dirs();
     let store = Store::new(&d.dst, false).unwrap();
