@@ -236,10 +236,13 @@ impl Store {
 
     /// Whether the entry `name` is the very file `file` is open on.
     fn names_file(&self, name: &str, file: &File) -> bool {
-        match (self.stat_entry(name), file.metadata()) {
-            (Ok(st), Ok(meta)) => st.st_dev as u64 == meta.dev() && st.st_ino as u64 == meta.ino(),
-            _ => false,
-        }
+        let (Ok(st), Ok(meta)) = (self.stat_entry(name), file.metadata()) else {
+            return false;
+        };
+        // The field types differ between platforms.
+        #[allow(clippy::unnecessary_cast)]
+        let (dev, ino) = (st.st_dev as u64, st.st_ino as u64);
+        dev == meta.dev() && ino == meta.ino()
     }
 
     /// Opens (or creates) the partial file and locks it for this session.
