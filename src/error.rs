@@ -32,6 +32,11 @@ pub enum Error {
     /// The file's BLAKE3 did not match what the sender announced.
     #[error("integrity check failed: content hash mismatch")]
     HashMismatch,
+    /// The application gave up on the session (a disk failed, a source
+    /// file changed, the server is shutting down): neither the peer's
+    /// fault nor a misuse of the machine.
+    #[error("aborted: {0}")]
+    Aborted(String),
 }
 
 impl Error {
@@ -39,7 +44,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Remote(_) => ErrorCode::Protocol,
-            Error::Local(_) | Error::PeerFailed { .. } => ErrorCode::Internal,
+            Error::Local(_) | Error::PeerFailed { .. } | Error::Aborted(_) => ErrorCode::Internal,
             Error::TimedOut(_) => ErrorCode::Timeout,
             Error::HashMismatch => ErrorCode::HashMismatch,
         }
@@ -154,9 +159,6 @@ pub enum UsageError {
         /// The offered size.
         size: u64,
     },
-    /// The application aborted the session.
-    #[error("aborted by the application: {0}")]
-    Aborted(String),
     /// Data handed to a sender does not fit what it asked for.
     #[error("source data does not match the request: {0}")]
     SourceMismatch(&'static str),

@@ -308,7 +308,7 @@ impl<R: Role> StreamMachine for Framed<R> {
 
     fn abort(&mut self, reason: String) {
         if !self.is_closed() {
-            self.fail(UsageError::Aborted(reason).into());
+            self.fail(Error::Aborted(reason));
         }
     }
 

@@ -372,3 +372,86 @@ fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
     assert_received(&d, &paths);
     assert!(!d.dst.parent().unwrap().join("etc").exists());
 }
+
+/// A receiver app on a disk that fills up after `room` bytes of file data.
+struct FillsUp {
+    app: ReceiverApp,
+    room: u64,
+}
+
+impl echoxfer::driver::App<Receiver> for FillsUp {
+    fn on_event(
+        &mut self,
+        m: &mut Receiver,
+        now: Instant,
+        event: echoxfer::xfer::ReceiverEvent,
+    ) -> io::Result<()> {
+        if let echoxfer::xfer::ReceiverEvent::Write { data, .. } = &event {
+            if data.len() as u64 > self.room {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.room -= data.len() as u64;
+        }
+        self.app.on_event(m, now, event)
+    }
+}
+
+/// The sender's error once the receiver's disk filled mid-transfer: it
+/// must carry the receiver's reason, not a bare "broken pipe".
+fn assert_told_disk_full(sent: Result<(), DriverError>) {
+    match sent {
+        Err(DriverError::Machine(echoxfer::Error::PeerFailed { message, .. })) => {
+            assert!(message.contains("No space left"), "{message}")
+        }
+        other => panic!("the sender was not told why: {other:?}"),
+    }
+}
+
+#[test]
+fn blocking_sender_is_told_the_receivers_disk_is_full() {
+    let d = dirs();
+    // Large enough that the sender is still writing when the receiver fails.
+    let paths = sources(&d, &[48 << 20]);
+    let store = Store::new(&d.dst, false).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rx = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let (mut m, app) = receiver(&store, Instant::now());
+        let mut app = FillsUp { app, room: 1 << 20 };
+        blocking::run_stream(&mut m, &mut stream, &mut app)
+    });
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let (sent, _) = send_blocking(&mut stream, &paths);
+    assert_told_disk_full(sent);
+    let received = rx.join().unwrap();
+    assert!(
+        matches!(&received, Err(DriverError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC)),
+        "{received:?}"
+    );
+    assert!(!d.dst.join("file-0.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_sender_is_told_the_receivers_disk_is_full() {
+    let d = dirs();
+    let paths = sources(&d, &[48 << 20]);
+    let store = Store::new(&d.dst, false).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rx = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let (mut m, app) = receiver(&store, Instant::now());
+        let mut app = FillsUp { app, room: 1 << 20 };
+        echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await
+    });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sent, _) = send_tokio(&mut stream, &paths).await;
+    assert_told_disk_full(sent);
+    let received = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("the receiver ends")
+        .unwrap();
+    assert!(received.is_err(), "{received:?}");
+    assert!(!d.dst.join("file-0.bin").exists());
+}

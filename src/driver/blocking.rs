@@ -102,30 +102,28 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Batch::default();
     let mut eof = false;
+    let mut app_failed = None;
     let mut armed = ReadTimeout::default();
     transport
         .set_write_timeout(super::write_limit(machine))
         .map_err(DriverError::io("setting the write timeout"))?;
     loop {
-        let deadline = match drain(machine, app, &mut out) {
+        let deadline = match drain(machine, app, &mut out, &mut app_failed) {
             Step::Flush => {
-                write_batch(transport, &mut out)?;
+                flush(machine, transport, &mut out, &mut buf)?;
                 continue;
             }
             Step::Done(result) => {
-                write_batch(transport, &mut out)?;
+                // Best effort once the session has failed: the peer learns
+                // why if the transport still works.
+                let flushed = flush(machine, transport, &mut out, &mut buf);
                 let _ = transport.shutdown_write();
-                return result.map_err(DriverError::from);
-            }
-            Step::AppFailed(error) => {
-                // Best effort: the peer learns why, if the transport still works.
-                let _ = write_batch(transport, &mut out);
-                let _ = transport.shutdown_write();
-                return Err(error);
+                result?;
+                return flushed;
             }
             Step::Wait(deadline) => deadline,
         };
-        write_batch(transport, &mut out)?;
+        flush(machine, transport, &mut out, &mut buf)?;
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout == Some(Duration::ZERO) {
             machine.handle_timeout(Instant::now());
@@ -155,6 +153,40 @@ where
             Err(e) => return Err(DriverError::io("reading from the peer")(e)),
         }
     }
+}
+
+/// Writes the batch; if the peer has reset the connection, reads what it
+/// sent before it went, which usually says why (see [`super::salvage`]).
+fn flush<M: StreamMachine, T: Transport>(
+    machine: &mut M,
+    transport: &mut T,
+    out: &mut Batch,
+    buf: &mut [u8],
+) -> Result<(), DriverError> {
+    let Err(error) = write_batch(transport, out) else {
+        return Ok(());
+    };
+    if !matches!(&error, DriverError::Io { source, .. } if is_reset(source)) {
+        return Err(error);
+    }
+    let _ = transport.set_read_timeout(Some(super::SALVAGE_WAIT));
+    let n = loop {
+        match transport.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            read => break read.unwrap_or(0),
+        }
+    };
+    Err(super::salvage(machine, &buf[..n]).map_or(error, DriverError::Machine))
+}
+
+/// The peer closed or reset the connection under a write.
+pub(crate) fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// The read timeout currently set on a transport. Re-setting it costs a

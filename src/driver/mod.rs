@@ -89,17 +89,26 @@ pub(crate) enum Step {
     Flush,
     /// The machine waits for input or for this deadline.
     Wait(Option<Instant>),
-    /// The session is over.
-    Done(Result<(), crate::Error>),
-    /// The application failed; the machine was aborted and what it queued
-    /// to tell the peer is in the batch.
-    AppFailed(DriverError),
+    /// The session is over: the application's failure if it failed (the
+    /// machine was aborted and has told the peer why), else the machine's
+    /// own result.
+    Done(Result<(), DriverError>),
 }
 
 /// Drains a stream machine's outputs into `out` (handing events to `app`)
 /// until it waits, ends, or `out` holds a batch worth writing. This is the
 /// whole of what a driver does with a machine; the loops only add I/O.
-pub(crate) fn drain<M, A>(machine: &mut M, app: &mut A, out: &mut Batch) -> Step
+///
+/// When the application fails, the machine is aborted (it queues an
+/// `Error` frame telling the peer why, and ends as its protocol says);
+/// `app_failed` keeps the application's error for the final result, and
+/// later events are dropped: the application has given up on them.
+pub(crate) fn drain<M, A>(
+    machine: &mut M,
+    app: &mut A,
+    out: &mut Batch,
+    app_failed: &mut Option<DriverError>,
+) -> Step
 where
     M: StreamMachine,
     A: App<M>,
@@ -113,38 +122,49 @@ where
                     return Step::Flush;
                 }
             }
+            Output::Event(_) if app_failed.is_some() => {}
             Output::Event(e) => {
                 if let Err(source) = app.on_event(machine, now, e) {
-                    return abort(
-                        machine,
-                        out,
-                        DriverError::Io {
-                            context: "application",
-                            source,
-                        },
-                    );
+                    machine.abort(source.to_string());
+                    *app_failed = Some(DriverError::Io {
+                        context: "application",
+                        source,
+                    });
                 }
             }
             Output::Wait(deadline) => return Step::Wait(deadline),
-            Output::Done(result) => return Step::Done(result),
+            Output::Done(result) => {
+                let result = match app_failed.take() {
+                    Some(error) => Err(error),
+                    None => result.map_err(DriverError::from),
+                };
+                return Step::Done(result);
+            }
         }
     }
 }
 
-/// Aborts the machine after its application failed, gathering what it
-/// queues to tell the peer why (events after the abort are dropped).
-fn abort<M: StreamMachine>(machine: &mut M, out: &mut Batch, error: DriverError) -> Step {
-    machine.abort(error.to_string());
-    // Bounded: an aborted machine queues one frame and ends.
-    for _ in 0..64 {
+/// After a write to the peer failed (it reset the connection), reads what
+/// the peer sent before it went: usually an `Error` frame that says why
+/// (a full disk, a refusal), which explains the failure far better than
+/// "broken pipe". Returns the machine's error if that input ends it.
+pub(crate) fn salvage<M: StreamMachine>(machine: &mut M, input: &[u8]) -> Option<crate::Error> {
+    let room = machine.input_room().min(input.len());
+    let _ = machine.handle_input(Instant::now(), &input[..room]);
+    machine.handle_eof(Instant::now());
+    // Bounded: a failed or cut machine queues at most a frame or two and ends.
+    for _ in 0..1024 {
         match machine.poll_output() {
-            Output::Transmit(bytes) => out.push(bytes),
-            Output::Event(_) => {}
-            Output::Wait(_) | Output::Done(_) => break,
+            Output::Transmit(_) | Output::Event(_) => {}
+            Output::Done(Err(e @ crate::Error::PeerFailed { .. })) => return Some(e),
+            Output::Wait(_) | Output::Done(_) => return None,
         }
     }
-    Step::AppFailed(error)
+    None
 }
+
+/// How long a driver waits for the peer's last words after a failed write.
+pub(crate) const SALVAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Transmits gathered for one vectored write.
 #[derive(Default)]

@@ -31,27 +31,25 @@ where
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Batch::default();
     let mut eof = false;
+    let mut app_failed = None;
     let limit = super::write_limit(machine);
     loop {
-        let deadline = match drain(machine, app, &mut out) {
+        let deadline = match drain(machine, app, &mut out, &mut app_failed) {
             Step::Flush => {
-                write_batch(io, &mut out, limit).await?;
+                flush(machine, io, &mut out, limit, &mut buf).await?;
                 continue;
             }
             Step::Done(result) => {
-                write_batch(io, &mut out, limit).await?;
+                // Best effort once the session has failed: the peer learns
+                // why if the transport still works.
+                let flushed = flush(machine, io, &mut out, limit, &mut buf).await;
                 let _ = io.shutdown().await;
-                return result.map_err(DriverError::from);
-            }
-            Step::AppFailed(error) => {
-                // Best effort: the peer learns why, if the transport still works.
-                let _ = write_batch(io, &mut out, limit).await;
-                let _ = io.shutdown().await;
-                return Err(error);
+                result?;
+                return flushed;
             }
             Step::Wait(deadline) => deadline,
         };
-        write_batch(io, &mut out, limit).await?;
+        flush(machine, io, &mut out, limit, &mut buf).await?;
         let sleep = sleep_until(deadline);
         if eof {
             // The peer is gone and the machine still waits: only its timer can end it.
@@ -79,6 +77,33 @@ where
             () = sleep => machine.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// Writes the batch; if the peer has reset the connection, reads what it
+/// sent before it went, which usually says why (see [`super::salvage`]).
+async fn flush<M, T>(
+    machine: &mut M,
+    io: &mut T,
+    out: &mut Batch,
+    limit: Option<Duration>,
+    buf: &mut [u8],
+) -> Result<(), DriverError>
+where
+    M: StreamMachine,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let Err(error) = write_batch(io, out, limit).await else {
+        return Ok(());
+    };
+    if !matches!(&error, DriverError::Io { source, .. } if super::blocking::is_reset(source)) {
+        return Err(error);
+    }
+    let read = tokio::time::timeout(super::SALVAGE_WAIT, io.read(buf)).await;
+    let n = match read {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    };
+    Err(super::salvage(machine, &buf[..n]).map_or(error, DriverError::Machine))
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

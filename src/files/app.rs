@@ -55,6 +55,13 @@ fn answered<R: Role>(m: &Framed<R>, result: Result<(), Error>) -> io::Result<()>
     }
 }
 
+/// A receiver's file-system failure, naming the file (the text also goes
+/// to the sender, so it names no local path).
+fn cannot(what: &str, incoming: &Incoming, e: io::Error) -> io::Error {
+    let name = incoming.name();
+    io::Error::new(e.kind(), format!("cannot {what} {name}: {e}"))
+}
+
 /// What happened to one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -293,13 +300,17 @@ impl App<Receiver> for ReceiverApp {
                 Ok(())
             }
             ReceiverEvent::Start { from, .. } => {
-                self.incoming()?.start(from)?;
+                let incoming = self.incoming()?;
+                incoming
+                    .start(from)
+                    .map_err(|e| cannot("start", incoming, e))?;
                 self.last()?.from = from;
                 self.progress.add(from);
                 Ok(())
             }
             ReceiverEvent::Write { offset, data } => {
-                self.incoming()?.write_at(offset, &data)?;
+                let incoming = self.incoming()?;
+                (incoming.write_at(offset, &data)).map_err(|e| cannot("write", incoming, e))?;
                 self.last()?.moved += data.len() as u64;
                 self.progress.add(data.len() as u64);
                 Ok(())

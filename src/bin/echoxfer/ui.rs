@@ -270,9 +270,14 @@ pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<S
                 format!("discarded {name}: content hash mismatch, nothing kept")
             }
             Outcome::Pending => format!(
-                "incomplete {name}: {} of {} bytes (the partial file is kept for a resume)",
+                "incomplete {name}: {} of {} bytes {}",
                 f.from + f.moved,
-                f.size
+                f.size,
+                if verb == "sent" {
+                    "(run the same send again to resume)"
+                } else {
+                    "(the partial file is kept for a resume)"
+                }
             ),
         });
     }
