@@ -239,3 +239,84 @@ fn a_sender_killed_mid_transfer_resumes_on_the_next_run() {
     assert!(!part.exists(), "the partial file is left over");
     assert_received(&d, &paths);
 }
+
+/// A `receive --stdio` process driven by hand: its stdin takes frames, its
+/// stdout is decoded frame by frame (every wait bounded).
+struct HandDriven {
+    guard: Guard,
+    frames: std::sync::mpsc::Receiver<echoxfer::codec::Frame>,
+}
+
+impl HandDriven {
+    fn start(dir: &Path) -> HandDriven {
+        use echoxfer::codec::{FrameDecoder, Protocol};
+        let mut cmd = bin();
+        cmd.args(["receive", "--stdio", "--quiet", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut guard = Guard {
+            child: cmd.spawn().unwrap(),
+        };
+        let mut stdout = guard.child.stdout.take().unwrap();
+        let (tx, frames) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut decoder = FrameDecoder::new(Protocol::File, 1 << 20);
+            let mut buf = bytes::BytesMut::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+                while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                    let _ = tx.send(frame);
+                }
+            }
+        });
+        HandDriven { guard, frames }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.guard.child.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn offer(&mut self, name: &str, size: u64) -> echoxfer::codec::Frame {
+        use echoxfer::codec::{Frame, Protocol};
+        let mut wire = Protocol::File.preamble().to_vec();
+        let name = bytes::Bytes::copy_from_slice(name.as_bytes());
+        wire.extend(Frame::Offer { size, name }.encode_to_vec());
+        self.send(&wire);
+        self.frames.recv_timeout(BOUND).expect("an answer to the offer")
+    }
+}
+
+#[test]
+fn two_receiver_processes_on_one_directory_never_write_one_partial_file() {
+    use echoxfer::codec::{Frame, RejectReason};
+    let d = dirs();
+    let mut first = HandDriven::start(&d.dst);
+    let answer = first.offer("same.bin", 1000);
+    assert!(matches!(answer, Frame::Accept { have: 0, .. }), "{answer:?}");
+    first.send(&Frame::Begin { from: 0 }.encode_to_vec());
+    let data = bytes::Bytes::from(vec![7u8; 100]);
+    first.send(&Frame::Data(data).encode_to_vec());
+    let part = d.dst.join(".same.bin.echoxfer-part");
+    let until = Instant::now() + BOUND;
+    while fs::metadata(&part).map_or(0, |m| m.len()) < 100 {
+        assert!(Instant::now() < until, "the first receiver wrote nothing");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The second process is offered the same name while the first holds it.
+    let mut second = HandDriven::start(&d.dst);
+    match second.offer("same.bin", 2000) {
+        Frame::Reject { reason, .. } => assert_eq!(reason, RejectReason::Busy),
+        other => panic!("a second receiver took a name in use: {other:?}"),
+    }
+    // Once the first is gone (its partial file kept), the name is free again.
+    drop(first);
+    let mut third = HandDriven::start(&d.dst);
+    let answer = third.offer("same.bin", 1000);
+    assert!(matches!(answer, Frame::Accept { have: 100, .. }), "{answer:?}");
+}
