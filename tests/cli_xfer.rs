@@ -288,7 +288,9 @@ impl HandDriven {
         let name = bytes::Bytes::copy_from_slice(name.as_bytes());
         wire.extend(Frame::Offer { size, name }.encode_to_vec());
         self.send(&wire);
-        self.frames.recv_timeout(BOUND).expect("an answer to the offer")
+        self.frames
+            .recv_timeout(BOUND)
+            .expect("an answer to the offer")
     }
 }
 
@@ -298,7 +300,10 @@ fn two_receiver_processes_on_one_directory_never_write_one_partial_file() {
     let d = dirs();
     let mut first = HandDriven::start(&d.dst);
     let answer = first.offer("same.bin", 1000);
-    assert!(matches!(answer, Frame::Accept { have: 0, .. }), "{answer:?}");
+    assert!(
+        matches!(answer, Frame::Accept { have: 0, .. }),
+        "{answer:?}"
+    );
     first.send(&Frame::Begin { from: 0 }.encode_to_vec());
     let data = bytes::Bytes::from(vec![7u8; 100]);
     first.send(&Frame::Data(data).encode_to_vec());
@@ -318,5 +323,45 @@ fn two_receiver_processes_on_one_directory_never_write_one_partial_file() {
     drop(first);
     let mut third = HandDriven::start(&d.dst);
     let answer = third.offer("same.bin", 1000);
-    assert!(matches!(answer, Frame::Accept { have: 100, .. }), "{answer:?}");
+    assert!(
+        matches!(answer, Frame::Accept { have: 100, .. }),
+        "{answer:?}"
+    );
+}
+
+fn once_survives_a_connection_that_offers_nothing(runtime: &str) {
+    use std::io::Write;
+    let d = dirs();
+    let paths = sources(&d, &[1000]);
+    let (mut rx, addr, lines) = receiver(&d, &["--once", "--runtime", runtime]);
+    let mut garbage = std::net::TcpStream::connect(&addr).unwrap();
+    garbage.set_read_timeout(Some(BOUND)).unwrap();
+    garbage.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    // The receiver answers with its own preamble and an Error frame, then closes.
+    let mut answer = Vec::new();
+    let _ = garbage.read_to_end(&mut answer);
+    assert!(!answer.is_empty(), "the garbage client got no answer");
+    let (status, out, err) = send(&addr, &paths, &["--runtime", runtime]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(
+        rx.wait().success(),
+        "--once must exit 0 after the real sender"
+    );
+    assert_received(&d, &paths);
+    drop(lines);
+}
+
+#[test]
+fn once_is_not_used_up_by_a_connection_that_offers_nothing() {
+    once_survives_a_connection_that_offers_nothing("blocking");
+    once_survives_a_connection_that_offers_nothing("tokio");
+}
+
+#[test]
+fn a_missing_file_is_named_in_the_error() {
+    let d = dirs();
+    let missing = d.src.join("not-there.bin");
+    let (status, out, err) = send("127.0.0.1:9", &[missing], &[]);
+    assert!(!status.success(), "{out}");
+    assert!(err.contains("not-there.bin"), "{err}");
 }

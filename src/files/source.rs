@@ -29,8 +29,9 @@ impl Source {
             .ok_or_else(|| invalid(format!("{} has no file name", path.display())))?;
         let name = SafeName::new(base.as_bytes(), max_name_len)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        let file = File::open(&path)?;
-        let meta = file.metadata()?;
+        let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let file = File::open(&path).map_err(named)?;
+        let meta = file.metadata().map_err(named)?;
         if !meta.is_file() {
             return Err(invalid(format!("{} is not a regular file", path.display())));
         }

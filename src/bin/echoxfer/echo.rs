@@ -93,6 +93,13 @@ where
     Ok(())
 }
 
+/// Binds a blocking listener on `addr`; the error names the address.
+pub fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
+    std::net::TcpListener::bind(addr).map_err(|e| {
+        format!("cannot listen on {addr}: {e} (is another server using it? pick another --listen/--addr, or port 0 for any free one)")
+    })
+}
+
 /// Prints the bound address, so scripts and tests that asked for port 0 learn the real one.
 pub fn announce(addr: std::net::SocketAddr) {
     println!("listening on {addr}");
@@ -103,7 +110,12 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
         return crate::legacy::echo_connect(a);
     }
-    let mut stream = TcpStream::connect(a.addr)?;
+    let mut stream = TcpStream::connect(a.addr).map_err(|e| {
+        format!(
+            "cannot connect to {}: {e} (is `echoxfer echo serve` running there?)",
+            a.addr
+        )
+    })?;
     stream.set_nodelay(true)?;
     let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
     let mut app = LineClient {

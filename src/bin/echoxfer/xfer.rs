@@ -52,29 +52,13 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let config = Config::default();
     let store = Store::new(&a.dir, a.overwrite)
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
-    if a.stdio || a.once {
-        let out = if a.stdio { Out::Stderr } else { Out::Stdout };
-        let mut machine = Receiver::new(ReceiverRole::new(), config, Instant::now());
-        let mut session = Tracked::new(
-            ReceiverApp::new(store),
-            "received",
-            ui,
-            out,
-            "receive".into(),
-        );
-        let result = if a.stdio {
-            run_client(&mut machine, &mut session, None, a.runtime)
-        } else {
-            accept_one(&mut machine, &mut session, a.listen, a.runtime)
-        };
-        session.finish();
-        result?;
-        let report = session.app.report();
-        if !ui::all_saved(report) {
-            let missing = report.iter().filter(|f| !is_saved(f)).count();
-            return Err(format!("{missing} of {} offered files not saved", report.len()).into());
-        }
-        return Ok(());
+    if a.stdio {
+        let (mut machine, mut session) = once_session(&store, &config, ui, Out::Stderr);
+        let result = run_client(&mut machine, &mut session, None, a.runtime);
+        return settle_once(result, session);
+    }
+    if a.once {
+        return receive_once(a.listen, a.runtime, &store, &config, ui);
     }
     let sessions = Arc::new(AtomicU64::new(0));
     crate::echo::serve_sessions(a.listen, a.runtime, config.max_connections, move |now| {
@@ -87,6 +71,84 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             Tracked::new(app, "received", ui, Out::Stdout, label),
         )
     })
+}
+
+/// The machine and app of a single receiving session.
+fn once_session(
+    store: &Store,
+    config: &Config,
+    ui: Ui,
+    out: Out,
+) -> (Receiver, Tracked<ReceiverApp>) {
+    let machine = Receiver::new(ReceiverRole::new(), config.clone(), Instant::now());
+    let app = ReceiverApp::new(store.clone());
+    (
+        machine,
+        Tracked::new(app, "received", ui, out, "receive".into()),
+    )
+}
+
+/// `receive --once`: serves connections one at a time until one sender's
+/// session is done, and succeeds only if every file it offered was saved.
+/// A connection that fails before offering anything (a port scanner,
+/// garbage, a client of another protocol) does not use the session up.
+fn receive_once(
+    addr: std::net::SocketAddr,
+    runtime: Runtime,
+    store: &Store,
+    config: &Config,
+    ui: Ui,
+) -> CmdResult {
+    let listener = crate::echo::bind(addr)?;
+    crate::echo::announce(listener.local_addr()?);
+    let rt = match runtime {
+        Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
+        Runtime::Blocking => None,
+    };
+    loop {
+        let (mut stream, peer) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let (mut machine, mut session) = once_session(store, config, ui, Out::Stdout);
+        let result: CmdResult = match &rt {
+            None => {
+                blocking::run_stream(&mut machine, &mut stream, &mut session).map_err(Into::into)
+            }
+            Some(rt) => rt.block_on(async {
+                stream.set_nonblocking(true)?;
+                let mut stream = tokio::net::TcpStream::from_std(stream)?;
+                let driven =
+                    echoxfer::driver::tokio::run_stream(&mut machine, &mut stream, &mut session);
+                Ok(driven.await?)
+            }),
+        };
+        if let Err(e) = &result {
+            if session.app.report().is_empty() {
+                ui::note(
+                    ui,
+                    &format!(
+                        "ignored {peer}: {e} (it offered no file); still waiting for a sender"
+                    ),
+                );
+                continue;
+            }
+        }
+        return settle_once(result, session);
+    }
+}
+
+/// The outcome of a single receiving session: every offered file saved.
+fn settle_once(
+    result: Result<(), impl Into<Box<dyn std::error::Error + Send + Sync>>>,
+    mut session: Tracked<ReceiverApp>,
+) -> CmdResult {
+    session.finish();
+    result.map_err(Into::into)?;
+    let report = session.app.report();
+    if !ui::all_saved(report) {
+        let missing = report.iter().filter(|f| !is_saved(f)).count();
+        return Err(format!("{missing} of {} offered files not saved", report.len()).into());
+    }
+    Ok(())
 }
 
 fn is_saved(f: &FileReport) -> bool {
