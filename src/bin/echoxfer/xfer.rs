@@ -52,6 +52,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let config = Config::default();
     let store = Store::new(&a.dir, a.overwrite)
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
+    note_partials(&store, ui);
     if a.stdio {
         let (mut machine, mut session) = once_session(&store, &config, ui, Out::Stderr);
         let result = run_client(&mut machine, &mut session, None, a.runtime);
@@ -71,6 +72,21 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             Tracked::new(app, "received", ui, Out::Stdout, label),
         )
     })
+}
+
+/// Says what interrupted transfers left in the directory: partial files are
+/// kept so that the same `send` resumes them, and nothing else removes them.
+fn note_partials(store: &Store, ui: Ui) {
+    if let Ok((count @ 1.., bytes)) = store.partials() {
+        ui::note(
+            ui,
+            &format!(
+                "{count} partial files ({bytes} bytes) from interrupted transfers are in {}: \
+                 sending the same files again resumes them; delete the .*.echoxfer-part files to drop them",
+                store.dir().display()
+            ),
+        );
+    }
 }
 
 /// The machine and app of a single receiving session.
