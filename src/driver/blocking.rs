@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{drain, App, Batch, DriverError, Step, READ_CHUNK};
+use super::{drain, Abort, App, Batch, DriverError, Step, READ_CHUNK};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
 /// A byte stream the blocking driver can wait on with a time limit.
@@ -99,15 +99,33 @@ where
     T: Transport,
     A: App<M>,
 {
+    run_stream_until(machine, transport, app, &Abort::new())
+}
+
+/// [`run_stream`] that also ends when `abort` is requested: the machine is
+/// aborted (telling the peer why) at the driver's next wake-up.
+pub fn run_stream_until<M, T, A>(
+    machine: &mut M,
+    transport: &mut T,
+    app: &mut A,
+    abort: &Abort,
+) -> Result<(), DriverError>
+where
+    M: StreamMachine,
+    T: Transport,
+    A: App<M>,
+{
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Batch::default();
     let mut eof = false;
+    let mut aborted = false;
     let mut app_failed = None;
     let mut armed = ReadTimeout::default();
     transport
         .set_write_timeout(super::write_limit(machine))
         .map_err(DriverError::io("setting the write timeout"))?;
     loop {
+        abort.apply(machine, &mut aborted);
         let deadline = match drain(machine, app, &mut out, &mut app_failed) {
             Step::Flush => {
                 flush(machine, transport, &mut out, &mut buf)?;
@@ -141,7 +159,11 @@ where
         }
         armed.arm(transport, timeout)?;
         let room = machine.input_room().clamp(1, buf.len());
-        match transport.read(&mut buf[..room]) {
+        let read = transport.read(&mut buf[..room]);
+        // An abort shuts the transport for reading to wake this read: act
+        // on the abort before taking that for the peer's end.
+        abort.apply(machine, &mut aborted);
+        match read {
             Ok(0) => {
                 eof = true;
                 machine.handle_eof(Instant::now());

@@ -166,6 +166,66 @@ pub(crate) fn salvage<M: StreamMachine>(machine: &mut M, input: &[u8]) -> Option
 /// How long a driver waits for the peer's last words after a failed write.
 pub(crate) const SALVAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Asks a running session to end from outside (a server shutting down, a
+/// user's Ctrl-C): the driver aborts the machine with the reason, which
+/// tells the peer why, and the session ends as its protocol says. Clones
+/// share the request; the first reason given is the one used.
+#[derive(Debug, Clone, Default)]
+pub struct Abort {
+    inner: std::sync::Arc<AbortInner>,
+}
+
+#[derive(Debug, Default)]
+struct AbortInner {
+    reason: std::sync::OnceLock<String>,
+    #[cfg(feature = "tokio")]
+    wake: ::tokio::sync::Notify,
+}
+
+impl Abort {
+    /// A handle nobody has used yet.
+    pub fn new() -> Abort {
+        Abort::default()
+    }
+
+    /// Asks the session to end, telling its peer `reason`. A blocking
+    /// driver notices at its next wake-up (input, a timer, or the transport
+    /// shut for reading, as [`blocking::serve`] does).
+    pub fn request(&self, reason: impl Into<String>) {
+        let _ = self.inner.reason.set(reason.into());
+        #[cfg(feature = "tokio")]
+        self.inner.wake.notify_waiters();
+    }
+
+    /// The reason, once an abort was requested.
+    pub fn requested(&self) -> Option<&str> {
+        self.inner.reason.get().map(String::as_str)
+    }
+
+    /// Aborts `machine` if a request came and it was not yet acted on.
+    pub(crate) fn apply<M: StreamMachine>(&self, machine: &mut M, applied: &mut bool) {
+        if let (false, Some(reason)) = (*applied, self.requested()) {
+            *applied = true;
+            machine.abort(reason.to_string());
+        }
+    }
+
+    /// Completes once an abort is requested.
+    #[cfg(feature = "tokio")]
+    pub(crate) async fn wait(&self) {
+        loop {
+            let woken = self.inner.wake.notified();
+            ::tokio::pin!(woken);
+            // Registered before the check, so a request in between is not missed.
+            woken.as_mut().enable();
+            if self.requested().is_some() {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
 /// Transmits gathered for one vectored write.
 #[derive(Default)]
 pub(crate) struct Batch {

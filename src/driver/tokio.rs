@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{drain, App, Batch, DriverError, Step, READ_CHUNK};
+use super::{drain, Abort, App, Batch, DriverError, Step, READ_CHUNK};
 use crate::driver::blocking::ServeReport;
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
@@ -28,12 +28,31 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     A: App<M>,
 {
+    run_stream_until(machine, io, app, &Abort::new()).await
+}
+
+/// [`run_stream`] that also ends when `abort` is requested: the machine is
+/// aborted at once (telling the peer why) and the session ends as its
+/// protocol says.
+pub async fn run_stream_until<M, T, A>(
+    machine: &mut M,
+    io: &mut T,
+    app: &mut A,
+    abort: &Abort,
+) -> Result<(), DriverError>
+where
+    M: StreamMachine,
+    T: AsyncRead + AsyncWrite + Unpin,
+    A: App<M>,
+{
     let mut buf = vec![0u8; READ_CHUNK];
     let mut out = Batch::default();
     let mut eof = false;
+    let mut aborted = false;
     let mut app_failed = None;
     let limit = super::write_limit(machine);
     loop {
+        abort.apply(machine, &mut aborted);
         let deadline = match drain(machine, app, &mut out, &mut app_failed) {
             Step::Flush => {
                 flush(machine, io, &mut out, limit, &mut buf).await?;
@@ -75,6 +94,7 @@ where
                 Err(e) => return Err(DriverError::io("reading from the peer")(e)),
             },
             () = sleep => machine.handle_timeout(Instant::now()),
+            () = abort.wait(), if !aborted => {}
         }
     }
 }
