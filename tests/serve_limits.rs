@@ -402,3 +402,52 @@ fn blocking_a_server_out_of_descriptors_backs_off_logs_once_and_serves_again() {
 fn tokio_a_server_out_of_descriptors_backs_off_logs_once_and_serves_again() {
     out_of_descriptors_backs_off_logs_once_and_recovers("tokio");
 }
+
+// ------------------------------------------- threads per idle connection
+
+fn threads_of(child: &std::process::Child) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .count()
+}
+
+/// Threads `echoxfer receive` adds for `idle` connections that never offer
+/// a file (progress shown as plain lines: stderr is not a terminal).
+fn threads_added_by_idle_connections(runtime: &str, idle: usize) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    cmd.args(["receive", "--listen", "127.0.0.1:0", "--runtime", runtime])
+        .arg("--dir")
+        .arg(dir.path())
+        .stderr(Stdio::piped());
+    let (guard, addr, _) = spawn_until(cmd, "listening on");
+    let addr: SocketAddr = addr.parse().unwrap();
+    // One session first, so whatever a first session starts once is counted before.
+    let mut first = TcpStream::connect(addr).unwrap();
+    receiver_preamble(&mut first);
+    let before = threads_of(&guard.child);
+    let mut conns: Vec<_> = (0..idle)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    for c in &mut conns {
+        receiver_preamble(c);
+    }
+    threads_of(&guard.child).saturating_sub(before)
+}
+
+const IDLE: usize = 24;
+
+#[test]
+fn tokio_receive_starts_no_thread_for_idle_connections() {
+    let added = threads_added_by_idle_connections("tokio", IDLE);
+    assert!(added <= 2, "{added} threads for {IDLE} idle connections");
+}
+
+#[test]
+fn blocking_receive_starts_only_the_connection_thread_for_idle_connections() {
+    let added = threads_added_by_idle_connections("blocking", IDLE);
+    assert!(
+        added <= IDLE + 2,
+        "{added} threads for {IDLE} idle connections"
+    );
+}

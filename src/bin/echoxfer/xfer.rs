@@ -244,7 +244,7 @@ impl<A: Reported> Tracked<A> {
             out,
             mark: None,
             times: Vec::new(),
-            meter: Some(Meter::start(ui, label, counter)),
+            meter: Some(Meter::pending(ui, label, counter)),
             summarized: false,
         }
     }
