@@ -53,6 +53,13 @@ pub struct Config {
     /// Connections a server drives at once; more wait in the backlog
     /// (default 1024).
     pub max_connections: usize,
+    /// Connections a server drives at once from one source address (an IPv4
+    /// address, or an IPv6 /64); one more is closed at once (default 64).
+    /// Far more than one honest host needs (a `send` is one connection), and
+    /// small enough that one address holds at most a sixteenth of the default
+    /// `max_connections`. Raise it for many clients behind one NAT; above
+    /// `max_connections` it has no effect.
+    pub max_per_source: usize,
     /// Legacy file receiver: how long it holds back the `success` for a read
     /// that does not end a line, so one sender piece split over several reads
     /// gets one ack, not several a naive sender could see glued; and how
@@ -85,6 +92,7 @@ impl Default for Config {
             probe_timeout: Duration::from_secs(1),
             probe_retries: 2,
             max_connections: 1024,
+            max_per_source: 64,
             legacy_ack_delay: Duration::from_millis(10),
             legacy_quit_settle: Duration::from_millis(40),
         }
@@ -136,6 +144,9 @@ impl Config {
         if self.datagram_queue == 0 {
             return Err(ConfigError::Zero("datagram_queue"));
         }
+        if self.max_per_source == 0 {
+            return Err(ConfigError::Zero("max_per_source"));
+        }
         Ok(())
     }
 }
@@ -156,6 +167,15 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(cfg.validate(), Err(ConfigError::Zero("max_frame")));
+    }
+
+    #[test]
+    fn a_zero_per_source_cap_is_refused() {
+        let cfg = Config {
+            max_per_source: 0,
+            ..Config::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::Zero("max_per_source")));
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{drain, Abort, App, Batch, DriverError, Step, READ_CHUNK};
+use super::listen::{AcceptBackoff, Refusals, Sources};
+use super::{drain, Abort, App, Batch, DriverError, Limits, Step, READ_CHUNK};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
 /// A byte stream the blocking driver can wait on with a time limit.
@@ -314,6 +315,9 @@ pub struct ServeReport {
     pub ok: u64,
     /// Sessions that ended with an error.
     pub failed: u64,
+    /// Connections closed at once because their source address already
+    /// ran its cap of sessions (see [`Limits`]).
+    pub refused: u64,
 }
 
 /// Connections in flight: a counting semaphore plus handles to cut them on shutdown.
@@ -369,12 +373,16 @@ impl Active {
 }
 
 /// Serves `listener` until `shutdown` is triggered: each connection gets a
-/// thread, a machine and an app from `make`, at most `max_connections` at
-/// once (the rest wait in the kernel's backlog). On shutdown, sessions get
-/// `grace` to finish and are then cut.
+/// thread, a machine and an app from `make`, at most `limits.max_connections`
+/// at once (the rest wait in the kernel's backlog: bind with
+/// [`listen::bind`](super::listen::bind) to size it). A connection from a
+/// source already running `limits.max_per_source` sessions is closed at
+/// once, and counted. Failing accepts (out of file descriptors) are retried
+/// with a growing pause. On shutdown, sessions get `grace` to finish and
+/// are then cut.
 pub fn serve<M, A, F>(
     listener: TcpListener,
-    max_connections: usize,
+    limits: impl Into<Limits>,
     grace: Duration,
     shutdown: &Shutdown,
     make: F,
@@ -389,9 +397,13 @@ where
     let active = Arc::new(Active::default());
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let limits = limits.into();
+    let sources = Sources::new(limits.max_per_source);
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = Refusals::default();
     let mut next_id = 0u64;
     loop {
-        active.wait_below(max_connections, shutdown);
+        active.wait_below(limits.max_connections, shutdown);
         let accepted = listener.accept();
         if shutdown.is_triggered() {
             break;
@@ -400,10 +412,17 @@ where
             Ok(conn) => conn,
             // Transient accept failures (EMFILE, ECONNABORTED) must not stop the server.
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                thread::sleep(Duration::from_millis(10));
+                if let Some(pause) = backoff.after_error(&e) {
+                    thread::sleep(pause);
+                }
                 continue;
             }
+        };
+        backoff.after_success();
+        let Some(slot) = sources.admit(peer.ip()) else {
+            // Dropped here: the source's sessions are not held up by another thread.
+            refusals.refuse(peer, limits.max_per_source);
+            continue;
         };
         next_id += 1;
         let id = next_id;
@@ -422,6 +441,8 @@ where
                         failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
+                // Before the accept loop can wake for the freed place.
+                drop(slot);
                 active.remove(id);
             })?;
     }
@@ -429,6 +450,7 @@ where
     Ok(ServeReport {
         ok: ok.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
+        refused: refusals.total,
     })
 }
 

@@ -10,8 +10,10 @@ use std::io;
 use std::time::Instant;
 
 use crate::machine::{Machine, Output, StreamMachine};
+pub use listen::Limits;
 
 pub mod blocking;
+pub mod listen;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

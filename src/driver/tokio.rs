@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{drain, Abort, App, Batch, DriverError, Step, READ_CHUNK};
+use super::listen::{AcceptBackoff, Refusals, Sources};
+use super::{drain, Abort, App, Batch, DriverError, Limits, Step, READ_CHUNK};
 use crate::driver::blocking::ServeReport;
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
@@ -163,12 +164,25 @@ async fn write_batch<T: AsyncWrite + Unpin>(
         .map_err(DriverError::io("flushing to the peer"))
 }
 
+/// Binds a listener on `addr` with `backlog` pending connections, as
+/// [`listen::bind`](super::listen::bind) does, for this runtime. Call it
+/// within a tokio runtime.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let listener = super::listen::bind(addr, backlog)?;
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
 /// Serves `listener` until `shutdown` completes: each connection gets a
-/// task, a machine and an app from `make`, at most `max_connections` at once.
-/// On shutdown, sessions get `grace` to finish and are then cut.
+/// task, a machine and an app from `make`, at most `limits.max_connections`
+/// at once (bind with [`bind`] to size the backlog). A connection from a
+/// source already running `limits.max_per_source` sessions is closed at
+/// once, and counted. Failing accepts (out of file descriptors) are retried
+/// with a growing pause. On shutdown, sessions get `grace` to finish and
+/// are then cut.
 pub async fn serve<M, A, F>(
     listener: TcpListener,
-    max_connections: usize,
+    limits: impl Into<Limits>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
     make: F,
@@ -179,7 +193,11 @@ where
     F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
 {
     let make = Arc::new(make);
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let limits = limits.into();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let sources = Sources::new(limits.max_per_source);
+    let mut backoff = AcceptBackoff::default();
+    let mut refusals = Refusals::default();
     let mut sessions = JoinSet::new();
     let mut report = ServeReport::default();
     tokio::pin!(shutdown);
@@ -188,17 +206,28 @@ where
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                // Transient accept failures (EMFILE, ECONNABORTED) must not stop the server.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            // Transient accept failures (EMFILE, ECONNABORTED) must not stop the server.
+            Err(e) => {
+                if let Some(pause) = backoff.after_error(&e) {
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut shutdown => break,
+                    }
+                }
+                continue;
+            }
+        };
+        backoff.after_success();
+        let Some(slot) = sources.admit(peer.ip()) else {
+            // Dropped here, with its permit: no task is ever started for it.
+            refusals.refuse(peer, limits.max_per_source);
+            continue;
         };
         while let Some(done) = sessions.try_join_next() {
             tally(&mut report, done);
@@ -206,6 +235,9 @@ where
         let make = make.clone();
         sessions.spawn(async move {
             let _permit = permit;
+            // Declared after the permit, so dropped before it: a connection
+            // let in by the freed permit finds its source's count already down.
+            let _slot = slot;
             let mut stream = stream;
             stream
                 .set_nodelay(true)
@@ -225,6 +257,7 @@ where
     })
     .await;
     sessions.shutdown().await;
+    report.refused = refusals.total;
     Ok(report)
 }
 

@@ -80,6 +80,10 @@ pub struct EchoServeArgs {
     /// Most sessions served at once; more wait in the backlog.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most sessions served at once from one address (an IPv6 /64 counts as
+    /// one); more from it are closed at once.
+    #[arg(long, default_value_t = echoxfer::Config::default().max_per_source)]
+    pub max_per_source: usize,
     /// Speak the legacy seed echo protocol (no framing; a read that is
     /// exactly `exit` ends the session). Each read is printed.
     #[arg(long, conflicts_with = "mode")]
@@ -199,6 +203,15 @@ pub struct ReceiveArgs {
     /// File name for `--legacy` (the seed protocol carries none).
     #[arg(long, requires = "legacy", default_value = echoxfer::legacy::files::DEFAULT_NAME)]
     pub name: String,
+    /// Most sessions served at once; more wait in the backlog.
+    #[arg(long, default_value_t = echoxfer::Config::default().max_connections,
+          conflicts_with_all = ["once", "stdio", "legacy"])]
+    pub max_connections: usize,
+    /// Most sessions served at once from one address (an IPv6 /64 counts as
+    /// one); more from it are closed at once.
+    #[arg(long, default_value_t = echoxfer::Config::default().max_per_source,
+          conflicts_with_all = ["once", "stdio", "legacy"])]
+    pub max_per_source: usize,
 }
 
 /// `echoxfer udp ping`

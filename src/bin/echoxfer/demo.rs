@@ -3,13 +3,13 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use echoxfer::driver::{blocking, Ignore};
+use echoxfer::driver::{blocking, listen, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
@@ -39,7 +39,7 @@ fn message(i: usize) -> Bytes {
 }
 
 fn echo_demo(messages: usize) -> CmdResult {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = listen::bind(([127, 0, 0, 1], 0).into(), listen::DEFAULT_BACKLOG)?;
     let addr = listener.local_addr()?;
     let shutdown = blocking::Shutdown::new();
     let server = {
@@ -176,7 +176,7 @@ fn file_demo(size_mib: u64) -> CmdResult {
     let path = src.join("demo.bin");
     let hash = generate(&path, size)?;
 
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let listener = listen::bind(([127, 0, 0, 1], 0).into(), listen::DEFAULT_BACKLOG)?;
     let addr = listener.local_addr()?;
     let store = Store::new(&dst, false)?;
     let receiver = thread::spawn(

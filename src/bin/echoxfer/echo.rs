@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, App, Ignore};
+use echoxfer::driver::{blocking, listen, App, Ignore, Limits};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
 use echoxfer::error::sanitize;
 use echoxfer::{Config, StreamMachine};
@@ -19,6 +19,7 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub fn serve(a: EchoServeArgs) -> CmdResult {
     let config = Config {
         max_connections: if a.single { 1 } else { a.max_connections },
+        max_per_source: a.max_per_source,
         ..Config::default()
     };
     config.validate()?;
@@ -50,7 +51,7 @@ where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
 {
-    serve_sessions(addr, runtime, config.max_connections, move |now| {
+    serve_sessions(addr, runtime, Limits::from(&config), move |now| {
         (make(now), Ignore)
     })
 }
@@ -60,7 +61,7 @@ where
 pub fn serve_sessions<M, A, F>(
     addr: std::net::SocketAddr,
     runtime: Runtime,
-    max_connections: usize,
+    limits: Limits,
     make: F,
 ) -> CmdResult
 where
@@ -70,20 +71,20 @@ where
 {
     let report = match runtime {
         Runtime::Blocking => {
-            let listener = std::net::TcpListener::bind(addr)?;
+            let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
             announce(listener.local_addr()?);
             let shutdown = blocking::Shutdown::new();
             let trigger = shutdown.clone();
             ctrlc::set_handler(move || trigger.trigger())?;
-            blocking::serve(listener, max_connections, GRACE, &shutdown, make)?
+            blocking::serve(listener, limits, GRACE, &shutdown, make)?
         }
         Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
             announce(listener.local_addr()?);
             let ctrl_c = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            echoxfer::driver::tokio::serve(listener, max_connections, GRACE, ctrl_c, make).await
+            echoxfer::driver::tokio::serve(listener, limits, GRACE, ctrl_c, make).await
         })?,
     };
     println!(

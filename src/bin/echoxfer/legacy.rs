@@ -184,8 +184,8 @@ pub fn echo_serve(a: EchoServeArgs, config: Config) -> CmdResult {
         (None, Some(Preset::Threaded) | None) => GREETING_THREADED.to_string(),
     };
     let greeting = Bytes::from(greeting.into_bytes());
-    let max = config.max_connections;
-    crate::echo::serve_sessions(a.addr, a.runtime, max, move |now| {
+    let limits = echoxfer::driver::Limits::from(&config);
+    crate::echo::serve_sessions(a.addr, a.runtime, limits, move |now| {
         (
             LegacyEchoServer::new(greeting.clone(), config.clone(), now),
             PrintReads,

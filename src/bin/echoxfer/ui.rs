@@ -1,10 +1,10 @@
 //! What the file commands show a person: a progress bar on a terminal,
 //! sparse plain lines otherwise, nothing with `--quiet`; and the summary
-//! lines. Progress is read from counters the apps keep (a ticker thread
-//! polls them); nothing here is on the protocol path.
+//! lines. Progress is read from counters the apps keep (one ticker thread
+//! per process polls them); nothing here is on the protocol path.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,50 +97,76 @@ const PLAIN_EVERY: Duration = Duration::from_secs(5);
 /// The bar is redrawn this often.
 const BAR_EVERY: Duration = Duration::from_millis(100);
 
-/// A ticker thread showing one session's progress until [`Meter::finish`].
+/// One session's progress, drawn by the process's one ticker thread (see
+/// [`Ticker`]) from when it is shown until [`Meter::finish`]. A session
+/// that never moves a file never shows one, so an idle connection costs no
+/// thread and no bar.
 pub struct Meter {
-    label: Arc<Mutex<String>>,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<thread::JoinHandle<()>>,
+    shown: Arc<Shown>,
+    /// Whether the ticker has it (set once, by the session's own thread).
+    registered: AtomicBool,
 }
 
 impl Meter {
+    /// A meter shown at once.
     pub fn start(ui: Ui, label: String, counter: Counter) -> Meter {
-        let label = Arc::new(Mutex::new(label));
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread = match ui {
-            Ui::Quiet => None,
-            Ui::Bar | Ui::Plain => {
-                let (label, stop) = (label.clone(), stop.clone());
-                thread::Builder::new()
-                    .name("echoxfer-progress".into())
-                    .spawn(move || tick(ui, &label, &*counter, &stop))
-                    .ok()
-            }
-        };
+        let meter = Meter::pending(ui, label, counter);
+        meter.show();
+        meter
+    }
+
+    /// A meter shown from its first [`relabel`](Self::relabel) (a file starts).
+    pub fn pending(ui: Ui, label: String, counter: Counter) -> Meter {
+        let shown = Arc::new(Shown {
+            ui,
+            label: Mutex::new(label),
+            counter,
+            state: Mutex::new(State::default()),
+        });
         Meter {
-            label,
-            stop,
-            thread,
+            shown,
+            registered: AtomicBool::new(false),
         }
     }
 
-    /// Changes what the progress is labelled with (the current file, say).
+    /// Changes what the progress is labelled with (the current file, say),
+    /// and shows the meter if it was not yet.
     pub fn relabel(&self, text: String) {
-        *self.label.lock().unwrap_or_else(|p| p.into_inner()) = text;
+        *lock(&self.shown.label) = text;
+        self.show();
     }
 
-    /// Stops the ticker and clears its bar (the summary follows).
+    fn show(&self) {
+        if self.shown.ui == Ui::Quiet || self.registered.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut state = lock(&self.shown.state);
+        state.started = Some(Instant::now());
+        if self.shown.ui == Ui::Bar {
+            let bar = bars().add(ProgressBar::new(0));
+            bar.set_style(style(false));
+            state.bar = Some(bar);
+        }
+        drop(state);
+        Ticker::get().add(self.shown.clone());
+    }
+
+    /// Stops showing progress and clears the bar (the summary follows).
     pub fn finish(mut self) {
         self.stop_now();
     }
 
     fn stop_now(&mut self) {
-        let (flag, cv) = &*self.stop;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if !self.registered.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        Ticker::get().remove(&self.shown);
+        let mut state = lock(&self.shown.state);
+        // The ticker may hold a copy a moment longer: it skips a finished one.
+        state.finished = true;
+        if let Some(bar) = state.bar.take() {
+            bar.finish_and_clear();
+            bars().remove(&bar);
         }
     }
 }
@@ -151,47 +177,60 @@ impl Drop for Meter {
     }
 }
 
-fn tick(
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the ticker needs of one shown meter.
+struct Shown {
     ui: Ui,
-    label: &Mutex<String>,
-    counter: &dyn Fn() -> (u64, u64),
-    stop: &(Mutex<bool>, Condvar),
-) {
-    let started = Instant::now();
-    let bar = (ui == Ui::Bar).then(|| {
-        let bar = bars().add(ProgressBar::new(0));
-        bar.set_style(style(false));
-        bar
-    });
-    let every = if bar.is_some() {
-        BAR_EVERY
-    } else {
-        PLAIN_EVERY
-    };
-    let mut shown = (0, 0);
-    let (flag, cv) = stop;
-    let mut stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
-    while !*stopped {
-        stopped = cv
-            .wait_timeout(stopped, every)
-            .unwrap_or_else(|p| p.into_inner())
-            .0;
-        if *stopped {
-            break;
+    label: Mutex<String>,
+    counter: Counter,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    bar: Option<ProgressBar>,
+    /// When the meter was shown (rates are counted from there).
+    started: Option<Instant>,
+    /// The next time it is due for drawing.
+    next: Option<Instant>,
+    /// Done and total bytes last drawn.
+    drawn: (u64, u64),
+    finished: bool,
+}
+
+impl Shown {
+    fn every(&self) -> Duration {
+        match self.ui {
+            Ui::Bar => BAR_EVERY,
+            Ui::Quiet | Ui::Plain => PLAIN_EVERY,
         }
-        let (done, total) = counter();
-        let label = label.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match &bar {
+    }
+
+    /// Draws the meter if it is due at `now`; returns when it is due next.
+    fn tick(&self, now: Instant) -> Instant {
+        let mut state = lock(&self.state);
+        let next = *state.next.get_or_insert(now + self.every());
+        if state.finished || now < next {
+            return next;
+        }
+        state.next = Some(now + self.every());
+        let (done, total) = (self.counter)();
+        let label = lock(&self.label).clone();
+        match &state.bar {
             Some(bar) => {
                 bar.set_message(label);
-                if (total > 0) != (shown.1 > 0) {
+                if (total > 0) != (state.drawn.1 > 0) {
                     bar.set_style(style(total > 0));
                 }
                 bar.set_length(total);
                 bar.set_position(done);
             }
-            None if (done, total) != shown => {
-                let rate = rate(done, started.elapsed().as_secs_f64());
+            None if (done, total) != state.drawn => {
+                let secs = state.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+                let rate = rate(done, secs);
                 let text = if total > 0 {
                     let pct = 100.0 * done as f64 / total as f64;
                     format!("{label}: {done} of {total} bytes ({pct:.0}%), {rate}")
@@ -202,11 +241,64 @@ fn tick(
             }
             None => {}
         }
-        shown = (done, total);
+        state.drawn = (done, total);
+        now + self.every()
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-        bars().remove(&bar);
+}
+
+/// The one thread per process that draws every shown meter, started with
+/// the first one; it sleeps until the next meter is due, or until a meter
+/// is added when none is shown.
+struct Ticker {
+    meters: Mutex<Vec<Arc<Shown>>>,
+    added: Condvar,
+}
+
+impl Ticker {
+    fn get() -> &'static Ticker {
+        static TICKER: OnceLock<&'static Ticker> = OnceLock::new();
+        TICKER.get_or_init(|| {
+            let ticker: &'static Ticker = Box::leak(Box::new(Ticker {
+                meters: Mutex::new(Vec::new()),
+                added: Condvar::new(),
+            }));
+            // Without the thread meters show nothing; the transfers go on.
+            let _ = thread::Builder::new()
+                .name("echoxfer-ticker".into())
+                .spawn(move || ticker.run());
+            ticker
+        })
+    }
+
+    fn add(&self, meter: Arc<Shown>) {
+        lock(&self.meters).push(meter);
+        self.added.notify_all();
+    }
+
+    fn remove(&self, meter: &Arc<Shown>) {
+        lock(&self.meters).retain(|m| !Arc::ptr_eq(m, meter));
+    }
+
+    fn run(&self) {
+        let mut meters = lock(&self.meters);
+        loop {
+            if meters.is_empty() {
+                meters = self.added.wait(meters).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let due: Vec<_> = meters.clone();
+            drop(meters);
+            // Drawn without the list locked: a slow terminal holds up no session's start or end.
+            let now = Instant::now();
+            let next = due.iter().map(|m| m.tick(now)).min();
+            meters = lock(&self.meters);
+            let wait = next.map_or(BAR_EVERY, |n| n.saturating_duration_since(Instant::now()));
+            meters = self
+                .added
+                .wait_timeout(meters, wait.max(Duration::from_millis(10)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
@@ -297,4 +389,54 @@ pub fn all_saved(report: &[FileReport]) -> bool {
     report
         .iter()
         .all(|f| matches!(f.outcome, Outcome::Saved { .. }))
+}
+
+#[cfg(test)]
+mod meter_tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A counter that reports each time the ticker reads it.
+    fn probe() -> (Counter, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        (
+            Arc::new(move || {
+                let _ = lock(&tx).send(());
+                (1, 2)
+            }),
+            rx,
+        )
+    }
+
+    fn progress_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+            .filter(|name| name.trim() == "echoxfer-ticker")
+            .count()
+    }
+
+    #[test]
+    fn meters_are_drawn_from_when_a_file_starts_by_one_thread_for_the_whole_process() {
+        let bound = Duration::from_secs(60);
+        let idle: Vec<_> = (0..8)
+            .map(|i| Meter::pending(Ui::Bar, format!("idle {i}"), probe().0))
+            .collect();
+        let (counter, polled) = probe();
+        let busy = Meter::pending(Ui::Bar, "busy".into(), counter);
+        busy.relabel("receiving a.bin".into());
+        let also = Meter::start(Ui::Bar, "also".into(), probe().0);
+        polled.recv_timeout(bound).expect("a shown meter is drawn");
+        assert_eq!(progress_threads(), 1, "one ticker for all meters");
+        assert_eq!(
+            lock(&Ticker::get().meters).len(),
+            2,
+            "idle meters are not shown"
+        );
+        busy.finish();
+        also.finish();
+        drop(idle);
+        assert!(lock(&Ticker::get().meters).is_empty());
+    }
 }

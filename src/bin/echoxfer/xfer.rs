@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, App};
+use echoxfer::driver::{blocking, listen, App, Limits};
 use echoxfer::error::sanitize;
 use echoxfer::files::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Sender, SenderEvent};
@@ -49,7 +49,12 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         return crate::legacy::receive_file(a);
     }
     let ui = Ui::new(a.quiet);
-    let config = Config::default();
+    let config = Config {
+        max_connections: a.max_connections,
+        max_per_source: a.max_per_source,
+        ..Config::default()
+    };
+    config.validate()?;
     let store = Store::new(&a.dir, a.overwrite)
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
     note_partials(&store, ui);
@@ -62,7 +67,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         return receive_once(a.listen, a.runtime, &store, &config, ui);
     }
     let sessions = Arc::new(AtomicU64::new(0));
-    crate::echo::serve_sessions(a.listen, a.runtime, config.max_connections, move |now| {
+    crate::echo::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let machine = Receiver::new(ReceiverRole::new(), config.clone(), now);
         let app = ReceiverApp::new(store.clone());
@@ -234,7 +239,7 @@ where
 {
     match runtime {
         Runtime::Blocking => {
-            let listener = std::net::TcpListener::bind(addr)?;
+            let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
             crate::echo::announce(listener.local_addr()?);
             let (mut stream, _) = listener.accept()?;
             drop(listener);
@@ -244,7 +249,7 @@ where
         Runtime::Tokio => {
             let rt = tokio::runtime::Runtime::new()?;
             let result: CmdResult = rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
                 crate::echo::announce(listener.local_addr()?);
                 let (mut stream, _) = listener.accept().await?;
                 drop(listener);
@@ -317,7 +322,7 @@ impl<A: Reported> Tracked<A> {
             out,
             mark: None,
             times: Vec::new(),
-            meter: Some(Meter::start(ui, label, counter)),
+            meter: Some(Meter::pending(ui, label, counter)),
             summarized: false,
         }
     }

@@ -1,0 +1,372 @@
+//! What the accept loops of both drivers share: a listener with a known
+//! backlog, the connection caps (in total and per source address), and how
+//! accept failures are waited out and logged. The policies here are plain
+//! values fed the time, so they are unit-tested without sockets.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::Config;
+
+/// Connections the kernel completes and queues for a listener before the
+/// server accepts them (default 1024, as tokio's own default). `std` uses
+/// 128, which loses clients in a burst: a client that finds the queue full
+/// has its handshake dropped and retries after a second or more. The kernel
+/// caps it at `net.core.somaxconn` (4096 on Linux since 5.4).
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// Binds a TCP listener on `addr` with `backlog` pending connections
+/// (see [`DEFAULT_BACKLOG`]). Like `std`'s bind, it sets `SO_REUSEADDR` on
+/// Unix, so a restarted server need not wait for old connections to clear.
+/// A zero backlog is refused. Errors name the address.
+///
+/// ```
+/// use echoxfer::driver::listen::{bind, DEFAULT_BACKLOG};
+/// let listener = bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG).unwrap();
+/// assert!(listener.local_addr().unwrap().port() != 0);
+/// ```
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    if backlog == 0 {
+        return Err(named(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the listen backlog must not be zero",
+        )));
+    }
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true).map_err(named)?;
+    socket.bind(&addr.into()).map_err(named)?;
+    // The kernel silently lowers a backlog above `somaxconn`.
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    socket.listen(backlog).map_err(named)?;
+    Ok(socket.into())
+}
+
+/// How many sessions a server runs at once, in total and per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sessions at once; more connections wait in the backlog.
+    pub max_connections: usize,
+    /// Sessions at once from one source address (an IPv4 address, or an
+    /// IPv6 /64 prefix: one host usually holds a whole /64). A connection
+    /// from a source at its cap is closed at once, without a byte.
+    pub max_per_source: usize,
+}
+
+impl From<&Config> for Limits {
+    fn from(config: &Config) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            max_per_source: config.max_per_source,
+        }
+    }
+}
+
+/// A bare number caps the total only: one source may take all of it.
+impl From<usize> for Limits {
+    fn from(max_connections: usize) -> Limits {
+        Limits {
+            max_connections,
+            max_per_source: max_connections,
+        }
+    }
+}
+
+/// The source a connection is counted against: the IPv4 address (also when
+/// mapped into IPv6), or the IPv6 /64 prefix.
+pub(crate) fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// Sessions running per source, shared by the accept loop and the sessions.
+pub(crate) struct Sources {
+    cap: usize,
+    running: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Sources {
+    pub(crate) fn new(cap: usize) -> Arc<Sources> {
+        Arc::new(Sources {
+            cap,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts one more session from `peer`'s source, unless it is at its cap.
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<SourceSlot> {
+        let source = source_of(peer);
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let count = running.entry(source).or_insert(0);
+        if *count >= self.cap {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            source,
+        })
+    }
+
+    #[cfg(test)]
+    fn running(&self, peer: IpAddr) -> usize {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.get(&source_of(peer)).copied().unwrap_or(0)
+    }
+}
+
+/// One session counted against its source until dropped.
+pub(crate) struct SourceSlot {
+    sources: Arc<Sources>,
+    source: IpAddr,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut running = self
+            .sources
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = running.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                // Forgotten sources cost nothing: the map holds only live ones.
+                running.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Connections refused because their source was at its cap: counted, and
+/// logged at most once per [`Refusals::LOG_EVERY`] with the count since.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    pub(crate) total: u64,
+    unlogged: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refusals {
+    /// The least time between two log lines about refusals.
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    /// Counts one refusal; returns how many to report if a line is due now.
+    pub(crate) fn refused(&mut self, now: Instant) -> Option<u64> {
+        self.total += 1;
+        self.unlogged += 1;
+        let due = self
+            .last_log
+            .is_none_or(|last| now.saturating_duration_since(last) >= Self::LOG_EVERY);
+        if !due {
+            return None;
+        }
+        self.last_log = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// Counts and (rate-limited) logs one refused connection.
+    pub(crate) fn refuse(&mut self, peer: SocketAddr, cap: usize) {
+        if let Some(count) = self.refused(Instant::now()) {
+            tracing::warn!(
+                %peer,
+                count,
+                cap,
+                "closed connections from a source already running its cap of sessions \
+                 (raise --max-per-source if these are honest clients behind one address)"
+            );
+        }
+    }
+}
+
+/// How an accept loop waits out failing accepts (`EMFILE`: out of file
+/// descriptors, `ENOBUFS`, ...): a pause that doubles from
+/// [`FIRST`](Self::FIRST) to [`MAX`](Self::MAX) while accepts keep failing,
+/// and starts over after one succeeds. A run of failures is an episode,
+/// logged when it starts and when it ends, not per failure.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptBackoff {
+    failures: u32,
+    since: Option<Instant>,
+}
+
+/// A run of failed accepts that has just ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Episode {
+    pub(crate) failures: u32,
+    pub(crate) lasted: Duration,
+}
+
+impl AcceptBackoff {
+    /// The pause after the first failure of an episode.
+    pub(crate) const FIRST: Duration = Duration::from_millis(10);
+    /// The longest pause: a freed descriptor is used within this.
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
+
+    /// Notes one failure at `now`; returns the pause before the next accept.
+    pub(crate) fn failed(&mut self, now: Instant) -> Duration {
+        self.since.get_or_insert(now);
+        let doublings = self.failures.min(16);
+        self.failures = self.failures.saturating_add(1);
+        Self::FIRST.saturating_mul(1 << doublings).min(Self::MAX)
+    }
+
+    /// Notes a successful accept; returns the episode it ended, if any.
+    pub(crate) fn succeeded(&mut self, now: Instant) -> Option<Episode> {
+        let since = self.since.take()?;
+        let failures = std::mem::take(&mut self.failures);
+        Some(Episode {
+            failures,
+            lasted: now.saturating_duration_since(since),
+        })
+    }
+
+    /// Notes a failed accept and logs it if it starts an episode; returns
+    /// the pause before the next accept (none for a failure that concerns
+    /// only the connection being accepted).
+    pub(crate) fn after_error(&mut self, error: &io::Error) -> Option<Duration> {
+        if matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+        ) {
+            // The client gave up before we took it: nothing is wrong here.
+            tracing::debug!(%error, "a connection was gone before it was accepted");
+            return None;
+        }
+        let starts_episode = self.since.is_none();
+        let pause = self.failed(Instant::now());
+        if starts_episode {
+            tracing::warn!(
+                %error,
+                "accept failed; retrying with a growing pause (up to {:?}) until it works \
+                 (out of file descriptors? raise `ulimit -n` or lower --max-connections)",
+                Self::MAX
+            );
+        }
+        Some(pause)
+    }
+
+    /// Notes a successful accept, logging the end of an episode.
+    pub(crate) fn after_success(&mut self) {
+        if let Some(episode) = self.succeeded(Instant::now()) {
+            tracing::warn!(
+                failures = episode.failures,
+                "accepting again after {} failed accepts over {:.1} s",
+                episode.failures,
+                episode.lasted.as_secs_f64()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn accept_backoff_doubles_from_ten_ms_to_at_most_one_second_and_resets_on_success() {
+        let t0 = Instant::now();
+        let mut b = AcceptBackoff::default();
+        let pauses: Vec<_> = (0..12).map(|_| b.failed(t0)).collect();
+        let expected = [10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 1000, 1000];
+        assert_eq!(pauses, expected.map(|ms| ms * MS));
+        let episode = b.succeeded(t0 + 5 * MS * 1000).unwrap();
+        assert_eq!(
+            episode,
+            Episode {
+                failures: 12,
+                lasted: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(b.succeeded(t0), None, "one episode is reported once");
+        assert_eq!(
+            b.failed(t0),
+            AcceptBackoff::FIRST,
+            "a new episode starts over"
+        );
+    }
+
+    #[test]
+    fn accept_backoff_never_overflows_however_long_accepts_fail() {
+        let t0 = Instant::now();
+        let mut b = AcceptBackoff {
+            failures: u32::MAX - 1,
+            since: Some(t0),
+        };
+        assert_eq!(b.failed(t0), AcceptBackoff::MAX);
+        assert_eq!(b.failed(t0), AcceptBackoff::MAX);
+    }
+
+    #[test]
+    fn refusals_are_all_counted_but_logged_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let mut r = Refusals::default();
+        assert_eq!(
+            r.refused(t0),
+            Some(1),
+            "the first refusal is logged at once"
+        );
+        for i in 1..1000 {
+            assert_eq!(r.refused(t0 + i * MS), None);
+        }
+        assert_eq!(r.refused(t0 + Refusals::LOG_EVERY), Some(1000));
+        assert_eq!(r.total, 1001);
+    }
+
+    #[test]
+    fn a_source_at_its_cap_is_refused_until_one_of_its_sessions_ends() {
+        let sources = Sources::new(2);
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let first = sources.admit(a).unwrap();
+        let _second = sources.admit(a).unwrap();
+        assert!(sources.admit(a).is_none());
+        assert!(sources.admit(b).is_some(), "another source is unaffected");
+        drop(first);
+        assert_eq!(sources.running(a), 1);
+        assert!(sources.admit(a).is_some());
+    }
+
+    #[test]
+    fn one_ipv6_host_is_one_source_and_mapped_ipv4_is_its_ipv4_address() {
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::7".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(source_of(one), source_of(same_64));
+        assert_ne!(source_of(one), source_of(other_64));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(source_of(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn bind_refuses_a_zero_backlog_and_names_the_address() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let err = bind(addr, 0).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("127.0.0.1:0"), "{err}");
+    }
+
+    #[test]
+    fn bind_names_the_address_that_is_in_use() {
+        let taken = bind("127.0.0.1:0".parse().unwrap(), DEFAULT_BACKLOG).unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind(addr, DEFAULT_BACKLOG).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}
