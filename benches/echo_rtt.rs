@@ -89,7 +89,7 @@ fn tokio_server() -> SocketAddr {
             listener,
             4096,
             Duration::from_secs(1),
-            std::future::pending(),
+            echoxfer::driver::Shutdown::new(),
             make,
         ))
     });

@@ -113,7 +113,10 @@ fn echo_serve_stops_cleanly_on_sigint() {
     let status = server.wait();
     assert!(status.success(), "{status:?}");
     let stopped = lines.recv_timeout(BOUND).expect("a closing line");
-    assert_eq!(stopped, "stopped: 1 sessions ended cleanly, 0 failed");
+    assert_eq!(
+        stopped,
+        "stopped: 1 sessions: 1 ended cleanly, 0 failed, 0 aborted by the shutdown"
+    );
 }
 
 #[test]

@@ -64,15 +64,14 @@ fn start_server(driver: Driver) -> RunningServer {
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
                 .unwrap();
             let addr = listener.local_addr().unwrap();
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let tx = echoxfer::driver::Shutdown::new();
+            let rx = tx.clone();
             let handle = thread::spawn(move || {
                 rt.block_on(echoxfer::driver::tokio::serve(
                     listener,
                     1024,
                     Duration::from_secs(5),
-                    async {
-                        let _ = rx.await;
-                    },
+                    rx,
                     make,
                 ))
                 .unwrap()
@@ -80,7 +79,7 @@ fn start_server(driver: Driver) -> RunningServer {
             RunningServer {
                 addr,
                 stop: Box::new(move || {
-                    let _ = tx.send(());
+                    tx.trigger();
                     handle.join().unwrap()
                 }),
             }

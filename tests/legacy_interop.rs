@@ -236,14 +236,12 @@ fn legacy_echo_server_tokio_serves_seed_echo_client() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = echoxfer::driver::Shutdown::new();
     let server = rt.spawn(tdriver::serve(
         listener,
         64,
         Duration::from_secs(5),
-        async move {
-            let _ = stop_rx.await;
-        },
+        stop.clone(),
         |now| {
             (
                 LegacyEchoServer::new(GREETING_THREADED, Config::default(), now),
@@ -254,7 +252,7 @@ fn legacy_echo_server_tokio_serves_seed_echo_client() {
     let lines = text_lines(2, 5);
     let mut client = echo_client(&port, &lines);
     assert_echoed(&mut client, GREETING_THREADED, &lines, "the client");
-    let _ = stop_tx.send(());
+    stop.trigger();
     let report = rt.block_on(server).unwrap().unwrap();
     assert_eq!((report.ok, report.failed), (1, 0));
 }

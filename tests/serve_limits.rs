@@ -64,23 +64,21 @@ fn start(driver: Driver, listener: std::net::TcpListener, limits: Limits) -> Run
             }
         }
         Driver::Tokio => {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let tx = blocking::Shutdown::new();
+            let rx = tx.clone();
             let handle = thread::spawn(move || {
                 let rt = tokio::runtime::Runtime::new().unwrap();
                 rt.block_on(async {
                     listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    let stopped = async {
-                        let _ = rx.await;
-                    };
-                    echoxfer::driver::tokio::serve(listener, limits, grace, stopped, make).await
+                    echoxfer::driver::tokio::serve(listener, limits, grace, rx, make).await
                 })
                 .unwrap()
             });
             Running {
                 addr,
                 stop: Box::new(move || {
-                    let _ = tx.send(());
+                    tx.trigger();
                     handle.join().unwrap()
                 }),
             }

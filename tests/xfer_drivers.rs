@@ -255,14 +255,12 @@ async fn tokio_several_files_in_one_session() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = Store::new(&d.dst, false).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stop = echoxfer::driver::Shutdown::new();
     let server = tokio::spawn(echoxfer::driver::tokio::serve(
         listener,
         4,
         Duration::from_secs(10),
-        async move {
-            let _ = stopped.await;
-        },
+        stop.clone(),
         move |now| receiver(&store, now),
     ));
     let client = async {
@@ -275,7 +273,7 @@ async fn tokio_several_files_in_one_session() {
         .await
         .expect("bounded");
     assert!(all_saved(app.report()), "{:?}", app.report());
-    stop.send(()).unwrap();
+    stop.trigger();
     let report = tokio::time::timeout(Duration::from_secs(30), server)
         .await
         .expect("bounded")

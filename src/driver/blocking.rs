@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::{Shutdown as NetShutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -270,105 +269,89 @@ fn write_batch(w: &mut impl Write, out: &mut Batch) -> Result<(), DriverError> {
     w.flush().map_err(DriverError::io("flushing to the peer"))
 }
 
-/// Stops a running [`serve`] from another thread (a Ctrl-C handler, a test).
-#[derive(Debug, Clone)]
-pub struct Shutdown {
-    stop: Arc<AtomicBool>,
-    wake: Arc<Mutex<Option<SocketAddr>>>,
-}
+pub use super::shutdown::{ServeReport, Shutdown};
 
-impl Default for Shutdown {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Shutdown {
-    /// A handle that has not been triggered.
-    pub fn new() -> Self {
-        Shutdown {
-            stop: Arc::new(AtomicBool::new(false)),
-            wake: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// Asks the server to stop accepting, finish or cut its sessions, and return.
-    pub fn trigger(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let wake = *self.wake.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(addr) = wake {
-            // Unblocks `accept`; the connection is dropped at once.
-            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-        }
-    }
-
-    /// Whether [`trigger`](Self::trigger) was called.
-    pub fn is_triggered(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-}
-
-/// What a server did, reported when it stops.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServeReport {
-    /// Sessions that ended as the protocol says.
-    pub ok: u64,
-    /// Sessions that ended with an error.
-    pub failed: u64,
-    /// Connections closed at once because their source address already
-    /// ran its cap of sessions (see [`Limits`]).
-    pub refused: u64,
-}
-
-/// Connections in flight: a counting semaphore plus handles to cut them on shutdown.
+/// The sessions a blocking server runs: handles on their connections (to
+/// wake or cut them at shutdown) and how the finished ones ended.
 #[derive(Default)]
 struct Active {
-    conns: Mutex<HashMap<u64, TcpStream>>,
+    state: Mutex<ActiveState>,
     changed: Condvar,
 }
 
+#[derive(Default)]
+struct ActiveState {
+    conns: HashMap<u64, Option<TcpStream>>,
+    report: ServeReport,
+}
+
 impl Active {
-    fn wait_below(&self, cap: usize, stop: &Shutdown) {
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        while conns.len() >= cap && !stop.is_triggered() {
-            conns = self
+    fn lock(&self) -> std::sync::MutexGuard<'_, ActiveState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits while `keep_waiting` holds for the running sessions, at most
+    /// until `until`, waking now and then to look again.
+    fn wait_while(&self, until: Instant, mut keep_waiting: impl FnMut(&ActiveState) -> bool) {
+        let mut state = self.lock();
+        while keep_waiting(&state) && Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            state = self
                 .changed
-                .wait_timeout(conns, Duration::from_millis(200))
+                .wait_timeout(state, left.min(Duration::from_millis(100)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
     }
 
-    fn insert(&self, id: u64, stream: TcpStream) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, stream);
+    fn wait_below(&self, cap: usize, stop: &Shutdown) {
+        let forever = Instant::now() + Duration::from_secs(u32::MAX.into());
+        self.wait_while(forever, |s| s.conns.len() >= cap && !stop.is_triggered());
     }
 
-    fn remove(&self, id: u64) {
-        self.conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+    fn insert(&self, id: u64, stream: Option<TcpStream>) {
+        self.lock().conns.insert(id, stream);
+    }
+
+    /// A session ended: counts how, and frees its place.
+    fn finish(&self, id: u64, result: &Result<(), DriverError>, aborted: bool) {
+        let mut state = self.lock();
+        state.conns.remove(&id);
+        state.report.count(result, aborted);
+        drop(state);
         self.changed.notify_all();
     }
 
-    /// Waits up to `grace` for sessions to end, then cuts the rest.
-    fn drain(&self, grace: Duration) {
+    /// Shuts every connection in `how` (waking blocked reads).
+    fn shut_all(&self, how: NetShutdown) {
+        for stream in self.lock().conns.values().flatten() {
+            let _ = stream.shutdown(how);
+        }
+    }
+
+    /// The stop: up to `grace` for sessions to end on their own (less if the
+    /// shutdown turns urgent), then aborts the rest, which tells their
+    /// peers why, and at last cuts what still runs. Returns the report of
+    /// every session, counted as each one ended.
+    fn stop(&self, grace: Duration, shutdown: &Shutdown, abort: &Abort) -> ServeReport {
         let until = Instant::now() + grace;
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        while !conns.is_empty() && Instant::now() < until {
-            let left = until.saturating_duration_since(Instant::now());
-            conns = self
-                .changed
-                .wait_timeout(conns, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+        self.wait_while(until, |s| !s.conns.is_empty() && !shutdown.is_urgent());
+        if !self.lock().conns.is_empty() {
+            abort.request(super::shutdown::SHUTDOWN_REASON);
+            // A blocked read returns at once; the session sees the abort.
+            self.shut_all(NetShutdown::Read);
+            let until = Instant::now() + super::shutdown::ABORT_WAIT;
+            self.wait_while(until, |s| !s.conns.is_empty());
         }
-        for stream in conns.values() {
-            let _ = stream.shutdown(NetShutdown::Both);
+        if !self.lock().conns.is_empty() {
+            self.shut_all(NetShutdown::Both);
+            let until = Instant::now() + super::shutdown::ABORT_WAIT;
+            self.wait_while(until, |s| !s.conns.is_empty());
         }
+        let state = self.lock();
+        let mut report = state.report.clone();
+        report.unfinished = state.conns.len() as u64;
+        report
     }
 }
 
@@ -378,8 +361,11 @@ impl Active {
 /// [`listen::bind`](super::listen::bind) to size it). A connection from a
 /// source already running `limits.max_per_source` sessions is closed at
 /// once, and counted. Failing accepts (out of file descriptors) are retried
-/// with a growing pause. On shutdown, sessions get `grace` to finish and
-/// are then cut.
+/// with a growing pause.
+///
+/// On shutdown it stops accepting, gives sessions `grace` to end (less if
+/// the shutdown is triggered again), aborts the rest (telling each peer
+/// why), waits for them, and reports how every session ended.
 pub fn serve<M, A, F>(
     listener: TcpListener,
     limits: impl Into<Limits>,
@@ -392,11 +378,10 @@ where
     A: App<M> + Send + 'static,
     F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
 {
-    *shutdown.wake.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener.local_addr()?);
+    shutdown.wake_accept_at(listener.local_addr()?);
     let make = Arc::new(make);
     let active = Arc::new(Active::default());
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let abort = Abort::new();
     let limits = limits.into();
     let sources = Sources::new(limits.max_per_source);
     let mut backoff = AcceptBackoff::default();
@@ -426,37 +411,33 @@ where
         };
         next_id += 1;
         let id = next_id;
-        if let Ok(handle) = stream.try_clone() {
-            active.insert(id, handle);
-        }
-        let (make, active, ok, failed) = (make.clone(), active.clone(), ok.clone(), failed.clone());
+        active.insert(id, stream.try_clone().ok());
+        let running = shutdown.session();
+        let (make, active, abort) = (make.clone(), active.clone(), abort.clone());
         thread::Builder::new()
             .name(format!("echoxfer-conn-{id}"))
             .spawn(move || {
-                let result = run_connection(stream, &*make);
-                match &result {
-                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "session failed");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
+                let result = run_connection(stream, &*make, &abort);
+                if let Err(e) = &result {
+                    tracing::warn!(%peer, error = %e, "session failed");
+                }
                 // Before the accept loop can wake for the freed place.
                 drop(slot);
-                active.remove(id);
+                drop(running);
+                active.finish(id, &result, abort.requested().is_some());
             })?;
     }
-    active.drain(grace);
-    Ok(ServeReport {
-        ok: ok.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        refused: refusals.total,
-    })
+    // New connections are refused from now on, not left in the backlog.
+    drop(listener);
+    let mut report = active.stop(grace, shutdown, &abort);
+    report.refused = refusals.total;
+    Ok(report)
 }
 
 fn run_connection<M, A>(
     mut stream: TcpStream,
     make: &dyn Fn(Instant) -> (M, A),
+    abort: &Abort,
 ) -> Result<(), DriverError>
 where
     M: StreamMachine,
@@ -466,7 +447,7 @@ where
         .set_nodelay(true)
         .map_err(DriverError::io("setting TCP_NODELAY"))?;
     let (mut machine, mut app) = make(Instant::now());
-    run_stream(&mut machine, &mut stream, &mut app)
+    run_stream_until(&mut machine, &mut stream, &mut app, abort)
 }
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown` is

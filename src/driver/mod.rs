@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use crate::machine::{Machine, Output, StreamMachine};
 pub use listen::Limits;
+pub use shutdown::{ServeReport, Shutdown};
 
 pub mod blocking;
 pub mod listen;
+pub mod shutdown;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

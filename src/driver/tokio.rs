@@ -13,8 +13,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::listen::{AcceptBackoff, Refusals, Sources};
+use super::shutdown::{ServeReport, Shutdown};
 use super::{drain, Abort, App, Batch, DriverError, Limits, Step, READ_CHUNK};
-use crate::driver::blocking::ServeReport;
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
 /// Runs one session of `machine` over `io` to its end, handing every event
@@ -173,18 +173,19 @@ pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> io::Result<TcpListener>
     TcpListener::from_std(listener)
 }
 
-/// Serves `listener` until `shutdown` completes: each connection gets a
+/// Serves `listener` until `shutdown` is triggered: each connection gets a
 /// task, a machine and an app from `make`, at most `limits.max_connections`
-/// at once (bind with [`bind`] to size the backlog). A connection from a
-/// source already running `limits.max_per_source` sessions is closed at
-/// once, and counted. Failing accepts (out of file descriptors) are retried
-/// with a growing pause. On shutdown, sessions get `grace` to finish and
-/// are then cut.
+/// at once; a connection from a source already running
+/// `limits.max_per_source` sessions is closed at once, and counted.
+///
+/// On shutdown it stops accepting, gives sessions `grace` to end (less if
+/// the shutdown is triggered again), aborts the rest (telling each peer
+/// why), waits for them, and reports how every session ended.
 pub async fn serve<M, A, F>(
     listener: TcpListener,
     limits: impl Into<Limits>,
     grace: Duration,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Shutdown,
     make: F,
 ) -> io::Result<ServeReport>
 where
@@ -196,19 +197,19 @@ where
     let limits = limits.into();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let sources = Sources::new(limits.max_per_source);
+    let abort = Abort::new();
     let mut backoff = AcceptBackoff::default();
     let mut refusals = Refusals::default();
     let mut sessions = JoinSet::new();
     let mut report = ServeReport::default();
-    tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            () = &mut shutdown => break,
+            () = shutdown.triggered() => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
+            () = shutdown.triggered() => break,
         };
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
@@ -217,7 +218,7 @@ where
                 if let Some(pause) = backoff.after_error(&e) {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
-                        () = &mut shutdown => break,
+                        () = shutdown.triggered() => break,
                     }
                 }
                 continue;
@@ -230,10 +231,11 @@ where
             continue;
         };
         while let Some(done) = sessions.try_join_next() {
-            tally(&mut report, done);
+            tally(&mut report, done, &abort);
         }
-        let make = make.clone();
+        let (make, abort, running) = (make.clone(), abort.clone(), shutdown.session());
         sessions.spawn(async move {
+            let _running = running;
             let _permit = permit;
             // Declared after the permit, so dropped before it: a connection
             // let in by the freed permit finds its source's count already down.
@@ -243,29 +245,47 @@ where
                 .set_nodelay(true)
                 .map_err(DriverError::io("setting TCP_NODELAY"))?;
             let (mut machine, mut app) = make(Instant::now());
-            let result = run_stream(&mut machine, &mut stream, &mut app).await;
+            let result = run_stream_until(&mut machine, &mut stream, &mut app, &abort).await;
             if let Err(e) = &result {
                 tracing::warn!(%peer, error = %e, "session failed");
             }
             result
         });
     }
-    let _ = tokio::time::timeout(grace, async {
-        while let Some(done) = sessions.join_next().await {
-            tally(&mut report, done);
-        }
-    })
-    .await;
+    // New connections are refused from now on, not left in the backlog.
+    drop(listener);
+    tokio::select! {
+        () = join_all(&mut sessions, &mut report, &abort) => {}
+        () = tokio::time::sleep(grace) => {}
+        () = shutdown.urgent() => {}
+    }
+    if !sessions.is_empty() {
+        abort.request(super::shutdown::SHUTDOWN_REASON);
+        let ended = join_all(&mut sessions, &mut report, &abort);
+        let _ = tokio::time::timeout(super::shutdown::ABORT_WAIT, ended).await;
+    }
+    report.unfinished = sessions.len() as u64;
     sessions.shutdown().await;
     report.refused = refusals.total;
     Ok(report)
 }
 
-fn tally(report: &mut ServeReport, done: Result<Result<(), DriverError>, tokio::task::JoinError>) {
-    match done {
-        Ok(Ok(())) => report.ok += 1,
-        _ => report.failed += 1,
+type Ended = Result<Result<(), DriverError>, tokio::task::JoinError>;
+
+/// Waits for every session, counting how each ended.
+async fn join_all(
+    sessions: &mut JoinSet<Result<(), DriverError>>,
+    report: &mut ServeReport,
+    abort: &Abort,
+) {
+    while let Some(done) = sessions.join_next().await {
+        tally(report, done, abort);
     }
+}
+
+fn tally(report: &mut ServeReport, done: Ended, abort: &Abort) {
+    let result = done.unwrap_or_else(|e| Err(DriverError::io("session task")(e.into())));
+    report.count(&result, abort.requested().is_some());
 }
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown` completes.

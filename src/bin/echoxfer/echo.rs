@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, listen, App, Ignore, Limits};
+use echoxfer::driver::{blocking, listen, App, Ignore, Limits, ServeReport, Shutdown};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
 use echoxfer::error::sanitize;
 use echoxfer::{Config, StreamMachine};
@@ -69,29 +69,68 @@ where
     A: App<M> + Send + 'static,
     F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
 {
+    let shutdown = Shutdown::new();
+    stop_on_ctrl_c(&shutdown)?;
     let report = match runtime {
         Runtime::Blocking => {
             let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
             announce(listener.local_addr()?);
-            let shutdown = blocking::Shutdown::new();
-            let trigger = shutdown.clone();
-            ctrlc::set_handler(move || trigger.trigger())?;
             blocking::serve(listener, limits, GRACE, &shutdown, make)?
         }
         Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
             let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
             announce(listener.local_addr()?);
-            let ctrl_c = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
-            echoxfer::driver::tokio::serve(listener, limits, GRACE, ctrl_c, make).await
+            echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown.clone(), make).await
         })?,
     };
-    println!(
-        "stopped: {} sessions ended cleanly, {} failed",
-        report.ok, report.failed
-    );
+    println!("{}", stopped(&report));
     Ok(())
+}
+
+/// Ctrl-C stops `shutdown` in steps, each saying what happens next: stop
+/// accepting and let sessions finish, then abort them now, then exit at once.
+pub fn stop_on_ctrl_c(shutdown: &Shutdown) -> CmdResult {
+    let s = shutdown.clone();
+    ctrlc::set_handler(move || {
+        let running = s.running();
+        match s.trigger_counted() {
+            1 if running == 0 => eprintln!("stopping: no session is running"),
+            1 => eprintln!(
+                "stopping: no new connections; {running} running sessions get up to {} s to \
+                 finish, then are aborted (partial files are kept for a resume); \
+                 press Ctrl-C again to abort them now",
+                GRACE.as_secs()
+            ),
+            2 => eprintln!(
+                "aborting {running} sessions now (their peers are told why; partial files \
+                 are kept); press Ctrl-C again to exit at once"
+            ),
+            _ => {
+                eprintln!("exiting at once");
+                std::process::exit(130);
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// The line a server prints when it has stopped: every session counted once.
+pub fn stopped(r: &ServeReport) -> String {
+    let total = r.ok + r.failed + r.aborted + r.unfinished;
+    let mut line = format!(
+        "stopped: {total} sessions: {} ended cleanly, {} failed, {} aborted by the shutdown",
+        r.ok, r.failed, r.aborted
+    );
+    if r.unfinished > 0 {
+        line += &format!(", {} cut unfinished", r.unfinished);
+    }
+    if r.refused > 0 {
+        line += &format!(
+            "; {} connections refused (their source was at --max-per-source)",
+            r.refused
+        );
+    }
+    line
 }
 
 /// Binds a blocking listener on `addr`; the error names the address.

@@ -67,16 +67,18 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         return receive_once(a.listen, a.runtime, &store, &config, ui);
     }
     let sessions = Arc::new(AtomicU64::new(0));
+    let files = Arc::new(FileTally::default());
+    let tally = files.clone();
     crate::echo::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let machine = Receiver::new(ReceiverRole::new(), config.clone(), now);
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
-        (
-            machine,
-            Tracked::new(app, "received", ui, Out::Stdout, label),
-        )
-    })
+        let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
+        (machine, tracked.tallied(tally.clone()))
+    })?;
+    println!("{}", files.line());
+    Ok(())
 }
 
 /// Says what interrupted transfers left in the directory: partial files are
@@ -309,6 +311,44 @@ pub struct Tracked<A: Reported> {
     times: Vec<Duration>,
     meter: Option<Meter>,
     summarized: bool,
+    /// Where a server totals its sessions' files.
+    tally: Option<Arc<FileTally>>,
+}
+
+/// File outcomes totalled over a server's sessions, for the line it
+/// prints when it stops.
+#[derive(Debug, Default)]
+pub struct FileTally {
+    saved: AtomicU64,
+    refused: AtomicU64,
+    discarded: AtomicU64,
+    incomplete: AtomicU64,
+}
+
+impl FileTally {
+    fn add(&self, report: &[FileReport]) {
+        for f in report {
+            let counter = match f.outcome {
+                Outcome::Saved { .. } => &self.saved,
+                Outcome::Refused { .. } => &self.refused,
+                Outcome::Discarded => &self.discarded,
+                Outcome::Pending => &self.incomplete,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// One line: how many files were saved, refused, discarded, left incomplete.
+    pub fn line(&self) -> String {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "files: {} saved, {} refused, {} discarded (hash mismatch), {} incomplete (partial files kept for a resume)",
+            n(&self.saved),
+            n(&self.refused),
+            n(&self.discarded),
+            n(&self.incomplete)
+        )
+    }
 }
 
 impl<A: Reported> Tracked<A> {
@@ -324,7 +364,14 @@ impl<A: Reported> Tracked<A> {
             times: Vec::new(),
             meter: Some(Meter::pending(ui, label, counter)),
             summarized: false,
+            tally: None,
         }
+    }
+
+    /// Totals this session's files into `tally` when it finishes.
+    pub fn tallied(mut self, tally: Arc<FileTally>) -> Self {
+        self.tally = Some(tally);
+        self
     }
 
     /// Notes the time of every file that has just reached its outcome.
@@ -350,6 +397,9 @@ impl<A: Reported> Tracked<A> {
             return;
         }
         self.summarized = true;
+        if let Some(tally) = &self.tally {
+            tally.add(self.app.report());
+        }
         let mut times = self.times.clone();
         // A file the session ended on (cut, failed) took the rest of the time.
         if times.len() < self.app.report().len() {
