@@ -103,6 +103,38 @@ fn udp_ping_reports_zero_loss_against_udp_serve() {
 }
 
 #[test]
+fn udp_ping_refuses_a_size_outside_12_to_65507_and_names_the_range() {
+    for size in ["5", "11", "65508", "70000", "-1", "big"] {
+        // A discard port: a refused size must fail before anything is sent.
+        let out = bin()
+            .args(["udp", "ping", "--addr", "127.0.0.1:9"])
+            .arg(format!("--size={size}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--size {size}: {err}");
+        assert!(err.contains("--size"), "--size {size}: {err}");
+        assert!(err.contains("12 to 65507 bytes"), "--size {size}: {err}");
+        assert!(out.stdout.is_empty(), "--size {size}: nothing may be sent");
+    }
+}
+
+#[test]
+fn udp_ping_sends_probes_of_exactly_the_smallest_and_largest_size() {
+    let (_server, addr, _) = serve(&["udp", "serve"]);
+    for size in ["12", "65507"] {
+        let out = bin()
+            .args(["udp", "ping", "--addr", &addr, "--count", "1"])
+            .args(["--timeout", "5s", "--size", size])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "--size {size}: {text}");
+        assert!(text.contains("1 probes, 1 received, 0 lost"), "{text}");
+    }
+}
+
+#[test]
 fn echo_serve_stops_cleanly_on_sigint() {
     let (mut server, addr, lines) = serve(&["echo", "serve"]);
     let (ok, _) = connect_with_stdin(&addr, "one\n");

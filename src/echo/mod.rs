@@ -9,7 +9,7 @@ mod udp;
 pub use client::{Client, ClientEvent};
 pub use raw::{RawEcho, RawEvent};
 pub use server::{Server, ServerEvent};
-pub use udp::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing};
+pub use udp::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, MIN_PROBE_SIZE};
 
 use crate::session::Framed;
 

@@ -137,6 +137,10 @@ pub enum PingEvent {
 const PROBE_MAGIC: &[u8; 4] = b"EXPG";
 const PROBE_HEADER: usize = 12;
 
+/// The smallest probe [`UdpPing`] sends: its header (magic, sequence number,
+/// attempt), in bytes.
+pub const MIN_PROBE_SIZE: usize = PROBE_HEADER;
+
 /// The UDP ping client: sends `count` probes one after another, each retried
 /// on the machine's timer, and reports loss and RTT min/avg/max.
 #[derive(Debug)]
@@ -156,8 +160,9 @@ pub struct UdpPing {
 }
 
 impl UdpPing {
-    /// A ping of `count` probes of `size` bytes (at least 12) to `target`,
-    /// starting at `now`.
+    /// A ping of `count` probes of `size` bytes to `target`, starting at
+    /// `now`. A size outside [`MIN_PROBE_SIZE`] ..= `config.max_datagram` is
+    /// clamped into it; check it first if your user must be told.
     pub fn new(config: Config, now: Instant, target: SocketAddr, count: u32, size: usize) -> Self {
         let size = size.clamp(PROBE_HEADER, config.max_datagram.max(PROBE_HEADER));
         let mut ping = UdpPing {
