@@ -69,6 +69,15 @@ fn tokio_echo_connect_prints_the_greeting_and_every_reply_until_exit() {
 }
 
 #[test]
+fn a_greeting_with_bidi_and_zero_width_characters_is_printed_escaped() {
+    let greeting = "hi\u{202e}ereht\u{200b}\u{2028}forged";
+    let (_server, addr, _) = serve(&["echo", "serve", "--greeting", greeting]);
+    let (ok, out) = connect_with_stdin(&addr, "exit\n");
+    assert!(ok, "{out}");
+    assert_eq!(out, "hi\\u{202e}ereht\\u{200b}\\u{2028}forged\n");
+}
+
+#[test]
 fn rfc862_mode_echoes_raw_bytes_for_plain_tcp_clients() {
     let (_server, addr, _) = serve(&["echo", "serve", "--mode", "rfc862"]);
     let mut s = TcpStream::connect(&addr).unwrap();
