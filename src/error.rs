@@ -309,7 +309,10 @@ mod tests {
     fn is_control_format_or_separator(c: char) -> bool {
         use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
         let category = c.general_category();
-        matches!(category, G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator)
+        matches!(
+            category,
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
     }
 
     proptest::proptest! {

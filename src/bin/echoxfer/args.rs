@@ -115,7 +115,8 @@ pub struct EchoConnectArgs {
 /// `echoxfer udp ...`
 #[derive(Debug, Subcommand)]
 pub enum UdpCommand {
-    /// Echo every datagram back to its sender.
+    /// Echo every datagram back to its sender (never to a service port; at
+    /// most 50 replies at once, then 100 a second, per source address).
     Serve(UdpServeArgs),
     /// Send probes to a UDP echo server and report loss and round-trip times.
     Ping(UdpPingArgs),
