@@ -19,13 +19,10 @@ use echoxfer::legacy::files::SendFromFile;
 use echoxfer::legacy::LegacyFileSender;
 use echoxfer::Config;
 
+/// The reference peer, the in-repository fixture (see `tests/fixtures/README.md`).
 fn seedpeer() -> PathBuf {
-    let p = std::env::var_os("ECHOXFER_SEEDPEER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/seedpeer.py")
-        });
-    assert!(p.is_file(), "seed peer not found at {}", p.display());
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seedpeer.py");
+    assert!(p.is_file(), "seed peer fixture missing at {}", p.display());
     p
 }
 

@@ -46,6 +46,20 @@ pub struct Config {
     pub max_datagram: usize,
     /// Datagrams the UDP server queues before it drops new ones (default 1024).
     pub datagram_queue: usize,
+    /// Replies per second the UDP echo server sends to one source address
+    /// (an IP address, any port), refilling a token bucket of
+    /// `udp_reply_burst` replies (default 100, at most 10^9). Datagrams
+    /// beyond it get no reply, so a datagram bounced between two servers
+    /// dies out and a flood with a forged source is capped at
+    /// `udp_reply_burst + udp_reply_rate × seconds`.
+    pub udp_reply_rate: u32,
+    /// Replies the UDP echo server sends one source address back to back
+    /// before `udp_reply_rate` applies: the token bucket's size (default 50).
+    pub udp_reply_burst: u32,
+    /// Source addresses whose token buckets the UDP echo server keeps at
+    /// once (default 4096, about 50 bytes each); a new source beyond it
+    /// evicts the bucket nearest to full.
+    pub udp_max_sources: usize,
     /// How long a UDP probe waits for its reply before a retry (default 1 s).
     pub probe_timeout: Duration,
     /// Retries of one UDP probe before it counts as lost (default 2).
@@ -89,6 +103,9 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             max_datagram: 65_507,
             datagram_queue: 1024,
+            udp_reply_rate: 100,
+            udp_reply_burst: 50,
+            udp_max_sources: 4096,
             probe_timeout: Duration::from_secs(1),
             probe_retries: 2,
             max_connections: 1024,
@@ -147,6 +164,26 @@ impl Config {
         if self.max_per_source == 0 {
             return Err(ConfigError::Zero("max_per_source"));
         }
+        self.validate_udp_limits()?;
+        Ok(())
+    }
+
+    /// The UDP echo server's reply limits: none zero, the rate at most one
+    /// reply per nanosecond.
+    fn validate_udp_limits(&self) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("udp_reply_rate", self.udp_reply_rate as usize),
+            ("udp_reply_burst", self.udp_reply_burst as usize),
+            ("udp_max_sources", self.udp_max_sources),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.udp_reply_rate > 1_000_000_000 {
+            return Err(ConfigError::Inconsistent(
+                "udp_reply_rate must be at most 1000000000 replies per second",
+            ));
+        }
         Ok(())
     }
 }
@@ -185,6 +222,36 @@ mod tests {
             ..Config::default()
         };
         assert!(matches!(cfg.validate(), Err(ConfigError::Inconsistent(_))));
+    }
+
+    #[test]
+    fn zero_udp_reply_limits_are_refused_not_unlimited() {
+        let zeroed = [
+            Config {
+                udp_reply_rate: 0,
+                ..Config::default()
+            },
+            Config {
+                udp_reply_burst: 0,
+                ..Config::default()
+            },
+            Config {
+                udp_max_sources: 0,
+                ..Config::default()
+            },
+        ];
+        let names = ["udp_reply_rate", "udp_reply_burst", "udp_max_sources"];
+        for (cfg, name) in zeroed.iter().zip(names) {
+            assert_eq!(cfg.validate(), Err(ConfigError::Zero(name)));
+        }
+        let too_fast = Config {
+            udp_reply_rate: 1_000_000_001,
+            ..Config::default()
+        };
+        assert!(matches!(
+            too_fast.validate(),
+            Err(ConfigError::Inconsistent(_))
+        ));
     }
 
     #[test]

@@ -215,14 +215,18 @@ impl ErrorCode {
 }
 
 /// Renders peer-supplied bytes for a terminal or a log: invalid UTF-8 is
-/// replaced and every control character is escaped, so a peer can never
-/// move the cursor, clear the screen or forge a line (scp CVE-2019-6109).
+/// replaced and every control character (Cc), invisible format character
+/// (Cf: bidirectional overrides and isolates, zero-width characters, the
+/// BOM, soft hyphen...) and line or paragraph separator (U+2028, U+2029) is
+/// escaped as `\u{...}`, visibly, so a peer can never move the cursor,
+/// clear the screen, forge a line (scp CVE-2019-6109) or reorder what is
+/// shown (Trojan Source, CVE-2021-42574).
 pub fn sanitize(bytes: &[u8]) -> String {
     struct Escaped<'a>(&'a str);
     impl fmt::Display for Escaped<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             for c in self.0.chars() {
-                if c.is_control() {
+                if is_unsafe_to_show(c) {
                     write!(f, "{}", c.escape_default())?;
                 } else {
                     write!(f, "{c}")?;
@@ -234,6 +238,20 @@ pub fn sanitize(bytes: &[u8]) -> String {
     Escaped(&String::from_utf8_lossy(bytes)).to_string()
 }
 
+/// Whether `c` must not reach a terminal as is: a control character, an
+/// invisible format character (general category Cf) or a line or paragraph
+/// separator (Zl, Zp).
+pub(crate) fn is_unsafe_to_show(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.is_control()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +261,74 @@ mod tests {
         let shown = sanitize(b"x\x1b[2J\r\nforged\x07");
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
         assert!(shown.contains("forged"));
+    }
+
+    #[test]
+    fn sanitize_escapes_bidi_overrides_and_invisible_format_characters() {
+        // "exe.txt" shown reversed by U+202E, and its siblings.
+        let cases = [
+            ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),
+            ("a\u{200b}b", "a\\u{200b}b"),
+            ("\u{feff}bom", "\\u{feff}bom"),
+            ("x\u{2066}y\u{2069}", "x\\u{2066}y\\u{2069}"),
+            ("arabic\u{61c}mark", "arabic\\u{61c}mark"),
+            ("one\u{2028}two\u{2029}", "one\\u{2028}two\\u{2029}"),
+            ("soft\u{ad}hyphen", "soft\\u{ad}hyphen"),
+            ("tag\u{e0041}", "tag\\u{e0041}"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(sanitize(raw.as_bytes()), shown);
+        }
+    }
+
+    #[test]
+    fn sanitize_leaves_ordinary_text_alone() {
+        let text = "file..txt é ß 日本語 עברית العربية 👍 \\ \"q\"";
+        assert_eq!(sanitize(text.as_bytes()), text);
+    }
+
+    fn unsafe_to_show_or_any() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let picked = prop_oneof![
+            // Cc, Cf (bidi, zero-width, BOM, tags, soft hyphen...), Zl, Zp.
+            Just('\u{1b}'),
+            Just('\u{9b}'),
+            Just('\u{ad}'),
+            Just('\u{61c}'),
+            Just('\u{180e}'),
+            (0x200bu32..=0x200f).prop_map(|c| char::from_u32(c).unwrap()),
+            (0x2028u32..=0x202e).prop_map(|c| char::from_u32(c).unwrap()),
+            (0x2060u32..=0x206f).prop_filter_map("assigned", char::from_u32),
+            Just('\u{feff}'),
+            (0xfff9u32..=0xfffb).prop_map(|c| char::from_u32(c).unwrap()),
+            (0xe0000u32..=0xe007f).prop_map(|c| char::from_u32(c).unwrap()),
+            any::<char>(),
+        ];
+        proptest::collection::vec(picked, 0..24).prop_map(String::from_iter)
+    }
+
+    /// The invariant, stated independently of the code under test.
+    fn is_control_format_or_separator(c: char) -> bool {
+        use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+        let category = c.general_category();
+        matches!(
+            category,
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sanitized_text_holds_no_control_format_or_separator_char(
+            text in unsafe_to_show_or_any(),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32),
+        ) {
+            for shown in [sanitize(text.as_bytes()), sanitize(&bytes)] {
+                proptest::prop_assert!(!shown.chars().any(is_control_format_or_separator), "{:?}", shown);
+                // Idempotent: what is shown is shown as is a second time.
+                proptest::prop_assert_eq!(sanitize(shown.as_bytes()), shown.clone());
+            }
+        }
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! loopback, and a clean stop on SIGINT.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 mod common;
-use common::process::{spawn_until, Guard, BOUND};
+use common::process::{line_containing, spawn_until, Guard, BOUND};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_echoxfer"))
@@ -69,6 +70,15 @@ fn tokio_echo_connect_prints_the_greeting_and_every_reply_until_exit() {
 }
 
 #[test]
+fn a_greeting_with_bidi_and_zero_width_characters_is_printed_escaped() {
+    let greeting = "hi\u{202e}ereht\u{200b}\u{2028}forged";
+    let (_server, addr, _) = serve(&["echo", "serve", "--greeting", greeting]);
+    let (ok, out) = connect_with_stdin(&addr, "exit\n");
+    assert!(ok, "{out}");
+    assert_eq!(out, "hi\\u{202e}ereht\\u{200b}\\u{2028}forged\n");
+}
+
+#[test]
 fn rfc862_mode_echoes_raw_bytes_for_plain_tcp_clients() {
     let (_server, addr, _) = serve(&["echo", "serve", "--mode", "rfc862"]);
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -100,6 +110,107 @@ fn udp_ping_reports_zero_loss_against_udp_serve() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("5 probes, 5 received, 0 lost"), "{text}");
+}
+
+#[test]
+fn udp_ping_refuses_a_size_outside_12_to_65507_and_names_the_range() {
+    for size in ["5", "11", "65508", "70000", "-1", "big"] {
+        // A discard port: a refused size must fail before anything is sent.
+        let out = bin()
+            .args(["udp", "ping", "--addr", "127.0.0.1:9"])
+            .arg(format!("--size={size}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--size {size}: {err}");
+        assert!(err.contains("--size"), "--size {size}: {err}");
+        assert!(err.contains("12 to 65507 bytes"), "--size {size}: {err}");
+        assert!(out.stdout.is_empty(), "--size {size}: nothing may be sent");
+    }
+}
+
+#[test]
+fn udp_ping_sends_probes_of_exactly_the_smallest_and_largest_size() {
+    let (_server, addr, _) = serve(&["udp", "serve"]);
+    for size in ["12", "65507"] {
+        let out = bin()
+            .args(["udp", "ping", "--addr", &addr, "--count", "1"])
+            .args(["--timeout", "5s", "--size", size])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "--size {size}: {text}");
+        assert!(text.contains("1 probes, 1 received, 0 lost"), "{text}");
+    }
+}
+
+/// A naive RFC 862 peer on `socket`: echoes every datagram from `server`
+/// until it has been silent for a second (or ten seconds have passed).
+/// Returns how many it echoed and over how long.
+fn naive_echo_peer(socket: &UdpSocket, server: SocketAddr) -> (u64, Duration) {
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let start = Instant::now();
+    let mut last = start;
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < Duration::from_secs(10) {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            break;
+        };
+        if from == server {
+            last = Instant::now();
+            echoed += 1;
+            socket.send_to(&buf[..n], server).unwrap();
+        }
+    }
+    (echoed, last - start)
+}
+
+#[test]
+fn udp_serve_ends_a_loop_with_a_naive_echo_peer_and_summarises_refusals() {
+    let mut cmd = bin();
+    cmd.args(["udp", "serve", "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped());
+    let (mut server, addr, lines) = spawn_until(cmd, "listening on");
+    let server_addr: SocketAddr = addr.parse().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // One datagram starts the loop: each side echoes the other's echo.
+    peer.send_to(b"loop", server_addr).unwrap();
+    let (echoed, elapsed) = naive_echo_peer(&peer, server_addr);
+    // The defaults: a burst of 50, then 100 replies a second.
+    let bound = 50 + (elapsed.as_millis() as u64).div_ceil(10);
+    assert!(
+        (50..=bound).contains(&echoed),
+        "{echoed} replies in {elapsed:?}"
+    );
+    // A flood from one source, not echoed, is refused past its rate (the
+    // kernel may drop some of it before the server reads it).
+    for _ in 0..200 {
+        peer.send_to(b"flood", server_addr).unwrap();
+    }
+    // Wait out the replies to the flood.
+    peer.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 16];
+    while peer.recv_from(&mut buf).is_ok() {}
+    let pid = server.child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    assert!(server.wait().success());
+    let stopped = line_containing(&lines, "stopped:");
+    let limited: u64 = stopped
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" over the reply rate"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stopped}"));
+    assert!(limited >= 1, "{stopped}");
+    let mut err = String::new();
+    let mut stderr = server.child.stderr.take().unwrap();
+    stderr.read_to_string(&mut err).unwrap();
+    let summaries = err.lines().filter(|l| l.contains("refused")).count();
+    // Hundreds of refusals, summarised: one line per ten seconds at most.
+    assert!((1..=2).contains(&summaries), "{err}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The `--legacy` flags end to end against the reference seed peers
-//! (`shared/peers/seedpeer.py`): file send and receive both ways, the echo
+//! (`tests/fixtures/seedpeer.py`): file send and receive both ways, the echo
 //! server and client, and UDP both ways. Where we listen we bind port 0 and
 //! read `listening on`; where the seed listens we pick a free port and wait
 //! for its `listening`. Every wait is bounded; every child is guarded.

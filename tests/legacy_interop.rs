@@ -1,5 +1,5 @@
 //! Interop of the legacy machines with the reference seed peers
-//! (`shared/peers/seedpeer.py`) over loopback, with both drivers.
+//! (`tests/fixtures/seedpeer.py`) over loopback, with both drivers.
 //!
 //! Rules: we bind port 0 where we listen and hand the peer the real
 //! address; where the peer listens we pick a free port and wait for it to

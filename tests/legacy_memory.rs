@@ -1,7 +1,7 @@
 //! In-memory properties of the legacy machines over a TCP-like link with
 //! random fragmentation and coalescing and a virtual clock (the test
 //! `Pair` with a TCP-like `Cutter`). The seed peers
-//! are modelled here byte for byte (see `shared/peers/seedpeer.py`).
+//! are modelled here byte for byte (see `tests/fixtures/seedpeer.py`).
 
 use std::collections::VecDeque;
 use std::io;

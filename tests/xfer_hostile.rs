@@ -121,6 +121,21 @@ fn sending(size: u64) -> Sender {
     m
 }
 
+/// Whether peer text is safe to print: no control character, no invisible
+/// format character (bidi overrides, zero-width...), no line separator.
+fn shows_safely(text: &str) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    !text.chars().any(|c| {
+        c.is_control()
+            || matches!(
+                c.general_category(),
+                GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+    })
+}
+
 fn remote(e: ProtocolError) -> Option<Result<(), Error>> {
     Some(Err(Error::Remote(e)))
 }
@@ -128,7 +143,7 @@ fn remote(e: ProtocolError) -> Option<Result<(), Error>> {
 #[test]
 fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
     let long = vec![b'a'; 300];
-    let names: [&[u8]; 10] = [
+    let names: [&[u8]; 13] = [
         b"../x",
         b"a/../../b",
         b"/etc/passwd",
@@ -139,6 +154,10 @@ fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
         b".",
         &long,
         b"nul\0byte",
+        // Shown as `invoiceexe.pdf` in a listing.
+        "invoice\u{202e}fdp.exe".as_bytes(),
+        "a\u{200b}b".as_bytes(),
+        "x\u{2066}y\u{2069}".as_bytes(),
     ];
     for name in names {
         let (_, d) = fed(&[offer(name, 10)]);
@@ -155,7 +174,7 @@ fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
         );
         match &d.events[..] {
             [ReceiverEvent::Refused { name: shown, .. }] => {
-                assert!(!shown.chars().any(char::is_control), "{shown:?}");
+                assert!(shows_safely(shown), "{shown:?}");
             }
             other => panic!("{name:?}: {other:?}"),
         }
@@ -472,6 +491,40 @@ fn reject_message_with_escape_codes_is_sanitized_for_the_sender() {
     }
     assert_eq!(d.sent.last(), Some(&Frame::Quit));
     assert_eq!(d.done, Some(Ok(())));
+}
+
+#[test]
+fn peer_error_message_with_a_bidi_override_is_shown_escaped() {
+    let evil = Frame::Error {
+        code: ErrorCode::Internal,
+        message: Bytes::from("saved as invoice\u{202e}fdp.exe\u{2029}ok"),
+    };
+    let (_, d) = fed(&[evil]);
+    match d.done {
+        Some(Err(Error::PeerFailed { message, .. })) => {
+            assert!(shows_safely(&message), "{message:?}");
+            assert!(message.contains("invoice\\u{202e}fdp.exe"), "{message:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn reject_message_with_format_characters_is_shown_escaped_to_the_sender() {
+    let mut m = sender(1);
+    let reject = Frame::Reject {
+        reason: RejectReason::Other(200),
+        message: Bytes::from("\u{feff}no\u{200b}thanks\u{2067}"),
+    };
+    feed(&mut m, &wire(&[reject]));
+    let d = drain(&mut m);
+    match &d.events[..] {
+        [SenderEvent::Rejected { message, .. }] => {
+            assert!(shows_safely(message), "{message:?}");
+            assert!(message.contains("no\\u{200b}thanks"), "{message:?}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

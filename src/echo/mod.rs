@@ -3,13 +3,17 @@
 
 mod client;
 mod raw;
+mod reply_limit;
 mod server;
 mod udp;
 
 pub use client::{Client, ClientEvent};
 pub use raw::{RawEcho, RawEvent};
+pub use reply_limit::{refused_source, Refusal, REFUSED_SOURCE_PORTS};
 pub use server::{Server, ServerEvent};
-pub use udp::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing};
+pub use udp::{
+    PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats, MIN_PROBE_SIZE,
+};
 
 use crate::session::Framed;
 

@@ -1,5 +1,11 @@
 //! RFC 862 datagram echo: a server that answers each datagram to its
 //! sender, and a ping client that measures loss and round-trip time.
+//!
+//! The server never answers a well-known service port and limits its
+//! replies per source address (see `reply_limit.rs`): a reply goes to
+//! whatever address the datagram claims, so without limits one forged
+//! datagram between two echo servers bounces forever, and a forged flood is
+//! reflected at its victim.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -7,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::reply_limit::{refused_source, Refusal, ReplyLimiter};
 use crate::config::Config;
 use crate::machine::{Datagram, DatagramMachine, Machine, Output};
 
-/// What the UDP echo server tells its application.
+/// What the UDP echo server tells its application. At most
+/// `Config::datagram_queue` events wait at once; beyond that they are
+/// dropped (the counts in [`UdpEchoServer::stats`] stay exact).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UdpEvent {
     /// A datagram of `len` bytes is queued back to `peer`.
@@ -27,25 +36,87 @@ pub enum UdpEvent {
         /// Its size.
         len: usize,
     },
+    /// No reply, on purpose: the source is a service port or cannot send,
+    /// or it has used its replies for now.
+    Refused {
+        /// Who it claims to come from.
+        peer: SocketAddr,
+        /// Its size.
+        len: usize,
+        /// Why.
+        reason: Refusal,
+    },
+}
+
+/// What the UDP echo server did with every datagram so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UdpServerStats {
+    /// Datagrams answered.
+    pub echoed: u64,
+    /// Datagrams dropped for a full queue or their size.
+    pub dropped: u64,
+    /// Datagrams from a service port ([`Refusal::ServicePort`]).
+    pub refused_port: u64,
+    /// Datagrams from an address that cannot send ([`Refusal::BadAddress`]).
+    pub refused_address: u64,
+    /// Datagrams over their source's reply rate ([`Refusal::RateLimited`]).
+    pub rate_limited: u64,
+    /// Events left out because `Config::datagram_queue` were waiting.
+    pub events_dropped: u64,
 }
 
 /// The UDP echo server: each datagram goes back to its sender unchanged,
-/// never larger than it came. It never ends by itself.
+/// never larger than it came, unless its source is refused or over its
+/// reply rate (`Config::udp_reply_rate`, `udp_reply_burst`,
+/// `udp_max_sources`). It never ends by itself.
 #[derive(Debug)]
 pub struct UdpEchoServer {
     config: Config,
+    limiter: ReplyLimiter,
     queue: VecDeque<Datagram>,
     events: VecDeque<UdpEvent>,
+    stats: UdpServerStats,
 }
 
 impl UdpEchoServer {
     /// A server with the given limits.
     pub fn new(config: Config) -> Self {
         UdpEchoServer {
+            limiter: ReplyLimiter::new(&config),
             config,
             queue: VecDeque::new(),
             events: VecDeque::new(),
+            stats: UdpServerStats::default(),
         }
+    }
+
+    /// What the server did with every datagram so far.
+    pub fn stats(&self) -> UdpServerStats {
+        self.stats
+    }
+
+    /// Source addresses whose reply rate is tracked now (at most
+    /// `Config::udp_max_sources`).
+    pub fn tracked_sources(&self) -> usize {
+        self.limiter.tracked()
+    }
+
+    fn emit(&mut self, event: UdpEvent) {
+        if self.events.len() >= self.config.datagram_queue {
+            self.stats.events_dropped += 1;
+            return;
+        }
+        self.events.push_back(event);
+    }
+
+    fn refuse(&mut self, peer: SocketAddr, len: usize, reason: Refusal) {
+        let count = match reason {
+            Refusal::ServicePort => &mut self.stats.refused_port,
+            Refusal::BadAddress => &mut self.stats.refused_address,
+            Refusal::RateLimited => &mut self.stats.rate_limited,
+        };
+        *count += 1;
+        self.emit(UdpEvent::Refused { peer, len, reason });
     }
 }
 
@@ -67,15 +138,22 @@ impl Machine for UdpEchoServer {
 }
 
 impl DatagramMachine for UdpEchoServer {
-    fn handle_datagram(&mut self, _now: Instant, peer: SocketAddr, data: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
         let len = data.len();
+        if let Some(reason) = refused_source(peer) {
+            return self.refuse(peer, len, reason);
+        }
         if len > self.config.max_datagram || self.queue.len() >= self.config.datagram_queue {
-            self.events.push_back(UdpEvent::Dropped { peer, len });
-            return;
+            self.stats.dropped += 1;
+            return self.emit(UdpEvent::Dropped { peer, len });
+        }
+        if !self.limiter.allow(now, peer) {
+            return self.refuse(peer, len, Refusal::RateLimited);
         }
         let payload = Bytes::copy_from_slice(data);
         self.queue.push_back(Datagram { peer, payload });
-        self.events.push_back(UdpEvent::Echoed { peer, len });
+        self.stats.echoed += 1;
+        self.emit(UdpEvent::Echoed { peer, len });
     }
 }
 
@@ -137,6 +215,10 @@ pub enum PingEvent {
 const PROBE_MAGIC: &[u8; 4] = b"EXPG";
 const PROBE_HEADER: usize = 12;
 
+/// The smallest probe [`UdpPing`] sends: its header (magic, sequence number,
+/// attempt), in bytes.
+pub const MIN_PROBE_SIZE: usize = PROBE_HEADER;
+
 /// The UDP ping client: sends `count` probes one after another, each retried
 /// on the machine's timer, and reports loss and RTT min/avg/max.
 #[derive(Debug)]
@@ -156,8 +238,9 @@ pub struct UdpPing {
 }
 
 impl UdpPing {
-    /// A ping of `count` probes of `size` bytes (at least 12) to `target`,
-    /// starting at `now`.
+    /// A ping of `count` probes of `size` bytes to `target`, starting at
+    /// `now`. A size outside [`MIN_PROBE_SIZE`] ..= `config.max_datagram` is
+    /// clamped into it; check it first if your user must be told.
     pub fn new(config: Config, now: Instant, target: SocketAddr, count: u32, size: usize) -> Self {
         let size = size.clamp(PROBE_HEADER, config.max_datagram.max(PROBE_HEADER));
         let mut ping = UdpPing {

@@ -4,6 +4,9 @@
 //! (scp CVE-2019-6111, CVE-2018-20685; croc GHSA-ppjh-xp5v-46wc): checked
 //! as a whole component, never by substring, so `file..txt` is fine while
 //! `..`, `a/b`, `a\b`, `C:x` and names carrying control characters are not.
+//! Nor are names with invisible format characters: a bidirectional override
+//! (U+202E) makes `gpj.exe` look like `exe.jpg` in `ls`, and a zero-width
+//! space makes two names look the same (see [`NameError::Invisible`]).
 //! [`SafeName`] can only be built by [`SafeName::new`]; holding one proves
 //! the checks passed.
 
@@ -14,7 +17,8 @@ use std::fmt;
 pub const PARTIAL_SUFFIX: &str = ".echoxfer-part";
 
 /// A validated file name: one plain path component, valid UTF-8, no
-/// control characters, not `.`/`..`, no separators or drive prefix.
+/// control characters, no invisible format characters except ZWNJ and ZWJ,
+/// not `.`/`..`, no separators or drive prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SafeName(String);
 
@@ -47,6 +51,17 @@ pub enum NameError {
     /// NUL or another control character (escape codes could rewrite a terminal).
     #[error("the name contains a control character")]
     Control,
+    /// An invisible format character (Unicode general category Cf, such as
+    /// a bidirectional override or isolate, U+061C, U+200B..U+200F,
+    /// U+2060..U+206F, U+FEFF, a soft hyphen or a tag) or a line or
+    /// paragraph separator (U+2028, U+2029): shown in a listing, it would
+    /// disguise the name. Only U+200C ZWNJ and U+200D ZWJ are allowed, as
+    /// some scripts (Persian, the Indic ones) and emoji need them to spell
+    /// words, and they reorder nothing.
+    #[error(
+        "the name contains an invisible formatting character (such as a bidirectional override)"
+    )]
+    Invisible,
     /// Ends with the suffix reserved for partial files.
     #[error("the name ends with the reserved suffix {PARTIAL_SUFFIX}")]
     Reserved,
@@ -69,6 +84,9 @@ impl SafeName {
         if name.chars().any(char::is_control) {
             return Err(NameError::Control);
         }
+        if name.chars().any(is_disguising) {
+            return Err(NameError::Invisible);
+        }
         if name.contains(['/', '\\']) {
             return Err(NameError::Separator);
         }
@@ -89,6 +107,15 @@ impl SafeName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Zero-width non-joiner and joiner: format characters that names in some
+/// scripts and emoji sequences need, and that reorder nothing.
+const NEEDED_JOINERS: [char; 2] = ['\u{200c}', '\u{200d}'];
+
+/// Whether `c` (not a control character) would disguise a name when shown.
+fn is_disguising(c: char) -> bool {
+    crate::error::is_unsafe_to_show(c) && !NEEDED_JOINERS.contains(&c)
 }
 
 impl AsRef<str> for SafeName {
@@ -126,6 +153,15 @@ mod tests {
             (b"\xff\xfe", NameError::NotUtf8),
             ("x\u{9b}2J".as_bytes(), NameError::Control),
             (b"x.echoxfer-part", NameError::Reserved),
+            ("gpj.\u{202e}exe".as_bytes(), NameError::Invisible),
+            ("a\u{2066}b\u{2069}".as_bytes(), NameError::Invisible),
+            ("\u{200f}x".as_bytes(), NameError::Invisible),
+            ("\u{61c}x".as_bytes(), NameError::Invisible),
+            ("a\u{200b}b".as_bytes(), NameError::Invisible),
+            ("\u{feff}x".as_bytes(), NameError::Invisible),
+            ("soft\u{ad}hyphen".as_bytes(), NameError::Invisible),
+            ("x\u{2028}y".as_bytes(), NameError::Invisible),
+            ("x\u{e0001}".as_bytes(), NameError::Invisible),
         ];
         for (raw, want) in table {
             assert_eq!(SafeName::new(raw, 255), Err(*want), "{raw:?}");
@@ -134,7 +170,24 @@ mod tests {
 
     #[test]
     fn plain_names_with_dots_are_accepted() {
-        for ok in ["file..txt", "...", ".hidden", "a", "é.txt", "C", "1:2"] {
+        let joined = [
+            "می\u{200c}خواهم.txt",
+            "क्\u{200d}ष.txt",
+            "👨\u{200d}👩\u{200d}👧",
+        ];
+        for ok in [
+            "file..txt",
+            "...",
+            ".hidden",
+            "a",
+            "é.txt",
+            "C",
+            "1:2",
+            "עברית.txt",
+        ]
+        .into_iter()
+        .chain(joined)
+        {
             let name = SafeName::new(ok.as_bytes(), 255).expect(ok);
             assert_eq!(name.as_str(), ok);
         }
@@ -142,6 +195,29 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Invariant: no accepted name holds a format character (bidi
+        /// overrides, zero-width...) or separator but ZWNJ and ZWJ.
+        #[test]
+        fn accepted_names_hold_no_invisible_format_char_but_zwnj_zwj(chars in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Strategy::prop_filter_map(0x2000u32..=0x206f, "assigned", char::from_u32),
+                proptest::prelude::Just('\u{feff}'), proptest::prelude::Just('\u{61c}'),
+                proptest::prelude::Just('\u{ad}'), proptest::prelude::Just('\u{180e}'),
+                proptest::prelude::any::<char>(),
+            ],
+            1..8,
+        )) {
+            use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+            let raw = String::from_iter(chars);
+            if let Ok(name) = SafeName::new(raw.as_bytes(), 255) {
+                for c in name.as_str().chars() {
+                    let invisible = matches!(c.general_category(), GeneralCategory::Format
+                        | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator);
+                    proptest::prop_assert!(!invisible || NEEDED_JOINERS.contains(&c), "{:?}", c);
+                }
+            }
+        }
+
         /// Invariant: every accepted name is exactly one normal path
         /// component (joined to a directory, it names a direct child).
         #[test]
@@ -162,6 +238,7 @@ mod tests {
                 let parts: Vec<_> = Path::new(name.as_str()).components().collect();
                 proptest::prop_assert!(matches!(parts[..], [Component::Normal(_)]), "{:?}", name);
                 proptest::prop_assert!(!name.as_str().chars().any(char::is_control));
+                proptest::prop_assert!(!name.as_str().chars().any(is_disguising));
             }
         }
     }

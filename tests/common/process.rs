@@ -68,10 +68,10 @@ pub fn spawn_until(mut cmd: Command, prefix: &str) -> (Guard, String, mpsc::Rece
     }
 }
 
-/// The legacy reference peer (`shared/peers/seedpeer.py` beside the crate,
-/// or `ECHOXFER_SEEDPEER`); a missing python3 or peer FAILS the test.
+/// The legacy reference peer, the in-repository fixture
+/// `tests/fixtures/seedpeer.py` (nothing outside the repository is used);
+/// a missing python3 or fixture FAILS the test.
 pub fn seedpeer() -> std::path::PathBuf {
-    use std::path::{Path, PathBuf};
     use std::process::Stdio;
     let python = Command::new("python3")
         .arg("--version")
@@ -82,22 +82,14 @@ pub fn seedpeer() -> std::path::PathBuf {
         matches!(python, Ok(s) if s.success()),
         "python3 is required for the seed-peer tests and was not found"
     );
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/peers/seedpeer.py");
-    if beside.is_file() {
-        return beside;
-    }
-    if let Some(p) = std::env::var_os("ECHOXFER_SEEDPEER").map(PathBuf::from) {
-        assert!(
-            p.is_file(),
-            "ECHOXFER_SEEDPEER={} is not a file",
-            p.display()
-        );
-        return p;
-    }
-    panic!(
-        "seed peer not found at {} and ECHOXFER_SEEDPEER is not set",
-        beside.display()
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seedpeer.py");
+    assert!(
+        fixture.is_file(),
+        "seed peer fixture missing at {}: restore it from git",
+        fixture.display()
     );
+    fixture
 }
 
 /// Waits (bounded) for a line from `lines` that contains `needle`.

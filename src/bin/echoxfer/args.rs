@@ -119,7 +119,8 @@ pub struct EchoConnectArgs {
 /// `echoxfer udp ...`
 #[derive(Debug, Subcommand)]
 pub enum UdpCommand {
-    /// Echo every datagram back to its sender.
+    /// Echo every datagram back to its sender (never to a service port; at
+    /// most 50 replies at once, then 100 a second, per source address).
     Serve(UdpServeArgs),
     /// Send probes to a UDP echo server and report loss and round-trip times.
     Ping(UdpPingArgs),
@@ -229,8 +230,9 @@ pub struct UdpPingArgs {
     /// Retries of a probe before it counts as lost.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
-    /// Bytes per probe (at least 12).
-    #[arg(long, default_value_t = 64)]
+    /// Bytes per probe, 12 (the probe header) to 65507 (the largest UDP
+    /// payload over IPv4); anything else is refused, never adjusted.
+    #[arg(long, default_value_t = 64, value_parser = parse_probe_size)]
     pub size: usize,
 }
 
@@ -243,6 +245,21 @@ pub struct DemoArgs {
     /// Size of the file to transfer, in MiB (0 skips the file transfer).
     #[arg(long, default_value_t = 64)]
     pub size: u64,
+}
+
+/// Parses a probe size, refusing one the ping would have to change.
+pub fn parse_probe_size(s: &str) -> Result<usize, String> {
+    use echoxfer::echo::MIN_PROBE_SIZE;
+    let max = echoxfer::Config::default().max_datagram;
+    let range = format!("the probe size must be {MIN_PROBE_SIZE} to {max} bytes (a {MIN_PROBE_SIZE}-byte probe header; {max} is the largest UDP payload over IPv4)");
+    let size: usize = s
+        .parse()
+        .map_err(|_| format!("not a whole number: {s:?}; {range}"))?;
+    if (MIN_PROBE_SIZE..=max).contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("{size} is out of range: {range}"))
+    }
 }
 
 /// Parses `250ms`, `2s`, `1m` or a plain number of seconds.

@@ -2,10 +2,10 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, Ignore};
-use echoxfer::echo::{PingEvent, PingStats, UdpEchoServer, UdpPing};
+use echoxfer::driver::{blocking, App};
+use echoxfer::echo::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats};
 use echoxfer::Config;
 
 use crate::args::{UdpPingArgs, UdpServeArgs};
@@ -21,8 +21,58 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
     let trigger = shutdown.clone();
     ctrlc::set_handler(move || trigger.trigger())?;
     let mut server = UdpEchoServer::new(Config::default());
-    blocking::run_datagram(&mut server, &socket, &mut Ignore, &shutdown)?;
+    let mut log = RefusalLog::default();
+    blocking::run_datagram(&mut server, &socket, &mut log, &shutdown)?;
+    let s = server.stats();
+    println!(
+        "stopped: {} datagrams echoed, {} dropped, refused {} from service ports, {} from bad addresses, {} over the reply rate",
+        s.echoed, s.dropped, s.refused_port, s.refused_address, s.rate_limited
+    );
     Ok(())
+}
+
+/// How often at most refused datagrams are summarised in the log.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs refused datagrams as one warning per `SUMMARY_EVERY` at most, never
+/// a line per datagram: a forged flood must not flood the log as well.
+#[derive(Default)]
+struct RefusalLog {
+    last_line: Option<Instant>,
+    /// The server's counts when the last line was written.
+    counted: UdpServerStats,
+}
+
+impl App<UdpEchoServer> for RefusalLog {
+    fn on_event(
+        &mut self,
+        server: &mut UdpEchoServer,
+        now: Instant,
+        e: UdpEvent,
+    ) -> io::Result<()> {
+        let UdpEvent::Refused { peer, reason, .. } = e else {
+            return Ok(());
+        };
+        if self
+            .last_line
+            .is_some_and(|last| now.saturating_duration_since(last) < SUMMARY_EVERY)
+        {
+            return Ok(());
+        }
+        let s = server.stats();
+        let c = self.counted;
+        tracing::warn!(
+            "refused {} datagrams from service ports, {} from bad addresses, {} over the reply rate \
+             (the latest from {peer}: {reason}); refusals are summarised every {} s at most",
+            s.refused_port - c.refused_port,
+            s.refused_address - c.refused_address,
+            s.rate_limited - c.rate_limited,
+            SUMMARY_EVERY.as_secs()
+        );
+        self.last_line = Some(now);
+        self.counted = s;
+        Ok(())
+    }
 }
 
 pub fn ping(a: UdpPingArgs) -> CmdResult {
