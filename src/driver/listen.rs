@@ -30,7 +30,15 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 /// ```
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let named = |e: io::Error| {
+        let hint = match e.kind() {
+            io::ErrorKind::AddrInUse => {
+                " (another program listens there: pick another port, or port 0 for any free one)"
+            }
+            _ => "",
+        };
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}{hint}"))
+    };
     if backlog == 0 {
         return Err(named(io::Error::new(
             io::ErrorKind::InvalidInput,

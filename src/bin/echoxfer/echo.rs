@@ -133,13 +133,6 @@ pub fn stopped(r: &ServeReport) -> String {
     line
 }
 
-/// Binds a blocking listener on `addr`; the error names the address.
-pub fn bind(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, String> {
-    std::net::TcpListener::bind(addr).map_err(|e| {
-        format!("cannot listen on {addr}: {e} (is another server using it? pick another --listen/--addr, or port 0 for any free one)")
-    })
-}
-
 /// Prints the bound address, so scripts and tests that asked for port 0 learn the real one.
 pub fn announce(addr: std::net::SocketAddr) {
     println!("listening on {addr}");

@@ -122,7 +122,7 @@ fn receive_once(
     config: &Config,
     ui: Ui,
 ) -> CmdResult {
-    let listener = crate::echo::bind(addr)?;
+    let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
     crate::echo::announce(listener.local_addr()?);
     let rt = match runtime {
         Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
