@@ -318,10 +318,13 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             ProtocolError::ShortFile { .. } => "short-file",
             ProtocolError::BadOffset { .. } => "bad-offset",
             ProtocolError::InvalidField { .. } => "invalid-field",
+            ProtocolError::TooManyRefusals { .. } => "too-many-refusals",
         },
         DriverError::Machine(Error::TimedOut(_)) => "timeout",
         DriverError::Machine(Error::HashMismatch) => "hash-mismatch",
         DriverError::Machine(Error::PeerFailed { .. }) => "peer-failed",
+        DriverError::Machine(Error::TooSlow { .. }) => "too-slow",
+        DriverError::Machine(Error::Busy { .. }) => "busy",
         other => return Err(format!("untyped or local failure: {other}")),
     };
     Ok(kind)
@@ -420,7 +423,8 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
     if !impaired && !report.is_clean() {
         return Err(format!("failed on a perfect link: {outcome:?}"));
     }
-    if report.failures.contains(&"timeout") && link.stalls == 0 && link.corrupted == 0 {
+    let late = report.failures.contains(&"timeout") || report.failures.contains(&"too-slow");
+    if late && link.stalls == 0 && link.corrupted == 0 {
         return Err("timed out with no stall and no corruption".into());
     }
     if report.failures.contains(&"echo-mismatch") && link.corrupted == 0 {
@@ -564,9 +568,14 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
                 "attempt {attempt} failed on a perfect link: {outcome:?}"
             ));
         }
-        let timed_out = [&outcome.a, &outcome.b]
-            .iter()
-            .any(|r| matches!(r, Err(DriverError::Machine(crate::Error::TimedOut(_)))));
+        let timed_out = [&outcome.a, &outcome.b].iter().any(|r| {
+            matches!(
+                r,
+                Err(DriverError::Machine(
+                    crate::Error::TimedOut(_) | crate::Error::TooSlow { .. }
+                ))
+            )
+        });
         if timed_out && link.stalls == 0 && link.corrupted == 0 {
             return Err(format!(
                 "attempt {attempt} timed out with no stall and no corruption"

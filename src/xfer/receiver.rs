@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::names::SafeName;
-use crate::codec::{Frame, Protocol, RejectReason};
+use crate::codec::{clip_text, Frame, Protocol, RejectReason};
 use crate::error::{sanitize, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
@@ -204,7 +204,9 @@ impl Role for ReceiverRole {
     type Event = ReceiverEvent;
     const PROTOCOL: Protocol = Protocol::File;
 
-    fn start(&mut self, _link: &mut Link<ReceiverEvent>) {}
+    fn start(&mut self, _link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
+        Ok(())
+    }
 
     fn on_frame(&mut self, link: &mut Link<ReceiverEvent>, frame: Frame) -> Result<(), Error> {
         let state = std::mem::replace(&mut self.state, State::Idle);
@@ -366,7 +368,7 @@ impl Framed<ReceiverRole> {
 
     /// Refuses the file just offered; the sender moves on to its next file.
     pub fn reject(&mut self, reason: RejectReason, message: impl Into<Bytes>) -> Result<(), Error> {
-        let message = message.into();
+        let message = clip_text(message.into());
         self.command(|role, link| {
             if !matches!(role.state, State::Deciding { .. }) {
                 return Err(wrong_state("reject", role));
@@ -397,7 +399,7 @@ impl Framed<ReceiverRole> {
         reason: RejectReason,
         message: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let message = message.into();
+        let message = clip_text(message.into());
         self.command(|role, link| {
             if !matches!(role.state, State::Saving { .. }) {
                 return Err(wrong_state("save_failed", role));

@@ -77,9 +77,12 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         return Ok(());
     }
     let sessions = Arc::new(AtomicU64::new(0));
+    // One budget for the half-received frames of all sessions.
+    let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
     crate::echo::serve_sessions(a.listen, a.runtime, config.max_connections, move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now);
+        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now)
+            .with_recv_budget(budget.clone());
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
         (
