@@ -124,7 +124,12 @@ impl Netem {
             return false;
         }
         if self.reader_gone {
-            return true;
+            // Bytes for a reader that has closed: its stack answers with a
+            // reset, as TCP does.
+            if !bytes.is_empty() {
+                self.cut();
+            }
+            return false;
         }
         let max_piece = match bytes.len() <= self.imp.atomic_write {
             true => usize::MAX,
@@ -192,7 +197,14 @@ impl Netem {
     }
 
     /// The reader has gone: everything in flight or written later is lost.
+    /// As with TCP, a reader that closes with bytes unread (or that gets
+    /// bytes afterwards, see [`send`](Self::send)) resets the connection:
+    /// the link is cut, and the simulator cuts the other direction too,
+    /// destroying what was in flight to the writer.
     pub fn discard(&mut self) {
+        if !self.queue.is_empty() && !self.reader_gone {
+            self.cut();
+        }
         self.reader_gone = true;
         // No EOF is due either: there is nobody to tell.
         self.eof_delivered = true;

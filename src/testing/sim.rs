@@ -41,6 +41,8 @@ struct Side<'a, M, P> {
     machine: &'a mut M,
     app: &'a mut P,
     done: Option<Result<(), DriverError>>,
+    /// When it ended, in virtual time.
+    done_at: Instant,
 }
 
 impl Sim {
@@ -118,34 +120,38 @@ impl Sim {
             machine: a,
             app: app_a,
             done: None,
+            done_at: self.now,
         };
         let mut b = Side {
             machine: b,
             app: app_b,
             done: None,
+            done_at: self.now,
         };
         for steps in 0..max_steps {
             let mut busy = self.drain(&mut a, to_b);
             busy |= self.drain(&mut b, to_a);
-            if to_a.is_cut() != to_b.is_cut() {
-                // A connection drops in both directions at once.
-                to_a.cut();
-                to_b.cut();
-            }
+            reset_both(to_a, to_b);
             if let (Some(_), Some(_)) = (&a.done, &b.done) {
                 return Ok(PairOutcome {
                     a: a.done.take().expect("checked"),
                     b: b.done.take().expect("checked"),
+                    ended: (a.done_at, b.done_at),
                 });
             }
-            // Alternate who reads first, so either side may run ahead.
+            // Alternate who reads first, so either side may run ahead. A
+            // side that closed on unread bytes resets the connection at
+            // once, before the other side reads anything more.
             if steps % 2 == 0 {
                 busy |= self.deliver(to_b, &mut b);
+                reset_both(to_a, to_b);
                 busy |= self.deliver(to_a, &mut a);
             } else {
                 busy |= self.deliver(to_a, &mut a);
+                reset_both(to_a, to_b);
                 busy |= self.deliver(to_b, &mut b);
             }
+            reset_both(to_a, to_b);
             if !busy && !self.advance(&mut a, &mut b, to_a, to_b) {
                 return Err(Stuck { steps });
             }
@@ -180,6 +186,7 @@ impl Sim {
                             context: "app",
                             source,
                         }));
+                        side.done_at = self.now;
                         out.close();
                         return true;
                     }
@@ -187,6 +194,7 @@ impl Sim {
                 Output::Wait(_) => return busy,
                 Output::Done(result) => {
                     side.done = Some(result.map_err(DriverError::from));
+                    side.done_at = self.now;
                     out.close();
                     return true;
                 }
@@ -249,6 +257,14 @@ impl Sim {
         a.machine.handle_timeout(self.now);
         b.machine.handle_timeout(self.now);
         true
+    }
+}
+
+/// A connection drops in both directions at once.
+fn reset_both(to_a: &mut Netem, to_b: &mut Netem) {
+    if to_a.is_cut() != to_b.is_cut() {
+        to_a.cut();
+        to_b.cut();
     }
 }
 
