@@ -38,7 +38,8 @@ pub struct Config {
     /// writes (the blocking one) could otherwise wait on a server that waits
     /// on it.
     pub echo_window: usize,
-    /// A connection with no input for this long is dropped, and so is one
+    /// A connection with no input for this long (framed protocols: no whole
+    /// frame; bytes alone do not count) is dropped, and so is one
     /// whose peer takes none of our output for this long (the drivers bound
     /// every write by it; see `StreamMachine::write_timeout`). Default 60 s.
     pub idle_timeout: Duration,
