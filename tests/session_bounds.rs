@@ -435,3 +435,21 @@ fn a_receiver_failing_mid_stream_lingers_so_the_sender_reads_why() {
     assert!(outcome.ended.1 >= outcome.ended.0);
     assert!(outcome.ended.1 - now < Config::default().linger);
 }
+
+#[test]
+fn a_greeting_longer_than_any_client_accepts_fails_the_server_at_start() {
+    let now = Instant::now();
+    let config = Config::default();
+    let greeting = vec![b'g'; config.max_message + 1];
+    let mut server = EchoServer::new(Server::new(greeting), config.clone(), now);
+    assert_eq!(
+        server.error(),
+        Some(&Error::Local(UsageError::MessageTooLarge {
+            len: config.max_message + 1,
+            max: config.max_message
+        }))
+    );
+    // What goes out is an Error frame, never a Greeting the client refuses.
+    let sent = poll_all(&mut server).bytes;
+    assert!(sent.len() < 2048, "{} bytes sent", sent.len());
+}
