@@ -1,37 +1,37 @@
 //! Runs the deterministic simulator over many seeds and prints a summary.
 //!
 //! ```sh
-//! cargo run --release --example simulate -- [--protocol echo|xfer] [--seed S | --from F --count N]
+//! cargo run --release --example simulate -- [--protocol echo|xfer|trickle] [--seed S | --from F --count N]
 //! ```
 //!
-//! Without `--protocol` both run. Exits non-zero if any seed breaks an
+//! Without `--protocol` all three run (`trickle`: sessions where one side
+//! trickles its bytes). Exits non-zero if any seed breaks an
 //! invariant, printing the seed and the command that replays it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use echoxfer::testing::sim::{echo_session, xfer_session, SimReport};
+use echoxfer::testing::sim::{echo_session, trickle_session, xfer_session, SimReport};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: simulate [--protocol echo|xfer] [--seed S | --from F --count N]");
+    eprintln!("usage: simulate [--protocol echo|xfer|trickle] [--seed S | --from F --count N]");
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let mut protocols = vec!["echo", "xfer"];
+    let mut protocols = vec!["echo", "xfer", "trickle"];
     let (mut from, mut count) = (0u64, 1000u64);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(());
         let parsed = match arg.as_str() {
-            "--protocol" => match value().as_deref() {
-                Ok(p @ ("echo" | "xfer")) => {
-                    protocols = vec![if p == "echo" { "echo" } else { "xfer" }];
-                    Ok(())
-                }
-                _ => Err(()),
-            },
+            "--protocol" => value().and_then(|p| {
+                let known = ["echo", "xfer", "trickle"];
+                let p = known.into_iter().find(|k| *k == p).ok_or(())?;
+                protocols = vec![p];
+                Ok(())
+            }),
             "--seed" => value().and_then(|v| v.parse().map_err(drop)).map(|s| {
                 from = s;
                 count = 1;
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
     for protocol in protocols {
         let session: fn(u64) -> Result<SimReport, String> = match protocol {
             "echo" => echo_session,
+            "trickle" => trickle_session,
             _ => xfer_session,
         };
         let started = Instant::now();

@@ -38,7 +38,8 @@ pub struct Config {
     /// writes (the blocking one) could otherwise wait on a server that waits
     /// on it.
     pub echo_window: usize,
-    /// A connection with no input for this long is dropped, and so is one
+    /// A connection with no input for this long (framed protocols: no whole
+    /// frame; bytes alone do not count) is dropped, and so is one
     /// whose peer takes none of our output for this long (the drivers bound
     /// every write by it; see `StreamMachine::write_timeout`). Default 60 s.
     pub idle_timeout: Duration,
@@ -86,6 +87,34 @@ pub struct Config {
     /// the word `quit` (default 40 ms: four times `legacy_ack_delay`, and far
     /// above the gap between two reads of one piece on any live receiver).
     pub legacy_quit_settle: Duration,
+    /// Framed protocols: the peer's preamble must be complete this long
+    /// after the session starts, or the session fails as too slow
+    /// (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Framed protocols: once the first byte of a frame has arrived, the
+    /// whole frame must arrive within this (default 30 s), so a peer cannot
+    /// hold a session by trickling bytes. For `Data` this is a minimum rate
+    /// of `chunk_size / frame_timeout` (8.7 KB/s by default); only whole
+    /// frames restart the idle timer.
+    pub frame_timeout: Duration,
+    /// Framed protocols: after a side has queued an `Error` frame, how long
+    /// it keeps reading (and discarding) what the peer still sends, waiting
+    /// for the peer's EOF, before it closes (default 2 s). Closing on unread
+    /// data resets a TCP connection, which would destroy the `Error` frame
+    /// before the peer reads it.
+    pub linger: Duration,
+    /// File receiver: offers one session may have refused (by the machine
+    /// or by the application) before the session fails (default 1000).
+    pub max_refusals: u64,
+    /// Bytes of frames a session holds undecoded before it draws on its
+    /// server's shared receive budget (default 64 KiB, so echo sessions with
+    /// the default `max_message` never do).
+    pub recv_allowance: usize,
+    /// The shared receive budget of a server: bytes all its sessions
+    /// together may hold undecoded beyond their `recv_allowance` (default
+    /// 64 MiB). A session that needs more while it is spent fails as busy.
+    /// See [`RecvBudget`](crate::session::RecvBudget).
+    pub recv_budget: usize,
 }
 
 impl Default for Config {
@@ -112,6 +141,12 @@ impl Default for Config {
             max_per_source: 64,
             legacy_ack_delay: Duration::from_millis(10),
             legacy_quit_settle: Duration::from_millis(40),
+            handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            linger: Duration::from_secs(2),
+            max_refusals: 1000,
+            recv_allowance: 64 * 1024,
+            recv_budget: 64 * MIB,
         }
     }
 }
@@ -165,7 +200,7 @@ impl Config {
             return Err(ConfigError::Zero("max_per_source"));
         }
         self.validate_udp_limits()?;
-        Ok(())
+        self.validate_session_bounds()
     }
 
     /// The UDP echo server's reply limits: none zero, the rate at most one
@@ -182,6 +217,27 @@ impl Config {
         if self.udp_reply_rate > 1_000_000_000 {
             return Err(ConfigError::Inconsistent(
                 "udp_reply_rate must be at most 1000000000 replies per second",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deadlines and costs that bound one framed session.
+    fn validate_session_bounds(&self) -> Result<(), ConfigError> {
+        let nonzero: [(&'static str, u128); 6] = [
+            ("handshake_timeout", self.handshake_timeout.as_nanos()),
+            ("frame_timeout", self.frame_timeout.as_nanos()),
+            ("linger", self.linger.as_nanos()),
+            ("max_refusals", u128::from(self.max_refusals)),
+            ("recv_allowance", self.recv_allowance as u128),
+            ("recv_budget", self.recv_budget as u128),
+        ];
+        if let Some((name, _)) = nonzero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Zero(name));
+        }
+        if self.recv_allowance.saturating_add(self.recv_budget) < self.recv_buffer {
+            return Err(ConfigError::Inconsistent(
+                "recv_allowance + recv_budget must cover recv_buffer, so one session alone is never refused",
             ));
         }
         Ok(())
@@ -252,6 +308,67 @@ mod tests {
             too_fast.validate(),
             Err(ConfigError::Inconsistent(_))
         ));
+    }
+
+    #[test]
+    fn zero_session_bounds_are_refused_not_treated_as_unlimited() {
+        let zeroed = [
+            (
+                "handshake_timeout",
+                Config {
+                    handshake_timeout: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "frame_timeout",
+                Config {
+                    frame_timeout: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "linger",
+                Config {
+                    linger: Duration::ZERO,
+                    ..Config::default()
+                },
+            ),
+            (
+                "max_refusals",
+                Config {
+                    max_refusals: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "recv_allowance",
+                Config {
+                    recv_allowance: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "recv_budget",
+                Config {
+                    recv_budget: 0,
+                    ..Config::default()
+                },
+            ),
+        ];
+        for (name, cfg) in zeroed {
+            assert_eq!(cfg.validate(), Err(ConfigError::Zero(name)));
+        }
+    }
+
+    #[test]
+    fn a_budget_too_small_for_one_session_is_refused() {
+        let cfg = Config {
+            recv_allowance: 1024,
+            recv_budget: 1024,
+            ..Config::default()
+        };
+        assert!(matches!(cfg.validate(), Err(ConfigError::Inconsistent(_))));
     }
 
     #[test]

@@ -37,6 +37,26 @@ pub enum Error {
     /// fault nor a misuse of the machine.
     #[error("aborted: {0}")]
     Aborted(String),
+    /// The peer was too slow: its preamble, or one frame once begun, did not
+    /// arrive whole within its deadline (`handshake_timeout`,
+    /// `frame_timeout`), however steadily bytes trickled in.
+    #[error("peer too slow: {what} did not arrive whole within {limit:?}")]
+    TooSlow {
+        /// What was late: "its preamble" or "a frame".
+        what: &'static str,
+        /// The deadline it missed.
+        limit: std::time::Duration,
+    },
+    /// This side holds as many half-received frames, for all its peers
+    /// together, as its shared receive budget allows
+    /// ([`RecvBudget`](crate::session::RecvBudget)). Not a protocol error:
+    /// this peer may be innocent (others spent the budget), so it is told
+    /// the server is busy and may try again later.
+    #[error("server busy: its receive budget of {limit} bytes for half-received frames is spent; try again later")]
+    Busy {
+        /// The shared budget, in bytes.
+        limit: usize,
+    },
 }
 
 impl Error {
@@ -47,6 +67,8 @@ impl Error {
             Error::Local(_) | Error::PeerFailed { .. } | Error::Aborted(_) => ErrorCode::Internal,
             Error::TimedOut(_) => ErrorCode::Timeout,
             Error::HashMismatch => ErrorCode::HashMismatch,
+            Error::TooSlow { .. } => ErrorCode::Timeout,
+            Error::Busy { .. } => ErrorCode::Busy,
         }
     }
 }
@@ -111,6 +133,13 @@ pub enum ProtocolError {
         field: &'static str,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// The sender had more offers refused in one session than the
+    /// receiver's `max_refusals` allows.
+    #[error("more than {max} offers refused in one session; start a new session")]
+    TooManyRefusals {
+        /// The receiver's `max_refusals`.
+        max: u64,
     },
 }
 
@@ -186,6 +215,9 @@ pub enum ErrorCode {
     HashMismatch,
     /// Anything else (including a local failure of the frame's sender).
     Internal,
+    /// The frame's sender is overloaded (its shared receive budget is
+    /// spent): not the receiver's fault; try again later.
+    Busy,
     /// A code this version does not know.
     Unknown(u16),
 }
@@ -198,6 +230,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 2,
             ErrorCode::HashMismatch => 3,
             ErrorCode::Internal => 4,
+            ErrorCode::Busy => 5,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -209,6 +242,7 @@ impl ErrorCode {
             2 => ErrorCode::Timeout,
             3 => ErrorCode::HashMismatch,
             4 => ErrorCode::Internal,
+            5 => ErrorCode::Busy,
             other => ErrorCode::Unknown(other),
         }
     }

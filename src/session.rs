@@ -9,10 +9,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::codec::{Frame, FrameDecoder, Protocol};
+use crate::codec::{clip_text, Frame, FrameDecoder, FrameLimits, Protocol};
 use crate::config::Config;
 use crate::error::{sanitize, Error, ProtocolError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
+
+mod budget;
+
+use budget::Charge;
+pub use budget::RecvBudget;
 
 /// The protocol logic of one role on a framed connection: its transition table.
 pub trait Role {
@@ -21,8 +26,9 @@ pub trait Role {
     /// The protocol named in this role's preamble.
     const PROTOCOL: Protocol;
 
-    /// Queues what the role says first, after the preamble.
-    fn start(&mut self, link: &mut Link<Self::Event>);
+    /// Queues what the role says first, after the preamble. An `Err`
+    /// fails the session at once.
+    fn start(&mut self, link: &mut Link<Self::Event>) -> Result<(), Error>;
 
     /// One frame from the peer. An `Err` fails the session.
     fn on_frame(&mut self, link: &mut Link<Self::Event>, frame: Frame) -> Result<(), Error>;
@@ -93,6 +99,22 @@ impl<E> Link<E> {
 
 /// A framed connection driven by a [`Role`]: this is the machine that
 /// drivers and tests hold (`EchoServer`, `EchoClient`, `Sender`, `Receiver`).
+///
+/// What bounds a session, for every role and every driver:
+/// * memory: each frame's header is checked against its type's limit
+///   before its payload is buffered; what is held undecoded beyond
+///   `recv_allowance` is drawn from the server's shared [`RecvBudget`], if
+///   it gave one;
+/// * time: the peer's preamble must be whole within `handshake_timeout`,
+///   any one frame within `frame_timeout` of its first byte, and only whole
+///   frames (or output the peer takes) restart the `idle_timeout`, so a
+///   peer trickling bytes cannot hold a session; [`Output::Wait`] reports
+///   the earliest of these deadlines;
+/// * after a failure it has told the peer about (an `Error` frame queued),
+///   the machine lingers: it reads and discards input until the peer's EOF
+///   or for `linger`, whichever comes first, before it says `Done`. A
+///   driver that closed at once, on unread input, would reset the
+///   connection and destroy the `Error` frame before the peer read it.
 #[derive(Debug)]
 pub struct Framed<R: Role> {
     role: R,
@@ -100,8 +122,16 @@ pub struct Framed<R: Role> {
     rx: BytesMut,
     decoder: FrameDecoder,
     idle_deadline: Instant,
+    /// Until the peer's preamble is whole: when it must be.
+    handshake_deadline: Option<Instant>,
+    /// While a frame is partly held: when it must be whole.
+    frame_deadline: Option<Instant>,
+    /// After a failure told to the peer: when to stop waiting for its EOF.
+    linger_deadline: Option<Instant>,
     eof: bool,
     failure: Option<Error>,
+    /// What this session draws on its server's receive budget, if any.
+    charge: Option<Charge>,
 }
 
 impl<R: Role> Framed<R> {
@@ -118,20 +148,40 @@ impl<R: Role> Framed<R> {
             config,
         };
         link.push(Bytes::copy_from_slice(&R::PROTOCOL.preamble()));
-        role.start(&mut link);
+        let started = role.start(&mut link);
+        let limits = FrameLimits::from_config(&link.config);
         let mut this = Framed {
-            decoder: FrameDecoder::new(R::PROTOCOL, link.config.max_frame),
+            decoder: FrameDecoder::with_limits(R::PROTOCOL, limits),
             idle_deadline: now + link.config.idle_timeout,
+            handshake_deadline: Some(now + link.config.handshake_timeout),
+            frame_deadline: None,
+            linger_deadline: None,
             rx: BytesMut::new(),
             eof: false,
             failure: None,
+            charge: None,
             role,
             link,
         };
         if let Err(e) = valid {
             this.fail(UsageError::BadConfig(e).into());
+        } else if let Err(e) = started {
+            this.fail(e);
         }
         this
+    }
+
+    /// Makes this session draw on `budget`, shared with the other sessions
+    /// of its server, for what it holds undecoded beyond
+    /// `Config::recv_allowance`. Call it before any input.
+    pub fn with_recv_budget(mut self, budget: RecvBudget) -> Self {
+        self.charge = Some(Charge::new(budget));
+        self
+    }
+
+    /// Bytes of peer input held undecoded now (at most `recv_buffer`).
+    pub fn buffered(&self) -> usize {
+        self.rx.len()
     }
 
     /// The role, for its getters.
@@ -177,15 +227,36 @@ impl<R: Role> Framed<R> {
             return;
         }
         if !matches!(error, Error::PeerFailed { .. }) {
-            let message = Bytes::from(error.to_string().into_bytes());
+            let message = clip_text(Bytes::from(error.to_string().into_bytes()));
             self.link.send(&Frame::Error {
                 code: error.code(),
                 message,
             });
+            // A bad config is not trusted for a linger either.
+            let trusted = !matches!(error, Error::Local(UsageError::BadConfig(_)));
+            if trusted && !self.eof {
+                self.linger_deadline = Some(self.link.now + self.link.config.linger);
+            }
         }
         tracing::debug!(%error, "session failed");
         self.failure = Some(error);
-        self.rx.clear();
+        self.drop_input();
+    }
+
+    /// Forgets all buffered input (the session is over) and gives back
+    /// what it drew on the budget.
+    fn drop_input(&mut self) {
+        self.rx = BytesMut::new();
+        self.frame_deadline = None;
+        if let Some(charge) = &mut self.charge {
+            let _ = charge.set(0);
+        }
+    }
+
+    /// Until when a failed machine still waits for the peer's EOF.
+    fn lingering(&self) -> Option<Instant> {
+        let until = self.linger_deadline.filter(|_| self.failure.is_some());
+        until.filter(|&t| !self.eof && self.link.now < t)
     }
 
     fn advance_clock(&mut self, now: Instant) {
@@ -196,10 +267,39 @@ impl<R: Role> Framed<R> {
         self.idle_deadline = self.link.now + self.link.config.idle_timeout;
     }
 
+    /// The earliest deadline of a live session.
+    fn next_deadline(&self) -> Instant {
+        [self.handshake_deadline, self.frame_deadline]
+            .into_iter()
+            .flatten()
+            .fold(self.idle_deadline, Instant::min)
+    }
+
+    /// The deadline that has passed first, if any, as the error it means.
+    fn overdue(&self) -> Option<Error> {
+        let cfg = &self.link.config;
+        let too_slow = |what, limit| Error::TooSlow { what, limit };
+        [
+            (
+                self.handshake_deadline,
+                too_slow("its preamble", cfg.handshake_timeout),
+            ),
+            (self.frame_deadline, too_slow("a frame", cfg.frame_timeout)),
+            (Some(self.idle_deadline), Error::TimedOut(cfg.idle_timeout)),
+        ]
+        .into_iter()
+        .filter_map(|(at, error)| at.filter(|&at| at <= self.link.now).map(|at| (at, error)))
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, error)| error)
+    }
+
     /// Decodes and dispatches buffered frames while the output has room.
-    /// Returns whether anything happened.
+    /// Returns whether anything happened (a frame, or a failure).
     fn process(&mut self) -> bool {
         let mut progressed = false;
+        // Whether decoding stopped for want of the peer's bytes (not
+        // because this side is busy): only then is a partial frame late.
+        let mut starved = false;
         while self.failure.is_none()
             && !self.role.is_finished()
             && !self.role.awaits_app()
@@ -207,13 +307,19 @@ impl<R: Role> Framed<R> {
         {
             let frame = match self.decoder.decode(&mut self.rx) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => break,
+                Ok(None) => {
+                    starved = true;
+                    break;
+                }
                 Err(e) => {
                     self.fail(ProtocolError::from(e).into());
                     return true;
                 }
             };
             progressed = true;
+            // A whole frame is the peer's sign of life; a byte is not.
+            self.touch();
+            self.frame_deadline = None;
             let result = match frame {
                 Frame::Error { code, message } => Err(Error::PeerFailed {
                     code,
@@ -227,9 +333,41 @@ impl<R: Role> Framed<R> {
         }
         if self.role.is_finished() {
             // Whatever the peer sent after the end is not processed.
-            self.rx.clear();
+            self.drop_input();
+        }
+        if self.is_closed() {
+            return progressed;
+        }
+        self.track_partial(starved);
+        if let Err(e) = self.hold_buffered() {
+            self.fail(e);
+            return true;
         }
         progressed
+    }
+
+    /// Arms or clears the handshake and frame deadlines after decoding.
+    fn track_partial(&mut self, starved: bool) {
+        if self.decoder.preamble_done() {
+            self.handshake_deadline = None;
+        }
+        let late_at = self.link.now + self.link.config.frame_timeout;
+        self.frame_deadline = (starved && self.decoder.in_frame(&self.rx))
+            .then(|| self.frame_deadline.unwrap_or(late_at));
+    }
+
+    /// Draws on the shared budget for what is held beyond the allowance
+    /// (counting the whole of a frame whose header announced it), then
+    /// reserves room for that frame: nothing is reserved unless admitted.
+    fn hold_buffered(&mut self) -> Result<(), Error> {
+        let body = self.decoder.body_len().unwrap_or(0);
+        let held = self.rx.len().max(body);
+        let beyond = held.saturating_sub(self.link.config.recv_allowance);
+        if let Some(charge) = &mut self.charge {
+            charge.set(beyond).map_err(|limit| Error::Busy { limit })?;
+        }
+        self.rx.reserve(body.saturating_sub(self.rx.len()));
+        Ok(())
     }
 }
 
@@ -239,10 +377,13 @@ impl<R: Role> Machine for Framed<R> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.is_closed() || self.link.now < self.idle_deadline {
+        if self.is_closed() {
+            // A lingering machine ends by itself once its deadline passed.
             return;
         }
-        self.fail(Error::TimedOut(self.link.config.idle_timeout));
+        if let Some(error) = self.overdue() {
+            self.fail(error);
+        }
     }
 
     fn poll_output(&mut self) -> Output<Bytes, R::Event> {
@@ -256,6 +397,9 @@ impl<R: Role> Machine for Framed<R> {
                 return Output::Event(event);
             }
             if self.is_closed() {
+                if let Some(until) = self.lingering() {
+                    return Output::Wait(Some(until));
+                }
                 return Output::Done(self.failure.clone().map_or(Ok(()), Err));
             }
             if self.link.has_room() {
@@ -272,7 +416,7 @@ impl<R: Role> Machine for Framed<R> {
                 self.fail(ProtocolError::UnexpectedEof { state }.into());
                 continue;
             }
-            return Output::Wait(Some(self.idle_deadline));
+            return Output::Wait(Some(self.next_deadline()));
         }
     }
 }
@@ -281,6 +425,7 @@ impl<R: Role> StreamMachine for Framed<R> {
     fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
         self.advance_clock(now);
         if let Some(e) = &self.failure {
+            // Lingering: what the peer still sends is read and dropped.
             return Err(e.clone());
         }
         if self.role.is_finished() {
@@ -295,7 +440,6 @@ impl<R: Role> StreamMachine for Framed<R> {
             self.fail(e.clone());
             return Err(e);
         }
-        self.touch();
         self.rx.extend_from_slice(data);
         self.process();
         self.failure.clone().map_or(Ok(()), Err)

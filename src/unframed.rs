@@ -2,6 +2,16 @@
 //! the legacy roles): the output queue, the events, the clock, the idle
 //! timer and the sticky result, so each of those machines holds only its
 //! protocol logic. Pure: no I/O.
+//!
+//! What bounds a session here differs from the framed core
+//! ([`Framed`](crate::session::Framed)): with no preamble and no frames,
+//! there is no handshake or frame deadline, and every byte received is a
+//! whole unit of its protocol (echoed, or one read of at most 1024 bytes),
+//! so every input restarts the idle timer. A peer trickling bytes keeps its
+//! session; it holds at most `send_buffer` (RFC 862) or one read (legacy)
+//! of memory, and one connection of the server's cap. Nor is there an
+//! `Error` frame to protect, hence no lingering close: a failed machine
+//! ends at once.
 
 use std::collections::VecDeque;
 use std::time::Instant;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::driver::{DriverError, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server, ServerEvent};
+use echoxfer::error::CodecError;
 use echoxfer::testing::{Cutter, Pair};
 use echoxfer::{Config, Error, ProtocolError};
 use proptest::prelude::*;
@@ -130,18 +131,25 @@ fn oversized_message_is_a_typed_remote_error_for_the_server() {
     let mut wire = echoxfer::codec::Protocol::Echo.preamble().to_vec();
     wire.extend(echoxfer::codec::Frame::Message(Bytes::from(vec![1u8; 4096])).encode_to_vec());
     let err = server.handle_input(now, &wire).unwrap_err();
+    // Refused at its header, before its payload is buffered.
     assert!(matches!(
         err,
-        Error::Remote(ProtocolError::MessageTooLarge {
+        Error::Remote(ProtocolError::Codec(CodecError::PayloadTooLarge {
+            frame: "Message",
             len: 4096,
             max: 2048
-        })
+        }))
     ));
-    // Sticky: the same error again, and the drain ends in it.
+    // Sticky: the same error again; the server lingers for the client's
+    // EOF (so its Error frame is read), then the drain ends in it.
     assert_eq!(server.handle_input(now, b"x").unwrap_err(), err);
     let mut last = None;
     for _ in 0..10 {
         match server.poll_output() {
+            Output::Wait(Some(_)) if last.is_none() => {
+                server.handle_eof(now);
+                last = Some(Ok(()));
+            }
             Output::Done(r) => {
                 last = Some(r);
                 break;

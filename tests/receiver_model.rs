@@ -383,7 +383,11 @@ impl ReferenceStateMachine for RefMachine {
         match step {
             Step::Peer(frame) => {
                 if !m.closed() {
-                    m.idle = Duration::ZERO;
+                    // Only a frame dispatched restarts the idle timer: one
+                    // waiting for the application's answer does not yet.
+                    if !m.awaits_app() {
+                        m.idle = Duration::ZERO;
+                    }
                     m.pending.push_back(frame.clone());
                     m.process();
                 }
@@ -557,7 +561,10 @@ impl StateMachineTest for ReceiverTest {
         }
         assert_eq!(role.files_saved(), m.saved);
         assert_eq!(role.bytes_received(), m.received);
-        match (&m.st, &sut.wire.done) {
+        // A receiver that failed lingers for the sender's EOF before its
+        // `Done`: until then its sticky error says how it ended.
+        let ended = (sut.wire.done.clone()).or_else(|| sut.rx.error().cloned().map(Err));
+        match (&m.st, &ended) {
             (St::Done, Some(Ok(()))) => {}
             (St::Failed(None), Some(Err(Error::PeerFailed { .. }))) => {}
             (St::Failed(Some(code)), Some(Err(e))) => assert_eq!(e.code(), *code, "{e}"),

@@ -1,11 +1,12 @@
 //! The deterministic simulator over many seeds: echo and file-transfer
 //! sessions over benign and hostile simulated links (latency,
 //! fragmentation, coalescing, stalls, corruption, cuts), with reconnects
-//! and resumes, all in virtual time. `SIM_SEEDS` sets how many seeds each
+//! and resumes, and sessions where one side trickles its bytes, all in
+//! virtual time. `SIM_SEEDS` sets how many seeds each
 //! protocol runs (default 2500); a failure prints the seed and the command
 //! that replays it.
 
-use echoxfer::testing::sim::{echo_session, xfer_session, SimReport};
+use echoxfer::testing::sim::{echo_session, trickle_session, xfer_session, SimReport};
 
 fn seeds() -> u64 {
     std::env::var("SIM_SEEDS")
@@ -15,9 +16,17 @@ fn seeds() -> u64 {
 }
 
 fn run(protocol: &str, session: fn(u64) -> Result<SimReport, String>) -> Vec<SimReport> {
+    run_some(protocol, session, seeds())
+}
+
+fn run_some(
+    protocol: &str,
+    session: fn(u64) -> Result<SimReport, String>,
+    count: u64,
+) -> Vec<SimReport> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for seed in 0..seeds() {
+    for seed in 0..count {
         match session(seed) {
             Ok(r) => reports.push(r),
             Err(e) => failures.push(format!(
@@ -59,9 +68,20 @@ fn file_transfers_arrive_identical_or_resume_over_many_seeds() {
 }
 
 #[test]
+fn trickling_peers_end_by_the_handshake_and_frame_deadlines_over_many_seeds() {
+    // A fifth of the seeds: each trickled byte is a step of its own.
+    let reports: Vec<SimReport> = run_some("trickle", trickle_session, seeds() / 5);
+    assert!(reports.iter().all(|r| !r.is_clean()));
+    if reports.len() >= 100 {
+        assert!(reports.iter().any(|r| r.failures.contains(&"too-slow")));
+    }
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     for seed in [1, 7, 42] {
         assert_eq!(xfer_session(seed), xfer_session(seed));
         assert_eq!(echo_session(seed), echo_session(seed));
+        assert_eq!(trickle_session(seed), trickle_session(seed));
     }
 }

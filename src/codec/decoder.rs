@@ -1,10 +1,50 @@
 //! Incremental frame decoding, in the style of tokio-util's `Decoder`:
-//! `Ok(None)` means "need more bytes", lengths are checked before any
-//! buffer is reserved, and a parsed header is remembered between calls.
+//! `Ok(None)` means "need more bytes", a parsed header is remembered
+//! between calls, and each header is checked against its frame type's own
+//! limit before any of its payload is buffered (the decoder never reserves
+//! memory itself: its caller may, for [`FrameDecoder::body_len`] bytes,
+//! once it has admitted them).
 
 use bytes::{Buf, BytesMut};
 
+use super::frame::bounds;
 use super::{CodecError, Frame, Protocol, HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSION};
+use crate::config::Config;
+
+/// The limits a decoder checks each header against. Per frame type (see
+/// `docs/PROTOCOL.md`): `Message` and `Greeting` at most `max_message`,
+/// `Offer` at most 8 + `max_name_len`, `Data` at most `max_frame`, `Error`
+/// and `Reject` texts at most [`MAX_TEXT`](super::MAX_TEXT), fixed-size
+/// frames exactly their size; no frame over `max_frame`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Largest payload of any frame.
+    pub max_frame: usize,
+    /// Largest `Message` or `Greeting` payload.
+    pub max_message: usize,
+    /// Longest name in an `Offer`.
+    pub max_name_len: usize,
+}
+
+impl FrameLimits {
+    /// The limits a machine with `config` enforces.
+    pub fn from_config(config: &Config) -> Self {
+        FrameLimits {
+            max_frame: config.max_frame,
+            max_message: config.max_message,
+            max_name_len: config.max_name_len,
+        }
+    }
+
+    /// Every variable-size frame bounded by `max_frame` alone.
+    pub fn uniform(max_frame: usize) -> Self {
+        FrameLimits {
+            max_frame,
+            max_message: max_frame,
+            max_name_len: max_frame.saturating_sub(8),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum State {
@@ -17,18 +57,48 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     protocol: Protocol,
-    max_frame: usize,
+    limits: FrameLimits,
     state: State,
 }
 
 impl FrameDecoder {
-    /// A decoder expecting the preamble of `protocol`, then frames whose
-    /// payload is at most `max_frame` bytes.
+    /// A decoder expecting the preamble of `protocol`, then frames of that
+    /// protocol whose payload is at most `max_frame` bytes (and within the
+    /// fixed sizes and text limits of their types).
     pub fn new(protocol: Protocol, max_frame: usize) -> Self {
+        Self::with_limits(protocol, FrameLimits::uniform(max_frame))
+    }
+
+    /// A decoder expecting the preamble of `protocol`, then frames within `limits`.
+    pub fn with_limits(protocol: Protocol, limits: FrameLimits) -> Self {
         FrameDecoder {
             protocol,
-            max_frame,
+            limits,
             state: State::Preamble,
+        }
+    }
+
+    /// Whether the peer's whole preamble has been read.
+    pub fn preamble_done(&self) -> bool {
+        !matches!(self.state, State::Preamble)
+    }
+
+    /// Whether part of a frame is held: its header has been read, or `src`
+    /// (what the caller buffers) holds the start of one.
+    pub fn in_frame(&self, src: &[u8]) -> bool {
+        match self.state {
+            State::Preamble => false,
+            State::Head => !src.is_empty(),
+            State::Body { .. } => true,
+        }
+    }
+
+    /// The payload length announced by the header just read, while its
+    /// payload is awaited (already checked against the limits).
+    pub fn body_len(&self) -> Option<usize> {
+        match self.state {
+            State::Body { len, .. } => Some(len),
+            State::Preamble | State::Head => None,
         }
     }
 
@@ -51,16 +121,8 @@ impl FrameDecoder {
                     }
                     let kind = src[0];
                     let len = u32::from_be_bytes([src[1], src[2], src[3], src[4]]);
-                    if len as u64 > self.max_frame as u64 {
-                        return Err(CodecError::FrameTooLarge {
-                            len: len.into(),
-                            max: self.max_frame,
-                        });
-                    }
+                    let len = self.check_header(kind, len.into())?;
                     src.advance(HEADER_LEN);
-                    let len = len as usize;
-                    // Safe to reserve: `len` is bounded by `max_frame` above.
-                    src.reserve(len.saturating_sub(src.len()));
                     self.state = State::Body { kind, len };
                 }
                 State::Body { kind, len } => {
@@ -73,6 +135,34 @@ impl FrameDecoder {
                 }
             }
         }
+    }
+
+    /// Checks a header against its type: known, of this protocol, within
+    /// `max_frame` and within the type's own limit. Returns the length.
+    fn check_header(&self, kind: u8, len: u64) -> Result<usize, CodecError> {
+        let b = bounds(kind, self.protocol, &self.limits)?;
+        if len > self.limits.max_frame as u64 {
+            return Err(CodecError::FrameTooLarge {
+                len,
+                max: self.limits.max_frame,
+            });
+        }
+        if b.exact && len != b.max as u64 {
+            return Err(CodecError::WrongLength {
+                frame: b.name,
+                len,
+                expected: b.max,
+            });
+        }
+        if len > b.max as u64 {
+            return Err(CodecError::PayloadTooLarge {
+                frame: b.name,
+                len,
+                max: b.max,
+            });
+        }
+        // Fits: `len` is at most `max_frame`, which fits a usize.
+        Ok(len as usize)
     }
 
     /// Fails early on a short preamble that already cannot be ours, so a
@@ -175,5 +265,141 @@ mod tests {
         let mut dec = FrameDecoder::new(Protocol::File, 1024);
         let mut buf = BytesMut::from(&p[..]);
         assert_eq!(dec.decode(&mut buf), Err(CodecError::UnsupportedVersion(9)));
+    }
+
+    /// Feeds a preamble and one header; returns what the decoder said and
+    /// the capacity of the buffer afterwards.
+    fn header(
+        protocol: Protocol,
+        limits: FrameLimits,
+        kind: u8,
+        len: u32,
+    ) -> Result<Option<Frame>, CodecError> {
+        let mut wire = protocol.preamble().to_vec();
+        wire.push(kind);
+        wire.extend(len.to_be_bytes());
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut dec = FrameDecoder::with_limits(protocol, limits);
+        let result = dec.decode(&mut buf);
+        assert!(buf.capacity() < 4096, "reserved {}", buf.capacity());
+        result
+    }
+
+    fn limits() -> FrameLimits {
+        FrameLimits {
+            max_frame: 1 << 20,
+            max_message: 64 * 1024,
+            max_name_len: 255,
+        }
+    }
+
+    #[test]
+    fn each_frame_type_is_held_to_its_own_limit_at_its_header() {
+        use Protocol::{Echo, File};
+        let too_large = |frame, len: u32, max| {
+            Err(CodecError::PayloadTooLarge {
+                frame,
+                len: len.into(),
+                max,
+            })
+        };
+        // One byte over each type's limit, far below `max_frame`.
+        assert_eq!(
+            header(Echo, limits(), 0x11, 65_537),
+            too_large("Message", 65_537, 65_536)
+        );
+        assert_eq!(
+            header(Echo, limits(), 0x10, 65_537),
+            too_large("Greeting", 65_537, 65_536)
+        );
+        assert_eq!(
+            header(File, limits(), 0x20, 264),
+            too_large("Offer", 264, 263)
+        );
+        assert_eq!(
+            header(File, limits(), 0x22, 1026),
+            too_large("Reject", 1026, 1025)
+        );
+        assert_eq!(
+            header(Echo, limits(), 0x01, 1027),
+            too_large("Error", 1027, 1026)
+        );
+        // At the limit: accepted, waiting for the payload.
+        assert_eq!(header(Echo, limits(), 0x11, 65_536), Ok(None));
+        assert_eq!(header(File, limits(), 0x20, 263), Ok(None));
+        assert_eq!(header(File, limits(), 0x24, 1 << 20), Ok(None));
+    }
+
+    #[test]
+    fn fixed_size_frames_must_announce_exactly_their_size() {
+        use Protocol::{Echo, File};
+        let wrong = |frame, len: u64, expected| {
+            Err(CodecError::WrongLength {
+                frame,
+                len,
+                expected,
+            })
+        };
+        assert_eq!(header(Echo, limits(), 0x12, 1), wrong("Exit", 1, 0));
+        assert_eq!(header(File, limits(), 0x21, 39), wrong("Accept", 39, 40));
+        assert_eq!(
+            header(File, limits(), 0x23, 60_000),
+            wrong("Begin", 60_000, 8)
+        );
+        assert_eq!(header(File, limits(), 0x25, 65), wrong("End", 65, 64));
+        assert_eq!(header(File, limits(), 0x27, 3), wrong("Quit", 3, 0));
+    }
+
+    #[test]
+    fn frames_of_the_other_protocol_and_unknown_types_are_refused_at_their_header() {
+        assert_eq!(
+            header(Protocol::Echo, limits(), 0x24, 1 << 20),
+            Err(CodecError::ForeignFrame {
+                frame: "Data",
+                protocol: Protocol::Echo
+            })
+        );
+        assert_eq!(
+            header(Protocol::File, limits(), 0x11, 10),
+            Err(CodecError::ForeignFrame {
+                frame: "Message",
+                protocol: Protocol::File
+            })
+        );
+        assert_eq!(
+            header(Protocol::File, limits(), 0x77, 1 << 20),
+            Err(CodecError::UnknownFrame(0x77))
+        );
+    }
+
+    #[test]
+    fn the_decoder_tells_where_it_is_in_the_stream() {
+        let mut dec = FrameDecoder::new(Protocol::Echo, 1024);
+        let mut buf = BytesMut::from(&Protocol::Echo.preamble()[..5]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(!dec.preamble_done() && !dec.in_frame(&buf));
+        buf.extend_from_slice(&[b'E', 0x11, 0, 0]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(dec.preamble_done() && dec.in_frame(&buf));
+        assert_eq!(dec.body_len(), None);
+        buf.extend_from_slice(&[0, 3, b'a']);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert_eq!(dec.body_len(), Some(3));
+        buf.extend_from_slice(b"bc");
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(Frame::Message(Bytes::from_static(b"abc"))))
+        );
+        assert!(!dec.in_frame(&buf));
+    }
+
+    #[test]
+    fn long_texts_are_clipped_at_a_character_boundary() {
+        let text = "é".repeat(super::super::MAX_TEXT);
+        let clipped = super::super::clip_text(Bytes::from(text));
+        assert!(
+            clipped.len() <= super::super::MAX_TEXT && clipped.len() >= super::super::MAX_TEXT - 3
+        );
+        assert!(std::str::from_utf8(&clipped).is_ok());
     }
 }

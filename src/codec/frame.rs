@@ -2,7 +2,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{CodecError, HASH_LEN, HEADER_LEN};
+use super::{CodecError, FrameLimits, Protocol, HASH_LEN, HEADER_LEN, MAX_TEXT};
 use crate::error::ErrorCode;
 
 /// Why a receiver refused a file.
@@ -124,6 +124,85 @@ mod tag {
     pub const END: u8 = 0x25;
     pub const SAVED: u8 = 0x26;
     pub const QUIT: u8 = 0x27;
+}
+
+/// What a header of one frame type may announce.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// The frame's name, for errors.
+    pub name: &'static str,
+    /// The payload must be exactly `max` bytes (a fixed-size frame).
+    pub exact: bool,
+    /// The most payload the type may carry.
+    pub max: usize,
+}
+
+/// The name of frame type `kind`, and the protocol it belongs to (`None`:
+/// both); `None` for a type this version does not know.
+fn kind_info(kind: u8) -> Option<(&'static str, Option<Protocol>)> {
+    use Protocol::{Echo, File};
+    let info = match kind {
+        tag::ERROR => ("Error", None),
+        tag::GREETING => ("Greeting", Some(Echo)),
+        tag::MESSAGE => ("Message", Some(Echo)),
+        tag::EXIT => ("Exit", Some(Echo)),
+        tag::BYE => ("Bye", Some(Echo)),
+        tag::OFFER => ("Offer", Some(File)),
+        tag::ACCEPT => ("Accept", Some(File)),
+        tag::REJECT => ("Reject", Some(File)),
+        tag::BEGIN => ("Begin", Some(File)),
+        tag::DATA => ("Data", Some(File)),
+        tag::END => ("End", Some(File)),
+        tag::SAVED => ("Saved", Some(File)),
+        tag::QUIT => ("Quit", Some(File)),
+        _ => return None,
+    };
+    Some(info)
+}
+
+/// The payload a header of type `kind` may announce on a `protocol`
+/// connection under `limits`: refused outright if the type is unknown or
+/// belongs to the other protocol.
+pub(super) fn bounds(
+    kind: u8,
+    protocol: Protocol,
+    limits: &FrameLimits,
+) -> Result<Bounds, CodecError> {
+    let (name, owner) = kind_info(kind).ok_or(CodecError::UnknownFrame(kind))?;
+    if owner.is_some_and(|p| p != protocol) {
+        return Err(CodecError::ForeignFrame {
+            frame: name,
+            protocol,
+        });
+    }
+    let (exact, max) = match kind {
+        tag::ERROR => (false, 2 + MAX_TEXT),
+        tag::GREETING | tag::MESSAGE => (false, limits.max_message),
+        tag::OFFER => (false, limits.max_name_len.saturating_add(8)),
+        tag::ACCEPT => (true, 8 + HASH_LEN),
+        tag::REJECT => (false, 1 + MAX_TEXT),
+        tag::BEGIN => (true, 8),
+        tag::DATA => (false, limits.max_frame),
+        tag::END => (true, 2 * HASH_LEN),
+        // Exit, Bye, Saved, Quit.
+        _ => (true, 0),
+    };
+    Ok(Bounds { name, exact, max })
+}
+
+/// Cuts `text` to at most [`MAX_TEXT`] bytes (at a character boundary
+/// when it is UTF-8), so an `Error` or `Reject` frame never carries more
+/// text than a peer accepts.
+pub fn clip_text(text: Bytes) -> Bytes {
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    let mut end = MAX_TEXT;
+    // Back off over UTF-8 continuation bytes (at most three).
+    while end > MAX_TEXT - 3 && text[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    text.slice(..end)
 }
 
 impl Frame {

@@ -8,8 +8,8 @@
 mod decoder;
 mod frame;
 
-pub use decoder::FrameDecoder;
-pub use frame::{Frame, RejectReason};
+pub use decoder::{FrameDecoder, FrameLimits};
+pub use frame::{clip_text, Frame, RejectReason};
 
 /// The four bytes that open every native connection.
 pub const MAGIC: [u8; 4] = *b"EXFR";
@@ -21,6 +21,10 @@ pub const PREAMBLE_LEN: usize = 6;
 pub const HEADER_LEN: usize = 5;
 /// Length of a BLAKE3 digest on the wire.
 pub const HASH_LEN: usize = 32;
+/// Longest text an `Error` or `Reject` frame carries, in bytes (after its
+/// code or reason). Longer texts are cut before they are sent
+/// ([`clip_text`]); a longer one received is refused at its header.
+pub const MAX_TEXT: usize = 1024;
 
 /// Which protocol a connection speaks; carried in the preamble so that a
 /// client of one protocol talking to a server of another fails at once.
@@ -75,6 +79,37 @@ pub enum CodecError {
     /// A frame type this version does not know.
     #[error("unknown frame type {0:#04x}")]
     UnknownFrame(u8),
+    /// A frame type of the other protocol (a file frame on an echo
+    /// connection, say); refused at its header.
+    #[error("{frame} frame does not belong to the {protocol:?} protocol")]
+    ForeignFrame {
+        /// The frame's name.
+        frame: &'static str,
+        /// The protocol of this connection.
+        protocol: Protocol,
+    },
+    /// A header announcing more payload than the frame type allows (such
+    /// as a `Message` over `max_message`); refused before any of it is
+    /// buffered.
+    #[error("{frame} frame of {len} bytes exceeds its limit of {max}")]
+    PayloadTooLarge {
+        /// The frame's name.
+        frame: &'static str,
+        /// The announced length.
+        len: u64,
+        /// The limit for this frame type.
+        max: usize,
+    },
+    /// A header announcing another length than the fixed size of its type.
+    #[error("{frame} frame must be exactly {expected} bytes, not {len}")]
+    WrongLength {
+        /// The frame's name.
+        frame: &'static str,
+        /// The announced length.
+        len: u64,
+        /// The type's size.
+        expected: usize,
+    },
     /// A known frame type whose payload is malformed.
     #[error("malformed {frame} frame: {reason}")]
     Malformed {

@@ -96,7 +96,9 @@ impl Role for Client {
     type Event = ClientEvent;
     const PROTOCOL: Protocol = Protocol::Echo;
 
-    fn start(&mut self, _link: &mut Link<ClientEvent>) {}
+    fn start(&mut self, _link: &mut Link<ClientEvent>) -> Result<(), Error> {
+        Ok(())
+    }
 
     fn on_frame(&mut self, link: &mut Link<ClientEvent>, frame: Frame) -> Result<(), Error> {
         match (self.state, frame) {

@@ -18,7 +18,9 @@ pub enum RawEvent {
 }
 
 /// The RFC 862 stream echo machine. It ends when the peer closes its side
-/// and every byte has gone back; output is bounded by `send_buffer`.
+/// and every byte has gone back; output is bounded by `send_buffer`. Every
+/// byte received restarts its idle timer (each is a whole unit here): the
+/// framed machines' handshake and frame deadlines do not apply.
 #[derive(Debug)]
 pub struct RawEcho {
     core: Unframed<RawEvent>,

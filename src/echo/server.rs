@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use crate::codec::{Frame, Protocol};
-use crate::error::{Error, ProtocolError};
+use crate::error::{Error, ProtocolError, UsageError};
 use crate::session::{Link, Role};
 
 /// What an echo server tells its application.
@@ -36,8 +36,15 @@ impl Role for Server {
     type Event = ServerEvent;
     const PROTOCOL: Protocol = Protocol::Echo;
 
-    fn start(&mut self, link: &mut Link<ServerEvent>) {
+    /// Sends the greeting; one longer than `max_message`, which no client
+    /// of the same limits would accept, is refused as the caller's mistake.
+    fn start(&mut self, link: &mut Link<ServerEvent>) -> Result<(), Error> {
+        let (len, max) = (self.greeting.len(), link.config().max_message);
+        if len > max {
+            return Err(UsageError::MessageTooLarge { len, max }.into());
+        }
         link.send(&Frame::Greeting(self.greeting.clone()));
+        Ok(())
     }
 
     fn on_frame(&mut self, link: &mut Link<ServerEvent>, frame: Frame) -> Result<(), Error> {

@@ -81,7 +81,19 @@ pub enum Outcome {
     },
     /// The content did not match its hash; nothing was kept.
     Discarded,
+    /// Stands for offers refused beyond the first
+    /// [`REFUSALS_LISTED`] of a session, which are counted, not listed
+    /// (the entry's `size` is their offered bytes, added up).
+    Unlisted {
+        /// How many.
+        refused: u64,
+    },
 }
+
+/// Refused offers a [`ReceiverApp`] lists one by one in its report; the
+/// rest of a session's refusals share one [`Outcome::Unlisted`] entry, so a
+/// peer offering junk costs a bounded amount of bookkeeping.
+pub const REFUSALS_LISTED: usize = 20;
 
 /// One file of a session, for a summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +239,10 @@ pub struct ReceiverApp {
     current: Option<Incoming>,
     report: Vec<FileReport>,
     progress: Arc<Progress>,
+    /// Refused offers listed in `report` (at most [`REFUSALS_LISTED`]).
+    refusals_listed: usize,
+    /// Where the [`Outcome::Unlisted`] entry is in `report`, once there is one.
+    unlisted: Option<usize>,
 }
 
 impl ReceiverApp {
@@ -237,6 +253,29 @@ impl ReceiverApp {
             current: None,
             report: Vec::new(),
             progress: Arc::new(Progress::default()),
+            refusals_listed: 0,
+            unlisted: None,
+        }
+    }
+
+    /// Records a refused offer: listed in full while fewer than
+    /// [`REFUSALS_LISTED`] are, else counted in the one `Unlisted` entry.
+    fn note_refusal(&mut self, report: FileReport) {
+        if self.refusals_listed < REFUSALS_LISTED {
+            self.refusals_listed += 1;
+            self.report.push(report);
+            return;
+        }
+        let i = *self.unlisted.get_or_insert_with(|| {
+            let mut entry = FileReport::new(String::new(), 0, None);
+            entry.outcome = Outcome::Unlisted { refused: 0 };
+            self.report.push(entry);
+            self.report.len() - 1
+        });
+        let entry = &mut self.report[i];
+        entry.size = entry.size.saturating_add(report.size);
+        if let Outcome::Unlisted { refused } = &mut entry.outcome {
+            *refused += 1;
         }
     }
 
@@ -245,7 +284,8 @@ impl ReceiverApp {
         self.progress.clone()
     }
 
-    /// Per-file outcome, in offer order.
+    /// Per-file outcome, in offer order; refused offers beyond the first
+    /// [`REFUSALS_LISTED`] are counted in one [`Outcome::Unlisted`] entry.
     pub fn report(&self) -> &[FileReport] {
         &self.report
     }
@@ -272,11 +312,11 @@ impl App<Receiver> for ReceiverApp {
     fn on_event(&mut self, m: &mut Receiver, _: Instant, event: ReceiverEvent) -> io::Result<()> {
         match event {
             ReceiverEvent::Offer { name, size } => {
-                self.report
-                    .push(FileReport::new(name.to_string(), size, None));
+                let mut report = FileReport::new(name.to_string(), size, None);
                 self.current = None;
                 match self.store.prepare(&name, size) {
                     Ok((incoming, resume)) => {
+                        self.report.push(report);
                         self.current = Some(incoming);
                         self.progress.expect(size);
                         let r = m.accept(resume);
@@ -284,10 +324,11 @@ impl App<Receiver> for ReceiverApp {
                     }
                     Err(refusal) => {
                         let r = m.reject(refusal.reason, refusal.message.clone().into_bytes());
-                        self.last()?.outcome = Outcome::Refused {
+                        report.outcome = Outcome::Refused {
                             reason: refusal.reason,
                             message: refusal.message,
                         };
+                        self.note_refusal(report);
                         answered(m, r)
                     }
                 }
@@ -296,7 +337,7 @@ impl App<Receiver> for ReceiverApp {
                 let mut report = FileReport::new(name, size, None);
                 let message = "refused by the protocol machine".to_string();
                 report.outcome = Outcome::Refused { reason, message };
-                self.report.push(report);
+                self.note_refusal(report);
                 Ok(())
             }
             ReceiverEvent::Start { from, .. } => {

@@ -10,6 +10,6 @@ mod app;
 mod source;
 mod store;
 
-pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp};
+pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, REFUSALS_LISTED};
 pub use source::Source;
 pub use store::{Incoming, Refusal, Store};

@@ -36,6 +36,11 @@
 //!
 //! **Legacy mode has no integrity check**: no names, no sizes, no
 //! checksums on the wire. Front ends print [`NO_INTEGRITY_WARNING`] once.
+//!
+//! Being unframed, these machines keep the rules of `crate::unframed`:
+//! every read restarts the idle timer; the native handshake and frame
+//! deadlines, lingering close and receive budget do not apply (see
+//! `docs/PROTOCOL.md`, section 5).
 
 mod echo;
 mod file;

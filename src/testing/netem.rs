@@ -47,6 +47,18 @@ pub struct Impairments {
     pub cut_after: Option<u64>,
     /// Scripted: the byte at this stream offset arrives with all bits flipped.
     pub flip_at: Option<u64>,
+    /// A slowloris writer (or a starved link): from a stream offset on,
+    /// bytes arrive one at a time, a fixed gap apart.
+    pub trickle: Option<Trickle>,
+}
+
+/// Bytes from stream offset `from` on arrive one at a time, `gap` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trickle {
+    /// The first trickled byte's stream offset.
+    pub from: u64,
+    /// Time between two trickled bytes' arrivals.
+    pub gap: Duration,
 }
 
 impl Impairments {
@@ -64,6 +76,7 @@ impl Impairments {
             random_coalesce: false,
             cut_after: None,
             flip_at: None,
+            trickle: None,
         }
     }
 }
@@ -124,7 +137,12 @@ impl Netem {
             return false;
         }
         if self.reader_gone {
-            return true;
+            // Bytes for a reader that has closed: its stack answers with a
+            // reset, as TCP does.
+            if !bytes.is_empty() {
+                self.cut();
+            }
+            return false;
         }
         let max_piece = match bytes.len() <= self.imp.atomic_write {
             true => usize::MAX,
@@ -159,7 +177,23 @@ impl Netem {
         self.sent += part.len() as u64;
     }
 
+    /// Queues `part`, the bytes at stream offset `self.sent`: trickled a
+    /// byte at a time from the trickle's offset on.
     fn enqueue(&mut self, now: Instant, part: &[u8], rng: &mut ChaCha8Rng) {
+        let Some(t) = self.imp.trickle else {
+            return self.enqueue_piece(now, part, Duration::ZERO, rng);
+        };
+        let fast = t.from.saturating_sub(self.sent).min(part.len() as u64) as usize;
+        if fast > 0 {
+            self.enqueue_piece(now, &part[..fast], Duration::ZERO, rng);
+        }
+        for byte in part[fast..].chunks(1) {
+            self.enqueue_piece(now, byte, t.gap, rng);
+        }
+    }
+
+    /// Queues one piece, arriving at least `gap` after the one before.
+    fn enqueue_piece(&mut self, now: Instant, part: &[u8], gap: Duration, rng: &mut ChaCha8Rng) {
         let (lo, hi) = self.imp.latency;
         let mut at = now
             + if hi > lo {
@@ -172,7 +206,7 @@ impl Netem {
             self.stalls += 1;
         }
         // TCP delivers in order: a piece never arrives before the one ahead.
-        at = at.max(self.last_arrival.unwrap_or(at));
+        at = at.max(self.last_arrival.map_or(at, |last| last + gap));
         self.last_arrival = Some(at);
         let mut part = BytesMut::from(part);
         self.scripted_flip(&mut part);
@@ -192,7 +226,14 @@ impl Netem {
     }
 
     /// The reader has gone: everything in flight or written later is lost.
+    /// As with TCP, a reader that closes with bytes unread (or that gets
+    /// bytes afterwards, see [`send`](Self::send)) resets the connection:
+    /// the link is cut, and the simulator cuts the other direction too,
+    /// destroying what was in flight to the writer.
     pub fn discard(&mut self) {
+        if !self.queue.is_empty() && !self.reader_gone {
+            self.cut();
+        }
         self.reader_gone = true;
         // No EOF is due either: there is nobody to tell.
         self.eof_delivered = true;

@@ -72,6 +72,8 @@ pub struct PairOutcome {
     pub a: Result<(), DriverError>,
     /// Side B's result.
     pub b: Result<(), DriverError>,
+    /// When A and B ended, in virtual time.
+    pub ended: (Instant, Instant),
 }
 
 /// A pair that made no progress within its step bound: a livelock or deadlock.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::netem::{Impairments, Netem};
+use super::netem::{Impairments, Netem, Trickle};
 use super::pair::{PairOutcome, Stuck};
 use crate::driver::{App, DriverError};
 use crate::machine::{Output, StreamMachine};
@@ -41,6 +41,8 @@ struct Side<'a, M, P> {
     machine: &'a mut M,
     app: &'a mut P,
     done: Option<Result<(), DriverError>>,
+    /// When it ended, in virtual time.
+    done_at: Instant,
 }
 
 impl Sim {
@@ -89,8 +91,24 @@ impl Sim {
         A: StreamMachine,
         B: StreamMachine,
     {
-        let mut to_b = Netem::new(imp.clone());
-        let mut to_a = Netem::new(imp.clone());
+        self.connect_links(a, b, (imp, imp), max_steps)
+    }
+
+    /// Like [`connect`](Self::connect), with impairments of its own for
+    /// each direction: `to_b`, then `to_a`.
+    pub fn connect_links<A, B>(
+        &mut self,
+        a: (&mut A, &mut impl App<A>),
+        b: (&mut B, &mut impl App<B>),
+        (to_b, to_a): (&Impairments, &Impairments),
+        max_steps: usize,
+    ) -> Result<(PairOutcome, LinkReport), Stuck>
+    where
+        A: StreamMachine,
+        B: StreamMachine,
+    {
+        let mut to_b = Netem::new(to_b.clone());
+        let mut to_a = Netem::new(to_a.clone());
         let outcome = self.join(a, b, (&mut to_b, &mut to_a), max_steps)?;
         let report = LinkReport {
             corrupted: to_a.corrupted + to_b.corrupted,
@@ -118,34 +136,38 @@ impl Sim {
             machine: a,
             app: app_a,
             done: None,
+            done_at: self.now,
         };
         let mut b = Side {
             machine: b,
             app: app_b,
             done: None,
+            done_at: self.now,
         };
         for steps in 0..max_steps {
             let mut busy = self.drain(&mut a, to_b);
             busy |= self.drain(&mut b, to_a);
-            if to_a.is_cut() != to_b.is_cut() {
-                // A connection drops in both directions at once.
-                to_a.cut();
-                to_b.cut();
-            }
+            reset_both(to_a, to_b);
             if let (Some(_), Some(_)) = (&a.done, &b.done) {
                 return Ok(PairOutcome {
                     a: a.done.take().expect("checked"),
                     b: b.done.take().expect("checked"),
+                    ended: (a.done_at, b.done_at),
                 });
             }
-            // Alternate who reads first, so either side may run ahead.
+            // Alternate who reads first, so either side may run ahead. A
+            // side that closed on unread bytes resets the connection at
+            // once, before the other side reads anything more.
             if steps % 2 == 0 {
                 busy |= self.deliver(to_b, &mut b);
+                reset_both(to_a, to_b);
                 busy |= self.deliver(to_a, &mut a);
             } else {
                 busy |= self.deliver(to_a, &mut a);
+                reset_both(to_a, to_b);
                 busy |= self.deliver(to_b, &mut b);
             }
+            reset_both(to_a, to_b);
             if !busy && !self.advance(&mut a, &mut b, to_a, to_b) {
                 return Err(Stuck { steps });
             }
@@ -180,6 +202,7 @@ impl Sim {
                             context: "app",
                             source,
                         }));
+                        side.done_at = self.now;
                         out.close();
                         return true;
                     }
@@ -187,6 +210,7 @@ impl Sim {
                 Output::Wait(_) => return busy,
                 Output::Done(result) => {
                     side.done = Some(result.map_err(DriverError::from));
+                    side.done_at = self.now;
                     out.close();
                     return true;
                 }
@@ -249,6 +273,14 @@ impl Sim {
         a.machine.handle_timeout(self.now);
         b.machine.handle_timeout(self.now);
         true
+    }
+}
+
+/// A connection drops in both directions at once.
+fn reset_both(to_a: &mut Netem, to_b: &mut Netem) {
+    if to_a.is_cut() != to_b.is_cut() {
+        to_a.cut();
+        to_b.cut();
     }
 }
 
@@ -318,10 +350,13 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             ProtocolError::ShortFile { .. } => "short-file",
             ProtocolError::BadOffset { .. } => "bad-offset",
             ProtocolError::InvalidField { .. } => "invalid-field",
+            ProtocolError::TooManyRefusals { .. } => "too-many-refusals",
         },
         DriverError::Machine(Error::TimedOut(_)) => "timeout",
         DriverError::Machine(Error::HashMismatch) => "hash-mismatch",
         DriverError::Machine(Error::PeerFailed { .. }) => "peer-failed",
+        DriverError::Machine(Error::TooSlow { .. }) => "too-slow",
+        DriverError::Machine(Error::Busy { .. }) => "busy",
         other => return Err(format!("untyped or local failure: {other}")),
     };
     Ok(kind)
@@ -420,7 +455,8 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
     if !impaired && !report.is_clean() {
         return Err(format!("failed on a perfect link: {outcome:?}"));
     }
-    if report.failures.contains(&"timeout") && link.stalls == 0 && link.corrupted == 0 {
+    let late = report.failures.contains(&"timeout") || report.failures.contains(&"too-slow");
+    if late && link.stalls == 0 && link.corrupted == 0 {
         return Err("timed out with no stall and no corruption".into());
     }
     if report.failures.contains(&"echo-mismatch") && link.corrupted == 0 {
@@ -564,9 +600,14 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
                 "attempt {attempt} failed on a perfect link: {outcome:?}"
             ));
         }
-        let timed_out = [&outcome.a, &outcome.b]
-            .iter()
-            .any(|r| matches!(r, Err(DriverError::Machine(crate::Error::TimedOut(_)))));
+        let timed_out = [&outcome.a, &outcome.b].iter().any(|r| {
+            matches!(
+                r,
+                Err(DriverError::Machine(
+                    crate::Error::TimedOut(_) | crate::Error::TooSlow { .. }
+                ))
+            )
+        });
         if timed_out && link.stalls == 0 && link.corrupted == 0 {
             return Err(format!(
                 "attempt {attempt} timed out with no stall and no corruption"
@@ -621,4 +662,145 @@ fn content(rng: &mut ChaCha8Rng, size: usize) -> Vec<u8> {
     }
     out.truncate(size);
     out
+}
+
+// ------------------------------------------------------------- trickling peers
+
+/// One session from `seed` in which one side's bytes trickle in (a
+/// slowloris peer, or a starved link): echo or file transfer; towards the
+/// server (receiver) or towards the client (sender); from a stream offset
+/// in or after the preamble on, one byte every 7 to 50 s, always more often
+/// than the idle timeout, so only the handshake and frame deadlines can end
+/// it. The side writing the trickle is patient (a 10-minute idle timeout):
+/// the side reading it must end the session by itself. Invariants: the
+/// reading side fails with a timeout (too slow, or idle), no later than its
+/// deadlines allow: `handshake_timeout + 2 * frame_timeout + 2 * gap +
+/// linger` (a partial preamble, a partial frame that may still complete,
+/// then one whole frame that cannot); bounded steps.
+pub fn trickle_session(seed: u64) -> Result<SimReport, String> {
+    guarded(seed, || trickle_inner(seed))
+}
+
+fn trickle_inner(seed: u64) -> Result<SimReport, String> {
+    use crate::testing::fuzz::small_config;
+
+    let start = Instant::now();
+    let mut sim = Sim::new(seed, start);
+    let gap = Duration::from_secs([7, 10, 20, 50][sim.rng.random_range(0..4)]);
+    let from = sim.rng.random_range(0..40u64);
+    let xfer = sim.rng.random_bool(0.5);
+    let towards_server = sim.rng.random_bool(0.5);
+    let latency = Duration::from_millis(sim.rng.random_range(0..50));
+    let fast = Impairments {
+        latency: (Duration::ZERO, latency),
+        ..Impairments::none()
+    };
+    let slow = Impairments {
+        trickle: Some(Trickle { from, gap }),
+        ..fast.clone()
+    };
+    let strict = small_config();
+    let patient = crate::Config {
+        idle_timeout: Duration::from_secs(600),
+        ..small_config()
+    };
+    let (links, configs) = match towards_server {
+        true => ((&slow, &fast), (patient, strict.clone())),
+        false => ((&fast, &slow), (strict.clone(), patient)),
+    };
+    let (outcome, link) = match xfer {
+        true => trickled_xfer(&mut sim, links, configs),
+        false => trickled_echo(&mut sim, links, configs),
+    }
+    .map_err(|e| e.to_string())?;
+    let (reader, ended) = match towards_server {
+        true => (&outcome.b, outcome.ended.1),
+        false => (&outcome.a, outcome.ended.0),
+    };
+    let mut report = SimReport {
+        seed,
+        connections: 1,
+        elapsed: sim.now - start,
+        stalls: link.stalls,
+        ..SimReport::default()
+    };
+    for side in [&outcome.a, &outcome.b] {
+        if let Err(e) = side {
+            report.failures.push(failure_kind(e)?);
+        }
+    }
+    let kind = match reader {
+        Err(e) => failure_kind(e)?,
+        Ok(()) => "none",
+    };
+    if !matches!(kind, "too-slow" | "timeout") {
+        return Err(format!(
+            "the side reading a trickle (from byte {from}, every {gap:?}) ended with {kind}: {reader:?}"
+        ));
+    }
+    let bound = strict.handshake_timeout + 2 * strict.frame_timeout + 2 * gap + strict.linger;
+    let took = ended - start;
+    if took > bound + Duration::from_secs(1) {
+        return Err(format!(
+            "a trickle from byte {from}, every {gap:?}, held its reader {took:?} (bound {bound:?})"
+        ));
+    }
+    Ok(report)
+}
+
+type Links<'a> = (&'a Impairments, &'a Impairments);
+
+/// A client sending messages of 40 to 200 bytes (each too long to trickle
+/// within a frame timeout) to an echo server.
+fn trickled_echo(
+    sim: &mut Sim,
+    links: Links<'_>,
+    (client_config, server_config): (crate::Config, crate::Config),
+) -> Result<(PairOutcome, LinkReport), Stuck> {
+    use crate::echo::{Client, EchoClient, EchoServer, Server};
+    use crate::testing::fuzz::echo::{ClientApp, GREETING};
+
+    let queue = (0..sim.rng.random_range(2..6))
+        .map(|_| {
+            let n = sim.rng.random_range(40..200);
+            bytes::Bytes::from((0..n).map(|_| sim.rng.random::<u8>()).collect::<Vec<u8>>())
+        })
+        .collect();
+    let now = sim.now;
+    let mut client = EchoClient::new(Client::new(), client_config, now);
+    let mut app = ClientApp::new(queue);
+    app.pump(&mut client);
+    let mut server = EchoServer::new(Server::new(GREETING), server_config, now);
+    let mut ignore = crate::driver::Ignore;
+    sim.connect_links(
+        (&mut client, &mut app),
+        (&mut server, &mut ignore),
+        links,
+        MAX_STEPS,
+    )
+}
+
+/// A sender of one file of up to three chunks to a receiver.
+fn trickled_xfer(
+    sim: &mut Sim,
+    links: Links<'_>,
+    (sender_config, receiver_config): (crate::Config, crate::Config),
+) -> Result<(PairOutcome, LinkReport), Stuck> {
+    use crate::testing::{MemDisk, MemReceiver, MemSender};
+    use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
+
+    let size = sim.rng.random_range(0..=3 * sender_config.chunk_size);
+    let name = SafeName::new(b"slow.bin", 64).expect("valid");
+    let file = (name, bytes::Bytes::from(content(&mut sim.rng, size)));
+    let now = sim.now;
+    let mut tx = MemSender::new([file]);
+    let mut sender = Sender::new(tx.role(), sender_config, now);
+    let mut rx = MemReceiver::new(MemDisk::default(), false);
+    let mut receiver = Receiver::new(ReceiverRole::new(), receiver_config, now);
+    sim.connect_links(
+        (&mut sender, &mut tx),
+        (&mut receiver, &mut rx),
+        links,
+        MAX_STEPS,
+    )
 }

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::names::SafeName;
-use crate::codec::{Frame, Protocol, RejectReason};
+use crate::codec::{clip_text, Frame, Protocol, RejectReason};
 use crate::error::{sanitize, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
@@ -118,6 +118,8 @@ pub struct ReceiverRole {
     offer: [u8; 32],
     files_saved: u64,
     bytes_received: u64,
+    /// Offers refused so far, by the machine or the application.
+    refusals: u64,
 }
 
 impl Default for ReceiverRole {
@@ -134,7 +136,25 @@ impl ReceiverRole {
             offer: [0; 32],
             files_saved: 0,
             bytes_received: 0,
+            refusals: 0,
         }
+    }
+
+    /// Offers refused in this session, by the machine itself or by the
+    /// application; never more than `Config::max_refusals`.
+    pub fn refusals(&self) -> u64 {
+        self.refusals
+    }
+
+    /// Counts one more refused offer, or fails the session once it has had
+    /// `max` of them: each costs a `Reject` and the application's
+    /// bookkeeping, so a session may not cost without bound.
+    fn count_refusal(&mut self, max: u64) -> Result<(), Error> {
+        if self.refusals >= max {
+            return Err(ProtocolError::TooManyRefusals { max }.into());
+        }
+        self.refusals += 1;
+        Ok(())
     }
 
     /// Files confirmed with `Saved` so far.
@@ -166,7 +186,12 @@ impl ReceiverRole {
         .into()
     }
 
-    fn on_offer(&mut self, link: &mut Link<ReceiverEvent>, size: u64, raw: &Bytes) {
+    fn on_offer(
+        &mut self,
+        link: &mut Link<ReceiverEvent>,
+        size: u64,
+        raw: &Bytes,
+    ) -> Result<(), Error> {
         let max = link.config().max_file_size;
         let decision = match SafeName::new(raw, link.config().max_name_len) {
             Err(e) => Err((RejectReason::NameRefused, e.to_string())),
@@ -186,6 +211,7 @@ impl ReceiverRole {
                 self.state = State::Deciding { name, size };
             }
             Err((reason, message)) => {
+                self.count_refusal(link.config().max_refusals)?;
                 let message = Bytes::from(message.into_bytes());
                 link.send(&Frame::Reject { reason, message });
                 // Only a bounded prefix of a hostile name is ever shown.
@@ -197,6 +223,7 @@ impl ReceiverRole {
                 });
             }
         }
+        Ok(())
     }
 }
 
@@ -204,14 +231,15 @@ impl Role for ReceiverRole {
     type Event = ReceiverEvent;
     const PROTOCOL: Protocol = Protocol::File;
 
-    fn start(&mut self, _link: &mut Link<ReceiverEvent>) {}
+    fn start(&mut self, _link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
+        Ok(())
+    }
 
     fn on_frame(&mut self, link: &mut Link<ReceiverEvent>, frame: Frame) -> Result<(), Error> {
         let state = std::mem::replace(&mut self.state, State::Idle);
         self.state = match (state, frame) {
             (State::Idle, Frame::Offer { size, name }) => {
-                self.on_offer(link, size, &name);
-                return Ok(());
+                return self.on_offer(link, size, &name);
             }
             (State::Idle, Frame::Quit) => {
                 link.emit(ReceiverEvent::Finished);
@@ -365,12 +393,15 @@ impl Framed<ReceiverRole> {
     }
 
     /// Refuses the file just offered; the sender moves on to its next file.
+    /// The refusal after `Config::max_refusals` of them fails the session
+    /// instead ([`ProtocolError::TooManyRefusals`]), telling the sender why.
     pub fn reject(&mut self, reason: RejectReason, message: impl Into<Bytes>) -> Result<(), Error> {
-        let message = message.into();
+        let message = clip_text(message.into());
         self.command(|role, link| {
             if !matches!(role.state, State::Deciding { .. }) {
                 return Err(wrong_state("reject", role));
             }
+            role.count_refusal(link.config().max_refusals)?;
             link.send(&Frame::Reject { reason, message });
             role.state = State::Idle;
             Ok(())
@@ -397,7 +428,7 @@ impl Framed<ReceiverRole> {
         reason: RejectReason,
         message: impl Into<Bytes>,
     ) -> Result<(), Error> {
-        let message = message.into();
+        let message = clip_text(message.into());
         self.command(|role, link| {
             if !matches!(role.state, State::Saving { .. }) {
                 return Err(wrong_state("save_failed", role));

@@ -175,8 +175,9 @@ impl Role for SenderRole {
     type Event = SenderEvent;
     const PROTOCOL: Protocol = Protocol::File;
 
-    fn start(&mut self, link: &mut Link<SenderEvent>) {
+    fn start(&mut self, link: &mut Link<SenderEvent>) -> Result<(), Error> {
         self.offer(link, 0);
+        Ok(())
     }
 
     fn on_frame(&mut self, link: &mut Link<SenderEvent>, frame: Frame) -> Result<(), Error> {

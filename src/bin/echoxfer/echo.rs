@@ -30,9 +30,12 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
         .greeting
         .unwrap_or_else(|| echoxfer::echo::DEFAULT_GREETING.to_string())
         .into_bytes();
+    // One budget for the half-received frames of all sessions.
+    let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
     match a.mode {
         EchoMode::Native => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
             EchoServer::new(Server::new(greeting.clone()), config.clone(), now)
+                .with_recv_budget(budget.clone())
         }),
         EchoMode::Rfc862 => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
             RawEcho::new(config.clone(), now)

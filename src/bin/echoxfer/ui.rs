@@ -328,16 +328,23 @@ pub fn hex(hash: &[u8; 32]) -> String {
 
 /// One summary line per file (`verb`: `sent` or `received`), then a total
 /// when there are several. Peer-supplied names and messages are sanitised.
+/// At most [`REFUSED_SHOWN`] refused offers get a line each; one line
+/// counts the rest (a peer offering junk must not flood the terminal).
 pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<String> {
+    /// Refused offers listed one by one.
+    const REFUSED_SHOWN: usize = 20;
     let mut lines = Vec::new();
     let mut total_moved = 0;
     let mut total_time = Duration::ZERO;
     let mut saved = 0;
+    let mut files = 0u64;
+    let (mut refused_shown, mut refused_rest) = (0, 0u64);
     for (i, f) in report.iter().enumerate() {
         let name = sanitize(f.name.as_bytes());
         let time = times.get(i).copied().unwrap_or_default();
         total_moved += f.moved;
         total_time += time;
+        files += 1;
         let secs = time.as_secs_f64();
         lines.push(match &f.outcome {
             Outcome::Saved { hash } => {
@@ -354,10 +361,23 @@ pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<S
                     hex(hash)
                 )
             }
-            Outcome::Refused { reason, message } => format!(
-                "refused {name}: {reason:?}: {}",
-                sanitize(message.as_bytes())
-            ),
+            Outcome::Refused { .. } if refused_shown == REFUSED_SHOWN => {
+                refused_rest += 1;
+                continue;
+            }
+            Outcome::Refused { reason, message } => {
+                refused_shown += 1;
+                format!(
+                    "refused {name}: {reason:?}: {}",
+                    sanitize(message.as_bytes())
+                )
+            }
+            Outcome::Unlisted { refused } => {
+                // Offers the app counted without keeping them.
+                files = files - 1 + refused;
+                refused_rest += refused;
+                continue;
+            }
             Outcome::Discarded => {
                 format!("discarded {name}: content hash mismatch, nothing kept")
             }
@@ -373,10 +393,14 @@ pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<S
             ),
         });
     }
-    if report.len() > 1 {
+    if refused_rest > 0 {
         lines.push(format!(
-            "total: {saved} of {} files {verb}, {total_moved} bytes moved in {:.2} s ({})",
-            report.len(),
+            "refused {refused_rest} more offers (not listed one by one)"
+        ));
+    }
+    if files > 1 {
+        lines.push(format!(
+            "total: {saved} of {files} files {verb}, {total_moved} bytes moved in {:.2} s ({})",
             total_time.as_secs_f64(),
             rate(total_moved, total_time.as_secs_f64())
         ));

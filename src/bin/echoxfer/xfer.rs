@@ -69,9 +69,12 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let sessions = Arc::new(AtomicU64::new(0));
     let files = Arc::new(FileTally::default());
     let tally = files.clone();
+    // One budget for the half-received frames of all sessions.
+    let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
     crate::echo::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now);
+        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now)
+            .with_recv_budget(budget.clone());
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
         let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
@@ -168,10 +171,19 @@ fn settle_once(
     result.map_err(Into::into)?;
     let report = session.app.report();
     if !ui::all_saved(report) {
-        let missing = report.iter().filter(|f| !is_saved(f)).count();
-        return Err(format!("{missing} of {} offered files not saved", report.len()).into());
+        let offered: u64 = report.iter().map(files_in).sum();
+        let missing: u64 = report.iter().filter(|f| !is_saved(f)).map(files_in).sum();
+        return Err(format!("{missing} of {offered} offered files not saved").into());
     }
     Ok(())
+}
+
+/// How many offered files a report entry stands for.
+fn files_in(f: &FileReport) -> u64 {
+    match f.outcome {
+        Outcome::Unlisted { refused } => refused,
+        _ => 1,
+    }
 }
 
 fn is_saved(f: &FileReport) -> bool {
@@ -330,11 +342,11 @@ impl FileTally {
         for f in report {
             let counter = match f.outcome {
                 Outcome::Saved { .. } => &self.saved,
-                Outcome::Refused { .. } => &self.refused,
+                Outcome::Refused { .. } | Outcome::Unlisted { .. } => &self.refused,
                 Outcome::Discarded => &self.discarded,
                 Outcome::Pending => &self.incomplete,
             };
-            counter.fetch_add(1, Ordering::Relaxed);
+            counter.fetch_add(files_in(f), Ordering::Relaxed);
         }
     }
 

@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::Input;
-use crate::codec::{CodecError, Frame, FrameDecoder, Protocol, RejectReason, HEADER_LEN};
+use crate::codec::{CodecError, Frame, FrameDecoder, Protocol, RejectReason, HEADER_LEN, MAX_TEXT};
 use crate::error::ErrorCode;
 
 /// What decoding a stream produced: the frames, how it stopped (`None`:
@@ -123,11 +123,8 @@ pub fn codec(data: &[u8]) {
         one.extend_from_slice(body.as_deref().unwrap_or_default());
         assert_eq!(one, f.encode_to_vec(), "encode and encode_to_vec differ");
         wire.extend_from_slice(&one);
-        if one.len() - HEADER_LEN > max_frame {
-            too_large = Some(CodecError::FrameTooLarge {
-                len: (one.len() - HEADER_LEN) as u64,
-                max: max_frame,
-            });
+        too_large = refusal(protocol, max_frame, f, one.len() - HEADER_LEN);
+        if too_large.is_some() {
             break;
         }
         expected.push(f.clone());
@@ -136,6 +133,45 @@ pub fn codec(data: &[u8]) {
         let got = decode(protocol, max_frame, &wire, cuts);
         assert_eq!(got.frames, expected, "round trip changed the frames");
         assert_eq!(got.error, too_large, "round trip failed");
+    }
+}
+
+/// How a decoder for `protocol` with uniform limits of `max_frame` must
+/// refuse the well-formed frame `f` (of `len` payload bytes) at its
+/// header, if it must: the other protocol's frames, more than `max_frame`,
+/// texts beyond [`MAX_TEXT`].
+fn refusal(protocol: Protocol, max_frame: usize, f: &Frame, len: usize) -> Option<CodecError> {
+    let echo_only = matches!(
+        f,
+        Frame::Greeting(_) | Frame::Message(_) | Frame::Exit | Frame::Bye
+    );
+    let belongs = match f {
+        Frame::Error { .. } => true,
+        _ => echo_only == (protocol == Protocol::Echo),
+    };
+    let text_max = match f {
+        Frame::Error { .. } => 2 + MAX_TEXT,
+        Frame::Reject { .. } => 1 + MAX_TEXT,
+        _ => usize::MAX,
+    };
+    if !belongs {
+        Some(CodecError::ForeignFrame {
+            frame: f.name(),
+            protocol,
+        })
+    } else if len > max_frame {
+        Some(CodecError::FrameTooLarge {
+            len: len as u64,
+            max: max_frame,
+        })
+    } else if len > text_max {
+        Some(CodecError::PayloadTooLarge {
+            frame: f.name(),
+            len: len as u64,
+            max: text_max,
+        })
+    } else {
+        None
     }
 }
 

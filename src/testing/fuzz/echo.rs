@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::{drain, jump, small_config, start, Input};
-use crate::codec::{Frame, FrameDecoder, Protocol};
+use crate::codec::{Frame, FrameDecoder, FrameLimits, Protocol};
 use crate::driver::{App, DriverError};
 use crate::echo::{Client, ClientEvent, EchoClient, EchoServer, Server, ServerEvent};
 use crate::error::{Error, ErrorCode, ProtocolError, UsageError};
@@ -24,7 +24,7 @@ pub(crate) const GREETING: &[u8] = b"hi";
 /// a client/server pair. Invariants: no panic; the server answers exactly
 /// what a reference decoder says it must (each message echoed in order,
 /// `Bye` after `Exit` and nothing processed after it, an `Error` frame with
-/// the right code on every failure, idle timeouts in virtual time); the
+/// the right code on every failure, idle, handshake and frame deadlines in virtual time); the
 /// client reports back exactly what it sent, in order, or a typed error;
 /// every run ends in `Done` within a bounded number of steps.
 pub fn echo(data: &[u8]) {
@@ -119,8 +119,15 @@ struct Reference {
     frames: Vec<Frame>,
     events: Vec<ServerEvent>,
     end: Option<End>,
+    /// When the server must fail as stalled: no whole frame (or output
+    /// taken) for the idle timeout.
     deadline: Instant,
     idle: Duration,
+    /// Until the preamble is whole: when it must be.
+    handshake: Option<Instant>,
+    /// While a frame is partly held: when it must be whole.
+    frame: Option<Instant>,
+    frame_timeout: Duration,
 }
 
 impl Reference {
@@ -130,15 +137,28 @@ impl Reference {
         }
     }
 
+    /// The first deadline of a live server (idle, handshake or frame).
+    fn first_deadline(&self) -> Instant {
+        [self.handshake, self.frame]
+            .into_iter()
+            .flatten()
+            .fold(self.deadline, Instant::min)
+    }
+
     /// The server took `bytes` at `now`.
     fn input(&mut self, now: Instant, bytes: &[u8], max_message: usize) {
         if self.end.is_some() {
             return;
         }
-        self.deadline = now + self.idle;
         self.buf.extend_from_slice(bytes);
         while self.end.is_none() {
-            match self.decoder.decode(&mut self.buf) {
+            let frame = self.decoder.decode(&mut self.buf);
+            if let Ok(Some(_)) = frame {
+                // Only a whole frame restarts the idle timer.
+                self.deadline = now + self.idle;
+                self.frame = None;
+            }
+            match frame {
                 Ok(None) => break,
                 Err(_) => self.fail(Some(ErrorCode::Protocol)),
                 Ok(Some(Frame::Message(m))) if m.len() <= max_message => {
@@ -154,6 +174,14 @@ impl Reference {
                 Ok(Some(_)) => self.fail(Some(ErrorCode::Protocol)),
             }
         }
+        if self.decoder.preamble_done() {
+            self.handshake = None;
+        }
+        // A frame begun must be whole within the frame timeout.
+        self.frame = match self.decoder.in_frame(&self.buf) {
+            true => Some(self.frame.unwrap_or(now + self.frame_timeout)),
+            false => None,
+        };
     }
 }
 
@@ -165,13 +193,16 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
     let mut now = start();
     let mut server = EchoServer::new(Server::new(GREETING), config.clone(), now);
     let mut reference = Reference {
-        decoder: FrameDecoder::new(Protocol::Echo, config.max_frame),
+        decoder: FrameDecoder::with_limits(Protocol::Echo, FrameLimits::from_config(&config)),
         buf: BytesMut::new(),
         frames: vec![Frame::Greeting(Bytes::from_static(GREETING))],
         events: Vec::new(),
         end: None,
         deadline: now + config.idle_timeout,
         idle: config.idle_timeout,
+        handshake: Some(now + config.handshake_timeout),
+        frame: None,
+        frame_timeout: config.frame_timeout,
     };
     // What the server sent, decoded as a client would.
     let mut client_view = FrameDecoder::new(Protocol::Echo, usize::MAX >> 1);
@@ -247,7 +278,7 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
             Step::Jump(d) => {
                 now += d;
                 server.handle_timeout(now);
-                if reference.end.is_none() && now >= reference.deadline {
+                if reference.end.is_none() && now >= reference.first_deadline() {
                     reference.fail(Some(ErrorCode::Timeout));
                 }
                 check(&mut server, &mut reference, now);

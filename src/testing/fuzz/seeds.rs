@@ -81,6 +81,11 @@ pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ],
     );
     let file_session_rest = &file_session[6..];
+    let bad_offer = Frame::Offer {
+        size: 1,
+        name: Bytes::from_static(b"../x"),
+    };
+    let bad_offers = frames(Protocol::File, &vec![bad_offer; 12]);
     let mut seeds = vec![
         // filexfer: flags (files, cut, flip), seed, content.
         ("filexfer", "clean", cat(&[&[0, 1, 2, 3, 4], TEXT])),
@@ -115,6 +120,8 @@ pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             vec![0x80, 1, 0, 0, 40, 2, 0, 4, 0],
         ),
         ("receiver", "resume", cat(&[&[2], &[1u8; 64]])),
+        // More refused offers than the harness's max_refusals (8) allows.
+        ("receiver", "refusals", cat(&[&[1], &bad_offers])),
         // echo: scenario byte, then the script.
         (
             "echo",

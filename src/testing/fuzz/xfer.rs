@@ -3,11 +3,13 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{small_config, Input, MAX_POLLS};
-use crate::codec::{Frame, Protocol};
+use crate::codec::{Frame, FrameDecoder, Protocol};
+use crate::error::ProtocolError;
 use crate::machine::{Machine, Output, StreamMachine};
+use crate::session::RecvBudget;
 use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
 use crate::testing::{Cutter, Pair};
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
@@ -17,8 +19,12 @@ use crate::Config;
 /// first byte is even, raw otherwise), whole and cut into pieces, and checks:
 /// it never panics; it never writes a name it did not accept nor beyond
 /// the offered size; its output and input stay within the `Config` limits;
-/// every drain ends in bounded steps and EOF always ends in `Done`; and the
-/// outcome does not depend on how the input was cut.
+/// what one session costs is bounded by the config: never more `Reject`s
+/// than `max_refusals` (the refusal after them fails the session), never
+/// more input held than `recv_buffer`, never more drawn on its receive
+/// budget than what it holds beyond `recv_allowance`, all of it given back
+/// at the end; every drain ends in bounded steps and EOF always ends in
+/// `Done`; and the outcome does not depend on how the input was cut.
 pub fn receiver(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -122,18 +128,59 @@ fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The receiver harness's limits: [`small_config`] with few refusals and
+/// a small allowance, so that fuzz inputs reach both bounds.
+fn receiver_config() -> Config {
+    Config {
+        max_refusals: 8,
+        recv_allowance: 1024,
+        recv_budget: 4096,
+        ..small_config()
+    }
+}
+
+/// What the receiver sent, decoded as its sender would read it.
+struct SentFrames {
+    decoder: FrameDecoder,
+    buf: BytesMut,
+    rejects: u64,
+}
+
+impl SentFrames {
+    fn take(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        while let Some(f) = self
+            .decoder
+            .decode(&mut self.buf)
+            .expect("well-formed output")
+        {
+            if let Frame::Reject { .. } = f {
+                self.rejects += 1;
+            }
+        }
+    }
+}
+
 /// Feeds `input` in pieces of at most `piece` bytes; returns the final
 /// result and the disk.
 fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate::Error>, MemDisk) {
-    let config = small_config();
+    let config = receiver_config();
     let now = Instant::now();
-    let mut m = Receiver::new(ReceiverRole::new(), config.clone(), now);
+    let budget = RecvBudget::new(config.recv_budget);
+    let mut m =
+        Receiver::new(ReceiverRole::new(), config.clone(), now).with_recv_budget(budget.clone());
     let mut app = MemReceiver::new(disk, false);
+    let mut sent = SentFrames {
+        decoder: FrameDecoder::new(Protocol::File, config.max_frame),
+        buf: BytesMut::new(),
+        rejects: 0,
+    };
     let mut rest = input;
-    loop {
-        if let Some(result) = drain_checked(&mut m, &mut app, &config) {
-            return (result, app.disk);
+    let result = loop {
+        if let Some(result) = drain_checked(&mut m, &mut app, &config, &mut sent) {
+            break result;
         }
+        check_cost(&m, &budget, &config);
         let room = m.input_room();
         assert!(
             room <= config.recv_buffer,
@@ -141,15 +188,40 @@ fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate
         );
         if rest.is_empty() {
             m.handle_eof(now);
-            let result = drain_checked(&mut m, &mut app, &config);
-            let result = result.expect("EOF must end the session");
-            return (result, app.disk);
+            let result = drain_checked(&mut m, &mut app, &config, &mut sent);
+            break result.expect("EOF must end the session");
         }
         let n = rest.len().min(room).min(piece);
         assert!(n > 0, "no input room after a full drain");
         let _ = m.handle_input(now, &rest[..n]);
+        check_cost(&m, &budget, &config);
         rest = &rest[n..];
+    };
+    let max = config.max_refusals;
+    assert!(sent.rejects <= max, "{} offers refused", sent.rejects);
+    assert_eq!(sent.rejects, m.role().refusals(), "refusals miscounted");
+    if let Err(crate::Error::Remote(ProtocolError::TooManyRefusals { .. })) = &result {
+        assert_eq!(sent.rejects, max, "failed before max_refusals");
     }
+    drop(m);
+    assert_eq!(budget.in_use(), 0, "budget not given back");
+    (result, app.disk)
+}
+
+/// One session's cost is within its config: input held, budget drawn.
+fn check_cost(m: &Receiver, budget: &RecvBudget, config: &Config) {
+    assert!(
+        m.buffered() <= config.recv_buffer,
+        "holds {} bytes",
+        m.buffered()
+    );
+    assert!(m.role().refusals() <= config.max_refusals);
+    let beyond = config.recv_buffer.saturating_sub(config.recv_allowance);
+    assert!(
+        budget.in_use() <= beyond.min(budget.limit()),
+        "drew {} on the budget",
+        budget.in_use()
+    );
 }
 
 /// Drains the receiver, answering with `app` and checking the limits.
@@ -158,6 +230,7 @@ fn drain_checked(
     m: &mut Receiver,
     app: &mut MemReceiver,
     config: &Config,
+    sent: &mut SentFrames,
 ) -> Option<Result<(), crate::Error>> {
     let now = Instant::now();
     let mut out = 0usize;
@@ -165,6 +238,7 @@ fn drain_checked(
         match m.poll_output() {
             Output::Transmit(b) => {
                 out += b.len();
+                sent.take(&b);
                 assert!(
                     out <= config.send_buffer + config.max_frame + 1024,
                     "receiver queued {out} bytes of output"
