@@ -380,15 +380,72 @@ fn flood_without_reading(addr: SocketAddr) -> std::sync::mpsc::Sender<()> {
     stop
 }
 
+/// The idle timeout of [`serve_one`]'s sessions, which also bounds how long
+/// a write may make no progress: long enough that the time the kernel
+/// still takes bytes after the peer stopped reading (while its buffers
+/// fill) is a small part of it.
+const STALL: Duration = Duration::from_secs(2);
+
+/// An echo server whose writes give up after `write_timeout` without
+/// progress while its idle timer (input) runs far longer, so only the
+/// driver's write bound can end a session whose peer stopped reading.
+struct WriteBound {
+    inner: EchoServer,
+    write_timeout: Duration,
+}
+
+impl echoxfer::Machine for WriteBound {
+    type Transmit = Bytes;
+    type Event = echoxfer::echo::ServerEvent;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now)
+    }
+
+    fn poll_output(&mut self) -> echoxfer::Output<Bytes, Self::Event> {
+        self.inner.poll_output()
+    }
+}
+
+impl echoxfer::StreamMachine for WriteBound {
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), echoxfer::Error> {
+        self.inner.handle_input(now, data)
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.inner.handle_eof(now)
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.inner.abort(reason)
+    }
+
+    fn input_room(&self) -> usize {
+        self.inner.input_room()
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.write_timeout)
+    }
+}
+
 /// Runs one echo server session with a short idle timeout on the first
 /// connection to `listener`, and returns how it ended.
 fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driver::DriverError> {
     let config = Config {
-        idle_timeout: Duration::from_millis(300),
+        idle_timeout: STALL,
         ..Config::default()
     };
-    let (stream, _) = listener.accept().unwrap();
-    let mut server = EchoServer::new(Server::new("hello"), config, Instant::now());
+    let stream = listener.accept().unwrap().0;
+    let server = EchoServer::new(Server::new("hello"), config, Instant::now());
+    run_one(driver, stream, server)
+}
+
+fn run_one<M: echoxfer::StreamMachine>(
+    driver: Driver,
+    stream: TcpStream,
+    mut server: M,
+) -> Result<(), echoxfer::driver::DriverError> {
     match driver {
         Driver::Blocking => blocking::run_stream(&mut server, &mut { stream }, &mut Ignore),
         Driver::Tokio => {
@@ -402,14 +459,29 @@ fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driv
     }
 }
 
+/// A session whose peer stops reading must end about one write timeout
+/// after the peer took its last byte, not two or three: a write that took
+/// some bytes and then waited out the socket's timeout returns a partial
+/// count, and the next write must not wait a whole timeout again. The bound
+/// leaves a generous margin for a loaded machine, below twice the timeout.
+fn assert_dropped_within_about_one_timeout(started: Instant, timeout: Duration) {
+    let took = started.elapsed();
+    assert!(
+        took < timeout * 8 / 5,
+        "the stalled client was dropped after {took:?}; the timeout is {timeout:?}"
+    );
+}
+
 fn a_client_that_never_reads_is_dropped_after_the_idle_timeout(driver: Driver) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let stop_flood = flood_without_reading(listener.local_addr().unwrap());
     let (done, ended) = std::sync::mpsc::channel();
+    let started = Instant::now();
     thread::spawn(move || done.send(serve_one(driver, listener)));
     let result = ended
         .recv_timeout(BOUND)
         .expect("the server gave up on the stalled client within the bound");
+    assert_dropped_within_about_one_timeout(started, STALL);
     drop(stop_flood);
     // Either the write itself timed out, or it crawled on past the idle
     // deadline and the machine's timer ended the session: both are timeouts.
@@ -431,6 +503,49 @@ fn blocking_a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
 #[test]
 fn tokio_a_client_that_never_reads_is_dropped_after_the_idle_timeout() {
     a_client_that_never_reads_is_dropped_after_the_idle_timeout(Driver::Tokio);
+}
+
+/// As above, with the idle timer out of the way: only the driver's bound on
+/// writes without progress can end the session.
+fn a_client_that_never_reads_is_dropped_after_one_write_timeout(driver: Driver) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stop_flood = flood_without_reading(listener.local_addr().unwrap());
+    let (done, ended) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    thread::spawn(move || {
+        let stream = listener.accept().unwrap().0;
+        let config = Config {
+            idle_timeout: BOUND,
+            ..Config::default()
+        };
+        let inner = EchoServer::new(Server::new("hello"), config, Instant::now());
+        let server = WriteBound {
+            inner,
+            write_timeout: STALL,
+        };
+        done.send(run_one(driver, stream, server))
+    });
+    let result = ended
+        .recv_timeout(BOUND)
+        .expect("the server gave up on the stalled client within the bound");
+    assert_dropped_within_about_one_timeout(started, STALL);
+    drop(stop_flood);
+    match result {
+        Err(echoxfer::driver::DriverError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{source}")
+        }
+        other => panic!("expected the write to time out, got {other:?}"),
+    }
+}
+
+#[test]
+fn blocking_a_client_that_never_reads_is_dropped_after_one_write_timeout_not_two() {
+    a_client_that_never_reads_is_dropped_after_one_write_timeout(Driver::Blocking);
+}
+
+#[test]
+fn tokio_a_client_that_never_reads_is_dropped_after_one_write_timeout_not_two() {
+    a_client_that_never_reads_is_dropped_after_one_write_timeout(Driver::Tokio);
 }
 
 /// An echo client that keeps as many large messages in flight as its

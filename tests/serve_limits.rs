@@ -177,7 +177,8 @@ fn signal(child: &std::process::Child, sig: libc::c_int) {
 fn cli_blocking_echo_serve_queues_a_burst_larger_than_128_while_it_is_stopped() {
     let mut cmd = bin();
     cmd.args(["echo", "serve", "--addr", "127.0.0.1:0"])
-        .args(["--max-per-source", "1024"]);
+        .args(["--max-per-source", "1024"])
+        .stderr(Stdio::null());
     let (guard, addr, _) = spawn_until(cmd, "listening on");
     let addr: SocketAddr = addr.parse().unwrap();
     // Stopped, the server accepts nothing: only its backlog holds the burst.

@@ -20,9 +20,10 @@ pub trait Transport: Read + Write {
     /// when input arrives.
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 
-    /// Limits every write to `timeout` without progress. Transports that
-    /// cannot (pipes) keep the default, which ignores it: their writes wait
-    /// as long as the reader does.
+    /// Limits how long one write may wait for the peer to take bytes (the
+    /// driver sets a fraction of the machine's write timeout and counts the
+    /// waits). Transports that cannot (pipes) keep the default, which
+    /// ignores it: their writes wait as long as the reader does.
     fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let _ = timeout;
         Ok(())
@@ -121,27 +122,28 @@ where
     let mut aborted = false;
     let mut app_failed = None;
     let mut armed = ReadTimeout::default();
+    let limit = super::write_limit(machine);
     transport
-        .set_write_timeout(super::write_limit(machine))
+        .set_write_timeout(limit.map(write_step))
         .map_err(DriverError::io("setting the write timeout"))?;
     loop {
         abort.apply(machine, &mut aborted);
         let deadline = match drain(machine, app, &mut out, &mut app_failed) {
             Step::Flush => {
-                flush(machine, transport, &mut out, &mut buf)?;
+                flush(machine, transport, &mut out, limit, &mut buf)?;
                 continue;
             }
             Step::Done(result) => {
                 // Best effort once the session has failed: the peer learns
                 // why if the transport still works.
-                let flushed = flush(machine, transport, &mut out, &mut buf);
+                let flushed = flush(machine, transport, &mut out, limit, &mut buf);
                 let _ = transport.shutdown_write();
                 result?;
                 return flushed;
             }
             Step::Wait(deadline) => deadline,
         };
-        flush(machine, transport, &mut out, &mut buf)?;
+        flush(machine, transport, &mut out, limit, &mut buf)?;
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if timeout == Some(Duration::ZERO) {
             machine.handle_timeout(Instant::now());
@@ -183,9 +185,10 @@ fn flush<M: StreamMachine, T: Transport>(
     machine: &mut M,
     transport: &mut T,
     out: &mut Batch,
+    limit: Option<Duration>,
     buf: &mut [u8],
 ) -> Result<(), DriverError> {
-    let Err(error) = write_batch(transport, out) else {
+    let Err(error) = write_batch(transport, out, limit) else {
         return Ok(());
     };
     if !matches!(&error, DriverError::Io { source, .. } if is_reset(source)) {
@@ -251,18 +254,44 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// Writes the whole batch, gathering parts into as few system calls as it can.
-fn write_batch(w: &mut impl Write, out: &mut Batch) -> Result<(), DriverError> {
+/// How long one write may wait for the peer, for a machine whose write
+/// timeout is `limit`. A socket write that took some bytes and then waited
+/// out its timeout returns the partial count, and the next write waits a
+/// full timeout again: with one wait per write timeout, a peer that stopped
+/// reading would be dropped only after about two. Waiting in eighths, and
+/// counting from the last progress, drops it within an eighth of `limit`.
+fn write_step(limit: Duration) -> Duration {
+    (limit / 8).max(Duration::from_millis(1))
+}
+
+/// Writes the whole batch, gathering parts into as few system calls as it
+/// can; gives up when the peer took nothing for `limit` in total.
+fn write_batch(
+    w: &mut impl Write,
+    out: &mut Batch,
+    limit: Option<Duration>,
+) -> Result<(), DriverError> {
+    // When the peer last took bytes, as far as we know: a write that
+    // returns a count after waiting may have taken them as it began.
+    let mut progress = Instant::now();
     while !out.is_empty() {
+        let attempt = Instant::now();
         match w.write_vectored(&out.slices()) {
             Ok(0) => {
                 return Err(DriverError::io("writing to the peer")(
                     io::ErrorKind::WriteZero.into(),
                 ))
             }
-            Ok(n) => out.consume(n),
+            Ok(n) => {
+                out.consume(n);
+                progress = attempt;
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(DriverError::stalled_peer()),
+            Err(e) if is_timeout(&e) => {
+                if limit.is_none_or(|limit| progress.elapsed() >= limit) {
+                    return Err(DriverError::stalled_peer());
+                }
+            }
             Err(e) => return Err(DriverError::io("writing to the peer")(e)),
         }
     }
