@@ -381,11 +381,13 @@ fn out_of_descriptors_backs_off_logs_once_and_recovers(runtime: &str) {
     // Accepts keep failing while the clients hold their sessions. The old
     // loop logged each failure, every 10 ms: a hundred lines a second.
     thread::sleep(Duration::from_millis(1500));
-    let repeated: Vec<_> = stderr
-        .try_iter()
-        .filter(|l| l.contains("accept failed"))
-        .collect();
-    assert!(repeated.is_empty(), "logged per failure: {repeated:?}");
+    // A new thread's first allocation may briefly hold a descriptor (glibc
+    // reads the CPU count for its arenas), so one accept in between can
+    // succeed and end the episode: a new one may start. A few lines, not
+    // one per failure.
+    let seen: Vec<_> = stderr.try_iter().collect();
+    let repeated = seen.iter().filter(|l| l.contains("accept failed")).count();
+    assert!(repeated <= 2, "logged per failure: {seen:#?}");
     drop(held);
     let mut late = connect_from(B, addr);
     greeting(&mut late);
