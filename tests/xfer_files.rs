@@ -64,13 +64,13 @@ fn existing_file_is_refused_and_left_untouched_without_overwrite() {
     let r = send(&[p], &Store::new(&d.dst, false).unwrap(), None, None);
     ok(&r);
     assert_eq!(fs::read(d.dst.join("a.txt")).unwrap(), b"old");
-    assert!(matches!(
-        r.tx.report()[0].outcome,
+    match &r.tx.report()[0].outcome {
         Outcome::Refused {
             reason: RejectReason::Exists,
-            ..
-        }
-    ));
+            message,
+        } => assert!(message.contains("--overwrite"), "says how: {message}"),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(entries(&d.dst), vec!["a.txt"]);
 }
 
