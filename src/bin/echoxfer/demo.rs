@@ -16,7 +16,7 @@ use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::Config;
 
 use crate::args::DemoArgs;
-use crate::ui;
+use crate::term;
 use crate::CmdResult;
 
 pub fn run(a: DemoArgs) -> CmdResult {
@@ -196,7 +196,7 @@ fn file_demo(size_mib: u64) -> CmdResult {
         let mut app = SenderApp::open(&[&path], Config::default().max_name_len)?;
         let mut machine = Sender::new(app.role(), Config::default(), Instant::now());
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
-        if !ui::all_saved(app.report()) {
+        if !term::all_saved(app.report()) {
             return Err(format!("file: not delivered: {:?}", app.report()).into());
         }
         Ok(())
@@ -217,8 +217,8 @@ fn file_demo(size_mib: u64) -> CmdResult {
     if got_hash != hash {
         return Err(format!(
             "file: BLAKE3 differs: sent {}, received {}",
-            ui::hex(&hash),
-            ui::hex(&got_hash)
+            term::hex(&hash),
+            term::hex(&got_hash)
         )
         .into());
     }
@@ -229,8 +229,8 @@ fn file_demo(size_mib: u64) -> CmdResult {
     println!(
         "file: {size_mib} MiB ({size} bytes, with quit/exit/success lines) sent and received intact \
          over {addr} in {secs:.3} s ({}); blake3 {} on both sides, byte-for-byte identical",
-        ui::rate(size, secs),
-        ui::hex(&hash)
+        term::rate(size, secs),
+        term::hex(&hash)
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, listen, App, Ignore, Limits, ServeReport, Shutdown};
+use echoxfer::driver::{blocking, listen, App, Ignore, Limits, Shutdown};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
 use echoxfer::error::sanitize;
 use echoxfer::{Config, StreamMachine};
@@ -77,16 +77,16 @@ where
     let report = match runtime {
         Runtime::Blocking => {
             let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
-            announce(listener.local_addr()?);
+            crate::term::announce(listener.local_addr()?);
             blocking::serve(listener, limits, GRACE, &shutdown, make)?
         }
         Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
             let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
-            announce(listener.local_addr()?);
+            crate::term::announce(listener.local_addr()?);
             echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown.clone(), make).await
         })?,
     };
-    println!("{}", stopped(&report));
+    println!("{}", crate::term::stopped(&report));
     Ok(())
 }
 
@@ -115,31 +115,6 @@ pub fn stop_on_ctrl_c(shutdown: &Shutdown) -> CmdResult {
         }
     })?;
     Ok(())
-}
-
-/// The line a server prints when it has stopped: every session counted once.
-pub fn stopped(r: &ServeReport) -> String {
-    let total = r.ok + r.failed + r.aborted + r.unfinished;
-    let mut line = format!(
-        "stopped: {total} sessions: {} ended cleanly, {} failed, {} aborted by the shutdown",
-        r.ok, r.failed, r.aborted
-    );
-    if r.unfinished > 0 {
-        line += &format!(", {} cut unfinished", r.unfinished);
-    }
-    if r.refused > 0 {
-        line += &format!(
-            "; {} connections refused (their source was at --max-per-source)",
-            r.refused
-        );
-    }
-    line
-}
-
-/// Prints the bound address, so scripts and tests that asked for port 0 learn the real one.
-pub fn announce(addr: std::net::SocketAddr) {
-    println!("listening on {addr}");
-    let _ = io::stdout().flush();
 }
 
 pub fn connect(a: EchoConnectArgs) -> CmdResult {

@@ -3,7 +3,7 @@
 //! same drivers as the native commands. Every entry prints
 //! [`NO_INTEGRITY_WARNING`] once to stderr.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -17,26 +17,22 @@ use echoxfer::legacy::files::{ReceiveToDir, SendFromFile};
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
     LegacyServerEvent, LegacyUdpSender, LegacyUdpSink, ReceiverEvent, SenderDatagramEvent,
-    SenderEvent, SinkEvent, GREETING_BLOCKING, GREETING_THREADED, NO_INTEGRITY_WARNING,
+    SenderEvent, SinkEvent, GREETING_BLOCKING, GREETING_THREADED,
 };
 use echoxfer::Config;
 
 use crate::args::{
     EchoConnectArgs, EchoServeArgs, Preset, ReceiveArgs, SendArgs, UdpSendArgs, UdpServeArgs,
 };
-use crate::ui::{self, Meter, Out, Ui};
+use crate::term::{self, Meter, Out, Ui};
 use crate::CmdResult;
-
-fn warn() {
-    ui::line(Out::Stderr, NO_INTEGRITY_WARNING);
-}
 
 // ------------------------------------------------------------------ files
 
 /// The legacy file sender's app, plus counters for the progress meter.
 struct Sending {
     inner: SendFromFile,
-    bytes: Arc<ui::Bytes>,
+    bytes: Arc<term::Bytes>,
 }
 
 impl App<LegacyFileSender> for Sending {
@@ -58,12 +54,12 @@ pub fn send_file(a: SendArgs) -> CmdResult {
     let [path] = a.files.as_slice() else {
         return Err("--legacy sends exactly one file (the seed protocol carries no names)".into());
     };
-    warn();
+    term::legacy_warning();
     let ui = Ui::new(a.quiet);
-    let out = if a.stdio { Out::Stderr } else { Out::Stdout };
+    let out = Out::for_summary(a.stdio);
     let hash = hash_file(path)?;
     let (inner, size) = SendFromFile::open(path)?;
-    let bytes = Arc::new(ui::Bytes::default());
+    let bytes = Arc::new(term::Bytes::default());
     bytes.total.store(size, Ordering::Relaxed);
     let mut app = Sending {
         inner,
@@ -78,12 +74,12 @@ pub fn send_file(a: SendArgs) -> CmdResult {
     meter.finish();
     result?;
     let name = sanitize(path.as_os_str().as_encoded_bytes());
-    ui::line(
+    term::line(
         out,
         &format!(
             "sent {name}: {size} bytes in {secs:.2} s ({}) blake3 {} (legacy: not verified by the receiver)",
-            ui::rate(size, secs),
-            ui::hex(&hash)
+            term::rate(size, secs),
+            term::hex(&hash)
         ),
     );
     Ok(())
@@ -98,7 +94,7 @@ fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
 /// The legacy file receiver's app, plus a counter for the progress meter.
 struct Receiving {
     inner: ReceiveToDir,
-    bytes: Arc<ui::Bytes>,
+    bytes: Arc<term::Bytes>,
 }
 
 impl App<LegacyFileReceiver> for Receiving {
@@ -118,11 +114,11 @@ impl App<LegacyFileReceiver> for Receiving {
 }
 
 pub fn receive_file(a: ReceiveArgs) -> CmdResult {
-    warn();
+    term::legacy_warning();
     let ui = Ui::new(a.quiet);
-    let out = if a.stdio { Out::Stderr } else { Out::Stdout };
+    let out = Out::for_summary(a.stdio);
     let inner = ReceiveToDir::create(&a.dir, &a.name, a.overwrite)?;
-    let bytes = Arc::new(ui::Bytes::default());
+    let bytes = Arc::new(term::Bytes::default());
     let mut app = Receiving {
         inner,
         bytes: bytes.clone(),
@@ -143,13 +139,13 @@ pub fn receive_file(a: ReceiveArgs) -> CmdResult {
         .inner
         .completed()
         .ok_or("the transfer ended without a complete file")?;
-    ui::line(
+    term::line(
         out,
         &format!(
             "received {}: {} bytes in {secs:.2} s ({}) blake3 {} (legacy: compare it with the sender's by hand)",
             done.path.display(),
             done.size,
-            ui::rate(done.size, secs),
+            term::rate(done.size, secs),
             done.blake3_hex()
         ),
     );
@@ -170,14 +166,14 @@ impl App<LegacyEchoServer> for PrintReads {
     ) -> io::Result<()> {
         // The `exit` read itself comes as `Received` first, as the seed prints it.
         if let LegacyServerEvent::Received(data) = e {
-            ui::line(Out::Stdout, &sanitize(&data));
+            term::peer_line_lossy(&data);
         }
         Ok(())
     }
 }
 
 pub fn echo_serve(a: EchoServeArgs, config: Config) -> CmdResult {
-    warn();
+    term::legacy_warning();
     let greeting = match (a.greeting, a.preset) {
         (Some(g), _) => g,
         (None, Some(Preset::Blocking)) => GREETING_BLOCKING.to_string(),
@@ -227,16 +223,13 @@ impl<R: BufRead> App<LegacyEchoClient> for LegacyLines<R> {
         e: LegacyClientEvent,
     ) -> io::Result<()> {
         let (LegacyClientEvent::Greeting(text) | LegacyClientEvent::Reply(text)) = e;
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", sanitize(&text))?;
-        out.flush()?;
-        drop(out);
+        term::peer_line(&text)?;
         self.send_next_line(c)
     }
 }
 
 pub fn echo_connect(a: EchoConnectArgs) -> CmdResult {
-    warn();
+    term::legacy_warning();
     let mut stream = std::net::TcpStream::connect(a.addr)?;
     stream.set_nodelay(true)?;
     let mut client = LegacyEchoClient::new(Config::default(), Instant::now());
@@ -250,18 +243,16 @@ pub fn echo_connect(a: EchoConnectArgs) -> CmdResult {
 // -------------------------------------------------------------------- UDP
 
 pub fn udp_serve(a: UdpServeArgs) -> CmdResult {
-    warn();
+    term::legacy_warning();
     let socket = UdpSocket::bind(a.addr)?;
-    crate::echo::announce(socket.local_addr()?);
+    term::announce(socket.local_addr()?);
     let shutdown = blocking::Shutdown::new();
     let trigger = shutdown.clone();
     ctrlc::set_handler(move || trigger.trigger())?;
     let mut sink = LegacyUdpSink::new();
     let mut print = |_: &mut LegacyUdpSink, _: Instant, e: SinkEvent| -> io::Result<()> {
         let SinkEvent::Datagram { payload, .. } = e;
-        let mut out = io::stdout().lock();
-        writeln!(out, "{}", sanitize(&payload))?;
-        out.flush()
+        term::peer_line(&payload)
     };
     blocking::run_datagram(&mut sink, &socket, &mut print, &shutdown)?;
     Ok(())
@@ -302,7 +293,7 @@ impl<R: BufRead> App<LegacyUdpSender> for UdpLines<R> {
 }
 
 pub fn udp_send(a: UdpSendArgs) -> CmdResult {
-    warn();
+    term::legacy_warning();
     let local: SocketAddr = if a.addr.is_ipv4() {
         "0.0.0.0:0".parse()?
     } else {

@@ -5,8 +5,8 @@ mod args;
 mod demo;
 mod echo;
 mod legacy;
+mod term;
 mod udp;
-mod ui;
 mod xfer;
 
 use std::process::ExitCode;

@@ -16,18 +16,14 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
         return crate::legacy::udp_serve(a);
     }
     let socket = UdpSocket::bind(a.addr)?;
-    crate::echo::announce(socket.local_addr()?);
+    crate::term::announce(socket.local_addr()?);
     let shutdown = blocking::Shutdown::new();
     let trigger = shutdown.clone();
     ctrlc::set_handler(move || trigger.trigger())?;
     let mut server = UdpEchoServer::new(Config::default());
     let mut log = RefusalLog::default();
     blocking::run_datagram(&mut server, &socket, &mut log, &shutdown)?;
-    let s = server.stats();
-    println!(
-        "stopped: {} datagrams echoed, {} dropped, refused {} from service ports, {} from bad addresses, {} over the reply rate",
-        s.echoed, s.dropped, s.refused_port, s.refused_address, s.rate_limited
-    );
+    println!("{}", crate::term::udp_stopped(&server.stats()));
     Ok(())
 }
 

@@ -7,16 +7,15 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use echoxfer::driver::{blocking, listen, App, Limits};
-use echoxfer::error::sanitize;
-use echoxfer::files::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, Store};
-use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Sender, SenderEvent};
+use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
+use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{Config, StreamMachine};
 
 use crate::args::{ReceiveArgs, Runtime, SendArgs};
-use crate::ui::{self, Meter, Out, Ui};
+use crate::term::{self, FileTally, Out, Tracked, Ui};
 use crate::CmdResult;
 
 pub fn send(a: SendArgs) -> CmdResult {
@@ -24,7 +23,7 @@ pub fn send(a: SendArgs) -> CmdResult {
         return crate::legacy::send_file(a);
     }
     let ui = Ui::new(a.quiet);
-    let out = if a.stdio { Out::Stderr } else { Out::Stdout };
+    let out = Out::for_summary(a.stdio);
     let config = Config::default();
     let app = SenderApp::open(&a.files, config.max_name_len)?;
     let mut machine = Sender::new(app.role(), config, Instant::now());
@@ -88,7 +87,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
 /// kept so that the same `send` resumes them, and nothing else removes them.
 fn note_partials(store: &Store, ui: Ui) {
     if let Ok((count @ 1.., bytes)) = store.partials() {
-        ui::note(
+        term::note(
             ui,
             &format!(
                 "{count} partial files ({bytes} bytes) from interrupted transfers are in {}: \
@@ -126,7 +125,7 @@ fn receive_once(
     ui: Ui,
 ) -> CmdResult {
     let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
-    crate::echo::announce(listener.local_addr()?);
+    term::announce(listener.local_addr()?);
     let rt = match runtime {
         Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
         Runtime::Blocking => None,
@@ -149,7 +148,7 @@ fn receive_once(
         };
         if let Err(e) = &result {
             if session.app.report().is_empty() {
-                ui::note(
+                term::note(
                     ui,
                     &format!(
                         "ignored {peer}: {e} (it offered no file); still waiting for a sender"
@@ -170,20 +169,16 @@ fn settle_once(
     session.finish();
     result.map_err(Into::into)?;
     let report = session.app.report();
-    if !ui::all_saved(report) {
-        let offered: u64 = report.iter().map(files_in).sum();
-        let missing: u64 = report.iter().filter(|f| !is_saved(f)).map(files_in).sum();
+    if !term::all_saved(report) {
+        let offered: u64 = report.iter().map(term::files_in).sum();
+        let missing: u64 = report
+            .iter()
+            .filter(|f| !is_saved(f))
+            .map(term::files_in)
+            .sum();
         return Err(format!("{missing} of {offered} offered files not saved").into());
     }
     Ok(())
-}
-
-/// How many offered files a report entry stands for.
-fn files_in(f: &FileReport) -> u64 {
-    match f.outcome {
-        Outcome::Unlisted { refused } => refused,
-        _ => 1,
-    }
 }
 
 fn is_saved(f: &FileReport) -> bool {
@@ -254,7 +249,7 @@ where
     match runtime {
         Runtime::Blocking => {
             let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
-            crate::echo::announce(listener.local_addr()?);
+            term::announce(listener.local_addr()?);
             let (mut stream, _) = listener.accept()?;
             drop(listener);
             stream.set_nodelay(true)?;
@@ -264,7 +259,7 @@ where
             let rt = tokio::runtime::Runtime::new()?;
             let result: CmdResult = rt.block_on(async {
                 let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
-                crate::echo::announce(listener.local_addr()?);
+                term::announce(listener.local_addr()?);
                 let (mut stream, _) = listener.accept().await?;
                 drop(listener);
                 stream.set_nodelay(true)?;
@@ -284,194 +279,4 @@ pub fn stdio() -> io::Result<blocking::Duplex<File, File>> {
         reader: File::from(io::stdin().as_fd().try_clone_to_owned()?),
         writer: File::from(io::stdout().as_fd().try_clone_to_owned()?),
     })
-}
-
-/// The file apps' common face, for [`Tracked`].
-pub trait Reported {
-    fn report(&self) -> &[FileReport];
-    fn progress(&self) -> Arc<Progress>;
-}
-
-impl Reported for SenderApp {
-    fn report(&self) -> &[FileReport] {
-        SenderApp::report(self)
-    }
-    fn progress(&self) -> Arc<Progress> {
-        SenderApp::progress(self)
-    }
-}
-
-impl Reported for ReceiverApp {
-    fn report(&self) -> &[FileReport] {
-        ReceiverApp::report(self)
-    }
-    fn progress(&self) -> Arc<Progress> {
-        ReceiverApp::progress(self)
-    }
-}
-
-/// A file app plus what the terminal needs: a progress meter, the time
-/// each file took, and the summary (printed by [`finish`](Self::finish),
-/// or when dropped, as a server's sessions are).
-pub struct Tracked<A: Reported> {
-    pub app: A,
-    verb: &'static str,
-    ui: Ui,
-    out: Out,
-    /// When the current file's time started (the session's first event, then each outcome).
-    mark: Option<Instant>,
-    times: Vec<Duration>,
-    meter: Option<Meter>,
-    summarized: bool,
-    /// Where a server totals its sessions' files.
-    tally: Option<Arc<FileTally>>,
-}
-
-/// File outcomes totalled over a server's sessions, for the line it
-/// prints when it stops.
-#[derive(Debug, Default)]
-pub struct FileTally {
-    saved: AtomicU64,
-    refused: AtomicU64,
-    discarded: AtomicU64,
-    incomplete: AtomicU64,
-}
-
-impl FileTally {
-    fn add(&self, report: &[FileReport]) {
-        for f in report {
-            let counter = match f.outcome {
-                Outcome::Saved { .. } => &self.saved,
-                Outcome::Refused { .. } | Outcome::Unlisted { .. } => &self.refused,
-                Outcome::Discarded => &self.discarded,
-                Outcome::Pending => &self.incomplete,
-            };
-            counter.fetch_add(files_in(f), Ordering::Relaxed);
-        }
-    }
-
-    /// One line: how many files were saved, refused, discarded, left incomplete.
-    pub fn line(&self) -> String {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        format!(
-            "files: {} saved, {} refused, {} discarded (hash mismatch), {} incomplete (partial files kept for a resume)",
-            n(&self.saved),
-            n(&self.refused),
-            n(&self.discarded),
-            n(&self.incomplete)
-        )
-    }
-}
-
-impl<A: Reported> Tracked<A> {
-    pub fn new(app: A, verb: &'static str, ui: Ui, out: Out, label: String) -> Self {
-        let progress = app.progress();
-        let counter: ui::Counter = Arc::new(move || (progress.done(), progress.total()));
-        Tracked {
-            app,
-            verb,
-            ui,
-            out,
-            mark: None,
-            times: Vec::new(),
-            meter: Some(Meter::pending(ui, label, counter)),
-            summarized: false,
-            tally: None,
-        }
-    }
-
-    /// Totals this session's files into `tally` when it finishes.
-    pub fn tallied(mut self, tally: Arc<FileTally>) -> Self {
-        self.tally = Some(tally);
-        self
-    }
-
-    /// Notes the time of every file that has just reached its outcome.
-    fn record(&mut self) {
-        let report = self.app.report();
-        let mark = self.mark.get_or_insert_with(Instant::now);
-        while let Some(f) = report.get(self.times.len()) {
-            if f.outcome == Outcome::Pending {
-                break;
-            }
-            let now = Instant::now();
-            self.times.push(now - *mark);
-            *mark = now;
-        }
-    }
-
-    /// Stops the meter and prints the summary (once).
-    pub fn finish(&mut self) {
-        if let Some(meter) = self.meter.take() {
-            meter.finish();
-        }
-        if self.summarized {
-            return;
-        }
-        self.summarized = true;
-        if let Some(tally) = &self.tally {
-            tally.add(self.app.report());
-        }
-        let mut times = self.times.clone();
-        // A file the session ended on (cut, failed) took the rest of the time.
-        if times.len() < self.app.report().len() {
-            times.push(self.mark.map_or(Duration::ZERO, |m| m.elapsed()));
-        }
-        for l in ui::summarize(self.verb, self.app.report(), &times) {
-            ui::line(self.out, &l);
-        }
-    }
-
-    fn starting(&self, verb: &str, name: &str, size: u64, from: u64) {
-        let name = sanitize(name.as_bytes());
-        if let Some(meter) = &self.meter {
-            meter.relabel(format!("{verb} {name}"));
-        }
-        if self.ui != Ui::Plain {
-            return;
-        }
-        let resume = if from > 0 {
-            format!(", resuming from {from}")
-        } else {
-            String::new()
-        };
-        ui::note(self.ui, &format!("{verb} {name} ({size} bytes{resume})"));
-    }
-}
-
-impl<A: Reported> Drop for Tracked<A> {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-impl App<Sender> for Tracked<SenderApp> {
-    fn on_event(&mut self, m: &mut Sender, now: Instant, event: SenderEvent) -> io::Result<()> {
-        let started = match &event {
-            SenderEvent::Started { file, from } => Some((*file, *from)),
-            _ => None,
-        };
-        self.app.on_event(m, now, event)?;
-        if let Some((file, from)) = started {
-            if let Some(f) = self.app.report().get(file) {
-                self.starting("sending", &f.name, f.size, from);
-            }
-        }
-        self.record();
-        Ok(())
-    }
-}
-
-impl App<Receiver> for Tracked<ReceiverApp> {
-    fn on_event(&mut self, m: &mut Receiver, now: Instant, event: ReceiverEvent) -> io::Result<()> {
-        let started = matches!(event, ReceiverEvent::Start { .. });
-        self.app.on_event(m, now, event)?;
-        if started {
-            if let Some(f) = self.app.report().last() {
-                self.starting("receiving", &f.name, f.size, f.from);
-            }
-        }
-        self.record();
-        Ok(())
-    }
 }
