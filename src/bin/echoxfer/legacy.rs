@@ -4,14 +4,13 @@
 //! [`NO_INTEGRITY_WARNING`] once to stderr.
 
 use std::io::{self, BufRead};
-use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use echoxfer::driver::{blocking, App};
+use echoxfer::driver::App;
 use echoxfer::error::sanitize;
 use echoxfer::legacy::files::{ReceiveToDir, SendFromFile};
 use echoxfer::legacy::{
@@ -22,10 +21,11 @@ use echoxfer::legacy::{
 use echoxfer::Config;
 
 use crate::args::{
-    EchoConnectArgs, EchoServeArgs, Preset, ReceiveArgs, SendArgs, UdpSendArgs, UdpServeArgs,
+    EchoConnectArgs, EchoServeArgs, Preset, ReceiveArgs, Runtime, SendArgs, UdpSendArgs,
+    UdpServeArgs,
 };
 use crate::term::{self, Meter, Out, Ui};
-use crate::CmdResult;
+use crate::{net, CmdResult};
 
 // ------------------------------------------------------------------ files
 
@@ -69,7 +69,13 @@ pub fn send_file(a: SendArgs) -> CmdResult {
     let meter = Meter::start(ui, "send".into(), bytes.counter());
     let started = Instant::now();
     let to = (!a.stdio).then_some(a.to.as_str());
-    let result = crate::xfer::run_client(&mut machine, &mut app, to, a.runtime);
+    let result = net::run_client(
+        &mut machine,
+        &mut app,
+        to,
+        "`echoxfer receive --legacy`",
+        a.runtime,
+    );
     let secs = started.elapsed().as_secs_f64();
     meter.finish();
     result?;
@@ -128,9 +134,9 @@ pub fn receive_file(a: ReceiveArgs) -> CmdResult {
     let started = Instant::now();
     // The seed receiver takes one sender, then exits.
     let result = if a.stdio {
-        crate::xfer::run_client(&mut machine, &mut app, None, a.runtime)
+        net::run_client(&mut machine, &mut app, None, "", a.runtime)
     } else {
-        crate::xfer::accept_one(&mut machine, &mut app, a.listen, a.runtime)
+        net::accept_one(&mut machine, &mut app, a.listen, a.runtime)
     };
     let secs = started.elapsed().as_secs_f64();
     meter.finish();
@@ -181,7 +187,7 @@ pub fn echo_serve(a: EchoServeArgs, config: Config) -> CmdResult {
     };
     let greeting = Bytes::from(greeting.into_bytes());
     let limits = echoxfer::driver::Limits::from(&config);
-    crate::echo::serve_sessions(a.addr, a.runtime, limits, move |now| {
+    net::serve_sessions(a.addr, a.runtime, limits, move |now| {
         (
             LegacyEchoServer::new(greeting.clone(), config.clone(), now),
             PrintReads,
@@ -230,32 +236,30 @@ impl<R: BufRead> App<LegacyEchoClient> for LegacyLines<R> {
 
 pub fn echo_connect(a: EchoConnectArgs) -> CmdResult {
     term::legacy_warning();
-    let mut stream = std::net::TcpStream::connect(a.addr)?;
-    stream.set_nodelay(true)?;
     let mut client = LegacyEchoClient::new(Config::default(), Instant::now());
     let mut app = LegacyLines {
         lines: io::stdin().lock(),
     };
-    blocking::run_stream(&mut client, &mut stream, &mut app)?;
-    Ok(())
+    let to = a.addr.to_string();
+    net::run_client(
+        &mut client,
+        &mut app,
+        Some(&to),
+        "`echoxfer echo serve --legacy`",
+        Runtime::Blocking,
+    )
 }
 
 // -------------------------------------------------------------------- UDP
 
 pub fn udp_serve(a: UdpServeArgs) -> CmdResult {
     term::legacy_warning();
-    let socket = UdpSocket::bind(a.addr)?;
-    term::announce(socket.local_addr()?);
-    let shutdown = blocking::Shutdown::new();
-    let trigger = shutdown.clone();
-    ctrlc::set_handler(move || trigger.trigger())?;
     let mut sink = LegacyUdpSink::new();
     let mut print = |_: &mut LegacyUdpSink, _: Instant, e: SinkEvent| -> io::Result<()> {
         let SinkEvent::Datagram { payload, .. } = e;
         term::peer_line(&payload)
     };
-    blocking::run_datagram(&mut sink, &socket, &mut print, &shutdown)?;
-    Ok(())
+    net::serve_datagrams(a.addr, &mut sink, &mut print)
 }
 
 /// Feeds stdin lines to the legacy UDP sender, one per datagram sent.
@@ -294,18 +298,11 @@ impl<R: BufRead> App<LegacyUdpSender> for UdpLines<R> {
 
 pub fn udp_send(a: UdpSendArgs) -> CmdResult {
     term::legacy_warning();
-    let local: SocketAddr = if a.addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let socket = UdpSocket::bind(local)?;
     let mut sender = LegacyUdpSender::new(Config::default(), a.addr);
     let mut app = UdpLines {
         lines: io::stdin().lock(),
         number: 0,
     };
     app.feed(&mut sender)?;
-    blocking::run_datagram(&mut sender, &socket, &mut app, &blocking::Shutdown::new())?;
-    Ok(())
+    net::run_datagram_client(&mut sender, a.addr, &mut app)
 }

@@ -5,6 +5,7 @@ mod args;
 mod demo;
 mod echo;
 mod legacy;
+mod net;
 mod term;
 mod udp;
 mod xfer;
@@ -17,7 +18,7 @@ use args::{Cli, Command, EchoCommand, UdpCommand};
 
 /// What every subcommand returns: a human-readable error ends the process
 /// with a non-zero exit code.
-type CmdResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type CmdResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

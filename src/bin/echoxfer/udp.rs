@@ -1,10 +1,9 @@
 //! `echoxfer udp serve|ping`: wires the datagram machines to the blocking driver.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, App};
+use echoxfer::driver::App;
 use echoxfer::echo::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats};
 use echoxfer::Config;
 
@@ -15,14 +14,9 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
     if a.legacy {
         return crate::legacy::udp_serve(a);
     }
-    let socket = UdpSocket::bind(a.addr)?;
-    crate::term::announce(socket.local_addr()?);
-    let shutdown = blocking::Shutdown::new();
-    let trigger = shutdown.clone();
-    ctrlc::set_handler(move || trigger.trigger())?;
     let mut server = UdpEchoServer::new(Config::default());
     let mut log = RefusalLog::default();
-    blocking::run_datagram(&mut server, &socket, &mut log, &shutdown)?;
+    crate::net::serve_datagrams(a.addr, &mut server, &mut log)?;
     println!("{}", crate::term::udp_stopped(&server.stats()));
     Ok(())
 }
@@ -78,12 +72,6 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
         ..Config::default()
     };
     config.validate()?;
-    let local: SocketAddr = if a.addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let socket = UdpSocket::bind(local)?;
     let mut ping = UdpPing::new(config, Instant::now(), a.addr, a.count, a.size);
     let mut stats = None;
     let mut report = |_: &mut UdpPing, _: Instant, e: PingEvent| -> io::Result<()> {
@@ -97,7 +85,7 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
             }
         }
     };
-    blocking::run_datagram(&mut ping, &socket, &mut report, &blocking::Shutdown::new())?;
+    crate::net::run_datagram_client(&mut ping, a.addr, &mut report)?;
     let stats = stats.ok_or("ping ended without a result")?;
     println!("{}", summary(&stats));
     if stats.probes > 0 && stats.received == 0 {

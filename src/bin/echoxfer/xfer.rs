@@ -2,19 +2,17 @@
 //! apps to a driver (TCP on either runtime, or stdin/stdout), and shows
 //! progress and a summary. `--legacy` is handed to [`crate::legacy`].
 
-use std::fs::File;
-use std::io;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use echoxfer::driver::{blocking, listen, App, Limits};
+use echoxfer::driver::Limits;
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::{Config, StreamMachine};
+use echoxfer::Config;
 
 use crate::args::{ReceiveArgs, Runtime, SendArgs};
+use crate::net;
 use crate::term::{self, FileTally, Out, Tracked, Ui};
 use crate::CmdResult;
 
@@ -29,7 +27,13 @@ pub fn send(a: SendArgs) -> CmdResult {
     let mut machine = Sender::new(app.role(), config, Instant::now());
     let mut session = Tracked::new(app, "sent", ui, out, "send".into());
     let to = (!a.stdio).then_some(a.to.as_str());
-    let result = run_client(&mut machine, &mut session, to, a.runtime);
+    let result = net::run_client(
+        &mut machine,
+        &mut session,
+        to,
+        "`echoxfer receive`",
+        a.runtime,
+    );
     session.finish();
     result?;
     let report = session.app.report();
@@ -59,7 +63,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     note_partials(&store, ui);
     if a.stdio {
         let (mut machine, mut session) = once_session(&store, &config, ui, Out::Stderr);
-        let result = run_client(&mut machine, &mut session, None, a.runtime);
+        let result = net::run_client(&mut machine, &mut session, None, "", a.runtime);
         return settle_once(result, session);
     }
     if a.once {
@@ -70,7 +74,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let tally = files.clone();
     // One budget for the half-received frames of all sessions.
     let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
-    crate::echo::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
+    net::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let machine = Receiver::new(ReceiverRole::new(), config.clone(), now)
             .with_recv_budget(budget.clone());
@@ -124,28 +128,12 @@ fn receive_once(
     config: &Config,
     ui: Ui,
 ) -> CmdResult {
-    let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
-    term::announce(listener.local_addr()?);
-    let rt = match runtime {
-        Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
-        Runtime::Blocking => None,
-    };
+    let listener = net::bind_announced(addr)?;
+    let driver = net::Driver::new(runtime)?;
     loop {
-        let (mut stream, peer) = listener.accept()?;
-        stream.set_nodelay(true)?;
+        let (stream, peer) = listener.accept()?;
         let (mut machine, mut session) = once_session(store, config, ui, Out::Stdout);
-        let result: CmdResult = match &rt {
-            None => {
-                blocking::run_stream(&mut machine, &mut stream, &mut session).map_err(Into::into)
-            }
-            Some(rt) => rt.block_on(async {
-                stream.set_nonblocking(true)?;
-                let mut stream = tokio::net::TcpStream::from_std(stream)?;
-                let driven =
-                    echoxfer::driver::tokio::run_stream(&mut machine, &mut stream, &mut session);
-                Ok(driven.await?)
-            }),
-        };
+        let result = driver.run_tcp(&mut machine, stream, &mut session);
         if let Err(e) = &result {
             if session.app.report().is_empty() {
                 term::note(
@@ -183,100 +171,4 @@ fn settle_once(
 
 fn is_saved(f: &FileReport) -> bool {
     matches!(f.outcome, Outcome::Saved { .. })
-}
-
-/// Runs one session as a client: over TCP to `to`, or over stdin/stdout
-/// when `to` is `None`.
-pub fn run_client<M, A>(
-    machine: &mut M,
-    app: &mut A,
-    to: Option<&str>,
-    runtime: Runtime,
-) -> CmdResult
-where
-    M: StreamMachine,
-    A: App<M>,
-{
-    match (runtime, to) {
-        (Runtime::Blocking, Some(to)) => {
-            let mut stream = std::net::TcpStream::connect(to)
-                .map_err(|e| format!("cannot connect to {to}: {e}"))?;
-            stream.set_nodelay(true)?;
-            blocking::run_stream(machine, &mut stream, app)?;
-        }
-        (Runtime::Blocking, None) => {
-            let mut io = stdio()?;
-            blocking::run_stream(machine, &mut io, app)?;
-        }
-        (Runtime::Tokio, to) => {
-            let rt = tokio::runtime::Runtime::new()?;
-            let result: CmdResult = rt.block_on(async {
-                match to {
-                    Some(to) => {
-                        let mut stream = tokio::net::TcpStream::connect(to)
-                            .await
-                            .map_err(|e| format!("cannot connect to {to}: {e}"))?;
-                        stream.set_nodelay(true)?;
-                        echoxfer::driver::tokio::run_stream(machine, &mut stream, app).await?;
-                    }
-                    None => {
-                        let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-                        echoxfer::driver::tokio::run_stream(machine, &mut io, app).await?;
-                    }
-                }
-                Ok(())
-            });
-            // A blocked stdin read must not hold the process open.
-            rt.shutdown_background();
-            result?;
-        }
-    }
-    Ok(())
-}
-
-/// Accepts one connection on `addr` (announcing the bound address) and
-/// runs one session on it.
-pub fn accept_one<M, A>(
-    machine: &mut M,
-    app: &mut A,
-    addr: std::net::SocketAddr,
-    runtime: Runtime,
-) -> CmdResult
-where
-    M: StreamMachine,
-    A: App<M>,
-{
-    match runtime {
-        Runtime::Blocking => {
-            let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
-            term::announce(listener.local_addr()?);
-            let (mut stream, _) = listener.accept()?;
-            drop(listener);
-            stream.set_nodelay(true)?;
-            blocking::run_stream(machine, &mut stream, app)?;
-        }
-        Runtime::Tokio => {
-            let rt = tokio::runtime::Runtime::new()?;
-            let result: CmdResult = rt.block_on(async {
-                let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
-                term::announce(listener.local_addr()?);
-                let (mut stream, _) = listener.accept().await?;
-                drop(listener);
-                stream.set_nodelay(true)?;
-                echoxfer::driver::tokio::run_stream(machine, &mut stream, app).await?;
-                Ok(())
-            });
-            result?;
-        }
-    }
-    Ok(())
-}
-
-/// Stdin and stdout as one blocking transport, unbuffered (the driver
-/// batches its writes and flushes after each batch).
-pub fn stdio() -> io::Result<blocking::Duplex<File, File>> {
-    Ok(blocking::Duplex {
-        reader: File::from(io::stdin().as_fd().try_clone_to_owned()?),
-        writer: File::from(io::stdout().as_fd().try_clone_to_owned()?),
-    })
 }
