@@ -15,10 +15,10 @@ use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::Config;
 
 use crate::args::DemoArgs;
-use crate::net;
+use crate::net::{self, CmdResult};
 use crate::term;
-use crate::CmdResult;
 
+/// `echoxfer demo`: an echo session, then (unless `--size 0`) a file transfer.
 pub fn run(a: DemoArgs) -> CmdResult {
     echo_demo(a.messages)?;
     if a.size > 0 {

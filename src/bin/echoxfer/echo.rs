@@ -1,17 +1,22 @@
-//! `echoxfer echo serve|connect`: wires the echo machines to a driver and
-//! to the terminal.
+//! `echoxfer echo serve|connect`: the native echo (framed, greeted) or
+//! RFC 862 server on either runtime, and a client that sends stdin lines
+//! and prints the replies. `--legacy` is the seed protocol, in [`legacy`].
+//! Sockets and Ctrl-C come from [`crate::net`].
+
+mod legacy;
 
 use std::io::{self, BufRead, Write};
 use std::time::Instant;
 
 use echoxfer::driver::{App, Ignore, Limits};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
-use echoxfer::error::sanitize;
 use echoxfer::{Config, StreamMachine};
 
 use crate::args::{EchoConnectArgs, EchoMode, EchoServeArgs, Runtime};
-use crate::CmdResult;
+use crate::net::{self, CmdResult, Peer};
+use crate::term;
 
+/// `echoxfer echo serve`: serves echo sessions until Ctrl-C.
 pub fn serve(a: EchoServeArgs) -> CmdResult {
     let config = Config {
         max_connections: if a.single { 1 } else { a.max_connections },
@@ -20,7 +25,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
     };
     config.validate()?;
     if a.legacy {
-        return crate::legacy::echo_serve(a, config);
+        return legacy::serve(a, config);
     }
     let greeting = a
         .greeting
@@ -40,7 +45,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
 }
 
 /// Serves one kind of stream machine on either driver until Ctrl-C.
-pub fn serve_machines<M, F>(
+fn serve_machines<M, F>(
     addr: std::net::SocketAddr,
     runtime: Runtime,
     config: Config,
@@ -50,14 +55,15 @@ where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
 {
-    crate::net::serve_sessions(addr, runtime, Limits::from(&config), move |now| {
+    net::serve_sessions(addr, runtime, Limits::from(&config), move |now| {
         (make(now), Ignore)
     })
 }
 
+/// `echoxfer echo connect`: one conversation from stdin lines.
 pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
-        return crate::legacy::echo_connect(a);
+        return legacy::connect(a);
     }
     let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
     let mut app = LineClient {
@@ -65,13 +71,11 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
         out: io::stdout(),
     };
     let to = a.addr.to_string();
-    crate::net::run_client(
-        &mut client,
-        &mut app,
-        Some(&to),
-        "`echoxfer echo serve`",
-        Runtime::Blocking,
-    )
+    let peer = Peer::Tcp {
+        to: &to,
+        server: "`echoxfer echo serve`",
+    };
+    net::run_client(&mut client, &mut app, peer, Runtime::Blocking)
 }
 
 /// Sends one stdin line after the greeting and after each reply, so the
@@ -104,7 +108,7 @@ impl<R: BufRead> App<EchoClient> for LineClient<R> {
     ) -> io::Result<()> {
         match event {
             ClientEvent::Greeted(g) => {
-                writeln!(self.out, "{}", sanitize(&g))?;
+                term::peer_line(&g)?;
                 self.send_next_line(client)
             }
             ClientEvent::Reply(r) => {

@@ -15,7 +15,11 @@ use echoxfer::driver::{blocking, listen, App, Limits, Shutdown};
 use echoxfer::{DatagramMachine, StreamMachine};
 
 use crate::args::Runtime;
-use crate::{term, CmdResult};
+use crate::term;
+
+/// What every command (and the plumbing under it) returns: an error is a
+/// chain of human-readable causes, printed by `main`, and a non-zero exit.
+pub type CmdResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// How long sessions get to finish after Ctrl-C before they are cut.
 pub const GRACE: Duration = Duration::from_secs(5);
@@ -118,23 +122,37 @@ impl Drop for Driver {
     }
 }
 
-/// Runs one session as a client: over TCP to `to` (where `server` should
-/// be listening), or over stdin/stdout when `to` is `None`.
-pub fn run_client<M, A>(
-    machine: &mut M,
-    app: &mut A,
-    to: Option<&str>,
-    server: &str,
-    runtime: Runtime,
-) -> CmdResult
+/// Where a client session's peer is.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer<'a> {
+    /// Over TCP at `to` (host:port), where `server` should be listening
+    /// (a connect error names both).
+    Tcp { to: &'a str, server: &'a str },
+    /// Over stdin/stdout (`--stdio`: whatever runs at the pipes' other end).
+    Stdio,
+}
+
+impl<'a> Peer<'a> {
+    /// Stdin/stdout when `stdio`, else TCP at `to`.
+    pub fn chosen(stdio: bool, to: &'a str, server: &'a str) -> Peer<'a> {
+        if stdio {
+            Peer::Stdio
+        } else {
+            Peer::Tcp { to, server }
+        }
+    }
+}
+
+/// Runs one session as a client with `peer`, on `runtime`.
+pub fn run_client<M, A>(machine: &mut M, app: &mut A, peer: Peer, runtime: Runtime) -> CmdResult
 where
     M: StreamMachine,
     A: App<M>,
 {
     let driver = Driver::new(runtime)?;
-    match to {
-        Some(to) => driver.run_tcp(machine, connect(to, server)?, app),
-        None => driver.run_stdio(machine, app),
+    match peer {
+        Peer::Tcp { to, server } => driver.run_tcp(machine, connect(to, server)?, app),
+        Peer::Stdio => driver.run_stdio(machine, app),
     }
 }
 

@@ -1,4 +1,9 @@
-//! `echoxfer udp serve|ping`: wires the datagram machines to the blocking driver.
+//! `echoxfer udp serve|ping|send`: the UDP echo server (refusals logged as
+//! a summary at most every few seconds), and a ping that reports loss and
+//! round-trip times. `--legacy` and `send` are the seed protocol, in
+//! [`legacy`]. Sockets and Ctrl-C come from [`crate::net`].
+
+mod legacy;
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -7,17 +12,24 @@ use echoxfer::driver::App;
 use echoxfer::echo::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats};
 use echoxfer::Config;
 
-use crate::args::{UdpPingArgs, UdpServeArgs};
-use crate::CmdResult;
+use crate::args::{UdpPingArgs, UdpSendArgs, UdpServeArgs};
+use crate::net::{self, CmdResult};
+use crate::term;
 
+/// `udp send` speaks only the seed protocol.
+pub fn send(a: UdpSendArgs) -> CmdResult {
+    legacy::send(a)
+}
+
+/// `echoxfer udp serve`: echoes datagrams until Ctrl-C, then prints the counts.
 pub fn serve(a: UdpServeArgs) -> CmdResult {
     if a.legacy {
-        return crate::legacy::udp_serve(a);
+        return legacy::serve(a);
     }
     let mut server = UdpEchoServer::new(Config::default());
     let mut log = RefusalLog::default();
-    crate::net::serve_datagrams(a.addr, &mut server, &mut log)?;
-    println!("{}", crate::term::udp_stopped(&server.stats()));
+    net::serve_datagrams(a.addr, &mut server, &mut log)?;
+    println!("{}", term::udp_stopped(&server.stats()));
     Ok(())
 }
 
@@ -65,6 +77,7 @@ impl App<UdpEchoServer> for RefusalLog {
     }
 }
 
+/// `echoxfer udp ping`: fails if no probe got a reply.
 pub fn ping(a: UdpPingArgs) -> CmdResult {
     let config = Config {
         probe_timeout: a.timeout,
@@ -85,7 +98,7 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
             }
         }
     };
-    crate::net::run_datagram_client(&mut ping, a.addr, &mut report)?;
+    net::run_datagram_client(&mut ping, a.addr, &mut report)?;
     let stats = stats.ok_or("ping ended without a result")?;
     println!("{}", summary(&stats));
     if stats.probes > 0 && stats.received == 0 {

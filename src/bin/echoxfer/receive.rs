@@ -1,55 +1,27 @@
-//! `echoxfer send|receive`: wires the file-transfer machines and the file
-//! apps to a driver (TCP on either runtime, or stdin/stdout), and shows
-//! progress and a summary. `--legacy` is handed to [`crate::legacy`].
+//! `echoxfer receive`: takes files into a directory, from many senders at
+//! once until Ctrl-C, from one sender (`--once`), or over stdin/stdout;
+//! progress, summaries, and the `files:` line a server prints when it
+//! stops. `--legacy` is the seed protocol, in [`legacy`].
+
+mod legacy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use echoxfer::driver::Limits;
-use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
-use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
+use echoxfer::files::{FileReport, Outcome, ReceiverApp, Store};
+use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::Config;
 
-use crate::args::{ReceiveArgs, Runtime, SendArgs};
-use crate::net;
+use crate::args::{ReceiveArgs, Runtime};
+use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, FileTally, Out, Tracked, Ui};
-use crate::CmdResult;
 
-pub fn send(a: SendArgs) -> CmdResult {
-    if a.legacy {
-        return crate::legacy::send_file(a);
-    }
-    let ui = Ui::new(a.quiet);
-    let out = Out::for_summary(a.stdio);
-    let config = Config::default();
-    let app = SenderApp::open(&a.files, config.max_name_len)?;
-    let mut machine = Sender::new(app.role(), config, Instant::now());
-    let mut session = Tracked::new(app, "sent", ui, out, "send".into());
-    let to = (!a.stdio).then_some(a.to.as_str());
-    let result = net::run_client(
-        &mut machine,
-        &mut session,
-        to,
-        "`echoxfer receive`",
-        a.runtime,
-    );
-    session.finish();
-    result?;
-    let report = session.app.report();
-    let missing = report
-        .iter()
-        .filter(|f| !matches!(f.outcome, Outcome::Saved { .. }))
-        .count();
-    if missing > 0 {
-        return Err(format!("{missing} of {} files not delivered", report.len()).into());
-    }
-    Ok(())
-}
-
+/// `echoxfer receive`.
 pub fn receive(a: ReceiveArgs) -> CmdResult {
     if a.legacy {
-        return crate::legacy::receive_file(a);
+        return legacy::receive(a);
     }
     let ui = Ui::new(a.quiet);
     let config = Config {
@@ -63,7 +35,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     note_partials(&store, ui);
     if a.stdio {
         let (mut machine, mut session) = once_session(&store, &config, ui, Out::Stderr);
-        let result = net::run_client(&mut machine, &mut session, None, "", a.runtime);
+        let result = net::run_client(&mut machine, &mut session, Peer::Stdio, a.runtime);
         return settle_once(result, session);
     }
     if a.once {
