@@ -5,6 +5,7 @@
 
 mod legacy;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -94,7 +95,7 @@ fn once_session(
 /// A connection that fails before offering anything (a port scanner,
 /// garbage, a client of another protocol) does not use the session up.
 fn receive_once(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     runtime: Runtime,
     store: &Store,
     config: &Config,
@@ -122,12 +123,9 @@ fn receive_once(
 }
 
 /// The outcome of a single receiving session: every offered file saved.
-fn settle_once(
-    result: Result<(), impl Into<Box<dyn std::error::Error + Send + Sync>>>,
-    mut session: Tracked<ReceiverApp>,
-) -> CmdResult {
+fn settle_once(result: CmdResult, mut session: Tracked<ReceiverApp>) -> CmdResult {
     session.finish();
-    result.map_err(Into::into)?;
+    result?;
     let report = session.app.report();
     if !term::all_saved(report) {
         let offered: u64 = report.iter().map(term::files_in).sum();
