@@ -3,22 +3,22 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use echoxfer::driver::{blocking, listen, Ignore};
+use echoxfer::driver::{blocking, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::Config;
 
 use crate::args::DemoArgs;
-use crate::ui;
-use crate::CmdResult;
+use crate::net::{self, CmdResult};
+use crate::term;
 
+/// `echoxfer demo`: an echo session, then (unless `--size 0`) a file transfer.
 pub fn run(a: DemoArgs) -> CmdResult {
     echo_demo(a.messages)?;
     if a.size > 0 {
@@ -38,8 +38,11 @@ fn message(i: usize) -> Bytes {
     }
 }
 
+/// Who should be listening where the demo connects (for the error message).
+const SERVER_THREAD: &str = "the demo's own server thread";
+
 fn echo_demo(messages: usize) -> CmdResult {
-    let listener = listen::bind(([127, 0, 0, 1], 0).into(), listen::DEFAULT_BACKLOG)?;
+    let listener = net::bind(([127, 0, 0, 1], 0).into())?;
     let addr = listener.local_addr()?;
     let shutdown = blocking::Shutdown::new();
     let server = {
@@ -53,8 +56,7 @@ fn echo_demo(messages: usize) -> CmdResult {
             })
         })
     };
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
+    let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
     let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
     client.send(message(0))?;
     let mut next = 1;
@@ -140,28 +142,21 @@ impl Hashed {
     }
 }
 
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+/// Reads the received file back once: whether it holds the same bytes as
+/// the sent one (compared chunk by chunk), and its BLAKE3.
+fn read_back(sent: &Path, got: &Path) -> io::Result<(bool, [u8; 32])> {
+    let (mut sent, mut got) = (File::open(sent)?, File::open(got)?);
+    let mut same = sent.metadata()?.len() == got.metadata()?.len();
     let mut hasher = blake3::Hasher::new();
-    hasher.update_reader(File::open(path)?)?;
-    Ok(*hasher.finalize().as_bytes())
-}
-
-/// Whether two files hold the same bytes, compared chunk by chunk.
-fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
-    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
-    if a.metadata()?.len() != b.metadata()?.len() {
-        return Ok(false);
-    }
     let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
-        let n = a.read(&mut x)?;
+        let n = got.read(&mut y)?;
         if n == 0 {
-            return Ok(b.read(&mut y[..1])? == 0);
+            return Ok((same, *hasher.finalize().as_bytes()));
         }
-        b.read_exact(&mut y[..n])?;
-        if x[..n] != y[..n] {
-            return Ok(false);
-        }
+        hasher.update(&y[..n]);
+        // Equal lengths were checked: a short read of the sent file means it changed.
+        same = same && sent.read_exact(&mut x[..n]).is_ok() && x[..n] == y[..n];
     }
 }
 
@@ -176,7 +171,7 @@ fn file_demo(size_mib: u64) -> CmdResult {
     let path = src.join("demo.bin");
     let hash = generate(&path, size)?;
 
-    let listener = listen::bind(([127, 0, 0, 1], 0).into(), listen::DEFAULT_BACKLOG)?;
+    let listener = net::bind(([127, 0, 0, 1], 0).into())?;
     let addr = listener.local_addr()?;
     let store = Store::new(&dst, false)?;
     let receiver = thread::spawn(
@@ -191,12 +186,11 @@ fn file_demo(size_mib: u64) -> CmdResult {
     );
     let started = Instant::now();
     let sent = (|| -> CmdResult {
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
+        let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
         let mut app = SenderApp::open(&[&path], Config::default().max_name_len)?;
         let mut machine = Sender::new(app.role(), Config::default(), Instant::now());
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
-        if !ui::all_saved(app.report()) {
+        if !term::all_saved(app.report()) {
             return Err(format!("file: not delivered: {:?}", app.report()).into());
         }
         Ok(())
@@ -213,24 +207,24 @@ fn file_demo(size_mib: u64) -> CmdResult {
         other => return Err(format!("file: unexpected receiver report: {other:?}").into()),
     }
     let got = dst.join("demo.bin");
-    let got_hash = hash_file(&got)?;
+    let (same, got_hash) = read_back(&path, &got)?;
     if got_hash != hash {
         return Err(format!(
             "file: BLAKE3 differs: sent {}, received {}",
-            ui::hex(&hash),
-            ui::hex(&got_hash)
+            term::hex(&hash),
+            term::hex(&got_hash)
         )
         .into());
     }
-    if !same_bytes(&path, &got)? {
+    if !same {
         return Err("file: the received bytes differ from the sent ones".into());
     }
     let secs = elapsed.as_secs_f64();
     println!(
         "file: {size_mib} MiB ({size} bytes, with quit/exit/success lines) sent and received intact \
          over {addr} in {secs:.3} s ({}); blake3 {} on both sides, byte-for-byte identical",
-        ui::rate(size, secs),
-        ui::hex(&hash)
+        term::rate(size, secs),
+        term::hex(&hash)
     );
     Ok(())
 }

@@ -1,21 +1,22 @@
-//! `echoxfer echo serve|connect`: wires the echo machines to a driver and
-//! to the terminal.
+//! `echoxfer echo serve|connect`: the native echo (framed, greeted) or
+//! RFC 862 server on either runtime, and a client that sends stdin lines
+//! and prints the replies. `--legacy` is the seed protocol, in [`legacy`].
+//! Sockets and Ctrl-C come from [`crate::net`].
+
+mod legacy;
 
 use std::io::{self, BufRead, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use echoxfer::driver::{blocking, listen, App, Ignore, Limits, ServeReport, Shutdown};
+use echoxfer::driver::{App, Ignore, Limits};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
-use echoxfer::error::sanitize;
 use echoxfer::{Config, StreamMachine};
 
 use crate::args::{EchoConnectArgs, EchoMode, EchoServeArgs, Runtime};
-use crate::CmdResult;
+use crate::net::{self, CmdResult, Peer};
+use crate::term;
 
-/// How long sessions get to finish after Ctrl-C before they are cut.
-pub const GRACE: Duration = Duration::from_secs(5);
-
+/// `echoxfer echo serve`: serves echo sessions until Ctrl-C.
 pub fn serve(a: EchoServeArgs) -> CmdResult {
     let config = Config {
         max_connections: if a.single { 1 } else { a.max_connections },
@@ -24,7 +25,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
     };
     config.validate()?;
     if a.legacy {
-        return crate::legacy::echo_serve(a, config);
+        return legacy::serve(a, config);
     }
     let greeting = a
         .greeting
@@ -44,7 +45,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
 }
 
 /// Serves one kind of stream machine on either driver until Ctrl-C.
-pub fn serve_machines<M, F>(
+fn serve_machines<M, F>(
     addr: std::net::SocketAddr,
     runtime: Runtime,
     config: Config,
@@ -54,112 +55,27 @@ where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
 {
-    serve_sessions(addr, runtime, Limits::from(&config), move |now| {
+    net::serve_sessions(addr, runtime, Limits::from(&config), move |now| {
         (make(now), Ignore)
     })
 }
 
-/// Serves sessions (a machine and its app per connection, from `make`) on
-/// either driver until Ctrl-C, then prints how they ended.
-pub fn serve_sessions<M, A, F>(
-    addr: std::net::SocketAddr,
-    runtime: Runtime,
-    limits: Limits,
-    make: F,
-) -> CmdResult
-where
-    M: StreamMachine + Send + 'static,
-    A: App<M> + Send + 'static,
-    F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
-{
-    let shutdown = Shutdown::new();
-    stop_on_ctrl_c(&shutdown)?;
-    let report = match runtime {
-        Runtime::Blocking => {
-            let listener = listen::bind(addr, listen::DEFAULT_BACKLOG)?;
-            announce(listener.local_addr()?);
-            blocking::serve(listener, limits, GRACE, &shutdown, make)?
-        }
-        Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
-            let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
-            announce(listener.local_addr()?);
-            echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown.clone(), make).await
-        })?,
-    };
-    println!("{}", stopped(&report));
-    Ok(())
-}
-
-/// Ctrl-C stops `shutdown` in steps, each saying what happens next: stop
-/// accepting and let sessions finish, then abort them now, then exit at once.
-pub fn stop_on_ctrl_c(shutdown: &Shutdown) -> CmdResult {
-    let s = shutdown.clone();
-    ctrlc::set_handler(move || {
-        let running = s.running();
-        match s.trigger_counted() {
-            1 if running == 0 => eprintln!("stopping: no session is running"),
-            1 => eprintln!(
-                "stopping: no new connections; {running} running sessions get up to {} s to \
-                 finish, then are aborted (partial files are kept for a resume); \
-                 press Ctrl-C again to abort them now",
-                GRACE.as_secs()
-            ),
-            2 => eprintln!(
-                "aborting {running} sessions now (their peers are told why; partial files \
-                 are kept); press Ctrl-C again to exit at once"
-            ),
-            _ => {
-                eprintln!("exiting at once");
-                std::process::exit(130);
-            }
-        }
-    })?;
-    Ok(())
-}
-
-/// The line a server prints when it has stopped: every session counted once.
-pub fn stopped(r: &ServeReport) -> String {
-    let total = r.ok + r.failed + r.aborted + r.unfinished;
-    let mut line = format!(
-        "stopped: {total} sessions: {} ended cleanly, {} failed, {} aborted by the shutdown",
-        r.ok, r.failed, r.aborted
-    );
-    if r.unfinished > 0 {
-        line += &format!(", {} cut unfinished", r.unfinished);
-    }
-    if r.refused > 0 {
-        line += &format!(
-            "; {} connections refused (their source was at --max-per-source)",
-            r.refused
-        );
-    }
-    line
-}
-
-/// Prints the bound address, so scripts and tests that asked for port 0 learn the real one.
-pub fn announce(addr: std::net::SocketAddr) {
-    println!("listening on {addr}");
-    let _ = io::stdout().flush();
-}
-
+/// `echoxfer echo connect`: one conversation from stdin lines.
 pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
-        return crate::legacy::echo_connect(a);
+        return legacy::connect(a);
     }
-    let mut stream = TcpStream::connect(a.addr).map_err(|e| {
-        format!(
-            "cannot connect to {}: {e} (is `echoxfer echo serve` running there?)",
-            a.addr
-        )
-    })?;
-    stream.set_nodelay(true)?;
     let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
     let mut app = LineClient {
         lines: io::stdin().lock(),
         out: io::stdout(),
     };
-    blocking::run_stream(&mut client, &mut stream, &mut app)?;
-    Ok(())
+    let to = a.addr.to_string();
+    let peer = Peer::Tcp {
+        to: &to,
+        server: "`echoxfer echo serve`",
+    };
+    net::run_client(&mut client, &mut app, peer, Runtime::Blocking)
 }
 
 /// Sends one stdin line after the greeting and after each reply, so the
@@ -192,7 +108,7 @@ impl<R: BufRead> App<EchoClient> for LineClient<R> {
     ) -> io::Result<()> {
         match event {
             ClientEvent::Greeted(g) => {
-                writeln!(self.out, "{}", sanitize(&g))?;
+                term::peer_line(&g)?;
                 self.send_next_line(client)
             }
             ClientEvent::Reply(r) => {

@@ -1,26 +1,46 @@
-//! The `echoxfer` command line: parses arguments, sets up logging and
-//! Ctrl-C, and hands each subcommand to its module. No protocol logic here.
+//! The `echoxfer` command line, top-down: parse the arguments, set up
+//! logging, hand the command to its module, print the error chain. No
+//! protocol logic and no I/O of its own here.
+//!
+//! The layers, each using only those below it:
+//! - one module per command ([`demo`], [`echo`], [`udp`], [`send`],
+//!   [`receive`]), each with its `--legacy` variant in a `legacy`
+//!   submodule; no command module uses another;
+//! - [`net`]: network plumbing (binding, connecting, stdio, the runtime,
+//!   serving until Ctrl-C);
+//! - [`term`]: terminal output (progress, summaries, notes, `stopped:`);
+//! - [`args`]: the grammar.
 
 mod args;
 mod demo;
 mod echo;
-mod legacy;
+mod net;
+mod receive;
+mod send;
+mod term;
 mod udp;
-mod ui;
-mod xfer;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use args::{Cli, Command, EchoCommand, UdpCommand};
-
-/// What every subcommand returns: a human-readable error ends the process
-/// with a non-zero exit code.
-type CmdResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+use net::CmdResult;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_error_chain(&*e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, at `warn` unless `RUST_LOG` says otherwise.
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -29,26 +49,27 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let result = match cli.command {
+}
+
+fn dispatch(command: Command) -> CmdResult {
+    match command {
         Command::Demo(a) => demo::run(a),
         Command::Echo(EchoCommand::Serve(a)) => echo::serve(a),
         Command::Echo(EchoCommand::Connect(a)) => echo::connect(a),
         Command::Udp(UdpCommand::Serve(a)) => udp::serve(a),
         Command::Udp(UdpCommand::Ping(a)) => udp::ping(a),
-        Command::Udp(UdpCommand::Send(a)) => legacy::udp_send(a),
-        Command::Send(a) => xfer::send(a),
-        Command::Receive(a) => xfer::receive(a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            let mut source = e.source();
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::FAILURE
-        }
+        Command::Udp(UdpCommand::Send(a)) => udp::send(a),
+        Command::Send(a) => send::send(a),
+        Command::Receive(a) => receive::receive(a),
+    }
+}
+
+/// `error: ...`, then one `caused by: ...` line per underlying cause.
+fn print_error_chain(e: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
     }
 }

@@ -1,33 +1,35 @@
-//! `echoxfer udp serve|ping`: wires the datagram machines to the blocking driver.
+//! `echoxfer udp serve|ping|send`: the UDP echo server (refusals logged as
+//! a summary at most every few seconds), and a ping that reports loss and
+//! round-trip times. `--legacy` and `send` are the seed protocol, in
+//! [`legacy`]. Sockets and Ctrl-C come from [`crate::net`].
+
+mod legacy;
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, App};
+use echoxfer::driver::App;
 use echoxfer::echo::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats};
 use echoxfer::Config;
 
-use crate::args::{UdpPingArgs, UdpServeArgs};
-use crate::CmdResult;
+use crate::args::{UdpPingArgs, UdpSendArgs, UdpServeArgs};
+use crate::net::{self, CmdResult};
+use crate::term;
 
+/// `udp send` speaks only the seed protocol.
+pub fn send(a: UdpSendArgs) -> CmdResult {
+    legacy::send(a)
+}
+
+/// `echoxfer udp serve`: echoes datagrams until Ctrl-C, then prints the counts.
 pub fn serve(a: UdpServeArgs) -> CmdResult {
     if a.legacy {
-        return crate::legacy::udp_serve(a);
+        return legacy::serve(a);
     }
-    let socket = UdpSocket::bind(a.addr)?;
-    crate::echo::announce(socket.local_addr()?);
-    let shutdown = blocking::Shutdown::new();
-    let trigger = shutdown.clone();
-    ctrlc::set_handler(move || trigger.trigger())?;
     let mut server = UdpEchoServer::new(Config::default());
     let mut log = RefusalLog::default();
-    blocking::run_datagram(&mut server, &socket, &mut log, &shutdown)?;
-    let s = server.stats();
-    println!(
-        "stopped: {} datagrams echoed, {} dropped, refused {} from service ports, {} from bad addresses, {} over the reply rate",
-        s.echoed, s.dropped, s.refused_port, s.refused_address, s.rate_limited
-    );
+    net::serve_datagrams(a.addr, &mut server, &mut log)?;
+    println!("{}", term::udp_stopped(&server.stats()));
     Ok(())
 }
 
@@ -75,6 +77,7 @@ impl App<UdpEchoServer> for RefusalLog {
     }
 }
 
+/// `echoxfer udp ping`: fails if no probe got a reply.
 pub fn ping(a: UdpPingArgs) -> CmdResult {
     let config = Config {
         probe_timeout: a.timeout,
@@ -82,12 +85,6 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
         ..Config::default()
     };
     config.validate()?;
-    let local: SocketAddr = if a.addr.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
-    let socket = UdpSocket::bind(local)?;
     let mut ping = UdpPing::new(config, Instant::now(), a.addr, a.count, a.size);
     let mut stats = None;
     let mut report = |_: &mut UdpPing, _: Instant, e: PingEvent| -> io::Result<()> {
@@ -101,7 +98,7 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
             }
         }
     };
-    blocking::run_datagram(&mut ping, &socket, &mut report, &blocking::Shutdown::new())?;
+    net::run_datagram_client(&mut ping, a.addr, &mut report)?;
     let stats = stats.ok_or("ping ended without a result")?;
     println!("{}", summary(&stats));
     if stats.probes > 0 && stats.received == 0 {

@@ -1,74 +1,17 @@
-//! What the file commands show a person: a progress bar on a terminal,
-//! sparse plain lines otherwise, nothing with `--quiet`; and the summary
-//! lines. Progress is read from counters the apps keep (one ticker thread
-//! per process polls them); nothing here is on the protocol path.
+//! Progress meters: a bar on a terminal, a sparse plain line otherwise,
+//! nothing with `--quiet`. Progress is read from counters the apps keep
+//! (one ticker thread per process polls them); nothing here is on the
+//! protocol path. Touches stderr (through [`super::out`]) and its one thread.
 
-use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoxfer::error::sanitize;
-use echoxfer::files::{FileReport, Outcome};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ui {
-    /// Nothing (`--quiet`).
-    Quiet,
-    /// An `indicatif` bar on stderr (stderr is a terminal).
-    Bar,
-    /// A plain line now and then on stderr (stderr is a pipe or a file).
-    Plain,
-}
-
-impl Ui {
-    pub fn new(quiet: bool) -> Ui {
-        if quiet {
-            Ui::Quiet
-        } else if io::stderr().is_terminal() {
-            Ui::Bar
-        } else {
-            Ui::Plain
-        }
-    }
-}
-
-/// Where summary lines go: stdout, or stderr when stdout carries the protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Out {
-    Stdout,
-    Stderr,
-}
-
-/// All bars of this process, so several sessions' bars share the terminal.
-fn bars() -> &'static MultiProgress {
-    static MULTI: OnceLock<MultiProgress> = OnceLock::new();
-    MULTI.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
-}
-
-/// Prints one line to `out` without tearing any progress bar.
-pub fn line(out: Out, text: &str) {
-    bars().suspend(|| match out {
-        Out::Stdout => {
-            let mut o = io::stdout().lock();
-            let _ = writeln!(o, "{text}");
-            let _ = o.flush();
-        }
-        Out::Stderr => {
-            let _ = writeln!(io::stderr().lock(), "{text}");
-        }
-    });
-}
-
-/// A progress line for the terminal (stderr), unless quiet.
-pub fn note(ui: Ui, text: &str) {
-    if ui != Ui::Quiet {
-        line(Out::Stderr, text);
-    }
-}
+use super::out::{bars, line, Out, Ui};
+use super::summary::rate;
 
 /// Done and total bytes, read from some app's counters.
 pub type Counter = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
@@ -312,107 +255,6 @@ fn style(known_total: bool) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
-}
-
-/// Throughput in decimal megabytes per second.
-pub fn rate(bytes: u64, secs: f64) -> String {
-    if secs <= 0.0 {
-        return "n/a MB/s".into();
-    }
-    format!("{:.1} MB/s", bytes as f64 / secs / 1e6)
-}
-
-pub fn hex(hash: &[u8; 32]) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// One summary line per file (`verb`: `sent` or `received`), then a total
-/// when there are several. Peer-supplied names and messages are sanitised.
-/// At most [`REFUSED_SHOWN`] refused offers get a line each; one line
-/// counts the rest (a peer offering junk must not flood the terminal).
-pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<String> {
-    /// Refused offers listed one by one.
-    const REFUSED_SHOWN: usize = 20;
-    let mut lines = Vec::new();
-    let mut total_moved = 0;
-    let mut total_time = Duration::ZERO;
-    let mut saved = 0;
-    let mut files = 0u64;
-    let (mut refused_shown, mut refused_rest) = (0, 0u64);
-    for (i, f) in report.iter().enumerate() {
-        let name = sanitize(f.name.as_bytes());
-        let time = times.get(i).copied().unwrap_or_default();
-        total_moved += f.moved;
-        total_time += time;
-        files += 1;
-        let secs = time.as_secs_f64();
-        lines.push(match &f.outcome {
-            Outcome::Saved { hash } => {
-                saved += 1;
-                let resumed = if f.from > 0 {
-                    format!(" (resumed from {})", f.from)
-                } else {
-                    String::new()
-                };
-                format!(
-                    "{verb} {name}: {} bytes{resumed} in {secs:.2} s ({}) blake3 {}",
-                    f.size,
-                    rate(f.moved, secs),
-                    hex(hash)
-                )
-            }
-            Outcome::Refused { .. } if refused_shown == REFUSED_SHOWN => {
-                refused_rest += 1;
-                continue;
-            }
-            Outcome::Refused { reason, message } => {
-                refused_shown += 1;
-                format!(
-                    "refused {name}: {reason:?}: {}",
-                    sanitize(message.as_bytes())
-                )
-            }
-            Outcome::Unlisted { refused } => {
-                // Offers the app counted without keeping them.
-                files = files - 1 + refused;
-                refused_rest += refused;
-                continue;
-            }
-            Outcome::Discarded => {
-                format!("discarded {name}: content hash mismatch, nothing kept")
-            }
-            Outcome::Pending => format!(
-                "incomplete {name}: {} of {} bytes {}",
-                f.from + f.moved,
-                f.size,
-                if verb == "sent" {
-                    "(run the same send again to resume)"
-                } else {
-                    "(the partial file is kept for a resume)"
-                }
-            ),
-        });
-    }
-    if refused_rest > 0 {
-        lines.push(format!(
-            "refused {refused_rest} more offers (not listed one by one)"
-        ));
-    }
-    if files > 1 {
-        lines.push(format!(
-            "total: {saved} of {files} files {verb}, {total_moved} bytes moved in {:.2} s ({})",
-            total_time.as_secs_f64(),
-            rate(total_moved, total_time.as_secs_f64())
-        ));
-    }
-    lines
-}
-
-/// Whether every file in the report was saved.
-pub fn all_saved(report: &[FileReport]) -> bool {
-    report
-        .iter()
-        .all(|f| matches!(f.outcome, Outcome::Saved { .. }))
 }
 
 #[cfg(test)]

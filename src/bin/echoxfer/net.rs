@@ -1,0 +1,261 @@
+//! Network plumbing for every command: binding (with the explicit listen
+//! backlog) and connecting, with errors that name the address; accepting
+//! one connection; stdin/stdout as a transport; the runtime the user chose;
+//! running a client session, or serving sessions until Ctrl-C. It touches
+//! sockets, stdio, the tokio runtime and the Ctrl-C handler, and prints
+//! only through [`crate::term`]; what runs on a connection is the caller's.
+
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use echoxfer::driver::{blocking, listen, App, Limits, Shutdown};
+use echoxfer::{DatagramMachine, StreamMachine};
+
+use crate::args::Runtime;
+use crate::term;
+
+/// What every command (and the plumbing under it) returns: an error is a
+/// chain of human-readable causes, printed by `main`, and a non-zero exit.
+pub type CmdResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long sessions get to finish after Ctrl-C before they are cut.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Binds a TCP listener on `addr` with the default backlog (errors name the address).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen::bind(addr, listen::DEFAULT_BACKLOG)
+}
+
+/// Binds `addr` and prints the bound address (the real port when 0 was asked for).
+pub fn bind_announced(addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = bind(addr)?;
+    term::announce(listener.local_addr()?);
+    Ok(listener)
+}
+
+/// Connects to `to` (host:port) without Nagle's delay; the error names the
+/// address and `server`, what should be listening there.
+pub fn connect(to: &str, server: &str) -> CmdResult<TcpStream> {
+    let stream = TcpStream::connect(to)
+        .map_err(|e| format!("cannot connect to {to}: {e} (is {server} running there?)"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A UDP socket on the wildcard address of `peer`'s family, any port: the
+/// local end for sending to `peer`.
+fn udp_socket_toward(peer: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = match peer {
+        SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    UdpSocket::bind(local)
+}
+
+/// Stdin and stdout as one blocking transport, unbuffered (the driver
+/// batches its writes and flushes after each batch).
+fn stdio() -> io::Result<blocking::Duplex<File, File>> {
+    Ok(blocking::Duplex {
+        reader: File::from(io::stdin().as_fd().try_clone_to_owned()?),
+        writer: File::from(io::stdout().as_fd().try_clone_to_owned()?),
+    })
+}
+
+/// Runs single sessions on the runtime the user chose: `std::net` in this
+/// thread, or a tokio runtime made for them.
+pub struct Driver {
+    tokio: Option<tokio::runtime::Runtime>,
+}
+
+impl Driver {
+    /// The driver for `runtime` (starts a tokio runtime if it is asked for).
+    pub fn new(runtime: Runtime) -> io::Result<Driver> {
+        let tokio = match runtime {
+            Runtime::Blocking => None,
+            Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
+        };
+        Ok(Driver { tokio })
+    }
+
+    /// Runs one session over a connected TCP stream.
+    pub fn run_tcp<M, A>(&self, machine: &mut M, mut stream: TcpStream, app: &mut A) -> CmdResult
+    where
+        M: StreamMachine,
+        A: App<M>,
+    {
+        stream.set_nodelay(true)?;
+        match &self.tokio {
+            None => Ok(blocking::run_stream(machine, &mut stream, app)?),
+            Some(rt) => rt.block_on(async {
+                stream.set_nonblocking(true)?;
+                let mut stream = tokio::net::TcpStream::from_std(stream)?;
+                Ok(echoxfer::driver::tokio::run_stream(machine, &mut stream, app).await?)
+            }),
+        }
+    }
+
+    /// Runs one session over stdin/stdout.
+    pub fn run_stdio<M, A>(&self, machine: &mut M, app: &mut A) -> CmdResult
+    where
+        M: StreamMachine,
+        A: App<M>,
+    {
+        match &self.tokio {
+            None => Ok(blocking::run_stream(machine, &mut stdio()?, app)?),
+            Some(rt) => rt.block_on(async {
+                let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+                Ok(echoxfer::driver::tokio::run_stream(machine, &mut io, app).await?)
+            }),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // A blocked stdin read must not hold the process open.
+        if let Some(rt) = self.tokio.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Where a client session's peer is.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer<'a> {
+    /// Over TCP at `to` (host:port), where `server` should be listening
+    /// (a connect error names both).
+    Tcp { to: &'a str, server: &'a str },
+    /// Over stdin/stdout (`--stdio`: whatever runs at the pipes' other end).
+    Stdio,
+}
+
+impl<'a> Peer<'a> {
+    /// Stdin/stdout when `stdio`, else TCP at `to`.
+    pub fn chosen(stdio: bool, to: &'a str, server: &'a str) -> Peer<'a> {
+        if stdio {
+            Peer::Stdio
+        } else {
+            Peer::Tcp { to, server }
+        }
+    }
+}
+
+/// Runs one session as a client with `peer`, on `runtime`.
+pub fn run_client<M, A>(machine: &mut M, app: &mut A, peer: Peer, runtime: Runtime) -> CmdResult
+where
+    M: StreamMachine,
+    A: App<M>,
+{
+    let driver = Driver::new(runtime)?;
+    match peer {
+        Peer::Tcp { to, server } => driver.run_tcp(machine, connect(to, server)?, app),
+        Peer::Stdio => driver.run_stdio(machine, app),
+    }
+}
+
+/// Accepts one connection on `addr` (announcing the bound address, and
+/// refusing further connections once it has one) and runs one session on it.
+pub fn accept_one<M, A>(
+    machine: &mut M,
+    app: &mut A,
+    addr: SocketAddr,
+    runtime: Runtime,
+) -> CmdResult
+where
+    M: StreamMachine,
+    A: App<M>,
+{
+    let driver = Driver::new(runtime)?;
+    let listener = bind_announced(addr)?;
+    let (stream, _) = listener.accept()?;
+    drop(listener);
+    driver.run_tcp(machine, stream, app)
+}
+
+/// Serves sessions (a machine and its app per connection, from `make`) on
+/// either runtime until Ctrl-C, then prints how they ended.
+pub fn serve_sessions<M, A, F>(
+    addr: SocketAddr,
+    runtime: Runtime,
+    limits: Limits,
+    make: F,
+) -> CmdResult
+where
+    M: StreamMachine + Send + 'static,
+    A: App<M> + Send + 'static,
+    F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
+{
+    let shutdown = Shutdown::new();
+    stop_on_ctrl_c(&shutdown)?;
+    let report = match runtime {
+        Runtime::Blocking => {
+            let listener = bind_announced(addr)?;
+            blocking::serve(listener, limits, GRACE, &shutdown, make)?
+        }
+        Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
+            let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
+            term::announce(listener.local_addr()?);
+            echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown.clone(), make).await
+        })?,
+    };
+    println!("{}", term::stopped(&report));
+    Ok(())
+}
+
+/// Ctrl-C stops `shutdown` in steps, each saying what happens next: stop
+/// accepting and let sessions finish, then abort them now, then exit at once.
+fn stop_on_ctrl_c(shutdown: &Shutdown) -> CmdResult {
+    let s = shutdown.clone();
+    ctrlc::set_handler(move || {
+        let running = s.running();
+        match s.trigger_counted() {
+            1 if running == 0 => eprintln!("stopping: no session is running"),
+            1 => eprintln!(
+                "stopping: no new connections; {running} running sessions get up to {} s to \
+                 finish, then are aborted (partial files are kept for a resume); \
+                 press Ctrl-C again to abort them now",
+                GRACE.as_secs()
+            ),
+            2 => eprintln!(
+                "aborting {running} sessions now (their peers are told why; partial files \
+                 are kept); press Ctrl-C again to exit at once"
+            ),
+            _ => {
+                eprintln!("exiting at once");
+                std::process::exit(130);
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Binds a UDP socket on `addr`, announces it, and runs a datagram server
+/// machine on it until Ctrl-C (a datagram server has no sessions to wait for).
+pub fn serve_datagrams<M, A>(addr: SocketAddr, machine: &mut M, app: &mut A) -> CmdResult
+where
+    M: DatagramMachine,
+    A: App<M>,
+{
+    let socket = UdpSocket::bind(addr).map_err(|e| format!("cannot listen on UDP {addr}: {e}"))?;
+    term::announce(socket.local_addr()?);
+    let shutdown = Shutdown::new();
+    let trigger = shutdown.clone();
+    ctrlc::set_handler(move || trigger.trigger())?;
+    blocking::run_datagram(machine, &socket, app, &shutdown)?;
+    Ok(())
+}
+
+/// Runs a datagram client machine, which talks to `peer`, from a local
+/// socket of any port until the machine is done.
+pub fn run_datagram_client<M, A>(machine: &mut M, peer: SocketAddr, app: &mut A) -> CmdResult
+where
+    M: DatagramMachine,
+    A: App<M>,
+{
+    let socket = udp_socket_toward(peer)?;
+    blocking::run_datagram(machine, &socket, app, &Shutdown::new())?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `echoxfer receive`: takes files into a directory, from many senders at
+//! once until Ctrl-C, from one sender (`--once`), or over stdin/stdout;
+//! progress, summaries, and the `files:` line a server prints when it
+//! stops. `--legacy` is the seed protocol, in [`legacy`].
+
+mod legacy;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use echoxfer::driver::Limits;
+use echoxfer::files::{FileReport, Outcome, ReceiverApp, Store};
+use echoxfer::xfer::{Receiver, ReceiverRole};
+use echoxfer::Config;
+
+use crate::args::{ReceiveArgs, Runtime};
+use crate::net::{self, CmdResult, Peer};
+use crate::term::{self, FileTally, Out, Tracked, Ui};
+
+/// `echoxfer receive`.
+pub fn receive(a: ReceiveArgs) -> CmdResult {
+    if a.legacy {
+        return legacy::receive(a);
+    }
+    let ui = Ui::new(a.quiet);
+    let config = Config {
+        max_connections: a.max_connections,
+        max_per_source: a.max_per_source,
+        ..Config::default()
+    };
+    config.validate()?;
+    let store = Store::new(&a.dir, a.overwrite)
+        .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
+    note_partials(&store, ui);
+    if a.stdio {
+        let (mut machine, mut session) = once_session(&store, &config, ui, Out::Stderr);
+        let result = net::run_client(&mut machine, &mut session, Peer::Stdio, a.runtime);
+        return settle_once(result, session);
+    }
+    if a.once {
+        return receive_once(a.listen, a.runtime, &store, &config, ui);
+    }
+    let sessions = Arc::new(AtomicU64::new(0));
+    let files = Arc::new(FileTally::default());
+    let tally = files.clone();
+    // One budget for the half-received frames of all sessions.
+    let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
+    net::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
+        let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now)
+            .with_recv_budget(budget.clone());
+        let app = ReceiverApp::new(store.clone());
+        let label = format!("session {n}");
+        let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
+        (machine, tracked.tallied(tally.clone()))
+    })?;
+    println!("{}", files.line());
+    Ok(())
+}
+
+/// Says what interrupted transfers left in the directory: partial files are
+/// kept so that the same `send` resumes them, and nothing else removes them.
+fn note_partials(store: &Store, ui: Ui) {
+    if let Ok((count @ 1.., bytes)) = store.partials() {
+        term::note(
+            ui,
+            &format!(
+                "{count} partial files ({bytes} bytes) from interrupted transfers are in {}: \
+                 sending the same files again resumes them; delete the .*.echoxfer-part files to drop them",
+                store.dir().display()
+            ),
+        );
+    }
+}
+
+/// The machine and app of a single receiving session.
+fn once_session(
+    store: &Store,
+    config: &Config,
+    ui: Ui,
+    out: Out,
+) -> (Receiver, Tracked<ReceiverApp>) {
+    let machine = Receiver::new(ReceiverRole::new(), config.clone(), Instant::now());
+    let app = ReceiverApp::new(store.clone());
+    (
+        machine,
+        Tracked::new(app, "received", ui, out, "receive".into()),
+    )
+}
+
+/// `receive --once`: serves connections one at a time until one sender's
+/// session is done, and succeeds only if every file it offered was saved.
+/// A connection that fails before offering anything (a port scanner,
+/// garbage, a client of another protocol) does not use the session up.
+fn receive_once(
+    addr: SocketAddr,
+    runtime: Runtime,
+    store: &Store,
+    config: &Config,
+    ui: Ui,
+) -> CmdResult {
+    let listener = net::bind_announced(addr)?;
+    let driver = net::Driver::new(runtime)?;
+    loop {
+        let (stream, peer) = listener.accept()?;
+        let (mut machine, mut session) = once_session(store, config, ui, Out::Stdout);
+        let result = driver.run_tcp(&mut machine, stream, &mut session);
+        if let Err(e) = &result {
+            if session.app.report().is_empty() {
+                term::note(
+                    ui,
+                    &format!(
+                        "ignored {peer}: {e} (it offered no file); still waiting for a sender"
+                    ),
+                );
+                continue;
+            }
+        }
+        return settle_once(result, session);
+    }
+}
+
+/// The outcome of a single receiving session: every offered file saved.
+fn settle_once(result: CmdResult, mut session: Tracked<ReceiverApp>) -> CmdResult {
+    session.finish();
+    result?;
+    let report = session.app.report();
+    if !term::all_saved(report) {
+        let offered: u64 = report.iter().map(term::files_in).sum();
+        let missing: u64 = report
+            .iter()
+            .filter(|f| !is_saved(f))
+            .map(term::files_in)
+            .sum();
+        return Err(format!("{missing} of {offered} offered files not saved").into());
+    }
+    Ok(())
+}
+
+fn is_saved(f: &FileReport) -> bool {
+    matches!(f.outcome, Outcome::Saved { .. })
+}
