@@ -81,10 +81,11 @@ pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<S
                 "incomplete {name}: {} of {} bytes {}",
                 f.from + f.moved,
                 f.size,
-                if verb == "sent" {
-                    "(run the same send again to resume)"
-                } else {
-                    "(the partial file is kept for a resume)"
+                match (verb, f.from + f.moved) {
+                    ("sent", _) => "(run the same send again to resume)",
+                    // An empty partial file is removed: nothing to resume from.
+                    (_, 0) => "(nothing was written, no partial file is kept)",
+                    _ => "(the partial file is kept for a resume)",
                 }
             ),
         });
