@@ -516,3 +516,336 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The core driven by a scripted fake transport (the tests say what
+    //! each write and read returns) and a fake clock (`t(secs)`).
+    use super::*;
+    use crate::error::ErrorCode;
+    use std::collections::VecDeque;
+
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
+
+    fn start() -> Instant {
+        // Any fixed instant: nothing here reads the clock again.
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now)
+    }
+
+    fn t(secs: f64) -> Instant {
+        start() + Duration::from_secs_f64(secs)
+    }
+
+    /// A machine whose outputs are scripted, and which logs every input.
+    #[derive(Default)]
+    struct Fake {
+        outputs: VecDeque<Output<Bytes, u32>>,
+        deadline: Option<Instant>,
+        ended: Option<Result<(), crate::Error>>,
+        log: Vec<String>,
+        /// What ends it when the peer closes (`None`: keeps waiting).
+        on_eof: Option<Result<(), crate::Error>>,
+    }
+
+    impl Fake {
+        fn sending(bytes: &'static [u8]) -> Self {
+            let mut fake = Fake::default();
+            fake.outputs
+                .push_back(Output::Transmit(Bytes::from_static(bytes)));
+            fake
+        }
+    }
+
+    impl crate::machine::Machine for Fake {
+        type Transmit = Bytes;
+        type Event = u32;
+
+        fn handle_timeout(&mut self, now: Instant) {
+            self.log.push(format!("timeout@{:?}", now - start()));
+            if self.deadline.is_some_and(|d| d <= now) {
+                self.ended = Some(Err(crate::Error::TimedOut(Duration::from_secs(10))));
+            }
+        }
+
+        fn poll_output(&mut self) -> Output<Bytes, u32> {
+            if let Some(out) = self.outputs.pop_front() {
+                return out;
+            }
+            match self.ended.take() {
+                Some(result) => Output::Done(result),
+                None => Output::Wait(self.deadline),
+            }
+        }
+    }
+
+    impl StreamMachine for Fake {
+        fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), crate::Error> {
+            self.log
+                .push(format!("input:{}", String::from_utf8_lossy(data)));
+            if data.starts_with(b"ERR") {
+                // The peer's Error frame: it failed, and says why.
+                self.ended = Some(Err(crate::Error::PeerFailed {
+                    code: ErrorCode::Internal,
+                    message: "disk full".into(),
+                }));
+            }
+            Ok(())
+        }
+
+        fn handle_eof(&mut self, _: Instant) {
+            self.log.push("eof".into());
+            if self.ended.is_none() {
+                self.ended = self.on_eof.take();
+            }
+        }
+
+        fn abort(&mut self, reason: String) {
+            self.log.push(format!("abort:{reason}"));
+            // Tells the peer why, then ends.
+            self.outputs
+                .push_back(Output::Transmit(Bytes::from_static(b"ERR")));
+            self.ended = Some(Err(crate::Error::Aborted(reason)));
+        }
+
+        fn input_room(&self) -> usize {
+            100
+        }
+
+        fn write_timeout(&self) -> Option<Duration> {
+            Some(WRITE_TIMEOUT)
+        }
+    }
+
+    fn written(core: &StreamCore<'_, Fake, super::super::Ignore>) -> Vec<u8> {
+        core.transmit().iter().flat_map(|s| s.to_vec()).collect()
+    }
+
+    fn is_write(next: &Next) -> bool {
+        matches!(next, Next::Write { .. })
+    }
+
+    #[test]
+    fn a_write_that_makes_progress_keeps_going_and_one_without_progress_for_the_timeout_stalls() {
+        let mut fake = Fake::sending(b"0123456789");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        // The write limit runs from the batch's start.
+        assert!(matches!(core.next(t(0.0)), Next::Write { until: Some(u) } if u == t(8.0)));
+        core.wrote(t(0.5), 4);
+        assert_eq!(written(&core), b"456789");
+        // That write began at 0 s: the limit still runs from there.
+        assert!(matches!(core.next(t(7.0)), Next::Write { until: Some(u) } if u == t(8.0)));
+        core.wrote(t(9.0), 2);
+        // Progress at 7 s (when that write began) moves the limit to 15 s.
+        assert!(matches!(core.next(t(9.0)), Next::Write { until: Some(u) } if u == t(15.0)));
+        core.write_failed(t(14.0), io::ErrorKind::TimedOut.into());
+        assert!(
+            is_write(&core.next(t(14.0))),
+            "8 s have not passed since 7 s"
+        );
+        core.write_failed(t(15.0), io::ErrorKind::WouldBlock.into());
+        match core.next(t(15.0)) {
+            Next::Done(Err(e)) => assert!(e.is_stalled_peer(), "{e}"),
+            other => panic!("a peer that took nothing for 8 s must end it: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_written_batch_is_flushed_before_the_core_reads_until_the_deadline() {
+        let mut fake = Fake::sending(b"hi");
+        fake.deadline = Some(t(10.0));
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.wrote(t(0.0), 2);
+        assert!(matches!(core.next(t(0.0)), Next::Flush));
+        core.flushed(t(0.0));
+        match core.next(t(0.0)) {
+            Next::Read { max, until } => assert_eq!((max, until), (100, Some(t(10.0)))),
+            other => panic!("expected a read: {other:?}"),
+        }
+        core.read(t(1.0), b"abc");
+        assert!(matches!(core.next(t(1.0)), Next::Read { .. }));
+        // A deadline that has passed fires without asking the shell.
+        match core.next(t(10.0)) {
+            Next::Close => core.closed(t(10.0)),
+            other => panic!("the timer must end it: {other:?}"),
+        }
+        assert!(matches!(
+            core.next(t(10.0)),
+            Next::Done(Err(DriverError::Machine(crate::Error::TimedOut(_))))
+        ));
+        drop(core);
+        assert_eq!(fake.log, ["input:abc", "timeout@10s"]);
+    }
+
+    #[test]
+    fn after_eof_the_core_sleeps_until_the_deadline_and_fails_without_one() {
+        let mut fake = Fake {
+            deadline: Some(t(5.0)),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.eof(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Sleep(u) if u == t(5.0)));
+        core.timed_out(t(5.0));
+        assert!(matches!(core.next(t(5.0)), Next::Close));
+
+        let mut fake = Fake::default();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { until: None, .. }));
+        core.eof(t(1.0));
+        match core.next(t(1.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "waiting after EOF");
+                assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof);
+            }
+            other => panic!("nothing can end it: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_eof_that_ends_the_machine_closes_then_is_done() {
+        let mut fake = Fake {
+            on_eof: Some(Ok(())),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.eof(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Close));
+        core.closed(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Done(Ok(()))));
+        assert!(
+            matches!(core.next(t(1.0)), Next::Done(Err(_))),
+            "after Done"
+        );
+    }
+
+    #[test]
+    fn a_failing_app_aborts_the_machine_which_tells_the_peer_and_the_apps_error_is_the_result() {
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(1));
+        fake.outputs.push_back(Output::Event(2));
+        let mut seen = Vec::new();
+        let mut app = |_: &mut Fake, _: Instant, e: u32| -> io::Result<()> {
+            seen.push(e);
+            Err(io::Error::other("disk full"))
+        };
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        let parts: Vec<u8> = core.transmit().iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(parts, b"ERR", "the machine was aborted and tells the peer");
+        core.wrote(t(0.0), 3);
+        assert!(matches!(core.next(t(0.0)), Next::Flush));
+        core.flushed(t(0.0));
+        assert!(matches!(core.next(t(0.0)), Next::Close));
+        core.closed(t(0.0));
+        match core.next(t(0.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "application");
+                assert_eq!(source.to_string(), "disk full");
+            }
+            other => panic!("the app's failure is the result: {other:?}"),
+        }
+        drop(core);
+        assert_eq!(seen, [1], "events after the failure are dropped");
+        assert_eq!(fake.log, ["abort:disk full"]);
+    }
+
+    #[test]
+    fn a_reset_under_a_write_reads_the_peers_last_words_for_the_reason() {
+        let mut fake = Fake::sending(b"data");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(1.0), io::ErrorKind::ConnectionReset.into());
+        match core.next(t(1.0)) {
+            Next::Read { until, .. } => assert_eq!(until, Some(t(1.0) + SALVAGE_WAIT)),
+            other => panic!("the core must read what the peer said: {other:?}"),
+        }
+        core.read(t(1.1), b"ERR");
+        match core.next(t(1.1)) {
+            Next::Done(Err(DriverError::Machine(crate::Error::PeerFailed { message, .. }))) => {
+                assert_eq!(message, "disk full")
+            }
+            other => panic!("the peer's reason, not the reset: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reset_with_nothing_to_salvage_ends_with_the_writes_failure_once_the_wait_is_over() {
+        let mut fake = Fake::sending(b"data");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(0.0), io::ErrorKind::BrokenPipe.into());
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.timed_out(t(0.5));
+        assert!(matches!(core.next(t(0.5)), Next::Read { .. }), "early");
+        core.timed_out(t(1.0));
+        match core.next(t(1.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "writing to the peer");
+                assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);
+            }
+            other => panic!("the write's failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_abort_request_aborts_the_machine_once_and_before_the_eof_that_woke_the_read() {
+        let mut fake = Fake::default();
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        abort.request("shutting down");
+        abort.request("ignored: the first reason is used");
+        // The shell shut the transport for reading to wake its read.
+        core.eof(t(1.0));
+        assert!(is_write(&core.next(t(1.0))));
+        assert_eq!(written(&core), b"ERR", "the peer is told why");
+        core.wrote(t(1.0), 3);
+        assert!(matches!(core.next(t(1.0)), Next::Flush));
+        core.flushed(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Close));
+        core.closed(t(1.0));
+        assert!(matches!(
+            core.next(t(1.0)),
+            Next::Done(Err(DriverError::Machine(crate::Error::Aborted(r)))) if r == "shutting down"
+        ));
+        drop(core);
+        assert_eq!(fake.log, ["abort:shutting down", "eof"]);
+    }
+
+    #[test]
+    fn a_transport_read_failure_ends_at_once_without_close() {
+        let mut fake = Fake::default();
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.read_failed(t(0.0), io::ErrorKind::Interrupted.into());
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }), "retried");
+        core.read_failed(t(0.0), io::ErrorKind::PermissionDenied.into());
+        assert!(matches!(
+            core.next(t(0.0)),
+            Next::Done(Err(DriverError::Io {
+                context: "reading from the peer",
+                ..
+            }))
+        ));
+    }
+}

@@ -73,11 +73,16 @@ impl DriverError {
 
     /// The peer took none of our output for the machine's write timeout.
     pub(crate) fn stalled_peer() -> DriverError {
-        DriverError::io("writing to the peer, which stopped reading")(
-            io::ErrorKind::TimedOut.into(),
-        )
+        DriverError::io(STALLED_PEER)(io::ErrorKind::TimedOut.into())
+    }
+
+    /// Whether this is [`stalled_peer`](Self::stalled_peer)'s error.
+    pub(crate) fn is_stalled_peer(&self) -> bool {
+        matches!(self, DriverError::Io { context, .. } if *context == STALLED_PEER)
     }
 }
+
+const STALLED_PEER: &str = "writing to the peer, which stopped reading";
 
 /// Asks a running session to end from outside (a server shutting down, a
 /// user's Ctrl-C): the driver aborts the machine with the reason, which
