@@ -31,7 +31,7 @@
 //! - the write timeout: a write that made no progress for the machine's
 //!   [`write_timeout`](StreamMachine::write_timeout), counted from the
 //!   last write that took bytes, ends the session
-//!   ([`DriverError::stalled_peer`]). A shell whose writes cannot wait
+//!   (see [`DriverError::is_stalled_peer`]). A shell whose writes cannot wait
 //!   with a limit may report each give-up as a `WouldBlock`/`TimedOut`
 //!   failure: the core decides from `now` whether the limit is reached;
 //! - the application's failure: the machine is aborted (it tells the peer

@@ -76,8 +76,9 @@ impl DriverError {
         DriverError::io(STALLED_PEER)(io::ErrorKind::TimedOut.into())
     }
 
-    /// Whether this is [`stalled_peer`](Self::stalled_peer)'s error.
-    pub(crate) fn is_stalled_peer(&self) -> bool {
+    /// Whether the session ended because the peer took none of our output
+    /// for the machine's write timeout (it stopped reading).
+    pub fn is_stalled_peer(&self) -> bool {
         matches!(self, DriverError::Io { context, .. } if *context == STALLED_PEER)
     }
 }
