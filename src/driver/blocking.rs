@@ -9,8 +9,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::core::{is_timeout, Next, StreamCore, READ_CHUNK};
 use super::listen::{AcceptBackoff, Refusals, Sources};
-use super::{drain, Abort, App, Batch, DriverError, Limits, Step, READ_CHUNK};
+use super::{Abort, App, DriverError, Limits};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
 /// A byte stream the blocking driver can wait on with a time limit.
@@ -116,102 +117,42 @@ where
     T: Transport,
     A: App<M>,
 {
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut out = Batch::default();
-    let mut eof = false;
-    let mut aborted = false;
-    let mut app_failed = None;
-    let mut armed = ReadTimeout::default();
-    let limit = super::write_limit(machine);
+    let mut core = StreamCore::new(machine, app, abort);
     transport
-        .set_write_timeout(limit.map(write_step))
+        .set_write_timeout(core.write_timeout().map(write_step))
         .map_err(DriverError::io("setting the write timeout"))?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut armed = ReadTimeout::default();
     loop {
-        abort.apply(machine, &mut aborted);
-        let deadline = match drain(machine, app, &mut out, &mut app_failed) {
-            Step::Flush => {
-                flush(machine, transport, &mut out, limit, &mut buf)?;
-                continue;
+        let now = Instant::now();
+        match core.next(now) {
+            Next::Write { .. } => match transport.write_vectored(&core.transmit()) {
+                Ok(n) => core.wrote(Instant::now(), n),
+                Err(e) => core.write_failed(Instant::now(), e),
+            },
+            Next::Flush => match transport.flush() {
+                Ok(()) => core.flushed(Instant::now()),
+                Err(e) => core.write_failed(Instant::now(), e),
+            },
+            Next::Read { max, until } => {
+                armed.arm(transport, until.map(|t| t.saturating_duration_since(now)))?;
+                match transport.read(&mut buf[..max.min(READ_CHUNK)]) {
+                    Ok(0) => core.eof(Instant::now()),
+                    Ok(n) => core.read(Instant::now(), &buf[..n]),
+                    Err(e) => core.read_failed(Instant::now(), e),
+                }
             }
-            Step::Done(result) => {
-                // Best effort once the session has failed: the peer learns
-                // why if the transport still works.
-                let flushed = flush(machine, transport, &mut out, limit, &mut buf);
+            Next::Sleep(until) => {
+                thread::sleep(until.saturating_duration_since(now));
+                core.timed_out(Instant::now());
+            }
+            Next::Close => {
                 let _ = transport.shutdown_write();
-                result?;
-                return flushed;
+                core.closed(Instant::now());
             }
-            Step::Wait(deadline) => deadline,
-        };
-        flush(machine, transport, &mut out, limit, &mut buf)?;
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if timeout == Some(Duration::ZERO) {
-            machine.handle_timeout(Instant::now());
-            continue;
-        }
-        if eof {
-            // The peer is gone and the machine still waits: only its timer can end it.
-            let Some(timeout) = timeout else {
-                return Err(DriverError::io("waiting after EOF")(
-                    io::ErrorKind::UnexpectedEof.into(),
-                ));
-            };
-            thread::sleep(timeout);
-            continue;
-        }
-        armed.arm(transport, timeout)?;
-        let room = machine.input_room().clamp(1, buf.len());
-        let read = transport.read(&mut buf[..room]);
-        // An abort shuts the transport for reading to wake this read: act
-        // on the abort before taking that for the peer's end.
-        abort.apply(machine, &mut aborted);
-        match read {
-            Ok(0) => {
-                eof = true;
-                machine.handle_eof(Instant::now());
-            }
-            // A failure is sticky in the machine and comes out as its `Done`.
-            Ok(n) => drop(machine.handle_input(Instant::now(), &buf[..n])),
-            Err(e) if is_timeout(&e) => machine.handle_timeout(Instant::now()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(DriverError::io("reading from the peer")(e)),
+            Next::Done(result) => return result,
         }
     }
-}
-
-/// Writes the batch; if the peer has reset the connection, reads what it
-/// sent before it went, which usually says why (see [`super::salvage`]).
-fn flush<M: StreamMachine, T: Transport>(
-    machine: &mut M,
-    transport: &mut T,
-    out: &mut Batch,
-    limit: Option<Duration>,
-    buf: &mut [u8],
-) -> Result<(), DriverError> {
-    let Err(error) = write_batch(transport, out, limit) else {
-        return Ok(());
-    };
-    if !matches!(&error, DriverError::Io { source, .. } if is_reset(source)) {
-        return Err(error);
-    }
-    let _ = transport.set_read_timeout(Some(super::SALVAGE_WAIT));
-    let n = loop {
-        match transport.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            read => break read.unwrap_or(0),
-        }
-    };
-    Err(super::salvage(machine, &buf[..n]).map_or(error, DriverError::Machine))
-}
-
-/// The peer closed or reset the connection under a write.
-pub(crate) fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-    )
 }
 
 /// The read timeout currently set on a transport. Re-setting it costs a
@@ -247,13 +188,6 @@ impl ReadTimeout {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 /// How long one write may wait for the peer, for a machine whose write
 /// timeout is `limit`. A socket write that took some bytes and then waited
 /// out its timeout returns the partial count, and the next write waits a
@@ -262,40 +196,6 @@ fn is_timeout(e: &io::Error) -> bool {
 /// counting from the last progress, drops it within an eighth of `limit`.
 fn write_step(limit: Duration) -> Duration {
     (limit / 8).max(Duration::from_millis(1))
-}
-
-/// Writes the whole batch, gathering parts into as few system calls as it
-/// can; gives up when the peer took nothing for `limit` in total.
-fn write_batch(
-    w: &mut impl Write,
-    out: &mut Batch,
-    limit: Option<Duration>,
-) -> Result<(), DriverError> {
-    // When the peer last took bytes, as far as we know: a write that
-    // returns a count after waiting may have taken them as it began.
-    let mut progress = Instant::now();
-    while !out.is_empty() {
-        let attempt = Instant::now();
-        match w.write_vectored(&out.slices()) {
-            Ok(0) => {
-                return Err(DriverError::io("writing to the peer")(
-                    io::ErrorKind::WriteZero.into(),
-                ))
-            }
-            Ok(n) => {
-                out.consume(n);
-                progress = attempt;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                if limit.is_none_or(|limit| progress.elapsed() >= limit) {
-                    return Err(DriverError::stalled_peer());
-                }
-            }
-            Err(e) => return Err(DriverError::io("writing to the peer")(e)),
-        }
-    }
-    w.flush().map_err(DriverError::io("flushing to the peer"))
 }
 
 pub use super::shutdown::{ServeReport, Shutdown};

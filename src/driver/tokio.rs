@@ -1,6 +1,6 @@
 //! The tokio driver: one task per connection, a semaphore for the cap, the
-//! same drain as the blocking driver, and `select!` between input and the
-//! machine's deadline. Apps run inline on the task: keep them short.
+//! same sans-IO loop as the blocking driver ([`super::core`]), and
+//! `select!` between input, the machine's deadline and an abort. Apps run inline on the task: keep them short.
 
 use std::future::Future;
 use std::io;
@@ -12,9 +12,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::core::{Next, StreamCore, READ_CHUNK};
 use super::listen::{AcceptBackoff, Refusals, Sources};
 use super::shutdown::{ServeReport, Shutdown};
-use super::{drain, Abort, App, Batch, DriverError, Limits, Step, READ_CHUNK};
+use super::{Abort, App, DriverError, Limits};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
 /// Runs one session of `machine` over `io` to its end, handing every event
@@ -46,85 +47,51 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
     A: App<M>,
 {
+    let mut core = StreamCore::new(machine, app, abort);
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut out = Batch::default();
-    let mut eof = false;
-    let mut aborted = false;
-    let mut app_failed = None;
-    let limit = super::write_limit(machine);
     loop {
-        abort.apply(machine, &mut aborted);
-        let deadline = match drain(machine, app, &mut out, &mut app_failed) {
-            Step::Flush => {
-                flush(machine, io, &mut out, limit, &mut buf).await?;
-                continue;
-            }
-            Step::Done(result) => {
-                // Best effort once the session has failed: the peer learns
-                // why if the transport still works.
-                let flushed = flush(machine, io, &mut out, limit, &mut buf).await;
-                let _ = io.shutdown().await;
-                result?;
-                return flushed;
-            }
-            Step::Wait(deadline) => deadline,
-        };
-        flush(machine, io, &mut out, limit, &mut buf).await?;
-        let sleep = sleep_until(deadline);
-        if eof {
-            // The peer is gone and the machine still waits: only its timer can end it.
-            if deadline.is_none() {
-                return Err(DriverError::io("waiting after EOF")(
-                    io::ErrorKind::UnexpectedEof.into(),
-                ));
-            }
-            sleep.await;
-            machine.handle_timeout(Instant::now());
-            continue;
-        }
-        let room = machine.input_room().clamp(1, buf.len());
-        tokio::select! {
-            read = io.read(&mut buf[..room]) => match read {
-                Ok(0) => {
-                    eof = true;
-                    machine.handle_eof(Instant::now());
+        let now = Instant::now();
+        match core.next(now) {
+            Next::Write { until } => {
+                let written = {
+                    let parts = core.transmit();
+                    let write = io.write_vectored(&parts);
+                    match until {
+                        Some(until) => tokio::time::timeout_at(until.into(), write).await.ok(),
+                        None => Some(write.await),
+                    }
+                };
+                match written {
+                    Some(Ok(n)) => core.wrote(Instant::now(), n),
+                    Some(Err(e)) => core.write_failed(Instant::now(), e),
+                    None => core.timed_out(Instant::now()),
                 }
-                // A failure is sticky in the machine and comes out as its `Done`.
-                Ok(n) => drop(machine.handle_input(Instant::now(), &buf[..n])),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(DriverError::io("reading from the peer")(e)),
+            }
+            Next::Flush => match io.flush().await {
+                Ok(()) => core.flushed(Instant::now()),
+                Err(e) => core.write_failed(Instant::now(), e),
             },
-            () = sleep => machine.handle_timeout(Instant::now()),
-            () = abort.wait(), if !aborted => {}
+            Next::Read { max, until } => tokio::select! {
+                read = io.read(&mut buf[..max.min(READ_CHUNK)]) => match read {
+                    Ok(0) => core.eof(Instant::now()),
+                    Ok(n) => core.read(Instant::now(), &buf[..n]),
+                    Err(e) => core.read_failed(Instant::now(), e),
+                },
+                () = sleep_until(until) => core.timed_out(Instant::now()),
+                // The core applies the abort at its next step.
+                () = abort.wait(), if abort.requested().is_none() => {}
+            },
+            Next::Sleep(until) => {
+                sleep_until(Some(until)).await;
+                core.timed_out(Instant::now());
+            }
+            Next::Close => {
+                let _ = io.shutdown().await;
+                core.closed(Instant::now());
+            }
+            Next::Done(result) => return result,
         }
     }
-}
-
-/// Writes the batch; if the peer has reset the connection, reads what it
-/// sent before it went, which usually says why (see [`super::salvage`]).
-async fn flush<M, T>(
-    machine: &mut M,
-    io: &mut T,
-    out: &mut Batch,
-    limit: Option<Duration>,
-    buf: &mut [u8],
-) -> Result<(), DriverError>
-where
-    M: StreamMachine,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    let Err(error) = write_batch(io, out, limit).await else {
-        return Ok(());
-    };
-    if !matches!(&error, DriverError::Io { source, .. } if super::blocking::is_reset(source)) {
-        return Err(error);
-    }
-    let read = tokio::time::timeout(super::SALVAGE_WAIT, io.read(buf)).await;
-    let n = match read {
-        Ok(Ok(n)) => n,
-        _ => 0,
-    };
-    Err(super::salvage(machine, &buf[..n]).map_or(error, DriverError::Machine))
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
@@ -133,35 +100,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// Writes the whole batch; each write may wait at most `limit` (the
-/// machine's write timeout) for the peer to take anything.
-async fn write_batch<T: AsyncWrite + Unpin>(
-    io: &mut T,
-    out: &mut Batch,
-    limit: Option<Duration>,
-) -> Result<(), DriverError> {
-    while !out.is_empty() {
-        let slices = out.slices();
-        let write = io.write_vectored(&slices);
-        let written = match limit {
-            Some(limit) => tokio::time::timeout(limit, write)
-                .await
-                .map_err(|_| DriverError::stalled_peer())?,
-            None => write.await,
-        };
-        let n = written.map_err(DriverError::io("writing to the peer"))?;
-        if n == 0 {
-            return Err(DriverError::io("writing to the peer")(
-                io::ErrorKind::WriteZero.into(),
-            ));
-        }
-        out.consume(n);
-    }
-    io.flush()
-        .await
-        .map_err(DriverError::io("flushing to the peer"))
 }
 
 /// Binds a listener on `addr` with `backlog` pending connections, as

@@ -11,8 +11,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::netem::{Impairments, Netem, Trickle};
 use super::pair::{PairOutcome, Stuck};
-use crate::driver::{App, DriverError};
-use crate::machine::{Output, StreamMachine};
+use crate::driver::core::{Next, StreamCore};
+use crate::driver::{Abort, App, DriverError};
+use crate::machine::StreamMachine;
 
 /// The simulated world: a seeded generator and a virtual clock.
 #[derive(Debug)]
@@ -36,13 +37,59 @@ pub struct LinkReport {
     pub stalls: u64,
 }
 
-/// One side of a simulated connection.
+/// One side of a simulated connection: the drivers' own loop
+/// ([`StreamCore`]) with the simulated links as its transport.
 struct Side<'a, M, P> {
-    machine: &'a mut M,
-    app: &'a mut P,
+    core: StreamCore<'a, M, P>,
+    /// What the side waits for since its core last said.
+    waiting: Waiting,
     done: Option<Result<(), DriverError>>,
     /// When it ended, in virtual time.
     done_at: Instant,
+}
+
+/// What a side's core asked for and the links could not give yet.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// Nothing: ask the core.
+    Nothing,
+    /// Input, of at most `max` bytes, or `until`.
+    Read { max: usize, until: Option<Instant> },
+    /// Its outgoing link to drain, or `until` (the write timeout).
+    Write(Option<Instant>),
+    /// Only time: the peer has gone.
+    Sleep(Instant),
+}
+
+impl Waiting {
+    /// When the wait ends without help from the links.
+    fn until(self) -> Option<Instant> {
+        match self {
+            Waiting::Nothing => None,
+            Waiting::Read { until, .. } | Waiting::Write(until) => until,
+            Waiting::Sleep(until) => Some(until),
+        }
+    }
+}
+
+impl<'a, M: StreamMachine, P: App<M>> Side<'a, M, P> {
+    fn new(machine: &'a mut M, app: &'a mut P, abort: &Abort, now: Instant) -> Self {
+        Side {
+            core: StreamCore::new(machine, app, abort),
+            waiting: Waiting::Nothing,
+            done: None,
+            done_at: now,
+        }
+    }
+
+    /// Whether the side reads now (a side that writes or sleeps does not,
+    /// as with the drivers).
+    fn reading(&self) -> Option<usize> {
+        match (&self.done, self.waiting) {
+            (None, Waiting::Read { max, .. }) => Some(max),
+            _ => None,
+        }
+    }
 }
 
 impl Sim {
@@ -132,21 +179,12 @@ impl Sim {
         A: StreamMachine,
         B: StreamMachine,
     {
-        let mut a = Side {
-            machine: a,
-            app: app_a,
-            done: None,
-            done_at: self.now,
-        };
-        let mut b = Side {
-            machine: b,
-            app: app_b,
-            done: None,
-            done_at: self.now,
-        };
+        let abort = Abort::new();
+        let mut a = Side::new(a, app_a, &abort, self.now);
+        let mut b = Side::new(b, app_b, &abort, self.now);
         for steps in 0..max_steps {
-            let mut busy = self.drain(&mut a, to_b);
-            busy |= self.drain(&mut b, to_a);
+            let mut busy = self.step(&mut a, to_b);
+            busy |= self.step(&mut b, to_a);
             reset_both(to_a, to_b);
             if let (Some(_), Some(_)) = (&a.done, &b.done) {
                 return Ok(PairOutcome {
@@ -175,8 +213,10 @@ impl Sim {
         Err(Stuck { steps: max_steps })
     }
 
-    /// Drains one side into its outgoing link.
-    fn drain<M: StreamMachine, P: App<M>>(
+    /// Runs one side's core until it waits: its writes go into its
+    /// outgoing link, as far as the link's window takes them. Returns
+    /// whether anything moved.
+    fn step<M: StreamMachine, P: App<M>>(
         &mut self,
         side: &mut Side<'_, M, P>,
         out: &mut Netem,
@@ -186,36 +226,55 @@ impl Sim {
         }
         let mut busy = false;
         loop {
-            if out.is_full() {
-                // Back-pressure: the machine's output waits in its queue.
-                return busy;
-            }
-            match side.machine.poll_output() {
-                Output::Transmit(bytes) => {
-                    busy = true;
-                    out.send(self.now, &bytes, &mut self.rng);
-                }
-                Output::Event(e) => {
-                    busy = true;
-                    if let Err(source) = side.app.on_event(side.machine, self.now, e) {
-                        side.done = Some(Err(DriverError::Io {
-                            context: "app",
-                            source,
-                        }));
-                        side.done_at = self.now;
-                        out.close();
-                        return true;
+            let now = self.now;
+            side.waiting = Waiting::Nothing;
+            match side.core.next(now) {
+                Next::Write { until } => match self.send(out, &side.core.transmit()) {
+                    0 => {
+                        // Back-pressure: the batch waits in the core.
+                        side.waiting = Waiting::Write(until);
+                        return busy;
                     }
+                    n => side.core.wrote(now, n),
+                },
+                Next::Flush => side.core.flushed(now),
+                Next::Read { max, until } => {
+                    side.waiting = Waiting::Read { max, until };
+                    return busy;
                 }
-                Output::Wait(_) => return busy,
-                Output::Done(result) => {
-                    side.done = Some(result.map_err(DriverError::from));
-                    side.done_at = self.now;
+                Next::Sleep(until) => {
+                    side.waiting = Waiting::Sleep(until);
+                    return busy;
+                }
+                Next::Close => {
+                    out.close();
+                    side.core.closed(now);
+                }
+                Next::Done(result) => {
+                    side.done = Some(result);
+                    side.done_at = now;
                     out.close();
                     return true;
                 }
             }
+            busy = true;
         }
+    }
+
+    /// Writes `parts` into `out` until its window is full; returns the
+    /// bytes it took. Bytes written into a dropped connection are taken and
+    /// lost, as a kernel's send buffer takes them before the peer's reset
+    /// comes back: the writer learns of the drop as the end of its input.
+    fn send(&mut self, out: &mut Netem, parts: &[std::io::IoSlice<'_>]) -> usize {
+        let mut sent = 0;
+        for part in parts {
+            if out.is_full() {
+                break;
+            }
+            out.send(self.now, part, &mut self.rng);
+            sent += part.len();
+        }
+        sent
     }
 
     /// Hands a side whatever its incoming link has delivered by now.
@@ -230,12 +289,16 @@ impl Sim {
             link.discard();
             return false;
         }
-        match link.receive(self.now, side.machine.input_room(), &mut self.rng) {
-            Some(bytes) if bytes.is_empty() => side.machine.handle_eof(self.now),
-            // A failure is sticky in the machine and surfaces as its `Done`.
-            Some(bytes) => drop(side.machine.handle_input(self.now, &bytes)),
+        let Some(max) = side.reading() else {
+            return false;
+        };
+        let now = self.now;
+        match link.receive(now, max, &mut self.rng) {
+            Some(bytes) if bytes.is_empty() => side.core.eof(now),
+            Some(bytes) => side.core.read(now, &bytes),
             None => return false,
         }
+        side.waiting = Waiting::Nothing;
         true
     }
 
@@ -250,18 +313,16 @@ impl Sim {
     where
         A: StreamMachine,
         B: StreamMachine,
+        PA: App<A>,
+        PB: App<B>,
     {
-        // A side whose link is full still holds output: its next step is
-        // that link draining, not a timer (polling it would take the output).
+        // Arrivals count only for a side that reads: one that writes waits
+        // for its own link (or its write timeout), as with the drivers.
         let next = [
-            (!to_b.is_full())
-                .then(|| deadline(a.machine, &a.done))
-                .flatten(),
-            (!to_a.is_full())
-                .then(|| deadline(b.machine, &b.done))
-                .flatten(),
-            to_a.next_arrival(self.now),
-            to_b.next_arrival(self.now),
+            a.waiting.until().filter(|_| a.done.is_none()),
+            b.waiting.until().filter(|_| b.done.is_none()),
+            a.reading().and_then(|_| to_a.next_arrival(self.now)),
+            b.reading().and_then(|_| to_b.next_arrival(self.now)),
         ]
         .into_iter()
         .flatten()
@@ -270,9 +331,17 @@ impl Sim {
             return false;
         };
         self.now = self.now.max(next);
-        a.machine.handle_timeout(self.now);
-        b.machine.handle_timeout(self.now);
+        fire(a, self.now);
+        fire(b, self.now);
         true
+    }
+}
+
+/// Tells a side whose wait has run out by `now` that it has.
+fn fire<M: StreamMachine, P: App<M>>(side: &mut Side<'_, M, P>, now: Instant) {
+    if side.done.is_none() && side.waiting.until().is_some_and(|until| until <= now) {
+        side.core.timed_out(now);
+        side.waiting = Waiting::Nothing;
     }
 }
 
@@ -281,16 +350,6 @@ fn reset_both(to_a: &mut Netem, to_b: &mut Netem) {
     if to_a.is_cut() != to_b.is_cut() {
         to_a.cut();
         to_b.cut();
-    }
-}
-
-fn deadline<M: StreamMachine>(
-    m: &mut M,
-    done: &Option<Result<(), DriverError>>,
-) -> Option<Instant> {
-    match (done, m.poll_output()) {
-        (None, Output::Wait(t)) => t,
-        _ => None,
     }
 }
 
@@ -357,6 +416,8 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
         DriverError::Machine(Error::PeerFailed { .. }) => "peer-failed",
         DriverError::Machine(Error::TooSlow { .. }) => "too-slow",
         DriverError::Machine(Error::Busy { .. }) => "busy",
+        // The drivers' loop: the peer took nothing for the write timeout.
+        e if e.is_stalled_peer() => "stalled",
         other => return Err(format!("untyped or local failure: {other}")),
     };
     Ok(kind)
@@ -455,7 +516,9 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
     if !impaired && !report.is_clean() {
         return Err(format!("failed on a perfect link: {outcome:?}"));
     }
-    let late = report.failures.contains(&"timeout") || report.failures.contains(&"too-slow");
+    let late = ["timeout", "too-slow", "stalled"]
+        .iter()
+        .any(|kind| report.failures.contains(kind));
     if late && link.stalls == 0 && link.corrupted == 0 {
         return Err("timed out with no stall and no corruption".into());
     }
@@ -600,13 +663,12 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
                 "attempt {attempt} failed on a perfect link: {outcome:?}"
             ));
         }
-        let timed_out = [&outcome.a, &outcome.b].iter().any(|r| {
-            matches!(
-                r,
-                Err(DriverError::Machine(
-                    crate::Error::TimedOut(_) | crate::Error::TooSlow { .. }
-                ))
-            )
+        let timed_out = [&outcome.a, &outcome.b].iter().any(|r| match r {
+            Err(DriverError::Machine(crate::Error::TimedOut(_) | crate::Error::TooSlow { .. })) => {
+                true
+            }
+            Err(e) => e.is_stalled_peer(),
+            Ok(()) => false,
         });
         if timed_out && link.stalls == 0 && link.corrupted == 0 {
             return Err(format!(

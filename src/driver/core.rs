@@ -1,0 +1,851 @@
+//! The stream loop, written once and sans-IO: [`StreamCore`] drives one
+//! [`StreamMachine`] and its [`App`], and tells an I/O shell what to do
+//! next. The blocking driver, the tokio driver and the simulator are such
+//! shells: they only move bytes and time, so all three run the same loop.
+//!
+//! # Contract
+//!
+//! A shell calls [`StreamCore::next`] with the current time and does what
+//! the returned [`Next`] says, then reports how it went with exactly one
+//! report method, and calls `next` again:
+//!
+//! | `Next`            | the shell does                                        | and reports                                     |
+//! |-------------------|-------------------------------------------------------|-------------------------------------------------|
+//! | `Write { until }` | one (vectored) write of [`transmit`](StreamCore::transmit), giving up waiting at `until` if it can | [`wrote`](StreamCore::wrote), [`write_failed`](StreamCore::write_failed) or [`timed_out`](StreamCore::timed_out) |
+//! | `Flush`           | flushes the transport                                 | [`flushed`](StreamCore::flushed) or [`write_failed`](StreamCore::write_failed) |
+//! | `Read { max, until }` | one read of at most `max` bytes, giving up at `until` (`None`: no limit) | [`read`](StreamCore::read), [`eof`](StreamCore::eof), [`read_failed`](StreamCore::read_failed) or [`timed_out`](StreamCore::timed_out) |
+//! | `Sleep(t)`        | waits until `t` (the peer has gone; only a timer is left) | [`timed_out`](StreamCore::timed_out)        |
+//! | `Close`           | shuts its sending side (best effort)                  | [`closed`](StreamCore::closed)                  |
+//! | `Done(result)`    | stops; the session is over                            | nothing                                         |
+//!
+//! Time only ever comes in as `now`; the core owns no socket, clock or
+//! thread. What it owns:
+//!
+//! - the transmit batch: the machine's output gathered for one vectored
+//!   write (written before the core reads, and whenever it grows past a
+//!   batch worth writing);
+//! - the EOF flag: once the peer has closed, the core only sleeps until the
+//!   machine's deadline (and fails at once if the machine has none);
+//! - the deadline: the machine's, handed out as `until`; a deadline
+//!   already past fires the machine's timer without asking the shell;
+//! - the write timeout: a write that made no progress for the machine's
+//!   [`write_timeout`](StreamMachine::write_timeout), counted from the
+//!   last write that took bytes, ends the session
+//!   (see [`DriverError::is_stalled_peer`]). A shell whose writes cannot wait
+//!   with a limit may report each give-up as a `WouldBlock`/`TimedOut`
+//!   failure: the core decides from `now` whether the limit is reached;
+//! - the application's failure: the machine is aborted (it tells the peer
+//!   why) and still driven to its end, and the session returns the
+//!   application's error;
+//! - the abort request of an [`Abort`] handle, applied at every `next` and
+//!   before any input is handed to the machine;
+//! - the salvage after a reset: when a write fails because the peer reset
+//!   the connection, the core asks for one more read (for at most
+//!   [`SALVAGE_WAIT`]) of what the peer sent before it went, usually an
+//!   `Error` frame that says why, and ends with the peer's reason if it is
+//!   there, else with the write's failure.
+//!
+//! A session that ends as its machine says (`Done` from the machine) is
+//! closed in order: the rest of the batch is written (best effort), the
+//! transport flushed and shut for sending, then `Done`. A session that
+//! fails at the transport (a read or write error, a stalled peer) ends with
+//! `Done` at once, without `Close`.
+//!
+//! Reports are forgiving: a timeout reported early is harmless, and
+//! `Interrupted` failures are retried. Calling `next` after `Done` returns
+//! `Done` again with an error.
+
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{Abort, App, DriverError};
+use crate::machine::{Output, StreamMachine};
+
+/// Bytes gathered before one vectored write.
+pub const WRITE_BATCH: usize = 256 * 1024;
+/// The most bytes the core asks a shell to read at once; a buffer this
+/// size serves every [`Next::Read`].
+pub const READ_CHUNK: usize = 256 * 1024;
+/// How long the core waits for the peer's last words after a failed write.
+pub const SALVAGE_WAIT: Duration = Duration::from_secs(1);
+
+/// What the shell does next.
+#[derive(Debug)]
+pub enum Next {
+    /// Write [`StreamCore::transmit`] (or a prefix of it), waiting at most
+    /// until `until` for the peer to take anything (`None`: no limit).
+    Write {
+        /// When the write timeout runs out if nothing is taken.
+        until: Option<Instant>,
+    },
+    /// Flush what was written.
+    Flush,
+    /// Read at most `max` bytes (at least 1), waiting at most until `until`.
+    Read {
+        /// The most bytes the machine takes now.
+        max: usize,
+        /// When to give up and report [`StreamCore::timed_out`].
+        until: Option<Instant>,
+    },
+    /// Wait until this instant, then report [`StreamCore::timed_out`].
+    Sleep(Instant),
+    /// Shut the sending side, then report [`StreamCore::closed`].
+    Close,
+    /// The session is over, with this result.
+    Done(Result<(), DriverError>),
+}
+
+/// The sans-IO stream loop around one machine and its application (see the
+/// [module docs](self) for the contract).
+pub struct StreamCore<'a, M, A> {
+    machine: &'a mut M,
+    app: &'a mut A,
+    abort: Abort,
+    aborted: bool,
+    out: Batch,
+    eof: bool,
+    app_failed: Option<DriverError>,
+    write_limit: Option<Duration>,
+    /// While a batch is being written: when the peer last took bytes (or
+    /// the batch began), and when the current write was handed out.
+    writing: Option<Progress>,
+    /// A batch was written and not yet flushed.
+    unflushed: bool,
+    /// The write failed on a reset: the error, and until when the peer's
+    /// last words may come.
+    salvaging: Option<(DriverError, Instant)>,
+    /// The machine ended: the result, once the batch is out and the
+    /// transport closed.
+    ending: Option<Result<(), DriverError>>,
+    closed: bool,
+    /// The session failed at the transport: ends at once.
+    failed: Option<DriverError>,
+    finished: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Progress {
+    last: Instant,
+    attempt: Instant,
+}
+
+impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
+    /// A loop around `machine` and `app` that also ends when `abort` is
+    /// requested (the machine is aborted, which tells the peer why).
+    pub fn new(machine: &'a mut M, app: &'a mut A, abort: &Abort) -> Self {
+        let write_limit = machine.write_timeout().filter(|t| !t.is_zero());
+        StreamCore {
+            machine,
+            app,
+            abort: abort.clone(),
+            aborted: false,
+            out: Batch::default(),
+            eof: false,
+            app_failed: None,
+            write_limit,
+            writing: None,
+            unflushed: false,
+            salvaging: None,
+            ending: None,
+            closed: false,
+            failed: None,
+            finished: false,
+        }
+    }
+
+    /// The machine's write timeout (a zero limit, from a config the machine
+    /// refuses anyway, counts as none): how long the peer may take none of
+    /// our output before the session ends.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.write_limit
+    }
+
+    /// What to do next, at `now`.
+    pub fn next(&mut self, now: Instant) -> Next {
+        loop {
+            if self.finished {
+                return Next::Done(Err(DriverError::io("polling an ended session")(
+                    io::ErrorKind::NotConnected.into(),
+                )));
+            }
+            if let Some(error) = self.failed.take() {
+                self.finished = true;
+                return Next::Done(Err(error));
+            }
+            if let Some((_, until)) = &self.salvaging {
+                return Next::Read {
+                    max: READ_CHUNK,
+                    until: Some(*until),
+                };
+            }
+            if !self.out.is_empty() {
+                return self.write(now);
+            }
+            if self.unflushed {
+                return Next::Flush;
+            }
+            if self.ending.is_some() {
+                if !self.closed {
+                    return Next::Close;
+                }
+                self.finished = true;
+                return Next::Done(self.ending.take().expect("checked"));
+            }
+            self.apply_abort();
+            match self.drain(now) {
+                Step::Flush => {}
+                Step::Done(result) => self.ending = Some(result),
+                // Whatever was gathered goes out before the core waits.
+                Step::Wait(_) if !self.out.is_empty() => {}
+                Step::Wait(Some(deadline)) if deadline <= now => self.machine.handle_timeout(now),
+                Step::Wait(deadline) if self.eof => match deadline {
+                    // The peer is gone and the machine still waits: only its timer can end it.
+                    Some(deadline) => return Next::Sleep(deadline),
+                    None => {
+                        self.failed = Some(DriverError::io("waiting after EOF")(
+                            io::ErrorKind::UnexpectedEof.into(),
+                        ))
+                    }
+                },
+                Step::Wait(until) => {
+                    let max = self.machine.input_room().clamp(1, READ_CHUNK);
+                    return Next::Read { max, until };
+                }
+            }
+        }
+    }
+
+    /// Hands out a write of the batch, starting its progress clock.
+    fn write(&mut self, now: Instant) -> Next {
+        let progress = self.writing.get_or_insert(Progress {
+            last: now,
+            attempt: now,
+        });
+        progress.attempt = now;
+        Next::Write {
+            until: self.write_limit.map(|limit| progress.last + limit),
+        }
+    }
+
+    /// The unwritten part of the batch, as slices for one vectored write
+    /// (meaningful after [`Next::Write`]).
+    pub fn transmit(&self) -> Vec<IoSlice<'_>> {
+        self.out.slices()
+    }
+
+    /// The last write took `n` bytes of [`transmit`](Self::transmit). Zero
+    /// means the transport will take nothing more, and fails the session.
+    pub fn wrote(&mut self, now: Instant, n: usize) {
+        let _ = now;
+        if n == 0 {
+            return self.write_error(now, io::ErrorKind::WriteZero.into());
+        }
+        self.out.consume(n.min(self.out.len));
+        if let Some(progress) = &mut self.writing {
+            // A write that returns a count after waiting may have taken
+            // the bytes as it began.
+            progress.last = progress.attempt;
+        }
+        if self.out.is_empty() {
+            self.writing = None;
+            self.unflushed = true;
+        }
+    }
+
+    /// The flush asked for by [`Next::Flush`] succeeded.
+    pub fn flushed(&mut self, now: Instant) {
+        let _ = now;
+        self.unflushed = false;
+    }
+
+    /// The last write or flush failed with `error`. `WouldBlock` and
+    /// `TimedOut` mean it took nothing within the shell's wait (the core
+    /// decides whether the write timeout has run out); `Interrupted` is
+    /// retried; a reset starts the salvage; anything else ends the session.
+    pub fn write_failed(&mut self, now: Instant, error: io::Error) {
+        match error.kind() {
+            io::ErrorKind::Interrupted => {}
+            _ if is_timeout(&error) => self.timed_out(now),
+            _ => self.write_error(now, error),
+        }
+    }
+
+    fn write_error(&mut self, now: Instant, error: io::Error) {
+        let context = match self.writing {
+            Some(_) => "writing to the peer",
+            None => "flushing to the peer",
+        };
+        let reset = is_reset(&error);
+        let error = DriverError::Io {
+            context,
+            source: error,
+        };
+        self.out = Batch::default();
+        self.writing = None;
+        self.unflushed = false;
+        match &mut self.ending {
+            // Best effort once the session has failed: its own error stands.
+            Some(Err(_)) => {}
+            _ if reset => self.salvaging = Some((error, now + SALVAGE_WAIT)),
+            Some(result) => *result = Err(error),
+            None => self.failed = Some(error),
+        }
+    }
+
+    /// Bytes from the peer, at most the `max` of [`Next::Read`] (an empty
+    /// slice counts as its end).
+    pub fn read(&mut self, now: Instant, data: &[u8]) {
+        if data.is_empty() {
+            return self.eof(now);
+        }
+        self.apply_abort();
+        if self.salvaging.is_some() {
+            return self.salvage(now, data);
+        }
+        // A failure is sticky in the machine and comes out as its `Done`.
+        let _ = self.machine.handle_input(now, data);
+    }
+
+    /// The peer closed its sending side.
+    pub fn eof(&mut self, now: Instant) {
+        // An abort may shut the transport for reading to wake a read: the
+        // abort is acted on before that is taken for the peer's end.
+        self.apply_abort();
+        if self.salvaging.is_some() {
+            return self.salvage(now, &[]);
+        }
+        self.eof = true;
+        self.machine.handle_eof(now);
+    }
+
+    /// The read failed with `error`. `WouldBlock` and `TimedOut` count as
+    /// [`timed_out`](Self::timed_out); `Interrupted` is retried.
+    pub fn read_failed(&mut self, now: Instant, error: io::Error) {
+        self.apply_abort();
+        match error.kind() {
+            io::ErrorKind::Interrupted => {}
+            _ if is_timeout(&error) => self.timed_out(now),
+            _ if self.salvaging.is_some() => self.salvage(now, &[]),
+            _ => self.failed = Some(DriverError::io("reading from the peer")(error)),
+        }
+    }
+
+    /// The wait that [`next`](Self::next) handed out ended at `now` with
+    /// nothing to report. Early calls are harmless.
+    pub fn timed_out(&mut self, now: Instant) {
+        self.apply_abort();
+        if let Some((_, until)) = &self.salvaging {
+            if now >= *until {
+                self.salvage(now, &[]);
+            }
+            return;
+        }
+        if let Some(progress) = self.writing {
+            let stalled = self
+                .write_limit
+                .is_none_or(|limit| now.saturating_duration_since(progress.last) >= limit);
+            if stalled {
+                self.out = Batch::default();
+                self.writing = None;
+                match &mut self.ending {
+                    Some(Err(_)) => {}
+                    Some(result) => *result = Err(DriverError::stalled_peer()),
+                    None => self.failed = Some(DriverError::stalled_peer()),
+                }
+            }
+            return;
+        }
+        self.machine.handle_timeout(now);
+    }
+
+    /// The sending side is shut, as [`Next::Close`] asked.
+    pub fn closed(&mut self, now: Instant) {
+        let _ = now;
+        self.closed = true;
+    }
+
+    fn apply_abort(&mut self) {
+        self.abort.apply(self.machine, &mut self.aborted);
+    }
+
+    /// Feeds the machine what the peer sent before its reset, and ends.
+    fn salvage(&mut self, now: Instant, input: &[u8]) {
+        let (error, _) = self.salvaging.take().expect("salvaging");
+        let error = salvage(self.machine, now, input).map_or(error, DriverError::Machine);
+        match &mut self.ending {
+            Some(result) => *result = Err(error),
+            None => self.failed = Some(error),
+        }
+    }
+
+    /// Drains the machine's outputs into the batch (handing events to the
+    /// app) until it waits, ends, or the batch is worth writing.
+    ///
+    /// When the application fails, the machine is aborted (it queues an
+    /// `Error` frame telling the peer why, and ends as its protocol says);
+    /// the application's error is kept for the final result, and later
+    /// events are dropped: the application has given up on them.
+    fn drain(&mut self, now: Instant) -> Step {
+        loop {
+            match self.machine.poll_output() {
+                Output::Transmit(bytes) => {
+                    self.out.push(bytes);
+                    if self.out.len >= WRITE_BATCH {
+                        return Step::Flush;
+                    }
+                }
+                Output::Event(_) if self.app_failed.is_some() => {}
+                Output::Event(e) => {
+                    if let Err(source) = self.app.on_event(self.machine, now, e) {
+                        self.machine.abort(source.to_string());
+                        self.app_failed = Some(DriverError::Io {
+                            context: "application",
+                            source,
+                        });
+                    }
+                }
+                Output::Wait(deadline) => return Step::Wait(deadline),
+                Output::Done(result) => {
+                    return Step::Done(match self.app_failed.take() {
+                        Some(error) => Err(error),
+                        None => result.map_err(DriverError::from),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Where a drain stopped.
+enum Step {
+    /// Enough output is gathered: write it, then drain again.
+    Flush,
+    /// The machine waits for input or for this deadline.
+    Wait(Option<Instant>),
+    /// The session is over: the application's failure if it failed (the
+    /// machine was aborted and has told the peer why), else the machine's
+    /// own result.
+    Done(Result<(), DriverError>),
+}
+
+/// Reads what the peer sent before it reset the connection: usually an
+/// `Error` frame that says why (a full disk, a refusal), which explains the
+/// failure far better than "broken pipe". Returns the machine's error if
+/// that input ends it.
+fn salvage<M: StreamMachine>(machine: &mut M, now: Instant, input: &[u8]) -> Option<crate::Error> {
+    let room = machine.input_room().min(input.len());
+    let _ = machine.handle_input(now, &input[..room]);
+    machine.handle_eof(now);
+    // Bounded: a failed or cut machine queues at most a frame or two and ends.
+    for _ in 0..1024 {
+        match machine.poll_output() {
+            Output::Transmit(_) | Output::Event(_) => {}
+            Output::Done(Err(e @ crate::Error::PeerFailed { .. })) => return Some(e),
+            Output::Wait(_) | Output::Done(_) => return None,
+        }
+    }
+    None
+}
+
+/// The peer closed or reset the connection under a write.
+pub(crate) fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// The transport gave up waiting (a timeout, or nothing ready).
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Transmits gathered for one vectored write.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<Bytes>,
+    first: usize,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, bytes: Bytes) {
+        // An empty part would make a write that takes nothing look stalled.
+        if bytes.is_empty() {
+            return;
+        }
+        self.len += bytes.len();
+        self.parts.push(bytes);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first == self.parts.len()
+    }
+
+    /// The unwritten parts, as slices for one vectored write.
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.parts[self.first..]
+            .iter()
+            .take(64)
+            .map(|b| IoSlice::new(b))
+            .collect()
+    }
+
+    /// Marks `n` bytes written.
+    fn consume(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let part = &mut self.parts[self.first];
+            if n < part.len() {
+                let _ = part.split_to(n);
+                return;
+            }
+            n -= part.len();
+            self.first += 1;
+        }
+        if self.is_empty() {
+            self.parts.clear();
+            self.first = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The core driven by a scripted fake transport (the tests say what
+    //! each write and read returns) and a fake clock (`t(secs)`).
+    use super::*;
+    use crate::error::ErrorCode;
+    use std::collections::VecDeque;
+
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
+
+    fn start() -> Instant {
+        // Any fixed instant: nothing here reads the clock again.
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(Instant::now)
+    }
+
+    fn t(secs: f64) -> Instant {
+        start() + Duration::from_secs_f64(secs)
+    }
+
+    /// A machine whose outputs are scripted, and which logs every input.
+    #[derive(Default)]
+    struct Fake {
+        outputs: VecDeque<Output<Bytes, u32>>,
+        deadline: Option<Instant>,
+        ended: Option<Result<(), crate::Error>>,
+        log: Vec<String>,
+        /// What ends it when the peer closes (`None`: keeps waiting).
+        on_eof: Option<Result<(), crate::Error>>,
+    }
+
+    impl Fake {
+        fn sending(bytes: &'static [u8]) -> Self {
+            let mut fake = Fake::default();
+            fake.outputs
+                .push_back(Output::Transmit(Bytes::from_static(bytes)));
+            fake
+        }
+    }
+
+    impl crate::machine::Machine for Fake {
+        type Transmit = Bytes;
+        type Event = u32;
+
+        fn handle_timeout(&mut self, now: Instant) {
+            self.log.push(format!("timeout@{:?}", now - start()));
+            if self.deadline.is_some_and(|d| d <= now) {
+                self.ended = Some(Err(crate::Error::TimedOut(Duration::from_secs(10))));
+            }
+        }
+
+        fn poll_output(&mut self) -> Output<Bytes, u32> {
+            if let Some(out) = self.outputs.pop_front() {
+                return out;
+            }
+            match self.ended.take() {
+                Some(result) => Output::Done(result),
+                None => Output::Wait(self.deadline),
+            }
+        }
+    }
+
+    impl StreamMachine for Fake {
+        fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), crate::Error> {
+            self.log
+                .push(format!("input:{}", String::from_utf8_lossy(data)));
+            if data.starts_with(b"ERR") {
+                // The peer's Error frame: it failed, and says why.
+                self.ended = Some(Err(crate::Error::PeerFailed {
+                    code: ErrorCode::Internal,
+                    message: "disk full".into(),
+                }));
+            }
+            Ok(())
+        }
+
+        fn handle_eof(&mut self, _: Instant) {
+            self.log.push("eof".into());
+            if self.ended.is_none() {
+                self.ended = self.on_eof.take();
+            }
+        }
+
+        fn abort(&mut self, reason: String) {
+            self.log.push(format!("abort:{reason}"));
+            // Tells the peer why, then ends.
+            self.outputs
+                .push_back(Output::Transmit(Bytes::from_static(b"ERR")));
+            self.ended = Some(Err(crate::Error::Aborted(reason)));
+        }
+
+        fn input_room(&self) -> usize {
+            100
+        }
+
+        fn write_timeout(&self) -> Option<Duration> {
+            Some(WRITE_TIMEOUT)
+        }
+    }
+
+    fn written(core: &StreamCore<'_, Fake, super::super::Ignore>) -> Vec<u8> {
+        core.transmit().iter().flat_map(|s| s.to_vec()).collect()
+    }
+
+    fn is_write(next: &Next) -> bool {
+        matches!(next, Next::Write { .. })
+    }
+
+    #[test]
+    fn a_write_that_makes_progress_keeps_going_and_one_without_progress_for_the_timeout_stalls() {
+        let mut fake = Fake::sending(b"0123456789");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        // The write limit runs from the batch's start.
+        assert!(matches!(core.next(t(0.0)), Next::Write { until: Some(u) } if u == t(8.0)));
+        core.wrote(t(0.5), 4);
+        assert_eq!(written(&core), b"456789");
+        // That write began at 0 s: the limit still runs from there.
+        assert!(matches!(core.next(t(7.0)), Next::Write { until: Some(u) } if u == t(8.0)));
+        core.wrote(t(9.0), 2);
+        // Progress at 7 s (when that write began) moves the limit to 15 s.
+        assert!(matches!(core.next(t(9.0)), Next::Write { until: Some(u) } if u == t(15.0)));
+        core.write_failed(t(14.0), io::ErrorKind::TimedOut.into());
+        assert!(
+            is_write(&core.next(t(14.0))),
+            "8 s have not passed since 7 s"
+        );
+        core.write_failed(t(15.0), io::ErrorKind::WouldBlock.into());
+        match core.next(t(15.0)) {
+            Next::Done(Err(e)) => assert!(e.is_stalled_peer(), "{e}"),
+            other => panic!("a peer that took nothing for 8 s must end it: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_written_batch_is_flushed_before_the_core_reads_until_the_deadline() {
+        let mut fake = Fake::sending(b"hi");
+        fake.deadline = Some(t(10.0));
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.wrote(t(0.0), 2);
+        assert!(matches!(core.next(t(0.0)), Next::Flush));
+        core.flushed(t(0.0));
+        match core.next(t(0.0)) {
+            Next::Read { max, until } => assert_eq!((max, until), (100, Some(t(10.0)))),
+            other => panic!("expected a read: {other:?}"),
+        }
+        core.read(t(1.0), b"abc");
+        assert!(matches!(core.next(t(1.0)), Next::Read { .. }));
+        // A deadline that has passed fires without asking the shell.
+        match core.next(t(10.0)) {
+            Next::Close => core.closed(t(10.0)),
+            other => panic!("the timer must end it: {other:?}"),
+        }
+        assert!(matches!(
+            core.next(t(10.0)),
+            Next::Done(Err(DriverError::Machine(crate::Error::TimedOut(_))))
+        ));
+        drop(core);
+        assert_eq!(fake.log, ["input:abc", "timeout@10s"]);
+    }
+
+    #[test]
+    fn after_eof_the_core_sleeps_until_the_deadline_and_fails_without_one() {
+        let mut fake = Fake {
+            deadline: Some(t(5.0)),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.eof(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Sleep(u) if u == t(5.0)));
+        core.timed_out(t(5.0));
+        assert!(matches!(core.next(t(5.0)), Next::Close));
+
+        let mut fake = Fake::default();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { until: None, .. }));
+        core.eof(t(1.0));
+        match core.next(t(1.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "waiting after EOF");
+                assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof);
+            }
+            other => panic!("nothing can end it: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_eof_that_ends_the_machine_closes_then_is_done() {
+        let mut fake = Fake {
+            on_eof: Some(Ok(())),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.eof(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Close));
+        core.closed(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Done(Ok(()))));
+        assert!(
+            matches!(core.next(t(1.0)), Next::Done(Err(_))),
+            "after Done"
+        );
+    }
+
+    #[test]
+    fn a_failing_app_aborts_the_machine_which_tells_the_peer_and_the_apps_error_is_the_result() {
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(1));
+        fake.outputs.push_back(Output::Event(2));
+        let mut seen = Vec::new();
+        let mut app = |_: &mut Fake, _: Instant, e: u32| -> io::Result<()> {
+            seen.push(e);
+            Err(io::Error::other("disk full"))
+        };
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        let parts: Vec<u8> = core.transmit().iter().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(parts, b"ERR", "the machine was aborted and tells the peer");
+        core.wrote(t(0.0), 3);
+        assert!(matches!(core.next(t(0.0)), Next::Flush));
+        core.flushed(t(0.0));
+        assert!(matches!(core.next(t(0.0)), Next::Close));
+        core.closed(t(0.0));
+        match core.next(t(0.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "application");
+                assert_eq!(source.to_string(), "disk full");
+            }
+            other => panic!("the app's failure is the result: {other:?}"),
+        }
+        drop(core);
+        assert_eq!(seen, [1], "events after the failure are dropped");
+        assert_eq!(fake.log, ["abort:disk full"]);
+    }
+
+    #[test]
+    fn a_reset_under_a_write_reads_the_peers_last_words_for_the_reason() {
+        let mut fake = Fake::sending(b"data");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(1.0), io::ErrorKind::ConnectionReset.into());
+        match core.next(t(1.0)) {
+            Next::Read { until, .. } => assert_eq!(until, Some(t(1.0) + SALVAGE_WAIT)),
+            other => panic!("the core must read what the peer said: {other:?}"),
+        }
+        core.read(t(1.1), b"ERR");
+        match core.next(t(1.1)) {
+            Next::Done(Err(DriverError::Machine(crate::Error::PeerFailed { message, .. }))) => {
+                assert_eq!(message, "disk full")
+            }
+            other => panic!("the peer's reason, not the reset: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reset_with_nothing_to_salvage_ends_with_the_writes_failure_once_the_wait_is_over() {
+        let mut fake = Fake::sending(b"data");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(0.0), io::ErrorKind::BrokenPipe.into());
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.timed_out(t(0.5));
+        assert!(matches!(core.next(t(0.5)), Next::Read { .. }), "early");
+        core.timed_out(t(1.0));
+        match core.next(t(1.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "writing to the peer");
+                assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);
+            }
+            other => panic!("the write's failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_abort_request_aborts_the_machine_once_and_before_the_eof_that_woke_the_read() {
+        let mut fake = Fake::default();
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        abort.request("shutting down");
+        abort.request("ignored: the first reason is used");
+        // The shell shut the transport for reading to wake its read.
+        core.eof(t(1.0));
+        assert!(is_write(&core.next(t(1.0))));
+        assert_eq!(written(&core), b"ERR", "the peer is told why");
+        core.wrote(t(1.0), 3);
+        assert!(matches!(core.next(t(1.0)), Next::Flush));
+        core.flushed(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Close));
+        core.closed(t(1.0));
+        assert!(matches!(
+            core.next(t(1.0)),
+            Next::Done(Err(DriverError::Machine(crate::Error::Aborted(r)))) if r == "shutting down"
+        ));
+        drop(core);
+        assert_eq!(fake.log, ["abort:shutting down", "eof"]);
+    }
+
+    #[test]
+    fn a_transport_read_failure_ends_at_once_without_close() {
+        let mut fake = Fake::default();
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.read_failed(t(0.0), io::ErrorKind::Interrupted.into());
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }), "retried");
+        core.read_failed(t(0.0), io::ErrorKind::PermissionDenied.into());
+        assert!(matches!(
+            core.next(t(0.0)),
+            Next::Done(Err(DriverError::Io {
+                context: "reading from the peer",
+                ..
+            }))
+        ));
+    }
+}
