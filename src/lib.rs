@@ -59,6 +59,7 @@ pub mod error;
 pub mod files;
 pub mod legacy;
 mod machine;
+mod recv_buf;
 pub mod session;
 mod unframed;
 pub mod xfer;
