@@ -37,6 +37,15 @@ pub enum Error {
     /// fault nor a misuse of the machine.
     #[error("aborted: {0}")]
     Aborted(String),
+    /// What the application handed a sender is not what the sender asked
+    /// for: the source changed while it was being sent (a file shrank or
+    /// grew). The application's failure, like [`Error::Aborted`], not a
+    /// misuse of the machine: the answer is refused and changes nothing;
+    /// abort the session and send the file again once it is stable.
+    #[error(
+        "source changed while being sent ({0}); send the file again once it no longer changes"
+    )]
+    SourceChanged(&'static str),
     /// The peer was too slow: its preamble, or one frame once begun, did not
     /// arrive whole within its deadline (`handshake_timeout`,
     /// `frame_timeout`), however steadily bytes trickled in.
@@ -64,7 +73,10 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Remote(_) => ErrorCode::Protocol,
-            Error::Local(_) | Error::PeerFailed { .. } | Error::Aborted(_) => ErrorCode::Internal,
+            Error::Local(_)
+            | Error::PeerFailed { .. }
+            | Error::Aborted(_)
+            | Error::SourceChanged(_) => ErrorCode::Internal,
             Error::TimedOut(_) => ErrorCode::Timeout,
             Error::HashMismatch => ErrorCode::HashMismatch,
             Error::TooSlow { .. } => ErrorCode::Timeout,
@@ -188,9 +200,6 @@ pub enum UsageError {
         /// The offered size.
         size: u64,
     },
-    /// Data handed to a sender does not fit what it asked for.
-    #[error("source data does not match the request: {0}")]
-    SourceMismatch(&'static str),
 }
 
 /// A [`Config`](crate::Config) that cannot work.

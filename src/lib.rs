@@ -7,9 +7,12 @@
 //! `driver::tokio`.
 //!
 //! Every machine keeps the same contract ([`Machine`], [`StreamMachine`],
-//! [`DatagramMachine`]): feed input with `handle_input(now, bytes)`, fire
-//! timers with `handle_timeout(now)`, then drain [`Machine::poll_output`]
-//! until it says [`Output::Wait`] or [`Output::Done`].
+//! [`DatagramMachine`]): feed input with `handle_input(now, bytes)` (or
+//! read straight into the machine's own buffer with
+//! [`StreamMachine::input_buffer`] and [`StreamMachine::commit_input`]),
+//! fire timers with `handle_timeout(now)` (when [`Machine::poll_timeout`]
+//! says), then drain [`Machine::poll_output`] until it says
+//! [`Output::Wait`] or [`Output::Done`].
 //!
 //! ```
 //! use std::time::Instant;
@@ -59,6 +62,7 @@ pub mod error;
 pub mod files;
 pub mod legacy;
 mod machine;
+mod recv_buf;
 pub mod session;
 mod unframed;
 pub mod xfer;

@@ -5,6 +5,37 @@
 //! [`Machine::poll_output`] until it returns [`Output::Wait`] (the next
 //! deadline) or [`Output::Done`]. User commands are methods of each machine.
 //! Nothing here performs I/O; drivers do, and they are generic over these traits.
+//!
+//! # The contract, for every machine of this crate
+//!
+//! * **Draining.** After every input, timeout or user command, call
+//!   [`Machine::poll_output`] until it returns [`Output::Wait`] or
+//!   [`Output::Done`]. Polling again without anything new in between is
+//!   harmless and answers the same: `Wait(t)` again, with the same `t`;
+//!   `Done(r)` again, with the same `r`, forever. `Done` is final: the
+//!   machine never produces another transmit or event.
+//! * **Deadlines.** [`Machine::poll_timeout`] answers the deadline of the
+//!   last `Wait` without draining anything: the instant at which the
+//!   driver calls [`Machine::handle_timeout`], or `None` (no deadline, or
+//!   the session is `Done`). After `poll_output` returned `Wait(t)`,
+//!   `poll_timeout()` is `t` until the next input, timeout or command.
+//! * **Input after the end.** Once a stream machine has ended *normally*,
+//!   input is accepted and discarded: `handle_input` (and `commit_input`)
+//!   return `Ok(())` and the result stays `Done(Ok(()))`. The peer may
+//!   well send bytes after the protocol's last word (a racing message, a
+//!   trailing newline), and a driver that keeps reading until the peer's
+//!   EOF (so that closing never resets the connection) must not see its
+//!   own clean session turn into an error for it. Once a machine has
+//!   *failed*, every input returns the sticky error (as in rustls), and
+//!   what is read is discarded as well. Framed and unframed machines keep
+//!   this rule alike.
+//! * **Receive buffer.** A stream machine owns the buffer its input is
+//!   decoded from: a driver reads into
+//!   [`input_buffer`](StreamMachine::input_buffer) and commits with
+//!   [`commit_input`](StreamMachine::commit_input), and payloads are split
+//!   off that buffer without a copy.
+//!   [`handle_input`](StreamMachine::handle_input) is the same, for a
+//!   caller that already holds the bytes (it copies them in once).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -50,16 +81,50 @@ pub trait Machine {
     /// The next output. Call until it returns [`Output::Wait`] or
     /// [`Output::Done`] after every input, timeout or user command.
     fn poll_output(&mut self) -> Output<Self::Transmit, Self::Event>;
+
+    /// When the driver must call [`handle_timeout`](Self::handle_timeout)
+    /// next, without draining anything: the deadline [`Output::Wait`]
+    /// carried when `poll_output` last returned it (`None`: no deadline,
+    /// or the session is over). Meaningful once output has been drained.
+    fn poll_timeout(&self) -> Option<Instant>;
 }
 
 /// A machine that talks over an ordered byte stream (TCP, a pipe, stdio).
 pub trait StreamMachine: Machine<Transmit = Bytes> {
+    /// A writable slice of the machine's own receive buffer, exactly
+    /// `min(max, input_room())` bytes long, to read the peer's bytes into;
+    /// then [`commit_input`](Self::commit_input) says how many arrived.
+    /// Its content is unspecified. Ask for what one read may bring (64 KiB
+    /// is typical): the machine initialises the memory it hands out once,
+    /// so asking for far more than a read brings costs time and memory.
+    /// Payloads (file `Data`, echoed bytes, legacy reads) are later split
+    /// off this very memory: nothing is copied on their way out.
+    fn input_buffer(&mut self, max: usize) -> &mut [u8];
+
+    /// The first `n` bytes of the slice last returned by
+    /// [`input_buffer`](Self::input_buffer) are the peer's next bytes,
+    /// received at `now`: the machine processes them as
+    /// [`handle_input`](Self::handle_input) would. More than that slice
+    /// held is a [`UsageError::InputOverflow`](crate::UsageError::InputOverflow),
+    /// which fails the machine. After the end, see the module docs: the
+    /// bytes are discarded, and a failed machine answers its sticky error.
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error>;
+
     /// Bytes from the peer, in order, cut anywhere. At most
     /// [`input_room`](Self::input_room) bytes at once; more is a
     /// [`UsageError::InputOverflow`](crate::UsageError::InputOverflow).
     /// An `Err` is sticky: the machine has failed, and further output drains
     /// what tells the peer why.
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error>;
+    ///
+    /// A convenience for callers that already hold the bytes: it copies
+    /// them into [`input_buffer`](Self::input_buffer) and commits them, so
+    /// both ways of feeding a machine behave identically.
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        let buf = self.input_buffer(data.len());
+        let n = buf.len().min(data.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        self.commit_input(now, data.len())
+    }
 
     /// The peer closed its sending side.
     fn handle_eof(&mut self, now: Instant);

@@ -7,12 +7,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::codec::{clip_text, Frame, FrameDecoder, FrameLimits, Protocol};
 use crate::config::Config;
 use crate::error::{sanitize, Error, ProtocolError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
+use crate::recv_buf::RecvBuf;
 
 mod budget;
 
@@ -119,7 +120,8 @@ impl<E> Link<E> {
 pub struct Framed<R: Role> {
     role: R,
     link: Link<R::Event>,
-    rx: BytesMut,
+    /// Peer input read straight into it and decoded in place.
+    rx: RecvBuf,
     decoder: FrameDecoder,
     idle_deadline: Instant,
     /// Until the peer's preamble is whole: when it must be.
@@ -156,7 +158,7 @@ impl<R: Role> Framed<R> {
             handshake_deadline: Some(now + link.config.handshake_timeout),
             frame_deadline: None,
             linger_deadline: None,
-            rx: BytesMut::new(),
+            rx: RecvBuf::default(),
             eof: false,
             failure: None,
             charge: None,
@@ -201,7 +203,8 @@ impl<R: Role> Framed<R> {
 
     /// Runs a user command against the role. Refused with
     /// [`UsageError::Closed`] once the session is over; a command's own
-    /// error leaves the session as it was.
+    /// refusal (a [`UsageError`], or [`Error::SourceChanged`]: the
+    /// application's answer does not fit) leaves the session as it was.
     pub(crate) fn command<T>(
         &mut self,
         f: impl FnOnce(&mut R, &mut Link<R::Event>) -> Result<T, Error>,
@@ -213,7 +216,7 @@ impl<R: Role> Framed<R> {
             return Err(UsageError::Closed.into());
         }
         match f(&mut self.role, &mut self.link) {
-            Err(Error::Local(e)) => Err(Error::Local(e)),
+            Err(e @ (Error::Local(_) | Error::SourceChanged(_))) => Err(e),
             Err(e) => {
                 self.fail(e.clone());
                 Err(e)
@@ -246,7 +249,7 @@ impl<R: Role> Framed<R> {
     /// Forgets all buffered input (the session is over) and gives back
     /// what it drew on the budget.
     fn drop_input(&mut self) {
-        self.rx = BytesMut::new();
+        self.rx.clear();
         self.frame_deadline = None;
         if let Some(charge) = &mut self.charge {
             let _ = charge.set(0);
@@ -305,7 +308,7 @@ impl<R: Role> Framed<R> {
             && !self.role.awaits_app()
             && self.link.has_room()
         {
-            let frame = match self.decoder.decode(&mut self.rx) {
+            let frame = match self.decoder.decode(self.rx.data()) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     starved = true;
@@ -352,7 +355,7 @@ impl<R: Role> Framed<R> {
             self.handshake_deadline = None;
         }
         let late_at = self.link.now + self.link.config.frame_timeout;
-        self.frame_deadline = (starved && self.decoder.in_frame(&self.rx))
+        self.frame_deadline = (starved && self.decoder.in_frame(self.rx.held()))
             .then(|| self.frame_deadline.unwrap_or(late_at));
     }
 
@@ -419,28 +422,37 @@ impl<R: Role> Machine for Framed<R> {
             return Output::Wait(Some(self.next_deadline()));
         }
     }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_closed() {
+            return self.lingering();
+        }
+        Some(self.next_deadline())
+    }
 }
 
 impl<R: Role> StreamMachine for Framed<R> {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let len = max.min(self.input_room());
+        self.rx.writable(len)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
         self.advance_clock(now);
         if let Some(e) = &self.failure {
             // Lingering: what the peer still sends is read and dropped.
+            self.rx.discard();
             return Err(e.clone());
         }
         if self.role.is_finished() {
+            self.rx.discard();
             return Ok(());
         }
-        let room = self.input_room();
-        if data.len() > room {
-            let e = Error::from(UsageError::InputOverflow {
-                len: data.len(),
-                room,
-            });
+        if let Err(room) = self.rx.commit(n) {
+            let e = Error::from(UsageError::InputOverflow { len: n, room });
             self.fail(e.clone());
             return Err(e);
         }
-        self.rx.extend_from_slice(data);
         self.process();
         self.failure.clone().map_or(Ok(()), Err)
     }

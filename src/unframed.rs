@@ -21,6 +21,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::error::{Error, UsageError};
 use crate::machine::Output;
+use crate::recv_buf::RecvBuf;
 
 /// Shared state of an unframed stream machine.
 #[derive(Debug)]
@@ -34,10 +35,19 @@ pub(crate) struct Unframed<E> {
     tx_bytes: usize,
     events: VecDeque<E>,
     result: Option<Result<(), Error>>,
+    /// Peer input, read straight into it; reads are split off it.
+    pub(crate) rx: RecvBuf,
 }
 
 impl<E> Unframed<E> {
+    /// A machine's shared state from `now`. An invalid `config` fails the
+    /// machine at once with [`UsageError::BadConfig`], as the framed
+    /// machines do: it then sends nothing and says `Done(Err(..))`.
     pub(crate) fn new(config: Config, now: Instant) -> Self {
+        let result = config
+            .validate()
+            .err()
+            .map(|e| Err(UsageError::BadConfig(e).into()));
         Unframed {
             idle_deadline: now + config.idle_timeout,
             config,
@@ -45,13 +55,15 @@ impl<E> Unframed<E> {
             tx: VecDeque::new(),
             tx_bytes: 0,
             events: VecDeque::new(),
-            result: None,
+            result,
+            rx: RecvBuf::default(),
         }
     }
 
-    /// Queues bytes for the peer (nothing for an empty slice).
+    /// Queues bytes for the peer (nothing for an empty slice, nor once the
+    /// session is over: what was queued before still goes out).
     pub(crate) fn send(&mut self, bytes: Bytes) {
-        if !bytes.is_empty() {
+        if !bytes.is_empty() && !self.is_over() {
             self.tx_bytes += bytes.len();
             self.tx.push_back(bytes);
         }
@@ -98,6 +110,15 @@ impl<E> Unframed<E> {
         error
     }
 
+    /// The application gave up: fails the session with
+    /// [`Error::Aborted`] unless it is already over. Unframed protocols
+    /// have no way to tell the peer why; the driver closes the connection.
+    pub(crate) fn abort(&mut self, reason: String) {
+        if !self.is_over() {
+            self.fail(Error::Aborted(reason));
+        }
+    }
+
     /// Fails the session as stalled if the idle timer has run out.
     pub(crate) fn check_idle(&mut self) {
         if !self.is_over() && self.idle_expired() {
@@ -105,20 +126,41 @@ impl<E> Unframed<E> {
         }
     }
 
-    /// The gate of every `handle_input`: moves the clock, refuses input to
-    /// a finished or failed machine and input beyond `room` (which fails
-    /// it). `Ok(false)`: nothing to do (empty input).
-    pub(crate) fn admit(&mut self, now: Instant, len: usize, room: usize) -> Result<bool, Error> {
+    /// The writable slice of [`StreamMachine::input_buffer`](crate::StreamMachine::input_buffer):
+    /// `min(max, room)` bytes.
+    pub(crate) fn input_buffer(&mut self, max: usize, room: usize) -> &mut [u8] {
+        self.rx.writable(max.min(room))
+    }
+
+    /// The gate of every `commit_input`: moves the clock, takes the `n`
+    /// bytes read into [`input_buffer`](Self::input_buffer) into `rx`, or
+    /// fails the machine if that slice did not hold them. After the end
+    /// the bytes are discarded: `Ok(false)` after a normal end (the rule
+    /// of `crate::machine`), the sticky error after a failure.
+    /// `Ok(false)` too for no bytes: nothing to do.
+    pub(crate) fn admit(&mut self, now: Instant, n: usize) -> Result<bool, Error> {
         self.tick(now);
         match &self.result {
-            Some(Err(e)) => return Err(e.clone()),
-            Some(Ok(())) => return Err(UsageError::Closed.into()),
+            Some(Err(e)) => {
+                self.rx.discard();
+                return Err(e.clone());
+            }
+            Some(Ok(())) => {
+                self.rx.discard();
+                return Ok(false);
+            }
             None => {}
         }
-        if len > room {
-            return Err(self.fail(UsageError::InputOverflow { len, room }.into()));
+        if let Err(room) = self.rx.commit(n) {
+            return Err(self.fail(UsageError::InputOverflow { len: n, room }.into()));
         }
-        Ok(len > 0)
+        Ok(n > 0)
+    }
+
+    /// The bytes just admitted, as one read, split off the receive buffer
+    /// without a copy (for machines that take each read whole).
+    pub(crate) fn take_read(&mut self) -> Bytes {
+        self.rx.data().split().freeze()
     }
 
     /// The sticky error, as the result of an input.
@@ -127,6 +169,12 @@ impl<E> Unframed<E> {
             Some(Err(e)) => Err(e.clone()),
             _ => Ok(()),
         }
+    }
+
+    /// The deadline of a machine whose own deadline is `deadline`: none
+    /// once the session is over.
+    pub(crate) fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+        deadline.filter(|_| !self.is_over())
     }
 
     /// The next output: transmits, then events, then the end or a wait

@@ -405,11 +405,19 @@ impl echoxfer::Machine for WriteBound {
     fn poll_output(&mut self) -> echoxfer::Output<Bytes, Self::Event> {
         self.inner.poll_output()
     }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
 }
 
 impl echoxfer::StreamMachine for WriteBound {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), echoxfer::Error> {
-        self.inner.handle_input(now, data)
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        self.inner.input_buffer(max)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), echoxfer::Error> {
+        self.inner.commit_input(now, n)
     }
 
     fn handle_eof(&mut self, now: Instant) {

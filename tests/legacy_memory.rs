@@ -45,12 +45,17 @@ struct SeedReceiver {
     tx: VecDeque<Bytes>,
     quit: bool,
     eof: bool,
+    /// What `input_buffer` hands out.
+    inbox: Vec<u8>,
 }
 
 impl Machine for SeedReceiver {
     type Transmit = Bytes;
     type Event = ();
     fn handle_timeout(&mut self, _: Instant) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
     fn poll_output(&mut self) -> Output<Bytes, ()> {
         if let Some(b) = self.tx.pop_front() {
             return Output::Transmit(b);
@@ -69,6 +74,14 @@ impl Machine for SeedReceiver {
 }
 
 impl StreamMachine for SeedReceiver {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        self.inbox.resize(max.min(1024), 0);
+        &mut self.inbox
+    }
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        let read = std::mem::take(&mut self.inbox);
+        self.handle_input(now, &read[..n])
+    }
     fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), Error> {
         if self.quit {
             return Ok(());
@@ -99,6 +112,8 @@ struct SeedSender {
     tx: VecDeque<Bytes>,
     waiting: bool,
     done: bool,
+    /// What `input_buffer` hands out.
+    inbox: Vec<u8>,
 }
 
 impl SeedSender {
@@ -112,6 +127,7 @@ impl SeedSender {
             tx: VecDeque::new(),
             waiting: false,
             done: false,
+            inbox: Vec::new(),
         };
         s.next();
         s
@@ -134,6 +150,9 @@ impl Machine for SeedSender {
     type Transmit = Bytes;
     type Event = ();
     fn handle_timeout(&mut self, _: Instant) {}
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
     fn poll_output(&mut self) -> Output<Bytes, ()> {
         if let Some(b) = self.tx.pop_front() {
             return Output::Transmit(b);
@@ -147,6 +166,14 @@ impl Machine for SeedSender {
 }
 
 impl StreamMachine for SeedSender {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        self.inbox.resize(max.min(1024), 0);
+        &mut self.inbox
+    }
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        let read = std::mem::take(&mut self.inbox);
+        self.handle_input(now, &read[..n])
+    }
     fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), Error> {
         if self.done || !self.waiting {
             return Ok(());

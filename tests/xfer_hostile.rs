@@ -595,7 +595,7 @@ fn sender_keeps_one_read_outstanding_and_checks_chunk_length() {
     assert!(matches!(m.poll_output(), Output::Wait(_)));
     assert_eq!(
         m.push_chunk(Bytes::from(vec![0; 10])),
-        Err(UsageError::SourceMismatch("chunk length differs").into())
+        Err(Error::SourceChanged("chunk length differs"))
     );
     m.push_chunk(Bytes::from(vec![0; 1024])).unwrap();
     assert_eq!(m.role().bytes_sent(), 1024);

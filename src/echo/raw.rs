@@ -45,17 +45,28 @@ impl Machine for RawEcho {
     }
 
     fn poll_output(&mut self) -> Output<Bytes, RawEvent> {
-        let deadline = self.core.idle_deadline;
-        self.core.poll(Some(deadline))
+        let deadline = self.poll_timeout();
+        self.core.poll(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.deadline(Some(self.core.idle_deadline))
     }
 }
 
 impl StreamMachine for RawEcho {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        if self.core.admit(now, data.len(), self.input_room())? {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let room = self.input_room();
+        self.core.input_buffer(max, room)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if self.core.admit(now, n)? {
             self.core.touch();
-            self.core.send(Bytes::copy_from_slice(data));
-            self.core.emit(RawEvent::Echoed(data.len()));
+            // Echoed from the memory it was read into.
+            let read = self.core.take_read();
+            self.core.send(read);
+            self.core.emit(RawEvent::Echoed(n));
         }
         Ok(())
     }
@@ -63,6 +74,10 @@ impl StreamMachine for RawEcho {
     fn handle_eof(&mut self, now: Instant) {
         self.core.tick(now);
         self.core.finish();
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.core.abort(reason);
     }
 
     fn write_timeout(&self) -> Option<Duration> {

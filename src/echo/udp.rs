@@ -135,6 +135,11 @@ impl Machine for UdpEchoServer {
             None => Output::Wait(None),
         }
     }
+
+    /// The server has no timers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
 }
 
 impl DatagramMachine for UdpEchoServer {
@@ -332,6 +337,10 @@ impl Machine for UdpPing {
         } else {
             Output::Wait(self.deadline)
         }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline.filter(|_| !self.finished)
     }
 }
 

@@ -59,20 +59,30 @@ impl Machine for LegacyEchoServer {
     }
 
     fn poll_output(&mut self) -> Output<Bytes, LegacyServerEvent> {
-        let deadline = self.core.idle_deadline;
-        self.core.poll(Some(deadline))
+        let deadline = self.poll_timeout();
+        self.core.poll(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.core.deadline(Some(self.core.idle_deadline))
     }
 }
 
 impl StreamMachine for LegacyEchoServer {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        if !self.core.admit(now, data.len(), self.input_room())? {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let room = self.input_room();
+        self.core.input_buffer(max, room)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if !self.core.admit(now, n)? {
             return Ok(());
         }
         self.core.touch();
-        let read = Bytes::copy_from_slice(data);
+        // One read, shown and echoed from the memory it was read into.
+        let read = self.core.take_read();
         self.core.emit(LegacyServerEvent::Received(read.clone()));
-        if data == EXIT {
+        if read == EXIT {
             self.core.emit(LegacyServerEvent::ClientExited);
             self.core.finish();
         } else {
@@ -85,6 +95,10 @@ impl StreamMachine for LegacyEchoServer {
         self.core.tick(now);
         // The seed server ends the session quietly when the client goes.
         self.core.finish();
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.core.abort(reason);
     }
 
     fn write_timeout(&self) -> Option<Duration> {
@@ -135,7 +149,6 @@ struct Current {
 #[derive(Debug)]
 pub struct LegacyEchoClient {
     core: Unframed<LegacyClientEvent>,
-    rx: BytesMut,
     greeted: bool,
     /// When the greeting counts as complete: `legacy_ack_delay` after the
     /// last of its bytes.
@@ -152,7 +165,6 @@ impl LegacyEchoClient {
     pub fn new(config: Config, now: Instant) -> Self {
         LegacyEchoClient {
             core: Unframed::new(config, now),
-            rx: BytesMut::new(),
             greeted: false,
             greeting_deadline: None,
             lines: VecDeque::new(),
@@ -202,7 +214,7 @@ impl LegacyEchoClient {
     fn greeting_complete(&mut self) {
         self.greeting_deadline = None;
         self.greeted = true;
-        let greeting = self.rx.split().freeze();
+        let greeting = self.core.rx.data().split().freeze();
         self.core.emit(LegacyClientEvent::Greeting(greeting));
         self.step();
     }
@@ -240,11 +252,12 @@ impl LegacyEchoClient {
             };
             let want = cur.sent - cur.echoed.len();
             if want > 0 {
-                if self.rx.is_empty() {
+                if self.core.rx.is_empty() {
                     return;
                 }
-                let take = want.min(self.rx.len());
-                cur.echoed.extend_from_slice(&self.rx.split_to(take));
+                let take = want.min(self.core.rx.len());
+                cur.echoed
+                    .extend_from_slice(&self.core.rx.data().split_to(take));
                 continue;
             }
             if cur.sent < cur.line.len() {
@@ -286,23 +299,32 @@ impl Machine for LegacyEchoClient {
     }
 
     fn poll_output(&mut self) -> Output<Bytes, LegacyClientEvent> {
+        let deadline = self.poll_timeout();
+        self.core.poll(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.core.idle_deadline;
         let deadline = match self.greeting_deadline {
             _ if !self.waiting_for_peer() => None, // waiting for the user's next line
             Some(d) => Some(d.min(idle)),
             None => Some(idle),
         };
-        self.core.poll(deadline)
+        self.core.deadline(deadline)
     }
 }
 
 impl StreamMachine for LegacyEchoClient {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        if !self.core.admit(now, data.len(), self.input_room())? {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let room = self.input_room();
+        self.core.input_buffer(max, room)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if !self.core.admit(now, n)? {
             return Ok(());
         }
         self.core.touch();
-        self.rx.extend_from_slice(data);
         if !self.greeted {
             self.greeting_deadline = Some(self.core.now + self.core.config.legacy_ack_delay);
         }
@@ -315,7 +337,7 @@ impl StreamMachine for LegacyEchoClient {
         if self.core.is_over() {
             return;
         }
-        if !self.greeted && !self.rx.is_empty() {
+        if !self.greeted && !self.core.rx.is_empty() {
             self.greeting_complete();
         }
         if self.waiting_for_peer() || !self.lines.is_empty() {
@@ -332,11 +354,18 @@ impl StreamMachine for LegacyEchoClient {
         }
     }
 
+    fn abort(&mut self, reason: String) {
+        self.core.abort(reason);
+    }
+
     fn write_timeout(&self) -> Option<Duration> {
         Some(self.core.config.idle_timeout)
     }
 
     fn input_room(&self) -> usize {
-        self.core.config.recv_buffer.saturating_sub(self.rx.len())
+        self.core
+            .config
+            .recv_buffer
+            .saturating_sub(self.core.rx.len())
     }
 }

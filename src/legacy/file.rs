@@ -120,15 +120,21 @@ impl LegacyFileSender {
     }
 
     /// Answers [`SenderEvent::Read`]: `data` must be exactly the bytes asked
-    /// for. A mismatch is refused and changes nothing.
-    pub fn provide(&mut self, offset: u64, data: Bytes) -> Result<(), UsageError> {
+    /// for. Refused, changing nothing, with [`UsageError::Closed`] once the
+    /// session is over, [`UsageError::WrongState`] if no read was asked
+    /// for, and [`Error::SourceChanged`] if the data is not the range asked
+    /// for (the file changed: the application's failure).
+    pub fn provide(&mut self, offset: u64, data: Bytes) -> Result<(), Error> {
         if self.core.is_over() {
-            return Err(UsageError::Closed);
+            return Err(UsageError::Closed.into());
         }
         match self.read_pending {
             Some((o, len)) if o == offset && len == data.len() => {}
-            Some(_) => return Err(UsageError::SourceMismatch("not the range asked for")),
-            None => return Err(UsageError::SourceMismatch("no read was asked for")),
+            Some(_) => return Err(Error::SourceChanged("not the range asked for")),
+            None => {
+                let (call, state) = ("provide", "no read was asked for");
+                return Err(UsageError::WrongState { call, state }.into());
+            }
         }
         self.read_pending = None;
         self.buf.extend_from_slice(&data);
@@ -234,20 +240,34 @@ impl Machine for LegacyFileSender {
     }
 
     fn poll_output(&mut self) -> Output<Bytes, SenderEvent> {
+        let deadline = self.poll_timeout();
+        self.core.poll(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
         let deadline = if self.awaiting_ack() {
             Some(self.core.idle_deadline)
         } else {
             self.settle_deadline
         };
-        self.core.poll(deadline)
+        self.core.deadline(deadline)
     }
 }
 
 impl StreamMachine for LegacyFileSender {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        self.core.admit(now, data.len(), self.input_room())?;
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let room = self.input_room();
+        self.core.input_buffer(max, room)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if !self.core.admit(now, n)? {
+            self.step();
+            return Ok(());
+        }
+        let data = self.core.take_read();
         let mut acked = false;
-        for &b in data {
+        for &b in &data[..] {
             if b != SUCCESS[self.ack_match] {
                 let e = ProtocolError::InvalidField {
                     field: "legacy ack",
@@ -278,6 +298,10 @@ impl StreamMachine for LegacyFileSender {
         let state = "sending (the receiver closed before `quit`)";
         self.core
             .fail(ProtocolError::UnexpectedEof { state }.into());
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.core.abort(reason);
     }
 
     fn write_timeout(&self) -> Option<Duration> {
@@ -372,17 +396,29 @@ impl Machine for LegacyFileReceiver {
     }
 
     fn poll_output(&mut self) -> Output<Bytes, ReceiverEvent> {
+        let deadline = self.poll_timeout();
+        self.core.poll(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.core.idle_deadline;
         let deadline = self.ack_deadline.map_or(idle, |d| d.min(idle));
-        self.core.poll(Some(deadline))
+        self.core.deadline(Some(deadline))
     }
 }
 
 impl StreamMachine for LegacyFileReceiver {
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        if !self.core.admit(now, data.len(), self.input_room())? {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let room = self.input_room();
+        self.core.input_buffer(max, room)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if !self.core.admit(now, n)? {
             return Ok(());
         }
+        // One read, written from the memory it was read into.
+        let data = self.core.take_read();
         self.core.touch();
         if data == QUIT {
             // An ack still held back is for a read the sender did not wait
@@ -403,9 +439,8 @@ impl StreamMachine for LegacyFileReceiver {
             let max = usize::try_from(max).unwrap_or(usize::MAX);
             return Err(self.fail(ProtocolError::MessageTooLarge { len, max }.into()));
         }
-        self.hasher.update(data);
+        self.hasher.update(&data);
         let ends_line = data.ends_with(b"\n");
-        let data = Bytes::copy_from_slice(data);
         self.core.emit(ReceiverEvent::Write { offset, data });
         if ends_line {
             self.ack();
@@ -421,6 +456,11 @@ impl StreamMachine for LegacyFileReceiver {
             let state = "receiving a legacy file (no `quit`: incomplete)";
             self.fail(ProtocolError::UnexpectedEof { state }.into());
         }
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.ack_deadline = None;
+        self.core.abort(reason);
     }
 
     fn write_timeout(&self) -> Option<Duration> {

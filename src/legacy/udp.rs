@@ -50,6 +50,11 @@ impl Machine for LegacyUdpSink {
             None => Output::Wait(None),
         }
     }
+
+    /// The sink has no timers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
 }
 
 impl DatagramMachine for LegacyUdpSink {
@@ -142,6 +147,11 @@ impl Machine for LegacyUdpSender {
         } else {
             Output::Wait(None)
         }
+    }
+
+    /// The sender has no timers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
     }
 }
 

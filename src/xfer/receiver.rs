@@ -89,24 +89,86 @@ enum State {
     Idle,
     /// `Offer` event emitted; waiting for the driver's decision.
     Deciding { name: SafeName, size: u64 },
-    /// `Accept` sent; waiting for `Begin`.
-    Accepted {
-        name: SafeName,
-        size: u64,
-        have: u64,
-        hasher: Box<blake3::Hasher>,
-    },
-    /// Taking `Data` until `End`.
-    Receiving {
-        name: SafeName,
-        size: u64,
-        at: u64,
-        hasher: Box<blake3::Hasher>,
-    },
+    /// `Accept` sent: waiting for `Begin`, then taking `Data` until `End`.
+    Transfer(Transfer),
     /// `Verified` event emitted; waiting for the driver to save.
     Saving { name: SafeName },
     /// `Quit` received.
     Done,
+}
+
+/// A file from its `Accept` to its `End`. One state, changed in place, so
+/// that a frame refused half-way leaves the receiver where it was.
+#[derive(Debug)]
+struct Transfer {
+    name: SafeName,
+    size: u64,
+    /// Bytes held: the resumed prefix before `Begin`, then the next offset.
+    at: u64,
+    /// BLAKE3 state over the first `at` bytes.
+    hasher: Box<blake3::Hasher>,
+    /// `Begin` has arrived: `Data` and `End` may follow.
+    begun: bool,
+}
+
+impl Transfer {
+    /// `Begin { from }`: from 0 (start over) or from the accepted offset.
+    fn begin(&mut self, link: &mut Link<ReceiverEvent>, from: u64) -> Result<(), Error> {
+        match from {
+            0 => *self.hasher = blake3::Hasher::new(),
+            f if f == self.at => {}
+            offset => {
+                let reason = "must be 0 or the accepted offset";
+                return Err(ProtocolError::BadOffset { offset, reason }.into());
+            }
+        }
+        self.at = from;
+        self.begun = true;
+        let name = self.name.clone();
+        link.emit(ReceiverEvent::Start { name, from });
+        Ok(())
+    }
+
+    /// One `Data` frame; returns how many bytes it carried.
+    fn data(&mut self, link: &mut Link<ReceiverEvent>, data: Bytes) -> Result<u64, Error> {
+        let len = data.len() as u64;
+        let end = self.at.checked_add(len).filter(|&e| e <= self.size);
+        let Some(end) = end else {
+            let size = self.size;
+            return Err(ProtocolError::Overrun { size }.into());
+        };
+        if !data.is_empty() {
+            self.hasher.update(&data);
+            link.emit(ReceiverEvent::Write {
+                offset: self.at,
+                data,
+            });
+        }
+        self.at = end;
+        Ok(len)
+    }
+
+    /// `End`: every byte arrived and hashes to `hash`, and `offer` (the
+    /// sender's digest of its offer) is the one received.
+    fn end(
+        &self,
+        link: &mut Link<ReceiverEvent>,
+        hash: [u8; 32],
+        offer_ok: bool,
+    ) -> Result<(), Error> {
+        if self.at != self.size {
+            let (size, received) = (self.size, self.at);
+            return Err(ProtocolError::ShortFile { size, received }.into());
+        }
+        if *self.hasher.finalize().as_bytes() != hash || !offer_ok {
+            let name = self.name.clone();
+            link.emit(ReceiverEvent::Discard { name });
+            return Err(Error::HashMismatch);
+        }
+        let name = self.name.clone();
+        link.emit(ReceiverEvent::Verified { name, hash });
+        Ok(())
+    }
 }
 
 /// The receiver role. Use it as [`Receiver`](super::Receiver).
@@ -171,8 +233,7 @@ impl ReceiverRole {
     pub fn current(&self) -> Option<&SafeName> {
         match &self.state {
             State::Deciding { name, .. }
-            | State::Accepted { name, .. }
-            | State::Receiving { name, .. }
+            | State::Transfer(Transfer { name, .. })
             | State::Saving { name } => Some(name),
             State::Idle | State::Done => None,
         }
@@ -235,98 +296,29 @@ impl Role for ReceiverRole {
         Ok(())
     }
 
+    /// Every transition is made in place once nothing can fail any more:
+    /// an `Err` leaves the state the frame arrived in (and fails the session).
     fn on_frame(&mut self, link: &mut Link<ReceiverEvent>, frame: Frame) -> Result<(), Error> {
-        let state = std::mem::replace(&mut self.state, State::Idle);
-        self.state = match (state, frame) {
-            (State::Idle, Frame::Offer { size, name }) => {
-                return self.on_offer(link, size, &name);
-            }
+        match (&mut self.state, frame) {
+            (State::Idle, Frame::Offer { size, name }) => self.on_offer(link, size, &name),
             (State::Idle, Frame::Quit) => {
                 link.emit(ReceiverEvent::Finished);
-                State::Done
+                self.state = State::Done;
+                Ok(())
             }
-            (
-                State::Accepted {
-                    name,
-                    size,
-                    have,
-                    hasher,
-                },
-                Frame::Begin { from },
-            ) => {
-                let hasher = match from {
-                    0 => Box::default(),
-                    f if f == have => hasher,
-                    offset => {
-                        let reason = "must be 0 or the accepted offset";
-                        return Err(ProtocolError::BadOffset { offset, reason }.into());
-                    }
-                };
-                link.emit(ReceiverEvent::Start {
-                    name: name.clone(),
-                    from,
-                });
-                State::Receiving {
-                    name,
-                    size,
-                    at: from,
-                    hasher,
-                }
+            (State::Transfer(t), Frame::Begin { from }) if !t.begun => t.begin(link, from),
+            (State::Transfer(t), Frame::Data(data)) if t.begun => {
+                self.bytes_received += t.data(link, data)?;
+                Ok(())
             }
-            (
-                State::Receiving {
-                    name,
-                    size,
-                    at,
-                    mut hasher,
-                },
-                Frame::Data(data),
-            ) => {
-                let len = data.len() as u64;
-                let end = at.checked_add(len).filter(|&e| e <= size);
-                let Some(end) = end else {
-                    return Err(ProtocolError::Overrun { size }.into());
-                };
-                if !data.is_empty() {
-                    hasher.update(&data);
-                    self.bytes_received += len;
-                    link.emit(ReceiverEvent::Write { offset: at, data });
-                }
-                State::Receiving {
-                    name,
-                    size,
-                    at: end,
-                    hasher,
-                }
+            (State::Transfer(t), Frame::End { hash, offer }) if t.begun => {
+                t.end(link, hash, offer == self.offer)?;
+                let name = t.name.clone();
+                self.state = State::Saving { name };
+                Ok(())
             }
-            (
-                State::Receiving {
-                    name,
-                    size,
-                    at,
-                    hasher,
-                },
-                Frame::End { hash, offer },
-            ) => {
-                if at != size {
-                    return Err(ProtocolError::ShortFile { size, received: at }.into());
-                }
-                if *hasher.finalize().as_bytes() != hash || offer != self.offer {
-                    link.emit(ReceiverEvent::Discard { name });
-                    return Err(Error::HashMismatch);
-                }
-                link.emit(ReceiverEvent::Verified {
-                    name: name.clone(),
-                    hash,
-                });
-                State::Saving { name }
-            }
-            (state, frame) => {
-                self.state = state;
-                return Err(self.unexpected(&frame));
-            }
-        };
-        Ok(())
+            (_, frame) => Err(self.unexpected(&frame)),
+        }
     }
 
     fn awaits_app(&self) -> bool {
@@ -341,8 +333,8 @@ impl Role for ReceiverRole {
         match self.state {
             State::Idle => "waiting for an offer",
             State::Deciding { .. } => "deciding on an offer",
-            State::Accepted { .. } => "waiting for Begin",
-            State::Receiving { .. } => "receiving file data",
+            State::Transfer(Transfer { begun: false, .. }) => "waiting for Begin",
+            State::Transfer(Transfer { begun: true, .. }) => "receiving file data",
             State::Saving { .. } => "saving a file",
             State::Done => "finished",
         }
@@ -363,31 +355,28 @@ impl Framed<ReceiverRole> {
     /// an answer, or if `have` exceeds the offered size.
     pub fn accept(&mut self, resume: Resume) -> Result<(), Error> {
         self.command(|role, link| {
-            if !matches!(role.state, State::Deciding { .. }) {
-                return Err(wrong_state("accept", role));
-            }
-            let State::Deciding { name, size } = std::mem::replace(&mut role.state, State::Idle)
-            else {
+            let State::Deciding { name, size } = &role.state else {
                 return Err(wrong_state("accept", role));
             };
+            let (name, size) = (name.clone(), *size);
             let (have, hasher) = match resume {
                 Resume::Fresh => (0, blake3::Hasher::new()),
                 Resume::From { have, hasher } if have <= size && hasher.count() == have => {
                     (have, hasher)
                 }
                 Resume::From { have, .. } => {
-                    role.state = State::Deciding { name, size };
                     return Err(UsageError::BadResume { have, size }.into());
                 }
             };
             let prefix = *hasher.finalize().as_bytes();
             link.send(&Frame::Accept { have, prefix });
-            role.state = State::Accepted {
+            role.state = State::Transfer(Transfer {
                 name,
                 size,
-                have,
+                at: have,
                 hasher: Box::new(hasher),
-            };
+                begun: false,
+            });
             Ok(())
         })
     }

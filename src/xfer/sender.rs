@@ -307,7 +307,8 @@ impl Framed<SenderRole> {
 
     /// Answers [`SenderEvent::Read`] with the bytes read. Anything but
     /// exactly the length asked for is refused with
-    /// [`UsageError::SourceMismatch`] (the file changed under the sender);
+    /// [`Error::SourceChanged`] (the file changed under the sender: the
+    /// application's failure, not a misuse);
     /// the session is left as it was.
     pub fn push_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
         self.command(|role, link| {
@@ -323,7 +324,7 @@ impl Framed<SenderRole> {
             match *pending {
                 None => return Err(wrong_state("push_chunk", role)),
                 Some(len) if len != chunk.len() => {
-                    return Err(UsageError::SourceMismatch("chunk length differs").into())
+                    return Err(Error::SourceChanged("chunk length differs"))
                 }
                 Some(_) => {}
             }

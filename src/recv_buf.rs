@@ -1,0 +1,138 @@
+//! The receive buffer every stream machine owns, so a driver reads the
+//! peer's bytes straight into it (as with rustls `read_tls` or tokio-util's
+//! `FramedImpl`) and payloads are split off that same allocation: no byte
+//! is copied between the socket and a `Data` payload, an echoed message or
+//! a legacy read.
+//!
+//! Layout: `data` (received, not yet consumed) is followed, in the same
+//! allocation, by `spare`, already initialised memory the next read goes
+//! into; committing `n` bytes moves them from the front of `spare` to the
+//! end of `data` without copying (`BytesMut::unsplit` of neighbours). Only
+//! when `spare` is too short does a new block get allocated (and zeroed,
+//! once: safe Rust cannot read into uninitialised memory); what `data`
+//! then holds, the start of one frame, moves to its front. Old blocks live
+//! on only as long as the payloads split off them.
+
+use bytes::BytesMut;
+
+/// Held input plus the initialised room after it.
+#[derive(Debug, Default)]
+pub(crate) struct RecvBuf {
+    data: BytesMut,
+    spare: BytesMut,
+    /// Length of the slice last handed out by [`writable`](Self::writable).
+    offered: usize,
+}
+
+impl RecvBuf {
+    /// A writable slice of exactly `len` bytes right after the held data
+    /// (its content is unspecified). [`commit`](Self::commit) says how
+    /// much of it was filled.
+    pub(crate) fn writable(&mut self, len: usize) -> &mut [u8] {
+        self.reserve(len);
+        self.offered = len;
+        &mut self.spare[..len]
+    }
+
+    /// The first `n` bytes of the last writable slice are input now.
+    /// `Err(offered)` if `n` is more than that slice held (nothing changes).
+    pub(crate) fn commit(&mut self, n: usize) -> Result<(), usize> {
+        let offered = std::mem::take(&mut self.offered);
+        if n > offered {
+            return Err(offered);
+        }
+        if n > 0 {
+            // Neighbours in one block: no copy.
+            self.data.unsplit(self.spare.split_to(n));
+        }
+        Ok(())
+    }
+
+    /// Forgets the last writable slice without taking any of it (for a
+    /// machine that reads and discards).
+    pub(crate) fn discard(&mut self) {
+        self.offered = 0;
+    }
+
+    /// Makes sure `additional` bytes can follow the held data without a
+    /// copy of what is held later (a frame whose header announced its
+    /// length is then received in one block).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        if self.spare.len() >= additional {
+            return;
+        }
+        let held = self.data.len();
+        let mut block = BytesMut::with_capacity(held + additional);
+        // The one copy left: the start of a frame, when a block runs out.
+        block.extend_from_slice(&self.data);
+        block.resize(held + additional, 0);
+        self.spare = block.split_off(held);
+        self.data = block;
+    }
+
+    /// The held input, for decoding and splitting payloads off.
+    pub(crate) fn data(&mut self) -> &mut BytesMut {
+        &mut self.data
+    }
+
+    /// The held input, read-only.
+    pub(crate) fn held(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Bytes held.
+    pub(crate) fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether nothing is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Drops everything, memory included.
+    pub(crate) fn clear(&mut self) {
+        *self = RecvBuf::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_bytes_follow_the_held_ones_and_split_off_without_copy() {
+        let mut b = RecvBuf::default();
+        b.writable(8)[..3].copy_from_slice(b"abc");
+        b.commit(3).unwrap();
+        b.writable(8)[..2].copy_from_slice(b"de");
+        b.commit(2).unwrap();
+        assert_eq!(b.held(), b"abcde");
+        let start = b.held().as_ptr();
+        let payload = b.data().split_to(4).freeze();
+        assert_eq!(&payload[..], b"abcd");
+        // The payload is the very memory the bytes were read into.
+        assert_eq!(payload.as_ptr(), start);
+        assert_eq!(b.held(), b"e");
+    }
+
+    #[test]
+    fn a_commit_beyond_the_slice_handed_out_is_refused_and_changes_nothing() {
+        let mut b = RecvBuf::default();
+        b.writable(4);
+        assert_eq!(b.commit(5), Err(4));
+        assert!(b.is_empty());
+        // A commit refers to the last slice only.
+        assert_eq!(b.commit(1), Err(0));
+    }
+
+    #[test]
+    fn a_new_block_keeps_the_held_bytes() {
+        let mut b = RecvBuf::default();
+        b.writable(2).copy_from_slice(b"xy");
+        b.commit(2).unwrap();
+        b.writable(1000)[..1].copy_from_slice(b"z");
+        b.commit(1).unwrap();
+        assert_eq!(b.held(), b"xyz");
+    }
+}
