@@ -546,6 +546,8 @@ mod tests {
         log: Vec<String>,
         /// What ends it when the peer closes (`None`: keeps waiting).
         on_eof: Option<Result<(), crate::Error>>,
+        /// Where a read lands before it is committed.
+        inbox: Vec<u8>,
     }
 
     impl Fake {
@@ -568,6 +570,10 @@ mod tests {
             }
         }
 
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.deadline
+        }
+
         fn poll_output(&mut self) -> Output<Bytes, u32> {
             if let Some(out) = self.outputs.pop_front() {
                 return out;
@@ -580,6 +586,16 @@ mod tests {
     }
 
     impl StreamMachine for Fake {
+        fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+            self.inbox.resize(max.min(self.input_room()), 0);
+            &mut self.inbox
+        }
+
+        fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), crate::Error> {
+            let read = std::mem::take(&mut self.inbox);
+            self.handle_input(now, &read[..n])
+        }
+
         fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), crate::Error> {
             self.log
                 .push(format!("input:{}", String::from_utf8_lossy(data)));
