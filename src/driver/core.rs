@@ -155,6 +155,13 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         }
     }
 
+    /// Whether an abort request is yet to be acted on: a shell that waits
+    /// for one (tokio's `select!`) must keep waiting for it until the core
+    /// has applied it, even if it was requested just before the wait began.
+    pub fn awaits_abort(&self) -> bool {
+        !self.aborted
+    }
+
     /// The machine's write timeout (a zero limit, from a config the machine
     /// refuses anyway, counts as none): how long the peer may take none of
     /// our output before the session ends.

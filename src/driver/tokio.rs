@@ -71,16 +71,20 @@ where
                 Ok(()) => core.flushed(Instant::now()),
                 Err(e) => core.write_failed(Instant::now(), e),
             },
-            Next::Read { max, until } => tokio::select! {
-                read = io.read(&mut buf[..max.min(READ_CHUNK)]) => match read {
-                    Ok(0) => core.eof(Instant::now()),
-                    Ok(n) => core.read(Instant::now(), &buf[..n]),
-                    Err(e) => core.read_failed(Instant::now(), e),
-                },
-                () = sleep_until(until) => core.timed_out(Instant::now()),
-                // The core applies the abort at its next step.
-                () = abort.wait(), if abort.requested().is_none() => {}
-            },
+            Next::Read { max, until } => {
+                let watch_abort = core.awaits_abort();
+                tokio::select! {
+                    read = io.read(&mut buf[..max.min(READ_CHUNK)]) => match read {
+                        Ok(0) => core.eof(Instant::now()),
+                        Ok(n) => core.read(Instant::now(), &buf[..n]),
+                        Err(e) => core.read_failed(Instant::now(), e),
+                    },
+                    () = sleep_until(until) => core.timed_out(Instant::now()),
+                    // The core applies the abort at its next step. (Requested
+                    // after the core last looked, it must still end this wait.)
+                    () = abort.wait(), if watch_abort => {}
+                }
+            }
             Next::Sleep(until) => {
                 sleep_until(Some(until)).await;
                 core.timed_out(Instant::now());
