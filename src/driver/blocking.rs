@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::core::{is_timeout, Next, StreamCore, READ_CHUNK};
+use super::core::{is_timeout, Next, StreamCore};
 use super::listen::{AcceptBackoff, Refusals, Sources};
 use super::{Abort, App, DriverError, Limits};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
@@ -121,7 +121,6 @@ where
     transport
         .set_write_timeout(core.write_timeout().map(write_step))
         .map_err(DriverError::io("setting the write timeout"))?;
-    let mut buf = vec![0u8; READ_CHUNK];
     let mut armed = ReadTimeout::default();
     loop {
         let now = Instant::now();
@@ -136,9 +135,9 @@ where
             },
             Next::Read { max, until } => {
                 armed.arm(transport, until.map(|t| t.saturating_duration_since(now)))?;
-                match transport.read(&mut buf[..max.min(READ_CHUNK)]) {
-                    Ok(0) => core.eof(Instant::now()),
-                    Ok(n) => core.read(Instant::now(), &buf[..n]),
+                // Straight into the machine's own buffer.
+                match transport.read(core.read_buffer(max)) {
+                    Ok(n) => core.filled(Instant::now(), n),
                     Err(e) => core.read_failed(Instant::now(), e),
                 }
             }

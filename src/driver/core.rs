@@ -68,6 +68,11 @@ pub const WRITE_BATCH: usize = 256 * 1024;
 /// The most bytes the core asks a shell to read at once; a buffer this
 /// size serves every [`Next::Read`].
 pub const READ_CHUNK: usize = 256 * 1024;
+/// The first read size: what an idle or chatty connection needs. Reads go
+/// into the machine's own buffer, which is real memory once handed out, so
+/// the size grows (doubling, up to [`READ_CHUNK`]) only while reads come
+/// back full, as a bulk transfer's do, and shrinks again when they do not.
+pub const READ_START: usize = 16 * 1024;
 /// How long the core waits for the peer's last words after a failed write.
 pub const SALVAGE_WAIT: Duration = Duration::from_secs(1);
 
@@ -123,6 +128,10 @@ pub struct StreamCore<'a, M, A> {
     /// The session failed at the transport: ends at once.
     failed: Option<DriverError>,
     finished: bool,
+    /// How much the next read asks for (see [`READ_START`]).
+    read_size: usize,
+    /// How much the last [`read_buffer`](StreamCore::read_buffer) handed out.
+    offered: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -152,6 +161,8 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             closed: false,
             failed: None,
             finished: false,
+            read_size: READ_START,
+            offered: 0,
         }
     }
 
@@ -217,7 +228,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                     }
                 },
                 Step::Wait(until) => {
-                    let max = self.machine.input_room().clamp(1, READ_CHUNK);
+                    let max = self.machine.input_room().clamp(1, self.read_size);
                     return Next::Read { max, until };
                 }
             }
@@ -301,8 +312,49 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         }
     }
 
+    /// The machine's own receive buffer for the read of [`Next::Read`]
+    /// (`max` bytes at most): read the peer's bytes straight into it, with
+    /// no copy on the way, then say how many with [`filled`](Self::filled).
+    pub fn read_buffer(&mut self, max: usize) -> &mut [u8] {
+        let buf = self.machine.input_buffer(max);
+        self.offered = buf.len();
+        buf
+    }
+
+    /// `n` bytes of the peer arrived in the [`read_buffer`](Self::read_buffer)
+    /// (zero: the peer's end).
+    pub fn filled(&mut self, now: Instant, n: usize) {
+        if n == 0 && self.offered == 0 {
+            // The machine had no room (it drains first): nothing was read,
+            // which says nothing about the peer.
+            return;
+        }
+        if n == 0 {
+            return self.eof(now);
+        }
+        self.adapt_read_size(n);
+        self.apply_abort();
+        // A failure is sticky in the machine and comes out as its `Done`.
+        let _ = self.machine.commit_input(now, n);
+        if self.salvaging.is_some() {
+            self.salvage(now, &[]);
+        }
+    }
+
+    /// Grows the read size while reads fill it, shrinks it when they
+    /// bring a quarter or less.
+    fn adapt_read_size(&mut self, n: usize) {
+        let offered = std::mem::take(&mut self.offered);
+        if n >= offered && offered >= self.read_size {
+            self.read_size = (self.read_size * 2).min(READ_CHUNK);
+        } else if n <= self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(READ_START);
+        }
+    }
+
     /// Bytes from the peer, at most the `max` of [`Next::Read`] (an empty
-    /// slice counts as its end).
+    /// slice counts as its end). The same as reading into
+    /// [`read_buffer`](Self::read_buffer), with one more copy.
     pub fn read(&mut self, now: Instant, data: &[u8]) {
         if data.is_empty() {
             return self.eof(now);
@@ -555,6 +607,8 @@ mod tests {
         on_eof: Option<Result<(), crate::Error>>,
         /// Where a read lands before it is committed.
         inbox: Vec<u8>,
+        /// Its input room (default 100).
+        room: Option<usize>,
     }
 
     impl Fake {
@@ -632,7 +686,7 @@ mod tests {
         }
 
         fn input_room(&self) -> usize {
-            100
+            self.room.unwrap_or(100)
         }
 
         fn write_timeout(&self) -> Option<Duration> {
@@ -703,6 +757,42 @@ mod tests {
         ));
         drop(core);
         assert_eq!(fake.log, ["input:abc", "timeout@10s"]);
+    }
+
+    #[test]
+    fn reads_go_into_the_machine_and_grow_while_they_come_back_full_then_shrink() {
+        let mut fake = Fake {
+            room: Some(1 << 20),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        let mut sizes = Vec::new();
+        for _ in 0..7 {
+            let Next::Read { max, .. } = core.next(t(0.0)) else {
+                panic!("expected a read");
+            };
+            sizes.push(max);
+            let buf = core.read_buffer(max);
+            assert_eq!(buf.len(), max, "the machine hands out what was asked");
+            buf.fill(b'x');
+            core.filled(t(0.0), max);
+        }
+        let k = 1024;
+        assert_eq!(
+            sizes,
+            [16 * k, 32 * k, 64 * k, 128 * k, 256 * k, 256 * k, 256 * k]
+        );
+        // Short reads shrink it again.
+        let Next::Read { max, .. } = core.next(t(0.0)) else {
+            panic!("expected a read");
+        };
+        core.read_buffer(max);
+        core.filled(t(0.0), 10);
+        assert!(matches!(core.next(t(0.0)), Next::Read { max, .. } if max == 128 * k));
+        drop(core);
+        assert_eq!(fake.log.len(), 8, "every read was committed to the machine");
     }
 
     #[test]

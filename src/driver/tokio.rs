@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::core::{Next, StreamCore, READ_CHUNK};
+use super::core::{Next, StreamCore};
 use super::listen::{AcceptBackoff, Refusals, Sources};
 use super::shutdown::{ServeReport, Shutdown};
 use super::{Abort, App, DriverError, Limits};
@@ -48,7 +48,6 @@ where
     A: App<M>,
 {
     let mut core = StreamCore::new(machine, app, abort);
-    let mut buf = vec![0u8; READ_CHUNK];
     loop {
         let now = Instant::now();
         match core.next(now) {
@@ -73,16 +72,20 @@ where
             },
             Next::Read { max, until } => {
                 let watch_abort = core.awaits_abort();
-                tokio::select! {
-                    read = io.read(&mut buf[..max.min(READ_CHUNK)]) => match read {
-                        Ok(0) => core.eof(Instant::now()),
-                        Ok(n) => core.read(Instant::now(), &buf[..n]),
-                        Err(e) => core.read_failed(Instant::now(), e),
-                    },
-                    () = sleep_until(until) => core.timed_out(Instant::now()),
+                // Straight into the machine's own buffer.
+                let buf = core.read_buffer(max);
+                let woke = tokio::select! {
+                    read = io.read(buf) => Woke::Read(read),
+                    () = sleep_until(until) => Woke::Deadline,
                     // The core applies the abort at its next step. (Requested
                     // after the core last looked, it must still end this wait.)
-                    () = abort.wait(), if watch_abort => {}
+                    () = abort.wait(), if watch_abort => Woke::Abort,
+                };
+                match woke {
+                    Woke::Read(Ok(n)) => core.filled(Instant::now(), n),
+                    Woke::Read(Err(e)) => core.read_failed(Instant::now(), e),
+                    Woke::Deadline => core.timed_out(Instant::now()),
+                    Woke::Abort => {}
                 }
             }
             Next::Sleep(until) => {
@@ -96,6 +99,13 @@ where
             Next::Done(result) => return result,
         }
     }
+}
+
+/// What ended a wait for input.
+enum Woke {
+    Read(io::Result<usize>),
+    Deadline,
+    Abort,
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
