@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::core::{is_timeout, Next, StreamCore};
-use super::listen::{AcceptBackoff, Refusals, Sources};
+use super::server::{Admit, ServeCore, SessionId, StopStep};
+use super::shutdown::SHUTDOWN_REASON;
 use super::{Abort, App, DriverError, Limits};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
@@ -199,28 +200,38 @@ fn write_step(limit: Duration) -> Duration {
 
 pub use super::shutdown::{ServeReport, Shutdown};
 
-/// The sessions a blocking server runs: handles on their connections (to
-/// wake or cut them at shutdown) and how the finished ones ended.
-#[derive(Default)]
-struct Active {
-    state: Mutex<ActiveState>,
+/// A blocking server's shared state: the server core, and handles on the
+/// running sessions' connections (to wake or cut them at shutdown). The
+/// accept loop and the session threads meet here; a session's end wakes
+/// whoever waits for a place or for the sessions to stop.
+struct Served {
+    state: Mutex<ServedState>,
     changed: Condvar,
 }
 
-#[derive(Default)]
-struct ActiveState {
-    conns: HashMap<u64, Option<TcpStream>>,
-    report: ServeReport,
+struct ServedState {
+    core: ServeCore,
+    conns: HashMap<SessionId, TcpStream>,
 }
 
-impl Active {
-    fn lock(&self) -> std::sync::MutexGuard<'_, ActiveState> {
+impl Served {
+    fn new(limits: Limits) -> Served {
+        Served {
+            state: Mutex::new(ServedState {
+                core: ServeCore::new(limits),
+                conns: HashMap::new(),
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ServedState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits while `keep_waiting` holds for the running sessions, at most
-    /// until `until`, waking now and then to look again.
-    fn wait_while(&self, until: Instant, mut keep_waiting: impl FnMut(&ActiveState) -> bool) {
+    /// Waits while `keep_waiting` holds, at most until `until`, waking now
+    /// and then to look again (a shutdown trigger does not notify the condvar).
+    fn wait_while(&self, until: Instant, mut keep_waiting: impl FnMut(&ServedState) -> bool) {
         let mut state = self.lock();
         while keep_waiting(&state) && Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
@@ -232,54 +243,52 @@ impl Active {
         }
     }
 
-    fn wait_below(&self, cap: usize, stop: &Shutdown) {
+    /// Waits until the core has room for a session, or the shutdown comes.
+    fn wait_for_room(&self, stop: &Shutdown) {
         let forever = Instant::now() + Duration::from_secs(u32::MAX.into());
-        self.wait_while(forever, |s| s.conns.len() >= cap && !stop.is_triggered());
+        self.wait_while(forever, |s| !s.core.has_room() && !stop.is_triggered());
     }
 
-    fn insert(&self, id: u64, stream: Option<TcpStream>) {
-        self.lock().conns.insert(id, stream);
-    }
-
-    /// A session ended: counts how, and frees its place.
-    fn finish(&self, id: u64, result: &Result<(), DriverError>, aborted: bool) {
+    /// A session ended: the core counts how, and frees its place.
+    fn ended(&self, id: SessionId, result: &Result<(), DriverError>) {
         let mut state = self.lock();
         state.conns.remove(&id);
-        state.report.count(result, aborted);
+        state.core.ended(id, result);
         drop(state);
         self.changed.notify_all();
     }
 
-    /// Shuts every connection in `how` (waking blocked reads).
+    /// Shuts every running connection in `how`.
     fn shut_all(&self, how: NetShutdown) {
-        for stream in self.lock().conns.values().flatten() {
+        for stream in self.lock().conns.values() {
             let _ = stream.shutdown(how);
         }
     }
 
-    /// The stop: up to `grace` for sessions to end on their own (less if the
-    /// shutdown turns urgent), then aborts the rest, which tells their
-    /// peers why, and at last cuts what still runs. Returns the report of
-    /// every session, counted as each one ended.
+    /// The stop sequence, as the server core says.
     fn stop(&self, grace: Duration, shutdown: &Shutdown, abort: &Abort) -> ServeReport {
-        let until = Instant::now() + grace;
-        self.wait_while(until, |s| !s.conns.is_empty() && !shutdown.is_urgent());
-        if !self.lock().conns.is_empty() {
-            abort.request(super::shutdown::SHUTDOWN_REASON);
-            // A blocked read returns at once; the session sees the abort.
-            self.shut_all(NetShutdown::Read);
-            let until = Instant::now() + super::shutdown::ABORT_WAIT;
-            self.wait_while(until, |s| !s.conns.is_empty());
+        self.lock().core.stop(Instant::now(), grace);
+        loop {
+            let step = self
+                .lock()
+                .core
+                .stop_step(Instant::now(), shutdown.is_urgent());
+            match step {
+                StopStep::Wait { until, or_urgent } => {
+                    let running = self.lock().core.running();
+                    self.wait_while(until, |s| {
+                        s.core.running() == running && !(or_urgent && shutdown.is_urgent())
+                    });
+                }
+                StopStep::AbortAll => {
+                    abort.request(SHUTDOWN_REASON);
+                    // A blocked read returns at once; the session sees the abort.
+                    self.shut_all(NetShutdown::Read);
+                }
+                StopStep::Cut => self.shut_all(NetShutdown::Both),
+                StopStep::Done(report) => return report,
+            }
         }
-        if !self.lock().conns.is_empty() {
-            self.shut_all(NetShutdown::Both);
-            let until = Instant::now() + super::shutdown::ABORT_WAIT;
-            self.wait_while(until, |s| !s.conns.is_empty());
-        }
-        let state = self.lock();
-        let mut report = state.report.clone();
-        report.unfinished = state.conns.len() as u64;
-        report
     }
 }
 
@@ -308,15 +317,10 @@ where
 {
     shutdown.wake_accept_at(listener.local_addr()?);
     let make = Arc::new(make);
-    let active = Arc::new(Active::default());
+    let served = Arc::new(Served::new(limits.into()));
     let abort = Abort::new();
-    let limits = limits.into();
-    let sources = Sources::new(limits.max_per_source);
-    let mut backoff = AcceptBackoff::default();
-    let mut refusals = Refusals::default();
-    let mut next_id = 0u64;
     loop {
-        active.wait_below(limits.max_connections, shutdown);
+        served.wait_for_room(shutdown);
         let accepted = listener.accept();
         if shutdown.is_triggered() {
             break;
@@ -325,41 +329,41 @@ where
             Ok(conn) => conn,
             // Transient accept failures (EMFILE, ECONNABORTED) must not stop the server.
             Err(e) => {
-                if let Some(pause) = backoff.after_error(&e) {
+                let pause = served.lock().core.accept_failed(Instant::now(), &e);
+                if let Some(pause) = pause {
                     thread::sleep(pause);
                 }
                 continue;
             }
         };
-        backoff.after_success();
-        let Some(slot) = sources.admit(peer.ip()) else {
-            // Dropped here: the source's sessions are not held up by another thread.
-            refusals.refuse(peer, limits.max_per_source);
+        let mut state = served.lock();
+        // Refused (dropped here): its source's sessions are not held up by another thread.
+        let Admit::Start(id) = state.core.accepted(Instant::now(), peer) else {
             continue;
         };
-        next_id += 1;
-        let id = next_id;
-        active.insert(id, stream.try_clone().ok());
+        if let Ok(handle) = stream.try_clone() {
+            state.conns.insert(id, handle);
+        }
+        drop(state);
         let running = shutdown.session();
-        let (make, active, abort) = (make.clone(), active.clone(), abort.clone());
-        thread::Builder::new()
+        let (make, session_served, abort) = (make.clone(), served.clone(), abort.clone());
+        let spawned = thread::Builder::new()
             .name(format!("echoxfer-conn-{id}"))
             .spawn(move || {
                 let result = run_connection(stream, &*make, &abort);
                 if let Err(e) = &result {
                     tracing::warn!(%peer, error = %e, "session failed");
                 }
-                // Before the accept loop can wake for the freed place.
-                drop(slot);
                 drop(running);
-                active.finish(id, &result, abort.requested().is_some());
-            })?;
+                session_served.ended(id, &result);
+            });
+        if let Err(e) = spawned {
+            served.ended(id, &Err(DriverError::io("starting a session thread")(e)));
+        }
     }
     // New connections are refused from now on, not left in the backlog.
     drop(listener);
-    let mut report = active.stop(grace, shutdown, &abort);
-    report.refused = refusals.total;
-    Ok(report)
+    Ok(served.stop(grace, shutdown, &abort))
 }
 
 fn run_connection<M, A>(

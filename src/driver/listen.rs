@@ -1,12 +1,11 @@
 //! What the accept loops of both drivers share: a listener with a known
 //! backlog, the connection caps (in total and per source address), and how
-//! accept failures are waited out and logged. The policies here are plain
+//! accept failures are waited out and logged (the caps are applied by the
+//! server core in `driver/server.rs`). The policies here are plain
 //! values fed the time, so they are unit-tested without sockets.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Config;
@@ -98,65 +97,6 @@ pub(crate) fn source_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Sessions running per source, shared by the accept loop and the sessions.
-pub(crate) struct Sources {
-    cap: usize,
-    running: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl Sources {
-    pub(crate) fn new(cap: usize) -> Arc<Sources> {
-        Arc::new(Sources {
-            cap,
-            running: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// Counts one more session from `peer`'s source, unless it is at its cap.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<SourceSlot> {
-        let source = source_of(peer);
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let count = running.entry(source).or_insert(0);
-        if *count >= self.cap {
-            return None;
-        }
-        *count += 1;
-        Some(SourceSlot {
-            sources: self.clone(),
-            source,
-        })
-    }
-
-    #[cfg(test)]
-    fn running(&self, peer: IpAddr) -> usize {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.get(&source_of(peer)).copied().unwrap_or(0)
-    }
-}
-
-/// One session counted against its source until dropped.
-pub(crate) struct SourceSlot {
-    sources: Arc<Sources>,
-    source: IpAddr,
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut running = self
-            .sources
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = running.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                // Forgotten sources cost nothing: the map holds only live ones.
-                running.remove(&self.source);
-            }
-        }
-    }
-}
-
 /// Connections refused because their source was at its cap: counted, and
 /// logged at most once per [`Refusals::LOG_EVERY`] with the count since.
 #[derive(Debug, Default)]
@@ -185,8 +125,8 @@ impl Refusals {
     }
 
     /// Counts and (rate-limited) logs one refused connection.
-    pub(crate) fn refuse(&mut self, peer: SocketAddr, cap: usize) {
-        if let Some(count) = self.refused(Instant::now()) {
+    pub(crate) fn refuse(&mut self, now: Instant, peer: SocketAddr, cap: usize) {
+        if let Some(count) = self.refused(now) {
             tracing::warn!(
                 %peer,
                 count,
@@ -243,7 +183,7 @@ impl AcceptBackoff {
     /// Notes a failed accept and logs it if it starts an episode; returns
     /// the pause before the next accept (none for a failure that concerns
     /// only the connection being accepted).
-    pub(crate) fn after_error(&mut self, error: &io::Error) -> Option<Duration> {
+    pub(crate) fn after_error(&mut self, now: Instant, error: &io::Error) -> Option<Duration> {
         if matches!(
             error.kind(),
             io::ErrorKind::ConnectionAborted
@@ -255,7 +195,7 @@ impl AcceptBackoff {
             return None;
         }
         let starts_episode = self.since.is_none();
-        let pause = self.failed(Instant::now());
+        let pause = self.failed(now);
         if starts_episode {
             tracing::warn!(
                 %error,
@@ -268,8 +208,8 @@ impl AcceptBackoff {
     }
 
     /// Notes a successful accept, logging the end of an episode.
-    pub(crate) fn after_success(&mut self) {
-        if let Some(episode) = self.succeeded(Instant::now()) {
+    pub(crate) fn after_success(&mut self, now: Instant) {
+        if let Some(episode) = self.succeeded(now) {
             tracing::warn!(
                 failures = episode.failures,
                 "accepting again after {} failed accepts over {:.1} s",
@@ -334,20 +274,6 @@ mod tests {
         }
         assert_eq!(r.refused(t0 + Refusals::LOG_EVERY), Some(1000));
         assert_eq!(r.total, 1001);
-    }
-
-    #[test]
-    fn a_source_at_its_cap_is_refused_until_one_of_its_sessions_ends() {
-        let sources = Sources::new(2);
-        let a: IpAddr = "127.0.0.2".parse().unwrap();
-        let b: IpAddr = "127.0.0.3".parse().unwrap();
-        let first = sources.admit(a).unwrap();
-        let _second = sources.admit(a).unwrap();
-        assert!(sources.admit(a).is_none());
-        assert!(sources.admit(b).is_some(), "another source is unaffected");
-        drop(first);
-        assert_eq!(sources.running(a), 1);
-        assert!(sources.admit(a).is_some());
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! written once, sans-IO, in [`core`]; each I/O style ([`blocking`], and
 //! `tokio` with that feature, and the simulator in `testing`) is a thin
 //! shell around it, generic over the machine contract; no protocol logic
-//! lives here.
+//! lives here. Serving (admission, the stop sequence, the report) is
+//! likewise written once, sans-IO, in the server core that both `serve`s
+//! drive.
 //!
 //! What a session does with its machine's events (print a reply, write a
 //! chunk, answer an offer) is an [`App`], so the same loop serves every
@@ -18,6 +20,7 @@ pub use shutdown::{ServeReport, Shutdown};
 pub mod blocking;
 pub mod core;
 pub mod listen;
+pub(crate) mod server;
 pub mod shutdown;
 #[cfg(feature = "tokio")]
 pub mod tokio;

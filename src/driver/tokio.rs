@@ -1,7 +1,8 @@
-//! The tokio driver: one task per connection, a semaphore for the cap, the
+//! The tokio driver: one task per connection, the same server core and the
 //! same sans-IO loop as the blocking driver ([`super::core`]), and
 //! `select!` between input, the machine's deadline and an abort. Apps run inline on the task: keep them short.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -9,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{self, JoinError, JoinSet};
 
 use super::core::{Next, StreamCore};
-use super::listen::{AcceptBackoff, Refusals, Sources};
-use super::shutdown::{ServeReport, Shutdown};
+use super::server::{Admit, ServeCore, SessionId, StopStep};
+use super::shutdown::{ServeReport, Shutdown, SHUTDOWN_REASON};
 use super::{Abort, App, DriverError, Limits};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
@@ -146,28 +146,23 @@ where
     F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
 {
     let make = Arc::new(make);
-    let limits = limits.into();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let sources = Sources::new(limits.max_per_source);
     let abort = Abort::new();
-    let mut backoff = AcceptBackoff::default();
-    let mut refusals = Refusals::default();
-    let mut sessions = JoinSet::new();
-    let mut report = ServeReport::default();
+    let mut served = Served::new(limits.into());
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-            () = shutdown.triggered() => break,
-        };
+        let has_room = served.core.has_room();
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
             () = shutdown.triggered() => break,
+            done = served.tasks.join_next_with_id(), if !served.tasks.is_empty() => {
+                served.ended(done);
+                continue;
+            }
+            accepted = listener.accept(), if has_room => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             // Transient accept failures (EMFILE, ECONNABORTED) must not stop the server.
             Err(e) => {
-                if let Some(pause) = backoff.after_error(&e) {
+                if let Some(pause) = served.core.accept_failed(Instant::now(), &e) {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
                         () = shutdown.triggered() => break,
@@ -176,22 +171,13 @@ where
                 continue;
             }
         };
-        backoff.after_success();
-        let Some(slot) = sources.admit(peer.ip()) else {
-            // Dropped here, with its permit: no task is ever started for it.
-            refusals.refuse(peer, limits.max_per_source);
+        // Refused: dropped here, no task is ever started for it.
+        let Admit::Start(id) = served.core.accepted(Instant::now(), peer) else {
             continue;
         };
-        while let Some(done) = sessions.try_join_next() {
-            tally(&mut report, done, &abort);
-        }
         let (make, abort, running) = (make.clone(), abort.clone(), shutdown.session());
-        sessions.spawn(async move {
+        let task = served.tasks.spawn(async move {
             let _running = running;
-            let _permit = permit;
-            // Declared after the permit, so dropped before it: a connection
-            // let in by the freed permit finds its source's count already down.
-            let _slot = slot;
             let mut stream = stream;
             stream
                 .set_nodelay(true)
@@ -203,41 +189,62 @@ where
             }
             result
         });
+        served.ids.insert(task.id(), id);
     }
     // New connections are refused from now on, not left in the backlog.
     drop(listener);
-    tokio::select! {
-        () = join_all(&mut sessions, &mut report, &abort) => {}
-        () = tokio::time::sleep(grace) => {}
-        () = shutdown.urgent() => {}
-    }
-    if !sessions.is_empty() {
-        abort.request(super::shutdown::SHUTDOWN_REASON);
-        let ended = join_all(&mut sessions, &mut report, &abort);
-        let _ = tokio::time::timeout(super::shutdown::ABORT_WAIT, ended).await;
-    }
-    report.unfinished = sessions.len() as u64;
-    sessions.shutdown().await;
-    report.refused = refusals.total;
+    let report = served.stop(grace, &shutdown, &abort).await;
+    served.tasks.shutdown().await;
     Ok(report)
 }
 
-type Ended = Result<Result<(), DriverError>, tokio::task::JoinError>;
-
-/// Waits for every session, counting how each ended.
-async fn join_all(
-    sessions: &mut JoinSet<Result<(), DriverError>>,
-    report: &mut ServeReport,
-    abort: &Abort,
-) {
-    while let Some(done) = sessions.join_next().await {
-        tally(report, done, abort);
-    }
+/// A tokio server's state: the server core, the session tasks, and which
+/// session each task runs.
+struct Served {
+    core: ServeCore,
+    tasks: JoinSet<Result<(), DriverError>>,
+    ids: HashMap<task::Id, SessionId>,
 }
 
-fn tally(report: &mut ServeReport, done: Ended, abort: &Abort) {
-    let result = done.unwrap_or_else(|e| Err(DriverError::io("session task")(e.into())));
-    report.count(&result, abort.requested().is_some());
+type Joined = Option<Result<(task::Id, Result<(), DriverError>), JoinError>>;
+
+impl Served {
+    fn new(limits: Limits) -> Served {
+        Served {
+            core: ServeCore::new(limits),
+            tasks: JoinSet::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    /// A task ended: the core counts how, and frees its place.
+    fn ended(&mut self, done: Joined) {
+        let (task, result) = match done {
+            Some(Ok((task, result))) => (task, result),
+            Some(Err(e)) => (e.id(), Err(DriverError::io("session task")(e.into()))),
+            None => return,
+        };
+        if let Some(id) = self.ids.remove(&task) {
+            self.core.ended(id, &result);
+        }
+    }
+
+    /// The stop sequence, as the server core says.
+    async fn stop(&mut self, grace: Duration, shutdown: &Shutdown, abort: &Abort) -> ServeReport {
+        self.core.stop(Instant::now(), grace);
+        loop {
+            match self.core.stop_step(Instant::now(), shutdown.is_urgent()) {
+                StopStep::Wait { until, or_urgent } => tokio::select! {
+                    done = self.tasks.join_next_with_id() => self.ended(done),
+                    () = tokio::time::sleep_until(until.into()) => {}
+                    () = shutdown.urgent(), if or_urgent => {}
+                },
+                StopStep::AbortAll => abort.request(SHUTDOWN_REASON),
+                StopStep::Cut => self.tasks.abort_all(),
+                StopStep::Done(report) => return report,
+            }
+        }
+    }
 }
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown` completes.

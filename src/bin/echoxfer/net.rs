@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, listen, App, Limits, Shutdown};
+use echoxfer::driver::{blocking, listen, App, Limits, ServeReport, Shutdown};
 use echoxfer::{DatagramMachine, StreamMachine};
 
 use crate::args::Runtime;
@@ -64,8 +64,9 @@ fn stdio() -> io::Result<blocking::Duplex<File, File>> {
     })
 }
 
-/// Runs single sessions on the runtime the user chose: `std::net` in this
-/// thread, or a tokio runtime made for them.
+/// Runs sessions on the runtime the user chose: `std::net` in this thread
+/// (and a thread per served connection), or a tokio runtime made for them.
+/// The only place the binary looks at which runtime it is.
 pub struct Driver {
     tokio: Option<tokio::runtime::Runtime>,
 }
@@ -108,6 +109,31 @@ impl Driver {
             Some(rt) => rt.block_on(async {
                 let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
                 Ok(echoxfer::driver::tokio::run_stream(machine, &mut io, app).await?)
+            }),
+        }
+    }
+
+    /// Binds `addr`, announces it, and serves sessions (from `make`) until
+    /// `shutdown`, giving them [`GRACE`] to finish.
+    pub fn serve<M, A, F>(
+        &self,
+        addr: SocketAddr,
+        limits: Limits,
+        shutdown: &Shutdown,
+        make: F,
+    ) -> io::Result<ServeReport>
+    where
+        M: StreamMachine + Send + 'static,
+        A: App<M> + Send + 'static,
+        F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
+    {
+        match &self.tokio {
+            None => blocking::serve(bind_announced(addr)?, limits, GRACE, shutdown, make),
+            Some(rt) => rt.block_on(async {
+                let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
+                term::announce(listener.local_addr()?);
+                let shutdown = shutdown.clone();
+                echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown, make).await
             }),
         }
     }
@@ -188,19 +214,10 @@ where
     A: App<M> + Send + 'static,
     F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
 {
+    let driver = Driver::new(runtime)?;
     let shutdown = Shutdown::new();
     stop_on_ctrl_c(&shutdown)?;
-    let report = match runtime {
-        Runtime::Blocking => {
-            let listener = bind_announced(addr)?;
-            blocking::serve(listener, limits, GRACE, &shutdown, make)?
-        }
-        Runtime::Tokio => tokio::runtime::Runtime::new()?.block_on(async {
-            let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
-            term::announce(listener.local_addr()?);
-            echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown.clone(), make).await
-        })?,
-    };
+    let report = driver.serve(addr, limits, &shutdown, make)?;
     println!("{}", term::stopped(&report));
     Ok(())
 }
