@@ -47,8 +47,14 @@ mod file;
 pub mod files;
 mod udp;
 
-pub use echo::{LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyServerEvent};
-pub use file::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
+pub use echo::{
+    LegacyClientEvent, LegacyClientRole, LegacyEchoClient, LegacyEchoServer, LegacyServerEvent,
+    LegacyServerRole,
+};
+pub use file::{
+    LegacyFileReceiver, LegacyFileSender, LegacyReceiverRole, LegacySenderRole, ReceiverEvent,
+    SenderEvent,
+};
 pub use udp::{LegacyUdpSender, LegacyUdpSink, SenderDatagramEvent, SinkEvent};
 
 /// The one-line warning a front end prints once when it runs any legacy role.
