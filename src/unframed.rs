@@ -346,3 +346,88 @@ impl<R: UnframedRole> StreamMachine for Unframed<R> {
         self.role.input_room(&self.link)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ProtocolError;
+
+    /// A role that refuses a read of `!`, waits for the peer only while
+    /// `waiting`, and keeps a deadline of its own.
+    #[derive(Debug)]
+    struct Probe {
+        waiting: bool,
+        own: Option<Instant>,
+    }
+
+    impl UnframedRole for Probe {
+        type Event = ();
+
+        fn on_read(&mut self, link: &mut UnframedLink<()>) -> Result<(), Error> {
+            let read = link.take_read();
+            if read == "!" {
+                let e = ProtocolError::InvalidField {
+                    field: "probe",
+                    reason: "a bang",
+                };
+                return Err(e.into());
+            }
+            link.touch();
+            Ok(())
+        }
+
+        fn on_eof(&mut self, _link: &mut UnframedLink<()>) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn awaits_peer(&self) -> bool {
+            self.waiting
+        }
+
+        fn deadline(&self) -> Option<Instant> {
+            self.own
+        }
+
+        fn input_room(&self, _link: &UnframedLink<()>) -> usize {
+            16
+        }
+    }
+
+    fn probe(waiting: bool, own: Option<Instant>, now: Instant) -> Unframed<Probe> {
+        Unframed::with_role(Probe { waiting, own }, Config::default(), now)
+    }
+
+    #[test]
+    fn the_idle_timer_runs_only_while_the_role_awaits_the_peer() {
+        let t0 = Instant::now();
+        let idle = Config::default().idle_timeout;
+        let own = t0 + idle * 3;
+        let mut idle_role = probe(false, Some(own), t0);
+        assert_eq!(idle_role.poll_timeout(), Some(own));
+        idle_role.handle_timeout(t0 + idle * 2);
+        assert_eq!(idle_role.poll_output(), Output::Wait(Some(own)));
+
+        let mut waiting = probe(true, Some(own), t0);
+        assert_eq!(waiting.poll_timeout(), Some(t0 + idle));
+        waiting.handle_timeout(t0 + idle);
+        assert_eq!(
+            waiting.poll_output(),
+            Output::Done(Err(Error::TimedOut(idle)))
+        );
+        assert_eq!(waiting.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_read_the_role_refuses_fails_the_session_and_the_error_sticks() {
+        let t0 = Instant::now();
+        let mut m = probe(true, None, t0);
+        let err = m.handle_input(t0, b"!").unwrap_err();
+        assert!(
+            matches!(err, Error::Remote(ProtocolError::InvalidField { .. })),
+            "{err:?}"
+        );
+        assert_eq!(m.handle_input(t0, b"ok"), Err(err.clone()));
+        m.handle_eof(t0);
+        assert_eq!(m.poll_output(), Output::Done(Err(err)));
+    }
+}
