@@ -64,7 +64,7 @@ pub mod legacy;
 mod machine;
 mod recv_buf;
 pub mod session;
-mod unframed;
+pub mod unframed;
 pub mod xfer;
 
 #[cfg(feature = "testing")]

@@ -1,31 +1,33 @@
-//! The bookkeeping every unframed stream machine shares (RFC 862 echo and
-//! the legacy roles): the output queue, the events, the clock, the idle
-//! timer and the sticky result, so each of those machines holds only its
-//! protocol logic. Pure: no I/O.
+//! The machinery every unframed stream role shares (RFC 862 echo and the
+//! legacy roles): the output queue, the events, the clock, the idle timer,
+//! the sticky result, `abort` and the receive buffer, so each role holds
+//! only its transition table ([`UnframedRole`]), as the framed roles do
+//! on [`Framed`](crate::session::Framed). Pure: no I/O.
 //!
-//! What bounds a session here differs from the framed core
-//! ([`Framed`](crate::session::Framed)): with no preamble and no frames,
-//! there is no handshake or frame deadline, and every byte received is a
-//! whole unit of its protocol (echoed, or one read of at most 1024 bytes),
-//! so every input restarts the idle timer. A peer trickling bytes keeps its
-//! session; it holds at most `send_buffer` (RFC 862) or one read (legacy)
-//! of memory, and one connection of the server's cap. Nor is there an
-//! `Error` frame to protect, hence no lingering close: a failed machine
-//! ends at once.
+//! What bounds a session here differs from the framed core: with no
+//! preamble and no frames, there is no handshake or frame deadline, and
+//! every byte received is a whole unit of its protocol (echoed, or one read
+//! of at most 1024 bytes), so a read is what restarts the idle timer (each
+//! role says which reads count). A peer trickling bytes keeps its session;
+//! it holds at most `send_buffer` (RFC 862) or one read (legacy) of memory,
+//! and one connection of the server's cap. Nor is there an `Error` frame to
+//! protect, hence no lingering close: a failed machine ends at once.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::config::Config;
 use crate::error::{Error, UsageError};
-use crate::machine::Output;
+use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
 
-/// Shared state of an unframed stream machine.
+/// What an unframed role may touch: the output queue, its events, the
+/// received bytes, the limits, the clock and the result. Its methods are
+/// the crate's own: the roles of this crate are its only users.
 #[derive(Debug)]
-pub(crate) struct Unframed<E> {
+pub struct UnframedLink<E> {
     pub(crate) config: Config,
     /// The latest time the driver reported.
     pub(crate) now: Instant,
@@ -39,16 +41,16 @@ pub(crate) struct Unframed<E> {
     pub(crate) rx: RecvBuf,
 }
 
-impl<E> Unframed<E> {
+impl<E> UnframedLink<E> {
     /// A machine's shared state from `now`. An invalid `config` fails the
     /// machine at once with [`UsageError::BadConfig`], as the framed
     /// machines do: it then sends nothing and says `Done(Err(..))`.
-    pub(crate) fn new(config: Config, now: Instant) -> Self {
+    fn new(config: Config, now: Instant) -> Self {
         let result = config
             .validate()
             .err()
             .map(|e| Err(UsageError::BadConfig(e).into()));
-        Unframed {
+        UnframedLink {
             idle_deadline: now + config.idle_timeout,
             config,
             now,
@@ -80,7 +82,7 @@ impl<E> Unframed<E> {
     }
 
     /// Moves the clock forward (never back).
-    pub(crate) fn tick(&mut self, now: Instant) {
+    fn tick(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 
@@ -90,7 +92,7 @@ impl<E> Unframed<E> {
     }
 
     /// Whether the idle timer has run out.
-    pub(crate) fn idle_expired(&self) -> bool {
+    fn idle_expired(&self) -> bool {
         self.now >= self.idle_deadline
     }
 
@@ -113,14 +115,14 @@ impl<E> Unframed<E> {
     /// The application gave up: fails the session with
     /// [`Error::Aborted`] unless it is already over. Unframed protocols
     /// have no way to tell the peer why; the driver closes the connection.
-    pub(crate) fn abort(&mut self, reason: String) {
+    fn abort(&mut self, reason: String) {
         if !self.is_over() {
             self.fail(Error::Aborted(reason));
         }
     }
 
     /// Fails the session as stalled if the idle timer has run out.
-    pub(crate) fn check_idle(&mut self) {
+    fn check_idle(&mut self) {
         if !self.is_over() && self.idle_expired() {
             self.fail(Error::TimedOut(self.config.idle_timeout));
         }
@@ -128,7 +130,7 @@ impl<E> Unframed<E> {
 
     /// The writable slice of [`StreamMachine::input_buffer`](crate::StreamMachine::input_buffer):
     /// `min(max, room)` bytes.
-    pub(crate) fn input_buffer(&mut self, max: usize, room: usize) -> &mut [u8] {
+    fn input_buffer(&mut self, max: usize, room: usize) -> &mut [u8] {
         self.rx.writable(max.min(room))
     }
 
@@ -138,7 +140,7 @@ impl<E> Unframed<E> {
     /// the bytes are discarded: `Ok(false)` after a normal end (the rule
     /// of `crate::machine`), the sticky error after a failure.
     /// `Ok(false)` too for no bytes: nothing to do.
-    pub(crate) fn admit(&mut self, now: Instant, n: usize) -> Result<bool, Error> {
+    fn admit(&mut self, now: Instant, n: usize) -> Result<bool, Error> {
         self.tick(now);
         match &self.result {
             Some(Err(e)) => {
@@ -164,22 +166,16 @@ impl<E> Unframed<E> {
     }
 
     /// The sticky error, as the result of an input.
-    pub(crate) fn status(&self) -> Result<(), Error> {
+    fn status(&self) -> Result<(), Error> {
         match &self.result {
             Some(Err(e)) => Err(e.clone()),
             _ => Ok(()),
         }
     }
 
-    /// The deadline of a machine whose own deadline is `deadline`: none
-    /// once the session is over.
-    pub(crate) fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
-        deadline.filter(|_| !self.is_over())
-    }
-
     /// The next output: transmits, then events, then the end or a wait
     /// until `deadline`.
-    pub(crate) fn poll(&mut self, deadline: Option<Instant>) -> Output<Bytes, E> {
+    fn poll(&mut self, deadline: Option<Instant>) -> Output<Bytes, E> {
         if let Some(bytes) = self.tx.pop_front() {
             self.tx_bytes -= bytes.len();
             return Output::Transmit(bytes);
@@ -191,5 +187,247 @@ impl<E> Unframed<E> {
             Some(r) => Output::Done(r.clone()),
             None => Output::Wait(deadline),
         }
+    }
+}
+
+/// The protocol logic of one role on an unframed connection: its
+/// transition table. The role says what a read, the peer's EOF, a timer and
+/// a chance to move on mean in its state, which deadline of its own it
+/// keeps, when it waits for the peer and how much it reads at once;
+/// [`Unframed`] does the rest (clock, idle timer, sticky result, `abort`,
+/// receive buffer, drain order), once for every role.
+pub trait UnframedRole {
+    /// What this role tells its application.
+    type Event;
+
+    /// What the role does first (a server's greeting). Not called on a
+    /// machine that failed at once (a bad config).
+    fn start(&mut self, _link: &mut UnframedLink<Self::Event>) {}
+
+    /// One read from the peer, at least one byte, held in the link's
+    /// receive buffer. An `Err` fails the session.
+    fn on_read(&mut self, link: &mut UnframedLink<Self::Event>) -> Result<(), Error>;
+
+    /// The peer closed its sending side while the session lasts: `Ok`
+    /// ends it normally, an `Err` fails it.
+    fn on_eof(&mut self, link: &mut UnframedLink<Self::Event>) -> Result<(), Error>;
+
+    /// The clock moved (the role's own deadline may have come), before
+    /// the idle timer is checked.
+    fn on_timeout(&mut self, _link: &mut UnframedLink<Self::Event>) {}
+
+    /// After every input and timer, while the session lasts: a role that
+    /// produces output on its own (a file sender) moves as far as its
+    /// state and the time allow. Most roles need nothing.
+    fn advance(&mut self, _link: &mut UnframedLink<Self::Event>) {}
+
+    /// True while the role waits for the peer: only then does the idle
+    /// timer run (and count as a deadline).
+    fn awaits_peer(&self) -> bool {
+        true
+    }
+
+    /// The role's own deadline, besides the idle timer, if it keeps one.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// How many bytes the role accepts now (see
+    /// [`StreamMachine::input_room`]).
+    fn input_room(&self, link: &UnframedLink<Self::Event>) -> usize;
+}
+
+/// An unframed connection driven by an [`UnframedRole`]: the machine that
+/// drivers and tests hold ([`RawEcho`](crate::echo::RawEcho) and the
+/// legacy stream machines).
+#[derive(Debug)]
+pub struct Unframed<R: UnframedRole> {
+    role: R,
+    link: UnframedLink<R::Event>,
+}
+
+impl<R: UnframedRole> Unframed<R> {
+    /// A session of `role` starting at `now`. An invalid `config` fails the
+    /// machine at once with [`UsageError::BadConfig`], as the framed
+    /// machines do: it then sends nothing and says `Done(Err(..))`.
+    pub(crate) fn with_role(mut role: R, config: Config, now: Instant) -> Self {
+        let mut link = UnframedLink::new(config, now);
+        if !link.is_over() {
+            role.start(&mut link);
+        }
+        Unframed { role, link }
+    }
+
+    /// The role, for its getters.
+    pub(crate) fn role(&self) -> &R {
+        &self.role
+    }
+
+    /// The role and its link, for a user command.
+    pub(crate) fn parts(&mut self) -> (&mut R, &mut UnframedLink<R::Event>) {
+        (&mut self.role, &mut self.link)
+    }
+
+    fn advance(&mut self) {
+        if !self.link.is_over() {
+            self.role.advance(&mut self.link);
+        }
+    }
+}
+
+impl<R: UnframedRole> Machine for Unframed<R> {
+    type Transmit = Bytes;
+    type Event = R::Event;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.link.tick(now);
+        if self.link.is_over() {
+            return;
+        }
+        self.role.on_timeout(&mut self.link);
+        if self.role.awaits_peer() {
+            self.link.check_idle();
+        }
+        self.advance();
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, R::Event> {
+        let deadline = self.poll_timeout();
+        self.link.poll(deadline)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.link.is_over() {
+            return None;
+        }
+        let idle = self.role.awaits_peer().then_some(self.link.idle_deadline);
+        [idle, self.role.deadline()].into_iter().flatten().min()
+    }
+}
+
+impl<R: UnframedRole> StreamMachine for Unframed<R> {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let room = self.input_room();
+        self.link.input_buffer(max, room)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if self.link.admit(now, n)? {
+            if let Err(e) = self.role.on_read(&mut self.link) {
+                return Err(self.link.fail(e));
+            }
+        }
+        self.advance();
+        self.link.status()
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.link.tick(now);
+        if self.link.is_over() {
+            return;
+        }
+        match self.role.on_eof(&mut self.link) {
+            Ok(()) => self.link.finish(),
+            Err(e) => {
+                self.link.fail(e);
+            }
+        }
+    }
+
+    fn abort(&mut self, reason: String) {
+        self.link.abort(reason);
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        Some(self.link.config.idle_timeout)
+    }
+
+    fn input_room(&self) -> usize {
+        self.role.input_room(&self.link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ProtocolError;
+
+    /// A role that refuses a read of `!`, waits for the peer only while
+    /// `waiting`, and keeps a deadline of its own.
+    #[derive(Debug)]
+    struct Probe {
+        waiting: bool,
+        own: Option<Instant>,
+    }
+
+    impl UnframedRole for Probe {
+        type Event = ();
+
+        fn on_read(&mut self, link: &mut UnframedLink<()>) -> Result<(), Error> {
+            let read = link.take_read();
+            if read == "!" {
+                let e = ProtocolError::InvalidField {
+                    field: "probe",
+                    reason: "a bang",
+                };
+                return Err(e.into());
+            }
+            link.touch();
+            Ok(())
+        }
+
+        fn on_eof(&mut self, _link: &mut UnframedLink<()>) -> Result<(), Error> {
+            Ok(())
+        }
+
+        fn awaits_peer(&self) -> bool {
+            self.waiting
+        }
+
+        fn deadline(&self) -> Option<Instant> {
+            self.own
+        }
+
+        fn input_room(&self, _link: &UnframedLink<()>) -> usize {
+            16
+        }
+    }
+
+    fn probe(waiting: bool, own: Option<Instant>, now: Instant) -> Unframed<Probe> {
+        Unframed::with_role(Probe { waiting, own }, Config::default(), now)
+    }
+
+    #[test]
+    fn the_idle_timer_runs_only_while_the_role_awaits_the_peer() {
+        let t0 = Instant::now();
+        let idle = Config::default().idle_timeout;
+        let own = t0 + idle * 3;
+        let mut idle_role = probe(false, Some(own), t0);
+        assert_eq!(idle_role.poll_timeout(), Some(own));
+        idle_role.handle_timeout(t0 + idle * 2);
+        assert_eq!(idle_role.poll_output(), Output::Wait(Some(own)));
+
+        let mut waiting = probe(true, Some(own), t0);
+        assert_eq!(waiting.poll_timeout(), Some(t0 + idle));
+        waiting.handle_timeout(t0 + idle);
+        assert_eq!(
+            waiting.poll_output(),
+            Output::Done(Err(Error::TimedOut(idle)))
+        );
+        assert_eq!(waiting.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_read_the_role_refuses_fails_the_session_and_the_error_sticks() {
+        let t0 = Instant::now();
+        let mut m = probe(true, None, t0);
+        let err = m.handle_input(t0, b"!").unwrap_err();
+        assert!(
+            matches!(err, Error::Remote(ProtocolError::InvalidField { .. })),
+            "{err:?}"
+        );
+        assert_eq!(m.handle_input(t0, b"ok"), Err(err.clone()));
+        m.handle_eof(t0);
+        assert_eq!(m.poll_output(), Output::Done(Err(err)));
     }
 }

@@ -8,7 +8,7 @@ mod server;
 mod udp;
 
 pub use client::{Client, ClientEvent};
-pub use raw::{RawEcho, RawEvent};
+pub use raw::{RawEcho, RawEvent, RawRole};
 pub use reply_limit::{refused_source, Refusal, REFUSED_SOURCE_PORTS};
 pub use server::{Server, ServerEvent};
 pub use udp::{

@@ -5,15 +5,14 @@
 //! the session. No framing, no newlines. Pure: no I/O here.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::{piece_len, EXIT, PIECE_MAX};
 use crate::config::Config;
 use crate::error::{Error, ProtocolError, UsageError};
-use crate::machine::{Machine, Output, StreamMachine};
-use crate::unframed::Unframed;
+use crate::unframed::{Unframed, UnframedLink, UnframedRole};
 
 /// What the legacy echo server tells its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +32,12 @@ pub enum LegacyServerEvent {
 /// `idle_timeout` is dropped (the seed server waits forever). Serving one
 /// client at a time, as the blocking seed server does, is the driver's
 /// business (`max_connections` = 1).
+pub type LegacyEchoServer = Unframed<LegacyServerRole>;
+
+/// The legacy echo server role. Use it as [`LegacyEchoServer`].
 #[derive(Debug)]
-pub struct LegacyEchoServer {
-    core: Unframed<LegacyServerEvent>,
+pub struct LegacyServerRole {
+    greeting: Bytes,
 }
 
 impl LegacyEchoServer {
@@ -43,75 +45,40 @@ impl LegacyEchoServer {
     /// [`GREETING_BLOCKING`](super::GREETING_BLOCKING) or
     /// [`GREETING_THREADED`](super::GREETING_THREADED)).
     pub fn new(greeting: impl Into<Bytes>, config: Config, now: Instant) -> Self {
-        let mut core = Unframed::new(config, now);
-        core.send(greeting.into());
-        LegacyEchoServer { core }
+        let greeting = greeting.into();
+        Unframed::with_role(LegacyServerRole { greeting }, config, now)
     }
 }
 
-impl Machine for LegacyEchoServer {
-    type Transmit = Bytes;
+/// The transition table: greet; echo each read, or end at `exit`; the
+/// client's EOF ends the session quietly, as with the seed server.
+impl UnframedRole for LegacyServerRole {
     type Event = LegacyServerEvent;
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.core.tick(now);
-        self.core.check_idle();
+    fn start(&mut self, link: &mut UnframedLink<LegacyServerEvent>) {
+        link.send(std::mem::take(&mut self.greeting));
     }
 
-    fn poll_output(&mut self) -> Output<Bytes, LegacyServerEvent> {
-        let deadline = self.poll_timeout();
-        self.core.poll(deadline)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.core.deadline(Some(self.core.idle_deadline))
-    }
-}
-
-impl StreamMachine for LegacyEchoServer {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        let room = self.input_room();
-        self.core.input_buffer(max, room)
-    }
-
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        if !self.core.admit(now, n)? {
-            return Ok(());
-        }
-        self.core.touch();
+    fn on_read(&mut self, link: &mut UnframedLink<LegacyServerEvent>) -> Result<(), Error> {
+        link.touch();
         // One read, shown and echoed from the memory it was read into.
-        let read = self.core.take_read();
-        self.core.emit(LegacyServerEvent::Received(read.clone()));
+        let read = link.take_read();
+        link.emit(LegacyServerEvent::Received(read.clone()));
         if read == EXIT {
-            self.core.emit(LegacyServerEvent::ClientExited);
-            self.core.finish();
+            link.emit(LegacyServerEvent::ClientExited);
+            link.finish();
         } else {
-            self.core.send(read);
+            link.send(read);
         }
         Ok(())
     }
 
-    fn handle_eof(&mut self, now: Instant) {
-        self.core.tick(now);
-        // The seed server ends the session quietly when the client goes.
-        self.core.finish();
+    fn on_eof(&mut self, _link: &mut UnframedLink<LegacyServerEvent>) -> Result<(), Error> {
+        Ok(())
     }
 
-    fn abort(&mut self, reason: String) {
-        self.core.abort(reason);
-    }
-
-    fn write_timeout(&self) -> Option<Duration> {
-        Some(self.core.config.idle_timeout)
-    }
-
-    fn input_room(&self) -> usize {
-        PIECE_MAX.min(
-            self.core
-                .config
-                .send_buffer
-                .saturating_sub(self.core.queued()),
-        )
+    fn input_room(&self, link: &UnframedLink<LegacyServerEvent>) -> usize {
+        PIECE_MAX.min(link.config.send_buffer.saturating_sub(link.queued()))
     }
 }
 
@@ -146,9 +113,11 @@ struct Current {
 /// `exit`. A line that is exactly `exit` is sent and ends the session (the
 /// server does not answer it). An echo that differs from the line is
 /// [`ProtocolError::EchoMismatch`].
-#[derive(Debug)]
-pub struct LegacyEchoClient {
-    core: Unframed<LegacyClientEvent>,
+pub type LegacyEchoClient = Unframed<LegacyClientRole>;
+
+/// The legacy echo client role. Use it as [`LegacyEchoClient`].
+#[derive(Debug, Default)]
+pub struct LegacyClientRole {
     greeted: bool,
     /// When the greeting counts as complete: `legacy_ack_delay` after the
     /// last of its bytes.
@@ -156,22 +125,14 @@ pub struct LegacyEchoClient {
     lines: VecDeque<Bytes>,
     queued_bytes: usize,
     current: Option<Current>,
-    /// `exit` was queued or [`close`](Self::close) called: no more lines.
+    /// `exit` was queued or [`close`](LegacyEchoClient::close) called: no more lines.
     closing: bool,
 }
 
 impl LegacyEchoClient {
     /// A session starting at `now`, waiting for the server's greeting.
     pub fn new(config: Config, now: Instant) -> Self {
-        LegacyEchoClient {
-            core: Unframed::new(config, now),
-            greeted: false,
-            greeting_deadline: None,
-            lines: VecDeque::new(),
-            queued_bytes: 0,
-            current: None,
-            closing: false,
-        }
+        Unframed::with_role(LegacyClientRole::default(), config, now)
     }
 
     /// Queues one line (no newline is added; the seed client strips it).
@@ -179,68 +140,69 @@ impl LegacyEchoClient {
     /// line is skipped: the seed client would send nothing and wait forever.
     pub fn send_line(&mut self, line: impl Into<Bytes>) -> Result<(), UsageError> {
         let line = line.into();
-        if self.closing || self.core.is_over() {
+        let (role, link) = self.parts();
+        if role.closing || link.is_over() {
             return Err(UsageError::Closed);
         }
-        if line.len() > self.core.config.max_message {
+        if line.len() > link.config.max_message {
             return Err(UsageError::MessageTooLarge {
                 len: line.len(),
-                max: self.core.config.max_message,
+                max: link.config.max_message,
             });
         }
-        if self.queued_bytes + line.len() > self.core.config.send_buffer {
+        if role.queued_bytes + line.len() > link.config.send_buffer {
             return Err(UsageError::WouldBlock);
         }
         if line.is_empty() {
             return Ok(());
         }
         if line == EXIT {
-            self.closing = true;
+            role.closing = true;
         }
-        self.queued_bytes += line.len();
-        self.lines.push_back(line);
-        self.step();
+        role.queued_bytes += line.len();
+        role.lines.push_back(line);
+        role.step(link);
         Ok(())
     }
 
     /// Ends the session after the lines already queued, without `exit`
     /// (the seed client does this at the end of its input).
     pub fn close(&mut self) {
-        self.closing = true;
-        self.step();
+        let (role, link) = self.parts();
+        role.closing = true;
+        role.step(link);
     }
+}
 
+type ClientLink = UnframedLink<LegacyClientEvent>;
+
+impl LegacyClientRole {
     /// Everything received before the first line is the greeting.
-    fn greeting_complete(&mut self) {
+    fn greeting_complete(&mut self, link: &mut ClientLink) {
         self.greeting_deadline = None;
         self.greeted = true;
-        let greeting = self.core.rx.data().split().freeze();
-        self.core.emit(LegacyClientEvent::Greeting(greeting));
-        self.step();
-    }
-
-    /// Whether the machine waits for the server (greeting or echo).
-    fn waiting_for_peer(&self) -> bool {
-        !self.greeted || self.current.is_some()
+        let greeting = link.rx.data().split().freeze();
+        link.emit(LegacyClientEvent::Greeting(greeting));
+        self.step(link);
     }
 
     /// Moves as far as the bytes received allow.
-    fn step(&mut self) {
-        while !self.core.is_over() {
+    fn step(&mut self, link: &mut ClientLink) {
+        while !link.is_over() {
             if !self.greeted {
                 return;
             }
             let Some(cur) = &mut self.current else {
                 let Some(line) = self.lines.pop_front() else {
                     if self.closing {
-                        self.core.finish();
+                        link.finish();
                     }
                     return;
                 };
                 self.queued_bytes -= line.len();
                 if line == EXIT {
-                    self.core.send(line);
-                    self.core.finish();
+                    link.send(line);
+                    link.finish();
                     return;
                 }
                 self.current = Some(Current {
@@ -252,120 +214,79 @@ impl LegacyEchoClient {
             };
             let want = cur.sent - cur.echoed.len();
             if want > 0 {
-                if self.core.rx.is_empty() {
+                if link.rx.is_empty() {
                     return;
                 }
-                let take = want.min(self.core.rx.len());
-                cur.echoed
-                    .extend_from_slice(&self.core.rx.data().split_to(take));
+                let take = want.min(link.rx.len());
+                cur.echoed.extend_from_slice(&link.rx.data().split_to(take));
                 continue;
             }
             if cur.sent < cur.line.len() {
                 let end = cur.line.len().min(cur.sent + PIECE_MAX);
                 let window = &cur.line[cur.sent..end];
                 let n = piece_len(window, end < cur.line.len(), EXIT);
-                self.core.send(cur.line.slice(cur.sent..cur.sent + n));
+                link.send(cur.line.slice(cur.sent..cur.sent + n));
                 cur.sent += n;
-                self.core.idle_deadline = self.core.now + self.core.config.idle_timeout;
+                link.touch();
                 continue;
             }
             let cur = self.current.take().expect("matched above");
             if cur.echoed[..] != cur.line[..] {
-                self.core.fail(ProtocolError::EchoMismatch.into());
+                link.fail(ProtocolError::EchoMismatch.into());
                 return;
             }
-            self.core.emit(LegacyClientEvent::Reply(cur.line));
+            link.emit(LegacyClientEvent::Reply(cur.line));
         }
     }
 }
 
-impl Machine for LegacyEchoClient {
-    type Transmit = Bytes;
+/// The transition table: wait for the greeting (until the server has been
+/// quiet), then send each line in pieces and check each echo.
+impl UnframedRole for LegacyClientRole {
     type Event = LegacyClientEvent;
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.core.tick(now);
-        if self.core.is_over() {
-            return;
-        }
-        if self.greeting_deadline.is_some_and(|d| self.core.now >= d) {
-            // The server has been quiet since its first bytes: that was the greeting.
-            self.greeting_complete();
-            return;
-        }
-        if self.waiting_for_peer() {
-            self.core.check_idle();
-        }
-    }
-
-    fn poll_output(&mut self) -> Output<Bytes, LegacyClientEvent> {
-        let deadline = self.poll_timeout();
-        self.core.poll(deadline)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        let idle = self.core.idle_deadline;
-        let deadline = match self.greeting_deadline {
-            _ if !self.waiting_for_peer() => None, // waiting for the user's next line
-            Some(d) => Some(d.min(idle)),
-            None => Some(idle),
-        };
-        self.core.deadline(deadline)
-    }
-}
-
-impl StreamMachine for LegacyEchoClient {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        let room = self.input_room();
-        self.core.input_buffer(max, room)
-    }
-
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        if !self.core.admit(now, n)? {
-            return Ok(());
-        }
-        self.core.touch();
+    fn on_read(&mut self, link: &mut ClientLink) -> Result<(), Error> {
+        link.touch();
         if !self.greeted {
-            self.greeting_deadline = Some(self.core.now + self.core.config.legacy_ack_delay);
+            self.greeting_deadline = Some(link.now + link.config.legacy_ack_delay);
         }
-        self.step();
-        self.core.status()
+        self.step(link);
+        Ok(())
     }
 
-    fn handle_eof(&mut self, now: Instant) {
-        self.core.tick(now);
-        if self.core.is_over() {
-            return;
+    fn on_eof(&mut self, link: &mut ClientLink) -> Result<(), Error> {
+        if !self.greeted && !link.rx.is_empty() {
+            self.greeting_complete(link);
         }
-        if !self.greeted && !self.core.rx.is_empty() {
-            self.greeting_complete();
-        }
-        if self.waiting_for_peer() || !self.lines.is_empty() {
+        if self.awaits_peer() || !self.lines.is_empty() {
             let state = if self.greeted {
                 "waiting for an echo"
             } else {
                 "waiting for the greeting"
             };
-            self.core
-                .fail(ProtocolError::UnexpectedEof { state }.into());
-        } else {
-            // The seed client stops quietly when the server goes.
-            self.core.finish();
+            return Err(ProtocolError::UnexpectedEof { state }.into());
+        }
+        // The seed client stops quietly when the server goes.
+        Ok(())
+    }
+
+    fn on_timeout(&mut self, link: &mut ClientLink) {
+        if self.greeting_deadline.is_some_and(|d| link.now >= d) {
+            // The server has been quiet since its first bytes: that was the greeting.
+            self.greeting_complete(link);
         }
     }
 
-    fn abort(&mut self, reason: String) {
-        self.core.abort(reason);
+    /// Waiting for the greeting or an echo; not for the user's next line.
+    fn awaits_peer(&self) -> bool {
+        !self.greeted || self.current.is_some()
     }
 
-    fn write_timeout(&self) -> Option<Duration> {
-        Some(self.core.config.idle_timeout)
+    fn deadline(&self) -> Option<Instant> {
+        self.greeting_deadline
     }
 
-    fn input_room(&self) -> usize {
-        self.core
-            .config
-            .recv_buffer
-            .saturating_sub(self.core.rx.len())
+    fn input_room(&self, link: &ClientLink) -> usize {
+        link.config.recv_buffer.saturating_sub(link.rx.len())
     }
 }

@@ -40,15 +40,14 @@
 //! source by hand, or use the native protocol.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::{piece_len, tears_word, PIECE_MAX, QUIT, SUCCESS};
 use crate::config::Config;
 use crate::error::{Error, ProtocolError, UsageError};
-use crate::machine::{Machine, Output, StreamMachine};
-use crate::unframed::Unframed;
+use crate::unframed::{Unframed, UnframedLink, UnframedRole};
 
 /// What the legacy file sender asks of, and tells, its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +73,11 @@ pub enum SenderEvent {
 /// rules). It ends `Ok` once `quit` is handed out; a receiver that closes
 /// first is [`ProtocolError::UnexpectedEof`], bytes other than `success`
 /// are [`ProtocolError::InvalidField`].
+pub type LegacyFileSender = Unframed<LegacySenderRole>;
+
+/// The legacy file sender role. Use it as [`LegacyFileSender`].
 #[derive(Debug)]
-pub struct LegacyFileSender {
-    core: Unframed<SenderEvent>,
+pub struct LegacySenderRole {
     size: u64,
     /// Offset of the next piece.
     next: u64,
@@ -101,8 +102,7 @@ pub struct LegacyFileSender {
 impl LegacyFileSender {
     /// A sender of a file of `size` bytes, starting at `now`.
     pub fn new(size: u64, config: Config, now: Instant) -> Self {
-        let mut s = LegacyFileSender {
-            core: Unframed::new(config, now),
+        let role = LegacySenderRole {
             size,
             next: 0,
             buf: BytesMut::new(),
@@ -115,8 +115,7 @@ impl LegacyFileSender {
             guard: false,
             settle_deadline: None,
         };
-        s.step();
-        s
+        Unframed::with_role(role, config, now)
     }
 
     /// Answers [`SenderEvent::Read`]: `data` must be exactly the bytes asked
@@ -125,10 +124,11 @@ impl LegacyFileSender {
     /// for, and [`Error::SourceChanged`] if the data is not the range asked
     /// for (the file changed: the application's failure).
     pub fn provide(&mut self, offset: u64, data: Bytes) -> Result<(), Error> {
-        if self.core.is_over() {
+        let (role, link) = self.parts();
+        if link.is_over() {
             return Err(UsageError::Closed.into());
         }
-        match self.read_pending {
+        match role.read_pending {
             Some((o, len)) if o == offset && len == data.len() => {}
             Some(_) => return Err(Error::SourceChanged("not the range asked for")),
             None => {
@@ -136,20 +136,24 @@ impl LegacyFileSender {
                 return Err(UsageError::WrongState { call, state }.into());
             }
         }
-        self.read_pending = None;
-        self.buf.extend_from_slice(&data);
-        self.step();
+        role.read_pending = None;
+        role.buf.extend_from_slice(&data);
+        role.step(link);
         Ok(())
     }
 
     /// Bytes the receiver has acknowledged.
     pub fn acked(&self) -> u64 {
-        self.acked_end
+        self.role().acked_end
     }
+}
 
+type SenderLink = UnframedLink<SenderEvent>;
+
+impl LegacySenderRole {
     /// One whole `success` arrived: it acks the oldest unacked piece, if any
     /// (a piece read in several reads earns several acks; the spare ones are dropped).
-    fn credit_ack(&mut self) {
+    fn credit_ack(&mut self, link: &mut SenderLink) {
         if self.acks < self.pieces {
             self.acks += 1;
             let end = self
@@ -158,7 +162,7 @@ impl LegacyFileSender {
                 .expect("one end per unacked piece");
             self.acked_end = end;
             let size = self.size;
-            self.core.emit(SenderEvent::Progress { acked: end, size });
+            link.emit(SenderEvent::Progress { acked: end, size });
         }
     }
 
@@ -166,20 +170,20 @@ impl LegacyFileSender {
         self.acks < self.pieces
     }
 
-    fn send_quit(&mut self) {
-        self.core.send(Bytes::from_static(QUIT));
-        self.core.finish();
+    fn send_quit(&mut self, link: &mut SenderLink) {
+        link.send(Bytes::from_static(QUIT));
+        link.finish();
         self.settle_deadline = None;
     }
 
     /// Moves as far as acks, data and time allow.
-    fn step(&mut self) {
-        if self.core.is_over() || self.awaiting_ack() {
+    fn step(&mut self, link: &mut SenderLink) {
+        if link.is_over() || self.awaiting_ack() {
             return;
         }
         if self.next >= self.size && self.pieces == 0 {
             // Nothing was sent, so nothing can be glued to `quit`.
-            self.send_quit();
+            self.send_quit(link);
             return;
         }
         let need = usize::try_from(self.size - self.next)
@@ -191,7 +195,7 @@ impl LegacyFileSender {
                 let len = (PIECE_MAX - self.buf.len())
                     .min(usize::try_from(self.size - offset).unwrap_or(PIECE_MAX));
                 self.read_pending = Some((offset, len));
-                self.core.emit(SenderEvent::Read { offset, len });
+                link.emit(SenderEvent::Read { offset, len });
             }
             return;
         }
@@ -200,11 +204,10 @@ impl LegacyFileSender {
         if self.next >= self.size || self.guard {
             match self.settle_deadline {
                 None => {
-                    self.settle_deadline =
-                        Some(self.core.now + self.core.config.legacy_quit_settle);
+                    self.settle_deadline = Some(link.now + link.config.legacy_quit_settle);
                     return;
                 }
-                Some(d) if self.core.now >= d => {
+                Some(d) if link.now >= d => {
                     self.settle_deadline = None;
                     self.guard = false;
                 }
@@ -212,7 +215,7 @@ impl LegacyFileSender {
             }
         }
         if self.next >= self.size {
-            self.send_quit();
+            self.send_quit(link);
             return;
         }
         let more = (need as u64) < self.size - self.next;
@@ -222,50 +225,22 @@ impl LegacyFileSender {
         self.guard = tears_word(&piece, self.next < self.size, QUIT);
         self.pieces += 1;
         self.piece_ends.push_back(self.next);
-        self.core.send(piece);
-        self.core.touch();
+        link.send(piece);
+        link.touch();
     }
 }
 
-impl Machine for LegacyFileSender {
-    type Transmit = Bytes;
+/// The transition table: send a piece, wait for its `success`, and `quit`
+/// once the acks have settled; the receiver's EOF before that is an error.
+impl UnframedRole for LegacySenderRole {
     type Event = SenderEvent;
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.core.tick(now);
-        if self.awaiting_ack() {
-            self.core.check_idle();
-        }
-        self.step();
+    fn start(&mut self, link: &mut SenderLink) {
+        self.step(link);
     }
 
-    fn poll_output(&mut self) -> Output<Bytes, SenderEvent> {
-        let deadline = self.poll_timeout();
-        self.core.poll(deadline)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        let deadline = if self.awaiting_ack() {
-            Some(self.core.idle_deadline)
-        } else {
-            self.settle_deadline
-        };
-        self.core.deadline(deadline)
-    }
-}
-
-impl StreamMachine for LegacyFileSender {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        let room = self.input_room();
-        self.core.input_buffer(max, room)
-    }
-
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        if !self.core.admit(now, n)? {
-            self.step();
-            return Ok(());
-        }
-        let data = self.core.take_read();
+    fn on_read(&mut self, link: &mut SenderLink) -> Result<(), Error> {
+        let data = link.take_read();
         let mut acked = false;
         for &b in &data[..] {
             if b != SUCCESS[self.ack_match] {
@@ -273,42 +248,45 @@ impl StreamMachine for LegacyFileSender {
                     field: "legacy ack",
                     reason: "expected the bytes `success`",
                 };
-                return Err(self.core.fail(e.into()));
+                return Err(e.into());
             }
             self.ack_match += 1;
             if self.ack_match == SUCCESS.len() {
                 self.ack_match = 0;
                 acked = true;
-                self.credit_ack();
+                self.credit_ack(link);
             }
         }
         if acked {
-            self.core.touch();
+            link.touch();
             if self.settle_deadline.is_some() {
                 // The receiver is still reading: start the quiet period over.
-                self.settle_deadline = Some(self.core.now + self.core.config.legacy_quit_settle);
+                self.settle_deadline = Some(link.now + link.config.legacy_quit_settle);
             }
         }
-        self.step();
         Ok(())
     }
 
-    fn handle_eof(&mut self, now: Instant) {
-        self.core.tick(now);
+    fn on_eof(&mut self, _link: &mut SenderLink) -> Result<(), Error> {
         let state = "sending (the receiver closed before `quit`)";
-        self.core
-            .fail(ProtocolError::UnexpectedEof { state }.into());
+        Err(ProtocolError::UnexpectedEof { state }.into())
     }
 
-    fn abort(&mut self, reason: String) {
-        self.core.abort(reason);
+    fn advance(&mut self, link: &mut SenderLink) {
+        self.step(link);
     }
 
-    fn write_timeout(&self) -> Option<Duration> {
-        Some(self.core.config.idle_timeout)
+    /// Only an unacked piece waits for the receiver; the rest is the
+    /// application's (a read) or the settle interval.
+    fn awaits_peer(&self) -> bool {
+        self.awaiting_ack()
     }
 
-    fn input_room(&self) -> usize {
+    fn deadline(&self) -> Option<Instant> {
+        self.settle_deadline
+    }
+
+    fn input_room(&self, _link: &SenderLink) -> usize {
         PIECE_MAX
     }
 }
@@ -343,9 +321,11 @@ pub enum ReceiverEvent {
 /// ends a line, else after `legacy_ack_delay` of quiet, one ack for the
 /// burst; see the module docs). An end of stream before `quit` is
 /// [`ProtocolError::UnexpectedEof`]: the transfer is incomplete.
-#[derive(Debug)]
-pub struct LegacyFileReceiver {
-    core: Unframed<ReceiverEvent>,
+pub type LegacyFileReceiver = Unframed<LegacyReceiverRole>;
+
+/// The legacy file receiver role. Use it as [`LegacyFileReceiver`].
+#[derive(Debug, Default)]
+pub struct LegacyReceiverRole {
     received: u64,
     hasher: blake3::Hasher,
     ack_deadline: Option<Instant>,
@@ -354,120 +334,79 @@ pub struct LegacyFileReceiver {
 impl LegacyFileReceiver {
     /// A receiver starting at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
-        LegacyFileReceiver {
-            core: Unframed::new(config, now),
-            received: 0,
-            hasher: blake3::Hasher::new(),
-            ack_deadline: None,
-        }
+        Unframed::with_role(LegacyReceiverRole::default(), config, now)
     }
 
     /// Bytes received so far.
     pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    fn ack(&mut self) {
-        self.ack_deadline = None;
-        self.core.send(Bytes::from_static(SUCCESS));
-    }
-
-    fn fail(&mut self, e: Error) -> Error {
-        self.ack_deadline = None;
-        self.core.fail(e)
+        self.role().received
     }
 }
 
-impl Machine for LegacyFileReceiver {
-    type Transmit = Bytes;
+type ReceiverLink = UnframedLink<ReceiverEvent>;
+
+impl LegacyReceiverRole {
+    fn ack(&mut self, link: &mut ReceiverLink) {
+        self.ack_deadline = None;
+        link.send(Bytes::from_static(SUCCESS));
+    }
+}
+
+/// The transition table: write and ack each read, end at `quit`; an EOF
+/// before `quit` is an incomplete transfer.
+impl UnframedRole for LegacyReceiverRole {
     type Event = ReceiverEvent;
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.core.tick(now);
-        if self.core.is_over() {
-            return;
-        }
-        if self.ack_deadline.is_some_and(|d| self.core.now >= d) {
-            self.ack();
-        }
-        if self.core.idle_expired() {
-            self.fail(Error::TimedOut(self.core.config.idle_timeout));
-        }
-    }
-
-    fn poll_output(&mut self) -> Output<Bytes, ReceiverEvent> {
-        let deadline = self.poll_timeout();
-        self.core.poll(deadline)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        let idle = self.core.idle_deadline;
-        let deadline = self.ack_deadline.map_or(idle, |d| d.min(idle));
-        self.core.deadline(Some(deadline))
-    }
-}
-
-impl StreamMachine for LegacyFileReceiver {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        let room = self.input_room();
-        self.core.input_buffer(max, room)
-    }
-
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        if !self.core.admit(now, n)? {
-            return Ok(());
-        }
+    fn on_read(&mut self, link: &mut ReceiverLink) -> Result<(), Error> {
         // One read, written from the memory it was read into.
-        let data = self.core.take_read();
-        self.core.touch();
+        let data = link.take_read();
+        link.touch();
         if data == QUIT {
             // An ack still held back is for a read the sender did not wait
             // for; the seed receiver does not ack `quit` either.
             self.ack_deadline = None;
-            self.core.emit(ReceiverEvent::Complete {
+            link.emit(ReceiverEvent::Complete {
                 size: self.received,
                 blake3: *self.hasher.finalize().as_bytes(),
             });
-            self.core.finish();
+            link.finish();
             return Ok(());
         }
         let offset = self.received;
         self.received += data.len() as u64;
-        let max = self.core.config.max_file_size;
+        let max = link.config.max_file_size;
         if self.received > max {
             let len = usize::try_from(self.received).unwrap_or(usize::MAX);
             let max = usize::try_from(max).unwrap_or(usize::MAX);
-            return Err(self.fail(ProtocolError::MessageTooLarge { len, max }.into()));
+            return Err(ProtocolError::MessageTooLarge { len, max }.into());
         }
         self.hasher.update(&data);
         let ends_line = data.ends_with(b"\n");
-        self.core.emit(ReceiverEvent::Write { offset, data });
+        link.emit(ReceiverEvent::Write { offset, data });
         if ends_line {
-            self.ack();
+            self.ack(link);
         } else {
-            self.ack_deadline = Some(self.core.now + self.core.config.legacy_ack_delay);
+            self.ack_deadline = Some(link.now + link.config.legacy_ack_delay);
         }
         Ok(())
     }
 
-    fn handle_eof(&mut self, now: Instant) {
-        self.core.tick(now);
-        if !self.core.is_over() {
-            let state = "receiving a legacy file (no `quit`: incomplete)";
-            self.fail(ProtocolError::UnexpectedEof { state }.into());
+    fn on_eof(&mut self, _link: &mut ReceiverLink) -> Result<(), Error> {
+        let state = "receiving a legacy file (no `quit`: incomplete)";
+        Err(ProtocolError::UnexpectedEof { state }.into())
+    }
+
+    fn on_timeout(&mut self, link: &mut ReceiverLink) {
+        if self.ack_deadline.is_some_and(|d| link.now >= d) {
+            self.ack(link);
         }
     }
 
-    fn abort(&mut self, reason: String) {
-        self.ack_deadline = None;
-        self.core.abort(reason);
+    fn deadline(&self) -> Option<Instant> {
+        self.ack_deadline
     }
 
-    fn write_timeout(&self) -> Option<Duration> {
-        Some(self.core.config.idle_timeout)
-    }
-
-    fn input_room(&self) -> usize {
+    fn input_room(&self, _link: &ReceiverLink) -> usize {
         PIECE_MAX
     }
 }

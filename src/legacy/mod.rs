@@ -37,8 +37,10 @@
 //! **Legacy mode has no integrity check**: no names, no sizes, no
 //! checksums on the wire. Front ends print [`NO_INTEGRITY_WARNING`] once.
 //!
-//! Being unframed, these machines keep the rules of `crate::unframed`:
-//! every read restarts the idle timer; the native handshake and frame
+//! Being unframed, each stream machine here is the generic
+//! [`Unframed`](crate::unframed::Unframed) over its role (its transition
+//! table, e.g. [`LegacyServerRole`]) and keeps the rules of
+//! [`crate::unframed`]: a read restarts the idle timer; the native handshake and frame
 //! deadlines, lingering close and receive budget do not apply (see
 //! `docs/PROTOCOL.md`, section 5).
 
@@ -47,8 +49,14 @@ mod file;
 pub mod files;
 mod udp;
 
-pub use echo::{LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyServerEvent};
-pub use file::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
+pub use echo::{
+    LegacyClientEvent, LegacyClientRole, LegacyEchoClient, LegacyEchoServer, LegacyServerEvent,
+    LegacyServerRole,
+};
+pub use file::{
+    LegacyFileReceiver, LegacyFileSender, LegacyReceiverRole, LegacySenderRole, ReceiverEvent,
+    SenderEvent,
+};
 pub use udp::{LegacyUdpSender, LegacyUdpSink, SenderDatagramEvent, SinkEvent};
 
 /// The one-line warning a front end prints once when it runs any legacy role.
