@@ -84,8 +84,30 @@ fn baseline(src: &Path, dst: &Path) -> Duration {
     start.elapsed()
 }
 
-/// Waits for a child and returns its peak resident set size in KiB.
-fn wait_rss(child: std::process::Child) -> u64 {
+/// What one process cost: peak resident set size (KiB) and CPU seconds
+/// (user, system).
+struct Cost {
+    rss_kib: u64,
+    user: f64,
+    sys: f64,
+}
+
+impl std::fmt::Display for Cost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "peak RSS {} KiB, CPU {:.2} s user + {:.2} s sys",
+            self.rss_kib, self.user, self.sys
+        )
+    }
+}
+
+fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// Waits for a child and returns what it cost.
+fn wait_cost(child: std::process::Child) -> Cost {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -96,11 +118,15 @@ fn wait_rss(child: std::process::Child) -> u64 {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "child failed: {status}"
     );
-    usage.ru_maxrss as u64
+    Cost {
+        rss_kib: usage.ru_maxrss as u64,
+        user: seconds(usage.ru_utime),
+        sys: seconds(usage.ru_stime),
+    }
 }
 
 /// echoxfer `receive --once` and `send` as two processes.
-fn echoxfer(src: &Path, dir: &Path) -> (Duration, u64, u64) {
+fn echoxfer(src: &Path, dir: &Path) -> (Duration, Cost, Cost) {
     let bin = env!("CARGO_BIN_EXE_echoxfer");
     let start = Instant::now();
     let mut receiver = Command::new(bin)
@@ -128,9 +154,9 @@ fn echoxfer(src: &Path, dir: &Path) -> (Duration, u64, u64) {
         .arg(src)
         .spawn()
         .unwrap();
-    let send_rss = wait_rss(sender);
-    let recv_rss = wait_rss(receiver);
-    (start.elapsed(), send_rss, recv_rss)
+    let send = wait_cost(sender);
+    let recv = wait_cost(receiver);
+    (start.elapsed(), send, recv)
 }
 
 /// Starts each timed run with no dirty pages left by the previous one, so
@@ -174,14 +200,14 @@ fn run_ours(work: &Path, src: &Path, round: u64, want: blake3::Hash) -> Duration
     let dir = work.join(format!("echoxfer-{round}"));
     std::fs::create_dir(&dir).unwrap();
     settle();
-    let (t, send_rss, recv_rss) = echoxfer(src, &dir);
+    let (t, send, recv) = echoxfer(src, &dir);
     assert_eq!(
         hash_file(&dir.join("source.bin")),
         want,
         "received file differs"
     );
     println!(
-        "round {round}: echoxfer (BLAKE3 + fsync):   {:>8.1} MB/s  peak RSS sender {send_rss} KiB, receiver {recv_rss} KiB",
+        "round {round}: echoxfer (BLAKE3 + fsync):   {:>8.1} MB/s  sender {send}; receiver {recv}",
         mb_per_s(file_len(src), t)
     );
     t
