@@ -15,6 +15,9 @@
 
 use bytes::BytesMut;
 
+/// The least a new block for reads holds (see [`RecvBuf::writable`]).
+const READ_BLOCK: usize = 64 * 1024;
+
 /// Held input plus the initialised room after it.
 #[derive(Debug, Default)]
 pub(crate) struct RecvBuf {
@@ -29,7 +32,11 @@ impl RecvBuf {
     /// (its content is unspecified). [`commit`](Self::commit) says how
     /// much of it was filled.
     pub(crate) fn writable(&mut self, len: usize) -> &mut [u8] {
-        self.reserve(len);
+        if self.spare.len() < len {
+            // Room for several small reads at once: a read of a few bytes
+            // must not cost a fresh block (and its zeroing) every time.
+            self.reserve(len.max(READ_BLOCK));
+        }
         self.offered = len;
         &mut self.spare[..len]
     }
