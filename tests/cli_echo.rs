@@ -240,3 +240,53 @@ fn a_bad_address_is_a_human_error_and_a_non_zero_exit() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
 }
+
+/// Lines of a child's stderr, as they come.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+#[test]
+fn echo_serve_says_what_each_ctrl_c_does_and_exits_at_the_third() {
+    let mut cmd = bin();
+    cmd.args(["echo", "serve", "--addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped());
+    let (mut server, addr, _lines) = spawn_until(cmd, "listening on");
+    let err = stderr_lines(&mut server.child);
+    // A client that sends and never reads: its session cannot end soon.
+    let mut stuck = TcpStream::connect(addr.trim()).unwrap();
+    stuck
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    stuck.write_all(b"EXFR\x01E").unwrap();
+    let message: Vec<u8> = [0x11, 0, 0, 0xff, 0]
+        .into_iter()
+        .chain([b'x'; 0xff00])
+        .collect();
+    let until = Instant::now() + BOUND;
+    // Until the server, whose replies go unread, stops taking more.
+    while stuck.write_all(&message).is_ok() {
+        assert!(Instant::now() < until, "the server never stopped reading");
+    }
+    let pid = server.child.id() as i32;
+    let sigint = || {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    };
+    sigint();
+    line_containing(&err, "stopping: no new connections; 1 running sessions");
+    sigint();
+    line_containing(&err, "aborting 1 sessions now");
+    sigint();
+    line_containing(&err, "exiting at once");
+    let status = server.wait();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}

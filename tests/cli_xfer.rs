@@ -365,3 +365,18 @@ fn a_missing_file_is_named_in_the_error() {
     assert!(!status.success(), "{out}");
     assert!(err.contains("not-there.bin"), "{err}");
 }
+
+#[test]
+fn receive_says_at_start_what_partial_files_interrupted_transfers_left() {
+    let d = dirs();
+    fs::write(d.dst.join(".a.bin.echoxfer-part"), vec![1u8; 1234]).unwrap();
+    fs::write(d.dst.join("b.bin"), b"not a partial").unwrap();
+    let mut cmd = bin();
+    cmd.args(["receive", "--stdio", "--dir"]).arg(&d.dst);
+    // Stdin is empty: the session ends at once, after the note.
+    let (_, _, err) = run(cmd);
+    assert!(
+        err.contains("1 partial files (1234 bytes) from interrupted transfers"),
+        "{err}"
+    );
+}
