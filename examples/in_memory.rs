@@ -95,14 +95,19 @@ fn answer_sender(
     content: &[u8],
 ) -> Result<(), echoxfer::Error> {
     match event {
-        SenderEvent::Read { offset, len, .. } => {
+        SenderEvent::Read {
+            offset,
+            len,
+            request,
+            ..
+        } => {
             let at = offset as usize;
-            m.push_chunk(Bytes::copy_from_slice(&content[at..at + len]))
+            m.push_chunk(request, Bytes::copy_from_slice(&content[at..at + len]))
         }
-        SenderEvent::HashPrefix { len, .. } => {
+        SenderEvent::HashPrefix { len, request, .. } => {
             let mut hasher = blake3::Hasher::new();
             hasher.update(&content[..len as usize]);
-            m.prefix_hashed(hasher, len)
+            m.prefix_hashed(request, hasher, len)
         }
         SenderEvent::Delivered { .. } | SenderEvent::Started { .. } => Ok(()),
         SenderEvent::Rejected { message, .. } => {
@@ -118,7 +123,7 @@ fn store(
     stored: &mut Vec<u8>,
 ) -> Result<(), echoxfer::Error> {
     match event {
-        ReceiverEvent::Offer { .. } => m.accept(Resume::Fresh),
+        ReceiverEvent::Offer { request, .. } => m.accept(request, Resume::Fresh),
         ReceiverEvent::Start { from, .. } => {
             stored.truncate(from as usize);
             Ok(())
@@ -129,7 +134,7 @@ fn store(
             Ok(())
         }
         // The machine checked the hash; "durable" is trivially true in memory.
-        ReceiverEvent::Verified { .. } => m.saved(),
+        ReceiverEvent::Verified { request, .. } => m.saved(request),
         ReceiverEvent::Discard { .. } => {
             stored.clear();
             Ok(())

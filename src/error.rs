@@ -181,6 +181,10 @@ pub enum UsageError {
     /// The send window is full: drain output and wait for replies first.
     #[error("send window full; drain output first")]
     WouldBlock,
+    /// A [`Request`](crate::xfer::Request) that is not the one the machine
+    /// waits for: answered already, or issued by another machine.
+    #[error("this request is not the one the session waits for (answered already, or another session's)")]
+    StaleRequest,
     /// A method called in a state where it makes no sense.
     #[error("{call} is not allowed while {state}")]
     WrongState {

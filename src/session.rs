@@ -202,9 +202,11 @@ impl<R: Role> Framed<R> {
     }
 
     /// Runs a user command against the role. Refused with
-    /// [`UsageError::Closed`] once the session is over; a command's own
-    /// refusal (a [`UsageError`], or [`Error::SourceChanged`]: the
-    /// application's answer does not fit) leaves the session as it was.
+    /// [`UsageError::Closed`] once the session is over. A command's own
+    /// refusal (a [`UsageError`]: a stale request, a full window) leaves
+    /// the session as it was, except an answer that spent its request and
+    /// does not fit ([`UsageError::BadResume`], [`Error::SourceChanged`]),
+    /// which fails the session, telling the peer.
     pub(crate) fn command<T>(
         &mut self,
         f: impl FnOnce(&mut R, &mut Link<R::Event>) -> Result<T, Error>,
@@ -216,7 +218,14 @@ impl<R: Role> Framed<R> {
             return Err(UsageError::Closed.into());
         }
         match f(&mut self.role, &mut self.link) {
-            Err(e @ (Error::Local(_) | Error::SourceChanged(_))) => Err(e),
+            // An answer that spent its request and cannot be used leaves
+            // the session nothing to go on with (quinn's failed `accept`
+            // likewise consumes its `Incoming`): it fails, telling the peer.
+            Err(e @ (Error::Local(UsageError::BadResume { .. }) | Error::SourceChanged(_))) => {
+                self.fail(e.clone());
+                Err(e)
+            }
+            Err(e @ Error::Local(_)) => Err(e),
             Err(e) => {
                 self.fail(e.clone());
                 Err(e)

@@ -449,7 +449,7 @@ fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driv
     run_one(driver, stream, server)
 }
 
-fn run_one<M: echoxfer::StreamMachine>(
+fn run_one<M: echoxfer::StreamMachine + 'static>(
     driver: Driver,
     stream: TcpStream,
     mut server: M,

@@ -47,7 +47,7 @@ enum Path {
 fn drain<M: StreamMachine>(
     m: &mut M,
     log: &mut Vec<Seen>,
-    answer: &mut impl FnMut(&mut M, &M::Event),
+    answer: &mut impl FnMut(&mut M, M::Event),
 ) where
     M::Event: std::fmt::Debug + PartialEq,
 {
@@ -56,7 +56,7 @@ fn drain<M: StreamMachine>(
             Output::Transmit(t) => log.push(Seen::Transmit(t)),
             Output::Event(e) => {
                 log.push(Seen::Event(format!("{e:?}")));
-                answer(m, &e);
+                answer(m, e);
             }
             Output::Wait(t) => {
                 assert_eq!(m.poll_timeout(), t, "poll_timeout is not the Wait deadline");
@@ -86,7 +86,7 @@ fn run<M: StreamMachine>(
     wire: &[u8],
     cuts: &[usize],
     path: Path,
-    mut answer: impl FnMut(&mut M, &M::Event),
+    mut answer: impl FnMut(&mut M, M::Event),
 ) -> Vec<Seen>
 where
     M::Event: std::fmt::Debug + PartialEq,
@@ -148,7 +148,7 @@ fn config() -> Config {
     }
 }
 
-fn no_answer<M, E>(_: &mut M, _: &E) {}
+fn no_answer<M, E>(_: &mut M, _: E) {}
 
 /// A whole native file transfer as the receiver reads it.
 fn receiver_wire(content: &[u8], data_frame: usize) -> Vec<u8> {
@@ -172,10 +172,10 @@ fn receiver_wire(content: &[u8], data_frame: usize) -> Vec<u8> {
     wire
 }
 
-fn answer_receiver(m: &mut Receiver, e: &ReceiverEvent) {
+fn answer_receiver(m: &mut Receiver, e: ReceiverEvent) {
     match e {
-        ReceiverEvent::Offer { .. } => m.accept(Resume::Fresh).unwrap(),
-        ReceiverEvent::Verified { .. } => m.saved().unwrap(),
+        ReceiverEvent::Offer { request, .. } => m.accept(request, Resume::Fresh).unwrap(),
+        ReceiverEvent::Verified { request, .. } => m.saved(request).unwrap(),
         _ => {}
     }
 }
@@ -194,7 +194,7 @@ fn both_ways<M: StreamMachine>(
     make: impl Fn() -> M,
     wire: &[u8],
     cuts: &[usize],
-    answer: impl Fn(&mut M, &M::Event) + Copy,
+    answer: impl Fn(&mut M, M::Event) + Copy,
 ) -> (Vec<Seen>, Vec<Seen>)
 where
     M::Event: std::fmt::Debug + PartialEq,
@@ -204,8 +204,8 @@ where
     (direct, buffered)
 }
 
-fn answer_legacy_sender(m: &mut LegacyFileSender, e: &SenderEvent) {
-    if let SenderEvent::Read { offset, len } = *e {
+fn answer_legacy_sender(m: &mut LegacyFileSender, e: SenderEvent) {
+    if let SenderEvent::Read { offset, len } = e {
         m.provide(offset, Bytes::from(vec![b'x'; len])).unwrap();
     }
 }
@@ -286,7 +286,7 @@ fn data_payloads_are_the_memory_they_were_read_into() {
         loop {
             match m.poll_output() {
                 Output::Event(ReceiverEvent::Write { data, .. }) => writes.push(data),
-                Output::Event(e) => answer_receiver(&mut m, &e),
+                Output::Event(e) => answer_receiver(&mut m, e),
                 Output::Transmit(_) => {}
                 Output::Wait(_) | Output::Done(_) => break,
             }
@@ -466,8 +466,14 @@ fn receiver_failed_by(last: Frame) -> Receiver {
         .encode_to_vec(),
     );
     m.handle_input(t0(), &wire).unwrap();
-    while !matches!(m.poll_output(), Output::Wait(_) | Output::Done(_)) {}
-    m.accept(Resume::Fresh).unwrap();
+    let request = loop {
+        match m.poll_output() {
+            Output::Event(ReceiverEvent::Offer { request, .. }) => break request,
+            Output::Transmit(_) => {}
+            other => panic!("no offer: {other:?}"),
+        }
+    };
+    m.accept(request, Resume::Fresh).unwrap();
     let mut wire = Frame::Begin { from: 0 }.encode_to_vec();
     wire.extend(Frame::Data(Bytes::from_static(b"ab")).encode_to_vec());
     wire.extend(last.encode_to_vec());

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol, RejectReason};
 use echoxfer::session::Role;
 use echoxfer::xfer::offer_digest;
-use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName};
+use echoxfer::xfer::{
+    OfferRequest, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, SaveRequest,
+};
 use echoxfer::{Config, Error, ErrorCode, Machine, StreamMachine, UsageError};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
@@ -257,6 +259,8 @@ impl Model {
             (St::Deciding { name, size }, Step::Accept(have)) => {
                 let have = have.unwrap_or(0);
                 if have > size {
+                    // The request is spent on an answer that cannot be used.
+                    self.fail(Some(ErrorCode::Internal));
                     return Err("bad resume");
                 }
                 self.out.push(Out::Accept {
@@ -419,13 +423,45 @@ struct Sut {
     now: Instant,
     /// What the receiver sent, decoded, and how it ended.
     wire: Wire,
+    /// The requests of the last `Offer` and `Verified`, until answered.
+    offer: Option<OfferRequest>,
+    save: Option<SaveRequest>,
 }
 
 impl Sut {
-    /// Drains the receiver: the frames it sent and its events.
-    fn drain(&mut self) -> (Vec<Frame>, Vec<ReceiverEvent>) {
-        self.wire.drain(&mut self.rx)
+    /// Drains the receiver: the frames it sent and its events, keeping the
+    /// requests the events carry.
+    fn drain(&mut self) -> (Vec<Frame>, Vec<Ev>) {
+        let (frames, events) = self.wire.drain(&mut self.rx);
+        let events = events.into_iter().map(|e| self.keep(e)).collect();
+        (frames, events)
     }
+
+    fn keep(&mut self, e: ReceiverEvent) -> Ev {
+        match e {
+            ReceiverEvent::Offer {
+                name,
+                size,
+                request,
+            } => {
+                self.offer = Some(request);
+                Ev::Offer(find(&name), size)
+            }
+            ReceiverEvent::Verified { name, request, .. } => {
+                self.save = Some(request);
+                Ev::Verified(find(&name))
+            }
+            other => to_ev(other),
+        }
+    }
+}
+
+/// The raw name a safe name was made of.
+fn find(n: &SafeName) -> &'static [u8] {
+    NAMES
+        .iter()
+        .find(|raw| **raw == n.as_str().as_bytes())
+        .expect("a known name")
 }
 
 fn safe(raw: &'static [u8]) -> SafeName {
@@ -442,15 +478,12 @@ fn to_out(f: Frame) -> Out {
     }
 }
 
+/// The events that carry no request.
 fn to_ev(e: ReceiverEvent) -> Ev {
-    let find = |n: &SafeName| {
-        *NAMES
-            .iter()
-            .find(|raw| **raw == n.as_str().as_bytes())
-            .expect("a known name")
-    };
     match e {
-        ReceiverEvent::Offer { name, size } => Ev::Offer(find(&name), size),
+        ReceiverEvent::Offer { .. } | ReceiverEvent::Verified { .. } => {
+            unreachable!("kept by Sut::keep")
+        }
         ReceiverEvent::Refused { reason, name, .. } => {
             assert!(!name.chars().any(char::is_control), "unsanitised {name:?}");
             Ev::Refused(reason)
@@ -459,10 +492,6 @@ fn to_ev(e: ReceiverEvent) -> Ev {
         ReceiverEvent::Write { offset, data } => {
             assert!(data.iter().all(|&b| b == FILL), "data changed");
             Ev::Write(offset, data.len())
-        }
-        ReceiverEvent::Verified { name, hash } => {
-            let _ = hash;
-            Ev::Verified(find(&name))
         }
         ReceiverEvent::Discard { name } => Ev::Discard(find(&name)),
         ReceiverEvent::Finished => Ev::Finished,
@@ -483,6 +512,8 @@ impl StateMachineTest for ReceiverTest {
             rx,
             now,
             wire: Wire::new(Protocol::File),
+            offer: None,
+            save: None,
         };
         assert_eq!(sut.drain(), (vec![], vec![]));
         sut
@@ -507,11 +538,15 @@ impl StateMachineTest for ReceiverTest {
                         hasher: prefix_hasher(*have),
                     },
                 };
-                Some(sut.rx.accept(resume))
+                sut.offer.take().map(|r| sut.rx.accept(r, resume))
             }
-            Step::Reject => Some(sut.rx.reject(RejectReason::Exists, "exists")),
-            Step::Saved => Some(sut.rx.saved()),
-            Step::SaveFailed => Some(sut.rx.save_failed(RejectReason::Disk, "disk full")),
+            Step::Reject => {
+                (sut.offer.take()).map(|r| sut.rx.reject(r, RejectReason::Exists, "exists"))
+            }
+            Step::Saved => sut.save.take().map(|r| sut.rx.saved(r)),
+            Step::SaveFailed => {
+                (sut.save.take()).map(|r| sut.rx.save_failed(r, RejectReason::Disk, "disk full"))
+            }
             Step::Advance(d) => {
                 sut.now += *d;
                 sut.rx.handle_timeout(sut.now);
@@ -528,14 +563,20 @@ impl StateMachineTest for ReceiverTest {
                 (Err(Error::Local(UsageError::Closed)), Err("closed")) => true,
                 (Err(e), Err("sticky")) => Some(e) == sut.rx.error(),
                 (Err(Error::Local(UsageError::BadResume { .. })), Err("bad resume")) => true,
-                (Err(Error::Local(UsageError::WrongState { .. })), Err("wrong state")) => true,
                 _ => false,
             };
             assert!(ok, "{step:?}: receiver said {r:?}, the model {want:?}");
         }
+        if result.is_none() {
+            // No request was owed, so no answer could be written: the model
+            // must agree that none was possible.
+            assert!(
+                m.command.as_ref().is_none_or(|want| want.is_err()),
+                "{step:?}: the model took an answer the receiver never asked for"
+            );
+        }
         let (frames, events) = sut.drain();
         let frames: Vec<Out> = frames.into_iter().map(to_out).collect();
-        let events: Vec<Ev> = events.into_iter().map(to_ev).collect();
         assert_eq!(frames, m.out, "frames after {step:?}");
         assert_eq!(events, m.events, "events after {step:?}");
         let role = sut.rx.role();

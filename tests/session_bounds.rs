@@ -20,7 +20,7 @@ use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Se
 use echoxfer::{Config, Error, Machine, Output, StreamMachine};
 
 mod common;
-use common::drain::poll_all;
+use common::drain::{offer_request, poll_all};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -113,8 +113,8 @@ fn receiving(config: &Config, budget: &RecvBudget, size: u64, now: Instant) -> R
         .encode_to_vec(),
     );
     rx.handle_input(now, &wire).unwrap();
-    poll_all(&mut rx);
-    rx.accept(Resume::Fresh).unwrap();
+    let offer = offer_request(poll_all(&mut rx).events);
+    rx.accept(offer, Resume::Fresh).unwrap();
     rx.handle_input(now, &Frame::Begin { from: 0 }.encode_to_vec())
         .unwrap();
     poll_all(&mut rx);

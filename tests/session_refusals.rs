@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use echoxfer::codec::{Frame, FrameDecoder, Protocol, RejectReason};
+use echoxfer::driver::work::work_in_place;
 use echoxfer::driver::App;
 use echoxfer::error::{ErrorCode, ProtocolError};
 use echoxfer::files::{Outcome, ReceiverApp, Store, REFUSALS_LISTED};
@@ -59,10 +60,13 @@ fn run(m: &mut Receiver, mut app: Option<&mut ReceiverApp>) -> Vec<u8> {
         match m.poll_output() {
             Output::Transmit(b) => sent.extend_from_slice(&b),
             Output::Event(e) => match app.as_deref_mut() {
-                Some(app) => app.on_event(m, Instant::now(), e).unwrap(),
+                Some(app) => {
+                    app.on_event(m, Instant::now(), e).unwrap();
+                    work_in_place(app, m, Instant::now()).unwrap();
+                }
                 None => {
-                    if let echoxfer::xfer::ReceiverEvent::Offer { .. } = e {
-                        let _ = m.reject(RejectReason::Exists, "exists");
+                    if let echoxfer::xfer::ReceiverEvent::Offer { request, .. } = e {
+                        let _ = m.reject(request, RejectReason::Exists, "exists");
                     }
                 }
             },

@@ -392,6 +392,11 @@ impl echoxfer::driver::App<Receiver> for FillsUp {
         }
         self.app.on_event(m, now, event)
     }
+
+    fn poll_work(&mut self) -> Option<echoxfer::driver::Work<Self, Receiver>> {
+        let work = echoxfer::driver::App::<Receiver>::poll_work(&mut self.app)?;
+        Some(work.within(|f: &mut FillsUp| &mut f.app))
+    }
 }
 
 /// The sender's error once the receiver's disk filled mid-transfer: it

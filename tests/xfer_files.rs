@@ -372,7 +372,10 @@ fn source_that_shrank_is_refused_never_padded() {
     let rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
     let Run { outcome, tx, .. } = run_session(tx.role(), tx, rx, Cutter::whole(), None, None);
     assert!(
-        matches!(outcome.a, Err(DriverError::Io { .. })),
+        matches!(
+            outcome.a,
+            Err(DriverError::Machine(Error::SourceChanged(_)))
+        ),
         "{:?}",
         outcome.a
     );

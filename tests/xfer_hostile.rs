@@ -10,13 +10,13 @@ use echoxfer::error::{CodecError, ErrorCode, ProtocolError, UsageError};
 use echoxfer::session::{Framed, Role};
 use echoxfer::testing::fuzz::small_config;
 use echoxfer::xfer::{
-    offer_digest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender,
-    SenderEvent, SenderRole,
+    offer_digest, ChunkRequest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName,
+    Sender, SenderEvent, SenderRole,
 };
 use echoxfer::{Config, Error, Machine, Output, StreamMachine};
 
 mod common;
-use common::drain::{poll_all, Polled};
+use common::drain::{offer_request, poll_all, save_request, Polled};
 
 fn wire(frames: &[Frame]) -> Vec<u8> {
     let mut out = Protocol::File.preamble().to_vec();
@@ -86,8 +86,8 @@ fn fed(frames: &[Frame]) -> (Receiver, Drained<ReceiverEvent>) {
 
 /// A receiver that has accepted `f` of `size` bytes as `resume` says.
 fn accepted(size: u64, resume: Resume) -> Receiver {
-    let (mut m, _) = fed(&[offer(b"f", size)]);
-    m.accept(resume).unwrap();
+    let (mut m, d) = fed(&[offer(b"f", size)]);
+    m.accept(offer_request(d.events), resume).unwrap();
     m
 }
 
@@ -186,7 +186,7 @@ fn hostile_names_are_refused_by_the_machine_and_never_reach_the_app() {
     }
     let (_, d) = fed(&[offer(b"file..txt", 10)]);
     assert!(
-        matches!(&d.events[..], [ReceiverEvent::Offer { name, size: 10 }] if name.as_str() == "file..txt")
+        matches!(&d.events[..], [ReceiverEvent::Offer { name, size: 10, .. }] if name.as_str() == "file..txt")
     );
 }
 
@@ -235,7 +235,7 @@ fn offer_of_size_zero_is_accepted_and_verified_empty() {
         "{:?}",
         d.events
     );
-    m.saved().unwrap();
+    m.saved(save_request(d.events)).unwrap();
     feed_frame(&mut m, Frame::Quit);
     let d = drain(&mut m);
     assert_eq!(d.sent, vec![Frame::Saved]);
@@ -399,7 +399,6 @@ fn hash_mismatch_discards_and_is_sticky() {
         m.handle_input(Instant::now(), b"more"),
         Err(Error::HashMismatch)
     );
-    assert_eq!(m.saved(), Err(Error::HashMismatch));
 }
 
 #[test]
@@ -574,58 +573,83 @@ fn zero_limits_are_refused_not_unlimited() {
     }
 }
 
-#[test]
-fn sender_keeps_one_read_outstanding_and_checks_chunk_length() {
-    let mut m = sending(5000);
-    let d = drain(&mut m);
-    let reads: Vec<_> = d
-        .events
-        .iter()
-        .filter(|e| matches!(e, SenderEvent::Read { .. }))
+/// The one `Read` request among `events`: its offset, length and request.
+fn read_request(events: Vec<SenderEvent>) -> (u64, usize, ChunkRequest) {
+    let mut reads: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            SenderEvent::Read {
+                offset,
+                len,
+                request,
+                ..
+            } => Some((offset, len, request)),
+            _ => None,
+        })
         .collect();
-    assert_eq!(
-        reads,
-        vec![&SenderEvent::Read {
-            file: 0,
-            offset: 0,
-            len: 1024
-        }]
-    );
-    // Unanswered: no second request however often it is polled.
-    assert!(matches!(m.poll_output(), Output::Wait(_)));
-    assert_eq!(
-        m.push_chunk(Bytes::from(vec![0; 10])),
-        Err(Error::SourceChanged("chunk length differs"))
-    );
-    m.push_chunk(Bytes::from(vec![0; 1024])).unwrap();
-    assert_eq!(m.role().bytes_sent(), 1024);
-    let d = drain(&mut m);
-    assert!(matches!(
-        d.events[..],
-        [SenderEvent::Read { offset: 1024, .. }]
-    ));
+    assert_eq!(reads.len(), 1, "one read outstanding at a time");
+    reads.pop().expect("checked")
 }
 
 #[test]
-fn receiver_commands_in_the_wrong_state_change_nothing() {
+fn sender_keeps_one_read_outstanding_and_a_chunk_of_the_wrong_length_fails_the_session() {
+    let mut m = sending(5000);
+    let (offset, len, request) = read_request(drain(&mut m).events);
+    assert_eq!((offset, len), (0, 1024));
+    // Unanswered: no second request however often it is polled.
+    assert!(matches!(m.poll_output(), Output::Wait(_)));
+    m.push_chunk(request, Bytes::from(vec![0; 1024])).unwrap();
+    assert_eq!(m.role().bytes_sent(), 1024);
+    let (offset, _, request) = read_request(drain(&mut m).events);
+    assert_eq!(offset, 1024);
+    // The source shrank: the request is spent, the session fails and the
+    // receiver is told why.
+    let changed = Error::SourceChanged("chunk length differs");
+    assert_eq!(
+        m.push_chunk(request, Bytes::from(vec![0; 10])),
+        Err(changed.clone())
+    );
+    let d = drain(&mut m);
+    assert!(matches!(
+        d.sent.last(),
+        Some(Frame::Error {
+            code: ErrorCode::Internal,
+            ..
+        })
+    ));
+    assert_eq!(d.done, Some(Err(changed)));
+}
+
+#[test]
+fn a_stale_request_is_refused_and_changes_nothing_and_a_bad_resume_fails_the_session() {
+    let mut first = receiver();
+    feed(&mut first, &wire(&[offer(b"f", 3)]));
+    let stale = offer_request(drain(&mut first).events);
     let mut m = receiver();
-    assert!(matches!(
-        m.accept(Resume::Fresh),
-        Err(Error::Local(UsageError::WrongState { .. }))
-    ));
-    assert!(matches!(
-        m.saved(),
-        Err(Error::Local(UsageError::WrongState { .. }))
-    ));
     feed(&mut m, &wire(&[offer(b"f", 3)]));
-    drain(&mut m);
+    let owed = offer_request(drain(&mut m).events);
+    // Another session's request answers nothing here.
+    assert_eq!(
+        m.accept(stale, Resume::Fresh),
+        Err(Error::Local(UsageError::StaleRequest))
+    );
+    let d = drain(&mut m);
+    assert!(d.sent.is_empty() && d.done.is_none(), "{:?}", d.sent);
+    assert_eq!(m.role().state_name(), "deciding on an offer");
+    // Holding more than was offered: the request is spent on an answer
+    // that cannot be used, so the session fails, telling the peer.
     assert!(matches!(
-        m.accept(resume_after(b"abcd")),
+        m.accept(owed, resume_after(b"abcd")),
         Err(Error::Local(UsageError::BadResume { have: 4, size: 3 }))
     ));
-    m.accept(Resume::Fresh).unwrap();
     let d = drain(&mut m);
-    assert!(matches!(d.sent[..], [Frame::Accept { have: 0, .. }]));
+    assert!(matches!(
+        d.sent.last(),
+        Some(Frame::Error {
+            code: ErrorCode::Internal,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -634,7 +658,7 @@ fn frames_after_an_offer_wait_for_the_decision() {
     // the app answers: the outcome cannot depend on fragmentation.
     let (mut m, d) = fed(&[offer(b"f", 1), Frame::Begin { from: 0 }]);
     assert_eq!(d.done, None);
-    m.accept(Resume::Fresh).unwrap();
+    m.accept(offer_request(d.events), Resume::Fresh).unwrap();
     let d = drain(&mut m);
     assert!(matches!(
         d.events[..],

@@ -146,6 +146,14 @@ where
                 thread::sleep(until.saturating_duration_since(now));
                 core.timed_out(Instant::now());
             }
+            // In place: this thread is the session's own.
+            Next::Work => {
+                if let Some(work) = core.take_work() {
+                    let finish = work.run();
+                    core.worked(Instant::now(), finish);
+                }
+            }
+            Next::AwaitWork => unreachable!("work runs in place, so it is never awaited"),
             Next::Close => {
                 let _ = transport.shutdown_write();
                 core.closed(Instant::now());

@@ -15,6 +15,8 @@
 //! | `Flush`           | flushes the transport                                 | [`flushed`](StreamCore::flushed) or [`write_failed`](StreamCore::write_failed) |
 //! | `Read { max, until }` | one read of at most `max` bytes, giving up at `until` (`None`: no limit) | [`read`](StreamCore::read), [`eof`](StreamCore::eof), [`read_failed`](StreamCore::read_failed) or [`timed_out`](StreamCore::timed_out) |
 //! | `Sleep(t)`        | waits until `t` (the peer has gone; only a timer is left) | [`timed_out`](StreamCore::timed_out)        |
+//! | `Work`            | takes the application's [`Work`] with [`take_work`](StreamCore::take_work) and runs it where blocking is harmless (in place, or on a blocking pool while it goes on with the next `next`) | [`worked`](StreamCore::worked), once it has run |
+//! | `AwaitWork`       | waits for the work it runs (and for an abort request, if it can) | [`worked`](StreamCore::worked), or [`woken`](StreamCore::woken) for the abort |
 //! | `Close`           | shuts its sending side (best effort)                  | [`closed`](StreamCore::closed)                  |
 //! | `Done(result)`    | stops; the session is over                            | nothing                                         |
 //!
@@ -34,6 +36,11 @@
 //!   (see [`DriverError::is_stalled_peer`]). A shell whose writes cannot wait
 //!   with a limit may report each give-up as a `WouldBlock`/`TimedOut`
 //!   failure: the core decides from `now` whether the limit is reached;
+//! - the application's work: asked for (with [`App::poll_work`]) whenever
+//!   the machine has drained, handed out before anything is read, and
+//!   awaited before the session ends; while it runs, the machine gets no
+//!   input and none of its timers fire, and only output already gathered
+//!   is written;
 //! - the application's failure: the machine is aborted (it tells the peer
 //!   why) and still driven to its end, and the session returns the
 //!   application's error;
@@ -60,7 +67,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{Abort, App, DriverError};
+use super::{Abort, App, DriverError, Finish, Work};
 use crate::machine::{Output, StreamMachine};
 
 /// Bytes gathered before one vectored write.
@@ -96,6 +103,12 @@ pub enum Next {
     },
     /// Wait until this instant, then report [`StreamCore::timed_out`].
     Sleep(Instant),
+    /// Take the application's work ([`StreamCore::take_work`]) and run it
+    /// where it may block; report [`StreamCore::worked`] once it has run.
+    Work,
+    /// Wait for the running work, then report [`StreamCore::worked`] (or
+    /// [`StreamCore::woken`] if an abort request woke the shell first).
+    AwaitWork,
     /// Shut the sending side, then report [`StreamCore::closed`].
     Close,
     /// The session is over, with this result.
@@ -112,6 +125,10 @@ pub struct StreamCore<'a, M, A> {
     out: Batch,
     eof: bool,
     app_failed: Option<DriverError>,
+    /// The application's work, until the shell takes it.
+    work: Option<Work<A, M>>,
+    /// The shell runs the application's work.
+    working: bool,
     write_limit: Option<Duration>,
     /// While a batch is being written: when the peer last took bytes (or
     /// the batch began), and when the current write was handed out.
@@ -153,6 +170,8 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             out: Batch::default(),
             eof: false,
             app_failed: None,
+            work: None,
+            working: false,
             write_limit,
             writing: None,
             unflushed: false,
@@ -204,7 +223,21 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             if self.unflushed {
                 return Next::Flush;
             }
+            if self.working {
+                return Next::AwaitWork;
+            }
+            if self.work.is_some() {
+                return Next::Work;
+            }
             if self.ending.is_some() {
+                // What the application still has to do (write out the last
+                // data it was given) is done before the session ends.
+                if self.app_failed.is_none() {
+                    if let Some(work) = self.app.poll_work() {
+                        self.work = Some(work);
+                        continue;
+                    }
+                }
                 if !self.closed {
                     return Next::Close;
                 }
@@ -212,7 +245,14 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                 return Next::Done(self.ending.take().expect("checked"));
             }
             self.apply_abort();
-            match self.drain(now) {
+            let step = self.drain(now);
+            if self.app_failed.is_none() {
+                self.work = self.app.poll_work();
+            }
+            match step {
+                Step::Done(result) if self.work.is_some() => self.ending = Some(result),
+                // The work runs first; the machine is asked again after it.
+                _ if self.work.is_some() => {}
                 Step::Flush => {}
                 Step::Done(result) => self.ending = Some(result),
                 // Whatever was gathered goes out before the core waits.
@@ -425,6 +465,44 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         self.closed = true;
     }
 
+    /// The application's work that [`Next::Work`] announced, to run; the
+    /// core then awaits it ([`Next::AwaitWork`]) until
+    /// [`worked`](Self::worked). `None` if there is none.
+    pub fn take_work(&mut self) -> Option<Work<A, M>> {
+        let work = self.work.take()?;
+        self.working = true;
+        Some(work)
+    }
+
+    /// The work has run and produced `finish`, which is applied now. An
+    /// error is the application's failure: the machine is aborted (it tells
+    /// the peer why) and the session ends with that error.
+    pub fn worked(&mut self, now: Instant, finish: Finish<A, M>) {
+        self.working = false;
+        self.apply_abort();
+        if self.app_failed.is_some() {
+            return;
+        }
+        if let Err(source) = finish.apply(self.app, self.machine, now) {
+            self.app_failure(source);
+        }
+    }
+
+    /// A wait ended early with nothing to report (the shell woke for an
+    /// abort request): the request, if any, is applied.
+    pub fn woken(&mut self, now: Instant) {
+        let _ = now;
+        self.apply_abort();
+    }
+
+    fn app_failure(&mut self, source: io::Error) {
+        self.machine.abort(source.to_string());
+        self.app_failed = Some(DriverError::Io {
+            context: "application",
+            source,
+        });
+    }
+
     fn apply_abort(&mut self) {
         self.abort.apply(self.machine, &mut self.aborted);
     }
@@ -458,11 +536,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                 Output::Event(_) if self.app_failed.is_some() => {}
                 Output::Event(e) => {
                     if let Err(source) = self.app.on_event(self.machine, now, e) {
-                        self.machine.abort(source.to_string());
-                        self.app_failed = Some(DriverError::Io {
-                            context: "application",
-                            source,
-                        });
+                        self.app_failure(source);
                     }
                 }
                 Output::Wait(deadline) => return Step::Wait(deadline),

@@ -16,6 +16,7 @@ use std::time::Instant;
 use crate::machine::{Machine, StreamMachine};
 pub use listen::Limits;
 pub use shutdown::{ServeReport, Shutdown};
+pub use work::{Finish, Work};
 
 pub mod blocking;
 pub mod core;
@@ -24,12 +25,25 @@ pub(crate) mod server;
 pub mod shutdown;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+pub mod work;
 
 /// The application side of a session: it reacts to the machine's events,
-/// and may answer them by calling the machine's methods.
+/// and may answer them by calling the machine's methods, at once or, when
+/// the answer needs a call that may block, through [`poll_work`](App::poll_work).
 pub trait App<M: Machine> {
     /// One event from the machine. An `Err` ends the session with that error.
     fn on_event(&mut self, machine: &mut M, now: Instant, event: M::Event) -> io::Result<()>;
+
+    /// Work that may block, for the driver to run off its event loop (see
+    /// [`work`]): asked for whenever the machine has nothing more to say.
+    /// While it runs, the machine gets no input; its [`Finish`] then
+    /// answers what the work was for. The default has none.
+    fn poll_work(&mut self) -> Option<Work<Self, M>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl<M, F> App<M> for F

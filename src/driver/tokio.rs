@@ -15,7 +15,7 @@ use tokio::task::{self, JoinError, JoinSet};
 use super::core::{Next, StreamCore};
 use super::server::{Admit, ServeCore, SessionId, StopStep};
 use super::shutdown::{ServeReport, Shutdown, SHUTDOWN_REASON};
-use super::{Abort, App, DriverError, Limits};
+use super::{Abort, App, DriverError, Finish, Limits};
 use crate::machine::{DatagramMachine, Output, StreamMachine};
 
 /// Runs one session of `machine` over `io` to its end, handing every event
@@ -26,13 +26,17 @@ pub async fn run_stream<M, T, A>(
     app: &mut A,
 ) -> Result<(), DriverError>
 where
-    M: StreamMachine,
+    M: StreamMachine + 'static,
     T: AsyncRead + AsyncWrite + Unpin,
-    A: App<M>,
+    A: App<M> + 'static,
 {
     run_stream_until(machine, io, app, &Abort::new()).await
 }
 
+/// The application's [`Work`](super::Work) runs on tokio's blocking pool
+/// (hence `'static`: it may outlive a cancelled session's future), never
+/// on a runtime worker.
+///
 /// [`run_stream`] that also ends when `abort` is requested: the machine is
 /// aborted at once (telling the peer why) and the session ends as its
 /// protocol says.
@@ -43,11 +47,13 @@ pub async fn run_stream_until<M, T, A>(
     abort: &Abort,
 ) -> Result<(), DriverError>
 where
-    M: StreamMachine,
+    M: StreamMachine + 'static,
     T: AsyncRead + AsyncWrite + Unpin,
-    A: App<M>,
+    A: App<M> + 'static,
 {
     let mut core = StreamCore::new(machine, app, abort);
+    // The application's work, on tokio's blocking pool.
+    let mut running = None;
     loop {
         let now = Instant::now();
         match core.next(now) {
@@ -91,6 +97,27 @@ where
             Next::Sleep(until) => {
                 sleep_until(Some(until)).await;
                 core.timed_out(Instant::now());
+            }
+            Next::Work => {
+                if let Some(work) = core.take_work() {
+                    running = Some(tokio::task::spawn_blocking(move || work.run()));
+                }
+            }
+            Next::AwaitWork => {
+                let Some(job) = running.as_mut() else {
+                    unreachable!("the core awaits only work this loop started")
+                };
+                let watch_abort = core.awaits_abort();
+                tokio::select! {
+                    done = job => {
+                        running = None;
+                        let finish = done.unwrap_or_else(|e| {
+                            Finish::failed(io::Error::other(format!("the application's work failed: {e}")))
+                        });
+                        core.worked(Instant::now(), finish);
+                    }
+                    () = abort.wait(), if watch_abort => core.woken(Instant::now()),
+                }
             }
             Next::Close => {
                 let _ = io.shutdown().await;

@@ -97,11 +97,15 @@ fn same_name(accepted: &Option<SafeName>, name: &SafeName) -> io::Result<()> {
 impl App<Receiver> for MemReceiver {
     fn on_event(&mut self, m: &mut Receiver, _: Instant, event: ReceiverEvent) -> io::Result<()> {
         match event {
-            ReceiverEvent::Offer { name, size } => {
+            ReceiverEvent::Offer {
+                name,
+                size,
+                request,
+            } => {
                 self.offers.push((name.to_string(), size));
                 if self.disk.files.contains_key(name.as_str()) && !self.overwrite {
                     self.accepted = None;
-                    let r = m.reject(RejectReason::Exists, "exists");
+                    let r = m.reject(request, RejectReason::Exists, "exists");
                     return answered(m, r);
                 }
                 let held = self.disk.partials.entry(name.to_string()).or_default();
@@ -117,7 +121,7 @@ impl App<Receiver> for MemReceiver {
                     Resume::From { have, hasher }
                 };
                 self.accepted = Some(name);
-                let r = m.accept(resume);
+                let r = m.accept(request, resume);
                 answered(m, r)
             }
             ReceiverEvent::Refused { name, reason, .. } => {
@@ -143,7 +147,11 @@ impl App<Receiver> for MemReceiver {
                 self.largest_write = self.largest_write.max(data.len());
                 Ok(())
             }
-            ReceiverEvent::Verified { name, hash } => {
+            ReceiverEvent::Verified {
+                name,
+                hash,
+                request,
+            } => {
                 same_name(&self.accepted, &name)?;
                 let data = self.disk.partials.remove(name.as_str()).unwrap_or_default();
                 if *blake3::hash(&data).as_bytes() != hash {
@@ -152,7 +160,7 @@ impl App<Receiver> for MemReceiver {
                 self.disk.files.insert(name.to_string(), data);
                 self.saved.push(name.to_string());
                 self.accepted = None;
-                let r = m.saved();
+                let r = m.saved(request);
                 answered(m, r)
             }
             ReceiverEvent::Discard { name } => {
@@ -212,21 +220,26 @@ impl MemSender {
 impl App<Sender> for MemSender {
     fn on_event(&mut self, m: &mut Sender, _: Instant, event: SenderEvent) -> io::Result<()> {
         match event {
-            SenderEvent::HashPrefix { file, len } => {
+            SenderEvent::HashPrefix { file, len, request } => {
                 let content = self.content(file)?;
                 let n = content
                     .len()
                     .min(usize::try_from(len).unwrap_or(usize::MAX));
                 let mut hasher = blake3::Hasher::new();
                 hasher.update(&content[..n]);
-                let r = m.prefix_hashed(hasher, n as u64);
+                let r = m.prefix_hashed(request, hasher, n as u64);
                 answered(m, r)
             }
             SenderEvent::Started { file, from } => {
                 self.started.push((file, from));
                 Ok(())
             }
-            SenderEvent::Read { file, offset, len } => {
+            SenderEvent::Read {
+                file,
+                offset,
+                len,
+                request,
+            } => {
                 let content = self.content(file)?;
                 let start = usize::try_from(offset)
                     .unwrap_or(usize::MAX)
@@ -234,7 +247,7 @@ impl App<Sender> for MemSender {
                 let end = start.saturating_add(len).min(content.len());
                 let chunk = content.slice(start..end);
                 self.pushed += chunk.len() as u64;
-                let r = m.push_chunk(chunk);
+                let r = m.push_chunk(request, chunk);
                 answered(m, r)
             }
             SenderEvent::Delivered { file, hash } => {

@@ -246,6 +246,15 @@ impl Sim {
                     side.waiting = Waiting::Sleep(until);
                     return busy;
                 }
+                // In place, in no virtual time: the simulator models the
+                // network, not the disk.
+                Next::Work => {
+                    if let Some(work) = side.core.take_work() {
+                        let finish = work.run();
+                        side.core.worked(now, finish);
+                    }
+                }
+                Next::AwaitWork => unreachable!("work runs in place, so it is never awaited"),
                 Next::Close => {
                     out.close();
                     side.core.closed(now);

@@ -15,10 +15,12 @@
 
 mod names;
 mod receiver;
+pub mod request;
 mod sender;
 
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
+pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
 pub use sender::{FileSpec, SenderEvent, SenderRole};
 
 use crate::session::Framed;

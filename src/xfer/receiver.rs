@@ -7,13 +7,16 @@
 use bytes::Bytes;
 
 use super::names::SafeName;
+use super::request::{OfferRequest, Requests, SaveRequest};
 use crate::codec::{clip_text, Frame, Protocol, RejectReason};
 use crate::error::{sanitize, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
-/// What the receiver tells its driver. Events marked "answer" need a
-/// method call on the [`Receiver`](super::Receiver) before the session goes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the receiver tells its driver. Events marked "answer" carry a
+/// request, to be handed back to a method of the
+/// [`Receiver`](super::Receiver) whenever the answer is ready; no frame is
+/// processed until then.
+#[derive(Debug, PartialEq, Eq)]
 pub enum ReceiverEvent {
     /// Answer: the peer offers a file with a valid name; call
     /// [`accept`](Framed::accept) or [`reject`](Framed::reject).
@@ -22,6 +25,8 @@ pub enum ReceiverEvent {
         name: SafeName,
         /// Its announced size.
         size: u64,
+        /// Goes back with the answer.
+        request: OfferRequest,
     },
     /// Informational: the machine refused an offer itself (bad name, too
     /// large) and has already sent `Reject`.
@@ -56,6 +61,8 @@ pub enum ReceiverEvent {
         name: SafeName,
         /// BLAKE3 of the whole content.
         hash: [u8; 32],
+        /// Goes back with the answer.
+        request: SaveRequest,
     },
     /// The content hash did not match: delete the partial file. The session
     /// then fails with [`Error::HashMismatch`].
@@ -153,6 +160,7 @@ impl Transfer {
     fn end(
         &self,
         link: &mut Link<ReceiverEvent>,
+        requests: &mut Requests,
         hash: [u8; 32],
         offer_ok: bool,
     ) -> Result<(), Error> {
@@ -166,7 +174,12 @@ impl Transfer {
             return Err(Error::HashMismatch);
         }
         let name = self.name.clone();
-        link.emit(ReceiverEvent::Verified { name, hash });
+        let request = requests.issue();
+        link.emit(ReceiverEvent::Verified {
+            name,
+            hash,
+            request,
+        });
         Ok(())
     }
 }
@@ -182,6 +195,8 @@ pub struct ReceiverRole {
     bytes_received: u64,
     /// Offers refused so far, by the machine or the application.
     refusals: u64,
+    /// The decision owed by the application, if any.
+    requests: Requests,
 }
 
 impl Default for ReceiverRole {
@@ -199,6 +214,7 @@ impl ReceiverRole {
             files_saved: 0,
             bytes_received: 0,
             refusals: 0,
+            requests: Requests::default(),
         }
     }
 
@@ -265,9 +281,11 @@ impl ReceiverRole {
         match decision {
             Ok(name) => {
                 self.offer = super::offer_digest(size, raw);
+                let request = self.requests.issue();
                 link.emit(ReceiverEvent::Offer {
                     name: name.clone(),
                     size,
+                    request,
                 });
                 self.state = State::Deciding { name, size };
             }
@@ -312,7 +330,7 @@ impl Role for ReceiverRole {
                 Ok(())
             }
             (State::Transfer(t), Frame::End { hash, offer }) if t.begun => {
-                t.end(link, hash, offer == self.offer)?;
+                t.end(link, &mut self.requests, hash, offer == self.offer)?;
                 let name = t.name.clone();
                 self.state = State::Saving { name };
                 Ok(())
@@ -350,11 +368,13 @@ fn wrong_state(call: &'static str, role: &ReceiverRole) -> Error {
 }
 
 impl Framed<ReceiverRole> {
-    /// Accepts the file just offered, fresh or resuming a partial file.
-    /// Refused, changing nothing, unless an [`ReceiverEvent::Offer`] awaits
-    /// an answer, or if `have` exceeds the offered size.
-    pub fn accept(&mut self, resume: Resume) -> Result<(), Error> {
+    /// Accepts the file `request` offered, fresh or resuming a partial
+    /// file. Refused, changing nothing but spending the request, if
+    /// `request` is not the one owed ([`UsageError::StaleRequest`]) or if
+    /// `have` exceeds the offered size.
+    pub fn accept(&mut self, request: OfferRequest, resume: Resume) -> Result<(), Error> {
         self.command(|role, link| {
+            role.requests.answer(request)?;
             let State::Deciding { name, size } = &role.state else {
                 return Err(wrong_state("accept", role));
             };
@@ -381,12 +401,19 @@ impl Framed<ReceiverRole> {
         })
     }
 
-    /// Refuses the file just offered; the sender moves on to its next file.
-    /// The refusal after `Config::max_refusals` of them fails the session
-    /// instead ([`ProtocolError::TooManyRefusals`]), telling the sender why.
-    pub fn reject(&mut self, reason: RejectReason, message: impl Into<Bytes>) -> Result<(), Error> {
+    /// Refuses the file `request` offered; the sender moves on to its next
+    /// file. The refusal after `Config::max_refusals` of them fails the
+    /// session instead ([`ProtocolError::TooManyRefusals`]), telling the
+    /// sender why.
+    pub fn reject(
+        &mut self,
+        request: OfferRequest,
+        reason: RejectReason,
+        message: impl Into<Bytes>,
+    ) -> Result<(), Error> {
         let message = clip_text(message.into());
         self.command(|role, link| {
+            role.requests.answer(request)?;
             if !matches!(role.state, State::Deciding { .. }) {
                 return Err(wrong_state("reject", role));
             }
@@ -398,8 +425,9 @@ impl Framed<ReceiverRole> {
     }
 
     /// The verified file is durable under its final name: confirms with `Saved`.
-    pub fn saved(&mut self) -> Result<(), Error> {
+    pub fn saved(&mut self, request: SaveRequest) -> Result<(), Error> {
         self.command(|role, link| {
+            role.requests.answer(request)?;
             if !matches!(role.state, State::Saving { .. }) {
                 return Err(wrong_state("saved", role));
             }
@@ -414,11 +442,13 @@ impl Framed<ReceiverRole> {
     /// `Reject` (the file is not delivered) and waits for the next offer.
     pub fn save_failed(
         &mut self,
+        request: SaveRequest,
         reason: RejectReason,
         message: impl Into<Bytes>,
     ) -> Result<(), Error> {
         let message = clip_text(message.into());
         self.command(|role, link| {
+            role.requests.answer(request)?;
             if !matches!(role.state, State::Saving { .. }) {
                 return Err(wrong_state("save_failed", role));
             }

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::names::SafeName;
+use super::request::{ChunkRequest, PrefixRequest, Requests};
 use crate::codec::{Frame, Protocol, RejectReason};
 use crate::error::{sanitize, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
@@ -21,9 +22,10 @@ pub struct FileSpec {
     pub size: u64,
 }
 
-/// What the sender tells its driver. Events marked "answer" need a method
-/// call on the [`Sender`](super::Sender) before the session goes on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the sender tells its driver. Events marked "answer" carry a
+/// request, to be handed back to a method of the [`Sender`](super::Sender)
+/// whenever the answer is ready.
+#[derive(Debug, PartialEq, Eq)]
 pub enum SenderEvent {
     /// Answer: the receiver holds `len` bytes of `file`; hash the first
     /// `len` bytes of the local file and call
@@ -33,6 +35,8 @@ pub enum SenderEvent {
         file: usize,
         /// Bytes to hash.
         len: u64,
+        /// Goes back with the answer.
+        request: PrefixRequest,
     },
     /// Data of `file` starts at `from` (0: from the start; more: resumed).
     Started {
@@ -50,6 +54,8 @@ pub enum SenderEvent {
         offset: u64,
         /// Bytes wanted (at most `chunk_size`).
         len: usize,
+        /// Goes back with the answer.
+        request: ChunkRequest,
     },
     /// The receiver verified `file`, made it durable and confirmed it.
     Delivered {
@@ -98,6 +104,8 @@ pub struct SenderRole {
     files: Vec<FileSpec>,
     state: State,
     bytes_sent: u64,
+    /// The answer owed by the application, if any.
+    requests: Requests,
 }
 
 impl SenderRole {
@@ -107,6 +115,7 @@ impl SenderRole {
             files,
             state: State::Done,
             bytes_sent: 0,
+            requests: Requests::default(),
         }
     }
 
@@ -194,7 +203,12 @@ impl Role for SenderRole {
                 if have == 0 {
                     self.begin(link, file, 0, blake3::Hasher::new());
                 } else {
-                    link.emit(SenderEvent::HashPrefix { file, len: have });
+                    let request = self.requests.issue();
+                    link.emit(SenderEvent::HashPrefix {
+                        file,
+                        len: have,
+                        request,
+                    });
                     self.state = State::Checking { file, have, prefix };
                 }
             }
@@ -239,10 +253,12 @@ impl Role for SenderRole {
         if *at < size {
             let len = chunk.min(size - *at) as usize;
             *pending = Some(len);
+            let request = self.requests.issue();
             link.emit(SenderEvent::Read {
                 file: *file,
                 offset: *at,
                 len,
+                request,
             });
         } else {
             let hash = *hasher.finalize().as_bytes();
@@ -286,10 +302,12 @@ impl Framed<SenderRole> {
     /// receiver holds, sending resumes after them; otherwise it restarts from 0.
     pub fn prefix_hashed(
         &mut self,
+        request: PrefixRequest,
         hasher: blake3::Hasher,
         bytes_hashed: u64,
     ) -> Result<(), Error> {
         self.command(|role, link| {
+            role.requests.answer(request)?;
             let State::Checking { file, have, prefix } = role.state else {
                 return Err(wrong_state("prefix_hashed", role));
             };
@@ -309,9 +327,12 @@ impl Framed<SenderRole> {
     /// exactly the length asked for is refused with
     /// [`Error::SourceChanged`] (the file changed under the sender: the
     /// application's failure, not a misuse);
-    /// the session is left as it was.
-    pub fn push_chunk(&mut self, chunk: Bytes) -> Result<(), Error> {
+    /// the session is left as it was (and `request` spent: the application
+    /// gives up on the session, as a source that changed leaves nothing to
+    /// send).
+    pub fn push_chunk(&mut self, request: ChunkRequest, chunk: Bytes) -> Result<(), Error> {
         self.command(|role, link| {
+            role.requests.answer(request)?;
             let State::Sending {
                 at,
                 pending,

@@ -75,3 +75,33 @@ impl Wire {
         (frames, events)
     }
 }
+
+/// The request of the (last) `Offer` among `events`.
+#[allow(dead_code)]
+pub fn offer_request(
+    events: impl IntoIterator<Item = echoxfer::xfer::ReceiverEvent>,
+) -> echoxfer::xfer::OfferRequest {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            echoxfer::xfer::ReceiverEvent::Offer { request, .. } => Some(request),
+            _ => None,
+        })
+        .last()
+        .expect("an Offer among the events")
+}
+
+/// The request of the (last) `Verified` among `events`.
+#[allow(dead_code)]
+pub fn save_request(
+    events: impl IntoIterator<Item = echoxfer::xfer::ReceiverEvent>,
+) -> echoxfer::xfer::SaveRequest {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            echoxfer::xfer::ReceiverEvent::Verified { request, .. } => Some(request),
+            _ => None,
+        })
+        .last()
+        .expect("a Verified among the events")
+}

@@ -84,8 +84,8 @@ impl Driver {
     /// Runs one session over a connected TCP stream.
     pub fn run_tcp<M, A>(&self, machine: &mut M, mut stream: TcpStream, app: &mut A) -> CmdResult
     where
-        M: StreamMachine,
-        A: App<M>,
+        M: StreamMachine + 'static,
+        A: App<M> + 'static,
     {
         stream.set_nodelay(true)?;
         match &self.tokio {
@@ -101,8 +101,8 @@ impl Driver {
     /// Runs one session over stdin/stdout.
     pub fn run_stdio<M, A>(&self, machine: &mut M, app: &mut A) -> CmdResult
     where
-        M: StreamMachine,
-        A: App<M>,
+        M: StreamMachine + 'static,
+        A: App<M> + 'static,
     {
         match &self.tokio {
             None => Ok(blocking::run_stream(machine, &mut stdio()?, app)?),
@@ -172,8 +172,8 @@ impl<'a> Peer<'a> {
 /// Runs one session as a client with `peer`, on `runtime`.
 pub fn run_client<M, A>(machine: &mut M, app: &mut A, peer: Peer, runtime: Runtime) -> CmdResult
 where
-    M: StreamMachine,
-    A: App<M>,
+    M: StreamMachine + 'static,
+    A: App<M> + 'static,
 {
     let driver = Driver::new(runtime)?;
     match peer {
@@ -191,8 +191,8 @@ pub fn accept_one<M, A>(
     runtime: Runtime,
 ) -> CmdResult
 where
-    M: StreamMachine,
-    A: App<M>,
+    M: StreamMachine + 'static,
+    A: App<M> + 'static,
 {
     let driver = Driver::new(runtime)?;
     let listener = bind_announced(addr)?;

@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::App;
+use echoxfer::driver::{App, Work};
 use echoxfer::error::sanitize;
 use echoxfer::files::{FileReport, Outcome, Progress, ReceiverApp, SenderApp};
 use echoxfer::xfer::{Receiver, ReceiverEvent, Sender, SenderEvent};
@@ -154,18 +154,38 @@ impl App<Sender> for Tracked<SenderApp> {
         self.record();
         Ok(())
     }
+
+    fn poll_work(&mut self) -> Option<Work<Self, Sender>> {
+        let work = App::<Sender>::poll_work(&mut self.app)?;
+        Some(work.within(|t: &mut Self| &mut t.app).and_then(recorded))
+    }
 }
 
 impl App<Receiver> for Tracked<ReceiverApp> {
     fn on_event(&mut self, m: &mut Receiver, now: Instant, event: ReceiverEvent) -> io::Result<()> {
-        let started = matches!(event, ReceiverEvent::Start { .. });
+        let started = match &event {
+            ReceiverEvent::Start { from, .. } => Some(*from),
+            _ => None,
+        };
         self.app.on_event(m, now, event)?;
-        if started {
+        if let Some(from) = started {
+            // Accepted already (the offer's work is done), so it is listed.
             if let Some(f) = self.app.report().last() {
-                self.starting("receiving", &f.name, f.size, f.from);
+                self.starting("receiving", &f.name, f.size, from);
             }
         }
         self.record();
         Ok(())
     }
+
+    fn poll_work(&mut self) -> Option<Work<Self, Receiver>> {
+        let work = App::<Receiver>::poll_work(&mut self.app)?;
+        Some(work.within(|t: &mut Self| &mut t.app).and_then(recorded))
+    }
+}
+
+/// Notes the files a work has settled.
+fn recorded<A: Reported, M>(t: &mut Tracked<A>, _: &mut M, _: Instant) -> io::Result<()> {
+    t.record();
+    Ok(())
 }

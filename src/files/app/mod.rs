@@ -1,0 +1,135 @@
+//! The apps that answer the file-transfer machines' events with the local
+//! file system ([`Source`](super::Source) and [`Store`](super::Store)), and
+//! record progress and outcome for a progress bar and a summary.
+//!
+//! Every file-system call is made in a [`Work`](crate::driver::Work): the
+//! app keeps the request it answers, queues what the call needs, and hands
+//! the call (with the files it needs, moved into it) to its driver, which
+//! runs it off its event loop; the result comes back as the answer. So
+//! the same apps serve the blocking driver (in place) and the tokio driver
+//! (on its blocking pool) alike.
+
+mod receiver;
+mod sender;
+
+pub use receiver::ReceiverApp;
+pub use sender::SenderApp;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::codec::RejectReason;
+use crate::error::Error;
+use crate::session::{Framed, Role};
+
+use super::Incoming;
+
+/// Progress of a session, readable from another thread (a progress bar).
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    /// Bytes of file content accounted for: sent or written, plus resumed
+    /// prefixes and skipped files.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Bytes expected in all (the sender knows it at once; the receiver
+    /// learns it offer by offer).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn expect(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Passes a machine command's result on: a command refused on a live
+/// session is this app's bug; one refused because the session has failed
+/// is not, since the machine's own error ends the session.
+fn answered<R: Role>(m: &Framed<R>, result: Result<(), Error>) -> io::Result<()> {
+    match result {
+        Err(e) if !m.is_closed() => Err(io::Error::other(e)),
+        _ => Ok(()),
+    }
+}
+
+/// A receiver's file-system failure, naming the file (the text also goes
+/// to the sender, so it names no local path).
+fn cannot(what: &str, incoming: &Incoming, e: io::Error) -> io::Error {
+    let name = incoming.name();
+    io::Error::new(e.kind(), format!("cannot {what} {name}: {e}"))
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not finished (the session ended first).
+    Pending,
+    /// Verified, durable and under its final name.
+    Saved {
+        /// BLAKE3 of the content.
+        hash: [u8; 32],
+    },
+    /// Refused by the receiver (or by the receiver's machine).
+    Refused {
+        /// Why.
+        reason: RejectReason,
+        /// The explanation (sanitised when it came from the peer).
+        message: String,
+    },
+    /// The content did not match its hash; nothing was kept.
+    Discarded,
+    /// Stands for offers refused beyond the first
+    /// [`REFUSALS_LISTED`] of a session, which are counted, not listed
+    /// (the entry's `size` is their offered bytes, added up).
+    Unlisted {
+        /// How many.
+        refused: u64,
+    },
+}
+
+/// Refused offers a [`ReceiverApp`] lists one by one in its report; the
+/// rest of a session's refusals share one [`Outcome::Unlisted`] entry, so a
+/// peer offering junk costs a bounded amount of bookkeeping.
+pub const REFUSALS_LISTED: usize = 20;
+
+/// One file of a session, for a summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReport {
+    /// The name it was offered under (sanitised when peer-supplied).
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Where this session's data started (more than 0: resumed).
+    pub from: u64,
+    /// File data bytes this session moved for it.
+    pub moved: u64,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Where it is, once saved (receiver) or where it came from (sender).
+    pub path: Option<PathBuf>,
+}
+
+impl FileReport {
+    fn new(name: String, size: u64, path: Option<PathBuf>) -> Self {
+        FileReport {
+            name,
+            size,
+            from: 0,
+            moved: 0,
+            outcome: Outcome::Pending,
+            path,
+        }
+    }
+}
