@@ -62,6 +62,8 @@ enum Op {
 }
 
 /// What one [`Op`] did.
+// Made once per call and consumed at once: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Did {
     Prepared {
         name: SafeName,

@@ -43,6 +43,8 @@ enum Read {
 }
 
 /// What a [`Read`] gave.
+// Made once per read and consumed at once: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Got {
     Prefix {
         request: PrefixRequest,
