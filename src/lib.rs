@@ -70,7 +70,7 @@ pub mod xfer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::Config;
+pub use config::{EchoConfig, SessionLimits, TransferConfig, UdpConfig, UnframedConfig};
 pub use error::{Error, ErrorCode, ProtocolError, UsageError};
 pub use machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 

@@ -162,9 +162,9 @@ impl SenderApp {
         }
     }
 
-    /// The role that offers these files, in order.
-    pub fn role(&self) -> SenderRole {
-        SenderRole::new(self.sources.iter().map(|s| s.spec().clone()).collect())
+    /// The role that offers these files, in order, within `config`.
+    pub fn role(&self, config: crate::config::TransferConfig) -> SenderRole {
+        SenderRole::new(self.sources.iter().map(|s| s.spec().clone()).collect(), config)
     }
 
     /// A handle on the progress counters.
