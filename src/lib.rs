@@ -34,8 +34,8 @@
 //! }
 //!
 //! let now = Instant::now();
-//! let mut server = EchoServer::new(Server::new("hello"), Config::default(), now);
-//! let mut client = EchoClient::new(Client::new(), Config::default(), now);
+//! let mut server = EchoServer::new(Server::new("hello", EchoConfig::default()), SessionLimits::default(), now);
+//! let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
 //! client.send(&b"exit"[..]).unwrap(); // any bytes, even the word `exit`
 //! client.close().unwrap();
 //!

@@ -108,7 +108,7 @@ impl StateMachineTest for EchoServerTest {
 
     fn init_test(_: &Phase) -> Sut {
         let now = Instant::now();
-        let mut server = EchoServer::new(Server::new("hi"), config(), now);
+        let mut server = EchoServer::new(Server::new("hi", EchoConfig::default()), config(), now);
         server
             .handle_input(now, &Protocol::Echo.preamble())
             .unwrap();

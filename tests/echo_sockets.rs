@@ -37,7 +37,7 @@ struct RunningServer {
 }
 
 fn make(now: Instant) -> (EchoServer, Ignore) {
-    (EchoServer::new(Server::new("hello"), config(), now), Ignore)
+    (EchoServer::new(Server::new("hello", EchoConfig::default()), config(), now), Ignore)
 }
 
 fn start_server(driver: Driver) -> RunningServer {
@@ -125,7 +125,7 @@ impl App<EchoClient> for Pinger {
 
 fn run_client(addr: SocketAddr, count: usize) -> Pinger {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
     let mut app = Pinger {
         sent: 0,
         count,
@@ -333,7 +333,7 @@ fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut machine = EchoServer::new(Server::new("hello"), config(), Instant::now());
+        let mut machine = EchoServer::new(Server::new("hello", EchoConfig::default()), config(), Instant::now());
         let mut app =
             |_: &mut EchoServer,
              _: Instant,
@@ -342,7 +342,7 @@ fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
         blocking::run_stream(&mut machine, &mut stream, &mut app)
     });
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
     client.send(&b"hi"[..]).unwrap();
     let err = blocking::run_stream(&mut client, &mut stream, &mut Ignore).unwrap_err();
     match err {
@@ -445,7 +445,7 @@ fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driv
         ..Config::default()
     };
     let stream = listener.accept().unwrap().0;
-    let server = EchoServer::new(Server::new("hello"), config, Instant::now());
+    let server = EchoServer::new(Server::new("hello", EchoConfig::default()), config, Instant::now());
     run_one(driver, stream, server)
 }
 
@@ -526,7 +526,7 @@ fn a_client_that_never_reads_is_dropped_after_one_write_timeout(driver: Driver) 
             idle_timeout: BOUND,
             ..Config::default()
         };
-        let inner = EchoServer::new(Server::new("hello"), config, Instant::now());
+        let inner = EchoServer::new(Server::new("hello", EchoConfig::default()), config, Instant::now());
         let server = WriteBound {
             inner,
             write_timeout: STALL,
@@ -604,7 +604,7 @@ impl App<EchoClient> for Pipeliner {
 fn pipelined_large_messages_all_come_back(driver: Driver) {
     let server = start_server(driver);
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
     let mut app = Pipeliner {
         sent: 0,
         replies: 0,

@@ -225,21 +225,21 @@ proptest! {
         let cfg = config;
         // Framed: a whole transfer, echo sessions, and peers that send noise.
         let wire = receiver_wire(&content, data_frame);
-        let (a, b) = both_ways(|| Receiver::new(ReceiverRole::new(), cfg(), now), &wire, &cuts, answer_receiver);
+        let (a, b) = both_ways(|| Receiver::new(ReceiverRole::new(TransferConfig::default()), cfg(), now), &wire, &cuts, answer_receiver);
         prop_assert!(a.contains(&Seen::Done(Ok(()))), "{a:?}");
         prop_assert_eq!(a, b);
         let wire = echo_wire(&messages);
-        let (a, b) = both_ways(|| EchoServer::new(Server::new("hi"), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| EchoServer::new(Server::new("hi", EchoConfig::default()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = Protocol::Echo.preamble().to_vec();
         wire.extend(Frame::Greeting(Bytes::from_static(b"hi")).encode_to_vec());
         wire.extend(&noise);
-        let (a, b) = both_ways(|| EchoClient::new(Client::new(), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| EchoClient::new(Client::new(EchoConfig::default()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = Protocol::File.preamble().to_vec();
         wire.extend(&noise);
         let files = vec![FileSpec { name: SafeName::new(b"a", 255).unwrap(), size: 10 }];
-        let (a, b) = both_ways(|| Sender::new(SenderRole::new(files.clone()), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| Sender::new(SenderRole::new(files.clone(), TransferConfig::default()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         // Unframed: every read is a unit, so both ways see the same reads.
         let (a, b) = both_ways(|| RawEcho::new(cfg(), now), &noise, &cuts, no_answer);
@@ -278,7 +278,7 @@ fn within(range: &std::ops::Range<usize>, b: &Bytes) -> bool {
 fn data_payloads_are_the_memory_they_were_read_into() {
     let content = vec![7u8; 3000];
     let wire = receiver_wire(&content, 1000);
-    let mut m = Receiver::new(ReceiverRole::new(), config(), t0());
+    let mut m = Receiver::new(ReceiverRole::new(TransferConfig::default()), config(), t0());
     let mut writes = Vec::new();
     let mut ranges = Vec::new();
     for piece in wire.chunks(1500) {
@@ -381,7 +381,7 @@ where
 fn framed_and_unframed_machines_treat_input_after_the_end_alike() {
     let now = t0();
     let exit = echo_wire(&[]);
-    input_after_a_normal_end_is_discarded(EchoServer::new(Server::new("hi"), config(), now), &exit);
+    input_after_a_normal_end_is_discarded(EchoServer::new(Server::new("hi", EchoConfig::default()), config(), now), &exit);
     input_after_a_normal_end_is_discarded(LegacyEchoServer::new("hi", config(), now), b"exit");
     input_after_a_normal_end_is_discarded(LegacyFileReceiver::new(config(), now), b"quit");
     let mut raw = RawEcho::new(config(), now);
@@ -389,7 +389,7 @@ fn framed_and_unframed_machines_treat_input_after_the_end_alike() {
     input_after_a_normal_end_is_discarded(raw, b"");
 
     input_after_a_failure_answers_the_sticky_error(
-        EchoServer::new(Server::new("hi"), config(), now),
+        EchoServer::new(Server::new("hi", EchoConfig::default()), config(), now),
         b"GARBAGE",
     );
     input_after_a_failure_answers_the_sticky_error(
@@ -456,7 +456,7 @@ fn unframed_machines_honour_abort() {
 /// Feeds a receiver a transfer up to the frame that fails it; returns the
 /// machine.
 fn receiver_failed_by(last: Frame) -> Receiver {
-    let mut m = Receiver::new(ReceiverRole::new(), config(), t0());
+    let mut m = Receiver::new(ReceiverRole::new(TransferConfig::default()), config(), t0());
     let mut wire = Protocol::File.preamble().to_vec();
     wire.extend(
         Frame::Offer {

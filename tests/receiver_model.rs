@@ -477,7 +477,7 @@ impl StateMachineTest for ReceiverTest {
 
     fn init_test(_: &Model) -> Sut {
         let now = Instant::now();
-        let mut rx = Receiver::new(ReceiverRole::new(), config(), now);
+        let mut rx = Receiver::new(ReceiverRole::new(TransferConfig::default()), config(), now);
         rx.handle_input(now, &Protocol::File.preamble()).unwrap();
         let mut sut = Sut {
             rx,

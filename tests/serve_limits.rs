@@ -36,7 +36,7 @@ fn make(now: Instant) -> (EchoServer, Ignore) {
         idle_timeout: BOUND,
         ..Config::default()
     };
-    (EchoServer::new(Server::new("hello"), config, now), Ignore)
+    (EchoServer::new(Server::new("hello", EchoConfig::default()), config, now), Ignore)
 }
 
 /// An echo server on `listener`; stopping it returns its report.

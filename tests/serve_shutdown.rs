@@ -37,7 +37,7 @@ fn serve(
     let addr = listener.local_addr().unwrap();
     let shutdown = shutdown.clone();
     let make = move |now| {
-        let machine = Receiver::new(ReceiverRole::new(), Config::default(), now);
+        let machine = Receiver::new(ReceiverRole::new(TransferConfig::default()), SessionLimits::default(), now);
         (machine, ReceiverApp::new(store.clone()))
     };
     let handle = thread::spawn(move || match driver {

@@ -25,7 +25,7 @@ use common::drain::poll_all;
 const SEC: Duration = Duration::from_secs(1);
 
 fn echo_server(config: Config, now: Instant) -> EchoServer {
-    EchoServer::new(Server::new("hi"), config, now)
+    EchoServer::new(Server::new("hi", EchoConfig::default()), config, now)
 }
 
 fn header(kind: u8, len: u32) -> Vec<u8> {
@@ -70,7 +70,7 @@ fn a_message_header_over_max_message_is_refused_before_its_payload_is_buffered()
 fn an_offer_header_over_its_name_limit_is_refused_before_its_payload_is_buffered() {
     let now = Instant::now();
     let config = Config::default();
-    let mut rx = Receiver::new(ReceiverRole::new(), config.clone(), now);
+    let mut rx = Receiver::new(ReceiverRole::new(TransferConfig::default()), config.clone(), now);
     let mut wire = Protocol::File.preamble().to_vec();
     wire.extend(header(0x20, (config.max_frame - 1) as u32));
     wire.extend(vec![b'a'; 1000]);
@@ -103,7 +103,7 @@ fn budget_config() -> Config {
 /// A receiver with `budget` that accepted `f` of `size` bytes and got `Begin{0}`.
 fn receiving(config: &Config, budget: &RecvBudget, size: u64, now: Instant) -> Receiver {
     let mut rx =
-        Receiver::new(ReceiverRole::new(), config.clone(), now).with_recv_budget(budget.clone());
+        Receiver::new(ReceiverRole::new(TransferConfig::default()), config.clone(), now).with_recv_budget(budget.clone());
     let mut wire = Protocol::File.preamble().to_vec();
     wire.extend(
         Frame::Offer {
@@ -394,7 +394,7 @@ fn a_receiver_failing_mid_stream_lingers_so_the_sender_reads_why() {
     let content = Bytes::from(vec![7u8; 64 * config.chunk_size]);
     let mut tx = MemSender::new([(name, content)]);
     let mut sender = Sender::new(tx.role(), config.clone(), now);
-    let mut receiver = Receiver::new(ReceiverRole::new(), config, now);
+    let mut receiver = Receiver::new(ReceiverRole::new(TransferConfig::default()), config, now);
     // The disk fills up at the first write, while the sender streams on.
     let mut disk = MemReceiver::new(MemDisk::default(), false);
     let mut rx = |m: &mut Receiver, at: Instant, e: ReceiverEvent| {
@@ -441,7 +441,7 @@ fn a_greeting_longer_than_any_client_accepts_fails_the_server_at_start() {
     let now = Instant::now();
     let config = Config::default();
     let greeting = vec![b'g'; config.max_message + 1];
-    let mut server = EchoServer::new(Server::new(greeting), config.clone(), now);
+    let mut server = EchoServer::new(Server::new(greeting, EchoConfig::default()), config.clone(), now);
     assert_eq!(
         server.error(),
         Some(&Error::Local(UsageError::MessageTooLarge {

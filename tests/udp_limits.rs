@@ -112,7 +112,7 @@ fn service_ports_are_never_answered() {
         7, 13, 17, 19, 37, 53, 123, 161, 1900, 3702, 5353, 5683, 11211,
     ];
     let ports = (0..1024).chain(REFUSED_SOURCE_PORTS).chain(classic);
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let now = Instant::now();
     for port in ports {
         for ip in ["198.51.100.7", "[2001:db8::7]"] {
@@ -134,7 +134,7 @@ fn service_ports_are_never_answered() {
 
 #[test]
 fn sources_that_cannot_send_are_never_answered() {
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let now = Instant::now();
     for from in [
         "0.0.0.0:5000",
@@ -275,9 +275,9 @@ fn events_waiting_are_bounded_and_the_counts_stay_exact() {
 fn a_default_ping_is_answered_in_full_by_a_default_server() {
     let server_addr = addr("192.0.2.1:8888");
     let client_addr = addr("192.0.2.2:45000");
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let mut now = Instant::now();
-    let mut ping = UdpPing::new(Config::default(), now, server_addr, 10, 64);
+    let mut ping = UdpPing::new(UdpConfig::default(), now, server_addr, 10, 64);
     for _ in 0..10_000 {
         match ping.poll_output() {
             Output::Transmit(d) => {

@@ -30,7 +30,7 @@ fn config() -> Config {
 
 /// A receiver machine and its app saving into `store`, created at `now`.
 fn receiver(store: &Store, now: Instant) -> (Receiver, ReceiverApp) {
-    let m = Receiver::new(ReceiverRole::new(), config(), now);
+    let m = Receiver::new(ReceiverRole::new(TransferConfig::default()), config(), now);
     (m, ReceiverApp::new(store.clone()))
 }
 

@@ -64,7 +64,7 @@ fn drain<R: Role>(m: &mut Framed<R>) -> Drained<R::Event> {
 }
 
 fn receiver() -> Receiver {
-    Receiver::new(ReceiverRole::new(), small_config(), Instant::now())
+    Receiver::new(ReceiverRole::new(TransferConfig::default()), small_config(), Instant::now())
 }
 
 fn feed(m: &mut impl StreamMachine, bytes: &[u8]) {
@@ -114,7 +114,7 @@ fn sender(size: u64) -> Sender {
         name: SafeName::new(b"f", 255).unwrap(),
         size,
     };
-    Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now())
+    Sender::new(SenderRole::new(vec![spec], TransferConfig::default()), small_config(), Instant::now())
 }
 
 /// A sender of `f` (`size` bytes) fed the receiver's fresh `Accept`.
@@ -565,7 +565,7 @@ fn zero_limits_are_refused_not_unlimited() {
             ..small_config()
         },
     ] {
-        let mut m = Receiver::new(ReceiverRole::new(), config, Instant::now());
+        let mut m = Receiver::new(ReceiverRole::new(TransferConfig::default()), config, Instant::now());
         let d = drain(&mut m);
         assert!(matches!(
             d.done,

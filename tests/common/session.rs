@@ -29,7 +29,7 @@ pub fn run_session<T: App<Sender>, R: App<Receiver>>(
 ) -> Run<T, R> {
     let now = Instant::now();
     let a = Sender::new(role, small_config(), now);
-    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
+    let b = Receiver::new(ReceiverRole::new(TransferConfig::default()), small_config(), now);
     let mut pair = Pair::new(a, b, now, cutter);
     if let Some(n) = cut {
         pair = pair.cut_after(n);

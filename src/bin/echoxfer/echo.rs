@@ -35,7 +35,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
     let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
     match a.mode {
         EchoMode::Native => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
-            EchoServer::new(Server::new(greeting.clone()), config.clone(), now)
+            EchoServer::new(Server::new(greeting.clone(), EchoConfig::default()), config.clone(), now)
                 .with_recv_budget(budget.clone())
         }),
         EchoMode::Rfc862 => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
@@ -65,7 +65,7 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
         return legacy::connect(a);
     }
-    let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), Instant::now());
     let mut app = LineClient {
         lines: io::stdin().lock(),
         out: io::stdout(),

@@ -49,7 +49,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
     net::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now)
+        let machine = Receiver::new(ReceiverRole::new(TransferConfig::default()), config.clone(), now)
             .with_recv_budget(budget.clone());
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
@@ -82,7 +82,7 @@ fn once_session(
     ui: Ui,
     out: Out,
 ) -> (Receiver, Tracked<ReceiverApp>) {
-    let machine = Receiver::new(ReceiverRole::new(), config.clone(), Instant::now());
+    let machine = Receiver::new(ReceiverRole::new(TransferConfig::default()), config.clone(), Instant::now());
     let app = ReceiverApp::new(store.clone());
     (
         machine,

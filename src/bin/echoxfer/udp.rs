@@ -26,7 +26,7 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
     if a.legacy {
         return legacy::serve(a);
     }
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let mut log = RefusalLog::default();
     net::serve_datagrams(a.addr, &mut server, &mut log)?;
     println!("{}", term::udp_stopped(&server.stats()));

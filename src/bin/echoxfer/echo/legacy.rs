@@ -95,7 +95,7 @@ impl<R: BufRead> App<LegacyEchoClient> for LegacyLines<R> {
 /// `echo connect --legacy`.
 pub fn connect(a: EchoConnectArgs) -> CmdResult {
     term::legacy_warning();
-    let mut client = LegacyEchoClient::new(Config::default(), Instant::now());
+    let mut client = LegacyEchoClient::new(UnframedConfig::default(), Instant::now());
     let mut app = LegacyLines {
         lines: io::stdin().lock(),
     };

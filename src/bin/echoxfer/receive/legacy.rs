@@ -50,7 +50,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         inner,
         bytes: bytes.clone(),
     };
-    let mut machine = LegacyFileReceiver::new(Config::default(), Instant::now());
+    let mut machine = LegacyFileReceiver::new(UnframedConfig::default(), Instant::now());
     let meter = Meter::start(ui, "receive".into(), bytes.counter());
     let started = Instant::now();
     // The seed receiver takes one sender, then exits.

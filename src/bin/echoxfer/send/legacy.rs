@@ -56,7 +56,7 @@ pub fn send(a: SendArgs) -> CmdResult {
         inner,
         bytes: bytes.clone(),
     };
-    let mut machine = LegacyFileSender::new(size, Config::default(), Instant::now());
+    let mut machine = LegacyFileSender::new(size, UnframedConfig::default(), Instant::now());
     let meter = Meter::start(ui, "send".into(), bytes.counter());
     let started = Instant::now();
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive --legacy`");
