@@ -12,7 +12,7 @@ use echoxfer::driver::{blocking, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::Config;
+use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
 
 use crate::args::DemoArgs;
 use crate::net::{self, CmdResult};
@@ -187,8 +187,8 @@ fn file_demo(size_mib: u64) -> CmdResult {
     let started = Instant::now();
     let sent = (|| -> CmdResult {
         let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
-        let mut app = SenderApp::open(&[&path], Config::default().max_name_len)?;
-        let mut machine = Sender::new(app.role(), SessionLimits::default(), Instant::now());
+        let mut app = SenderApp::open(&[&path], TransferConfig::default().max_name_len)?;
+        let mut machine = Sender::new(app.role(TransferConfig::default()), SessionLimits::default(), Instant::now());
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
         if !term::all_saved(app.report()) {
             return Err(format!("file: not delivered: {:?}", app.report()).into());

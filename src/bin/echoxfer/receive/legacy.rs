@@ -11,7 +11,7 @@ use std::time::Instant;
 use echoxfer::driver::App;
 use echoxfer::legacy::files::ReceiveToDir;
 use echoxfer::legacy::{LegacyFileReceiver, ReceiverEvent};
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 use crate::args::ReceiveArgs;
 use crate::net::{self, CmdResult, Peer};

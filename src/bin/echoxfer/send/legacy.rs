@@ -13,7 +13,7 @@ use echoxfer::driver::App;
 use echoxfer::error::sanitize;
 use echoxfer::legacy::files::SendFromFile;
 use echoxfer::legacy::{LegacyFileSender, SenderEvent};
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 use crate::args::SendArgs;
 use crate::net::{self, CmdResult, Peer};

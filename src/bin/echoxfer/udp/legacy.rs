@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use echoxfer::driver::App;
 use echoxfer::legacy::{LegacyUdpSender, LegacyUdpSink, SenderDatagramEvent, SinkEvent};
-use echoxfer::Config;
+use echoxfer::UdpConfig;
 
 use crate::args::{UdpSendArgs, UdpServeArgs};
 use crate::net::{self, CmdResult};
