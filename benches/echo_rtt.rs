@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use echoxfer::driver::{blocking, App, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
-use echoxfer::Config;
+use echoxfer::{EchoConfig, SessionLimits};
 
 const MSG: usize = 64;
 

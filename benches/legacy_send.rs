@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use echoxfer::driver::blocking;
 use echoxfer::legacy::files::SendFromFile;
 use echoxfer::legacy::LegacyFileSender;
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 /// The reference peer, the in-repository fixture (see `tests/fixtures/README.md`).
 fn seedpeer() -> PathBuf {

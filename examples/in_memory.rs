@@ -14,7 +14,7 @@ use echoxfer::xfer::{
     FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender, SenderEvent,
     SenderRole,
 };
-use echoxfer::{Config, Output, StreamMachine};
+use echoxfer::{Output, SessionLimits, StreamMachine, TransferConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());

@@ -496,7 +496,7 @@ mod tests {
     fn a_budget_too_small_for_one_session_is_refused() {
         use crate::echo::{EchoServer, Server};
         use crate::session::RecvBudget;
-        use crate::{Error, Output, StreamMachine, UsageError};
+        use crate::{Error, Output, Machine, UsageError};
         let limits = SessionLimits {
             recv_allowance: 1024,
             ..SessionLimits::default()
