@@ -27,8 +27,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         name: SafeName::new(b"hello.bin", 255)?,
         size: size as u64,
     };
-    let mut sender = Sender::new(SenderRole::new(vec![spec], TransferConfig::default()), SessionLimits::default(), now);
-    let mut receiver = Receiver::new(ReceiverRole::new(TransferConfig::default()), SessionLimits::default(), now);
+    let mut sender = Sender::new(
+        SenderRole::new(vec![spec], TransferConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    let mut receiver = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
     let mut stored = Vec::new();
 
     // Drain each side into the other until both are done. A real transport

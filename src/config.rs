@@ -496,12 +496,16 @@ mod tests {
     fn a_budget_too_small_for_one_session_is_refused() {
         use crate::echo::{EchoServer, Server};
         use crate::session::RecvBudget;
-        use crate::{Error, Output, Machine, UsageError};
+        use crate::{Error, Machine, Output, UsageError};
         let limits = SessionLimits {
             recv_allowance: 1024,
             ..SessionLimits::default()
         };
-        let server = EchoServer::new(Server::new("hi", EchoConfig::default()), limits, Instant::now());
+        let server = EchoServer::new(
+            Server::new("hi", EchoConfig::default()),
+            limits,
+            Instant::now(),
+        );
         let mut server = server.with_recv_budget(RecvBudget::new(1024));
         let Output::Done(Err(Error::Local(UsageError::BadConfig(e)))) = server.poll_output() else {
             panic!("a session whose budget cannot hold one frame must fail at once");
@@ -519,7 +523,11 @@ mod tests {
     }
 
     /// Every field each struct refuses at zero, named in the error.
-    fn assert_zero_refused<C>(name: &str, cases: Vec<(&'static str, C)>, check: impl Fn(&C) -> Result<(), ConfigError>) {
+    fn assert_zero_refused<C>(
+        name: &str,
+        cases: Vec<(&'static str, C)>,
+        check: impl Fn(&C) -> Result<(), ConfigError>,
+    ) {
         for (field, cfg) in cases {
             assert_eq!(check(&cfg), Err(ConfigError::Zero(field)), "{name}.{field}");
         }
@@ -529,10 +537,34 @@ mod tests {
     fn session_limits_refuse_each_zero_field_by_name() {
         let base = SessionLimits::default;
         let cases = vec![
-            ("max_frame", SessionLimits { max_frame: 0, ..base() }),
-            ("recv_buffer", SessionLimits { recv_buffer: 0, ..base() }),
-            ("send_buffer", SessionLimits { send_buffer: 0, ..base() }),
-            ("idle_timeout", SessionLimits { idle_timeout: Duration::ZERO, ..base() }),
+            (
+                "max_frame",
+                SessionLimits {
+                    max_frame: 0,
+                    ..base()
+                },
+            ),
+            (
+                "recv_buffer",
+                SessionLimits {
+                    recv_buffer: 0,
+                    ..base()
+                },
+            ),
+            (
+                "send_buffer",
+                SessionLimits {
+                    send_buffer: 0,
+                    ..base()
+                },
+            ),
+            (
+                "idle_timeout",
+                SessionLimits {
+                    idle_timeout: Duration::ZERO,
+                    ..base()
+                },
+            ),
         ];
         assert_zero_refused("SessionLimits", cases, SessionLimits::validate);
         let huge = SessionLimits {
@@ -548,15 +580,30 @@ mod tests {
         let session = SessionLimits::default();
         let base = EchoConfig::default;
         let cases = vec![
-            ("max_message", EchoConfig { max_message: 0, ..base() }),
-            ("echo_window", EchoConfig { echo_window: 0, ..base() }),
+            (
+                "max_message",
+                EchoConfig {
+                    max_message: 0,
+                    ..base()
+                },
+            ),
+            (
+                "echo_window",
+                EchoConfig {
+                    echo_window: 0,
+                    ..base()
+                },
+            ),
         ];
         assert_zero_refused("EchoConfig", cases, |c| c.validate(&session));
         let too_big = EchoConfig {
             max_message: session.max_frame + 1,
             ..base()
         };
-        assert_eq!(too_big.validate(&session).map_err(|e| e.field()), Err("max_message"));
+        assert_eq!(
+            too_big.validate(&session).map_err(|e| e.field()),
+            Err("max_message")
+        );
     }
 
     #[test]
@@ -564,30 +611,99 @@ mod tests {
         let session = SessionLimits::default();
         let base = TransferConfig::default;
         let cases = vec![
-            ("chunk_size", TransferConfig { chunk_size: 0, ..base() }),
-            ("max_name_len", TransferConfig { max_name_len: 0, ..base() }),
-            ("max_file_size", TransferConfig { max_file_size: 0, ..base() }),
-            ("max_refusals", TransferConfig { max_refusals: 0, ..base() }),
+            (
+                "chunk_size",
+                TransferConfig {
+                    chunk_size: 0,
+                    ..base()
+                },
+            ),
+            (
+                "max_name_len",
+                TransferConfig {
+                    max_name_len: 0,
+                    ..base()
+                },
+            ),
+            (
+                "max_file_size",
+                TransferConfig {
+                    max_file_size: 0,
+                    ..base()
+                },
+            ),
+            (
+                "max_refusals",
+                TransferConfig {
+                    max_refusals: 0,
+                    ..base()
+                },
+            ),
         ];
         assert_zero_refused("TransferConfig", cases, |c| c.validate(&session));
         let too_big = TransferConfig {
             chunk_size: session.max_frame + 1,
             ..base()
         };
-        assert_eq!(too_big.validate(&session).map_err(|e| e.field()), Err("chunk_size"));
+        assert_eq!(
+            too_big.validate(&session).map_err(|e| e.field()),
+            Err("chunk_size")
+        );
     }
 
     #[test]
     fn unframed_config_refuses_each_zero_field_by_name() {
         let base = UnframedConfig::default;
         let cases = vec![
-            ("idle_timeout", UnframedConfig { idle_timeout: Duration::ZERO, ..base() }),
-            ("send_buffer", UnframedConfig { send_buffer: 0, ..base() }),
-            ("recv_buffer", UnframedConfig { recv_buffer: 0, ..base() }),
-            ("max_message", UnframedConfig { max_message: 0, ..base() }),
-            ("max_file_size", UnframedConfig { max_file_size: 0, ..base() }),
-            ("legacy_ack_delay", UnframedConfig { legacy_ack_delay: Duration::ZERO, ..base() }),
-            ("legacy_quit_settle", UnframedConfig { legacy_quit_settle: Duration::ZERO, ..base() }),
+            (
+                "idle_timeout",
+                UnframedConfig {
+                    idle_timeout: Duration::ZERO,
+                    ..base()
+                },
+            ),
+            (
+                "send_buffer",
+                UnframedConfig {
+                    send_buffer: 0,
+                    ..base()
+                },
+            ),
+            (
+                "recv_buffer",
+                UnframedConfig {
+                    recv_buffer: 0,
+                    ..base()
+                },
+            ),
+            (
+                "max_message",
+                UnframedConfig {
+                    max_message: 0,
+                    ..base()
+                },
+            ),
+            (
+                "max_file_size",
+                UnframedConfig {
+                    max_file_size: 0,
+                    ..base()
+                },
+            ),
+            (
+                "legacy_ack_delay",
+                UnframedConfig {
+                    legacy_ack_delay: Duration::ZERO,
+                    ..base()
+                },
+            ),
+            (
+                "legacy_quit_settle",
+                UnframedConfig {
+                    legacy_quit_settle: Duration::ZERO,
+                    ..base()
+                },
+            ),
         ];
         assert_zero_refused("UnframedConfig", cases, UnframedConfig::validate);
     }
@@ -596,9 +712,27 @@ mod tests {
     fn udp_config_refuses_each_zero_field_by_name_but_allows_zero_retries() {
         let base = UdpConfig::default;
         let cases = vec![
-            ("max_datagram", UdpConfig { max_datagram: 0, ..base() }),
-            ("datagram_queue", UdpConfig { datagram_queue: 0, ..base() }),
-            ("probe_timeout", UdpConfig { probe_timeout: Duration::ZERO, ..base() }),
+            (
+                "max_datagram",
+                UdpConfig {
+                    max_datagram: 0,
+                    ..base()
+                },
+            ),
+            (
+                "datagram_queue",
+                UdpConfig {
+                    datagram_queue: 0,
+                    ..base()
+                },
+            ),
+            (
+                "probe_timeout",
+                UdpConfig {
+                    probe_timeout: Duration::ZERO,
+                    ..base()
+                },
+            ),
         ];
         assert_zero_refused("UdpConfig", cases, UdpConfig::validate);
         let one_try = UdpConfig {
@@ -611,9 +745,27 @@ mod tests {
     #[test]
     fn server_limits_refuse_each_zero_field_by_name() {
         let cases = vec![
-            ("max_connections", Limits { max_connections: 0, ..Limits::default() }),
-            ("max_per_source", Limits { max_per_source: 0, ..Limits::default() }),
-            ("recv_budget", Limits { recv_budget: 0, ..Limits::default() }),
+            (
+                "max_connections",
+                Limits {
+                    max_connections: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_per_source",
+                Limits {
+                    max_per_source: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "recv_budget",
+                Limits {
+                    recv_budget: 0,
+                    ..Limits::default()
+                },
+            ),
         ];
         assert_zero_refused("Limits", cases, Limits::validate);
     }

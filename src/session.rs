@@ -151,9 +151,7 @@ impl<R: Role> Framed<R> {
     /// that does not fit them ([`Role::frame_limits`]), fail the machine at
     /// once with a [`UsageError::BadConfig`] naming the field.
     pub fn new(mut role: R, limits: SessionLimits, now: Instant) -> Self {
-        let frame_limits = limits
-            .validate()
-            .and_then(|()| role.frame_limits(&limits));
+        let frame_limits = limits.validate().and_then(|()| role.frame_limits(&limits));
         let mut link = Link {
             now,
             tx: VecDeque::new(),

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use echoxfer::driver::App;
 use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
-use echoxfer::{Config, Machine, Output};
+use echoxfer::{Machine, Output, UnframedConfig};
 
 mod common;
 use common::files::entries;

@@ -30,7 +30,7 @@ use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
     LegacyUdpSender, LegacyUdpSink, SinkEvent, GREETING_BLOCKING, GREETING_THREADED,
 };
-use echoxfer::Config;
+use echoxfer::{UdpConfig, UnframedConfig};
 
 /// Every wait in this file is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);

@@ -18,7 +18,7 @@ use echoxfer::legacy::{
     LegacyServerEvent, ReceiverEvent, SenderEvent, GREETING_BLOCKING, PIECE_MAX,
 };
 use echoxfer::testing::{Cutter, Pair};
-use echoxfer::{Config, Error, Machine, Output, ProtocolError, StreamMachine};
+use echoxfer::{Error, Machine, Output, ProtocolError, StreamMachine, UdpConfig, UnframedConfig};
 
 const STEPS: usize = 2_000_000;
 
@@ -449,7 +449,7 @@ fn sender_parses_split_and_glued_acks_and_refuses_other_bytes() {
 
 #[test]
 fn quit_waits_for_the_acks_to_settle() {
-    let cfg = Config::default();
+    let cfg = UnframedConfig::default();
     let t0 = Instant::now();
     let mut s = LegacyFileSender::new(4, cfg.clone(), t0);
     let Output::Event(SenderEvent::Read { offset, .. }) = s.poll_output() else {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::echo::{PingEvent, Refusal, UdpEchoServer, UdpEvent, UdpPing, REFUSED_SOURCE_PORTS};
-use echoxfer::{Config, Datagram, DatagramMachine, Machine, Output};
+use echoxfer::{Datagram, DatagramMachine, Machine, Output, UdpConfig};
 use proptest::prelude::*;
 
 fn addr(s: &str) -> SocketAddr {
@@ -37,16 +37,16 @@ fn answers(server: &mut UdpEchoServer, now: Instant, from: SocketAddr) -> bool {
     sent.len() == 1
 }
 
-fn limits(rate: u32, burst: u32) -> Config {
-    Config {
+fn limits(rate: u32, burst: u32) -> UdpConfig {
+    UdpConfig {
         udp_reply_rate: rate,
         udp_reply_burst: burst,
-        ..Config::default()
+        ..UdpConfig::default()
     }
 }
 
 /// The most replies a token bucket allows one source over `elapsed`.
-fn bucket_bound(config: &Config, elapsed: Duration) -> u64 {
+fn bucket_bound(config: &UdpConfig, elapsed: Duration) -> u64 {
     let refilled = elapsed.as_nanos() * u128::from(config.udp_reply_rate) / 1_000_000_000;
     u64::from(config.udp_reply_burst) + refilled as u64
 }
@@ -55,7 +55,7 @@ fn bucket_bound(config: &Config, elapsed: Duration) -> u64 {
 /// that claims to come from the second; each hop takes `hop`. Returns the
 /// replies both sent and the virtual time it took, or `None` if the
 /// datagram was still bouncing after `cap` replies.
-fn bounce(config: &Config, hop: Duration, cap: u64) -> Option<(u64, Duration)> {
+fn bounce(config: &UdpConfig, hop: Duration, cap: u64) -> Option<(u64, Duration)> {
     let addrs = [addr("192.0.2.1:8888"), addr("192.0.2.2:8888")];
     let mut servers = [
         UdpEchoServer::new(config.clone()),
@@ -97,7 +97,7 @@ fn a_forged_datagram_between_two_servers_bounces_at_most_twice_the_burst() {
 fn a_loop_between_default_servers_dies_out_at_lan_speed() {
     // One millisecond a hop: each server gets 500 datagrams a second from
     // the other, above the default rate, so the loop ends.
-    let config = Config::default();
+    let config = UdpConfig::default();
     let (replies, elapsed) =
         bounce(&config, Duration::from_millis(1), 1_000_000).expect("the loop must die out");
     assert!(
@@ -226,7 +226,7 @@ fn a_second_source_is_answered_while_the_first_is_limited() {
 
 #[test]
 fn tracked_sources_stay_within_the_cap_and_a_spray_does_not_free_a_limited_source() {
-    let config = Config {
+    let config = UdpConfig {
         udp_max_sources: 64,
         ..limits(10, 5)
     };
@@ -255,9 +255,9 @@ fn tracked_sources_stay_within_the_cap_and_a_spray_does_not_free_a_limited_sourc
 
 #[test]
 fn events_waiting_are_bounded_and_the_counts_stay_exact() {
-    let config = Config {
+    let config = UdpConfig {
         datagram_queue: 16,
-        ..Config::default()
+        ..UdpConfig::default()
     };
     let mut server = UdpEchoServer::new(config);
     let now = Instant::now();

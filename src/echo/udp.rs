@@ -246,7 +246,13 @@ impl UdpPing {
     /// A ping of `count` probes of `size` bytes to `target`, starting at
     /// `now`. A size outside [`MIN_PROBE_SIZE`] ..= `config.max_datagram` is
     /// clamped into it; check it first if your user must be told.
-    pub fn new(config: UdpConfig, now: Instant, target: SocketAddr, count: u32, size: usize) -> Self {
+    pub fn new(
+        config: UdpConfig,
+        now: Instant,
+        target: SocketAddr,
+        count: u32,
+        size: usize,
+    ) -> Self {
         let size = size.clamp(PROBE_HEADER, config.max_datagram.max(PROBE_HEADER));
         let mut ping = UdpPing {
             config,

@@ -164,7 +164,10 @@ impl SenderApp {
 
     /// The role that offers these files, in order, within `config`.
     pub fn role(&self, config: crate::config::TransferConfig) -> SenderRole {
-        SenderRole::new(self.sources.iter().map(|s| s.spec().clone()).collect(), config)
+        SenderRole::new(
+            self.sources.iter().map(|s| s.spec().clone()).collect(),
+            config,
+        )
     }
 
     /// A handle on the progress counters.

@@ -11,9 +11,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::netem::{Impairments, Netem, Trickle};
 use super::pair::{PairOutcome, Stuck};
+use crate::config::SessionLimits;
 use crate::driver::core::{Next, StreamCore};
 use crate::driver::{Abort, App, DriverError};
-use crate::config::SessionLimits;
 use crate::machine::StreamMachine;
 use crate::testing::fuzz::{small_echo, small_limits, small_transfer};
 
@@ -745,7 +745,6 @@ pub fn trickle_session(seed: u64) -> Result<SimReport, String> {
 }
 
 fn trickle_inner(seed: u64) -> Result<SimReport, String> {
-
     let start = Instant::now();
     let mut sim = Sim::new(seed, start);
     let gap = Duration::from_secs([7, 10, 20, 50][sim.rng.random_range(0..4)]);

@@ -55,9 +55,7 @@ where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
 {
-    net::serve_sessions(addr, runtime, limits, move |now| {
-        (make(now), Ignore)
-    })
+    net::serve_sessions(addr, runtime, limits, move |now| (make(now), Ignore))
 }
 
 /// `echoxfer echo connect`: one conversation from stdin lines.
@@ -65,7 +63,11 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
         return legacy::connect(a);
     }
-    let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), Instant::now());
+    let mut client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     let mut app = LineClient {
         lines: io::stdin().lock(),
         out: io::stdout(),

@@ -50,8 +50,12 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let budget = limits.new_recv_budget();
     net::serve_sessions(a.listen, a.runtime, limits, move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let machine = Receiver::new(ReceiverRole::new(TransferConfig::default()), config.clone(), now)
-            .with_recv_budget(budget.clone());
+        let machine = Receiver::new(
+            ReceiverRole::new(TransferConfig::default()),
+            config.clone(),
+            now,
+        )
+        .with_recv_budget(budget.clone());
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
         let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
@@ -83,7 +87,11 @@ fn once_session(
     ui: Ui,
     out: Out,
 ) -> (Receiver, Tracked<ReceiverApp>) {
-    let machine = Receiver::new(ReceiverRole::new(TransferConfig::default()), config.clone(), Instant::now());
+    let machine = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        config.clone(),
+        Instant::now(),
+    );
     let app = ReceiverApp::new(store.clone());
     (
         machine,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::{drain, jump, small_echo, small_limits, start, Input};
-use crate::config::SessionLimits;
 use crate::codec::{Frame, FrameDecoder, FrameLimits, Protocol};
+use crate::config::SessionLimits;
 use crate::driver::{App, DriverError};
 use crate::echo::{Client, ClientEvent, EchoClient, EchoServer, Server, ServerEvent};
 use crate::error::{Error, ErrorCode, ProtocolError, UsageError};
@@ -194,10 +194,13 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
     let mut now = start();
     let mut server = EchoServer::new(Server::new(GREETING, small_echo()), config.clone(), now);
     let mut reference = Reference {
-        decoder: FrameDecoder::with_limits(Protocol::Echo, FrameLimits {
-            max_message: small_echo().max_message,
-            ..FrameLimits::uniform(config.max_frame)
-        }),
+        decoder: FrameDecoder::with_limits(
+            Protocol::Echo,
+            FrameLimits {
+                max_message: small_echo().max_message,
+                ..FrameLimits::uniform(config.max_frame)
+            },
+        ),
         buf: BytesMut::new(),
         frames: vec![Frame::Greeting(Bytes::from_static(GREETING))],
         events: Vec::new(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{drain, jump, small_unframed, start, Input};
+use crate::config::{UdpConfig, UnframedConfig};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
@@ -16,7 +17,6 @@ use crate::legacy::{
 };
 use crate::machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 use crate::testing::{Cutter, Pair};
-use crate::config::{UdpConfig, UnframedConfig};
 
 /// Whether `hay` contains `needle` anywhere.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -7,13 +7,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::{small_limits, small_transfer, Input, MAX_POLLS};
 use crate::codec::{Frame, FrameDecoder, Protocol};
+use crate::config::{SessionLimits, TransferConfig};
 use crate::error::ProtocolError;
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::session::RecvBudget;
 use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
 use crate::testing::{Cutter, Pair};
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
-use crate::config::{SessionLimits, TransferConfig};
 
 /// Feeds `data` to a receiver (after a valid preamble and offer when the
 /// first byte is even, raw otherwise), whole and cut into pieces, and checks:
@@ -174,8 +174,8 @@ fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate
     let (config, transfer) = receiver_config();
     let now = Instant::now();
     let budget = RecvBudget::new(RECV_BUDGET);
-    let mut m =
-        Receiver::new(ReceiverRole::new(transfer.clone()), config.clone(), now).with_recv_budget(budget.clone());
+    let mut m = Receiver::new(ReceiverRole::new(transfer.clone()), config.clone(), now)
+        .with_recv_budget(budget.clone());
     let mut app = MemReceiver::new(disk, false);
     let mut sent = SentFrames {
         decoder: FrameDecoder::new(Protocol::File, config.max_frame),

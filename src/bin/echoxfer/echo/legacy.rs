@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use echoxfer::driver::App;
+use echoxfer::driver::Limits;
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyServerEvent, GREETING_BLOCKING,
     GREETING_THREADED,
 };
-use echoxfer::driver::Limits;
 use echoxfer::UnframedConfig;
 
 use crate::args::{EchoConnectArgs, EchoServeArgs, Preset, Runtime};
