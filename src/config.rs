@@ -496,7 +496,7 @@ mod tests {
     fn a_budget_too_small_for_one_session_is_refused() {
         use crate::echo::{EchoServer, Server};
         use crate::session::RecvBudget;
-        use crate::{Error, Machine, Output, UsageError};
+        use crate::{Error, UsageError};
         let limits = SessionLimits {
             recv_allowance: 1024,
             ..SessionLimits::default()
@@ -506,11 +506,19 @@ mod tests {
             limits,
             Instant::now(),
         );
-        let mut server = server.with_recv_budget(RecvBudget::new(1024));
-        let Output::Done(Err(Error::Local(UsageError::BadConfig(e)))) = server.poll_output() else {
+        let server = server.with_recv_budget(RecvBudget::new(1024));
+        let Some(Error::Local(UsageError::BadConfig(e))) = server.error() else {
             panic!("a session whose budget cannot hold one frame must fail at once");
         };
         assert_eq!(e.field(), "recv_budget");
+        // A budget that covers it leaves the session alone.
+        let fine = EchoServer::new(
+            Server::new("hi", EchoConfig::default()),
+            SessionLimits::default(),
+            Instant::now(),
+        );
+        let fine = fine.with_recv_budget(crate::driver::Limits::default().new_recv_budget());
+        assert_eq!(fine.error(), None);
     }
 
     #[test]
