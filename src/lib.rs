@@ -18,7 +18,7 @@
 //! use std::time::Instant;
 //! use bytes::Bytes;
 //! use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
-//! use echoxfer::{Config, Machine, Output, StreamMachine};
+//! use echoxfer::{EchoConfig, Machine, Output, SessionLimits, StreamMachine};
 //!
 //! /// Moves all that `from` wants to send into `to`; returns `from`'s events.
 //! /// (Your transport goes here: this one moves bytes in memory.)
