@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use echoxfer::driver::{blocking, App, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
-use echoxfer::Config;
+use echoxfer::{EchoConfig, SessionLimits};
 
 const MSG: usize = 64;
 
@@ -58,7 +58,11 @@ fn baseline_client(addr: SocketAddr, rounds: usize) {
 
 fn make(now: Instant) -> (EchoServer, Ignore) {
     (
-        EchoServer::new(Server::new("bench"), Config::default(), now),
+        EchoServer::new(
+            Server::new("bench", EchoConfig::default()),
+            SessionLimits::default(),
+            now,
+        ),
         Ignore,
     )
 }
@@ -121,7 +125,11 @@ impl App<EchoClient> for Lockstep {
 fn machine_client(addr: SocketAddr, rounds: usize) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
-    let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
+    let mut client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     blocking::run_stream(&mut client, &mut s, &mut Lockstep { left: rounds }).unwrap();
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use echoxfer::driver::blocking;
 use echoxfer::legacy::files::SendFromFile;
 use echoxfer::legacy::LegacyFileSender;
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 /// The reference peer, the in-repository fixture (see `tests/fixtures/README.md`).
 fn seedpeer() -> PathBuf {
@@ -89,7 +89,7 @@ fn ours(src: &Path, out: &Path) -> Duration {
     let start = Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let (mut app, size) = SendFromFile::open(src).unwrap();
-    let mut sender = LegacyFileSender::new(size, Config::default(), Instant::now());
+    let mut sender = LegacyFileSender::new(size, UnframedConfig::default(), Instant::now());
     blocking::run_stream(&mut sender, &mut stream, &mut app).unwrap();
     drop(stream);
     wait(receiver);

@@ -14,7 +14,7 @@ use echoxfer::xfer::{
     FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender, SenderEvent,
     SenderRole,
 };
-use echoxfer::{Config, Output, StreamMachine};
+use echoxfer::{Output, SessionLimits, StreamMachine, TransferConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
@@ -27,8 +27,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         name: SafeName::new(b"hello.bin", 255)?,
         size: size as u64,
     };
-    let mut sender = Sender::new(SenderRole::new(vec![spec]), Config::default(), now);
-    let mut receiver = Receiver::new(ReceiverRole::new(), Config::default(), now);
+    let mut sender = Sender::new(
+        SenderRole::new(vec![spec], TransferConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    let mut receiver = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
     let mut stored = Vec::new();
 
     // Drain each side into the other until both are done. A real transport

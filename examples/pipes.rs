@@ -14,7 +14,7 @@ use std::time::Instant;
 use echoxfer::driver::blocking::{self, Duplex};
 use echoxfer::files::{Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::Config;
+use echoxfer::{SessionLimits, TransferConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,7 +31,11 @@ fn child(dir: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         writer: std::io::stdout().lock(),
     };
     let mut app = ReceiverApp::new(Store::new(&dir, false)?);
-    let mut machine = Receiver::new(ReceiverRole::new(), Config::default(), Instant::now());
+    let mut machine = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     blocking::run_stream(&mut machine, &mut transport, &mut app)?;
     Ok(())
 }
@@ -64,7 +68,11 @@ fn parent(mut args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
         writer: child.stdin.take().ok_or("no child stdin")?,
     };
     let mut app = SenderApp::open(&args, 255)?;
-    let mut machine = Sender::new(app.role(), Config::default(), Instant::now());
+    let mut machine = Sender::new(
+        app.role(TransferConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     blocking::run_stream(&mut machine, &mut transport, &mut app)?;
     drop(transport);
     if !child.wait()?.success() {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use echoxfer::driver::tokio::run_stream;
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::Config;
+use echoxfer::{SessionLimits, TransferConfig};
 use quinn::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use quinn::rustls::RootCertStore;
 use quinn::{ClientConfig, Connection, ConnectionError, Endpoint, ServerConfig};
@@ -155,7 +155,11 @@ async fn receive_session(
     dir: PathBuf,
 ) -> Result<Vec<FileReport>, BoxError> {
     let mut app = ReceiverApp::new(Store::new(&dir, false)?);
-    let mut machine = Receiver::new(ReceiverRole::new(), Config::default(), Instant::now());
+    let mut machine = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     run_stream(&mut machine, &mut stream, &mut app).await?;
     Ok(app.report().to_vec())
 }
@@ -185,7 +189,11 @@ async fn send_files(
     let (send, recv) = connection.open_bi().await?;
     let mut stream = tokio::io::join(recv, send);
     let mut app = SenderApp::open(&paths, 255)?;
-    let mut machine = Sender::new(app.role(), Config::default(), Instant::now());
+    let mut machine = Sender::new(
+        app.role(TransferConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     run_stream(&mut machine, &mut stream, &mut app).await?;
     // The sender's session ends once it has sent `Quit`; the receiver's
     // ends when it has read it, and it then finishes its side of the

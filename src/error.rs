@@ -4,6 +4,16 @@
 //! the peer broke the protocol (remote), [`UsageError`] means the caller
 //! misused the API (local). Machine errors are sticky, as in rustls: once a
 //! machine fails, every later input returns the same [`Error`].
+//!
+//! Whose fault each [`Error`] is:
+//!
+//! | fault | variants | what to do |
+//! |---|---|---|
+//! | the peer's | [`Error::Remote`] ([`ProtocolError`]), [`Error::TimedOut`], [`Error::TooSlow`], [`Error::HashMismatch`] | nothing locally: the session is lost, retry or blame the peer |
+//! | the peer reports its own | [`Error::PeerFailed`] | read its message; it may say what to change |
+//! | the caller's (API misuse, a bad config) | [`Error::Local`] ([`UsageError`], [`ConfigError`] inside [`UsageError::BadConfig`]) | fix the code or the config: the error names the call or the field |
+//! | the application's (not misuse) | [`Error::Aborted`], [`Error::SourceChanged`] | what the application decided or saw: a disk failed, a file changed, a shutdown |
+//! | this side's load (nobody's fault) | [`Error::Busy`] | try again later |
 
 use std::fmt;
 
@@ -193,7 +203,7 @@ pub enum UsageError {
         /// What the machine was doing.
         state: &'static str,
     },
-    /// The [`Config`](crate::Config) given to the machine cannot work.
+    /// The config given to the machine cannot work (see [`crate::config`]).
     #[error("invalid configuration: {0}")]
     BadConfig(#[from] ConfigError),
     /// A resume point that cannot be used (more bytes held than offered).
@@ -206,15 +216,30 @@ pub enum UsageError {
     },
 }
 
-/// A [`Config`](crate::Config) that cannot work.
+/// A config (see [`crate::config`]) that cannot work. Each names the field
+/// to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     /// A limit is zero; zero never means "unlimited".
-    #[error("{0} must not be zero")]
+    #[error("{0} must not be zero; give it a positive value")]
     Zero(&'static str),
-    /// Two limits contradict each other.
-    #[error("{0}")]
-    Inconsistent(&'static str),
+    /// A limit contradicts another one, or what the protocol can carry.
+    #[error("{field} {rule}")]
+    Inconsistent {
+        /// The field to change.
+        field: &'static str,
+        /// What it must satisfy.
+        rule: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// The name of the field to change.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Zero(field) | ConfigError::Inconsistent { field, .. } => field,
+        }
+    }
 }
 
 /// The code carried by an `Error` frame.

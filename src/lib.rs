@@ -18,7 +18,7 @@
 //! use std::time::Instant;
 //! use bytes::Bytes;
 //! use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
-//! use echoxfer::{Config, Machine, Output, StreamMachine};
+//! use echoxfer::{EchoConfig, Machine, Output, SessionLimits, StreamMachine};
 //!
 //! /// Moves all that `from` wants to send into `to`; returns `from`'s events.
 //! /// (Your transport goes here: this one moves bytes in memory.)
@@ -34,8 +34,8 @@
 //! }
 //!
 //! let now = Instant::now();
-//! let mut server = EchoServer::new(Server::new("hello"), Config::default(), now);
-//! let mut client = EchoClient::new(Client::new(), Config::default(), now);
+//! let mut server = EchoServer::new(Server::new("hello", EchoConfig::default()), SessionLimits::default(), now);
+//! let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
 //! client.send(&b"exit"[..]).unwrap(); // any bytes, even the word `exit`
 //! client.close().unwrap();
 //!
@@ -70,7 +70,7 @@ pub mod xfer;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::Config;
+pub use config::{EchoConfig, SessionLimits, TransferConfig, UdpConfig, UnframedConfig};
 pub use error::{Error, ErrorCode, ProtocolError, UsageError};
 pub use machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::codec::{clip_text, Frame, FrameDecoder, FrameLimits, Protocol};
-use crate::config::Config;
-use crate::error::{sanitize, Error, ProtocolError, UsageError};
+use crate::config::SessionLimits;
+use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
 
@@ -50,12 +50,21 @@ pub trait Role {
 
     /// A short name of the current state, for errors.
     fn state_name(&self) -> &'static str;
+
+    /// Validates the role's own config against the `session` it runs in
+    /// (a message or chunk must fit one frame) and returns the limits its
+    /// frames are decoded with. Called once, by [`Framed::new`]; an `Err`
+    /// fails the session at once with [`UsageError::BadConfig`]. By
+    /// default every frame is bounded by `max_frame` alone.
+    fn frame_limits(&self, session: &SessionLimits) -> Result<FrameLimits, ConfigError> {
+        Ok(FrameLimits::uniform(session.max_frame))
+    }
 }
 
 /// What a role may touch: the output queue, its events, the limits, the time.
 #[derive(Debug)]
 pub struct Link<E> {
-    config: Config,
+    limits: SessionLimits,
     now: Instant,
     tx: VecDeque<Bytes>,
     tx_bytes: usize,
@@ -84,12 +93,12 @@ impl<E> Link<E> {
 
     /// Whether the output queue is below the configured `send_buffer`.
     pub fn has_room(&self) -> bool {
-        self.tx_bytes < self.config.send_buffer
+        self.tx_bytes < self.limits.send_buffer
     }
 
-    /// The limits in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The session's limits in force (a role's own config is the role's).
+    pub fn limits(&self) -> &SessionLimits {
+        &self.limits
     }
 
     /// The latest time the driver reported.
@@ -138,24 +147,27 @@ pub struct Framed<R: Role> {
 
 impl<R: Role> Framed<R> {
     /// Starts a session for `role` at time `now`: the preamble and the role's
-    /// first frames are queued at once. An invalid `config` fails the machine
-    /// at once with a [`UsageError::BadConfig`].
-    pub fn new(mut role: R, config: Config, now: Instant) -> Self {
-        let valid = config.validate();
+    /// first frames are queued at once. Invalid `limits`, or a role config
+    /// that does not fit them ([`Role::frame_limits`]), fail the machine at
+    /// once with a [`UsageError::BadConfig`] naming the field.
+    pub fn new(mut role: R, limits: SessionLimits, now: Instant) -> Self {
+        let frame_limits = limits.validate().and_then(|()| role.frame_limits(&limits));
         let mut link = Link {
             now,
             tx: VecDeque::new(),
             tx_bytes: 0,
             events: VecDeque::new(),
-            config,
+            limits,
         };
         link.push(Bytes::copy_from_slice(&R::PROTOCOL.preamble()));
         let started = role.start(&mut link);
-        let limits = FrameLimits::from_config(&link.config);
+        let decode_limits = frame_limits
+            .clone()
+            .unwrap_or(FrameLimits::uniform(link.limits.max_frame));
         let mut this = Framed {
-            decoder: FrameDecoder::with_limits(R::PROTOCOL, limits),
-            idle_deadline: now + link.config.idle_timeout,
-            handshake_deadline: Some(now + link.config.handshake_timeout),
+            decoder: FrameDecoder::with_limits(R::PROTOCOL, decode_limits),
+            idle_deadline: now + link.limits.idle_timeout,
+            handshake_deadline: Some(now + link.limits.handshake_timeout),
             frame_deadline: None,
             linger_deadline: None,
             rx: RecvBuf::default(),
@@ -165,7 +177,7 @@ impl<R: Role> Framed<R> {
             role,
             link,
         };
-        if let Err(e) = valid {
+        if let Err(e) = frame_limits {
             this.fail(UsageError::BadConfig(e).into());
         } else if let Err(e) = started {
             this.fail(e);
@@ -175,8 +187,19 @@ impl<R: Role> Framed<R> {
 
     /// Makes this session draw on `budget`, shared with the other sessions
     /// of its server, for what it holds undecoded beyond
-    /// `Config::recv_allowance`. Call it before any input.
+    /// `SessionLimits::recv_allowance`. Call it before any input. A budget
+    /// that, with the allowance, cannot hold `recv_buffer` (one session
+    /// alone would be refused) fails the session at once with a
+    /// [`UsageError::BadConfig`] naming `recv_budget`.
     pub fn with_recv_budget(mut self, budget: RecvBudget) -> Self {
+        let limits = &self.link.limits;
+        if limits.recv_allowance.saturating_add(budget.limit()) < limits.recv_buffer {
+            let e = ConfigError::Inconsistent {
+                field: "recv_budget",
+                rule: "plus recv_allowance must cover recv_buffer, so one session alone is never refused",
+            };
+            self.fail(UsageError::BadConfig(e).into());
+        }
         self.charge = Some(Charge::new(budget));
         self
     }
@@ -247,7 +270,7 @@ impl<R: Role> Framed<R> {
             // A bad config is not trusted for a linger either.
             let trusted = !matches!(error, Error::Local(UsageError::BadConfig(_)));
             if trusted && !self.eof {
-                self.linger_deadline = Some(self.link.now + self.link.config.linger);
+                self.linger_deadline = Some(self.link.now + self.link.limits.linger);
             }
         }
         tracing::debug!(%error, "session failed");
@@ -276,7 +299,7 @@ impl<R: Role> Framed<R> {
     }
 
     fn touch(&mut self) {
-        self.idle_deadline = self.link.now + self.link.config.idle_timeout;
+        self.idle_deadline = self.link.now + self.link.limits.idle_timeout;
     }
 
     /// The earliest deadline of a live session.
@@ -289,7 +312,7 @@ impl<R: Role> Framed<R> {
 
     /// The deadline that has passed first, if any, as the error it means.
     fn overdue(&self) -> Option<Error> {
-        let cfg = &self.link.config;
+        let cfg = &self.link.limits;
         let too_slow = |what, limit| Error::TooSlow { what, limit };
         [
             (
@@ -363,7 +386,7 @@ impl<R: Role> Framed<R> {
         if self.decoder.preamble_done() {
             self.handshake_deadline = None;
         }
-        let late_at = self.link.now + self.link.config.frame_timeout;
+        let late_at = self.link.now + self.link.limits.frame_timeout;
         self.frame_deadline = (starved && self.decoder.in_frame(self.rx.held()))
             .then(|| self.frame_deadline.unwrap_or(late_at));
     }
@@ -374,7 +397,7 @@ impl<R: Role> Framed<R> {
     fn hold_buffered(&mut self) -> Result<(), Error> {
         let body = self.decoder.body_len().unwrap_or(0);
         let held = self.rx.len().max(body);
-        let beyond = held.saturating_sub(self.link.config.recv_allowance);
+        let beyond = held.saturating_sub(self.link.limits.recv_allowance);
         if let Some(charge) = &mut self.charge {
             charge.set(beyond).map_err(|limit| Error::Busy { limit })?;
         }
@@ -478,14 +501,14 @@ impl<R: Role> StreamMachine for Framed<R> {
     }
 
     fn write_timeout(&self) -> Option<Duration> {
-        Some(self.link.config.idle_timeout)
+        Some(self.link.limits.idle_timeout)
     }
 
     fn input_room(&self) -> usize {
         if self.is_closed() {
             // Keep reading (and discarding) so the peer is never blocked.
-            return self.link.config.recv_buffer;
+            return self.link.limits.recv_buffer;
         }
-        self.link.config.recv_buffer.saturating_sub(self.rx.len())
+        self.link.limits.recv_buffer.saturating_sub(self.rx.len())
     }
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::UnframedConfig;
 use crate::error::{Error, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
@@ -28,7 +28,7 @@ use crate::recv_buf::RecvBuf;
 /// the crate's own: the roles of this crate are its only users.
 #[derive(Debug)]
 pub struct UnframedLink<E> {
-    pub(crate) config: Config,
+    pub(crate) config: UnframedConfig,
     /// The latest time the driver reported.
     pub(crate) now: Instant,
     /// When the peer counts as stalled, if the machine is waiting for it.
@@ -45,7 +45,7 @@ impl<E> UnframedLink<E> {
     /// A machine's shared state from `now`. An invalid `config` fails the
     /// machine at once with [`UsageError::BadConfig`], as the framed
     /// machines do: it then sends nothing and says `Done(Err(..))`.
-    fn new(config: Config, now: Instant) -> Self {
+    fn new(config: UnframedConfig, now: Instant) -> Self {
         let result = config
             .validate()
             .err()
@@ -250,7 +250,7 @@ impl<R: UnframedRole> Unframed<R> {
     /// A session of `role` starting at `now`. An invalid `config` fails the
     /// machine at once with [`UsageError::BadConfig`], as the framed
     /// machines do: it then sends nothing and says `Done(Err(..))`.
-    pub(crate) fn with_role(mut role: R, config: Config, now: Instant) -> Self {
+    pub(crate) fn with_role(mut role: R, config: UnframedConfig, now: Instant) -> Self {
         let mut link = UnframedLink::new(config, now);
         if !link.is_over() {
             role.start(&mut link);
@@ -394,13 +394,13 @@ mod tests {
     }
 
     fn probe(waiting: bool, own: Option<Instant>, now: Instant) -> Unframed<Probe> {
-        Unframed::with_role(Probe { waiting, own }, Config::default(), now)
+        Unframed::with_role(Probe { waiting, own }, UnframedConfig::default(), now)
     }
 
     #[test]
     fn the_idle_timer_runs_only_while_the_role_awaits_the_peer() {
         let t0 = Instant::now();
-        let idle = Config::default().idle_timeout;
+        let idle = UnframedConfig::default().idle_timeout;
         let own = t0 + idle * 3;
         let mut idle_role = probe(false, Some(own), t0);
         assert_eq!(idle_role.poll_timeout(), Some(own));

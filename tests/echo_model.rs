@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol};
 use echoxfer::echo::{EchoServer, Server};
-use echoxfer::{Config, ErrorCode, Machine, StreamMachine};
+use echoxfer::{EchoConfig, ErrorCode, Machine, SessionLimits, StreamMachine};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
@@ -17,11 +17,17 @@ use common::drain::Wire;
 const MAX_MESSAGE: usize = 64;
 const IDLE: Duration = Duration::from_secs(10);
 
-fn config() -> Config {
-    Config {
-        max_message: MAX_MESSAGE,
+fn config() -> SessionLimits {
+    SessionLimits {
         idle_timeout: IDLE,
-        ..Config::default()
+        ..SessionLimits::default()
+    }
+}
+
+fn echo() -> EchoConfig {
+    EchoConfig {
+        max_message: MAX_MESSAGE,
+        ..EchoConfig::default()
     }
 }
 
@@ -108,7 +114,7 @@ impl StateMachineTest for EchoServerTest {
 
     fn init_test(_: &Phase) -> Sut {
         let now = Instant::now();
-        let mut server = EchoServer::new(Server::new("hi"), config(), now);
+        let mut server = EchoServer::new(Server::new("hi", echo()), config(), now);
         server
             .handle_input(now, &Protocol::Echo.preamble())
             .unwrap();

@@ -13,14 +13,14 @@ use echoxfer::driver::{blocking, App, Ignore};
 use echoxfer::echo::{
     Client, ClientEvent, EchoClient, EchoServer, PingEvent, Server, UdpEchoServer, UdpPing,
 };
-use echoxfer::{Config, ErrorCode};
+use echoxfer::{EchoConfig, ErrorCode, SessionLimits, UdpConfig};
 
 const BOUND: Duration = Duration::from_secs(60);
 
-fn config() -> Config {
-    Config {
+fn config() -> SessionLimits {
+    SessionLimits {
         idle_timeout: BOUND,
-        ..Config::default()
+        ..SessionLimits::default()
     }
 }
 
@@ -37,7 +37,10 @@ struct RunningServer {
 }
 
 fn make(now: Instant) -> (EchoServer, Ignore) {
-    (EchoServer::new(Server::new("hello"), config(), now), Ignore)
+    (
+        EchoServer::new(Server::new("hello", EchoConfig::default()), config(), now),
+        Ignore,
+    )
 }
 
 fn start_server(driver: Driver) -> RunningServer {
@@ -125,7 +128,7 @@ impl App<EchoClient> for Pinger {
 
 fn run_client(addr: SocketAddr, count: usize) -> Pinger {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
     let mut app = Pinger {
         sent: 0,
         count,
@@ -261,7 +264,7 @@ fn ping_stats(driver: Driver) -> echoxfer::echo::PingStats {
             (
                 addr,
                 thread::spawn(move || {
-                    let mut server = UdpEchoServer::new(config());
+                    let mut server = UdpEchoServer::new(UdpConfig::default());
                     blocking::run_datagram(&mut server, &socket, &mut Ignore, &stop).unwrap();
                 }),
             )
@@ -276,7 +279,7 @@ fn ping_stats(driver: Driver) -> echoxfer::echo::PingStats {
             (
                 addr,
                 thread::spawn(move || {
-                    let mut server = UdpEchoServer::new(config());
+                    let mut server = UdpEchoServer::new(UdpConfig::default());
                     let stopped = async move {
                         while !stop.is_triggered() {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -294,11 +297,11 @@ fn ping_stats(driver: Driver) -> echoxfer::echo::PingStats {
         }
     };
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let cfg = Config {
+    let cfg = UdpConfig {
         // Generous per-attempt wait: a loaded machine must not look lossy.
         probe_timeout: Duration::from_secs(5),
         probe_retries: 3,
-        ..config()
+        ..UdpConfig::default()
     };
     let mut ping = UdpPing::new(cfg, Instant::now(), server_addr, 20, 64);
     let mut stats = None;
@@ -333,7 +336,11 @@ fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut machine = EchoServer::new(Server::new("hello"), config(), Instant::now());
+        let mut machine = EchoServer::new(
+            Server::new("hello", EchoConfig::default()),
+            config(),
+            Instant::now(),
+        );
         let mut app =
             |_: &mut EchoServer,
              _: Instant,
@@ -342,7 +349,7 @@ fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
         blocking::run_stream(&mut machine, &mut stream, &mut app)
     });
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
     client.send(&b"hi"[..]).unwrap();
     let err = blocking::run_stream(&mut client, &mut stream, &mut Ignore).unwrap_err();
     match err {
@@ -440,12 +447,16 @@ impl echoxfer::StreamMachine for WriteBound {
 /// Runs one echo server session with a short idle timeout on the first
 /// connection to `listener`, and returns how it ended.
 fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driver::DriverError> {
-    let config = Config {
+    let config = SessionLimits {
         idle_timeout: STALL,
-        ..Config::default()
+        ..SessionLimits::default()
     };
     let stream = listener.accept().unwrap().0;
-    let server = EchoServer::new(Server::new("hello"), config, Instant::now());
+    let server = EchoServer::new(
+        Server::new("hello", EchoConfig::default()),
+        config,
+        Instant::now(),
+    );
     run_one(driver, stream, server)
 }
 
@@ -522,11 +533,15 @@ fn a_client_that_never_reads_is_dropped_after_one_write_timeout(driver: Driver) 
     let started = Instant::now();
     thread::spawn(move || {
         let stream = listener.accept().unwrap().0;
-        let config = Config {
+        let config = SessionLimits {
             idle_timeout: BOUND,
-            ..Config::default()
+            ..SessionLimits::default()
         };
-        let inner = EchoServer::new(Server::new("hello"), config, Instant::now());
+        let inner = EchoServer::new(
+            Server::new("hello", EchoConfig::default()),
+            config,
+            Instant::now(),
+        );
         let server = WriteBound {
             inner,
             write_timeout: STALL,
@@ -604,7 +619,7 @@ impl App<EchoClient> for Pipeliner {
 fn pipelined_large_messages_all_come_back(driver: Driver) {
     let server = start_server(driver);
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    let mut client = EchoClient::new(Client::new(), config(), Instant::now());
+    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
     let mut app = Pipeliner {
         sent: 0,
         replies: 0,

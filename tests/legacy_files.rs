@@ -10,7 +10,7 @@ use bytes::Bytes;
 use echoxfer::driver::App;
 use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
-use echoxfer::{Config, Machine, Output};
+use echoxfer::{Machine, Output, UnframedConfig};
 
 mod common;
 use common::files::entries;
@@ -32,7 +32,7 @@ fn write(
 /// Hands `app` a whole transfer of `data`: written, then complete.
 fn receive(app: &mut ReceiveToDir, data: &[u8]) -> io::Result<()> {
     let now = Instant::now();
-    let mut m = LegacyFileReceiver::new(Config::default(), now);
+    let mut m = LegacyFileReceiver::new(UnframedConfig::default(), now);
     write(app, &mut m, now, data)?;
     app.on_event(
         &mut m,
@@ -100,7 +100,7 @@ fn incomplete_transfer_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = ReceiveToDir::create(dir.path(), "out.bin", false).unwrap();
     let now = Instant::now();
-    let mut m = LegacyFileReceiver::new(Config::default(), now);
+    let mut m = LegacyFileReceiver::new(UnframedConfig::default(), now);
     write(&mut app, &mut m, now, b"half").unwrap();
     drop(app);
     assert!(entries(dir.path()).is_empty());
@@ -127,7 +127,7 @@ fn sender_app_answers_reads_from_the_file() {
     let (mut app, size) = SendFromFile::open(&src).unwrap();
     assert_eq!(size, 3000);
     let now = Instant::now();
-    let mut m = LegacyFileSender::new(size, Config::default(), now);
+    let mut m = LegacyFileSender::new(size, UnframedConfig::default(), now);
     let mut sent = Vec::new();
     loop {
         match m.poll_output() {

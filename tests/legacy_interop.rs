@@ -30,7 +30,7 @@ use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
     LegacyUdpSender, LegacyUdpSink, SinkEvent, GREETING_BLOCKING, GREETING_THREADED,
 };
-use echoxfer::Config;
+use echoxfer::{UdpConfig, UnframedConfig};
 
 /// Every wait in this file is bounded by this.
 const BOUND: Duration = Duration::from_secs(30);
@@ -190,7 +190,7 @@ fn serve_echo_blocking(
     let server = thread::spawn(move || {
         blocking::serve(listener, 64, Duration::from_secs(5), &stop, |now| {
             (
-                LegacyEchoServer::new(GREETING_BLOCKING, Config::default(), now),
+                LegacyEchoServer::new(GREETING_BLOCKING, UnframedConfig::default(), now),
                 Ignore,
             )
         })
@@ -244,7 +244,7 @@ fn legacy_echo_server_tokio_serves_seed_echo_client() {
         stop.clone(),
         |now| {
             (
-                LegacyEchoServer::new(GREETING_THREADED, Config::default(), now),
+                LegacyEchoServer::new(GREETING_THREADED, UnframedConfig::default(), now),
                 Ignore,
             )
         },
@@ -291,7 +291,7 @@ fn client_lines() -> Vec<Bytes> {
 type Collected = Arc<Mutex<Vec<LegacyClientEvent>>>;
 
 fn client_with_lines(lines: &[Bytes], now: Instant) -> LegacyEchoClient {
-    let mut c = LegacyEchoClient::new(Config::default(), now);
+    let mut c = LegacyEchoClient::new(UnframedConfig::default(), now);
     for l in lines {
         c.send_line(l.clone()).unwrap();
     }
@@ -433,7 +433,7 @@ fn legacy_udp_sink_receives_seed_udp_client_both_drivers() {
 }
 
 fn udp_sender(lines: &[String], target: SocketAddr) -> LegacyUdpSender {
-    let mut m = LegacyUdpSender::new(Config::default(), target);
+    let mut m = LegacyUdpSender::new(UdpConfig::default(), target);
     for l in lines {
         m.send_line(Bytes::from(l.clone())).unwrap();
     }
@@ -522,7 +522,7 @@ fn legacy_file_sender_to_seed_file_receive_both_drivers() {
             peer.wait_listening();
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             let (mut app, size) = SendFromFile::open(&src).unwrap();
-            let mut m = LegacyFileSender::new(size, Config::default(), Instant::now());
+            let mut m = LegacyFileSender::new(size, UnframedConfig::default(), Instant::now());
             if driver == "blocking" {
                 let mut stream = TcpStream::connect_timeout(&addr, BOUND).unwrap();
                 blocking::run_stream(&mut m, &mut stream, &mut app)
@@ -553,7 +553,7 @@ fn legacy_file_sender_to_seed_file_receive_both_drivers() {
 fn receive_one_blocking(listener: TcpListener, dir: &Path) -> Result<(), String> {
     let mut app = ReceiveToDir::create(dir, DEFAULT_NAME, false).map_err(|e| e.to_string())?;
     let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
-    let mut m = LegacyFileReceiver::new(Config::default(), Instant::now());
+    let mut m = LegacyFileReceiver::new(UnframedConfig::default(), Instant::now());
     blocking::run_stream(&mut m, &mut stream, &mut app).map_err(|e| e.to_string())?;
     assert!(app.completed().is_some());
     Ok(())
@@ -562,7 +562,7 @@ fn receive_one_blocking(listener: TcpListener, dir: &Path) -> Result<(), String>
 async fn receive_one_tokio(listener: tokio::net::TcpListener, dir: &Path) -> Result<(), String> {
     let mut app = ReceiveToDir::create(dir, DEFAULT_NAME, false).map_err(|e| e.to_string())?;
     let (mut stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
-    let mut m = LegacyFileReceiver::new(Config::default(), Instant::now());
+    let mut m = LegacyFileReceiver::new(UnframedConfig::default(), Instant::now());
     tdriver::run_stream(&mut m, &mut stream, &mut app)
         .await
         .map_err(|e| e.to_string())?;

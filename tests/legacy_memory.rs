@@ -18,7 +18,7 @@ use echoxfer::legacy::{
     LegacyServerEvent, ReceiverEvent, SenderEvent, GREETING_BLOCKING, PIECE_MAX,
 };
 use echoxfer::testing::{Cutter, Pair};
-use echoxfer::{Config, Error, Machine, Output, ProtocolError, StreamMachine};
+use echoxfer::{Error, Machine, Output, ProtocolError, StreamMachine, UdpConfig, UnframedConfig};
 
 const STEPS: usize = 2_000_000;
 
@@ -283,7 +283,7 @@ proptest! {
         split in any::<bool>(),
     ) {
         let now = Instant::now();
-        let sender = LegacyFileSender::new(content.len() as u64, Config::default(), now);
+        let sender = LegacyFileSender::new(content.len() as u64, UnframedConfig::default(), now);
         let mut pair = Pair::new(sender, SeedReceiver::default(), now, tcp_link(seed, split));
         let out = pair.run(&mut Source(&content), &mut Ignore, STEPS).unwrap();
         prop_assert!(out.a.is_ok(), "sender: {:?}", out.a);
@@ -302,8 +302,8 @@ proptest! {
         split in any::<bool>(),
     ) {
         let now = Instant::now();
-        let sender = LegacyFileSender::new(content.len() as u64, Config::default(), now);
-        let receiver = LegacyFileReceiver::new(Config::default(), now);
+        let sender = LegacyFileSender::new(content.len() as u64, UnframedConfig::default(), now);
+        let receiver = LegacyFileReceiver::new(UnframedConfig::default(), now);
         let mut pair = Pair::new(sender, receiver, now, tcp_link(seed, split));
         let mut sink = Sink::default();
         let out = pair.run(&mut Source(&content), &mut sink, STEPS).unwrap();
@@ -327,7 +327,7 @@ proptest! {
     ) {
         prop_assume!(!content.ends_with(b"\nquit") && content != b"quit");
         let now = Instant::now();
-        let receiver = LegacyFileReceiver::new(Config::default(), now);
+        let receiver = LegacyFileReceiver::new(UnframedConfig::default(), now);
         let mut pair = Pair::new(SeedSender::new(&content), receiver, now, tcp_link(seed, split));
         let mut sink = Sink::default();
         let out = pair.run(&mut Ignore, &mut sink, STEPS).unwrap();
@@ -356,8 +356,8 @@ proptest! {
         split in any::<bool>(),
     ) {
         let now = Instant::now();
-        let server = LegacyEchoServer::new(GREETING_BLOCKING, Config::default(), now);
-        let mut client = LegacyEchoClient::new(Config::default(), now);
+        let server = LegacyEchoServer::new(GREETING_BLOCKING, UnframedConfig::default(), now);
+        let mut client = LegacyEchoClient::new(UnframedConfig::default(), now);
         for l in &lines {
             client.send_line(Bytes::copy_from_slice(l)).unwrap();
         }
@@ -397,8 +397,8 @@ proptest! {
 fn receiver_without_quit_is_unexpected_eof_and_never_complete() {
     let now = Instant::now();
     let content = b"line one\nline two".to_vec();
-    let sender = LegacyFileSender::new(content.len() as u64, Config::default(), now);
-    let receiver = LegacyFileReceiver::new(Config::default(), now);
+    let sender = LegacyFileSender::new(content.len() as u64, UnframedConfig::default(), now);
+    let receiver = LegacyFileReceiver::new(UnframedConfig::default(), now);
     // The link drops after 12 bytes: the receiver never sees `quit`.
     let mut pair = Pair::new(sender, receiver, now, Cutter::whole()).cut_after(12);
     let mut sink = Sink::default();
@@ -420,7 +420,7 @@ fn receiver_without_quit_is_unexpected_eof_and_never_complete() {
 #[test]
 fn sender_parses_split_and_glued_acks_and_refuses_other_bytes() {
     let now = Instant::now();
-    let mut s = LegacyFileSender::new(3000, Config::default(), now);
+    let mut s = LegacyFileSender::new(3000, UnframedConfig::default(), now);
     let mut pieces = 0;
     let mut feed = |s: &mut LegacyFileSender| loop {
         match s.poll_output() {
@@ -449,7 +449,7 @@ fn sender_parses_split_and_glued_acks_and_refuses_other_bytes() {
 
 #[test]
 fn quit_waits_for_the_acks_to_settle() {
-    let cfg = Config::default();
+    let cfg = UnframedConfig::default();
     let t0 = Instant::now();
     let mut s = LegacyFileSender::new(4, cfg.clone(), t0);
     let Output::Event(SenderEvent::Read { offset, .. }) = s.poll_output() else {
@@ -485,7 +485,7 @@ fn quit_waits_for_the_acks_to_settle() {
 #[test]
 fn echo_server_stops_at_exactly_exit_and_keeps_reads_within_1024() {
     let now = Instant::now();
-    let mut s = LegacyEchoServer::new("hi", Config::default(), now);
+    let mut s = LegacyEchoServer::new("hi", UnframedConfig::default(), now);
     assert_eq!(s.poll_output(), Output::Transmit(Bytes::from_static(b"hi")));
     assert_eq!(s.input_room(), PIECE_MAX);
     s.handle_input(now, b"exit ").unwrap();
@@ -507,7 +507,7 @@ fn echo_server_stops_at_exactly_exit_and_keeps_reads_within_1024() {
         Output::Event(LegacyServerEvent::ClientExited)
     );
     assert_eq!(s.poll_output(), Output::Done(Ok(())));
-    let mut s = LegacyEchoServer::new("hi", Config::default(), now);
+    let mut s = LegacyEchoServer::new("hi", UnframedConfig::default(), now);
     assert!(s.handle_input(now, &[0; PIECE_MAX + 1]).is_err());
 }
 
@@ -515,7 +515,7 @@ fn echo_server_stops_at_exactly_exit_and_keeps_reads_within_1024() {
 fn udp_sender_refuses_lines_the_seed_server_would_cut() {
     use echoxfer::legacy::LegacyUdpSender;
     let target = "127.0.0.1:9".parse().unwrap();
-    let mut s = LegacyUdpSender::new(Config::default(), target);
+    let mut s = LegacyUdpSender::new(UdpConfig::default(), target);
     assert!(s.send_line(vec![b'a'; PIECE_MAX + 1]).is_err());
     s.send_line(vec![b'a'; PIECE_MAX]).unwrap();
     s.send_line(Bytes::new()).unwrap();

@@ -21,7 +21,8 @@ use echoxfer::xfer::{
     offer_digest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender,
     SenderRole,
 };
-use echoxfer::{Config, Error, Machine, Output, ProtocolError, StreamMachine, UsageError};
+use echoxfer::{EchoConfig, SessionLimits, TransferConfig, UnframedConfig};
+use echoxfer::{Error, Machine, Output, ProtocolError, StreamMachine, UsageError};
 
 /// Everything observable a machine did, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,14 +138,34 @@ fn t0() -> Instant {
     *T0.get_or_init(Instant::now)
 }
 
-fn config() -> Config {
-    Config {
+fn config() -> SessionLimits {
+    SessionLimits {
         max_frame: 4096,
-        max_message: 1024,
-        chunk_size: 1024,
         recv_buffer: 8192,
         recv_allowance: 8192,
-        ..Config::default()
+        ..SessionLimits::default()
+    }
+}
+
+fn echo() -> EchoConfig {
+    EchoConfig {
+        max_message: 1024,
+        ..EchoConfig::default()
+    }
+}
+
+fn transfer() -> TransferConfig {
+    TransferConfig {
+        chunk_size: 1024,
+        ..TransferConfig::default()
+    }
+}
+
+fn unframed() -> UnframedConfig {
+    UnframedConfig {
+        max_message: 1024,
+        recv_buffer: 8192,
+        ..UnframedConfig::default()
     }
 }
 
@@ -225,35 +246,35 @@ proptest! {
         let cfg = config;
         // Framed: a whole transfer, echo sessions, and peers that send noise.
         let wire = receiver_wire(&content, data_frame);
-        let (a, b) = both_ways(|| Receiver::new(ReceiverRole::new(), cfg(), now), &wire, &cuts, answer_receiver);
+        let (a, b) = both_ways(|| Receiver::new(ReceiverRole::new(transfer()), cfg(), now), &wire, &cuts, answer_receiver);
         prop_assert!(a.contains(&Seen::Done(Ok(()))), "{a:?}");
         prop_assert_eq!(a, b);
         let wire = echo_wire(&messages);
-        let (a, b) = both_ways(|| EchoServer::new(Server::new("hi"), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| EchoServer::new(Server::new("hi", echo()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = Protocol::Echo.preamble().to_vec();
         wire.extend(Frame::Greeting(Bytes::from_static(b"hi")).encode_to_vec());
         wire.extend(&noise);
-        let (a, b) = both_ways(|| EchoClient::new(Client::new(), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| EchoClient::new(Client::new(echo()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = Protocol::File.preamble().to_vec();
         wire.extend(&noise);
         let files = vec![FileSpec { name: SafeName::new(b"a", 255).unwrap(), size: 10 }];
-        let (a, b) = both_ways(|| Sender::new(SenderRole::new(files.clone()), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| Sender::new(SenderRole::new(files.clone(), transfer()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         // Unframed: every read is a unit, so both ways see the same reads.
-        let (a, b) = both_ways(|| RawEcho::new(cfg(), now), &noise, &cuts, no_answer);
+        let (a, b) = both_ways(|| RawEcho::new(unframed(), now), &noise, &cuts, no_answer);
         prop_assert_eq!(a, b);
-        let (a, b) = both_ways(|| LegacyEchoServer::new("hello", cfg(), now), &noise, &cuts, no_answer);
+        let (a, b) = both_ways(|| LegacyEchoServer::new("hello", unframed(), now), &noise, &cuts, no_answer);
         prop_assert_eq!(a, b);
-        let (a, b) = both_ways(|| LegacyEchoClient::new(cfg(), now), &noise, &cuts, no_answer);
+        let (a, b) = both_ways(|| LegacyEchoClient::new(unframed(), now), &noise, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = content.clone();
         wire.extend(b"quit");
-        let (a, b) = both_ways(|| LegacyFileReceiver::new(cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| LegacyFileReceiver::new(unframed(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let acks = b"success".repeat(noise.len() % 9);
-        let (a, b) = both_ways(|| LegacyFileSender::new(3000, cfg(), now), &acks, &cuts, answer_legacy_sender);
+        let (a, b) = both_ways(|| LegacyFileSender::new(3000, unframed(), now), &acks, &cuts, answer_legacy_sender);
         prop_assert_eq!(a, b);
     }
 }
@@ -278,7 +299,7 @@ fn within(range: &std::ops::Range<usize>, b: &Bytes) -> bool {
 fn data_payloads_are_the_memory_they_were_read_into() {
     let content = vec![7u8; 3000];
     let wire = receiver_wire(&content, 1000);
-    let mut m = Receiver::new(ReceiverRole::new(), config(), t0());
+    let mut m = Receiver::new(ReceiverRole::new(transfer()), config(), t0());
     let mut writes = Vec::new();
     let mut ranges = Vec::new();
     for piece in wire.chunks(1500) {
@@ -303,14 +324,14 @@ fn data_payloads_are_the_memory_they_were_read_into() {
 
 #[test]
 fn unframed_reads_go_out_from_the_memory_they_were_read_into() {
-    let mut echo = RawEcho::new(config(), t0());
+    let mut echo = RawEcho::new(unframed(), t0());
     let range = read_into(&mut echo, b"ping");
     let Output::Transmit(t) = echo.poll_output() else {
         panic!("no echo")
     };
     assert!(within(&range, &t), "the echo was copied");
 
-    let mut rx = LegacyFileReceiver::new(config(), t0());
+    let mut rx = LegacyFileReceiver::new(unframed(), t0());
     let range = read_into(&mut rx, b"line\n");
     let write = std::iter::from_fn(|| match rx.poll_output() {
         Output::Event(echoxfer::legacy::ReceiverEvent::Write { data, .. }) => Some(Some(data)),
@@ -325,7 +346,7 @@ fn unframed_reads_go_out_from_the_memory_they_were_read_into() {
 
 #[test]
 fn a_commit_beyond_the_slice_handed_out_fails_the_machine_as_input_overflow() {
-    let mut m = RawEcho::new(config(), t0());
+    let mut m = RawEcho::new(unframed(), t0());
     let len = m.input_buffer(3).len();
     assert_eq!(len, 3);
     let overflow = Error::from(UsageError::InputOverflow { len: 4, room: 3 });
@@ -381,28 +402,31 @@ where
 fn framed_and_unframed_machines_treat_input_after_the_end_alike() {
     let now = t0();
     let exit = echo_wire(&[]);
-    input_after_a_normal_end_is_discarded(EchoServer::new(Server::new("hi"), config(), now), &exit);
-    input_after_a_normal_end_is_discarded(LegacyEchoServer::new("hi", config(), now), b"exit");
-    input_after_a_normal_end_is_discarded(LegacyFileReceiver::new(config(), now), b"quit");
-    let mut raw = RawEcho::new(config(), now);
+    input_after_a_normal_end_is_discarded(
+        EchoServer::new(Server::new("hi", echo()), config(), now),
+        &exit,
+    );
+    input_after_a_normal_end_is_discarded(LegacyEchoServer::new("hi", unframed(), now), b"exit");
+    input_after_a_normal_end_is_discarded(LegacyFileReceiver::new(unframed(), now), b"quit");
+    let mut raw = RawEcho::new(unframed(), now);
     raw.handle_eof(now);
     input_after_a_normal_end_is_discarded(raw, b"");
 
     input_after_a_failure_answers_the_sticky_error(
-        EchoServer::new(Server::new("hi"), config(), now),
+        EchoServer::new(Server::new("hi", echo()), config(), now),
         b"GARBAGE",
     );
     input_after_a_failure_answers_the_sticky_error(
-        LegacyFileSender::new(10, config(), now),
+        LegacyFileSender::new(10, unframed(), now),
         b"nope",
     );
 }
 
 #[test]
 fn unframed_machines_refuse_an_invalid_config_at_once_and_send_nothing() {
-    let bad = Config {
+    let bad = UnframedConfig {
         send_buffer: 0,
-        ..Config::default()
+        ..UnframedConfig::default()
     };
     let refused = Err(Error::Local(UsageError::BadConfig(ConfigError::Zero(
         "send_buffer",
@@ -441,13 +465,13 @@ fn aborts<M: StreamMachine>(mut m: M) {
 #[test]
 fn unframed_machines_honour_abort() {
     let now = t0();
-    aborts(RawEcho::new(config(), now));
-    aborts(LegacyEchoServer::new("hello", config(), now));
-    aborts(LegacyEchoClient::new(config(), now));
-    aborts(LegacyFileReceiver::new(config(), now));
-    aborts(LegacyFileSender::new(5000, config(), now));
+    aborts(RawEcho::new(unframed(), now));
+    aborts(LegacyEchoServer::new("hello", unframed(), now));
+    aborts(LegacyEchoClient::new(unframed(), now));
+    aborts(LegacyFileReceiver::new(unframed(), now));
+    aborts(LegacyFileSender::new(5000, unframed(), now));
     // Abort after a normal end changes nothing.
-    let mut m = LegacyFileReceiver::new(config(), now);
+    let mut m = LegacyFileReceiver::new(unframed(), now);
     m.handle_input(now, b"quit").unwrap();
     m.abort("late".into());
     assert_eq!(end_of(&mut m), Some(Ok(())));
@@ -456,7 +480,7 @@ fn unframed_machines_honour_abort() {
 /// Feeds a receiver a transfer up to the frame that fails it; returns the
 /// machine.
 fn receiver_failed_by(last: Frame) -> Receiver {
-    let mut m = Receiver::new(ReceiverRole::new(), config(), t0());
+    let mut m = Receiver::new(ReceiverRole::new(transfer()), config(), t0());
     let mut wire = Protocol::File.preamble().to_vec();
     wire.extend(
         Frame::Offer {
@@ -518,7 +542,7 @@ fn a_receiver_failed_by_a_frame_stays_in_the_state_the_frame_arrived_in() {
 #[test]
 fn a_changed_source_is_the_applications_failure_and_refused_without_harm() {
     let now = t0();
-    let mut legacy = LegacyFileSender::new(10, config(), now);
+    let mut legacy = LegacyFileSender::new(10, unframed(), now);
     while !matches!(legacy.poll_output(), Output::Wait(_) | Output::Done(_)) {}
     let e = legacy.provide(0, Bytes::from_static(b"short")).unwrap_err();
     assert!(matches!(e, Error::SourceChanged(_)), "{e:?}");

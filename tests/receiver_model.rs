@@ -19,7 +19,8 @@ use echoxfer::xfer::offer_digest;
 use echoxfer::xfer::{
     OfferRequest, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, SaveRequest,
 };
-use echoxfer::{Config, Error, ErrorCode, Machine, StreamMachine, UsageError};
+use echoxfer::{Error, ErrorCode, Machine, StreamMachine, UsageError};
+use echoxfer::{SessionLimits, TransferConfig};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
@@ -30,12 +31,18 @@ const FILL: u8 = 0xab;
 const MAX_FILE: u64 = 300;
 const IDLE: Duration = Duration::from_secs(10);
 
-fn config() -> Config {
-    Config {
+fn config() -> SessionLimits {
+    SessionLimits {
+        idle_timeout: IDLE,
+        ..SessionLimits::default()
+    }
+}
+
+fn transfer() -> TransferConfig {
+    TransferConfig {
         max_file_size: MAX_FILE,
         max_name_len: 16,
-        idle_timeout: IDLE,
-        ..Config::default()
+        ..TransferConfig::default()
     }
 }
 
@@ -200,7 +207,7 @@ impl Model {
             (_, In::Garbage) => self.fail(protocol),
             (_, In::PeerError) => self.fail(None),
             (St::Idle, In::Offer { size, name }) => {
-                let valid = SafeName::new(name, config().max_name_len).is_ok();
+                let valid = SafeName::new(name, transfer().max_name_len).is_ok();
                 if !valid {
                     self.out.push(Out::Reject(RejectReason::NameRefused));
                     self.events.push(Ev::Refused(RejectReason::NameRefused));
@@ -506,7 +513,7 @@ impl StateMachineTest for ReceiverTest {
 
     fn init_test(_: &Model) -> Sut {
         let now = Instant::now();
-        let mut rx = Receiver::new(ReceiverRole::new(), config(), now);
+        let mut rx = Receiver::new(ReceiverRole::new(transfer()), config(), now);
         rx.handle_input(now, &Protocol::File.preamble()).unwrap();
         let mut sut = Sut {
             rx,

@@ -19,7 +19,7 @@ use echoxfer::codec::{Frame, FrameDecoder, Protocol};
 use echoxfer::driver::listen::{self, Limits, DEFAULT_BACKLOG};
 use echoxfer::driver::{blocking, Ignore};
 use echoxfer::echo::{EchoServer, Server};
-use echoxfer::Config;
+use echoxfer::{EchoConfig, SessionLimits};
 use socket2::{Domain, Socket, Type};
 
 mod common;
@@ -32,11 +32,14 @@ enum Driver {
 }
 
 fn make(now: Instant) -> (EchoServer, Ignore) {
-    let config = Config {
+    let config = SessionLimits {
         idle_timeout: BOUND,
-        ..Config::default()
+        ..SessionLimits::default()
     };
-    (EchoServer::new(Server::new("hello"), config, now), Ignore)
+    (
+        EchoServer::new(Server::new("hello", EchoConfig::default()), config, now),
+        Ignore,
+    )
 }
 
 /// An echo server on `listener`; stopping it returns its report.
@@ -200,6 +203,7 @@ fn a_source_at_its_cap_is_closed_at_once_and_another_is_served(driver: Driver) {
     let limits = Limits {
         max_connections: 16,
         max_per_source: 2,
+        ..Limits::default()
     };
     let server = start(driver, loopback_listener(), limits);
     let mut held: Vec<_> = (0..2).map(|_| connect_from(A, server.addr)).collect();

@@ -14,7 +14,7 @@ use echoxfer::codec::{Frame, FrameDecoder, Protocol};
 use echoxfer::driver::{blocking, listen, ServeReport, Shutdown};
 use echoxfer::files::{ReceiverApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole};
-use echoxfer::Config;
+use echoxfer::{SessionLimits, TransferConfig};
 
 mod common;
 use common::files::dirs;
@@ -37,7 +37,11 @@ fn serve(
     let addr = listener.local_addr().unwrap();
     let shutdown = shutdown.clone();
     let make = move |now| {
-        let machine = Receiver::new(ReceiverRole::new(), Config::default(), now);
+        let machine = Receiver::new(
+            ReceiverRole::new(TransferConfig::default()),
+            SessionLimits::default(),
+            now,
+        );
         (machine, ReceiverApp::new(store.clone()))
     };
     let handle = thread::spawn(move || match driver {

@@ -8,24 +8,26 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol};
+use echoxfer::driver::Limits;
 use echoxfer::driver::{App, DriverError};
 use echoxfer::echo::{EchoServer, Server};
 use echoxfer::error::{CodecError, ErrorCode, ProtocolError, UsageError};
 use echoxfer::session::{Framed, RecvBudget, Role};
-use echoxfer::testing::fuzz::small_config;
+use echoxfer::testing::fuzz::{small_limits, small_transfer};
 use echoxfer::testing::netem::Impairments;
 use echoxfer::testing::sim::Sim;
 use echoxfer::testing::{MemDisk, MemReceiver, MemSender};
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender};
-use echoxfer::{Config, Error, Machine, Output, StreamMachine};
+use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
+use echoxfer::{Error, Machine, Output, StreamMachine};
 
 mod common;
 use common::drain::{offer_request, poll_all};
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn echo_server(config: Config, now: Instant) -> EchoServer {
-    EchoServer::new(Server::new("hi"), config, now)
+fn echo_server(config: SessionLimits, now: Instant) -> EchoServer {
+    EchoServer::new(Server::new("hi", EchoConfig::default()), config, now)
 }
 
 fn header(kind: u8, len: u32) -> Vec<u8> {
@@ -48,7 +50,7 @@ fn feed<M: StreamMachine>(m: &mut M, now: Instant, bytes: &[u8]) -> Result<(), E
 #[test]
 fn a_message_header_over_max_message_is_refused_before_its_payload_is_buffered() {
     let now = Instant::now();
-    let config = Config::default();
+    let config = SessionLimits::default();
     let mut server = echo_server(config.clone(), now);
     let mut wire = Protocol::Echo.preamble().to_vec();
     // One byte short of max_frame (1 MiB): what the peers parked.
@@ -60,7 +62,7 @@ fn a_message_header_over_max_message_is_refused_before_its_payload_is_buffered()
         Error::Remote(ProtocolError::Codec(CodecError::PayloadTooLarge {
             frame: "Message",
             len: (config.max_frame - 1) as u64,
-            max: config.max_message,
+            max: EchoConfig::default().max_message,
         }))
     );
     assert_eq!(server.buffered(), 0, "nothing of the payload is kept");
@@ -69,8 +71,12 @@ fn a_message_header_over_max_message_is_refused_before_its_payload_is_buffered()
 #[test]
 fn an_offer_header_over_its_name_limit_is_refused_before_its_payload_is_buffered() {
     let now = Instant::now();
-    let config = Config::default();
-    let mut rx = Receiver::new(ReceiverRole::new(), config.clone(), now);
+    let config = SessionLimits::default();
+    let mut rx = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        config.clone(),
+        now,
+    );
     let mut wire = Protocol::File.preamble().to_vec();
     wire.extend(header(0x20, (config.max_frame - 1) as u32));
     wire.extend(vec![b'a'; 1000]);
@@ -80,30 +86,34 @@ fn an_offer_header_over_its_name_limit_is_refused_before_its_payload_is_buffered
         Error::Remote(ProtocolError::Codec(CodecError::PayloadTooLarge {
             frame: "Offer",
             len: (config.max_frame - 1) as u64,
-            max: 8 + config.max_name_len,
+            max: 8 + TransferConfig::default().max_name_len,
         }))
     );
     assert_eq!(rx.buffered(), 0);
 }
 
 /// Small limits so that many sessions park quickly: 64 KiB frames, 4 KiB
-/// allowance, a 256 KiB budget.
-fn budget_config() -> Config {
-    Config {
+/// allowance, and a budget of [`BUDGET`].
+fn budget_config() -> SessionLimits {
+    SessionLimits {
         max_frame: 64 * 1024,
-        max_message: 8 * 1024,
         recv_buffer: 64 * 1024 + 64,
-        chunk_size: 16 * 1024,
         recv_allowance: 4 * 1024,
-        recv_budget: 256 * 1024,
-        ..Config::default()
+        ..SessionLimits::default()
     }
 }
 
+/// The shared receive budget of [`budget_config`]'s sessions: 256 KiB.
+const BUDGET: usize = 256 * 1024;
+
 /// A receiver with `budget` that accepted `f` of `size` bytes and got `Begin{0}`.
-fn receiving(config: &Config, budget: &RecvBudget, size: u64, now: Instant) -> Receiver {
-    let mut rx =
-        Receiver::new(ReceiverRole::new(), config.clone(), now).with_recv_budget(budget.clone());
+fn receiving(config: &SessionLimits, budget: &RecvBudget, size: u64, now: Instant) -> Receiver {
+    let transfer = TransferConfig {
+        chunk_size: 16 * 1024,
+        ..TransferConfig::default()
+    };
+    let mut rx = Receiver::new(ReceiverRole::new(transfer), config.clone(), now)
+        .with_recv_budget(budget.clone());
     let mut wire = Protocol::File.preamble().to_vec();
     wire.extend(
         Frame::Offer {
@@ -124,7 +134,7 @@ fn receiving(config: &Config, budget: &RecvBudget, size: u64, now: Instant) -> R
 #[test]
 fn the_shared_budget_bounds_half_frames_across_sessions_and_fails_the_excess_as_busy() {
     let config = budget_config();
-    let budget = RecvBudget::new(config.recv_budget);
+    let budget = RecvBudget::new(BUDGET);
     let now = Instant::now();
     let sessions = 40;
     let frame = config.max_frame;
@@ -138,7 +148,7 @@ fn the_shared_budget_bounds_half_frames_across_sessions_and_fails_the_excess_as_
         match feed(&mut rx, now, &wire) {
             Ok(()) => parked.push(rx),
             Err(Error::Busy { limit }) => {
-                assert_eq!(limit, config.recv_budget);
+                assert_eq!(limit, BUDGET);
                 // Refused at the header: nothing of the payload was kept.
                 assert_eq!(rx.buffered(), 0);
                 let sent = poll_all(&mut rx).bytes;
@@ -156,7 +166,7 @@ fn the_shared_budget_bounds_half_frames_across_sessions_and_fails_the_excess_as_
         }
     }
     let held: usize = parked.iter().map(|rx| rx.buffered()).sum();
-    let bound = sessions * config.recv_allowance + config.recv_budget;
+    let bound = sessions * config.recv_allowance + BUDGET;
     assert!(held <= bound, "{held} bytes parked, bound {bound}");
     assert!(budget.in_use() <= budget.limit());
     assert!(busy > 0 && !parked.is_empty(), "{busy} busy");
@@ -171,17 +181,18 @@ fn the_shared_budget_bounds_half_frames_across_sessions_and_fails_the_excess_as_
 
 #[test]
 fn echo_sessions_holding_up_to_max_message_never_draw_on_the_default_budget() {
-    let config = Config::default();
-    let budget = RecvBudget::new(config.recv_budget);
+    let config = SessionLimits::default();
+    let budget = Limits::default().new_recv_budget();
+    let max_message = EchoConfig::default().max_message;
     let now = Instant::now();
     let mut servers = Vec::new();
     for _ in 0..50 {
         let mut s = echo_server(config.clone(), now).with_recv_budget(budget.clone());
         let mut wire = Protocol::Echo.preamble().to_vec();
-        wire.extend(header(0x11, config.max_message as u32));
-        wire.extend(vec![1u8; config.max_message - 1]);
+        wire.extend(header(0x11, max_message as u32));
+        wire.extend(vec![1u8; max_message - 1]);
         feed(&mut s, now, &wire).unwrap();
-        assert!(s.buffered() < config.max_message);
+        assert!(s.buffered() < max_message);
         servers.push(s);
     }
     assert_eq!(budget.in_use(), 0);
@@ -230,7 +241,7 @@ fn trickle<R: Role>(
 #[test]
 fn a_peer_trickling_its_preamble_fails_at_the_handshake_deadline() {
     let start = Instant::now();
-    let mut server = echo_server(Config::default(), start);
+    let mut server = echo_server(SessionLimits::default(), start);
     let mut bytes = Protocol::Echo.preamble().to_vec();
     bytes.extend(Frame::Message(Bytes::from(vec![1; 100])).encode_to_vec());
     let (after, err) = trickle(&mut server, start, &bytes, 3 * SEC);
@@ -247,7 +258,7 @@ fn a_peer_trickling_its_preamble_fails_at_the_handshake_deadline() {
 #[test]
 fn a_peer_trickling_a_frame_fails_at_the_frame_deadline_although_bytes_keep_coming() {
     let start = Instant::now();
-    let mut server = echo_server(Config::default(), start);
+    let mut server = echo_server(SessionLimits::default(), start);
     server
         .handle_input(start, &Protocol::Echo.preamble())
         .unwrap();
@@ -269,10 +280,10 @@ fn a_peer_trickling_a_frame_fails_at_the_frame_deadline_although_bytes_keep_comi
 #[test]
 fn bytes_alone_do_not_restart_the_idle_timer_only_whole_frames_do() {
     let start = Instant::now();
-    let config = Config {
+    let config = SessionLimits {
         idle_timeout: 5 * SEC,
         frame_timeout: 60 * SEC,
-        ..Config::default()
+        ..SessionLimits::default()
     };
     let mut server = echo_server(config, start);
     server
@@ -296,7 +307,7 @@ fn bytes_alone_do_not_restart_the_idle_timer_only_whole_frames_do() {
 #[test]
 fn wait_reports_the_earliest_deadline() {
     let t0 = Instant::now();
-    let mut server = echo_server(Config::default(), t0);
+    let mut server = echo_server(SessionLimits::default(), t0);
     let wait = |s: &mut EchoServer| loop {
         match s.poll_output() {
             Output::Wait(t) => return t,
@@ -322,7 +333,7 @@ fn wait_reports_the_earliest_deadline() {
 
 /// A server that failed on a frame the client must not send, and what it sent.
 fn failed_server(now: Instant) -> (EchoServer, Vec<u8>) {
-    let mut server = echo_server(Config::default(), now);
+    let mut server = echo_server(SessionLimits::default(), now);
     let mut wire = Protocol::Echo.preamble().to_vec();
     wire.extend(Frame::Bye.encode_to_vec());
     let _ = server.handle_input(now, &wire);
@@ -338,7 +349,7 @@ fn after_its_error_frame_a_machine_lingers_reading_until_the_peer_eof() {
         sent.windows(3).any(|w| w == [0x01, 0, 0]),
         "an Error frame went out"
     );
-    let config = Config::default();
+    let config = SessionLimits::default();
     // Not done yet: it waits for the client's EOF, at most `linger`.
     assert_eq!(
         server.poll_output(),
@@ -362,7 +373,7 @@ fn after_its_error_frame_a_machine_lingers_reading_until_the_peer_eof() {
 fn lingering_ends_at_the_linger_deadline_without_an_eof() {
     let now = Instant::now();
     let (mut server, _) = failed_server(now);
-    let linger = Config::default().linger;
+    let linger = SessionLimits::default().linger;
     server.handle_timeout(now + linger - Duration::from_millis(1));
     assert!(matches!(server.poll_output(), Output::Wait(_)));
     server.handle_timeout(now + linger);
@@ -372,7 +383,7 @@ fn lingering_ends_at_the_linger_deadline_without_an_eof() {
 #[test]
 fn a_machine_whose_peer_failed_first_ends_at_once() {
     let now = Instant::now();
-    let mut server = echo_server(Config::default(), now);
+    let mut server = echo_server(SessionLimits::default(), now);
     let mut wire = Protocol::Echo.preamble().to_vec();
     wire.extend(
         Frame::Error {
@@ -389,12 +400,12 @@ fn a_machine_whose_peer_failed_first_ends_at_once() {
 #[test]
 fn a_receiver_failing_mid_stream_lingers_so_the_sender_reads_why() {
     let now = Instant::now();
-    let config = small_config();
+    let config = small_limits();
     let name = SafeName::new(b"big.bin", 64).unwrap();
-    let content = Bytes::from(vec![7u8; 64 * config.chunk_size]);
+    let content = Bytes::from(vec![7u8; 64 * small_transfer().chunk_size]);
     let mut tx = MemSender::new([(name, content)]);
-    let mut sender = Sender::new(tx.role(), config.clone(), now);
-    let mut receiver = Receiver::new(ReceiverRole::new(), config, now);
+    let mut sender = Sender::new(tx.role(small_transfer()), config.clone(), now);
+    let mut receiver = Receiver::new(ReceiverRole::new(small_transfer()), config, now);
     // The disk fills up at the first write, while the sender streams on.
     let mut disk = MemReceiver::new(MemDisk::default(), false);
     let mut rx = |m: &mut Receiver, at: Instant, e: ReceiverEvent| {
@@ -433,20 +444,25 @@ fn a_receiver_failing_mid_stream_lingers_so_the_sender_reads_why() {
     ));
     // It lingered no longer than the sender took to close.
     assert!(outcome.ended.1 >= outcome.ended.0);
-    assert!(outcome.ended.1 - now < Config::default().linger);
+    assert!(outcome.ended.1 - now < SessionLimits::default().linger);
 }
 
 #[test]
 fn a_greeting_longer_than_any_client_accepts_fails_the_server_at_start() {
     let now = Instant::now();
-    let config = Config::default();
-    let greeting = vec![b'g'; config.max_message + 1];
-    let mut server = EchoServer::new(Server::new(greeting), config.clone(), now);
+    let config = SessionLimits::default();
+    let echo = EchoConfig::default();
+    let greeting = vec![b'g'; echo.max_message + 1];
+    let mut server = EchoServer::new(
+        Server::new(greeting, EchoConfig::default()),
+        config.clone(),
+        now,
+    );
     assert_eq!(
         server.error(),
         Some(&Error::Local(UsageError::MessageTooLarge {
-            len: config.max_message + 1,
-            max: config.max_message
+            len: echo.max_message + 1,
+            max: echo.max_message
         }))
     );
     // What goes out is an Error frame, never a Greeting the client refuses.

@@ -19,7 +19,7 @@ use echoxfer::driver::App;
 use echoxfer::error::{ErrorCode, ProtocolError};
 use echoxfer::files::{Outcome, ReceiverApp, Store, REFUSALS_LISTED};
 use echoxfer::xfer::{Receiver, ReceiverRole};
-use echoxfer::{Config, Error, Machine, Output, StreamMachine};
+use echoxfer::{Error, Machine, Output, SessionLimits, StreamMachine, TransferConfig};
 
 mod common;
 use common::files::dirs;
@@ -85,11 +85,11 @@ fn rejects(frames: &[Frame]) -> usize {
 #[test]
 fn refusals_beyond_max_refusals_fail_the_session_and_tell_the_sender_why() {
     let now = Instant::now();
-    let config = Config {
+    let config = TransferConfig {
         max_refusals: 5,
-        ..Config::default()
+        ..TransferConfig::default()
     };
-    let mut rx = Receiver::new(ReceiverRole::new(), config, now);
+    let mut rx = Receiver::new(ReceiverRole::new(config), SessionLimits::default(), now);
     let _ = rx.handle_input(now, &wire(&vec![offer(b"../x", 1); 10]));
     let sent = frames(&run(&mut rx, None));
     assert_eq!(rejects(&sent), 5, "{sent:?}");
@@ -111,11 +111,11 @@ fn refusals_beyond_max_refusals_fail_the_session_and_tell_the_sender_why() {
 #[test]
 fn offers_the_application_rejects_count_toward_max_refusals() {
     let now = Instant::now();
-    let config = Config {
+    let config = TransferConfig {
         max_refusals: 3,
-        ..Config::default()
+        ..TransferConfig::default()
     };
-    let mut rx = Receiver::new(ReceiverRole::new(), config, now);
+    let mut rx = Receiver::new(ReceiverRole::new(config), SessionLimits::default(), now);
     // Two refused by the machine, then valid offers the app rejects.
     let mut offers = vec![offer(b"../x", 1), offer(b"", 1)];
     offers.extend(vec![offer(b"a.txt", 1); 5]);
@@ -135,7 +135,11 @@ fn the_receiver_app_lists_the_first_refusals_and_counts_the_rest() {
     fs::write(d.dst.join("a.txt"), b"there").unwrap();
     let mut app = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
     let now = Instant::now();
-    let mut rx = Receiver::new(ReceiverRole::new(), Config::default(), now);
+    let mut rx = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
     // 60 names the machine refuses, 40 offers the app refuses (Exists).
     let mut offers = Vec::new();
     for i in 0..100 {

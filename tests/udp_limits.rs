@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::echo::{PingEvent, Refusal, UdpEchoServer, UdpEvent, UdpPing, REFUSED_SOURCE_PORTS};
-use echoxfer::{Config, Datagram, DatagramMachine, Machine, Output};
+use echoxfer::{Datagram, DatagramMachine, Machine, Output, UdpConfig};
 use proptest::prelude::*;
 
 fn addr(s: &str) -> SocketAddr {
@@ -37,16 +37,16 @@ fn answers(server: &mut UdpEchoServer, now: Instant, from: SocketAddr) -> bool {
     sent.len() == 1
 }
 
-fn limits(rate: u32, burst: u32) -> Config {
-    Config {
+fn limits(rate: u32, burst: u32) -> UdpConfig {
+    UdpConfig {
         udp_reply_rate: rate,
         udp_reply_burst: burst,
-        ..Config::default()
+        ..UdpConfig::default()
     }
 }
 
 /// The most replies a token bucket allows one source over `elapsed`.
-fn bucket_bound(config: &Config, elapsed: Duration) -> u64 {
+fn bucket_bound(config: &UdpConfig, elapsed: Duration) -> u64 {
     let refilled = elapsed.as_nanos() * u128::from(config.udp_reply_rate) / 1_000_000_000;
     u64::from(config.udp_reply_burst) + refilled as u64
 }
@@ -55,7 +55,7 @@ fn bucket_bound(config: &Config, elapsed: Duration) -> u64 {
 /// that claims to come from the second; each hop takes `hop`. Returns the
 /// replies both sent and the virtual time it took, or `None` if the
 /// datagram was still bouncing after `cap` replies.
-fn bounce(config: &Config, hop: Duration, cap: u64) -> Option<(u64, Duration)> {
+fn bounce(config: &UdpConfig, hop: Duration, cap: u64) -> Option<(u64, Duration)> {
     let addrs = [addr("192.0.2.1:8888"), addr("192.0.2.2:8888")];
     let mut servers = [
         UdpEchoServer::new(config.clone()),
@@ -97,7 +97,7 @@ fn a_forged_datagram_between_two_servers_bounces_at_most_twice_the_burst() {
 fn a_loop_between_default_servers_dies_out_at_lan_speed() {
     // One millisecond a hop: each server gets 500 datagrams a second from
     // the other, above the default rate, so the loop ends.
-    let config = Config::default();
+    let config = UdpConfig::default();
     let (replies, elapsed) =
         bounce(&config, Duration::from_millis(1), 1_000_000).expect("the loop must die out");
     assert!(
@@ -112,7 +112,7 @@ fn service_ports_are_never_answered() {
         7, 13, 17, 19, 37, 53, 123, 161, 1900, 3702, 5353, 5683, 11211,
     ];
     let ports = (0..1024).chain(REFUSED_SOURCE_PORTS).chain(classic);
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let now = Instant::now();
     for port in ports {
         for ip in ["198.51.100.7", "[2001:db8::7]"] {
@@ -134,7 +134,7 @@ fn service_ports_are_never_answered() {
 
 #[test]
 fn sources_that_cannot_send_are_never_answered() {
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let now = Instant::now();
     for from in [
         "0.0.0.0:5000",
@@ -226,7 +226,7 @@ fn a_second_source_is_answered_while_the_first_is_limited() {
 
 #[test]
 fn tracked_sources_stay_within_the_cap_and_a_spray_does_not_free_a_limited_source() {
-    let config = Config {
+    let config = UdpConfig {
         udp_max_sources: 64,
         ..limits(10, 5)
     };
@@ -255,9 +255,9 @@ fn tracked_sources_stay_within_the_cap_and_a_spray_does_not_free_a_limited_sourc
 
 #[test]
 fn events_waiting_are_bounded_and_the_counts_stay_exact() {
-    let config = Config {
+    let config = UdpConfig {
         datagram_queue: 16,
-        ..Config::default()
+        ..UdpConfig::default()
     };
     let mut server = UdpEchoServer::new(config);
     let now = Instant::now();
@@ -275,9 +275,9 @@ fn events_waiting_are_bounded_and_the_counts_stay_exact() {
 fn a_default_ping_is_answered_in_full_by_a_default_server() {
     let server_addr = addr("192.0.2.1:8888");
     let client_addr = addr("192.0.2.2:45000");
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let mut now = Instant::now();
-    let mut ping = UdpPing::new(Config::default(), now, server_addr, 10, 64);
+    let mut ping = UdpPing::new(UdpConfig::default(), now, server_addr, 10, 64);
     for _ in 0..10_000 {
         match ping.poll_output() {
             Output::Transmit(d) => {

@@ -16,28 +16,35 @@ use echoxfer::driver::blocking::{self, ServeReport};
 use echoxfer::driver::DriverError;
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::Config;
+use echoxfer::{SessionLimits, TransferConfig};
 
 mod common;
 use common::files::{assert_received, dirs, sources};
 
-fn config() -> Config {
-    Config {
+fn config() -> SessionLimits {
+    SessionLimits {
         idle_timeout: Duration::from_secs(10),
-        ..Config::default()
+        ..SessionLimits::default()
     }
 }
 
 /// A receiver machine and its app saving into `store`, created at `now`.
 fn receiver(store: &Store, now: Instant) -> (Receiver, ReceiverApp) {
-    let m = Receiver::new(ReceiverRole::new(), config(), now);
+    let m = Receiver::new(ReceiverRole::new(TransferConfig::default()), config(), now);
     (m, ReceiverApp::new(store.clone()))
 }
 
 /// A sender machine and its app for `paths`, created now.
 fn sender(paths: &[PathBuf]) -> (Sender, SenderApp) {
     let app = SenderApp::open(paths, 255).unwrap();
-    (Sender::new(app.role(), config(), Instant::now()), app)
+    (
+        Sender::new(
+            app.role(TransferConfig::default()),
+            config(),
+            Instant::now(),
+        ),
+        app,
+    )
 }
 
 /// Sends `paths` over `transport` with the blocking driver.

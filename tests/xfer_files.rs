@@ -16,6 +16,7 @@ use echoxfer::Error;
 mod common;
 use common::files::{assert_received, content, dirs, entries, write_src};
 use common::session::{self, run_session};
+use echoxfer::testing::fuzz::small_transfer;
 
 type Run = session::Run<SenderApp, ReceiverApp>;
 
@@ -24,7 +25,14 @@ type Run = session::Run<SenderApp, ReceiverApp>;
 fn send(paths: &[PathBuf], store: &Store, cut: Option<u64>, flip: Option<u64>) -> Run {
     let tx = SenderApp::open(paths, 255).unwrap();
     let rx = ReceiverApp::new(store.clone());
-    run_session(tx.role(), tx, rx, Cutter::random(9, 2500), cut, flip)
+    run_session(
+        tx.role(small_transfer()),
+        tx,
+        rx,
+        Cutter::random(9, 2500),
+        cut,
+        flip,
+    )
 }
 
 fn ok(r: &Run) {
@@ -370,7 +378,14 @@ fn source_that_shrank_is_refused_never_padded() {
         .set_len(2000)
         .unwrap();
     let rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
-    let Run { outcome, tx, .. } = run_session(tx.role(), tx, rx, Cutter::whole(), None, None);
+    let Run { outcome, tx, .. } = run_session(
+        tx.role(small_transfer()),
+        tx,
+        rx,
+        Cutter::whole(),
+        None,
+        None,
+    );
     assert!(
         matches!(
             outcome.a,

@@ -6,14 +6,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol, RejectReason};
+use echoxfer::error::ConfigError;
 use echoxfer::error::{CodecError, ErrorCode, ProtocolError, UsageError};
 use echoxfer::session::{Framed, Role};
-use echoxfer::testing::fuzz::small_config;
+use echoxfer::testing::fuzz::{small_limits, small_transfer};
 use echoxfer::xfer::{
     offer_digest, ChunkRequest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName,
     Sender, SenderEvent, SenderRole,
 };
-use echoxfer::{Config, Error, Machine, Output, StreamMachine};
+use echoxfer::{Error, Machine, Output, StreamMachine, TransferConfig};
 
 mod common;
 use common::drain::{offer_request, poll_all, save_request, Polled};
@@ -64,7 +65,11 @@ fn drain<R: Role>(m: &mut Framed<R>) -> Drained<R::Event> {
 }
 
 fn receiver() -> Receiver {
-    Receiver::new(ReceiverRole::new(), small_config(), Instant::now())
+    Receiver::new(
+        ReceiverRole::new(small_transfer()),
+        small_limits(),
+        Instant::now(),
+    )
 }
 
 fn feed(m: &mut impl StreamMachine, bytes: &[u8]) {
@@ -114,7 +119,11 @@ fn sender(size: u64) -> Sender {
         name: SafeName::new(b"f", 255).unwrap(),
         size,
     };
-    Sender::new(SenderRole::new(vec![spec]), small_config(), Instant::now())
+    Sender::new(
+        SenderRole::new(vec![spec], small_transfer()),
+        small_limits(),
+        Instant::now(),
+    )
 }
 
 /// A sender of `f` (`size` bytes) fed the receiver's fresh `Accept`.
@@ -252,7 +261,7 @@ fn offer_of_max_size_is_refused_too_large() {
             ..
         }]
     ));
-    let limit = small_config().max_file_size;
+    let limit = small_transfer().max_file_size;
     feed_frame(&mut m, offer(b"edge", limit));
     let d = drain(&mut m);
     assert!(matches!(&d.events[..], [ReceiverEvent::Offer { size, .. }] if *size == limit));
@@ -550,25 +559,34 @@ fn reject_message_with_format_characters_is_shown_escaped_to_the_sender() {
 
 #[test]
 fn zero_limits_are_refused_not_unlimited() {
-    for config in [
-        Config {
-            chunk_size: 0,
-            ..small_config()
-        },
-        Config {
-            max_file_size: 0,
-            ..small_config()
-        },
-        Config {
-            max_name_len: 0,
-            ..small_config()
-        },
+    for (field, config) in [
+        (
+            "chunk_size",
+            TransferConfig {
+                chunk_size: 0,
+                ..small_transfer()
+            },
+        ),
+        (
+            "max_file_size",
+            TransferConfig {
+                max_file_size: 0,
+                ..small_transfer()
+            },
+        ),
+        (
+            "max_name_len",
+            TransferConfig {
+                max_name_len: 0,
+                ..small_transfer()
+            },
+        ),
     ] {
-        let mut m = Receiver::new(ReceiverRole::new(), config, Instant::now());
+        let mut m = Receiver::new(ReceiverRole::new(config), small_limits(), Instant::now());
         let d = drain(&mut m);
         assert!(matches!(
             d.done,
-            Some(Err(Error::Local(UsageError::BadConfig(_))))
+            Some(Err(Error::Local(UsageError::BadConfig(ConfigError::Zero(f))))) if f == field
         ));
     }
 }

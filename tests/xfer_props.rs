@@ -11,6 +11,7 @@ use proptest::prelude::*;
 
 mod common;
 use common::session::{run_session, Run};
+use echoxfer::testing::fuzz::small_transfer;
 
 const CHUNK: usize = 1024;
 
@@ -29,7 +30,7 @@ fn run(
 ) -> Run<MemSender, MemReceiver> {
     let tx = MemSender::new(files.iter().map(|(n, c)| (name(n), c.clone())));
     let rx = MemReceiver::new(disk, false);
-    run_session(tx.role(), tx, rx, cutter, cut, flip)
+    run_session(tx.role(small_transfer()), tx, rx, cutter, cut, flip)
 }
 
 /// Wire offset of byte `k` of the file content in a fresh single-file

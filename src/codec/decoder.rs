@@ -9,7 +9,6 @@ use bytes::{Buf, BytesMut};
 
 use super::frame::bounds;
 use super::{CodecError, Frame, Protocol, HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSION};
-use crate::config::Config;
 
 /// The limits a decoder checks each header against. Per frame type (see
 /// `docs/PROTOCOL.md`): `Message` and `Greeting` at most `max_message`,
@@ -27,15 +26,6 @@ pub struct FrameLimits {
 }
 
 impl FrameLimits {
-    /// The limits a machine with `config` enforces.
-    pub fn from_config(config: &Config) -> Self {
-        FrameLimits {
-            max_frame: config.max_frame,
-            max_message: config.max_message,
-            max_name_len: config.max_name_len,
-        }
-    }
-
     /// Every variable-size frame bounded by `max_frame` alone.
     pub fn uniform(max_frame: usize) -> Self {
         FrameLimits {

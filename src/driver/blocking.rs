@@ -325,7 +325,7 @@ where
 {
     shutdown.wake_accept_at(listener.local_addr()?);
     let make = Arc::new(make);
-    let served = Arc::new(Served::new(limits.into()));
+    let served = Arc::new(Served::new(limits.into().checked()?));
     let abort = Abort::new();
     loop {
         served.wait_for_room(shutdown);

@@ -8,7 +8,8 @@ use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use crate::Config;
+use crate::error::ConfigError;
+use crate::session::RecvBudget;
 
 /// Connections the kernel completes and queues for a listener before the
 /// server accepts them (default 1024, as tokio's own default). `std` uses
@@ -55,23 +56,69 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// How many sessions a server runs at once, in total and per source.
+/// A server's own settings: how many sessions it runs at once, in total
+/// and per source, and the receive budget they share. Taken by the
+/// drivers' `serve`; its sessions take
+/// [`SessionLimits`](crate::config::SessionLimits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Sessions at once; more connections wait in the backlog.
+    /// Sessions at once; more connections wait in the backlog (default 1024).
     pub max_connections: usize,
     /// Sessions at once from one source address (an IPv4 address, or an
     /// IPv6 /64 prefix: one host usually holds a whole /64). A connection
-    /// from a source at its cap is closed at once, without a byte.
+    /// from a source at its cap is closed at once, without a byte
+    /// (default 64). Far more than one honest host needs (a `send` is one
+    /// connection), and small enough that one address holds at most a
+    /// sixteenth of the default `max_connections`. Raise it for many
+    /// clients behind one NAT; above `max_connections` it has no effect.
     pub max_per_source: usize,
+    /// The shared receive budget: bytes all the server's sessions together
+    /// may hold undecoded beyond their
+    /// [`recv_allowance`](crate::config::SessionLimits::recv_allowance)
+    /// (default 64 MiB). A session that needs more while it is spent fails
+    /// as busy. Make it with [`Limits::new_recv_budget`] and hand it to each
+    /// session with
+    /// [`Framed::with_recv_budget`](crate::session::Framed::with_recv_budget).
+    pub recv_budget: usize,
 }
 
-impl From<&Config> for Limits {
-    fn from(config: &Config) -> Limits {
+impl Default for Limits {
+    fn default() -> Self {
         Limits {
-            max_connections: config.max_connections,
-            max_per_source: config.max_per_source,
+            max_connections: 1024,
+            max_per_source: 64,
+            recv_budget: 64 * 1024 * 1024,
         }
+    }
+}
+
+impl Limits {
+    /// Checks that no limit is zero.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let nonzero = [
+            ("max_connections", self.max_connections),
+            ("max_per_source", self.max_per_source),
+            ("recv_budget", self.recv_budget),
+        ];
+        match nonzero.iter().find(|(_, value)| *value == 0) {
+            Some((field, _)) => Err(ConfigError::Zero(field)),
+            None => Ok(()),
+        }
+    }
+
+    /// `self` if valid, else an `InvalidInput` error naming the field: what
+    /// the drivers' `serve` checks before it accepts anything.
+    pub(crate) fn checked(self) -> io::Result<Limits> {
+        self.validate().map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("server limits: {e}"))
+        })?;
+        Ok(self)
+    }
+
+    /// A fresh receive budget of `recv_budget` bytes, to share among this
+    /// server's sessions.
+    pub fn new_recv_budget(&self) -> RecvBudget {
+        RecvBudget::new(self.recv_budget)
     }
 }
 
@@ -81,6 +128,7 @@ impl From<usize> for Limits {
         Limits {
             max_connections,
             max_per_source: max_connections,
+            ..Limits::default()
         }
     }
 }

@@ -249,6 +249,7 @@ mod tests {
         Limits {
             max_connections,
             max_per_source,
+            ..Limits::default()
         }
     }
 

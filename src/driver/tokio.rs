@@ -174,7 +174,7 @@ where
 {
     let make = Arc::new(make);
     let abort = Abort::new();
-    let mut served = Served::new(limits.into());
+    let mut served = Served::new(limits.into().checked()?);
     loop {
         let has_room = served.core.has_room();
         let accepted = tokio::select! {

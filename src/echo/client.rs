@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use crate::codec::{Frame, Protocol};
-use crate::error::{Error, ProtocolError, UsageError};
+use crate::codec::{Frame, FrameLimits, Protocol};
+use crate::config::{EchoConfig, SessionLimits};
+use crate::error::{ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
 /// What an echo client tells its application.
@@ -36,22 +37,26 @@ pub struct Client {
     pending: VecDeque<Bytes>,
     /// Their size on the wire, headers included: what the window bounds.
     pending_bytes: usize,
+    config: EchoConfig,
 }
 
 impl Default for Client {
     fn default() -> Self {
-        Self::new()
+        Self::new(EchoConfig::default())
     }
 }
 
 impl Client {
-    /// A client role; messages may be sent before the greeting arrives.
-    pub fn new() -> Self {
+    /// A client role within `config` (validated by
+    /// [`Framed::new`](crate::session::Framed::new)); messages may be sent
+    /// before the greeting arrives.
+    pub fn new(config: EchoConfig) -> Self {
         Client {
             state: State::AwaitGreeting,
             greeted: false,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            config,
         }
     }
 
@@ -124,6 +129,14 @@ impl Role for Client {
         self.state == State::Closed
     }
 
+    fn frame_limits(&self, session: &SessionLimits) -> Result<FrameLimits, ConfigError> {
+        self.config.validate(session)?;
+        Ok(FrameLimits {
+            max_message: self.config.max_message,
+            ..FrameLimits::uniform(session.max_frame)
+        })
+    }
+
     fn state_name(&self) -> &'static str {
         match self.state {
             State::AwaitGreeting => "awaiting the greeting",
@@ -142,7 +155,7 @@ impl Framed<Client> {
     pub fn send(&mut self, msg: impl Into<Bytes>) -> Result<(), Error> {
         let msg = msg.into();
         self.command(|role, link| {
-            let max = link.config().max_message;
+            let max = role.config.max_message;
             if msg.len() > max {
                 let len = msg.len();
                 return Err(UsageError::MessageTooLarge { len, max }.into());
@@ -155,7 +168,7 @@ impl Framed<Client> {
                 }
                 .into());
             }
-            if !role.window_admits(&msg, link.config().echo_window) || !link.has_room() {
+            if !role.window_admits(&msg, role.config.echo_window) || !link.has_room() {
                 return Err(UsageError::WouldBlock.into());
             }
             link.send(&Frame::Message(msg.clone()));

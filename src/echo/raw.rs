@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::UnframedConfig;
 use crate::error::Error;
 use crate::unframed::{Unframed, UnframedLink, UnframedRole};
 
@@ -27,7 +27,7 @@ pub type RawEcho = Unframed<RawRole>;
 
 impl RawEcho {
     /// A raw echo session starting at `now`.
-    pub fn new(config: Config, now: Instant) -> Self {
+    pub fn new(config: UnframedConfig, now: Instant) -> Self {
         Unframed::with_role(RawRole, config, now)
     }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::UdpConfig;
 
 /// Source ports from 1024 up that the UDP echo server never answers: the
 /// well-known UDP services that answer (or amplify) whatever reaches them,
@@ -32,8 +32,8 @@ pub enum Refusal {
     ServicePort,
     /// The source address cannot send: unspecified, multicast or broadcast.
     BadAddress,
-    /// The source address has used its replies (`Config::udp_reply_rate`,
-    /// `Config::udp_reply_burst`).
+    /// The source address has used its replies (`UdpConfig::udp_reply_rate`,
+    /// `UdpConfig::udp_reply_burst`).
     RateLimited,
 }
 
@@ -91,7 +91,7 @@ pub struct ReplyLimiter {
 impl ReplyLimiter {
     /// A limiter with `config`'s rate, burst and source cap (zeros count
     /// as one, so an unvalidated config cannot disable it).
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &UdpConfig) -> Self {
         let rate = u64::from(config.udp_reply_rate.max(1));
         // Rounded up, so replies never exceed burst + rate × time.
         let interval = Duration::from_nanos(1_000_000_000_u64.div_ceil(rate));

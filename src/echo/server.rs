@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 
-use crate::codec::{Frame, Protocol};
-use crate::error::{Error, ProtocolError, UsageError};
+use crate::codec::{Frame, FrameLimits, Protocol};
+use crate::config::{EchoConfig, SessionLimits};
+use crate::error::{ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Link, Role};
 
 /// What an echo server tells its application.
@@ -20,14 +21,17 @@ pub enum ServerEvent {
 pub struct Server {
     greeting: Bytes,
     open: bool,
+    config: EchoConfig,
 }
 
 impl Server {
-    /// A server role that greets with `greeting`.
-    pub fn new(greeting: impl Into<Bytes>) -> Self {
+    /// A server role that greets with `greeting`, within `config`
+    /// (validated by [`Framed::new`](crate::session::Framed::new)).
+    pub fn new(greeting: impl Into<Bytes>, config: EchoConfig) -> Self {
         Server {
             greeting: greeting.into(),
             open: true,
+            config,
         }
     }
 }
@@ -39,7 +43,7 @@ impl Role for Server {
     /// Sends the greeting; one longer than `max_message`, which no client
     /// of the same limits would accept, is refused as the caller's mistake.
     fn start(&mut self, link: &mut Link<ServerEvent>) -> Result<(), Error> {
-        let (len, max) = (self.greeting.len(), link.config().max_message);
+        let (len, max) = (self.greeting.len(), self.config.max_message);
         if len > max {
             return Err(UsageError::MessageTooLarge { len, max }.into());
         }
@@ -50,7 +54,7 @@ impl Role for Server {
     fn on_frame(&mut self, link: &mut Link<ServerEvent>, frame: Frame) -> Result<(), Error> {
         match frame {
             Frame::Message(msg) => {
-                let max = link.config().max_message;
+                let max = self.config.max_message;
                 if msg.len() > max {
                     let len = msg.len();
                     return Err(ProtocolError::MessageTooLarge { len, max }.into());
@@ -77,6 +81,14 @@ impl Role for Server {
 
     fn is_finished(&self) -> bool {
         !self.open
+    }
+
+    fn frame_limits(&self, session: &SessionLimits) -> Result<FrameLimits, ConfigError> {
+        self.config.validate(session)?;
+        Ok(FrameLimits {
+            max_message: self.config.max_message,
+            ..FrameLimits::uniform(session.max_frame)
+        })
     }
 
     fn state_name(&self) -> &'static str {

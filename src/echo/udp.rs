@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::reply_limit::{refused_source, Refusal, ReplyLimiter};
-use crate::config::Config;
+use crate::config::UdpConfig;
 use crate::machine::{Datagram, DatagramMachine, Machine, Output};
 
 /// What the UDP echo server tells its application. At most
-/// `Config::datagram_queue` events wait at once; beyond that they are
+/// `UdpConfig::datagram_queue` events wait at once; beyond that they are
 /// dropped (the counts in [`UdpEchoServer::stats`] stay exact).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UdpEvent {
@@ -61,17 +61,17 @@ pub struct UdpServerStats {
     pub refused_address: u64,
     /// Datagrams over their source's reply rate ([`Refusal::RateLimited`]).
     pub rate_limited: u64,
-    /// Events left out because `Config::datagram_queue` were waiting.
+    /// Events left out because `UdpConfig::datagram_queue` were waiting.
     pub events_dropped: u64,
 }
 
 /// The UDP echo server: each datagram goes back to its sender unchanged,
 /// never larger than it came, unless its source is refused or over its
-/// reply rate (`Config::udp_reply_rate`, `udp_reply_burst`,
+/// reply rate (`UdpConfig::udp_reply_rate`, `udp_reply_burst`,
 /// `udp_max_sources`). It never ends by itself.
 #[derive(Debug)]
 pub struct UdpEchoServer {
-    config: Config,
+    config: UdpConfig,
     limiter: ReplyLimiter,
     queue: VecDeque<Datagram>,
     events: VecDeque<UdpEvent>,
@@ -80,7 +80,7 @@ pub struct UdpEchoServer {
 
 impl UdpEchoServer {
     /// A server with the given limits.
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: UdpConfig) -> Self {
         UdpEchoServer {
             limiter: ReplyLimiter::new(&config),
             config,
@@ -96,7 +96,7 @@ impl UdpEchoServer {
     }
 
     /// Source addresses whose reply rate is tracked now (at most
-    /// `Config::udp_max_sources`).
+    /// `UdpConfig::udp_max_sources`).
     pub fn tracked_sources(&self) -> usize {
         self.limiter.tracked()
     }
@@ -228,7 +228,7 @@ pub const MIN_PROBE_SIZE: usize = PROBE_HEADER;
 /// on the machine's timer, and reports loss and RTT min/avg/max.
 #[derive(Debug)]
 pub struct UdpPing {
-    config: Config,
+    config: UdpConfig,
     target: SocketAddr,
     count: u32,
     size: usize,
@@ -246,7 +246,13 @@ impl UdpPing {
     /// A ping of `count` probes of `size` bytes to `target`, starting at
     /// `now`. A size outside [`MIN_PROBE_SIZE`] ..= `config.max_datagram` is
     /// clamped into it; check it first if your user must be told.
-    pub fn new(config: Config, now: Instant, target: SocketAddr, count: u32, size: usize) -> Self {
+    pub fn new(
+        config: UdpConfig,
+        now: Instant,
+        target: SocketAddr,
+        count: u32,
+        size: usize,
+    ) -> Self {
         let size = size.clamp(PROBE_HEADER, config.max_datagram.max(PROBE_HEADER));
         let mut ping = UdpPing {
             config,

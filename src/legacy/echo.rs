@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::{piece_len, EXIT, PIECE_MAX};
-use crate::config::Config;
+use crate::config::UnframedConfig;
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::unframed::{Unframed, UnframedLink, UnframedRole};
 
@@ -44,7 +44,7 @@ impl LegacyEchoServer {
     /// A session that starts at `now` by sending `greeting` (for instance
     /// [`GREETING_BLOCKING`](super::GREETING_BLOCKING) or
     /// [`GREETING_THREADED`](super::GREETING_THREADED)).
-    pub fn new(greeting: impl Into<Bytes>, config: Config, now: Instant) -> Self {
+    pub fn new(greeting: impl Into<Bytes>, config: UnframedConfig, now: Instant) -> Self {
         let greeting = greeting.into();
         Unframed::with_role(LegacyServerRole { greeting }, config, now)
     }
@@ -104,7 +104,7 @@ struct Current {
 /// The legacy echo client machine.
 ///
 /// It waits for the greeting (every byte that arrives until the server has
-/// been quiet for `Config::legacy_ack_delay`, so a greeting split over
+/// been quiet for `UnframedConfig::legacy_ack_delay`, so a greeting split over
 /// several reads is still one greeting), then sends queued lines one at a time, without a
 /// newline. A line goes in pieces of at most [`PIECE_MAX`] bytes, none
 /// containing `exit`, each sent after the previous piece has come back whole
@@ -131,7 +131,7 @@ pub struct LegacyClientRole {
 
 impl LegacyEchoClient {
     /// A session starting at `now`, waiting for the server's greeting.
-    pub fn new(config: Config, now: Instant) -> Self {
+    pub fn new(config: UnframedConfig, now: Instant) -> Self {
         Unframed::with_role(LegacyClientRole::default(), config, now)
     }
 

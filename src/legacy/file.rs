@@ -20,10 +20,10 @@
 //!   gets two acks) are dropped rather than credited to later pieces.
 //! * A piece goes only after the previous one is acked, and `quit` goes
 //!   only once the last piece is acked *and* no further ack has come for
-//!   `Config::legacy_quit_settle`: a receiver still reading a piece it got
+//!   `UnframedConfig::legacy_quit_settle`: a receiver still reading a piece it got
 //!   in several reads acks each of them, and we wait until it is quiet.
 //! * The receiver acks a read at once when it ends a line, else after
-//!   `Config::legacy_ack_delay` without more data, so a seed sender's line
+//!   `UnframedConfig::legacy_ack_delay` without more data, so a seed sender's line
 //!   that arrives in several reads gets exactly one `success` (several
 //!   would reach it glued as `successsuccess`, which it takes for failure
 //!   and answers with `quit`, truncating the file).
@@ -45,7 +45,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::{piece_len, tears_word, PIECE_MAX, QUIT, SUCCESS};
-use crate::config::Config;
+use crate::config::UnframedConfig;
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::unframed::{Unframed, UnframedLink, UnframedRole};
 
@@ -101,7 +101,7 @@ pub struct LegacySenderRole {
 
 impl LegacyFileSender {
     /// A sender of a file of `size` bytes, starting at `now`.
-    pub fn new(size: u64, config: Config, now: Instant) -> Self {
+    pub fn new(size: u64, config: UnframedConfig, now: Instant) -> Self {
         let role = LegacySenderRole {
             size,
             next: 0,
@@ -333,7 +333,7 @@ pub struct LegacyReceiverRole {
 
 impl LegacyFileReceiver {
     /// A receiver starting at `now`.
-    pub fn new(config: Config, now: Instant) -> Self {
+    pub fn new(config: UnframedConfig, now: Instant) -> Self {
         Unframed::with_role(LegacyReceiverRole::default(), config, now)
     }
 

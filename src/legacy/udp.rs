@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::PIECE_MAX;
-use crate::config::Config;
+use crate::config::UdpConfig;
 use crate::error::UsageError;
 use crate::machine::{Datagram, DatagramMachine, Machine, Output};
 
@@ -79,7 +79,7 @@ pub enum SenderDatagramEvent {
 /// Empty lines go as empty datagrams, as the seed client sends them.
 #[derive(Debug)]
 pub struct LegacyUdpSender {
-    config: Config,
+    config: UdpConfig,
     target: SocketAddr,
     queue: VecDeque<Bytes>,
     events: VecDeque<SenderDatagramEvent>,
@@ -88,7 +88,7 @@ pub struct LegacyUdpSender {
 
 impl LegacyUdpSender {
     /// A sender to `target` with nothing queued.
-    pub fn new(config: Config, target: SocketAddr) -> Self {
+    pub fn new(config: UdpConfig, target: SocketAddr) -> Self {
         LegacyUdpSender {
             config,
             target,

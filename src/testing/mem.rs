@@ -200,13 +200,13 @@ impl MemSender {
         }
     }
 
-    /// The role that offers these files.
-    pub fn role(&self) -> SenderRole {
+    /// The role that offers these files, within `config`.
+    pub fn role(&self, config: crate::config::TransferConfig) -> SenderRole {
         let specs = self.files.iter().map(|(name, content)| FileSpec {
             name: name.clone(),
             size: content.len() as u64,
         });
-        SenderRole::new(specs.collect())
+        SenderRole::new(specs.collect(), config)
     }
 
     fn content(&self, file: usize) -> io::Result<&Bytes> {

@@ -11,9 +11,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::netem::{Impairments, Netem, Trickle};
 use super::pair::{PairOutcome, Stuck};
+use crate::config::SessionLimits;
 use crate::driver::core::{Next, StreamCore};
 use crate::driver::{Abort, App, DriverError};
 use crate::machine::StreamMachine;
+use crate::testing::fuzz::{small_echo, small_limits, small_transfer};
 
 /// The simulated world: a seeded generator and a virtual clock.
 #[derive(Debug)]
@@ -463,16 +465,16 @@ pub fn echo_session(seed: u64) -> Result<SimReport, String> {
 fn echo_inner(seed: u64) -> Result<SimReport, String> {
     use crate::echo::{Client, EchoClient, EchoServer, Server};
     use crate::testing::fuzz::echo::{ClientApp, GREETING};
-    use crate::testing::fuzz::small_config;
     use bytes::Bytes;
 
     let start = Instant::now();
     let mut sim = Sim::new(seed, start);
     let hostile = sim.rng.random_bool(0.4);
     let imp = sim.random_impairments(hostile);
-    let config = crate::Config {
+    let config = small_limits();
+    let echo = crate::config::EchoConfig {
         echo_window: 8 * 1024,
-        ..small_config()
+        ..small_echo()
     };
     let mut queue = std::collections::VecDeque::new();
     for _ in 0..sim.rng.random_range(0..24) {
@@ -480,18 +482,18 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
             0 => b"exit".to_vec(),
             1 => Vec::new(),
             _ => {
-                let n = sim.rng.random_range(1..=config.max_message);
+                let n = sim.rng.random_range(1..=echo.max_message);
                 (0..n).map(|_| sim.rng.random()).collect()
             }
         };
         queue.push_back(Bytes::from(msg));
     }
     let bytes = queue.iter().map(|m| m.len() as u64).sum();
-    let mut client = EchoClient::new(Client::new(), config.clone(), start);
+    let mut client = EchoClient::new(Client::new(echo.clone()), config.clone(), start);
     let mut app = ClientApp::new(queue);
     app.check_greeting = imp.corrupt_chance == 0.0;
     app.pump(&mut client);
-    let mut server = EchoServer::new(Server::new(GREETING), config.clone(), start);
+    let mut server = EchoServer::new(Server::new(GREETING, echo), config.clone(), start);
     let mut ignore = crate::driver::Ignore;
     let (outcome, link) = sim
         .connect(
@@ -558,7 +560,6 @@ const ATTEMPTS: u32 = 6;
 const HOSTILE_ATTEMPTS: u32 = 3;
 
 fn xfer_inner(seed: u64) -> Result<SimReport, String> {
-    use crate::testing::fuzz::small_config;
     use crate::testing::{MemDisk, MemReceiver, MemSender};
     use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
     use bytes::Bytes;
@@ -566,8 +567,8 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
     let start = Instant::now();
     let mut sim = Sim::new(seed, start);
     let hostile = sim.rng.random_bool(0.4);
-    let config = small_config();
-    let chunk = config.chunk_size;
+    let config = small_limits();
+    let chunk = small_transfer().chunk_size;
     let files: Vec<(SafeName, Bytes)> = (0..sim.rng.random_range(1..=3))
         .map(|i| {
             let size = match sim.rng.random_range(0..8) {
@@ -606,8 +607,8 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
         let mut tx = MemSender::new(files.iter().cloned());
         let mut rx = MemReceiver::new(disk, false);
         let now = sim.now;
-        let mut sender = Sender::new(tx.role(), config.clone(), now);
-        let mut receiver = Receiver::new(ReceiverRole::new(), config.clone(), now);
+        let mut sender = Sender::new(tx.role(small_transfer()), config.clone(), now);
+        let mut receiver = Receiver::new(ReceiverRole::new(small_transfer()), config.clone(), now);
         let (outcome, link) = sim
             .connect(
                 (&mut sender, &mut tx),
@@ -753,8 +754,6 @@ pub fn trickle_session(seed: u64) -> Result<SimReport, String> {
 }
 
 fn trickle_inner(seed: u64) -> Result<SimReport, String> {
-    use crate::testing::fuzz::small_config;
-
     let start = Instant::now();
     let mut sim = Sim::new(seed, start);
     let gap = Duration::from_secs([7, 10, 20, 50][sim.rng.random_range(0..4)]);
@@ -770,10 +769,10 @@ fn trickle_inner(seed: u64) -> Result<SimReport, String> {
         trickle: Some(Trickle { from, gap }),
         ..fast.clone()
     };
-    let strict = small_config();
-    let patient = crate::Config {
+    let strict = small_limits();
+    let patient = crate::config::SessionLimits {
         idle_timeout: Duration::from_secs(600),
-        ..small_config()
+        ..small_limits()
     };
     let (links, configs) = match towards_server {
         true => ((&slow, &fast), (patient, strict.clone())),
@@ -826,7 +825,7 @@ type Links<'a> = (&'a Impairments, &'a Impairments);
 fn trickled_echo(
     sim: &mut Sim,
     links: Links<'_>,
-    (client_config, server_config): (crate::Config, crate::Config),
+    (client_config, server_config): (SessionLimits, SessionLimits),
 ) -> Result<(PairOutcome, LinkReport), Stuck> {
     use crate::echo::{Client, EchoClient, EchoServer, Server};
     use crate::testing::fuzz::echo::{ClientApp, GREETING};
@@ -838,10 +837,10 @@ fn trickled_echo(
         })
         .collect();
     let now = sim.now;
-    let mut client = EchoClient::new(Client::new(), client_config, now);
+    let mut client = EchoClient::new(Client::new(small_echo()), client_config, now);
     let mut app = ClientApp::new(queue);
     app.pump(&mut client);
-    let mut server = EchoServer::new(Server::new(GREETING), server_config, now);
+    let mut server = EchoServer::new(Server::new(GREETING, small_echo()), server_config, now);
     let mut ignore = crate::driver::Ignore;
     sim.connect_links(
         (&mut client, &mut app),
@@ -855,19 +854,19 @@ fn trickled_echo(
 fn trickled_xfer(
     sim: &mut Sim,
     links: Links<'_>,
-    (sender_config, receiver_config): (crate::Config, crate::Config),
+    (sender_config, receiver_config): (SessionLimits, SessionLimits),
 ) -> Result<(PairOutcome, LinkReport), Stuck> {
     use crate::testing::{MemDisk, MemReceiver, MemSender};
     use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
 
-    let size = sim.rng.random_range(0..=3 * sender_config.chunk_size);
+    let size = sim.rng.random_range(0..=3 * small_transfer().chunk_size);
     let name = SafeName::new(b"slow.bin", 64).expect("valid");
     let file = (name, bytes::Bytes::from(content(&mut sim.rng, size)));
     let now = sim.now;
     let mut tx = MemSender::new([file]);
-    let mut sender = Sender::new(tx.role(), sender_config, now);
+    let mut sender = Sender::new(tx.role(small_transfer()), sender_config, now);
     let mut rx = MemReceiver::new(MemDisk::default(), false);
-    let mut receiver = Receiver::new(ReceiverRole::new(), receiver_config, now);
+    let mut receiver = Receiver::new(ReceiverRole::new(small_transfer()), receiver_config, now);
     sim.connect_links(
         (&mut sender, &mut tx),
         (&mut receiver, &mut rx),

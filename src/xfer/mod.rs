@@ -23,12 +23,29 @@ pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
 pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
 pub use sender::{FileSpec, SenderEvent, SenderRole};
 
+use crate::codec::FrameLimits;
+use crate::config::{SessionLimits, TransferConfig};
+use crate::error::ConfigError;
 use crate::session::Framed;
 
 /// The sender machine: offers files one at a time and streams them.
 pub type Sender = Framed<SenderRole>;
 /// The receiver machine: validates offers, checks content, confirms saves.
 pub type Receiver = Framed<ReceiverRole>;
+
+/// What both transfer roles answer to
+/// [`Role::frame_limits`](crate::session::Role::frame_limits): `config`
+/// validated against `session`, and names decoded up to `max_name_len`.
+fn frame_limits(
+    config: &TransferConfig,
+    session: &SessionLimits,
+) -> Result<FrameLimits, ConfigError> {
+    config.validate(session)?;
+    Ok(FrameLimits {
+        max_name_len: config.max_name_len,
+        ..FrameLimits::uniform(session.max_frame)
+    })
+}
 
 /// BLAKE3 of an `Offer` payload: the size (8 bytes, big-endian), then the
 /// name's bytes. `End` carries it so the receiver can check that the name

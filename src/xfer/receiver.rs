@@ -8,8 +8,9 @@ use bytes::Bytes;
 
 use super::names::SafeName;
 use super::request::{OfferRequest, Requests, SaveRequest};
-use crate::codec::{clip_text, Frame, Protocol, RejectReason};
-use crate::error::{sanitize, Error, ProtocolError, UsageError};
+use crate::codec::{clip_text, Frame, FrameLimits, Protocol, RejectReason};
+use crate::config::{SessionLimits, TransferConfig};
+use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
 /// What the receiver tells its driver. Events marked "answer" carry a
@@ -197,17 +198,19 @@ pub struct ReceiverRole {
     refusals: u64,
     /// The decision owed by the application, if any.
     requests: Requests,
+    config: TransferConfig,
 }
 
 impl Default for ReceiverRole {
     fn default() -> Self {
-        Self::new()
+        Self::new(TransferConfig::default())
     }
 }
 
 impl ReceiverRole {
-    /// A receiver waiting for the first offer.
-    pub fn new() -> Self {
+    /// A receiver waiting for the first offer, within `config` (validated
+    /// by [`Framed::new`]).
+    pub fn new(config: TransferConfig) -> Self {
         ReceiverRole {
             state: State::Idle,
             offer: [0; 32],
@@ -215,11 +218,12 @@ impl ReceiverRole {
             bytes_received: 0,
             refusals: 0,
             requests: Requests::default(),
+            config,
         }
     }
 
     /// Offers refused in this session, by the machine itself or by the
-    /// application; never more than `Config::max_refusals`.
+    /// application; never more than `TransferConfig::max_refusals`.
     pub fn refusals(&self) -> u64 {
         self.refusals
     }
@@ -269,8 +273,8 @@ impl ReceiverRole {
         size: u64,
         raw: &Bytes,
     ) -> Result<(), Error> {
-        let max = link.config().max_file_size;
-        let decision = match SafeName::new(raw, link.config().max_name_len) {
+        let max = self.config.max_file_size;
+        let decision = match SafeName::new(raw, self.config.max_name_len) {
             Err(e) => Err((RejectReason::NameRefused, e.to_string())),
             Ok(_) if size > max => Err((
                 RejectReason::TooLarge,
@@ -290,11 +294,11 @@ impl ReceiverRole {
                 self.state = State::Deciding { name, size };
             }
             Err((reason, message)) => {
-                self.count_refusal(link.config().max_refusals)?;
+                self.count_refusal(self.config.max_refusals)?;
                 let message = Bytes::from(message.into_bytes());
                 link.send(&Frame::Reject { reason, message });
                 // Only a bounded prefix of a hostile name is ever shown.
-                let shown = &raw[..raw.len().min(link.config().max_name_len)];
+                let shown = &raw[..raw.len().min(self.config.max_name_len)];
                 link.emit(ReceiverEvent::Refused {
                     name: sanitize(shown),
                     size,
@@ -357,6 +361,10 @@ impl Role for ReceiverRole {
             State::Done => "finished",
         }
     }
+
+    fn frame_limits(&self, session: &SessionLimits) -> Result<FrameLimits, ConfigError> {
+        super::frame_limits(&self.config, session)
+    }
 }
 
 fn wrong_state(call: &'static str, role: &ReceiverRole) -> Error {
@@ -402,7 +410,7 @@ impl Framed<ReceiverRole> {
     }
 
     /// Refuses the file `request` offered; the sender moves on to its next
-    /// file. The refusal after `Config::max_refusals` of them fails the
+    /// file. The refusal after `TransferConfig::max_refusals` of them fails the
     /// session instead ([`ProtocolError::TooManyRefusals`]), telling the
     /// sender why.
     pub fn reject(
@@ -417,7 +425,7 @@ impl Framed<ReceiverRole> {
             if !matches!(role.state, State::Deciding { .. }) {
                 return Err(wrong_state("reject", role));
             }
-            role.count_refusal(link.config().max_refusals)?;
+            role.count_refusal(role.config.max_refusals)?;
             link.send(&Frame::Reject { reason, message });
             role.state = State::Idle;
             Ok(())

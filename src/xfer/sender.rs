@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use super::names::SafeName;
 use super::request::{ChunkRequest, PrefixRequest, Requests};
-use crate::codec::{Frame, Protocol, RejectReason};
-use crate::error::{sanitize, Error, ProtocolError, UsageError};
+use crate::codec::{Frame, FrameLimits, Protocol, RejectReason};
+use crate::config::{SessionLimits, TransferConfig};
+use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
 /// A file the sender will offer: its name and its size.
@@ -106,16 +107,19 @@ pub struct SenderRole {
     bytes_sent: u64,
     /// The answer owed by the application, if any.
     requests: Requests,
+    config: TransferConfig,
 }
 
 impl SenderRole {
-    /// A sender that offers `files` in order, then ends the session.
-    pub fn new(files: Vec<FileSpec>) -> Self {
+    /// A sender that offers `files` in order, then ends the session,
+    /// within `config` (validated by [`Framed::new`]).
+    pub fn new(files: Vec<FileSpec>, config: TransferConfig) -> Self {
         SenderRole {
             files,
             state: State::Done,
             bytes_sent: 0,
             requests: Requests::default(),
+            config,
         }
     }
 
@@ -239,7 +243,7 @@ impl Role for SenderRole {
     }
 
     fn on_writable(&mut self, link: &mut Link<SenderEvent>) {
-        let chunk = link.config().chunk_size as u64;
+        let chunk = self.config.chunk_size as u64;
         let State::Sending {
             file,
             at,
@@ -285,6 +289,10 @@ impl Role for SenderRole {
             State::Ending { .. } => "waiting for Saved",
             State::Done => "finished",
         }
+    }
+
+    fn frame_limits(&self, session: &SessionLimits) -> Result<FrameLimits, ConfigError> {
+        super::frame_limits(&self.config, session)
     }
 }
 

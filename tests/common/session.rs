@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use echoxfer::driver::App;
-use echoxfer::testing::fuzz::small_config;
+use echoxfer::testing::fuzz::{small_limits, small_transfer};
 use echoxfer::testing::{Cutter, Pair, PairOutcome};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender, SenderRole};
 
@@ -16,7 +16,7 @@ pub struct Run<T, R> {
 }
 
 /// Runs a sender of `role` answered by `tx` against a fresh receiver
-/// answered by `rx` (both with `small_config()`), the stream cut into
+/// answered by `rx` (both with `small_limits()` and `small_transfer()`), the stream cut into
 /// pieces by `cutter`, dropped after `cut` bytes and with the byte at
 /// `flip` corrupted when given. Panics if it takes a million steps.
 pub fn run_session<T: App<Sender>, R: App<Receiver>>(
@@ -28,8 +28,8 @@ pub fn run_session<T: App<Sender>, R: App<Receiver>>(
     flip: Option<u64>,
 ) -> Run<T, R> {
     let now = Instant::now();
-    let a = Sender::new(role, small_config(), now);
-    let b = Receiver::new(ReceiverRole::new(), small_config(), now);
+    let a = Sender::new(role, small_limits(), now);
+    let b = Receiver::new(ReceiverRole::new(small_transfer()), small_limits(), now);
     let mut pair = Pair::new(a, b, now, cutter);
     if let Some(n) = cut {
         pair = pair.cut_after(n);

@@ -78,11 +78,11 @@ pub struct EchoServeArgs {
     #[arg(long)]
     pub greeting: Option<String>,
     /// Most sessions served at once; more wait in the backlog.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = echoxfer::driver::Limits::default().max_connections)]
     pub max_connections: usize,
     /// Most sessions served at once from one address (an IPv6 /64 counts as
     /// one); more from it are closed at once.
-    #[arg(long, default_value_t = echoxfer::Config::default().max_per_source)]
+    #[arg(long, default_value_t = echoxfer::driver::Limits::default().max_per_source)]
     pub max_per_source: usize,
     /// Speak the legacy seed echo protocol (no framing; a read that is
     /// exactly `exit` ends the session). Each read is printed.
@@ -205,12 +205,12 @@ pub struct ReceiveArgs {
     #[arg(long, requires = "legacy", default_value = echoxfer::legacy::files::DEFAULT_NAME)]
     pub name: String,
     /// Most sessions served at once; more wait in the backlog.
-    #[arg(long, default_value_t = echoxfer::Config::default().max_connections,
+    #[arg(long, default_value_t = echoxfer::driver::Limits::default().max_connections,
           conflicts_with_all = ["once", "stdio", "legacy"])]
     pub max_connections: usize,
     /// Most sessions served at once from one address (an IPv6 /64 counts as
     /// one); more from it are closed at once.
-    #[arg(long, default_value_t = echoxfer::Config::default().max_per_source,
+    #[arg(long, default_value_t = echoxfer::driver::Limits::default().max_per_source,
           conflicts_with_all = ["once", "stdio", "legacy"])]
     pub max_per_source: usize,
 }
@@ -250,7 +250,7 @@ pub struct DemoArgs {
 /// Parses a probe size, refusing one the ping would have to change.
 pub fn parse_probe_size(s: &str) -> Result<usize, String> {
     use echoxfer::echo::MIN_PROBE_SIZE;
-    let max = echoxfer::Config::default().max_datagram;
+    let max = echoxfer::UdpConfig::default().max_datagram;
     let range = format!("the probe size must be {MIN_PROBE_SIZE} to {max} bytes (a {MIN_PROBE_SIZE}-byte probe header; {max} is the largest UDP payload over IPv4)");
     let size: usize = s
         .parse()

@@ -12,7 +12,7 @@ use echoxfer::driver::{blocking, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::Config;
+use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
 
 use crate::args::DemoArgs;
 use crate::net::{self, CmdResult};
@@ -50,14 +50,22 @@ fn echo_demo(messages: usize) -> CmdResult {
         thread::spawn(move || {
             blocking::serve(listener, 4, Duration::from_secs(1), &shutdown, |now| {
                 (
-                    EchoServer::new(Server::new("echoxfer demo"), Config::default(), now),
+                    EchoServer::new(
+                        Server::new("echoxfer demo", EchoConfig::default()),
+                        SessionLimits::default(),
+                        now,
+                    ),
                     Ignore,
                 )
             })
         })
     };
     let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
-    let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
+    let mut client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     client.send(message(0))?;
     let mut next = 1;
     let mut replies = 0;
@@ -178,7 +186,11 @@ fn file_demo(size_mib: u64) -> CmdResult {
         move || -> io::Result<(Result<(), String>, Vec<FileReport>)> {
             let (mut stream, _) = listener.accept()?;
             stream.set_nodelay(true)?;
-            let mut machine = Receiver::new(ReceiverRole::new(), Config::default(), Instant::now());
+            let mut machine = Receiver::new(
+                ReceiverRole::new(TransferConfig::default()),
+                SessionLimits::default(),
+                Instant::now(),
+            );
             let mut app = ReceiverApp::new(store);
             let r = blocking::run_stream(&mut machine, &mut stream, &mut app);
             Ok((r.map_err(|e| e.to_string()), app.report().to_vec()))
@@ -187,8 +199,12 @@ fn file_demo(size_mib: u64) -> CmdResult {
     let started = Instant::now();
     let sent = (|| -> CmdResult {
         let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
-        let mut app = SenderApp::open(&[&path], Config::default().max_name_len)?;
-        let mut machine = Sender::new(app.role(), Config::default(), Instant::now());
+        let mut app = SenderApp::open(&[&path], TransferConfig::default().max_name_len)?;
+        let mut machine = Sender::new(
+            app.role(TransferConfig::default()),
+            SessionLimits::default(),
+            Instant::now(),
+        );
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
         if !term::all_saved(app.report()) {
             return Err(format!("file: not delivered: {:?}", app.report()).into());

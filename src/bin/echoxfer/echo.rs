@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use echoxfer::driver::{App, Ignore, Limits};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
-use echoxfer::{Config, StreamMachine};
+use echoxfer::{EchoConfig, SessionLimits, StreamMachine, UnframedConfig};
 
 use crate::args::{EchoConnectArgs, EchoMode, EchoServeArgs, Runtime};
 use crate::net::{self, CmdResult, Peer};
@@ -18,28 +18,28 @@ use crate::term;
 
 /// `echoxfer echo serve`: serves echo sessions until Ctrl-C.
 pub fn serve(a: EchoServeArgs) -> CmdResult {
-    let config = Config {
+    let limits = Limits {
         max_connections: if a.single { 1 } else { a.max_connections },
         max_per_source: a.max_per_source,
-        ..Config::default()
+        ..Limits::default()
     };
-    config.validate()?;
+    limits.validate()?;
     if a.legacy {
-        return legacy::serve(a, config);
+        return legacy::serve(a, limits);
     }
     let greeting = a
         .greeting
         .unwrap_or_else(|| echoxfer::echo::DEFAULT_GREETING.to_string())
         .into_bytes();
     // One budget for the half-received frames of all sessions.
-    let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
+    let budget = limits.new_recv_budget();
     match a.mode {
-        EchoMode::Native => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
-            EchoServer::new(Server::new(greeting.clone()), config.clone(), now)
-                .with_recv_budget(budget.clone())
+        EchoMode::Native => serve_machines(a.addr, a.runtime, limits, move |now| {
+            let role = Server::new(greeting.clone(), EchoConfig::default());
+            EchoServer::new(role, SessionLimits::default(), now).with_recv_budget(budget.clone())
         }),
-        EchoMode::Rfc862 => serve_machines(a.addr, a.runtime, config.clone(), move |now| {
-            RawEcho::new(config.clone(), now)
+        EchoMode::Rfc862 => serve_machines(a.addr, a.runtime, limits, move |now| {
+            RawEcho::new(UnframedConfig::default(), now)
         }),
     }
 }
@@ -48,16 +48,14 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
 fn serve_machines<M, F>(
     addr: std::net::SocketAddr,
     runtime: Runtime,
-    config: Config,
+    limits: Limits,
     make: F,
 ) -> CmdResult
 where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
 {
-    net::serve_sessions(addr, runtime, Limits::from(&config), move |now| {
-        (make(now), Ignore)
-    })
+    net::serve_sessions(addr, runtime, limits, move |now| (make(now), Ignore))
 }
 
 /// `echoxfer echo connect`: one conversation from stdin lines.
@@ -65,7 +63,11 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
         return legacy::connect(a);
     }
-    let mut client = EchoClient::new(Client::new(), Config::default(), Instant::now());
+    let mut client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
     let mut app = LineClient {
         lines: io::stdin().lock(),
         out: io::stdout(),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use echoxfer::driver::Limits;
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole};
-use echoxfer::Config;
+use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::args::{ReceiveArgs, Runtime};
 use crate::net::{self, CmdResult, Peer};
@@ -25,12 +25,13 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         return legacy::receive(a);
     }
     let ui = Ui::new(a.quiet);
-    let config = Config {
+    let limits = Limits {
         max_connections: a.max_connections,
         max_per_source: a.max_per_source,
-        ..Config::default()
+        ..Limits::default()
     };
-    config.validate()?;
+    limits.validate()?;
+    let config = SessionLimits::default();
     let store = Store::new(&a.dir, a.overwrite)
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
     note_partials(&store, ui);
@@ -46,11 +47,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let files = Arc::new(FileTally::default());
     let tally = files.clone();
     // One budget for the half-received frames of all sessions.
-    let budget = echoxfer::session::RecvBudget::new(config.recv_budget);
-    net::serve_sessions(a.listen, a.runtime, Limits::from(&config), move |now| {
+    let budget = limits.new_recv_budget();
+    net::serve_sessions(a.listen, a.runtime, limits, move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let machine = Receiver::new(ReceiverRole::new(), config.clone(), now)
-            .with_recv_budget(budget.clone());
+        let machine = Receiver::new(
+            ReceiverRole::new(TransferConfig::default()),
+            config.clone(),
+            now,
+        )
+        .with_recv_budget(budget.clone());
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
         let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
@@ -78,11 +83,15 @@ fn note_partials(store: &Store, ui: Ui) {
 /// The machine and app of a single receiving session.
 fn once_session(
     store: &Store,
-    config: &Config,
+    config: &SessionLimits,
     ui: Ui,
     out: Out,
 ) -> (Receiver, Tracked<ReceiverApp>) {
-    let machine = Receiver::new(ReceiverRole::new(), config.clone(), Instant::now());
+    let machine = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        config.clone(),
+        Instant::now(),
+    );
     let app = ReceiverApp::new(store.clone());
     (
         machine,
@@ -98,7 +107,7 @@ fn receive_once(
     addr: SocketAddr,
     runtime: Runtime,
     store: &Store,
-    config: &Config,
+    config: &SessionLimits,
     ui: Ui,
 ) -> CmdResult {
     let listener = net::bind_announced(addr)?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use echoxfer::files::{Outcome, SenderApp};
 use echoxfer::xfer::Sender;
-use echoxfer::Config;
+use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::args::SendArgs;
 use crate::net::{self, CmdResult, Peer};
@@ -21,9 +21,9 @@ pub fn send(a: SendArgs) -> CmdResult {
     }
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
-    let config = Config::default();
-    let app = SenderApp::open(&a.files, config.max_name_len)?;
-    let mut machine = Sender::new(app.role(), config, Instant::now());
+    let transfer = TransferConfig::default();
+    let app = SenderApp::open(&a.files, transfer.max_name_len)?;
+    let mut machine = Sender::new(app.role(transfer), SessionLimits::default(), Instant::now());
     let mut session = Tracked::new(app, "sent", ui, out, "send".into());
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive`");
     let result = net::run_client(&mut machine, &mut session, peer, a.runtime);

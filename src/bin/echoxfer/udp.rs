@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use echoxfer::driver::App;
 use echoxfer::echo::{PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats};
-use echoxfer::Config;
+use echoxfer::UdpConfig;
 
 use crate::args::{UdpPingArgs, UdpSendArgs, UdpServeArgs};
 use crate::net::{self, CmdResult};
@@ -26,7 +26,7 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
     if a.legacy {
         return legacy::serve(a);
     }
-    let mut server = UdpEchoServer::new(Config::default());
+    let mut server = UdpEchoServer::new(UdpConfig::default());
     let mut log = RefusalLog::default();
     net::serve_datagrams(a.addr, &mut server, &mut log)?;
     println!("{}", term::udp_stopped(&server.stats()));
@@ -79,10 +79,10 @@ impl App<UdpEchoServer> for RefusalLog {
 
 /// `echoxfer udp ping`: fails if no probe got a reply.
 pub fn ping(a: UdpPingArgs) -> CmdResult {
-    let config = Config {
+    let config = UdpConfig {
         probe_timeout: a.timeout,
         probe_retries: a.retries,
-        ..Config::default()
+        ..UdpConfig::default()
     };
     config.validate()?;
     let mut ping = UdpPing::new(config, Instant::now(), a.addr, a.count, a.size);

@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{answered, FileReport, Outcome, Progress};
+use crate::config::TransferConfig;
 use crate::driver::{App, Work};
 use crate::files::Source;
 use crate::machine::Machine;
@@ -114,10 +115,10 @@ impl SenderApp {
         }
     }
 
-    /// The role that offers these files, in order.
-    pub fn role(&self) -> SenderRole {
+    /// The role that offers these files, in order, within `config`.
+    pub fn role(&self, config: TransferConfig) -> SenderRole {
         let sources = self.sources.as_deref().unwrap_or_default();
-        SenderRole::new(sources.iter().map(|s| s.spec().clone()).collect())
+        SenderRole::new(sources.iter().map(|s| s.spec().clone()).collect(), config)
     }
 
     /// A handle on the progress counters.

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::{drain, jump, small_config, start, Input};
+use super::{drain, jump, small_echo, small_limits, start, Input};
 use crate::codec::{Frame, FrameDecoder, FrameLimits, Protocol};
+use crate::config::SessionLimits;
 use crate::driver::{App, DriverError};
 use crate::echo::{Client, ClientEvent, EchoClient, EchoServer, Server, ServerEvent};
 use crate::error::{Error, ErrorCode, ProtocolError, UsageError};
@@ -186,14 +187,20 @@ impl Reference {
 }
 
 fn server_hostile(mode: u8, mut input: Input<'_>) {
-    let config = small_config();
+    let config = small_limits();
     let ncuts = usize::from(input.byte() % 8);
     let cuts = input.take(ncuts).to_vec();
     let steps = script(mode, &mut input, Protocol::Echo);
     let mut now = start();
-    let mut server = EchoServer::new(Server::new(GREETING), config.clone(), now);
+    let mut server = EchoServer::new(Server::new(GREETING, small_echo()), config.clone(), now);
     let mut reference = Reference {
-        decoder: FrameDecoder::with_limits(Protocol::Echo, FrameLimits::from_config(&config)),
+        decoder: FrameDecoder::with_limits(
+            Protocol::Echo,
+            FrameLimits {
+                max_message: small_echo().max_message,
+                ..FrameLimits::uniform(config.max_frame)
+            },
+        ),
         buf: BytesMut::new(),
         frames: vec![Frame::Greeting(Bytes::from_static(GREETING))],
         events: Vec::new(),
@@ -238,7 +245,7 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
         let expected = expected_frames(reference, &sent);
         assert_eq!(sent, expected, "server output differs from the reference");
         assert_eq!(events, reference.events, "server events differ");
-        assert!(server.input_room() <= small_config().recv_buffer);
+        assert!(server.input_room() <= small_limits().recv_buffer);
         done.clone()
     };
     check(&mut server, &mut reference, now);
@@ -253,7 +260,7 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
                     let n = rest.len().min(room).min(piece);
                     let r = server.handle_input(now, &rest[..n]);
                     if reference.end.is_none() {
-                        reference.input(now, &rest[..n], config.max_message);
+                        reference.input(now, &rest[..n], small_echo().max_message);
                     }
                     match (&reference.end, r) {
                         (None | Some(End::Bye), Ok(())) | (Some(End::Failed(_)), Err(_)) => {}
@@ -324,9 +331,9 @@ fn expected_frames(reference: &Reference, sent: &[Frame]) -> Vec<Frame> {
 /// A client that sent messages from the input, fed hostile bytes: it
 /// reports only replies equal to what it sent, in order, and fails typed.
 fn client_hostile(mode: u8, mut input: Input<'_>) {
-    let config = small_config();
+    let config = small_limits();
     let mut now = start();
-    let mut client = EchoClient::new(Client::new(), config.clone(), now);
+    let mut client = EchoClient::new(Client::new(small_echo()), config.clone(), now);
     let mut sent: Vec<Bytes> = Vec::new();
     for _ in 0..input.byte() % 8 {
         let n = usize::from(input.byte());
@@ -384,7 +391,7 @@ fn client_hostile(mode: u8, mut input: Input<'_>) {
         if d.done.is_some() {
             done = d.done;
         }
-        assert!(client.input_room() <= small_config().recv_buffer);
+        assert!(client.input_room() <= small_limits().recv_buffer);
     };
     check(&mut client);
     for step in steps {
@@ -511,10 +518,13 @@ impl App<EchoClient> for ClientApp {
 fn pair(mut input: Input<'_>) {
     let flags = input.byte();
     let seed = u64::from(input.u32());
-    let config = crate::Config {
-        echo_window: (usize::from(flags % 4) + 1) * 700,
+    let config = SessionLimits {
         send_buffer: [64, 8192][usize::from(flags >> 7)],
-        ..small_config()
+        ..small_limits()
+    };
+    let echo = crate::config::EchoConfig {
+        echo_window: (usize::from(flags % 4) + 1) * 700,
+        ..small_echo()
     };
     let cut = (flags & 4 != 0).then(|| u64::from(input.u16()));
     let flip = (flags & 8 != 0).then(|| u64::from(input.u16()));
@@ -525,9 +535,9 @@ fn pair(mut input: Input<'_>) {
     }
     let now = start();
     let mut client_app = ClientApp::new(queue);
-    let mut client = EchoClient::new(Client::new(), config.clone(), now);
+    let mut client = EchoClient::new(Client::new(echo.clone()), config.clone(), now);
     client_app.pump(&mut client);
-    let server = EchoServer::new(Server::new(GREETING), config, now);
+    let server = EchoServer::new(Server::new(GREETING, echo), config, now);
     let mut echoed = Vec::new();
     let mut exited = false;
     let mut server_app = |_: &mut EchoServer, _: Instant, e: ServerEvent| {

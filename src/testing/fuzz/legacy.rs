@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{drain, jump, small_config, start, Input};
+use super::{drain, jump, small_unframed, start, Input};
+use crate::config::{UdpConfig, UnframedConfig};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
@@ -16,7 +17,6 @@ use crate::legacy::{
 };
 use crate::machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 use crate::testing::{Cutter, Pair};
-use crate::Config;
 
 /// Whether `hay` contains `needle` anywhere.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -63,9 +63,9 @@ pub fn legacy_echo_server(data: &[u8]) {
         1 => GREETING_THREADED.as_bytes(),
         _ => b"",
     };
-    let config = Config {
+    let config = UnframedConfig {
         send_buffer: [16, 1024, 1500, 8192][usize::from(mode >> 2) % 4],
-        ..small_config()
+        ..small_unframed()
     };
     let auto_drain = mode & 0x40 == 0;
     let mut now = start();
@@ -209,9 +209,9 @@ fn after_end(r: &Result<(), Error>, end: &Result<(), Error>) {
 pub fn legacy_echo_client(data: &[u8]) {
     let mut input = Input(data);
     let mode = input.byte();
-    let config = Config {
+    let config = UnframedConfig {
         max_message: 4096,
-        ..small_config()
+        ..small_unframed()
     };
     let mut lines = Vec::new();
     for _ in 0..input.byte() % 6 {
@@ -287,7 +287,7 @@ fn check_pieces(pieces: &[Bytes], lines: &[Bytes], exit: bool) -> usize {
     at
 }
 
-fn client_vs_server(mut input: Input<'_>, config: Config, lines: Vec<Bytes>, close: bool) {
+fn client_vs_server(mut input: Input<'_>, config: UnframedConfig, lines: Vec<Bytes>, close: bool) {
     let now = start();
     let seed = u64::from(input.u32());
     let cut = (input.byte() % 4 == 0).then(|| u64::from(input.u16()));
@@ -422,7 +422,7 @@ impl ClientSeen {
     }
 }
 
-fn client_vs_hostile(mut input: Input<'_>, config: Config, lines: Vec<Bytes>, close: bool) {
+fn client_vs_hostile(mut input: Input<'_>, config: UnframedConfig, lines: Vec<Bytes>, close: bool) {
     let mut now = start();
     let mut m = LegacyEchoClient::new(config.clone(), now);
     let (echoed, exit) = queue_lines(&mut m, &lines, close);
@@ -501,7 +501,7 @@ pub fn legacy_file_sender(data: &[u8]) {
     let mut input = Input(data);
     let n = usize::from(input.u16() % 6000);
     let content = wordy(&mut Input(input.take(n)), 8000);
-    let config = small_config();
+    let config = small_unframed();
     let mut now = start();
     let mut model = SenderModel {
         content: Bytes::from(content),
@@ -614,7 +614,7 @@ struct SenderModel {
     progress: u64,
     quit: bool,
     done: Option<Result<(), Error>>,
-    config: Config,
+    config: UnframedConfig,
 }
 
 impl SenderModel {
@@ -769,9 +769,9 @@ impl SenderModel {
 pub fn legacy_file_receiver(data: &[u8]) {
     let mut input = Input(data);
     let mode = input.byte();
-    let config = Config {
+    let config = UnframedConfig {
         max_file_size: [1 << 20, 2000, 1][usize::from(mode % 3)],
-        ..small_config()
+        ..small_unframed()
     };
     let mut now = start();
     let mut m = LegacyFileReceiver::new(config.clone(), now);
@@ -923,10 +923,10 @@ impl RxSeen {
 pub fn legacy_udp(data: &[u8]) {
     let mut input = Input(data);
     let mode = input.byte();
-    let config = Config {
+    let config = UdpConfig {
         datagram_queue: usize::from(mode % 8) + 1,
         max_datagram: [65_507, 100, 1024, 1025][usize::from(mode >> 3) % 4],
-        ..small_config()
+        ..UdpConfig::default()
     };
     let target: SocketAddr = "127.0.0.1:7".parse().expect("address");
     let stranger: SocketAddr = "[::1]:9".parse().expect("address");

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::Config;
+use crate::config::{EchoConfig, SessionLimits, TransferConfig, UnframedConfig};
 
 mod codec;
 pub(crate) mod echo;
@@ -27,17 +27,43 @@ pub use legacy::{
 pub use seeds::{run, seed_corpora, TARGETS};
 pub use xfer::{filexfer, receiver};
 
-/// Small limits so that fuzz cases stay quick: 1 KiB chunks, 4 KiB frames.
-pub fn small_config() -> Config {
-    Config {
+/// Small session limits so that fuzz cases stay quick: 4 KiB frames.
+pub fn small_limits() -> SessionLimits {
+    SessionLimits {
         max_frame: 4096,
-        max_message: 1024,
         recv_buffer: 4096 + 64,
         send_buffer: 8192,
+        ..SessionLimits::default()
+    }
+}
+
+/// Echo limits to go with [`small_limits`]: 1 KiB messages.
+pub fn small_echo() -> EchoConfig {
+    EchoConfig {
+        max_message: 1024,
+        ..EchoConfig::default()
+    }
+}
+
+/// Transfer limits to go with [`small_limits`]: 1 KiB chunks, 64-byte
+/// names, 1 MiB files.
+pub fn small_transfer() -> TransferConfig {
+    TransferConfig {
         chunk_size: 1024,
         max_name_len: 64,
         max_file_size: 1 << 20,
-        ..Config::default()
+        ..TransferConfig::default()
+    }
+}
+
+/// The unframed machines' limits on the same small scale.
+pub fn small_unframed() -> UnframedConfig {
+    UnframedConfig {
+        max_message: 1024,
+        recv_buffer: 4096 + 64,
+        send_buffer: 8192,
+        max_file_size: 1 << 20,
+        ..UnframedConfig::default()
     }
 }
 

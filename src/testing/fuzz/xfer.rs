@@ -5,20 +5,20 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{small_config, Input, MAX_POLLS};
+use super::{small_limits, small_transfer, Input, MAX_POLLS};
 use crate::codec::{Frame, FrameDecoder, Protocol};
+use crate::config::{SessionLimits, TransferConfig};
 use crate::error::ProtocolError;
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::session::RecvBudget;
 use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
 use crate::testing::{Cutter, Pair};
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
-use crate::Config;
 
 /// Feeds `data` to a receiver (after a valid preamble and offer when the
 /// first byte is even, raw otherwise), whole and cut into pieces, and checks:
 /// it never panics; it never writes a name it did not accept nor beyond
-/// the offered size; its output and input stay within the `Config` limits;
+/// the offered size; its output and input stay within the configured limits;
 /// what one session costs is bounded by the config: never more `Reject`s
 /// than `max_refusals` (the refusal after them fails the session), never
 /// more input held than `recv_buffer`, never more drawn on its receive
@@ -128,16 +128,23 @@ fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// The receiver harness's limits: [`small_config`] with few refusals and
-/// a small allowance, so that fuzz inputs reach both bounds.
-fn receiver_config() -> Config {
-    Config {
-        max_refusals: 8,
+/// The receiver harness's limits: [`small_limits`] and [`small_transfer`]
+/// with few refusals and a small allowance, so that fuzz inputs reach both
+/// bounds.
+fn receiver_config() -> (SessionLimits, TransferConfig) {
+    let limits = SessionLimits {
         recv_allowance: 1024,
-        recv_budget: 4096,
-        ..small_config()
-    }
+        ..small_limits()
+    };
+    let transfer = TransferConfig {
+        max_refusals: 8,
+        ..small_transfer()
+    };
+    (limits, transfer)
 }
+
+/// The receiver harness's shared receive budget, in bytes.
+const RECV_BUDGET: usize = 4096;
 
 /// What the receiver sent, decoded as its sender would read it.
 struct SentFrames {
@@ -164,11 +171,11 @@ impl SentFrames {
 /// Feeds `input` in pieces of at most `piece` bytes; returns the final
 /// result and the disk.
 fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate::Error>, MemDisk) {
-    let config = receiver_config();
+    let (config, transfer) = receiver_config();
     let now = Instant::now();
-    let budget = RecvBudget::new(config.recv_budget);
-    let mut m =
-        Receiver::new(ReceiverRole::new(), config.clone(), now).with_recv_budget(budget.clone());
+    let budget = RecvBudget::new(RECV_BUDGET);
+    let mut m = Receiver::new(ReceiverRole::new(transfer.clone()), config.clone(), now)
+        .with_recv_budget(budget.clone());
     let mut app = MemReceiver::new(disk, false);
     let mut sent = SentFrames {
         decoder: FrameDecoder::new(Protocol::File, config.max_frame),
@@ -197,7 +204,7 @@ fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate
         check_cost(&m, &budget, &config);
         rest = &rest[n..];
     };
-    let max = config.max_refusals;
+    let max = transfer.max_refusals;
     assert!(sent.rejects <= max, "{} offers refused", sent.rejects);
     assert_eq!(sent.rejects, m.role().refusals(), "refusals miscounted");
     if let Err(crate::Error::Remote(ProtocolError::TooManyRefusals { .. })) = &result {
@@ -209,13 +216,13 @@ fn feed_receiver(input: &[u8], disk: MemDisk, piece: usize) -> (Result<(), crate
 }
 
 /// One session's cost is within its config: input held, budget drawn.
-fn check_cost(m: &Receiver, budget: &RecvBudget, config: &Config) {
+fn check_cost(m: &Receiver, budget: &RecvBudget, config: &SessionLimits) {
     assert!(
         m.buffered() <= config.recv_buffer,
         "holds {} bytes",
         m.buffered()
     );
-    assert!(m.role().refusals() <= config.max_refusals);
+    assert!(m.role().refusals() <= receiver_config().1.max_refusals);
     let beyond = config.recv_buffer.saturating_sub(config.recv_allowance);
     assert!(
         budget.in_use() <= beyond.min(budget.limit()),
@@ -229,7 +236,7 @@ fn check_cost(m: &Receiver, budget: &RecvBudget, config: &Config) {
 fn drain_checked(
     m: &mut Receiver,
     app: &mut MemReceiver,
-    config: &Config,
+    config: &SessionLimits,
     sent: &mut SentFrames,
 ) -> Option<Result<(), crate::Error>> {
     let now = Instant::now();
@@ -367,12 +374,12 @@ fn session(
     cut: Option<u64>,
     flip: Option<u64>,
 ) -> (Result<MemSender, String>, MemDisk) {
-    let config = small_config();
+    let config = small_limits();
     let now = Instant::now();
     let mut tx = MemSender::new(sources.iter().cloned());
     let mut rx = MemReceiver::new(disk, false);
-    let sender = Sender::new(tx.role(), config.clone(), now);
-    let receiver = Receiver::new(ReceiverRole::new(), config, now);
+    let sender = Sender::new(tx.role(small_transfer()), config.clone(), now);
+    let receiver = Receiver::new(ReceiverRole::new(small_transfer()), config, now);
     let mut pair = Pair::new(sender, receiver, now, Cutter::random(seed, 3000));
     if let Some(n) = cut {
         pair = pair.cut_after(n);

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use echoxfer::driver::App;
+use echoxfer::driver::Limits;
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyServerEvent, GREETING_BLOCKING,
     GREETING_THREADED,
 };
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 use crate::args::{EchoConnectArgs, EchoServeArgs, Preset, Runtime};
 use crate::net::{self, CmdResult, Peer};
@@ -35,8 +36,8 @@ impl App<LegacyEchoServer> for PrintReads {
     }
 }
 
-/// `echo serve --legacy`, with the limits `config` already validated.
-pub fn serve(a: EchoServeArgs, config: Config) -> CmdResult {
+/// `echo serve --legacy`, with the server's `limits` already validated.
+pub fn serve(a: EchoServeArgs, limits: Limits) -> CmdResult {
     term::legacy_warning();
     let greeting = match (a.greeting, a.preset) {
         (Some(g), _) => g,
@@ -44,10 +45,9 @@ pub fn serve(a: EchoServeArgs, config: Config) -> CmdResult {
         (None, Some(Preset::Threaded) | None) => GREETING_THREADED.to_string(),
     };
     let greeting = Bytes::from(greeting.into_bytes());
-    let limits = echoxfer::driver::Limits::from(&config);
     net::serve_sessions(a.addr, a.runtime, limits, move |now| {
         (
-            LegacyEchoServer::new(greeting.clone(), config.clone(), now),
+            LegacyEchoServer::new(greeting.clone(), UnframedConfig::default(), now),
             PrintReads,
         )
     })
@@ -95,7 +95,7 @@ impl<R: BufRead> App<LegacyEchoClient> for LegacyLines<R> {
 /// `echo connect --legacy`.
 pub fn connect(a: EchoConnectArgs) -> CmdResult {
     term::legacy_warning();
-    let mut client = LegacyEchoClient::new(Config::default(), Instant::now());
+    let mut client = LegacyEchoClient::new(UnframedConfig::default(), Instant::now());
     let mut app = LegacyLines {
         lines: io::stdin().lock(),
     };

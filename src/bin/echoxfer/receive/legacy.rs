@@ -11,7 +11,7 @@ use std::time::Instant;
 use echoxfer::driver::App;
 use echoxfer::legacy::files::ReceiveToDir;
 use echoxfer::legacy::{LegacyFileReceiver, ReceiverEvent};
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 use crate::args::ReceiveArgs;
 use crate::net::{self, CmdResult, Peer};
@@ -50,7 +50,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         inner,
         bytes: bytes.clone(),
     };
-    let mut machine = LegacyFileReceiver::new(Config::default(), Instant::now());
+    let mut machine = LegacyFileReceiver::new(UnframedConfig::default(), Instant::now());
     let meter = Meter::start(ui, "receive".into(), bytes.counter());
     let started = Instant::now();
     // The seed receiver takes one sender, then exits.

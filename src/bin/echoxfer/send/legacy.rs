@@ -13,7 +13,7 @@ use echoxfer::driver::App;
 use echoxfer::error::sanitize;
 use echoxfer::legacy::files::SendFromFile;
 use echoxfer::legacy::{LegacyFileSender, SenderEvent};
-use echoxfer::Config;
+use echoxfer::UnframedConfig;
 
 use crate::args::SendArgs;
 use crate::net::{self, CmdResult, Peer};
@@ -56,7 +56,7 @@ pub fn send(a: SendArgs) -> CmdResult {
         inner,
         bytes: bytes.clone(),
     };
-    let mut machine = LegacyFileSender::new(size, Config::default(), Instant::now());
+    let mut machine = LegacyFileSender::new(size, UnframedConfig::default(), Instant::now());
     let meter = Meter::start(ui, "send".into(), bytes.counter());
     let started = Instant::now();
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive --legacy`");

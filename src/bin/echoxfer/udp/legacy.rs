@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use echoxfer::driver::App;
 use echoxfer::legacy::{LegacyUdpSender, LegacyUdpSink, SenderDatagramEvent, SinkEvent};
-use echoxfer::Config;
+use echoxfer::UdpConfig;
 
 use crate::args::{UdpSendArgs, UdpServeArgs};
 use crate::net::{self, CmdResult};
@@ -61,7 +61,7 @@ impl<R: BufRead> App<LegacyUdpSender> for UdpLines<R> {
 /// `udp send`: one datagram per stdin line.
 pub fn send(a: UdpSendArgs) -> CmdResult {
     term::legacy_warning();
-    let mut sender = LegacyUdpSender::new(Config::default(), a.addr);
+    let mut sender = LegacyUdpSender::new(UdpConfig::default(), a.addr);
     let mut app = UdpLines {
         lines: io::stdin().lock(),
         number: 0,
