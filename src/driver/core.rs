@@ -238,6 +238,11 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                         continue;
                     }
                 }
+                // The application failed in work done after the machine
+                // ended: its error is the session's.
+                if let Some(error) = self.app_failed.take() {
+                    self.ending = Some(Err(error));
+                }
                 if !self.closed {
                     return Next::Close;
                 }
@@ -768,7 +773,7 @@ mod tests {
         }
     }
 
-    fn written(core: &StreamCore<'_, Fake, super::super::Ignore>) -> Vec<u8> {
+    fn written<A: App<Fake>>(core: &StreamCore<'_, Fake, A>) -> Vec<u8> {
         core.transmit().iter().flat_map(|s| s.to_vec()).collect()
     }
 
@@ -915,6 +920,110 @@ mod tests {
             matches!(core.next(t(1.0)), Next::Done(Err(_))),
             "after Done"
         );
+    }
+
+    /// An app that turns each event into a work whose finish logs it (or
+    /// fails, for event 13).
+    #[derive(Default)]
+    struct Worker {
+        queued: Vec<u32>,
+        finished: Vec<u32>,
+    }
+
+    impl App<Fake> for Worker {
+        fn on_event(&mut self, _: &mut Fake, _: Instant, e: u32) -> io::Result<()> {
+            self.queued.push(e);
+            Ok(())
+        }
+
+        fn poll_work(&mut self) -> Option<Work<Self, Fake>> {
+            let events = std::mem::take(&mut self.queued);
+            if events.is_empty() {
+                return None;
+            }
+            Some(Work::new(move || {
+                move |app: &mut Worker, _: &mut Fake, _| {
+                    if events.contains(&13) {
+                        return Err(io::Error::other("cannot write"));
+                    }
+                    app.finished.extend(events);
+                    Ok(())
+                }
+            }))
+        }
+    }
+
+    #[test]
+    fn work_is_handed_out_before_any_read_and_the_machine_gets_no_input_until_it_has_run() {
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(1));
+        fake.outputs.push_back(Output::Event(2));
+        let mut app = Worker::default();
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let work = core.take_work().expect("work");
+        // Run elsewhere: meanwhile the core only awaits it, at any time.
+        assert!(matches!(core.next(t(0.0)), Next::AwaitWork));
+        assert!(matches!(core.next(t(99.0)), Next::AwaitWork));
+        core.worked(t(1.0), work.run());
+        assert!(matches!(core.next(t(1.0)), Next::Read { .. }));
+        drop(core);
+        assert_eq!(app.finished, [1, 2], "one work for both events, in order");
+        assert!(
+            fake.log.is_empty(),
+            "no timer fired, no input: {:?}",
+            fake.log
+        );
+    }
+
+    #[test]
+    fn work_that_fails_after_the_machine_ended_makes_the_apps_error_the_result() {
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(13));
+        fake.ended = Some(Ok(()));
+        let mut app = Worker::default();
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let work = core.take_work().expect("work");
+        core.worked(t(0.0), work.run());
+        assert!(matches!(core.next(t(0.0)), Next::Close));
+        core.closed(t(0.0));
+        assert!(matches!(
+            core.next(t(0.0)),
+            Next::Done(Err(DriverError::Io {
+                context: "application",
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn an_abort_while_work_runs_is_applied_at_once_and_told_to_the_peer_once_the_work_is_done() {
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(1));
+        let mut app = Worker::default();
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let work = core.take_work().expect("work");
+        assert!(matches!(core.next(t(0.0)), Next::AwaitWork));
+        abort.request("shutting down");
+        core.woken(t(0.5));
+        assert!(matches!(core.next(t(0.5)), Next::AwaitWork));
+        core.worked(t(1.0), work.run());
+        assert!(is_write(&core.next(t(1.0))), "the abort's words go out");
+        assert_eq!(written(&core), b"ERR");
+        core.wrote(t(1.0), 3);
+        assert!(matches!(core.next(t(1.0)), Next::Flush));
+        core.flushed(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Close));
+        core.closed(t(1.0));
+        assert!(matches!(core.next(t(1.0)), Next::Done(Err(_))));
+        drop(core);
+        assert_eq!(app.finished, [1], "the work's result was still applied");
+        assert_eq!(fake.log, ["abort:shutting down"], "applied once");
     }
 
     #[test]
