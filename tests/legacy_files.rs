@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use echoxfer::driver::work::work_in_place;
 use echoxfer::driver::App;
 use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
-use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
+use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent};
 use echoxfer::{Machine, Output, UnframedConfig};
 
 mod common;
@@ -26,7 +27,8 @@ fn write(
         offset: 0,
         data: Bytes::copy_from_slice(data),
     };
-    app.on_event(m, now, event)
+    app.on_event(m, now, event)?;
+    work_in_place(app, m, now)
 }
 
 /// Hands `app` a whole transfer of `data`: written, then complete.
@@ -41,7 +43,8 @@ fn receive(app: &mut ReceiveToDir, data: &[u8]) -> io::Result<()> {
             size: data.len() as u64,
             blake3: *blake3::hash(data).as_bytes(),
         },
-    )
+    )?;
+    work_in_place(app, &mut m, now)
 }
 
 #[test]
@@ -131,8 +134,10 @@ fn sender_app_answers_reads_from_the_file() {
     let mut sent = Vec::new();
     loop {
         match m.poll_output() {
-            Output::Event(e @ SenderEvent::Read { .. }) => app.on_event(&mut m, now, e).unwrap(),
-            Output::Event(e) => app.on_event(&mut m, now, e).unwrap(),
+            Output::Event(e) => {
+                app.on_event(&mut m, now, e).unwrap();
+                work_in_place(&mut app, &mut m, now).unwrap();
+            }
             Output::Transmit(piece) => {
                 sent.extend_from_slice(&piece);
                 echoxfer::StreamMachine::handle_input(&mut m, now, b"success").unwrap();

@@ -10,18 +10,23 @@
 //! without overwrite by `hard_link(tmp, final)` + removing `tmp` (which
 //! fails if the final name exists, atomically), with overwrite by
 //! `rename`. An incomplete session (error, cut connection) removes the
-//! temporary file when the app is dropped, so no truncated file is ever
-//! left under the final name.
+//! temporary file when it is dropped, so no truncated file is ever left
+//! under the final name.
+//!
+//! Every file-system call after opening runs in a [`Work`], off the
+//! driver's event loop (see [`crate::driver::work`]).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::mem;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::file::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
-use crate::driver::App;
+use crate::driver::{App, Work};
 
 /// The name the seed receiver writes to.
 pub const DEFAULT_NAME: &str = "file";
@@ -48,13 +53,33 @@ impl Completed {
 /// name only once the transfer completed.
 #[derive(Debug)]
 pub struct ReceiveToDir {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    /// `None` while a [`Work`] writes to it.
+    temp: Option<TempFile>,
+    /// What the machine's events asked for, until handed out as one work.
+    queued: Vec<Op>,
+    completed: Option<Completed>,
+}
+
+/// The temporary file and what moving it into place needs. Removed when
+/// dropped unless it was moved into place.
+#[derive(Debug)]
+struct TempFile {
     dir: PathBuf,
     final_path: PathBuf,
     tmp_path: PathBuf,
     file: Option<File>,
     overwrite: bool,
     written: u64,
-    completed: Option<Completed>,
+    placed: bool,
+}
+
+/// One call for the temporary file.
+#[derive(Debug)]
+enum Op {
+    Write { offset: u64, data: Bytes },
+    Complete { size: u64, blake3: [u8; 32] },
 }
 
 impl ReceiveToDir {
@@ -76,13 +101,20 @@ impl ReceiveToDir {
             ));
         }
         let (tmp_path, file) = create_temp(dir, name)?;
-        Ok(ReceiveToDir {
+        let temp = TempFile {
             dir: dir.to_path_buf(),
-            final_path,
-            tmp_path,
+            final_path: final_path.clone(),
+            tmp_path: tmp_path.clone(),
             file: Some(file),
             overwrite,
             written: 0,
+            placed: false,
+        };
+        Ok(ReceiveToDir {
+            final_path,
+            tmp_path,
+            temp: Some(temp),
+            queued: Vec::new(),
             completed: None,
         })
     }
@@ -101,8 +133,36 @@ impl ReceiveToDir {
     pub fn completed(&self) -> Option<&Completed> {
         self.completed.as_ref()
     }
+}
 
-    fn finish(&mut self, size: u64, blake3: [u8; 32]) -> io::Result<()> {
+impl TempFile {
+    /// Makes the calls in order (this may block), up to the first failure;
+    /// returns the finished file if one was completed.
+    fn run(&mut self, ops: Vec<Op>) -> io::Result<Option<Completed>> {
+        let mut completed = None;
+        for op in ops {
+            match op {
+                Op::Write { offset, data } => self.write(offset, &data)?,
+                Op::Complete { size, blake3 } => completed = Some(self.finish(size, blake3)?),
+            }
+        }
+        Ok(completed)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if offset != self.written {
+            return Err(io::Error::other("write out of order"));
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("transfer already finished"))?;
+        file.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn finish(&mut self, size: u64, blake3: [u8; 32]) -> io::Result<Completed> {
         let file = self
             .file
             .take()
@@ -119,17 +179,17 @@ impl ReceiveToDir {
             fs::hard_link(&self.tmp_path, &self.final_path)?;
             fs::remove_file(&self.tmp_path)?;
         }
+        self.placed = true;
         // Make the new name durable too (best effort: not every platform
         // can open a directory).
         if let Ok(d) = File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        self.completed = Some(Completed {
+        Ok(Completed {
             path: self.final_path.clone(),
             size,
             blake3,
-        });
-        Ok(())
+        })
     }
 }
 
@@ -148,9 +208,9 @@ fn create_temp(dir: &Path, name: &str) -> io::Result<(PathBuf, File)> {
     Err(last.unwrap_or_else(|| io::Error::other("no temporary name free")))
 }
 
-impl Drop for ReceiveToDir {
+impl Drop for TempFile {
     fn drop(&mut self) {
-        if self.completed.is_none() {
+        if !self.placed {
             self.file = None;
             let _ = fs::remove_file(&self.tmp_path);
         }
@@ -164,28 +224,40 @@ impl App<LegacyFileReceiver> for ReceiveToDir {
         _: Instant,
         event: ReceiverEvent,
     ) -> io::Result<()> {
-        match event {
-            ReceiverEvent::Write { offset, data } => {
-                if offset != self.written {
-                    return Err(io::Error::other("write out of order"));
+        self.queued.push(match event {
+            ReceiverEvent::Write { offset, data } => Op::Write { offset, data },
+            ReceiverEvent::Complete { size, blake3 } => Op::Complete { size, blake3 },
+        });
+        Ok(())
+    }
+
+    fn poll_work(&mut self) -> Option<Work<Self, LegacyFileReceiver>> {
+        if self.queued.is_empty() {
+            return None;
+        }
+        // One work at a time, so the file is here.
+        let mut temp = self.temp.take()?;
+        let ops = mem::take(&mut self.queued);
+        Some(Work::new(move || {
+            let done = temp.run(ops);
+            move |app: &mut ReceiveToDir, _: &mut LegacyFileReceiver, _| {
+                app.temp = Some(temp);
+                if let Some(completed) = done? {
+                    app.completed = Some(completed);
                 }
-                let file = self
-                    .file
-                    .as_mut()
-                    .ok_or_else(|| io::Error::other("transfer already finished"))?;
-                file.write_all(&data)?;
-                self.written += data.len() as u64;
                 Ok(())
             }
-            ReceiverEvent::Complete { size, blake3 } => self.finish(size, blake3),
-        }
+        }))
     }
 }
 
 /// Answers a [`LegacyFileSender`]'s reads from a file.
 #[derive(Debug)]
 pub struct SendFromFile {
-    file: File,
+    /// `None` while a [`Work`] reads it.
+    file: Option<File>,
+    /// The read the machine asked for, until handed out as work.
+    asked: Option<(u64, usize)>,
     acked: u64,
 }
 
@@ -201,7 +273,12 @@ impl SendFromFile {
                 format!("{} is not a regular file", path.display()),
             ));
         }
-        Ok((SendFromFile { file, acked: 0 }, meta.len()))
+        let app = SendFromFile {
+            file: Some(file),
+            asked: None,
+            acked: 0,
+        };
+        Ok((app, meta.len()))
     }
 
     /// Bytes the receiver acknowledged so far.
@@ -210,32 +287,43 @@ impl SendFromFile {
     }
 }
 
+/// Reads exactly `len` bytes at `offset` (this may block).
+fn read_exactly(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::other("the file shrank while being sent")
+        } else {
+            e
+        }
+    })?;
+    Ok(Bytes::from(buf))
+}
+
 impl App<LegacyFileSender> for SendFromFile {
     fn on_event(
         &mut self,
-        machine: &mut LegacyFileSender,
+        _: &mut LegacyFileSender,
         _: Instant,
         event: SenderEvent,
     ) -> io::Result<()> {
         match event {
-            SenderEvent::Read { offset, len } => {
-                let mut buf = vec![0u8; len];
-                self.file.seek(SeekFrom::Start(offset))?;
-                self.file.read_exact(&mut buf).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        io::Error::other("the file shrank while being sent")
-                    } else {
-                        e
-                    }
-                })?;
-                machine
-                    .provide(offset, Bytes::from(buf))
-                    .map_err(io::Error::other)
-            }
-            SenderEvent::Progress { acked, .. } => {
-                self.acked = acked;
-                Ok(())
-            }
+            SenderEvent::Read { offset, len } => self.asked = Some((offset, len)),
+            SenderEvent::Progress { acked, .. } => self.acked = acked,
         }
+        Ok(())
+    }
+
+    fn poll_work(&mut self) -> Option<Work<Self, LegacyFileSender>> {
+        let (offset, len) = self.asked?;
+        let file = self.file.take()?;
+        self.asked = None;
+        Some(Work::new(move || {
+            let read = read_exactly(&file, offset, len);
+            move |app: &mut SendFromFile, m: &mut LegacyFileSender, _| {
+                app.file = Some(file);
+                m.provide(offset, read?).map_err(io::Error::other)
+            }
+        }))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use echoxfer::driver::App;
+use echoxfer::driver::{App, Work};
 use echoxfer::legacy::files::ReceiveToDir;
 use echoxfer::legacy::{LegacyFileReceiver, ReceiverEvent};
 use echoxfer::UnframedConfig;
@@ -36,6 +36,11 @@ impl App<LegacyFileReceiver> for Receiving {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         self.inner.on_event(m, now, e)
+    }
+
+    fn poll_work(&mut self) -> Option<Work<Self, LegacyFileReceiver>> {
+        let work = self.inner.poll_work()?;
+        Some(work.within(|r: &mut Receiving| &mut r.inner))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use echoxfer::driver::App;
+use echoxfer::driver::{App, Work};
 use echoxfer::error::sanitize;
 use echoxfer::legacy::files::SendFromFile;
 use echoxfer::legacy::{LegacyFileSender, SenderEvent};
@@ -37,6 +37,11 @@ impl App<LegacyFileSender> for Sending {
             self.bytes.total.store(*size, Ordering::Relaxed);
         }
         self.inner.on_event(m, now, e)
+    }
+
+    fn poll_work(&mut self) -> Option<Work<Self, LegacyFileSender>> {
+        let work = self.inner.poll_work()?;
+        Some(work.within(|s: &mut Sending| &mut s.inner))
     }
 }
 
