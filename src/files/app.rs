@@ -2,6 +2,7 @@
 //! file system ([`Source`] and [`Store`]), and record progress and outcome
 //! for a progress bar and a summary.
 
+use std::borrow::BorrowMut;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use std::time::Instant;
 use crate::codec::RejectReason;
 use crate::driver::App;
 use crate::error::Error;
+use crate::machine::Machine;
 use crate::session::{Framed, Role};
 use crate::xfer::{Receiver, ReceiverEvent, Sender, SenderEvent, SenderRole};
 
@@ -189,8 +191,11 @@ impl SenderApp {
     }
 }
 
-impl App<Sender> for SenderApp {
-    fn on_event(&mut self, m: &mut Sender, _: Instant, event: SenderEvent) -> io::Result<()> {
+/// Works on a [`Sender`] and on anything that wraps one, such as
+/// `Secure<Sender>`.
+impl<Mach: Machine<Event = SenderEvent> + BorrowMut<Sender>> App<Mach> for SenderApp {
+    fn on_event(&mut self, m: &mut Mach, _: Instant, event: SenderEvent) -> io::Result<()> {
+        let m: &mut Sender = m.borrow_mut();
         match event {
             SenderEvent::HashPrefix { file, len } => {
                 let (hasher, n) = self.source(file)?.hash_prefix(len)?;
@@ -308,8 +313,11 @@ impl ReceiverApp {
     }
 }
 
-impl App<Receiver> for ReceiverApp {
-    fn on_event(&mut self, m: &mut Receiver, _: Instant, event: ReceiverEvent) -> io::Result<()> {
+/// Works on a [`Receiver`] and on anything that wraps one, such as
+/// `Secure<Receiver>`.
+impl<Mach: Machine<Event = ReceiverEvent> + BorrowMut<Receiver>> App<Mach> for ReceiverApp {
+    fn on_event(&mut self, m: &mut Mach, _: Instant, event: ReceiverEvent) -> io::Result<()> {
+        let m: &mut Receiver = m.borrow_mut();
         match event {
             ReceiverEvent::Offer { name, size } => {
                 let mut report = FileReport::new(name.to_string(), size, None);
