@@ -41,7 +41,7 @@
 //! // 32 bytes from the OS's CSPRNG (`getrandom`, or rand's `rng()`), fresh
 //! // for every session; a fixed seed only in tests.
 //! let seed = [7u8; 32];
-//! let receiver = Receiver::new(ReceiverRole::new(false), Config::default(), now);
+//! let receiver = Receiver::new(ReceiverRole::new(), Config::default(), now);
 //! let machine = Secure::server(receiver, b"7-crossover-clockwork", SecureConfig::default(), now, seed);
 //! // `machine` now goes wherever the receiver went: a driver, with the same app.
 //! # let _ = machine;
