@@ -40,11 +40,19 @@ fn secure_receiver(code: &[u8], cfg: SecureConfig, now: Instant, s: u8) -> Secur
 }
 
 fn is_integrity(r: &Result<(), DriverError>) -> bool {
-    matches!(r, Err(DriverError::Machine(Error::Secure(SecureError::Integrity(_)))))
+    matches!(
+        r,
+        Err(DriverError::Machine(Error::Secure(SecureError::Integrity(
+            _
+        ))))
+    )
 }
 
 fn is_wrong_code(r: &Result<(), DriverError>) -> bool {
-    matches!(r, Err(DriverError::Machine(Error::Secure(SecureError::WrongCode))))
+    matches!(
+        r,
+        Err(DriverError::Machine(Error::Secure(SecureError::WrongCode)))
+    )
 }
 
 /// One side of the hand-made link: its machine, its app, and what it ended with.
@@ -193,12 +201,21 @@ fn run_link<A: StreamMachine, PA: App<A>, B: StreamMachine, PB: App<B>>(
     let (mut a_eof, mut b_eof) = (false, false);
     let mut later = now;
     for _ in 0..100_000 {
-        let before = (sent_by_a.len(), wire.b_to_a.len(), a.done.is_some(), b.done.is_some());
+        let before = (
+            sent_by_a.len(),
+            wire.b_to_a.len(),
+            a.done.is_some(),
+            b.done.is_some(),
+        );
         sent_by_a.extend(a.drain(now));
         // The link only forwards what it will not change any more: with a
         // record tamper, whole records; the rest once A is done.
         let view = tampered(&sent_by_a, t);
-        let ready = if a.done.is_some() { view.len() } else { stable_len(&view, t) };
+        let ready = if a.done.is_some() {
+            view.len()
+        } else {
+            stable_len(&view, t)
+        };
         if ready > wire.a_to_b.len() {
             let new = view[wire.a_to_b.len()..ready].to_vec();
             wire.a_to_b.extend_from_slice(&new);
@@ -218,7 +235,12 @@ fn run_link<A: StreamMachine, PA: App<A>, B: StreamMachine, PB: App<B>>(
         if a.done.is_some() && b.done.is_some() {
             return wire;
         }
-        let after = (sent_by_a.len(), wire.b_to_a.len(), a.done.is_some(), b.done.is_some());
+        let after = (
+            sent_by_a.len(),
+            wire.b_to_a.len(),
+            a.done.is_some(),
+            b.done.is_some(),
+        );
         if before == after {
             // Stalled: only timers are left. A's first, so that its end
             // (and whatever it still sends) reaches B before B's timers.
@@ -242,7 +264,11 @@ fn stable_len(view: &[u8], t: Tamper) -> usize {
     let (i, needed) = match t {
         Tamper::None => return view.len(),
         Tamper::FlipByte(n) | Tamper::DropByte(n) | Tamper::DupByte(n) | Tamper::SwapBytes(n) => {
-            return if view.len() > n + 2 { view.len() } else { view.len().min(n) };
+            return if view.len() > n + 2 {
+                view.len()
+            } else {
+                view.len().min(n)
+            };
         }
         Tamper::DropRecord(i) | Tamper::DupRecord(i) => (i, i + 1),
         Tamper::SwapRecords(i) => (i, i + 2),
@@ -275,11 +301,23 @@ fn record_ends(s: &[u8]) -> Vec<usize> {
 }
 
 /// A secure transfer of `content` over the hand-made link.
-fn transfer(content: &Bytes, t: Tamper, piece: usize, cfg: SecureConfig) -> (End<Secure<Sender>, MemSender>, End<Secure<Receiver>, MemReceiver>, Wire) {
+fn transfer(
+    content: &Bytes,
+    t: Tamper,
+    piece: usize,
+    cfg: SecureConfig,
+) -> (
+    End<Secure<Sender>, MemSender>,
+    End<Secure<Receiver>, MemReceiver>,
+    Wire,
+) {
     let now = Instant::now();
     let tx = sender_app(content);
     let mut a = End::new(secure_sender(&tx, CODE, cfg.clone(), now), tx);
-    let mut b = End::new(secure_receiver(CODE, cfg, now, 2), MemReceiver::new(MemDisk::default(), false));
+    let mut b = End::new(
+        secure_receiver(CODE, cfg, now, 2),
+        MemReceiver::new(MemDisk::default(), false),
+    );
     let wire = run_link(&mut a, &mut b, t, piece);
     (a, b, wire)
 }
@@ -384,7 +422,11 @@ fn a_wrong_code_fails_the_handshake_on_both_sides_before_any_offer_is_seen() {
     assert!(is_wrong_code(&outcome.a), "{:?}", outcome.a);
     assert!(is_wrong_code(&outcome.b), "{:?}", outcome.b);
     assert!(outcome.a.unwrap_err().to_string().starts_with("wrong code"));
-    assert!(rx.offers.is_empty(), "an offer got through: {:?}", rx.offers);
+    assert!(
+        rx.offers.is_empty(),
+        "an offer got through: {:?}",
+        rx.offers
+    );
     assert!(!pair.a.is_confirmed() && !pair.b.is_confirmed());
 }
 
@@ -424,7 +466,10 @@ fn a_man_in_the_middle_without_the_code_learns_nothing_and_completes_neither_sid
     let guess = b"1-guess-guess";
     // The attacker's two faces: a receiver toward the client, a sender toward the server.
     let fake_tx = sender_app(&Bytes::from_static(b"forged"));
-    let mut to_server = End::new(secure_sender(&fake_tx, guess, SecureConfig::default(), now), fake_tx);
+    let mut to_server = End::new(
+        secure_sender(&fake_tx, guess, SecureConfig::default(), now),
+        fake_tx,
+    );
     let mut to_client = End::new(
         secure_receiver(guess, SecureConfig::default(), now, 5),
         MemReceiver::new(MemDisk::default(), false),
@@ -435,7 +480,10 @@ fn a_man_in_the_middle_without_the_code_learns_nothing_and_completes_neither_sid
         let r = r.clone().expect("done").map_err(DriverError::from);
         assert!(is_wrong_code(&r), "{r:?}");
     }
-    assert!(to_client.app.offers.is_empty(), "the client offered to the attacker");
+    assert!(
+        to_client.app.offers.is_empty(),
+        "the client offered to the attacker"
+    );
     assert!(server.app.offers.is_empty() && server.app.disk.files.is_empty());
     for bytes in [&w1.a_to_b, &w1.b_to_a, &w2.a_to_b, &w2.b_to_a] {
         assert!(!contains(bytes, &data) && !contains(bytes, NAME.as_bytes()));
@@ -446,7 +494,10 @@ fn a_man_in_the_middle_without_the_code_learns_nothing_and_completes_neither_sid
     assert_eq!(b.app.disk.files.get(NAME), Some(&data.to_vec()));
     for bytes in [&wire.a_to_b, &wire.b_to_a] {
         assert!(!contains(bytes, &data[..16]) && !contains(bytes, NAME.as_bytes()));
-        assert!(!contains(bytes, b"EXFR"), "the plaintext preamble crossed in clear");
+        assert!(
+            !contains(bytes, b"EXFR"),
+            "the plaintext preamble crossed in clear"
+        );
     }
 }
 
@@ -464,14 +515,21 @@ fn a_plaintext_peer_and_a_secure_one_each_get_a_typed_mismatch() {
     let mut pair = Pair::new(a, b, now, Cutter::random(4, 3));
     let outcome = pair.run(&mut tx, &mut rx, 100_000).expect("bounded");
     assert!(
-        matches!(outcome.a, Err(DriverError::Machine(Error::Secure(SecureError::PeerIsPlaintext)))),
+        matches!(
+            outcome.a,
+            Err(DriverError::Machine(Error::Secure(
+                SecureError::PeerIsPlaintext
+            )))
+        ),
         "{:?}",
         outcome.a
     );
     assert!(
         matches!(
             outcome.b,
-            Err(DriverError::Machine(Error::Remote(ProtocolError::Codec(CodecError::PeerExpectsEncryption))))
+            Err(DriverError::Machine(Error::Remote(ProtocolError::Codec(
+                CodecError::PeerExpectsEncryption
+            ))))
         ),
         "{:?}",
         outcome.b
@@ -488,13 +546,18 @@ fn a_silent_peer_fails_the_handshake_at_its_timeout() {
     };
     let mut m = secure_receiver(CODE, cfg, now, 2);
     assert!(matches!(m.poll_output(), Output::Transmit(h) if h.len() == HELLO_LEN));
-    assert_eq!(m.poll_output(), Output::Wait(Some(now + Duration::from_secs(3))));
+    assert_eq!(
+        m.poll_output(),
+        Output::Wait(Some(now + Duration::from_secs(3)))
+    );
     m.handle_timeout(now + Duration::from_secs(2));
     assert!(matches!(m.poll_output(), Output::Wait(_)), "early");
     m.handle_timeout(now + Duration::from_secs(3));
     assert_eq!(
         m.poll_output(),
-        Output::Done(Err(SecureError::HandshakeTimeout(Duration::from_secs(3)).into()))
+        Output::Done(Err(
+            SecureError::HandshakeTimeout(Duration::from_secs(3)).into()
+        ))
     );
 }
 
@@ -539,8 +602,10 @@ fn no_plaintext_goes_out_and_nothing_reaches_the_inner_machine_before_both_confi
         other => panic!("{other:?}"),
     };
     assert_eq!(confirm.len(), CONFIRM_LEN);
-    assert!(matches!(a.poll_output(), Output::Wait(_)), "the sender's offer is held");
+    assert!(
+        matches!(a.poll_output(), Output::Wait(_)),
+        "the sender's offer is held"
+    );
     assert!(!a.is_confirmed());
     assert_eq!(a.inner().buffered(), 0);
 }
-

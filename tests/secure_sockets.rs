@@ -47,15 +47,25 @@ fn secure_sender(paths: &[PathBuf], code: &[u8]) -> (Secure<Sender>, SenderApp) 
     let now = Instant::now();
     let app = SenderApp::open(paths, 255).unwrap();
     let m = Sender::new(app.role(), config(), now);
-    (Secure::client(m, code, SecureConfig::default(), now, seed()), app)
+    (
+        Secure::client(m, code, SecureConfig::default(), now, seed()),
+        app,
+    )
 }
 
 fn is_wrong_code(r: &Result<(), DriverError>) -> bool {
-    matches!(r, Err(DriverError::Machine(Error::Secure(SecureError::WrongCode))))
+    matches!(
+        r,
+        Err(DriverError::Machine(Error::Secure(SecureError::WrongCode)))
+    )
 }
 
 /// Receives one secure session on `listener` in a thread.
-fn receive_one(listener: &TcpListener, store: &Store, code: &'static [u8]) -> thread::JoinHandle<Result<(), DriverError>> {
+fn receive_one(
+    listener: &TcpListener,
+    store: &Store,
+    code: &'static [u8],
+) -> thread::JoinHandle<Result<(), DriverError>> {
     let listener = listener.try_clone().unwrap();
     let store = store.clone();
     thread::spawn(move || {

@@ -142,7 +142,8 @@ pub fn finish(side: Side, started: Started, peer: &[u8]) -> Result<Keys, SecureE
     let hk = Hkdf::<Sha256>::new(Some(&transcript), &shared);
     let expand = |label: &[u8]| {
         let mut okm = [0u8; 32];
-        hk.expand(label, &mut okm).expect("32 bytes is a valid HKDF-SHA256 length");
+        hk.expand(label, &mut okm)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
         okm
     };
     let mac = |key: [u8; 32]| {
@@ -194,9 +195,18 @@ mod tests {
     fn a_reflected_hello_and_a_plaintext_preamble_are_refused() {
         let a = start(Side::Client, b"x", [1; 32]);
         let own = a.hello;
-        assert!(matches!(finish(Side::Client, a, &own), Err(SecureError::BadHello(_))));
-        assert_eq!(check_prefix(b"EXFR\x01F"), Err(SecureError::PeerIsPlaintext));
+        assert!(matches!(
+            finish(Side::Client, a, &own),
+            Err(SecureError::BadHello(_))
+        ));
+        assert_eq!(
+            check_prefix(b"EXFR\x01F"),
+            Err(SecureError::PeerIsPlaintext)
+        );
         assert_eq!(check_prefix(b"EXF"), Ok(()));
-        assert!(matches!(check_prefix(b"GET "), Err(SecureError::BadHello(_))));
+        assert!(matches!(
+            check_prefix(b"GET "),
+            Err(SecureError::BadHello(_))
+        ));
     }
 }

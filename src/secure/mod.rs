@@ -117,10 +117,7 @@ enum State {
     /// Waiting for the peer's confirmation.
     Confirm(Keys),
     /// Both confirmations checked: records flow.
-    Open {
-        send: Direction,
-        recv: Direction,
-    },
+    Open { send: Direction, recv: Direction },
     /// Over (failed, or the keys are no longer needed).
     Gone,
 }
@@ -158,13 +155,25 @@ impl<M: StreamMachine> Secure<M> {
     /// bytes from a CSPRNG, fresh for every session. An invalid `config`
     /// or an empty secret fails the machine at once with
     /// [`UsageError::BadConfig`].
-    pub fn client(inner: M, secret: &[u8], config: SecureConfig, now: Instant, seed: [u8; 32]) -> Self {
+    pub fn client(
+        inner: M,
+        secret: &[u8],
+        config: SecureConfig,
+        now: Instant,
+        seed: [u8; 32],
+    ) -> Self {
         Secure::new(Side::Client, inner, secret, config, now, seed)
     }
 
     /// `inner` behind the channel, on the side that accepted the connection
     /// (see [`client`](Self::client)).
-    pub fn server(inner: M, secret: &[u8], config: SecureConfig, now: Instant, seed: [u8; 32]) -> Self {
+    pub fn server(
+        inner: M,
+        secret: &[u8],
+        config: SecureConfig,
+        now: Instant,
+        seed: [u8; 32],
+    ) -> Self {
         Secure::new(Side::Server, inner, secret, config, now, seed)
     }
 
@@ -178,7 +187,9 @@ impl<M: StreamMachine> Secure<M> {
         seed: [u8; 32],
     ) -> Self {
         let valid = config.validate().and_then(|()| match secret.is_empty() {
-            true => Err(ConfigError::Inconsistent("the secret (code) must not be empty")),
+            true => Err(ConfigError::Inconsistent(
+                "the secret (code) must not be empty",
+            )),
             false => Ok(()),
         });
         let started = handshake::start(side, secret, seed);
@@ -445,7 +456,12 @@ impl<M: StreamMachine> Secure<M> {
         }
         if self.eof && !self.peer_closed && self.pending.is_none() {
             // Every whole record is processed; no close record came.
-            self.fail(SecureError::Integrity("the connection ended without the peer's close record (truncated)").into());
+            self.fail(
+                SecureError::Integrity(
+                    "the connection ended without the peer's close record (truncated)",
+                )
+                .into(),
+            );
             return None;
         }
         Some(Output::Wait(deadline))

@@ -1,10 +1,10 @@
 //! Records: `kind (1) | length (3, big-endian) | ciphertext (length) | tag (16)`,
-//! sealed with AES-256-GCM under one key per direction, the header as
-//! associated data, and a 96-bit nonce made of four zero bytes and a 64-bit
-//! big-endian record counter (one per direction, from 0, never reused).
+//! sealed with AES-256-GCM (ring's, in place) under one key per
+//! direction, the header as associated data, and a 96-bit nonce made of
+//! four zero bytes and a 64-bit big-endian record counter (one per
+//! direction, from 0, never reused).
 
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use crate::error::SecureError;
 
@@ -52,7 +52,7 @@ fn nonce(counter: u64) -> [u8; 12] {
 
 /// One direction's AEAD key and record counter.
 pub struct Direction {
-    aead: Aes256Gcm,
+    aead: LessSafeKey,
     counter: u64,
 }
 
@@ -67,8 +67,9 @@ impl std::fmt::Debug for Direction {
 impl Direction {
     /// A direction keyed with `key`, at record 0.
     pub fn new(key: &[u8; 32]) -> Self {
+        let key = UnboundKey::new(&AES_256_GCM, key).expect("32 bytes is an AES-256 key");
         Direction {
-            aead: Aes256Gcm::new(key.into()),
+            aead: LessSafeKey::new(key),
             counter: 0,
         }
     }
@@ -82,27 +83,31 @@ impl Direction {
 
     /// Encrypts `body` in place, authenticating `header`; returns the tag.
     pub fn seal(&mut self, header: &[u8], body: &mut [u8]) -> Result<[u8; TAG_LEN], SecureError> {
-        let nonce = self.next_nonce()?;
+        // `LessSafeKey` because the nonce is the counter's: `next_nonce`
+        // hands each out once, and fails rather than wrap.
+        let nonce = Nonce::assume_unique_for_key(self.next_nonce()?);
         let tag = self
             .aead
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), header, body)
+            .seal_in_place_separate_tag(nonce, Aad::from(header), body)
             .map_err(|_| SecureError::Integrity("a record too long to seal"))?;
-        Ok(tag.into())
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
     /// Decrypts `body` in place if `tag` authenticates it and `header` as
     /// the next record of this direction.
     pub fn open(&mut self, header: &[u8], body: &mut [u8], tag: &[u8]) -> Result<(), SecureError> {
-        let nonce = self.next_nonce()?;
+        let nonce = Nonce::assume_unique_for_key(self.next_nonce()?);
+        let tag = ring::aead::Tag::try_from(tag)
+            .map_err(|_| SecureError::Integrity("a record's tag is not 16 bytes"))?;
         self.aead
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&nonce),
-                header,
-                body,
-                Tag::from_slice(tag),
-            )
+            .open_in_place_separate_tag(nonce, Aad::from(header), tag, body, 0..)
+            .map(|_| ())
             .map_err(|_| {
-                SecureError::Integrity("a record does not authenticate (altered, dropped, repeated or reordered)")
+                SecureError::Integrity(
+                    "a record does not authenticate (altered, dropped, repeated or reordered)",
+                )
             })
     }
 
@@ -127,7 +132,9 @@ mod tests {
         assert_ne!(&body, b"hello");
         let mut altered = body;
         altered[0] ^= 1;
-        assert!(Direction::new(&[7; 32]).open(&h, &mut altered, &tag).is_err());
+        assert!(Direction::new(&[7; 32])
+            .open(&h, &mut altered, &tag)
+            .is_err());
         rx.open(&h, &mut body, &tag).unwrap();
         assert_eq!(&body, b"hello");
         // The same record again is record 1 to the receiver: refused.
@@ -148,7 +155,10 @@ mod tests {
 
     #[test]
     fn headers_beyond_the_limit_or_of_unknown_kind_are_refused() {
-        assert_eq!(parse_header(&header(KIND_DATA, RECORD_LIMIT)), Ok((KIND_DATA, RECORD_LIMIT)));
+        assert_eq!(
+            parse_header(&header(KIND_DATA, RECORD_LIMIT)),
+            Ok((KIND_DATA, RECORD_LIMIT))
+        );
         assert!(parse_header(&[KIND_DATA, 0x01, 0x00, 0x01]).is_err());
         assert!(parse_header(&[KIND_CLOSE, 0, 0, 1]).is_err());
         assert!(parse_header(&[9, 0, 0, 0]).is_err());

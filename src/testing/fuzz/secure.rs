@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{drain, small_config, Input};
+use crate::driver::App;
 use crate::error::{Error, ProtocolError, SecureError};
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN, RECORD_LIMIT, TAG_LEN};
 use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
-use crate::driver::App;
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
 
 const CODE: &[u8] = b"4-purple-sausages";
@@ -92,7 +92,11 @@ fn feed<P: App<Secure<Receiver>>>(
 
 /// Drains, handing events to the app, dropping transmits; returns the
 /// result once done.
-fn run_events<M: Machine, P: App<M>>(m: &mut M, app: &mut P, t: Instant) -> Option<Result<(), Error>> {
+fn run_events<M: Machine, P: App<M>>(
+    m: &mut M,
+    app: &mut P,
+    t: Instant,
+) -> Option<Result<(), Error>> {
     run_events_into(m, app, t, &mut Vec::new())
 }
 
@@ -145,13 +149,23 @@ fn session(mut input: Input<'_>) {
         max_record: 1024,
         ..SecureConfig::default()
     };
-    let mut a = Secure::client(Sender::new(tx.role(), small_config(), now), CODE, cfg, now, [4; 32]);
+    let mut a = Secure::client(
+        Sender::new(tx.role(), small_config(), now),
+        CODE,
+        cfg,
+        now,
+        [4; 32],
+    );
     let mut b = server(now);
     let mut rx = MemReceiver::new(MemDisk::default(), false);
     // Alterations: (offset after the handshake, xor mask or inserted byte).
     let mut edits: Vec<(usize, u8, bool)> = Vec::new();
     while !input.is_empty() && edits.len() < 8 {
-        edits.push((usize::from(input.u16()), input.byte(), input.byte() % 2 == 0));
+        edits.push((
+            usize::from(input.u16()),
+            input.byte(),
+            input.byte() % 2 == 0,
+        ));
     }
     let mut offset = 0usize;
     let mut t = now;
@@ -195,12 +209,21 @@ fn session(mut input: Input<'_>) {
     let b_done = b_done.expect("the session ends");
     assert_typed(&b_done);
     if let Some(file) = rx.disk.files.get(NAME) {
-        assert_eq!(file[..], content[..], "a final file differs from what was sent");
+        assert_eq!(
+            file[..],
+            content[..],
+            "a final file differs from what was sent"
+        );
     }
     if let Err(e) = &b_done {
         // After an honest handshake, the only way to fail is an
         // alteration caught by the records (or the stall it caused).
-        let caught = matches!(e, Error::Secure(SecureError::Integrity(_)) | Error::TimedOut(_) | Error::PeerFailed { .. });
+        let caught = matches!(
+            e,
+            Error::Secure(SecureError::Integrity(_))
+                | Error::TimedOut(_)
+                | Error::PeerFailed { .. }
+        );
         assert!(altered && caught, "altered={altered}: {e:?}");
     }
     if !altered {
