@@ -300,17 +300,15 @@ fn record_ends(s: &[u8]) -> Vec<usize> {
     ends
 }
 
-/// A secure transfer of `content` over the hand-made link.
-fn transfer(
-    content: &Bytes,
-    t: Tamper,
-    piece: usize,
-    cfg: SecureConfig,
-) -> (
+/// Both ends of a transfer after it, and what crossed.
+type Transfer = (
     End<Secure<Sender>, MemSender>,
     End<Secure<Receiver>, MemReceiver>,
     Wire,
-) {
+);
+
+/// A secure transfer of `content` over the hand-made link.
+fn transfer(content: &Bytes, t: Tamper, piece: usize, cfg: SecureConfig) -> Transfer {
     let now = Instant::now();
     let tx = sender_app(content);
     let mut a = End::new(secure_sender(&tx, CODE, cfg.clone(), now), tx);

@@ -186,12 +186,7 @@ impl<M: StreamMachine> Secure<M> {
         now: Instant,
         seed: [u8; 32],
     ) -> Self {
-        let valid = config.validate().and_then(|()| match secret.is_empty() {
-            true => Err(ConfigError::Inconsistent(
-                "the secret (code) must not be empty",
-            )),
-            false => Ok(()),
-        });
+        let valid = config.validate().and_then(|()| check_secret(secret));
         let started = handshake::start(side, secret, seed);
         let mut this = Secure {
             inner,
@@ -479,6 +474,16 @@ impl<M: StreamMachine> Secure<M> {
         }
         Some(Output::Wait(self.handshake_deadline))
     }
+}
+
+/// An empty secret would authenticate nobody.
+fn check_secret(secret: &[u8]) -> Result<(), ConfigError> {
+    if secret.is_empty() {
+        return Err(ConfigError::Inconsistent(
+            "the secret (code) must not be empty",
+        ));
+    }
+    Ok(())
 }
 
 impl<M: StreamMachine> Machine for Secure<M> {
