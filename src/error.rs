@@ -76,6 +76,11 @@ pub enum Error {
         /// The shared budget, in bytes.
         limit: usize,
     },
+    /// The secure channel failed: a wrong code, a record that does not
+    /// authenticate, a plaintext peer, a handshake that took too long
+    /// (see [`SecureError`]).
+    #[error(transparent)]
+    Secure(#[from] SecureError),
 }
 
 impl Error {
@@ -91,8 +96,40 @@ impl Error {
             Error::HashMismatch => ErrorCode::HashMismatch,
             Error::TooSlow { .. } => ErrorCode::Timeout,
             Error::Busy { .. } => ErrorCode::Busy,
+            Error::Secure(_) => ErrorCode::Protocol,
         }
     }
+}
+
+/// Why a secure channel ([`crate::secure`]) failed. Each ends the session;
+/// none is ever sent to the peer in clear.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecureError {
+    /// The peer's key confirmation does not match: it used another code
+    /// (or secret), or a man in the middle took its place. Both sides see
+    /// this, each from the other's confirmation.
+    #[error("wrong code: the peer used a different code or secret; check the code and try again")]
+    WrongCode,
+    /// A record failed authentication or is malformed (a byte flipped,
+    /// dropped, duplicated or reordered on the way), or the stream ended
+    /// without the peer's close record (a truncation).
+    #[error("integrity failure on the encrypted channel: {0}; the connection was tampered with or broken, try again")]
+    Integrity(&'static str),
+    /// The peer speaks plaintext echoxfer while this side expects an
+    /// encrypted session.
+    #[error("the peer sent a plaintext session but this side expects an encrypted one: give the peer the same code (or secret), or use --insecure on both sides")]
+    PeerIsPlaintext,
+    /// The peer's secure hello is not one this version understands (bad
+    /// magic, version or side).
+    #[error("bad secure hello: {0}")]
+    BadHello(&'static str),
+    /// The key exchange and key confirmation did not complete in time.
+    #[error("secure handshake timed out after {0:?}")]
+    HandshakeTimeout(std::time::Duration),
+    /// This side has sent so many records that the next nonce would repeat
+    /// (2^64 records); the session must end.
+    #[error("record counter exhausted: start a new session")]
+    NonceExhausted,
 }
 
 /// The peer broke the protocol. Always ends the session.

@@ -63,6 +63,7 @@ pub mod files;
 pub mod legacy;
 mod machine;
 mod recv_buf;
+pub mod secure;
 pub mod session;
 pub mod unframed;
 pub mod xfer;
@@ -71,7 +72,7 @@ pub mod xfer;
 pub mod testing;
 
 pub use config::{EchoConfig, SessionLimits, TransferConfig, UdpConfig, UnframedConfig};
-pub use error::{Error, ErrorCode, ProtocolError, UsageError};
+pub use error::{Error, ErrorCode, ProtocolError, SecureError, UsageError};
 pub use machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 
 /// The README's examples, compiled and run as doc tests.

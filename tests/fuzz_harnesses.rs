@@ -30,6 +30,7 @@ harness!(
     legacy_file_sender,
     legacy_file_receiver,
     legacy_udp,
+    secure,
 );
 
 /// Every seed input passes its harness (a fuzzer starts from them).

@@ -160,6 +160,9 @@ impl FrameDecoder {
     fn check_partial_magic(&self, src: &[u8]) -> Result<(), CodecError> {
         let n = src.len().min(MAGIC.len());
         if src[..n] != MAGIC[..n] {
+            if src[..n] == crate::secure::SECURE_MAGIC[..] {
+                return Err(CodecError::PeerExpectsEncryption);
+            }
             let mut seen = [0u8; 4];
             seen[..n].copy_from_slice(&src[..n]);
             return Err(CodecError::BadMagic(seen));

@@ -57,6 +57,11 @@ pub enum CodecError {
     /// The connection did not open with `EXFR`.
     #[error("bad magic {0:02x?}: not an echoxfer peer")]
     BadMagic([u8; 4]),
+    /// The peer opened with the secure channel's hello
+    /// ([`crate::secure::SECURE_MAGIC`]): it expects an encrypted session
+    /// and this side is plaintext.
+    #[error("the peer expects an encrypted session but this side is plaintext: drop --insecure and give both sides the same code")]
+    PeerExpectsEncryption,
     /// The peer speaks a wire version this crate does not.
     #[error("unsupported wire version {0} (this side speaks {VERSION})")]
     UnsupportedVersion(u8),

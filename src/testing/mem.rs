@@ -3,6 +3,7 @@
 //! the real file layer would. Used by the property tests and the fuzz
 //! harnesses. Pure: memory only.
 
+use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
 use std::io;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 
 use crate::codec::RejectReason;
 use crate::driver::App;
+use crate::machine::Machine;
 use crate::session::{Framed, Role};
 use crate::xfer::{
     FileSpec, Receiver, ReceiverEvent, Resume, SafeName, Sender, SenderEvent, SenderRole,
@@ -94,8 +96,10 @@ fn same_name(accepted: &Option<SafeName>, name: &SafeName) -> io::Result<()> {
     }
 }
 
-impl App<Receiver> for MemReceiver {
-    fn on_event(&mut self, m: &mut Receiver, _: Instant, event: ReceiverEvent) -> io::Result<()> {
+/// Works on a [`Receiver`] and on anything that wraps one (`Secure<Receiver>`).
+impl<Mach: Machine<Event = ReceiverEvent> + BorrowMut<Receiver>> App<Mach> for MemReceiver {
+    fn on_event(&mut self, m: &mut Mach, _: Instant, event: ReceiverEvent) -> io::Result<()> {
+        let m: &mut Receiver = m.borrow_mut();
         match event {
             ReceiverEvent::Offer {
                 name,
@@ -217,8 +221,10 @@ impl MemSender {
     }
 }
 
-impl App<Sender> for MemSender {
-    fn on_event(&mut self, m: &mut Sender, _: Instant, event: SenderEvent) -> io::Result<()> {
+/// Works on a [`Sender`] and on anything that wraps one (`Secure<Sender>`).
+impl<Mach: Machine<Event = SenderEvent> + BorrowMut<Sender>> App<Mach> for MemSender {
+    fn on_event(&mut self, m: &mut Mach, _: Instant, event: SenderEvent) -> io::Result<()> {
+        let m: &mut Sender = m.borrow_mut();
         match event {
             SenderEvent::HashPrefix { file, len, request } => {
                 let content = self.content(file)?;

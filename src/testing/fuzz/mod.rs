@@ -8,6 +8,8 @@
 //! * [`echo`]: the framed echo server fed hostile bytes, and a client/server pair.
 //! * [`receiver`], [`filexfer`]: the file-transfer machines.
 //! * `legacy_*`: one harness per legacy machine.
+//! * [`secure`]: the secure channel, fed hostile bytes raw or after an
+//!   honest handshake, and whole sessions altered after the handshake.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,7 @@ use crate::config::{EchoConfig, SessionLimits, TransferConfig, UnframedConfig};
 mod codec;
 pub(crate) mod echo;
 mod legacy;
+mod secure;
 mod seeds;
 mod xfer;
 
@@ -24,6 +27,7 @@ pub use echo::echo;
 pub use legacy::{
     legacy_echo_client, legacy_echo_server, legacy_file_receiver, legacy_file_sender, legacy_udp,
 };
+pub use secure::secure;
 pub use seeds::{run, seed_corpora, TARGETS};
 pub use xfer::{filexfer, receiver};
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use crate::codec::{Frame, Protocol};
 
 /// Every harness, by its fuzz target's name.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "filexfer",
     "receiver",
     "echo",
@@ -18,6 +18,7 @@ pub const TARGETS: [&str; 9] = [
     "legacy_file_sender",
     "legacy_file_receiver",
     "legacy_udp",
+    "secure",
 ];
 
 /// Runs the harness named `target` on `data`.
@@ -32,6 +33,7 @@ pub fn run(target: &str, data: &[u8]) {
         "legacy_file_sender" => super::legacy_file_sender(data),
         "legacy_file_receiver" => super::legacy_file_receiver(data),
         "legacy_udp" => super::legacy_udp(data),
+        "secure" => super::secure(data),
         other => panic!("no harness {other}"),
     }
 }
@@ -202,6 +204,10 @@ pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "long",
             vec![8, 0, 0x10, 0x04, 4, 2, 0xff, 0xff, 4],
         ),
+        // An honest 3000-byte session, then one with a flip after the handshake.
+        ("secure", "session", vec![1, 0xb8, 0x0b]),
+        ("secure", "flip", vec![1, 0xb8, 0x0b, 100, 0, 0x20, 1]),
+        ("secure", "plaintext", cat(&[&[0, 5, 0], b"EXFR\x01F"])),
     ];
     seeds.sort_by_key(|(t, n, _)| (*t, *n));
     seeds

@@ -1,0 +1,614 @@
+//! The secure channel: a sans-IO layer that wraps any native stream
+//! machine, authenticates both ends with a short shared code (SPAKE2) and
+//! carries every byte both ways in authenticated-encrypted records.
+//!
+//! [`Secure<M>`] is itself a [`StreamMachine`] with `M`'s events, so
+//! `Secure<Receiver>` runs unchanged on [`driver::blocking`](crate::driver::blocking),
+//! the tokio driver, the in-memory test pair and the simulator, and the
+//! apps of this crate accept it wherever they accept `M` (they are generic
+//! over [`BorrowMut<M>`](std::borrow::BorrowMut)).
+//!
+//! # What it does
+//!
+//! 1. Each side sends its *hello* at once: the magic `EXFS`, a version and
+//!    its SPAKE2 message (Ed25519 group; the side that opened the
+//!    connection is SPAKE2 side A, "echoxfer client", the side that
+//!    accepted it side B, "echoxfer server", whichever of them sends files).
+//! 2. With the peer's hello, a side derives per-direction keys and sends
+//!    its *key confirmation* (an HMAC over both hellos): no extra round trip.
+//! 3. The peer's confirmation is checked; a mismatch fails the session with
+//!    [`SecureError::WrongCode`] on both sides, each from the other's
+//!    confirmation. Until both confirmations are in, the wrapped machine
+//!    gets no input and its output is held (not sent).
+//! 4. Then the machine's output is sealed in records (AES-256-GCM, at most
+//!    [`SecureConfig::max_record`] bytes of plaintext each, counter nonces)
+//!    and the peer's records are opened into the machine's input. When the
+//!    machine ends, a close record says so: a connection that ends without
+//!    one is a truncation ([`SecureError::Integrity`]).
+//!
+//! docs/PROTOCOL.md ("Secure channel") gives the wire byte by byte, and
+//! SECURITY.md the threat model.
+//!
+//! # Using it (a CLI, a server)
+//!
+//! ```
+//! use std::time::Instant;
+//! use echoxfer::secure::{Secure, SecureConfig};
+//! use echoxfer::xfer::{Receiver, ReceiverRole};
+//! use echoxfer::{SessionLimits, TransferConfig};
+//!
+//! let now = Instant::now();
+//! // 32 bytes from the OS's CSPRNG (`getrandom`, or rand's `rng()`), fresh
+//! // for every session; a fixed seed only in tests.
+//! let seed = [7u8; 32];
+//! let role = ReceiverRole::new(TransferConfig::default());
+//! let receiver = Receiver::new(role, SessionLimits::default(), now);
+//! let machine = Secure::server(receiver, b"7-crossover-clockwork", SecureConfig::default(), now, seed);
+//! // `machine` now goes wherever the receiver went: a driver, with the same app.
+//! # let _ = machine;
+//! ```
+//!
+//! * The side that **connected** is [`Secure::client`], the side that
+//!   **accepted** is [`Secure::server`], for echo and file transfer alike.
+//! * Failures the CLI should tell apart are [`Error::Secure`] values:
+//!   [`SecureError::WrongCode`] ("wrong code": end a `--once` receiver, count a
+//!   failed guess against the source address), [`SecureError::PeerIsPlaintext`]
+//!   (the peer used `--insecure`), [`SecureError::HandshakeTimeout`],
+//!   [`SecureError::Integrity`] (tampering or a cut connection). A plaintext
+//!   side meeting a secure peer fails with
+//!   [`CodecError::PeerExpectsEncryption`](crate::error::CodecError::PeerExpectsEncryption).
+//! * [`Secure::is_confirmed`] says whether the peer proved it knows the
+//!   code: a failure before that, on a server, is a failed guess.
+//! * The wrapped machine and its app: [`Secure::inner`], [`Secure::inner_mut`],
+//!   or `Borrow`/`BorrowMut`.
+
+use std::borrow::{Borrow, BorrowMut};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::error::{ConfigError, Error, ProtocolError, SecureError, UsageError};
+use crate::machine::{Machine, Output, StreamMachine};
+use crate::recv_buf::RecvBuf;
+
+mod config;
+mod handshake;
+mod record;
+
+pub use config::SecureConfig;
+pub use handshake::{CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, SERVER_IDENTITY};
+pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
+
+use handshake::{Keys, Started};
+use record::{Direction, RECORD_WIRE_LIMIT};
+
+/// The first bytes of a secure hello (a plaintext session starts `EXFR`).
+pub const SECURE_MAGIC: [u8; 4] = *b"EXFS";
+/// The secure channel's wire version.
+pub const SECURE_VERSION: u8 = 1;
+
+/// Input a secure channel holds at most: two whole records (one being fed
+/// to the wrapped machine, the next arriving).
+const RX_LIMIT: usize = 2 * RECORD_WIRE_LIMIT;
+
+/// Which end of the connection a side is: the roles of the key exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The side that opened the connection (SPAKE2 side A).
+    Client,
+    /// The side that accepted it (SPAKE2 side B).
+    Server,
+}
+
+impl Side {
+    fn peer(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+}
+
+/// Where the handshake is.
+#[derive(Debug)]
+enum State {
+    /// Waiting for the peer's hello.
+    Hello(Started),
+    /// Waiting for the peer's confirmation.
+    Confirm(Keys),
+    /// Both confirmations checked: records flow.
+    Open { send: Direction, recv: Direction },
+    /// Over (failed, or the keys are no longer needed).
+    Gone,
+}
+
+/// A stream machine `M` behind the secure channel (see the [module docs](self)).
+#[derive(Debug)]
+pub struct Secure<M> {
+    inner: M,
+    side: Side,
+    config: SecureConfig,
+    now: Instant,
+    state: State,
+    /// The peer's bytes, read straight into it; records are opened in place.
+    rx: RecvBuf,
+    /// Plaintext of the record at the front of `rx` not yet handed to the
+    /// inner machine: its range in `rx`.
+    pending: Option<(usize, usize)>,
+    /// Handshake messages and sealed records, ready to send.
+    out: VecDeque<Bytes>,
+    /// The record being filled with the inner machine's output.
+    building: BytesMut,
+    handshake_deadline: Option<Instant>,
+    /// The transport's end of input.
+    eof: bool,
+    /// The peer's close record arrived.
+    peer_closed: bool,
+    /// The inner machine ended with this (our close record is queued).
+    ended: Option<Result<(), Error>>,
+    failure: Option<Error>,
+}
+
+impl<M: StreamMachine> Secure<M> {
+    /// `inner` behind the channel, on the side that opened the connection.
+    /// `secret` is the shared code (or secret file's content), `seed` 32
+    /// bytes from a CSPRNG, fresh for every session. An invalid `config`
+    /// or an empty secret fails the machine at once with
+    /// [`UsageError::BadConfig`].
+    pub fn client(
+        inner: M,
+        secret: &[u8],
+        config: SecureConfig,
+        now: Instant,
+        seed: [u8; 32],
+    ) -> Self {
+        Secure::new(Side::Client, inner, secret, config, now, seed)
+    }
+
+    /// `inner` behind the channel, on the side that accepted the connection
+    /// (see [`client`](Self::client)).
+    pub fn server(
+        inner: M,
+        secret: &[u8],
+        config: SecureConfig,
+        now: Instant,
+        seed: [u8; 32],
+    ) -> Self {
+        Secure::new(Side::Server, inner, secret, config, now, seed)
+    }
+
+    /// `inner` behind the channel on `side`.
+    pub fn new(
+        side: Side,
+        inner: M,
+        secret: &[u8],
+        config: SecureConfig,
+        now: Instant,
+        seed: [u8; 32],
+    ) -> Self {
+        let valid = config.validate().and_then(|()| check_secret(secret));
+        let started = handshake::start(side, secret, seed);
+        let mut this = Secure {
+            inner,
+            side,
+            now,
+            out: VecDeque::from([Bytes::copy_from_slice(&started.hello)]),
+            state: State::Hello(started),
+            rx: RecvBuf::default(),
+            pending: None,
+            building: BytesMut::new(),
+            handshake_deadline: Some(now + config.handshake_timeout),
+            config,
+            eof: false,
+            peer_closed: false,
+            ended: None,
+            failure: None,
+        };
+        if let Err(e) = valid {
+            this.out.clear();
+            this.fail(UsageError::BadConfig(e).into());
+        }
+        this
+    }
+
+    /// The wrapped machine.
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+
+    /// The wrapped machine, for its commands.
+    pub fn inner_mut(&mut self) -> &mut M {
+        &mut self.inner
+    }
+
+    /// Which end of the connection this side is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Whether the peer has proved it knows the secret (its key
+    /// confirmation checked). Stays true once true.
+    pub fn is_confirmed(&self) -> bool {
+        matches!(self.state, State::Open { .. }) || self.ended.is_some()
+    }
+
+    /// The channel's own sticky error, once it failed (the wrapped
+    /// machine's errors come out of [`Machine::poll_output`] as its `Done`).
+    pub fn error(&self) -> Option<&Error> {
+        self.failure.as_ref()
+    }
+
+    fn fail(&mut self, error: Error) {
+        if self.failure.is_some() || self.ended.is_some() {
+            return;
+        }
+        tracing::debug!(%error, "secure channel failed");
+        if matches!(self.state, State::Open { .. }) {
+            // Nothing more goes out under keys the session no longer trusts.
+            self.out.clear();
+        }
+        // During the handshake, the hello and confirmation already queued
+        // still go: with them the peer sees "wrong code" too.
+        self.state = State::Gone;
+        self.building.clear();
+        self.rx.clear();
+        self.pending = None;
+        self.failure = Some(error);
+    }
+
+    fn is_over(&self) -> bool {
+        self.failure.is_some() || self.ended.is_some()
+    }
+
+    /// Works through held input: the handshake, then records into the inner
+    /// machine as far as it has room. Returns whether anything happened.
+    fn process(&mut self) -> bool {
+        let mut progressed = false;
+        loop {
+            let step = match self.state {
+                State::Hello(_) => self.take_hello(),
+                State::Confirm(_) => self.take_confirm(),
+                State::Open { .. } => self.take_record(),
+                State::Gone => Ok(false),
+            };
+            match step {
+                Ok(true) => progressed = true,
+                Ok(false) => return progressed,
+                Err(e) => {
+                    self.fail(e);
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn take_hello(&mut self) -> Result<bool, Error> {
+        handshake::check_prefix(self.rx.held())?;
+        if self.rx.len() < HELLO_LEN {
+            return Ok(false);
+        }
+        let State::Hello(started) = std::mem::replace(&mut self.state, State::Gone) else {
+            unreachable!("take_hello runs in the hello state")
+        };
+        let keys = handshake::finish(self.side, started, &self.rx.held()[..HELLO_LEN])?;
+        self.rx.data().advance(HELLO_LEN);
+        self.out.push_back(Bytes::copy_from_slice(&keys.confirm));
+        self.state = State::Confirm(keys);
+        Ok(true)
+    }
+
+    fn take_confirm(&mut self) -> Result<bool, Error> {
+        if self.rx.len() < CONFIRM_LEN {
+            return Ok(false);
+        }
+        let State::Confirm(keys) = std::mem::replace(&mut self.state, State::Gone) else {
+            unreachable!("take_confirm runs in the confirm state")
+        };
+        keys.check_confirm(&self.rx.held()[..CONFIRM_LEN])?;
+        self.rx.data().advance(CONFIRM_LEN);
+        self.handshake_deadline = None;
+        self.state = State::Open {
+            send: keys.send,
+            recv: keys.recv,
+        };
+        Ok(true)
+    }
+
+    /// Hands pending plaintext to the inner machine, or opens the next
+    /// whole record in place.
+    fn take_record(&mut self) -> Result<bool, Error> {
+        if self.pending.is_some() {
+            return Ok(self.feed_inner());
+        }
+        if self.rx.len() < RECORD_HEADER {
+            return Ok(false);
+        }
+        if self.peer_closed {
+            return Err(SecureError::Integrity("bytes after the peer's close record").into());
+        }
+        let (kind, len) = record::parse_header(&self.rx.held()[..RECORD_HEADER])?;
+        let whole = RECORD_HEADER + len + TAG_LEN;
+        if self.rx.len() < whole {
+            // Checked against the limit above: the reservation is bounded.
+            self.rx.reserve(whole - self.rx.len());
+            return Ok(false);
+        }
+        let State::Open { recv, .. } = &mut self.state else {
+            unreachable!("take_record runs in the open state")
+        };
+        let (head, rest) = self.rx.data().split_at_mut(RECORD_HEADER);
+        let (body, tag) = rest[..len + TAG_LEN].split_at_mut(len);
+        recv.open(head, body, tag)?;
+        if kind == KIND_CLOSE {
+            self.rx.data().advance(whole);
+            self.peer_closed = true;
+            self.inner.handle_eof(self.now);
+        } else {
+            self.pending = Some((RECORD_HEADER, RECORD_HEADER + len));
+            self.feed_inner();
+        }
+        Ok(true)
+    }
+
+    /// Copies as much pending plaintext into the inner machine's own
+    /// buffer as it takes (the one copy on the way in). Returns whether
+    /// any went.
+    fn feed_inner(&mut self) -> bool {
+        let Some((start, end)) = self.pending else {
+            return false;
+        };
+        let n = self.inner.input_room().min(end - start);
+        if n > 0 || start == end {
+            let buf = self.inner.input_buffer(n);
+            let n = buf.len();
+            buf.copy_from_slice(&self.rx.held()[start..start + n]);
+            // The inner machine's failure is sticky: it comes out as its Done.
+            let _ = self.inner.commit_input(self.now, n);
+            if start + n < end {
+                self.pending = Some((start + n, end));
+                return n > 0;
+            }
+        } else {
+            return false;
+        }
+        self.pending = None;
+        self.rx.data().advance(end + TAG_LEN);
+        true
+    }
+
+    /// Appends the inner machine's output to records, sealing each full one.
+    fn push_plain(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        let full = RECORD_HEADER + self.config.max_record;
+        while !bytes.is_empty() {
+            if self.building.is_empty() {
+                self.building.reserve(full + TAG_LEN);
+                self.building.extend_from_slice(&[KIND_DATA, 0, 0, 0]);
+            }
+            let n = (full - self.building.len()).min(bytes.len());
+            self.building.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.building.len() == full {
+                self.seal_building()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the record being built, if any, in place, and queues it.
+    fn seal_building(&mut self) -> Result<(), Error> {
+        if self.building.is_empty() {
+            return Ok(());
+        }
+        let mut rec = std::mem::take(&mut self.building);
+        let len = rec.len() - RECORD_HEADER;
+        self.seal(&mut rec, KIND_DATA, len)
+    }
+
+    /// Seals `rec` (a header's room, then `len` plaintext bytes) as a
+    /// record of `kind` and queues it.
+    fn seal(&mut self, rec: &mut BytesMut, kind: u8, len: usize) -> Result<(), Error> {
+        let State::Open { send, .. } = &mut self.state else {
+            unreachable!("records are sealed in the open state")
+        };
+        rec[..RECORD_HEADER].copy_from_slice(&record::header(kind, len));
+        let (head, body) = rec.split_at_mut(RECORD_HEADER);
+        let tag = send.seal(head, body)?;
+        rec.extend_from_slice(&tag);
+        self.out.push_back(std::mem::take(rec).freeze());
+        Ok(())
+    }
+
+    /// The inner machine ended: the rest of its output and our close
+    /// record go out, then the channel ends with the inner's result.
+    fn close(&mut self, result: Result<(), Error>) {
+        let mut close = BytesMut::zeroed(RECORD_HEADER);
+        close.reserve(TAG_LEN);
+        let sealed = self
+            .seal_building()
+            .and_then(|()| self.seal(&mut close, KIND_CLOSE, 0));
+        match sealed {
+            Ok(()) => {
+                self.state = State::Gone;
+                self.rx.clear();
+                self.pending = None;
+                self.ended = Some(result);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The channel's answer once the inner machine waits.
+    fn on_inner_wait(&mut self, deadline: Option<Instant>) -> Option<Output<Bytes, M::Event>> {
+        if self.process() {
+            return None;
+        }
+        if let Err(e) = self.seal_building() {
+            self.fail(e);
+            return None;
+        }
+        if !self.out.is_empty() {
+            return None;
+        }
+        if self.eof && !self.peer_closed && self.pending.is_none() {
+            // Every whole record is processed; no close record came.
+            self.fail(
+                SecureError::Integrity(
+                    "the connection ended without the peer's close record (truncated)",
+                )
+                .into(),
+            );
+            return None;
+        }
+        Some(Output::Wait(deadline))
+    }
+
+    /// The channel's answer during the handshake, once its output is out.
+    fn on_handshake_wait(&mut self) -> Option<Output<Bytes, M::Event>> {
+        if self.process() {
+            return None;
+        }
+        if self.eof {
+            let state = "the secure handshake";
+            self.fail(ProtocolError::UnexpectedEof { state }.into());
+            return None;
+        }
+        Some(Output::Wait(self.handshake_deadline))
+    }
+}
+
+/// An empty secret would authenticate nobody.
+fn check_secret(secret: &[u8]) -> Result<(), ConfigError> {
+    if secret.is_empty() {
+        return Err(ConfigError::Inconsistent {
+            field: "secret",
+            rule: "(the code) must not be empty",
+        });
+    }
+    Ok(())
+}
+
+impl<M: StreamMachine> Machine for Secure<M> {
+    type Transmit = Bytes;
+    type Event = M::Event;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.is_over() {
+            return;
+        }
+        if let State::Open { .. } = self.state {
+            return self.inner.handle_timeout(now);
+        }
+        if self.handshake_deadline.is_some_and(|t| t <= self.now) {
+            self.fail(SecureError::HandshakeTimeout(self.config.handshake_timeout).into());
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, M::Event> {
+        loop {
+            if let Some(bytes) = self.out.pop_front() {
+                return Output::Transmit(bytes);
+            }
+            if let Some(e) = &self.failure {
+                return Output::Done(Err(e.clone()));
+            }
+            if let Some(result) = &self.ended {
+                return Output::Done(result.clone());
+            }
+            if !matches!(self.state, State::Open { .. }) {
+                match self.on_handshake_wait() {
+                    Some(out) => return out,
+                    None => continue,
+                }
+            }
+            match self.inner.poll_output() {
+                Output::Transmit(bytes) => {
+                    if let Err(e) = self.push_plain(&bytes) {
+                        self.fail(e);
+                    }
+                }
+                Output::Event(event) => return Output::Event(event),
+                Output::Wait(deadline) => {
+                    if let Some(out) = self.on_inner_wait(deadline) {
+                        return out;
+                    }
+                }
+                Output::Done(result) => self.close(result),
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_over() {
+            return None;
+        }
+        match self.state {
+            State::Open { .. } => self.inner.poll_timeout(),
+            _ => self.handshake_deadline,
+        }
+    }
+}
+
+impl<M: StreamMachine> StreamMachine for Secure<M> {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        let len = max.min(self.input_room());
+        self.rx.writable(len)
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        if let Some(e) = &self.failure {
+            self.rx.discard();
+            return Err(e.clone());
+        }
+        if self.ended.is_some() {
+            self.rx.discard();
+            return Ok(());
+        }
+        if let Err(room) = self.rx.commit(n) {
+            let e = Error::from(UsageError::InputOverflow { len: n, room });
+            self.fail(e.clone());
+            return Err(e);
+        }
+        self.process();
+        self.failure.clone().map_or(Ok(()), Err)
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        self.eof = true;
+    }
+
+    fn abort(&mut self, reason: String) {
+        match self.state {
+            // The inner machine tells the peer why, in a record.
+            State::Open { .. } => self.inner.abort(reason),
+            _ => self.fail(Error::Aborted(reason)),
+        }
+    }
+
+    fn input_room(&self) -> usize {
+        if self.is_over() {
+            // Keep reading (and discarding) so the peer is never blocked.
+            return RECORD_WIRE_LIMIT;
+        }
+        RX_LIMIT.saturating_sub(self.rx.len())
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        self.inner.write_timeout()
+    }
+}
+
+impl<M> Borrow<M> for Secure<M> {
+    fn borrow(&self) -> &M {
+        &self.inner
+    }
+}
+
+impl<M> BorrowMut<M> for Secure<M> {
+    fn borrow_mut(&mut self) -> &mut M {
+        &mut self.inner
+    }
+}
