@@ -120,8 +120,14 @@ impl App<Sender> for Outbox {
                 hasher.update(&self.contents[file][..len as usize]);
                 m.prefix_hashed(request, hasher, len)
             }
-            SenderEvent::Delivered { file, .. } => Ok(self.delivered.push(file)),
-            SenderEvent::Rejected { file, .. } => Ok(self.rejected.push(file)),
+            SenderEvent::Delivered { file, .. } => {
+                self.delivered.push(file);
+                Ok(())
+            }
+            SenderEvent::Rejected { file, .. } => {
+                self.rejected.push(file);
+                Ok(())
+            }
             SenderEvent::Started { .. } => Ok(()),
         };
         answered.map_err(io::Error::other)

@@ -393,7 +393,7 @@ where
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown` is
 /// triggered (checked at least every 250 ms). The loop is
-/// [`DatagramCore`](super::datagram::DatagramCore)'s; the application's
+/// [`DatagramCore`]'s; the application's
 /// [`Work`](super::Work) runs in place.
 pub fn run_datagram<M, A>(
     machine: &mut M,

@@ -276,7 +276,7 @@ impl Served {
 }
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown`
-/// completes. The loop is [`DatagramCore`](super::datagram::DatagramCore)'s;
+/// completes. The loop is [`DatagramCore`]'s;
 /// the application's [`Work`](super::Work) runs on tokio's blocking pool
 /// (hence `'static`, as for [`run_stream`]), and a shutdown waits for a
 /// work that is running.
