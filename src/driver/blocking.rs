@@ -9,11 +9,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::core::{is_timeout, Next, StreamCore};
+use super::core::{Next, StreamCore};
+use super::datagram::{DatagramCore, DatagramNext};
 use super::server::{Admit, ServeCore, SessionId, StopStep};
 use super::shutdown::SHUTDOWN_REASON;
 use super::{Abort, App, DriverError, Limits};
-use crate::machine::{DatagramMachine, Output, StreamMachine};
+use crate::machine::{DatagramMachine, StreamMachine};
 
 /// A byte stream the blocking driver can wait on with a time limit.
 pub trait Transport: Read + Write {
@@ -391,7 +392,9 @@ where
 }
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown` is
-/// triggered (checked at least every `poll` interval).
+/// triggered (checked at least every 250 ms). The loop is
+/// [`DatagramCore`]'s; the application's
+/// [`Work`](super::Work) runs in place.
 pub fn run_datagram<M, A>(
     machine: &mut M,
     socket: &UdpSocket,
@@ -404,44 +407,37 @@ where
 {
     /// How often an idle datagram loop looks at the shutdown flag.
     const SHUTDOWN_CHECK: Duration = Duration::from_millis(250);
-    let mut buf = vec![0u8; 65_536];
+    let mut core = DatagramCore::new(machine, app);
     loop {
         let now = Instant::now();
-        let deadline = loop {
-            match machine.poll_output() {
-                Output::Transmit(d) => {
-                    if let Err(e) = socket.send_to(&d.payload, d.peer) {
-                        // UDP is lossy by contract; a failed send is a lost datagram.
-                        tracing::debug!(peer = %d.peer, error = %e, "send_to failed");
-                    }
-                }
-                Output::Event(e) => app
-                    .on_event(machine, now, e)
-                    .map_err(DriverError::io("application"))?,
-                Output::Wait(deadline) => break deadline,
-                Output::Done(result) => return result.map_err(DriverError::from),
+        match core.next(now) {
+            DatagramNext::Send(d) => {
+                let sent = socket.send_to(&d.payload, d.peer);
+                core.sent(Instant::now(), sent);
             }
-        };
-        if shutdown.is_triggered() {
-            return Ok(());
-        }
-        let left = deadline.map_or(SHUTDOWN_CHECK, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        if left.is_zero() {
-            machine.handle_timeout(Instant::now());
-            continue;
-        }
-        socket
-            .set_read_timeout(Some(left.min(SHUTDOWN_CHECK)))
-            .map_err(DriverError::io("setting the read timeout"))?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => machine.handle_datagram(Instant::now(), from, &buf[..n]),
-            Err(e) if is_timeout(&e) => machine.handle_timeout(Instant::now()),
-            // ICMP errors from earlier sends surface here on some systems.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(DriverError::io("receiving a datagram")(e)),
+            DatagramNext::Receive { .. } if shutdown.is_triggered() => core.stop(now),
+            DatagramNext::Receive { until } => {
+                let left = until.map_or(SHUTDOWN_CHECK, |t| t.saturating_duration_since(now));
+                // A zero timeout is refused by the socket; the core fires a
+                // due timer itself, so a few microseconds' wait is harmless.
+                let wait = left.clamp(Duration::from_millis(1), SHUTDOWN_CHECK);
+                socket
+                    .set_read_timeout(Some(wait))
+                    .map_err(DriverError::io("setting the read timeout"))?;
+                match socket.recv_from(core.receive_buffer()) {
+                    Ok((n, from)) => core.received(Instant::now(), from, n),
+                    Err(e) => core.receive_failed(Instant::now(), e),
+                }
+            }
+            // In place: this thread is the loop's own.
+            DatagramNext::Work => {
+                if let Some(work) = core.take_work() {
+                    let finish = work.run();
+                    core.worked(Instant::now(), finish);
+                }
+            }
+            DatagramNext::AwaitWork => unreachable!("work runs in place, so it is never awaited"),
+            DatagramNext::Done(result) => return result,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! shell around it, generic over the machine contract; no protocol logic
 //! lives here. Serving (admission, the stop sequence, the report) is
 //! likewise written once, sans-IO, in the server core that both `serve`s
-//! drive.
+//! drive, and the datagram loop is written once, sans-IO, in [`datagram`].
 //!
 //! What a session does with its machine's events (print a reply, write a
 //! chunk, answer an offer) is an [`App`], so the same loop serves every
@@ -20,6 +20,7 @@ pub use work::{Finish, Work};
 
 pub mod blocking;
 pub mod core;
+pub mod datagram;
 pub mod listen;
 pub(crate) mod server;
 pub mod shutdown;

@@ -13,10 +13,11 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{self, JoinError, JoinSet};
 
 use super::core::{Next, StreamCore};
+use super::datagram::{DatagramCore, DatagramNext};
 use super::server::{Admit, ServeCore, SessionId, StopStep};
 use super::shutdown::{ServeReport, Shutdown, SHUTDOWN_REASON};
 use super::{Abort, App, DriverError, Finish, Limits};
-use crate::machine::{DatagramMachine, Output, StreamMachine};
+use crate::machine::{DatagramMachine, StreamMachine};
 
 /// Runs one session of `machine` over `io` to its end, handing every event
 /// to `app`. Returns the machine's final result.
@@ -274,7 +275,11 @@ impl Served {
     }
 }
 
-/// Runs a datagram machine on `socket` until it is done or `shutdown` completes.
+/// Runs a datagram machine on `socket` until it is done or `shutdown`
+/// completes. The loop is [`DatagramCore`]'s;
+/// the application's [`Work`](super::Work) runs on tokio's blocking pool
+/// (hence `'static`, as for [`run_stream`]), and a shutdown waits for a
+/// work that is running.
 pub async fn run_datagram<M, A>(
     machine: &mut M,
     socket: &UdpSocket,
@@ -282,36 +287,51 @@ pub async fn run_datagram<M, A>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DriverError>
 where
-    M: DatagramMachine,
-    A: App<M>,
+    M: DatagramMachine + 'static,
+    A: App<M> + 'static,
 {
-    let mut buf = vec![0u8; 65_536];
+    let mut core = DatagramCore::new(machine, app);
+    let mut running = None;
     tokio::pin!(shutdown);
     loop {
-        let now = Instant::now();
-        let deadline = loop {
-            match machine.poll_output() {
-                Output::Transmit(d) => {
-                    if let Err(e) = socket.send_to(&d.payload, d.peer).await {
-                        // UDP is lossy by contract; a failed send is a lost datagram.
-                        tracing::debug!(peer = %d.peer, error = %e, "send_to failed");
-                    }
-                }
-                Output::Event(e) => app
-                    .on_event(machine, now, e)
-                    .map_err(DriverError::io("application"))?,
-                Output::Wait(deadline) => break deadline,
-                Output::Done(result) => return result.map_err(DriverError::from),
+        match core.next(Instant::now()) {
+            DatagramNext::Send(d) => {
+                let sent = socket.send_to(&d.payload, d.peer).await;
+                core.sent(Instant::now(), sent);
             }
-        };
-        tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => machine.handle_datagram(Instant::now(), from, &buf[..n]),
-                Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::Interrupted) => {}
-                Err(e) => return Err(DriverError::io("receiving a datagram")(e)),
-            },
-            () = sleep_until(deadline) => machine.handle_timeout(Instant::now()),
-            () = &mut shutdown => return Ok(()),
+            DatagramNext::Receive { until } => {
+                let buf = core.receive_buffer();
+                let woke = tokio::select! {
+                    received = socket.recv_from(buf) => Some(received),
+                    () = sleep_until(until) => None,
+                    () = &mut shutdown => {
+                        core.stop(Instant::now());
+                        continue;
+                    }
+                };
+                match woke {
+                    Some(Ok((n, from))) => core.received(Instant::now(), from, n),
+                    Some(Err(e)) => core.receive_failed(Instant::now(), e),
+                    None => core.timed_out(Instant::now()),
+                }
+            }
+            DatagramNext::Work => {
+                if let Some(work) = core.take_work() {
+                    running = Some(tokio::task::spawn_blocking(move || work.run()));
+                }
+            }
+            DatagramNext::AwaitWork => {
+                let Some(job) = running.take() else {
+                    unreachable!("the core awaits only work this loop started")
+                };
+                let finish = job.await.unwrap_or_else(|e| {
+                    Finish::failed(io::Error::other(format!(
+                        "the application's work failed: {e}"
+                    )))
+                });
+                core.worked(Instant::now(), finish);
+            }
+            DatagramNext::Done(result) => return result,
         }
     }
 }
