@@ -1,10 +1,11 @@
 //! Records: `kind (1) | length (3, big-endian) | ciphertext (length) | tag (16)`,
-//! sealed with AES-256-GCM (ring's, in place) under one key per
+//! sealed with AES-256-GCM (RustCrypto's `aes-gcm`, in place) under one key per
 //! direction, the header as associated data, and a 96-bit nonce made of
 //! four zero bytes and a 64-bit big-endian record counter (one per
 //! direction, from 0, never reused).
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
 
 use crate::error::SecureError;
 
@@ -52,7 +53,7 @@ fn nonce(counter: u64) -> [u8; 12] {
 
 /// One direction's AEAD key and record counter.
 pub struct Direction {
-    aead: LessSafeKey,
+    aead: Aes256Gcm,
     counter: u64,
 }
 
@@ -67,9 +68,8 @@ impl std::fmt::Debug for Direction {
 impl Direction {
     /// A direction keyed with `key`, at record 0.
     pub fn new(key: &[u8; 32]) -> Self {
-        let key = UnboundKey::new(&AES_256_GCM, key).expect("32 bytes is an AES-256 key");
         Direction {
-            aead: LessSafeKey::new(key),
+            aead: Aes256Gcm::new(key.into()),
             counter: 0,
         }
     }
@@ -83,27 +83,24 @@ impl Direction {
 
     /// Encrypts `body` in place, authenticating `header`; returns the tag.
     pub fn seal(&mut self, header: &[u8], body: &mut [u8]) -> Result<[u8; TAG_LEN], SecureError> {
-        // `LessSafeKey` because the nonce is the counter's: `next_nonce`
-        // hands each out once, and fails rather than wrap.
-        let nonce = Nonce::assume_unique_for_key(self.next_nonce()?);
+        // The nonce is the counter's: `next_nonce` hands each out once,
+        // and fails rather than wrap.
+        let nonce = Nonce::from(self.next_nonce()?);
         let tag = self
             .aead
-            .seal_in_place_separate_tag(nonce, Aad::from(header), body)
+            .encrypt_inout_detached(&nonce, header, body.into())
             .map_err(|_| SecureError::Integrity("a record too long to seal"))?;
-        let mut out = [0u8; TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        Ok(out)
+        Ok(tag.into())
     }
 
     /// Decrypts `body` in place if `tag` authenticates it and `header` as
     /// the next record of this direction.
     pub fn open(&mut self, header: &[u8], body: &mut [u8], tag: &[u8]) -> Result<(), SecureError> {
-        let nonce = Nonce::assume_unique_for_key(self.next_nonce()?);
-        let tag = ring::aead::Tag::try_from(tag)
+        let nonce = Nonce::from(self.next_nonce()?);
+        let tag = Tag::try_from(tag)
             .map_err(|_| SecureError::Integrity("a record's tag is not 16 bytes"))?;
         self.aead
-            .open_in_place_separate_tag(nonce, Aad::from(header), tag, body, 0..)
-            .map(|_| ())
+            .decrypt_inout_detached(&nonce, header, body.into(), &tag)
             .map_err(|_| {
                 SecureError::Integrity(
                     "a record does not authenticate (altered, dropped, repeated or reordered)",
