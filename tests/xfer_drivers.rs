@@ -465,3 +465,85 @@ async fn tokio_sender_is_told_the_receivers_disk_is_full() {
     assert!(received.is_err(), "{received:?}");
     assert!(!d.dst.join("file-0.bin").exists());
 }
+
+/// A [`ReceiverApp`] whose file-system work notes the thread it ran on and
+/// waits, before it runs, until `gate` opens (or 20 s pass).
+struct Watched {
+    app: ReceiverApp,
+    threads: std::sync::Arc<std::sync::Mutex<Vec<thread::ThreadId>>>,
+    gate: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+impl echoxfer::driver::App<Receiver> for Watched {
+    fn on_event(
+        &mut self,
+        m: &mut Receiver,
+        now: Instant,
+        event: echoxfer::xfer::ReceiverEvent,
+    ) -> io::Result<()> {
+        self.app.on_event(m, now, event)
+    }
+
+    fn poll_work(&mut self) -> Option<echoxfer::driver::Work<Self, Receiver>> {
+        let inner = echoxfer::driver::App::<Receiver>::poll_work(&mut self.app)?;
+        let (threads, gate) = (self.threads.clone(), self.gate.clone());
+        Some(echoxfer::driver::Work::new(move || {
+            threads.lock().unwrap().push(thread::current().id());
+            let opened = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
+            let finish = inner.run();
+            move |w: &mut Watched, m: &mut Receiver, now| {
+                opened
+                    .map_err(|_| io::Error::other("the gate never opened: the runtime stalled"))?;
+                finish.apply(&mut w.app, m, now)
+            }
+        }))
+    }
+}
+
+/// On a runtime with one thread, a receiver's file-system work runs off it:
+/// while the work waits, another task on that thread still runs (and opens
+/// the work's gate), which it could not if the work blocked the runtime.
+#[test]
+fn tokio_file_system_work_never_runs_on_the_runtime_thread_nor_stalls_it() {
+    let d = dirs();
+    let paths = sources(&d, &[300_000, 0]);
+    let store = Store::new(&d.dst, false).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let runtime_thread = thread::current().id();
+    let threads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (open, gate) = std::sync::mpsc::channel();
+    runtime.block_on(async {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let (mut rx, app) = receiver(&store, Instant::now());
+        let mut app = Watched {
+            app,
+            threads: threads.clone(),
+            gate: std::sync::Arc::new(std::sync::Mutex::new(gate)),
+        };
+        // Opens the gate again and again, from the runtime's one thread.
+        let opener = tokio::spawn(async move {
+            while open.send(()).is_ok() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        let receiving = echoxfer::driver::tokio::run_stream(&mut rx, &mut b, &mut app);
+        let (sent, received) = tokio::join!(send_tokio(&mut a, &paths), receiving);
+        sent.0.unwrap();
+        received.unwrap();
+        drop(app);
+        opener.await.unwrap();
+    });
+    assert_received(&d, &paths);
+    let threads = threads.lock().unwrap();
+    assert!(
+        threads.len() >= 3,
+        "offers, writes and saves ran as work: {threads:?}"
+    );
+    assert!(
+        threads.iter().all(|t| *t != runtime_thread),
+        "a file-system call ran on the runtime's thread"
+    );
+}
