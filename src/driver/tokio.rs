@@ -55,16 +55,27 @@ where
     let mut core = StreamCore::new(machine, app, abort);
     // The application's work, on tokio's blocking pool.
     let mut running = None;
+    // One timer and one abort watch for the whole session: making either
+    // anew for every read or write (a timer-wheel entry, a waiter in the
+    // abort's list) costs more than an echo round trip's own work.
+    let mut timer = Timer::new();
+    let aborted = abort.wait();
+    tokio::pin!(aborted);
+    let mut abort_seen = false;
     loop {
         let now = Instant::now();
+        let watch_abort = !abort_seen && core.awaits_abort();
         match core.next(now) {
             Next::Write { until } => {
+                timer.arm(until);
                 let written = {
                     let parts = core.transmit();
-                    let write = io.write_vectored(&parts);
-                    match until {
-                        Some(until) => tokio::time::timeout_at(until.into(), write).await.ok(),
-                        None => Some(write.await),
+                    tokio::select! {
+                        biased;
+                        written = io.write_vectored(&parts) => Some(written),
+                        // Without a write limit, a timer left from a read
+                        // must not end a write.
+                        () = timer.fired(), if until.is_some() && timer.is_armed() => None,
                     }
                 };
                 match written {
@@ -78,25 +89,27 @@ where
                 Err(e) => core.write_failed(Instant::now(), e),
             },
             Next::Read { max, until } => {
-                let watch_abort = core.awaits_abort();
+                timer.arm(until);
                 // Straight into the machine's own buffer.
                 let buf = core.read_buffer(max);
                 let woke = tokio::select! {
+                    biased;
                     read = io.read(buf) => Woke::Read(read),
-                    () = sleep_until(until) => Woke::Deadline,
+                    () = timer.fired(), if timer.is_armed() => Woke::Deadline,
                     // The core applies the abort at its next step. (Requested
                     // after the core last looked, it must still end this wait.)
-                    () = abort.wait(), if watch_abort => Woke::Abort,
+                    () = &mut aborted, if watch_abort => Woke::Abort,
                 };
                 match woke {
                     Woke::Read(Ok(n)) => core.filled(Instant::now(), n),
                     Woke::Read(Err(e)) => core.read_failed(Instant::now(), e),
                     Woke::Deadline => core.timed_out(Instant::now()),
-                    Woke::Abort => {}
+                    Woke::Abort => abort_seen = true,
                 }
             }
             Next::Sleep(until) => {
-                sleep_until(Some(until)).await;
+                timer.arm(Some(until));
+                timer.fired().await;
                 core.timed_out(Instant::now());
             }
             Next::Work => {
@@ -108,7 +121,6 @@ where
                 let Some(job) = running.as_mut() else {
                     unreachable!("the core awaits only work this loop started")
                 };
-                let watch_abort = core.awaits_abort();
                 tokio::select! {
                     done = job => {
                         running = None;
@@ -117,7 +129,10 @@ where
                         });
                         core.worked(Instant::now(), finish);
                     }
-                    () = abort.wait(), if watch_abort => core.woken(Instant::now()),
+                    () = &mut aborted, if watch_abort => {
+                        abort_seen = true;
+                        core.woken(Instant::now());
+                    }
                 }
             }
             Next::Close => {
@@ -134,6 +149,45 @@ enum Woke {
     Read(io::Result<usize>),
     Deadline,
     Abort,
+}
+
+/// A session's one timer. It is set to fire no later than the deadline the
+/// core hands out, and moved only when that deadline is earlier than the
+/// one it is set to (or it has fired): firing early is harmless (the core
+/// ignores early timeouts), and an idle deadline that moves later with
+/// every frame then costs one timer entry per idle period, not per frame.
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Where `sleep` is set, while it has not fired.
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            armed: None,
+        }
+    }
+
+    /// Makes the timer fire no later than `deadline` (`None`: no need).
+    fn arm(&mut self, deadline: Option<Instant>) {
+        let Some(deadline) = deadline else { return };
+        if self.armed.is_none_or(|at| at > deadline) {
+            self.sleep.as_mut().reset(deadline.into());
+            self.armed = Some(deadline);
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// Completes when the timer fires (poll only while armed).
+    async fn fired(&mut self) {
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
