@@ -69,9 +69,15 @@ impl RecvBuf {
             return;
         }
         let held = self.data.len();
-        let mut block = BytesMut::with_capacity(held + additional);
-        // The one copy left: the start of a frame, when a block runs out.
-        block.extend_from_slice(&self.data);
+        // Neighbours in one block: joining them copies nothing.
+        let mut block = std::mem::take(&mut self.data);
+        block.unsplit(std::mem::take(&mut self.spare));
+        block.truncate(held);
+        // Once every payload split off this block has been dropped (the
+        // application wrote them), `reserve` takes the block back: memory
+        // already faulted in, not a fresh allocation per frame. Otherwise
+        // it allocates, and the one copy left is the start of a frame.
+        block.reserve(additional);
         block.resize(held + additional, 0);
         self.spare = block.split_off(held);
         self.data = block;
@@ -131,6 +137,25 @@ mod tests {
         assert!(b.is_empty());
         // A commit refers to the last slice only.
         assert_eq!(b.commit(1), Err(0));
+    }
+
+    #[test]
+    fn a_block_whose_payloads_are_gone_is_reused_and_one_still_in_use_is_not() {
+        let mut b = RecvBuf::default();
+        b.reserve(100);
+        b.writable(100).fill(7);
+        b.commit(100).unwrap();
+        let first = b.held().as_ptr();
+        let payload = b.data().split_to(100).freeze();
+        b.reserve(100);
+        assert_ne!(b.writable(100).as_ptr(), first, "a payload still uses it");
+        drop(payload);
+        b.writable(100).fill(8);
+        b.commit(100).unwrap();
+        let second = b.held().as_ptr();
+        drop(b.data().split_to(100).freeze());
+        b.reserve(100);
+        assert_eq!(b.writable(100).as_ptr(), second, "taken back once unused");
     }
 
     #[test]

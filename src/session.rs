@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{clip_text, Frame, FrameDecoder, FrameLimits, Protocol};
+use crate::codec::{clip_text, Frame, FrameDecoder, FrameLimits, Protocol, HEADER_LEN};
 use crate::config::SessionLimits;
 use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
@@ -19,6 +19,10 @@ mod budget;
 
 use budget::Charge;
 pub use budget::RecvBudget;
+
+/// A frame body at least this long to go is read up to its end (and the
+/// next header) and no further; see `Framed::aligned_read`.
+const ALIGN_FROM: usize = 32 * 1024;
 
 /// The protocol logic of one role on a framed connection: its transition table.
 pub trait Role {
@@ -131,6 +135,9 @@ pub struct Framed<R: Role> {
     link: Link<R::Event>,
     /// Peer input read straight into it and decoded in place.
     rx: RecvBuf,
+    /// The body length of the last frame whose header was decoded: the
+    /// guess for the next one's (see `aligned_read`).
+    last_body: usize,
     decoder: FrameDecoder,
     idle_deadline: Instant,
     /// Until the peer's preamble is whole: when it must be.
@@ -171,6 +178,7 @@ impl<R: Role> Framed<R> {
             frame_deadline: None,
             linger_deadline: None,
             rx: RecvBuf::default(),
+            last_body: 0,
             eof: false,
             failure: None,
             charge: None,
@@ -391,17 +399,46 @@ impl<R: Role> Framed<R> {
             .then(|| self.frame_deadline.unwrap_or(late_at));
     }
 
+    /// The most one read should bring while a large frame's body is
+    /// awaited: the rest of it and the next frame's header, no more. The
+    /// next body then starts a block of its own (reserved once its header
+    /// is decoded) instead of being read into the tail of this one and
+    /// copied out when this one runs short: a bulk transfer's bytes are
+    /// copied once, by the kernel, on their way in. Small frames are read
+    /// many at a time, as they come.
+    ///
+    /// Between frames, while large ones come (a file's `Data`), the next is
+    /// guessed to be as large as the last: one read then brings its header,
+    /// its body and the header after it, into one block.
+    fn aligned_read(&self) -> usize {
+        let held = self.rx.len();
+        match self.decoder.body_len() {
+            Some(body) if body >= ALIGN_FROM => body - held.min(body) + HEADER_LEN,
+            None if self.last_body >= ALIGN_FROM && held < HEADER_LEN => {
+                2 * HEADER_LEN + self.last_body - held
+            }
+            _ => usize::MAX,
+        }
+    }
+
     /// Draws on the shared budget for what is held beyond the allowance
     /// (counting the whole of a frame whose header announced it), then
     /// reserves room for that frame: nothing is reserved unless admitted.
     fn hold_buffered(&mut self) -> Result<(), Error> {
         let body = self.decoder.body_len().unwrap_or(0);
+        if body > 0 {
+            self.last_body = body;
+        }
         let held = self.rx.len().max(body);
         let beyond = held.saturating_sub(self.link.limits.recv_allowance);
         if let Some(charge) = &mut self.charge {
             charge.set(beyond).map_err(|limit| Error::Busy { limit })?;
         }
-        self.rx.reserve(body.saturating_sub(self.rx.len()));
+        if body > 0 {
+            // Room for the next frame's header too (see `aligned_read`).
+            self.rx
+                .reserve(body.saturating_sub(self.rx.len()) + HEADER_LEN);
+        }
         Ok(())
     }
 }
@@ -465,8 +502,14 @@ impl<R: Role> Machine for Framed<R> {
 
 impl<R: Role> StreamMachine for Framed<R> {
     fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        let len = max.min(self.input_room());
-        self.rx.writable(len)
+        let room = self.input_room();
+        let aligned = self.aligned_read();
+        if aligned < room {
+            // The block the read goes into holds all that is expected, even
+            // if this read brings less.
+            self.rx.reserve(aligned);
+        }
+        self.rx.writable(max.min(room).min(aligned))
     }
 
     fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
