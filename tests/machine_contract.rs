@@ -295,6 +295,58 @@ fn within(range: &std::ops::Range<usize>, b: &Bytes) -> bool {
     range.contains(&p) && p + b.len() <= range.end
 }
 
+/// A bulk transfer read as a driver reads (as much as the machine offers,
+/// up to 48 KiB at a time, cut across 64 KiB frames): after the first
+/// frame, no payload is ever copied out of the memory it was read into,
+/// and blocks are reused once their payloads are gone.
+#[test]
+fn large_frames_read_as_the_machine_asks_are_never_copied() {
+    let frame = 64 * 1024;
+    let content: Vec<u8> = (0..20 * frame).map(|i| (i % 251) as u8).collect();
+    let wire = receiver_wire(&content, frame);
+    let limits = SessionLimits::default();
+    let chunks = TransferConfig {
+        chunk_size: frame,
+        ..TransferConfig::default()
+    };
+    let mut m = Receiver::new(ReceiverRole::new(chunks), limits, t0());
+    let (mut rest, mut spans) = (&wire[..], Vec::<std::ops::Range<usize>>::new());
+    let (mut got, mut copied, mut blocks) = (Vec::new(), 0, std::collections::HashSet::new());
+    while !rest.is_empty() {
+        let buf = m.input_buffer(48 * 1024);
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        let at = buf.as_ptr() as usize;
+        match spans.last_mut() {
+            // Contiguous with the last read: the same block.
+            Some(last) if last.end == at => last.end = at + n,
+            _ => spans.push(at..at + n),
+        }
+        rest = &rest[n..];
+        m.commit_input(t0(), n).unwrap();
+        loop {
+            match m.poll_output() {
+                Output::Event(ReceiverEvent::Write { data, .. }) => {
+                    if !spans.iter().any(|s| within(s, &data)) {
+                        copied += 1;
+                    }
+                    blocks.insert(spans.last().map(|s| s.start));
+                    got.extend_from_slice(&data);
+                    // Written and dropped, as the application does.
+                }
+                Output::Event(e) => answer_receiver(&mut m, e),
+                Output::Transmit(_) => {}
+                Output::Wait(_) | Output::Done(_) => break,
+            }
+        }
+    }
+    assert_eq!(got, content);
+    assert!(copied <= 1, "{copied} payloads were copied after reading");
+    // The first frame's, then two in turn: a frame's block is reserved
+    // while the last frame's payload is still on its way to the app.
+    assert!(blocks.len() <= 4, "{} blocks for 20 frames", blocks.len());
+}
+
 #[test]
 fn data_payloads_are_the_memory_they_were_read_into() {
     let content = vec![7u8; 3000];
