@@ -2,7 +2,8 @@
 //! `Bytes` the machine can queue without copying again.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -53,14 +54,20 @@ impl Source {
     }
 
     /// Reads `len` bytes at `offset`, or fewer if the file has shrunk (the
-    /// machine then refuses the chunk: the file changed).
+    /// machine then refuses the chunk: the file changed). Positioned reads
+    /// (`pread`): no seek, and one system call per chunk as a rule.
     pub fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        // `read_to_end` fills the spare capacity without zeroing it first:
-        // on the hot path that saves a memset of every chunk.
-        let mut buf = Vec::with_capacity(len);
-        let mut file = &self.file;
-        file.seek(SeekFrom::Start(offset))?;
-        file.take(len as u64).read_to_end(&mut buf)?;
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match self.file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(got);
         Ok(Bytes::from(buf))
     }
 
