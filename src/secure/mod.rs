@@ -88,6 +88,10 @@ pub const SECURE_MAGIC: [u8; 4] = *b"EXFS";
 /// The secure channel's wire version.
 pub const SECURE_VERSION: u8 = 1;
 
+/// The state an [`UnexpectedEof`](crate::error::ProtocolError::UnexpectedEof)
+/// names when the connection ends during the secure handshake.
+pub const HANDSHAKE_STATE: &str = "the secure handshake";
+
 /// Input a secure channel holds at most: two whole records (one being fed
 /// to the wrapped machine, the next arriving).
 const RX_LIMIT: usize = 2 * RECORD_WIRE_LIMIT;
@@ -469,7 +473,7 @@ impl<M: StreamMachine> Secure<M> {
             return None;
         }
         if self.eof {
-            let state = "the secure handshake";
+            let state = HANDSHAKE_STATE;
             self.fail(ProtocolError::UnexpectedEof { state }.into());
             return None;
         }
