@@ -26,7 +26,8 @@ use crate::term;
 pub fn run(a: DemoArgs) -> CmdResult {
     let code = auth::new_code()?;
     println!(
-        "secure: both sessions authenticated with the code {code} (SPAKE2) and encrypted          (AES-256-GCM), as every native session is unless --insecure is given"
+        "secure: both sessions authenticated with the code {code} (SPAKE2) and encrypted \
+         (AES-256-GCM), as every native session is unless --insecure is given"
     );
     let auth = Auth::Secret(code.into_bytes());
     echo_demo(a.messages, &auth)?;

@@ -47,8 +47,11 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
         }
         EchoMode::Rfc862 => {
             if a.auth.code.is_some() || a.auth.secret_file.is_some() {
-                return Err("--mode rfc862 is plain RFC 862 (for nc and socat): it has no code                             or secret; drop --code/--secret-file, or use --mode native"
-                    .into());
+                return Err(
+                    "--mode rfc862 is plain RFC 862 (for nc and socat): it has no code \
+         or secret; drop --code/--secret-file, or use --mode native"
+                        .into(),
+                );
             }
             serve_machines(a.addr, a.runtime, limits, move |now| {
                 RawEcho::new(UnframedConfig::default(), now)

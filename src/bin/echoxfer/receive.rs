@@ -89,8 +89,11 @@ fn note_partials(store: &Store, ui: Ui) {
 /// pipes' other end cannot see a code printed here in time.
 fn stdio_auth(a: &SecureArgs) -> CmdResult<Auth> {
     if a.code.is_none() && a.secret_file.is_none() && !a.insecure {
-        return Err("receive --stdio needs --code CODE or --secret-file FILE (the same as the                     sender's), or --insecure (e.g. when ssh already protects the pipes)"
-            .into());
+        return Err(
+            "receive --stdio needs --code CODE or --secret-file FILE (the same as the \
+         sender's), or --insecure (e.g. when ssh already protects the pipes)"
+                .into(),
+        );
     }
     auth::for_client(a, "receive --stdio")
 }
@@ -167,7 +170,8 @@ fn spent_code(
         format!("{peer} tried a code and left without proving it (possibly a wrong code: {e})")
     };
     format!(
-        "{what}; this code is now used up (one guess per code, so that nobody can try many):          check the code and run receive again"
+        "{what}; this code is now used up (one guess per code, so that nobody can try many): \
+         check the code and run receive again"
     )
     .into()
 }
