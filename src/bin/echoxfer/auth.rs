@@ -387,3 +387,41 @@ pub fn explain(
     };
     text.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_list_has_at_least_256_distinct_short_lowercase_words() {
+        let words = words();
+        assert!(words.len() >= 256, "{}", words.len());
+        let distinct: std::collections::HashSet<_> = words.iter().collect();
+        assert_eq!(distinct.len(), words.len(), "duplicates in words.txt");
+        for w in &words {
+            assert!(
+                (2..=9).contains(&w.len()) && w.chars().all(|c| c.is_ascii_lowercase()),
+                "{w:?} is not an easy word"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_code_is_a_number_and_three_listed_words_and_codes_differ() {
+        let words = words();
+        let code = new_code().unwrap();
+        let parts: Vec<&str> = code.split('-').collect();
+        assert_eq!(parts.len(), 1 + CODE_WORDS, "{code}");
+        assert!((1..=999).contains(&parts[0].parse::<u32>().unwrap()));
+        assert!(parts[1..].iter().all(|w| words.contains(w)), "{code}");
+        let codes: std::collections::HashSet<String> =
+            (0..50).map(|_| new_code().unwrap()).collect();
+        assert!(codes.len() > 45, "codes repeat: {codes:?}");
+    }
+
+    #[test]
+    fn a_typed_code_ignores_case_and_surrounding_blanks_and_refuses_empty() {
+        assert_eq!(typed_code(" 7-Acorn-BELL \n").unwrap(), b"7-acorn-bell");
+        assert!(typed_code("  ").is_err());
+    }
+}
