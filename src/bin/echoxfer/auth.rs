@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::driver::DriverError;
 use echoxfer::error::{CodecError, ProtocolError, SecureError};
-use echoxfer::secure::{Secure, SecureConfig, HANDSHAKE_STATE};
+use echoxfer::secure::{Secure, SecureConfig, Side, HANDSHAKE_STATE};
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
 use crate::args::SecureArgs;
@@ -205,6 +205,9 @@ pub fn for_server(a: &SecureArgs, listen: SocketAddr, peer_command: &str) -> Cmd
 }
 
 /// A session's machine, behind the secure channel or plain.
+// One per session, and nearly always `Secure`: boxing it would only add an
+// indirection to every call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Channel<M> {
     /// `--insecure`: the machine's bytes as they are.
@@ -216,30 +219,33 @@ pub enum Channel<M> {
 impl<M: StreamMachine> Channel<M> {
     /// `machine` on the side that connected.
     pub fn client(machine: M, auth: &Auth, now: Instant) -> Channel<M> {
-        Channel::new(machine, auth, now, Secure::client)
+        Channel::new(machine, auth, now, Side::Client)
     }
 
     /// `machine` on the side that accepted.
     pub fn server(machine: M, auth: &Auth, now: Instant) -> Channel<M> {
-        Channel::new(machine, auth, now, Secure::server)
+        Channel::new(machine, auth, now, Side::Server)
     }
 
-    fn new(
-        machine: M,
-        auth: &Auth,
-        now: Instant,
-        wrap: fn(M, &[u8], SecureConfig, Instant, [u8; 32]) -> Secure<M>,
-    ) -> Channel<M> {
+    fn new(machine: M, auth: &Auth, now: Instant, side: Side) -> Channel<M> {
         let Auth::Secret(secret) = auth else {
             return Channel::Plain(machine);
         };
         match random_bytes() {
-            Ok(seed) => Channel::Secure(wrap(machine, secret, SecureConfig::default(), now, seed)),
+            Ok(seed) => Channel::Secure(Secure::new(
+                side,
+                machine,
+                secret,
+                SecureConfig::default(),
+                now,
+                seed,
+            )),
             Err(e) => {
                 // No seed, no session: an empty secret fails it at once,
                 // with a typed error, rather than running it on a weak seed.
                 tracing::error!("{e}");
-                Channel::Secure(wrap(machine, b"", SecureConfig::default(), now, [0; 32]))
+                let config = SecureConfig::default();
+                Channel::Secure(Secure::new(side, machine, b"", config, now, [0; 32]))
             }
         }
     }
