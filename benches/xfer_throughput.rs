@@ -3,6 +3,9 @@
 //! socket copy of the same bytes to disk (128 KiB reads and writes, fsync
 //! at the end, as `socat -b 131072` plus `sync`), side by side in one run.
 //! Prints throughputs, their ratio, and each echoxfer process's peak RSS.
+//! echoxfer runs twice per round: encrypted (the default: a code, SPAKE2,
+//! AES-256-GCM records) and plaintext (`--insecure`), and the ratio of the
+//! two is printed too.
 //! Asserts that the received file is identical; asserts nothing about speed.
 //!
 //! `cargo bench --bench xfer_throughput` (env: `SIZE` in MiB, default 1024;
@@ -125,8 +128,31 @@ fn wait_cost(child: std::process::Child) -> Cost {
     }
 }
 
+/// How an echoxfer run authenticates: the flags both sides get.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Encrypted,
+    Plaintext,
+}
+
+impl Mode {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Mode::Encrypted => &["--code", "1-bench-acorn-bell"],
+            Mode::Plaintext => &["--insecure"],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Encrypted => "encrypted",
+            Mode::Plaintext => "plaintext",
+        }
+    }
+}
+
 /// echoxfer `receive --once` and `send` as two processes.
-fn echoxfer(src: &Path, dir: &Path) -> (Duration, Cost, Cost) {
+fn echoxfer(src: &Path, dir: &Path, mode: Mode) -> (Duration, Cost, Cost) {
     let bin = env!("CARGO_BIN_EXE_echoxfer");
     let start = Instant::now();
     let mut receiver = Command::new(bin)
@@ -139,7 +165,9 @@ fn echoxfer(src: &Path, dir: &Path) -> (Duration, Cost, Cost) {
             "--dir",
         ])
         .arg(dir)
+        .args(mode.flags())
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(receiver.stdout.take().unwrap()).lines();
@@ -151,6 +179,7 @@ fn echoxfer(src: &Path, dir: &Path) -> (Duration, Cost, Cost) {
     };
     let sender = Command::new(bin)
         .args(["send", "--quiet", "--to", &addr])
+        .args(mode.flags())
         .arg(src)
         .spawn()
         .unwrap();
@@ -182,6 +211,7 @@ fn median(times: &mut [Duration]) -> Duration {
 struct Runs {
     baseline: Vec<Duration>,
     ours: Vec<Duration>,
+    plaintext: Vec<Duration>,
 }
 
 fn run_baseline(work: &Path, src: &Path, round: u64, want: blake3::Hash) -> Duration {
@@ -196,18 +226,19 @@ fn run_baseline(work: &Path, src: &Path, round: u64, want: blake3::Hash) -> Dura
     t
 }
 
-fn run_ours(work: &Path, src: &Path, round: u64, want: blake3::Hash) -> Duration {
-    let dir = work.join(format!("echoxfer-{round}"));
+fn run_ours(work: &Path, src: &Path, round: u64, want: blake3::Hash, mode: Mode) -> Duration {
+    let dir = work.join(format!("echoxfer-{}-{round}", mode.name()));
     std::fs::create_dir(&dir).unwrap();
     settle();
-    let (t, send, recv) = echoxfer(src, &dir);
+    let (t, send, recv) = echoxfer(src, &dir, mode);
     assert_eq!(
         hash_file(&dir.join("source.bin")),
         want,
         "received file differs"
     );
     println!(
-        "round {round}: echoxfer (BLAKE3 + fsync):   {:>8.1} MB/s  sender {send}; receiver {recv}",
+        "round {round}: echoxfer {:<9} (BLAKE3 + fsync): {:>8.1} MB/s  sender {send}; receiver {recv}",
+        mode.name(),
         mb_per_s(file_len(src), t)
     );
     t
@@ -235,16 +266,21 @@ fn main() {
     let mut runs = Runs {
         baseline: Vec::new(),
         ours: Vec::new(),
+        plaintext: Vec::new(),
     };
+    let w = work.path();
     for round in 0..rounds {
-        if round % 2 == 0 {
-            runs.baseline
-                .push(run_baseline(work.path(), &src, round, want));
-            runs.ours.push(run_ours(work.path(), &src, round, want));
-        } else {
-            runs.ours.push(run_ours(work.path(), &src, round, want));
-            runs.baseline
-                .push(run_baseline(work.path(), &src, round, want));
+        // Each of the three goes first in turn.
+        for step in 0..3 {
+            match (round + step) % 3 {
+                0 => runs.baseline.push(run_baseline(w, &src, round, want)),
+                1 => runs
+                    .ours
+                    .push(run_ours(w, &src, round, want, Mode::Encrypted)),
+                _ => runs
+                    .plaintext
+                    .push(run_ours(w, &src, round, want, Mode::Plaintext)),
+            }
         }
     }
     report(size, &mut runs);
@@ -254,9 +290,11 @@ fn main() {
 /// bursts and throttles, and the median of alternating runs rides over it.
 fn report(size: u64, runs: &mut Runs) {
     let (base, ours) = (median(&mut runs.baseline), median(&mut runs.ours));
+    let plain = median(&mut runs.plaintext);
     for (name, times, med) in [
         ("baseline", &runs.baseline, base),
-        ("echoxfer", &runs.ours, ours),
+        ("echoxfer encrypted", &runs.ours, ours),
+        ("echoxfer plaintext (--insecure)", &runs.plaintext, plain),
     ] {
         // Sorted by `median`: slowest last.
         println!(
@@ -267,8 +305,16 @@ fn report(size: u64, runs: &mut Runs) {
         );
     }
     println!(
-        "ratio echoxfer / baseline (medians of {} rounds): {:.2}",
+        "ratio echoxfer encrypted / baseline (medians of {} rounds): {:.2}",
         runs.ours.len(),
         base.as_secs_f64() / ours.as_secs_f64()
+    );
+    println!(
+        "ratio echoxfer plaintext / baseline: {:.2}",
+        base.as_secs_f64() / plain.as_secs_f64()
+    );
+    println!(
+        "ratio echoxfer encrypted / plaintext (same run): {:.2}",
+        plain.as_secs_f64() / ours.as_secs_f64()
     );
 }

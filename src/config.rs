@@ -774,8 +774,46 @@ mod tests {
                     ..Limits::default()
                 },
             ),
+            (
+                "guess_delay",
+                Limits {
+                    guess_delay: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_guess_delay",
+                Limits {
+                    max_guess_delay: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "forget_guesses_after",
+                Limits {
+                    forget_guesses_after: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_guessing_sources",
+                Limits {
+                    max_guessing_sources: 0,
+                    ..Limits::default()
+                },
+            ),
         ];
         assert_zero_refused("Limits", cases, Limits::validate);
+    }
+
+    #[test]
+    fn a_guess_delay_cap_below_the_first_delay_is_refused() {
+        let limits = Limits {
+            guess_delay: Duration::from_secs(10),
+            max_guess_delay: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        assert_eq!(limits.validate().unwrap_err().field(), "max_guess_delay");
     }
 
     #[test]

@@ -99,6 +99,23 @@ impl Error {
             Error::Secure(_) => ErrorCode::Protocol,
         }
     }
+
+    /// Whether this failure, on a server, may have been a guess at the
+    /// code: the secure handshake failed with a wrong code, or the peer
+    /// left (or stalled) in the handshake. A peer that sent its hello holds
+    /// this side's key confirmation and can check one guess with it
+    /// without ever sending its own, so leaving counts like a wrong code.
+    /// Servers refuse a source for a while after such failures (see
+    /// [`driver::Limits::guess_delay`](crate::driver::Limits::guess_delay)).
+    pub fn is_failed_guess(&self) -> bool {
+        match self {
+            Error::Secure(SecureError::WrongCode | SecureError::HandshakeTimeout(_)) => true,
+            Error::Remote(ProtocolError::UnexpectedEof { state }) => {
+                *state == crate::secure::HANDSHAKE_STATE
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why a secure channel ([`crate::secure`]) failed. Each ends the session;

@@ -13,15 +13,22 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_echoxfer"))
 }
 
+/// The code the native echo servers and clients of these tests share.
+const CODE: &str = "7-test-echo-code";
+
+/// A server on port 0; a native echo server is given [`CODE`].
 fn serve(args: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
     let mut cmd = bin();
     cmd.args(args).args(["--addr", "127.0.0.1:0"]);
+    if args.starts_with(&["echo", "serve"]) && !args.contains(&"--mode") {
+        cmd.args(["--code", CODE]);
+    }
     spawn_until(cmd, "listening on")
 }
 
 fn connect_with_stdin(addr: &str, stdin: &str) -> (bool, String) {
     let mut child = bin()
-        .args(["echo", "connect", "--addr", addr])
+        .args(["echo", "connect", "--code", CODE, "--addr", addr])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -257,7 +264,7 @@ fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<St
 #[test]
 fn echo_serve_says_what_each_ctrl_c_does_and_exits_at_the_third() {
     let mut cmd = bin();
-    cmd.args(["echo", "serve", "--addr", "127.0.0.1:0"])
+    cmd.args(["echo", "serve", "--insecure", "--addr", "127.0.0.1:0"])
         .stderr(Stdio::piped());
     let (mut server, addr, _lines) = spawn_until(cmd, "listening on");
     let err = stderr_lines(&mut server.child);

@@ -24,13 +24,27 @@ fn hex(path: &Path) -> String {
     blake3::hash(&fs::read(path).unwrap()).to_hex().to_string()
 }
 
-/// Starts `echoxfer receive` on port 0; returns the guard, the address
-/// and its later stdout lines.
+/// The code receivers and senders of these tests share unless a test
+/// says otherwise.
+const CODE: &str = "9-test-acorn-bell";
+
+/// Whether `args` already say how to authenticate.
+fn has_auth(args: &[&str]) -> bool {
+    args.iter()
+        .any(|a| ["--code", "--secret-file", "--insecure"].contains(a))
+}
+
+/// Starts `echoxfer receive` on port 0 (with [`CODE`] unless `extra`
+/// authenticates otherwise); returns the guard, the address and its later
+/// stdout lines.
 fn receiver(d: &Dirs, extra: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {
     let mut cmd = bin();
     cmd.args(["receive", "--listen", "127.0.0.1:0", "--dir"])
         .arg(&d.dst)
         .args(extra);
+    if !has_auth(extra) {
+        cmd.args(["--code", CODE]);
+    }
     spawn_until(cmd, "listening on")
 }
 
@@ -56,9 +70,13 @@ fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     })
 }
 
+/// `echoxfer send` (with [`CODE`] unless `extra` authenticates otherwise).
 fn send(to: &str, paths: &[PathBuf], extra: &[&str]) -> (ExitStatus, String, String) {
     let mut cmd = bin();
     cmd.args(["send", "--to", to]).args(extra).args(paths);
+    if !has_auth(extra) {
+        cmd.args(["--code", CODE]);
+    }
     run(cmd)
 }
 
@@ -144,9 +162,12 @@ fn stdio_carries_the_session_over_pipes() {
             child: cmd.spawn().unwrap(),
         }
     };
-    let mut rx = spawn(&["receive", "--stdio", "--dir"], Some(&d.dst));
+    let mut rx = spawn(
+        &["receive", "--stdio", "--code", CODE, "--dir"],
+        Some(&d.dst),
+    );
     let mut cmd = bin();
-    cmd.args(["send", "--stdio"])
+    cmd.args(["send", "--stdio", "--code", CODE])
         .args(&paths)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -194,7 +215,7 @@ fn a_sender_killed_mid_transfer_resumes_on_the_next_run() {
     let (_rx, addr, lines) = receiver(&d, &[]);
 
     let mut cmd = bin();
-    cmd.args(["send", "--quiet", "--to", &addr])
+    cmd.args(["send", "--quiet", "--code", CODE, "--to", &addr])
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -251,7 +272,7 @@ impl HandDriven {
     fn start(dir: &Path) -> HandDriven {
         use echoxfer::codec::{FrameDecoder, Protocol};
         let mut cmd = bin();
-        cmd.args(["receive", "--stdio", "--quiet", "--dir"])
+        cmd.args(["receive", "--stdio", "--insecure", "--quiet", "--dir"])
             .arg(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -372,7 +393,8 @@ fn receive_says_at_start_what_partial_files_interrupted_transfers_left() {
     fs::write(d.dst.join(".a.bin.echoxfer-part"), vec![1u8; 1234]).unwrap();
     fs::write(d.dst.join("b.bin"), b"not a partial").unwrap();
     let mut cmd = bin();
-    cmd.args(["receive", "--stdio", "--dir"]).arg(&d.dst);
+    cmd.args(["receive", "--stdio", "--insecure", "--dir"])
+        .arg(&d.dst);
     // Stdin is empty: the session ends at once, after the note.
     let (_, _, err) = run(cmd);
     assert!(

@@ -179,7 +179,7 @@ fn signal(child: &std::process::Child, sig: libc::c_int) {
 #[test]
 fn cli_blocking_echo_serve_queues_a_burst_larger_than_128_while_it_is_stopped() {
     let mut cmd = bin();
-    cmd.args(["echo", "serve", "--addr", "127.0.0.1:0"])
+    cmd.args(["echo", "serve", "--insecure", "--addr", "127.0.0.1:0"])
         .args(["--max-per-source", "1024"])
         .stderr(Stdio::null());
     let (guard, addr, _) = spawn_until(cmd, "listening on");
@@ -245,11 +245,18 @@ fn receiver_preamble(stream: &mut TcpStream) {
 fn receive(runtime: &str, extra: &[&str]) -> (Guard, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin();
-    cmd.args(["receive", "--listen", "127.0.0.1:0", "--runtime", runtime])
-        .arg("--dir")
-        .arg(dir.path())
-        .args(extra)
-        .stderr(Stdio::null());
+    cmd.args([
+        "receive",
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--runtime",
+        runtime,
+    ])
+    .arg("--dir")
+    .arg(dir.path())
+    .args(extra)
+    .stderr(Stdio::null());
     let (guard, addr, _) = spawn_until(cmd, "listening on");
     (guard, addr.parse().unwrap(), dir)
 }
@@ -343,6 +350,7 @@ fn serve_with_fd_limit(runtime: &str, fds: u64) -> (Guard, SocketAddr, mpsc::Rec
     cmd.args([
         "echo",
         "serve",
+        "--insecure",
         "--addr",
         "127.0.0.1:0",
         "--runtime",
@@ -421,10 +429,17 @@ fn threads_of(child: &std::process::Child) -> usize {
 fn threads_added_by_idle_connections(runtime: &str, idle: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin();
-    cmd.args(["receive", "--listen", "127.0.0.1:0", "--runtime", runtime])
-        .arg("--dir")
-        .arg(dir.path())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "receive",
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--runtime",
+        runtime,
+    ])
+    .arg("--dir")
+    .arg(dir.path())
+    .stderr(Stdio::piped());
     let (guard, addr, _) = spawn_until(cmd, "listening on");
     let addr: SocketAddr = addr.parse().unwrap();
     // One session first, so whatever a first session starts once is counted before.

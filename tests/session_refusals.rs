@@ -180,8 +180,15 @@ fn the_receiver_app_lists_the_first_refusals_and_counts_the_rest() {
 fn a_flood_of_refused_offers_costs_a_bounded_session_and_a_short_summary() {
     let d = dirs();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_echoxfer"));
-    cmd.args(["receive", "--once", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&d.dst);
+    cmd.args([
+        "receive",
+        "--once",
+        "--insecure",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+    ])
+    .arg(&d.dst);
     let (mut guard, addr, lines) = spawn_until(cmd, "listening on");
     let mut peer = TcpStream::connect(&addr).unwrap();
     peer.set_read_timeout(Some(BOUND)).unwrap();

@@ -262,7 +262,7 @@ impl Served {
     fn ended(&self, id: SessionId, result: &Result<(), DriverError>) {
         let mut state = self.lock();
         state.conns.remove(&id);
-        state.core.ended(id, result);
+        state.core.ended(Instant::now(), id, result);
         drop(state);
         self.changed.notify_all();
     }

@@ -80,6 +80,26 @@ pub struct Limits {
     /// session with
     /// [`Framed::with_recv_budget`](crate::session::Framed::with_recv_budget).
     pub recv_budget: usize,
+    /// How long a source is refused after its first failed guess: a
+    /// session that failed in the secure handshake (a wrong code, or a peer
+    /// that left or stalled before confirming the key; see
+    /// [`DriverError::is_failed_guess`](super::DriverError::is_failed_guess)).
+    /// Each further failure doubles it, up to [`max_guess_delay`](Self::max_guess_delay)
+    /// (default 1 s). While refused, the source's connections are closed at
+    /// once, without a byte, and counted as refused; other sources are
+    /// served as usual.
+    pub guess_delay: Duration,
+    /// The longest a source is refused after failed guesses (default 5 min).
+    /// At least [`guess_delay`](Self::guess_delay).
+    pub max_guess_delay: Duration,
+    /// How long after its refusal ends a source's failures are remembered
+    /// (default 10 min): one that fails again within it is refused twice as
+    /// long as before; after it, the source starts over at `guess_delay`.
+    pub forget_guesses_after: Duration,
+    /// The most sources whose failed guesses are remembered at once
+    /// (default 4096; about 100 bytes each). When full, the source whose
+    /// refusal ends first is forgotten to make room.
+    pub max_guessing_sources: usize,
 }
 
 impl Default for Limits {
@@ -88,22 +108,41 @@ impl Default for Limits {
             max_connections: 1024,
             max_per_source: 64,
             recv_budget: 64 * 1024 * 1024,
+            guess_delay: Duration::from_secs(1),
+            max_guess_delay: Duration::from_secs(300),
+            forget_guesses_after: Duration::from_secs(600),
+            max_guessing_sources: 4096,
         }
     }
 }
 
 impl Limits {
-    /// Checks that no limit is zero.
+    /// Checks that no limit is zero and that the guess delays are in order.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let nonzero = [
             ("max_connections", self.max_connections),
             ("max_per_source", self.max_per_source),
             ("recv_budget", self.recv_budget),
+            ("max_guessing_sources", self.max_guessing_sources),
         ];
-        match nonzero.iter().find(|(_, value)| *value == 0) {
-            Some((field, _)) => Err(ConfigError::Zero(field)),
-            None => Ok(()),
+        if let Some((field, _)) = nonzero.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::Zero(field));
         }
+        let durations = [
+            ("guess_delay", self.guess_delay),
+            ("max_guess_delay", self.max_guess_delay),
+            ("forget_guesses_after", self.forget_guesses_after),
+        ];
+        if let Some((field, _)) = durations.iter().find(|(_, value)| value.is_zero()) {
+            return Err(ConfigError::Zero(field));
+        }
+        if self.max_guess_delay < self.guess_delay {
+            return Err(ConfigError::Inconsistent {
+                field: "max_guess_delay",
+                rule: "must be at least guess_delay",
+            });
+        }
+        Ok(())
     }
 
     /// `self` if valid, else an `InvalidInput` error naming the field: what

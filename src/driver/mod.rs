@@ -22,6 +22,7 @@ pub mod blocking;
 pub mod core;
 pub mod datagram;
 pub mod listen;
+mod penalty;
 pub(crate) mod server;
 pub mod shutdown;
 #[cfg(feature = "tokio")]
@@ -92,6 +93,18 @@ impl DriverError {
     /// The peer took none of our output for the machine's write timeout.
     pub(crate) fn stalled_peer() -> DriverError {
         DriverError::io(STALLED_PEER)(io::ErrorKind::TimedOut.into())
+    }
+
+    /// Whether this session's end may have been a failed guess at the code
+    /// ([`Error::is_failed_guess`](crate::Error::is_failed_guess)). A
+    /// transport failure (a reset) is not counted: it cannot say whether it
+    /// came before the key was confirmed, and an honest sender cut
+    /// mid-transfer must be able to resume at once.
+    pub fn is_failed_guess(&self) -> bool {
+        match self {
+            DriverError::Machine(e) => e.is_failed_guess(),
+            DriverError::Io { .. } => false,
+        }
     }
 
     /// Whether the session ended because the peer took none of our output

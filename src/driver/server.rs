@@ -47,6 +47,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::listen::{source_of, AcceptBackoff, Limits, Refusals};
+use super::penalty::Penalties;
 use super::shutdown::{ServeReport, ABORT_WAIT};
 
 /// A session the core let in, until it is reported ended.
@@ -57,7 +58,8 @@ pub(crate) type SessionId = u64;
 pub(crate) enum Admit {
     /// Start a session; report its end with this id.
     Start(SessionId),
-    /// Close it at once: its source runs its cap of sessions (counted).
+    /// Close it at once: its source runs its cap of sessions, or is
+    /// refused for failed guesses (counted).
     Refuse,
 }
 
@@ -100,6 +102,9 @@ pub(crate) struct ServeCore {
     last_id: SessionId,
     backoff: AcceptBackoff,
     refusals: Refusals,
+    /// Sources refused for failed guesses, and the refusals they cost.
+    penalties: Penalties,
+    penalized: Refusals,
     report: ServeReport,
     phase: Phase,
 }
@@ -114,6 +119,8 @@ impl ServeCore {
             last_id: 0,
             backoff: AcceptBackoff::default(),
             refusals: Refusals::default(),
+            penalties: Penalties::new(&limits),
+            penalized: Refusals::default(),
             report: ServeReport::default(),
             phase: Phase::Serving,
         }
@@ -134,6 +141,12 @@ impl ServeCore {
     pub(crate) fn accepted(&mut self, now: Instant, peer: SocketAddr) -> Admit {
         self.backoff.after_success(now);
         let source = source_of(peer.ip());
+        if self.penalties.is_refused(now, source) {
+            if let Some(count) = self.penalized.refused(now) {
+                tracing::warn!(%peer, count, "closed connections from a source refused for a while after failed guesses at the code");
+            }
+            return Admit::Refuse;
+        }
         let count = self.per_source.entry(source).or_insert(0);
         if *count >= self.limits.max_per_source {
             self.refusals.refuse(now, peer, self.limits.max_per_source);
@@ -151,14 +164,26 @@ impl ServeCore {
         self.backoff.after_error(now, error)
     }
 
-    /// Session `id` ended with `result`: frees its place and counts how it
-    /// ended (aborted, if the shutdown had aborted it by then; not at all if
-    /// its connection was cut, as it was counted unfinished then). An
-    /// unknown id is ignored.
-    pub(crate) fn ended<E>(&mut self, id: SessionId, result: &Result<(), E>) {
+    /// Session `id` ended at `now` with `result`: frees its place and
+    /// counts how it ended (aborted, if the shutdown had aborted it by then;
+    /// not at all if its connection was cut, as it was counted unfinished
+    /// then). A failed guess refuses its source for a while. An unknown id
+    /// is ignored.
+    pub(crate) fn ended<E: SessionEnd>(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        result: &Result<(), E>,
+    ) {
         let Some(source) = self.sessions.remove(&id) else {
             return;
         };
+        if let Err(e) = result {
+            if e.is_failed_guess() {
+                let delay = self.penalties.failed(now, source);
+                tracing::info!(%source, ?delay, "failed guess at the code: source refused for a while");
+            }
+        }
         if let Some(count) = self.per_source.get_mut(&source) {
             *count -= 1;
             if *count == 0 {
@@ -221,9 +246,27 @@ impl ServeCore {
 
     fn report(&self) -> ServeReport {
         ServeReport {
-            refused: self.refusals.total,
+            refused: self.refusals.total + self.penalized.total,
             ..self.report.clone()
         }
+    }
+}
+
+/// How a session's failure is classified, for the penalty on guesses.
+pub(crate) trait SessionEnd {
+    /// Whether it may have been a failed guess at the code.
+    fn is_failed_guess(&self) -> bool;
+}
+
+impl SessionEnd for super::DriverError {
+    fn is_failed_guess(&self) -> bool {
+        super::DriverError::is_failed_guess(self)
+    }
+}
+
+impl SessionEnd for crate::Error {
+    fn is_failed_guess(&self) -> bool {
+        crate::Error::is_failed_guess(self)
     }
 }
 
@@ -253,8 +296,10 @@ mod tests {
         }
     }
 
-    const OK: Result<(), ()> = Ok(());
-    const FAILED: Result<(), ()> = Err(());
+    const OK: Result<(), crate::Error> = Ok(());
+    const FAILED: Result<(), crate::Error> = Err(crate::Error::HashMismatch);
+    const WRONG_CODE: Result<(), crate::Error> =
+        Err(crate::Error::Secure(crate::error::SecureError::WrongCode));
 
     #[test]
     fn a_source_at_its_cap_is_refused_until_one_of_its_sessions_ends() {
@@ -264,7 +309,7 @@ mod tests {
         started(&mut core, t0, "127.0.0.2");
         assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
         started(&mut core, t0, "127.0.0.3"); // another source is unaffected
-        core.ended(first, &OK);
+        core.ended(t0, first, &OK);
         started(&mut core, t0, "127.0.0.2");
         assert_eq!(core.per_source.len(), 2);
     }
@@ -286,7 +331,7 @@ mod tests {
         assert!(core.has_room());
         started(&mut core, t0, "127.0.0.3");
         assert!(!core.has_room(), "two running at a cap of two");
-        core.ended(a, &OK);
+        core.ended(t0, a, &OK);
         assert!(core.has_room(), "an ended session frees its place");
         core.stop(t0, SECOND);
         assert!(!core.has_room(), "a stopping server accepts no more");
@@ -307,7 +352,7 @@ mod tests {
             StopStep::AbortAll => None,
             other => panic!("{other:?}"),
         };
-        core.ended(1, &FAILED);
+        core.ended(t0, 1, &FAILED);
         if let StopStep::Done(r) = core.stop_step(t0, true) {
             report = Some(r);
         }
@@ -362,7 +407,7 @@ mod tests {
             or_urgent: true,
         };
         assert_eq!(core.stop_step(t0, false), grace);
-        core.ended(quick, &OK);
+        core.ended(t0, quick, &OK);
         assert_eq!(core.stop_step(t0 + 500 * MS, false), grace);
         let t1 = t0 + SECOND;
         assert_eq!(core.stop_step(t1, false), StopStep::AbortAll);
@@ -371,7 +416,7 @@ mod tests {
             or_urgent: false,
         };
         assert_eq!(core.stop_step(t1, true), abort_wait);
-        core.ended(aborted, &FAILED);
+        core.ended(t0, aborted, &FAILED);
         assert_eq!(core.stop_step(t1 + MS, false), abort_wait);
         let t2 = t1 + ABORT_WAIT;
         assert_eq!(core.stop_step(t2, false), StopStep::Cut);
@@ -383,7 +428,7 @@ mod tests {
             },
             "the cut sessions get time to go"
         );
-        core.ended(stuck, &FAILED);
+        core.ended(t0, stuck, &FAILED);
         let expected = ServeReport {
             ok: 1,
             aborted: 1,
@@ -425,16 +470,94 @@ mod tests {
         let mut core = ServeCore::new(limits(4, 4));
         let early = started(&mut core, t0, "127.0.0.2");
         let late = started(&mut core, t0, "127.0.0.3");
-        core.ended(early, &FAILED);
+        core.ended(t0, early, &FAILED);
         core.stop(t0, Duration::ZERO);
         assert_eq!(core.stop_step(t0, false), StopStep::AbortAll);
-        core.ended(late, &FAILED);
-        core.ended(late, &FAILED); // reported twice: counted once
+        core.ended(t0, late, &FAILED);
+        core.ended(t0, late, &FAILED); // reported twice: counted once
         let expected = ServeReport {
             failed: 1,
             aborted: 1,
             ..ServeReport::default()
         };
         assert_eq!(core.stop_step(t0, false), StopStep::Done(expected));
+    }
+
+    fn penalty_limits() -> Limits {
+        Limits {
+            guess_delay: SECOND,
+            max_guess_delay: 4 * SECOND,
+            ..limits(16, 16)
+        }
+    }
+
+    #[test]
+    fn a_failed_guess_refuses_its_source_for_a_doubling_while_and_others_are_served() {
+        let t0 = Instant::now();
+        let mut core = ServeCore::new(penalty_limits());
+        let guess = started(&mut core, t0, "127.0.0.2");
+        core.ended(t0, guess, &WRONG_CODE);
+        assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
+        started(&mut core, t0, "127.0.0.3"); // a good sender elsewhere
+        let t1 = t0 + SECOND;
+        let guess = started(&mut core, t1, "127.0.0.2");
+        core.ended(t1, guess, &WRONG_CODE);
+        assert_eq!(
+            core.accepted(t1 + SECOND, peer("127.0.0.2")),
+            Admit::Refuse,
+            "2 s now"
+        );
+        let t2 = t1 + 2 * SECOND;
+        let guess = started(&mut core, t2, "127.0.0.2");
+        core.ended(t2, guess, &WRONG_CODE);
+        let t3 = t2 + 4 * SECOND;
+        let guess = started(&mut core, t3, "127.0.0.2");
+        core.ended(t3, guess, &WRONG_CODE);
+        assert_eq!(
+            core.accepted(t3 + 3 * SECOND, peer("127.0.0.2")),
+            Admit::Refuse
+        );
+        started(&mut core, t3 + 4 * SECOND, "127.0.0.2"); // capped at 4 s
+        core.stop(t3, Duration::ZERO);
+        let report = loop {
+            match core.stop_step(t3 + 5 * SECOND, true) {
+                StopStep::Done(r) => break r,
+                StopStep::AbortAll | StopStep::Cut | StopStep::Wait { .. } => {
+                    for id in 0..=core.last_id {
+                        core.ended(t3, id, &FAILED);
+                    }
+                }
+            }
+        };
+        assert_eq!(report.refused, 3, "each refusal counted");
+    }
+
+    #[test]
+    fn other_failures_and_clean_ends_cost_no_refusal() {
+        let t0 = Instant::now();
+        let mut core = ServeCore::new(penalty_limits());
+        let failed = started(&mut core, t0, "127.0.0.2");
+        core.ended(t0, failed, &FAILED);
+        let ok = started(&mut core, t0, "127.0.0.2");
+        core.ended(t0, ok, &OK);
+        let plaintext = started(&mut core, t0, "127.0.0.2");
+        let e = crate::Error::Secure(crate::error::SecureError::PeerIsPlaintext);
+        core.ended(t0, plaintext, &Err(e));
+        started(&mut core, t0, "127.0.0.2");
+    }
+
+    #[test]
+    fn a_peer_that_leaves_or_stalls_in_the_handshake_counts_as_a_failed_guess() {
+        let t0 = Instant::now();
+        let mut core = ServeCore::new(penalty_limits());
+        let left = started(&mut core, t0, "127.0.0.2");
+        let state = crate::secure::HANDSHAKE_STATE;
+        let eof = crate::Error::Remote(crate::error::ProtocolError::UnexpectedEof { state });
+        core.ended(t0, left, &Err(eof));
+        assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
+        let stalled = started(&mut core, t0, "127.0.0.3");
+        let timeout = crate::error::SecureError::HandshakeTimeout(SECOND);
+        core.ended(t0, stalled, &Err(crate::Error::Secure(timeout)));
+        assert_eq!(core.accepted(t0, peer("127.0.0.3")), Admit::Refuse);
     }
 }

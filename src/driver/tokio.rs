@@ -307,7 +307,7 @@ impl Served {
             None => return,
         };
         if let Some(id) = self.ids.remove(&task) {
-            self.core.ended(id, &result);
+            self.core.ended(Instant::now(), id, &result);
         }
     }
 

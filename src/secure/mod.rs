@@ -88,6 +88,10 @@ pub const SECURE_MAGIC: [u8; 4] = *b"EXFS";
 /// The secure channel's wire version.
 pub const SECURE_VERSION: u8 = 1;
 
+/// The state an [`UnexpectedEof`](crate::error::ProtocolError::UnexpectedEof)
+/// names when the connection ends during the secure handshake.
+pub const HANDSHAKE_STATE: &str = "the secure handshake";
+
 /// Input a secure channel holds at most: two whole records (one being fed
 /// to the wrapped machine, the next arriving).
 const RX_LIMIT: usize = 2 * RECORD_WIRE_LIMIT;
@@ -143,6 +147,8 @@ pub struct Secure<M> {
     handshake_deadline: Option<Instant>,
     /// The transport's end of input.
     eof: bool,
+    /// The peer's hello was taken (and this side's confirmation queued).
+    peer_hello: bool,
     /// The peer's close record arrived.
     peer_closed: bool,
     /// The inner machine ended with this (our close record is queued).
@@ -201,6 +207,7 @@ impl<M: StreamMachine> Secure<M> {
             handshake_deadline: Some(now + config.handshake_timeout),
             config,
             eof: false,
+            peer_hello: false,
             peer_closed: false,
             ended: None,
             failure: None,
@@ -231,6 +238,16 @@ impl<M: StreamMachine> Secure<M> {
     /// confirmation checked). Stays true once true.
     pub fn is_confirmed(&self) -> bool {
         matches!(self.state, State::Open { .. }) || self.ended.is_some()
+    }
+
+    /// Whether the peer's hello arrived, so that this side's key
+    /// confirmation went out: with it, a peer can check one guess at the
+    /// code, even if it never sends its own confirmation. A session that
+    /// ends with this true and [`is_confirmed`](Self::is_confirmed) false
+    /// used up a guess (a one-time code is spent); one that ends before it
+    /// (a port scanner, a plaintext peer) did not.
+    pub fn has_peer_hello(&self) -> bool {
+        self.peer_hello
     }
 
     /// The channel's own sticky error, once it failed (the wrapped
@@ -293,6 +310,7 @@ impl<M: StreamMachine> Secure<M> {
         };
         let keys = handshake::finish(self.side, started, &self.rx.held()[..HELLO_LEN])?;
         self.rx.data().advance(HELLO_LEN);
+        self.peer_hello = true;
         self.out.push_back(Bytes::copy_from_slice(&keys.confirm));
         self.state = State::Confirm(keys);
         Ok(true)
@@ -469,7 +487,7 @@ impl<M: StreamMachine> Secure<M> {
             return None;
         }
         if self.eof {
-            let state = "the secure handshake";
+            let state = HANDSHAKE_STATE;
             self.fail(ProtocolError::UnexpectedEof { state }.into());
             return None;
         }

@@ -31,6 +31,35 @@ pub enum Command {
     Send(SendArgs),
     /// Receive files into a directory (verified, resumable; `--legacy`: the seed protocol).
     Receive(ReceiveArgs),
+    /// Make a high-entropy secret for `--secret-file` (32 random bytes as hex).
+    Secret(SecretArgs),
+}
+
+/// How a native session is authenticated (see SECURITY.md): a short code,
+/// a secret file, or nothing (`--insecure`).
+#[derive(Debug, Clone, Args)]
+pub struct SecureArgs {
+    /// The code that authenticates both sides (a receiver or server prints
+    /// a fresh one when none is given): every byte is encrypted, and a
+    /// wrong code is refused by both sides.
+    #[arg(long, conflicts_with_all = ["secret_file", "insecure"])]
+    pub code: Option<String>,
+    /// Authenticate with the secret in FILE instead of a code (readable by
+    /// its owner only, at least 16 bytes; make one with `echoxfer secret FILE`).
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub secret_file: Option<PathBuf>,
+    /// Plaintext: no code, no encryption; anyone on the path can read and
+    /// alter the session, and anyone who reaches a server can use it.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `echoxfer secret`
+#[derive(Debug, Args)]
+pub struct SecretArgs {
+    /// File to create, readable by its owner only (never replaced); without
+    /// it, the secret is printed.
+    pub file: Option<PathBuf>,
 }
 
 /// Which driver runs the sessions.
@@ -86,8 +115,11 @@ pub struct EchoServeArgs {
     pub max_per_source: usize,
     /// Speak the legacy seed echo protocol (no framing; a read that is
     /// exactly `exit` ends the session). Each read is printed.
-    #[arg(long, conflicts_with = "mode")]
+    #[arg(long, conflicts_with_all = ["mode", "code", "secret_file", "insecure"])]
     pub legacy: bool,
+    /// The code, secret file or `--insecure` (native mode only).
+    #[command(flatten)]
+    pub auth: SecureArgs,
     /// Legacy greeting preset: that of the blocking seed server or of the threaded one.
     #[arg(long, value_enum, requires = "legacy", conflicts_with = "greeting")]
     pub preset: Option<Preset>,
@@ -112,8 +144,11 @@ pub struct EchoConnectArgs {
     #[arg(long, default_value = "127.0.0.1:8888")]
     pub addr: SocketAddr,
     /// Speak the legacy seed echo protocol (no framing, no integrity check).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
     pub legacy: bool,
+    /// The server's code, its secret file, or `--insecure`.
+    #[command(flatten)]
+    pub auth: SecureArgs,
 }
 
 /// `echoxfer udp ...`
@@ -167,8 +202,11 @@ pub struct SendArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// The legacy seed protocol: one file, no name, no integrity check.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
     pub legacy: bool,
+    /// The receiver's code, its secret file, or `--insecure`.
+    #[command(flatten)]
+    pub auth: SecureArgs,
 }
 
 /// `echoxfer receive`
@@ -199,8 +237,12 @@ pub struct ReceiveArgs {
     pub quiet: bool,
     /// The legacy seed protocol: one sender, written to `--dir/--name`, no
     /// integrity check.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
     pub legacy: bool,
+    /// The code (a fresh one is printed if none is given), a secret file
+    /// (for a receiver that serves many senders), or `--insecure`.
+    #[command(flatten)]
+    pub auth: SecureArgs,
     /// File name for `--legacy` (the seed protocol carries none).
     #[arg(long, requires = "legacy", default_value = echoxfer::legacy::files::DEFAULT_NAME)]
     pub name: String,

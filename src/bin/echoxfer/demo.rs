@@ -1,6 +1,9 @@
 //! `echoxfer demo`: runs real sessions over loopback on built-in defaults
 //! and checks every byte, so a fresh clone proves itself in one command.
+//! Both run secure, as the commands do by default: a code made up for the
+//! demo authenticates both ends, and every byte is encrypted.
 
+use std::borrow::BorrowMut;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
@@ -15,14 +18,21 @@ use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
 
 use crate::args::DemoArgs;
+use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult};
 use crate::term;
 
 /// `echoxfer demo`: an echo session, then (unless `--size 0`) a file transfer.
 pub fn run(a: DemoArgs) -> CmdResult {
-    echo_demo(a.messages)?;
+    let code = auth::new_code()?;
+    println!(
+        "secure: both sessions authenticated with the code {code} (SPAKE2) and encrypted \
+         (AES-256-GCM), as every native session is unless --insecure is given"
+    );
+    let auth = Auth::Secret(code.into_bytes());
+    echo_demo(a.messages, &auth)?;
     if a.size > 0 {
-        file_demo(a.size)?;
+        file_demo(a.size, &auth)?;
     }
     Ok(())
 }
@@ -41,51 +51,55 @@ fn message(i: usize) -> Bytes {
 /// Who should be listening where the demo connects (for the error message).
 const SERVER_THREAD: &str = "the demo's own server thread";
 
-fn echo_demo(messages: usize) -> CmdResult {
+fn echo_demo(messages: usize, auth: &Auth) -> CmdResult {
     let listener = net::bind(([127, 0, 0, 1], 0).into())?;
     let addr = listener.local_addr()?;
     let shutdown = blocking::Shutdown::new();
     let server = {
         let shutdown = shutdown.clone();
+        let auth = auth.clone();
         thread::spawn(move || {
-            blocking::serve(listener, 4, Duration::from_secs(1), &shutdown, |now| {
-                (
-                    EchoServer::new(
-                        Server::new("echoxfer demo", EchoConfig::default()),
-                        SessionLimits::default(),
-                        now,
-                    ),
-                    Ignore,
-                )
+            blocking::serve(listener, 4, Duration::from_secs(1), &shutdown, move |now| {
+                let server = EchoServer::new(
+                    Server::new("echoxfer demo", EchoConfig::default()),
+                    SessionLimits::default(),
+                    now,
+                );
+                (Channel::server(server, &auth, now), Ignore)
             })
         })
     };
     let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
-    let mut client = EchoClient::new(
+    let now = Instant::now();
+    let client = EchoClient::new(
         Client::new(EchoConfig::default()),
         SessionLimits::default(),
-        Instant::now(),
+        now,
     );
-    client.send(message(0))?;
+    let mut client = Channel::client(client, auth, now);
+    let inner: &mut EchoClient = client.borrow_mut();
+    inner.send(message(0))?;
     let mut next = 1;
     let mut replies = 0;
     let started = Instant::now();
-    let mut app = |c: &mut EchoClient, _: Instant, e: ClientEvent| -> std::io::Result<()> {
-        if let ClientEvent::Reply(r) = e {
-            if r != message(replies) {
-                return Err(std::io::Error::other(format!("reply {replies} differs")));
+    let mut app =
+        |c: &mut Channel<EchoClient>, _: Instant, e: ClientEvent| -> std::io::Result<()> {
+            let c: &mut EchoClient = c.borrow_mut();
+            if let ClientEvent::Reply(r) = e {
+                if r != message(replies) {
+                    return Err(std::io::Error::other(format!("reply {replies} differs")));
+                }
+                replies += 1;
+                let r = if next < messages {
+                    next += 1;
+                    c.send(message(next - 1))
+                } else {
+                    c.close()
+                };
+                r.map_err(std::io::Error::other)?;
             }
-            replies += 1;
-            let r = if next < messages {
-                next += 1;
-                c.send(message(next - 1))
-            } else {
-                c.close()
-            };
-            r.map_err(std::io::Error::other)?;
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     blocking::run_stream(&mut client, &mut stream, &mut app)?;
     let elapsed = started.elapsed();
     shutdown.trigger();
@@ -170,7 +184,7 @@ fn read_back(sent: &Path, got: &Path) -> io::Result<(bool, [u8; 32])> {
 
 /// Sends a generated file to a receiver in a thread over loopback
 /// (blocking driver) and checks what arrived, by hash and byte for byte.
-fn file_demo(size_mib: u64) -> CmdResult {
+fn file_demo(size_mib: u64, auth: &Auth) -> CmdResult {
     let size = size_mib << 20;
     let tmp = tempfile::Builder::new().prefix("echoxfer-demo").tempdir()?;
     let (src, dst) = (tmp.path().join("send"), tmp.path().join("receive"));
@@ -182,15 +196,18 @@ fn file_demo(size_mib: u64) -> CmdResult {
     let listener = net::bind(([127, 0, 0, 1], 0).into())?;
     let addr = listener.local_addr()?;
     let store = Store::new(&dst, false)?;
+    let server_auth = auth.clone();
     let receiver = thread::spawn(
         move || -> io::Result<(Result<(), String>, Vec<FileReport>)> {
             let (mut stream, _) = listener.accept()?;
             stream.set_nodelay(true)?;
-            let mut machine = Receiver::new(
+            let now = Instant::now();
+            let machine = Receiver::new(
                 ReceiverRole::new(TransferConfig::default()),
                 SessionLimits::default(),
-                Instant::now(),
+                now,
             );
+            let mut machine = Channel::server(machine, &server_auth, now);
             let mut app = ReceiverApp::new(store);
             let r = blocking::run_stream(&mut machine, &mut stream, &mut app);
             Ok((r.map_err(|e| e.to_string()), app.report().to_vec()))
@@ -200,11 +217,13 @@ fn file_demo(size_mib: u64) -> CmdResult {
     let sent = (|| -> CmdResult {
         let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
         let mut app = SenderApp::open(&[&path], TransferConfig::default().max_name_len)?;
-        let mut machine = Sender::new(
+        let now = Instant::now();
+        let machine = Sender::new(
             app.role(TransferConfig::default()),
             SessionLimits::default(),
-            Instant::now(),
+            now,
         );
+        let mut machine = Channel::client(machine, auth, now);
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
         if !term::all_saved(app.report()) {
             return Err(format!("file: not delivered: {:?}", app.report()).into());

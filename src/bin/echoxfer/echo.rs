@@ -5,6 +5,7 @@
 
 mod legacy;
 
+use std::borrow::BorrowMut;
 use std::io::{self, BufRead, Write};
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Serve
 use echoxfer::{EchoConfig, SessionLimits, StreamMachine, UnframedConfig};
 
 use crate::args::{EchoConnectArgs, EchoMode, EchoServeArgs, Runtime};
+use crate::auth::{self, Channel};
 use crate::net::{self, CmdResult, Peer};
 use crate::term;
 
@@ -34,13 +36,27 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
     // One budget for the half-received frames of all sessions.
     let budget = limits.new_recv_budget();
     match a.mode {
-        EchoMode::Native => serve_machines(a.addr, a.runtime, limits, move |now| {
-            let role = Server::new(greeting.clone(), EchoConfig::default());
-            EchoServer::new(role, SessionLimits::default(), now).with_recv_budget(budget.clone())
-        }),
-        EchoMode::Rfc862 => serve_machines(a.addr, a.runtime, limits, move |now| {
-            RawEcho::new(UnframedConfig::default(), now)
-        }),
+        EchoMode::Native => {
+            let auth = auth::for_server(&a.auth, a.addr, "echoxfer echo connect --addr ADDRESS")?;
+            serve_machines(a.addr, a.runtime, limits, move |now| {
+                let role = Server::new(greeting.clone(), EchoConfig::default());
+                let server = EchoServer::new(role, SessionLimits::default(), now)
+                    .with_recv_budget(budget.clone());
+                Channel::server(server, &auth, now)
+            })
+        }
+        EchoMode::Rfc862 => {
+            if a.auth.code.is_some() || a.auth.secret_file.is_some() {
+                return Err(
+                    "--mode rfc862 is plain RFC 862 (for nc and socat): it has no code \
+         or secret; drop --code/--secret-file, or use --mode native"
+                        .into(),
+                );
+            }
+            serve_machines(a.addr, a.runtime, limits, move |now| {
+                RawEcho::new(UnframedConfig::default(), now)
+            })
+        }
     }
 }
 
@@ -63,11 +79,14 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
         return legacy::connect(a);
     }
-    let mut client = EchoClient::new(
+    let auth = auth::for_client(&a.auth, "echo connect")?;
+    let now = Instant::now();
+    let client = EchoClient::new(
         Client::new(EchoConfig::default()),
         SessionLimits::default(),
-        Instant::now(),
+        now,
     );
+    let mut client = Channel::client(client, &auth, now);
     let mut app = LineClient {
         lines: io::stdin().lock(),
         out: io::stdout(),
@@ -78,6 +97,7 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
         server: "`echoxfer echo serve`",
     };
     net::run_client(&mut client, &mut app, peer, Runtime::Blocking)
+        .map_err(|e| auth::explain(e, &to, "try again"))
 }
 
 /// Sends one stdin line after the greeting and after each reply, so the
@@ -88,7 +108,8 @@ struct LineClient<R> {
 }
 
 impl<R: BufRead> LineClient<R> {
-    fn send_next_line(&mut self, client: &mut EchoClient) -> io::Result<()> {
+    fn send_next_line(&mut self, client: &mut Channel<EchoClient>) -> io::Result<()> {
+        let client: &mut EchoClient = client.borrow_mut();
         let mut line = String::new();
         let n = self.lines.read_line(&mut line)?;
         let line = line.trim_end_matches(['\n', '\r']);
@@ -101,10 +122,10 @@ impl<R: BufRead> LineClient<R> {
     }
 }
 
-impl<R: BufRead> App<EchoClient> for LineClient<R> {
+impl<R: BufRead> App<Channel<EchoClient>> for LineClient<R> {
     fn on_event(
         &mut self,
-        client: &mut EchoClient,
+        client: &mut Channel<EchoClient>,
         _: Instant,
         event: ClientEvent,
     ) -> io::Result<()> {

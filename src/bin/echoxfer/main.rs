@@ -6,12 +6,15 @@
 //! - one module per command ([`demo`], [`echo`], [`udp`], [`send`],
 //!   [`receive`]), each with its `--legacy` variant in a `legacy`
 //!   submodule; no command module uses another;
+//! - [`auth`]: codes, secret files, the secure channel a session runs
+//!   in, and what a wrong code or a plaintext peer means to the user;
 //! - [`net`]: network plumbing (binding, connecting, stdio, the runtime,
 //!   serving until Ctrl-C);
 //! - [`term`]: terminal output (progress, summaries, notes, `stopped:`);
 //! - [`args`]: the grammar.
 
 mod args;
+mod auth;
 mod demo;
 mod echo;
 mod net;
@@ -61,6 +64,7 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Udp(UdpCommand::Send(a)) => udp::send(a),
         Command::Send(a) => send::send(a),
         Command::Receive(a) => receive::receive(a),
+        Command::Secret(a) => auth::secret_command(a.file),
     }
 }
 

@@ -159,6 +159,14 @@ pub enum Peer<'a> {
 }
 
 impl<'a> Peer<'a> {
+    /// The peer, for a message: its address, or the pipes.
+    pub fn name(&self) -> String {
+        match self {
+            Peer::Tcp { to, .. } => to.to_string(),
+            Peer::Stdio => "the peer on stdin/stdout".to_string(),
+        }
+    }
+
     /// Stdin/stdout when `stdio`, else TCP at `to`.
     pub fn chosen(stdio: bool, to: &'a str, server: &'a str) -> Peer<'a> {
         if stdio {

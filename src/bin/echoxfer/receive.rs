@@ -15,7 +15,8 @@ use echoxfer::files::{FileReport, Outcome, ReceiverApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::{SessionLimits, TransferConfig};
 
-use crate::args::{ReceiveArgs, Runtime};
+use crate::args::{ReceiveArgs, Runtime, SecureArgs};
+use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, FileTally, Out, Tracked, Ui};
 
@@ -36,12 +37,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
     note_partials(&store, ui);
     if a.stdio {
-        let (mut machine, mut session) = once_session(&store, &config, ui, Out::Stderr);
-        let result = net::run_client(&mut machine, &mut session, Peer::Stdio, a.runtime);
+        let auth = stdio_auth(&a.auth)?;
+        let (mut machine, mut session) = once_session(&store, &config, &auth, ui, Out::Stderr);
+        let result = net::run_client(&mut machine, &mut session, Peer::Stdio, a.runtime)
+            .map_err(|e| auth::explain(e, &Peer::Stdio.name(), "try again"));
         return settle_once(result, session);
     }
+    let auth = auth::for_server(&a.auth, a.listen, "echoxfer send --to ADDRESS FILE...")?;
     if a.once {
-        return receive_once(a.listen, a.runtime, &store, &config, ui);
+        return receive_once(a.listen, a.runtime, &store, &config, &auth, ui);
     }
     let sessions = Arc::new(AtomicU64::new(0));
     let files = Arc::new(FileTally::default());
@@ -56,6 +60,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             now,
         )
         .with_recv_budget(budget.clone());
+        let machine = Channel::server(machine, &auth, now);
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
         let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
@@ -80,18 +85,34 @@ fn note_partials(store: &Store, ui: Ui) {
     }
 }
 
+/// `receive --stdio` must be told how to authenticate: the sender at the
+/// pipes' other end cannot see a code printed here in time.
+fn stdio_auth(a: &SecureArgs) -> CmdResult<Auth> {
+    if a.code.is_none() && a.secret_file.is_none() && !a.insecure {
+        return Err(
+            "receive --stdio needs --code CODE or --secret-file FILE (the same as the \
+         sender's), or --insecure (e.g. when ssh already protects the pipes)"
+                .into(),
+        );
+    }
+    auth::for_client(a, "receive --stdio")
+}
+
 /// The machine and app of a single receiving session.
 fn once_session(
     store: &Store,
     config: &SessionLimits,
+    auth: &Auth,
     ui: Ui,
     out: Out,
-) -> (Receiver, Tracked<ReceiverApp>) {
+) -> (Channel<Receiver>, Tracked<ReceiverApp>) {
+    let now = Instant::now();
     let machine = Receiver::new(
         ReceiverRole::new(TransferConfig::default()),
         config.clone(),
-        Instant::now(),
+        now,
     );
+    let machine = Channel::server(machine, auth, now);
     let app = ReceiverApp::new(store.clone());
     (
         machine,
@@ -102,33 +123,57 @@ fn once_session(
 /// `receive --once`: serves connections one at a time until one sender's
 /// session is done, and succeeds only if every file it offered was saved.
 /// A connection that fails before offering anything (a port scanner,
-/// garbage, a client of another protocol) does not use the session up.
+/// garbage, a client of another protocol) does not use the session up;
+/// one that tried a code and did not prove it does: one guess per code.
 fn receive_once(
     addr: SocketAddr,
     runtime: Runtime,
     store: &Store,
     config: &SessionLimits,
+    auth: &Auth,
     ui: Ui,
 ) -> CmdResult {
     let listener = net::bind_announced(addr)?;
     let driver = net::Driver::new(runtime)?;
     loop {
         let (stream, peer) = listener.accept()?;
-        let (mut machine, mut session) = once_session(store, config, ui, Out::Stdout);
+        let (mut machine, mut session) = once_session(store, config, auth, ui, Out::Stdout);
         let result = driver.run_tcp(&mut machine, stream, &mut session);
-        if let Err(e) = &result {
-            if session.app.report().is_empty() {
-                term::note(
-                    ui,
-                    &format!(
-                        "ignored {peer}: {e} (it offered no file); still waiting for a sender"
-                    ),
-                );
-                continue;
-            }
+        let Err(e) = result else {
+            return settle_once(Ok(()), session);
+        };
+        if machine.was_guessed_at() {
+            session.finish();
+            return Err(spent_code(&*e, peer));
         }
-        return settle_once(result, session);
+        let e = auth::explain(e, &peer.to_string(), "run receive again");
+        if session.app.report().is_empty() {
+            term::note(
+                ui,
+                &format!("ignored {peer}: {e} (it offered no file); still waiting for a sender"),
+            );
+            continue;
+        }
+        return settle_once(Err(e), session);
     }
+}
+
+/// Why a `--once` receiver ends after `peer` tried a code and did not
+/// prove it: that was the code's one guess.
+fn spent_code(
+    e: &(dyn std::error::Error + 'static),
+    peer: SocketAddr,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    let what = if e.to_string().contains("wrong code") {
+        format!("wrong code from {peer}: the sender used a different code")
+    } else {
+        format!("{peer} tried a code and left without proving it (possibly a wrong code: {e})")
+    };
+    format!(
+        "{what}; this code is now used up (one guess per code, so that nobody can try many): \
+         check the code and run receive again"
+    )
+    .into()
 }
 
 /// The outcome of a single receiving session: every offered file saved.

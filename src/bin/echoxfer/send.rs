@@ -11,6 +11,7 @@ use echoxfer::xfer::Sender;
 use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::args::SendArgs;
+use crate::auth::{self, Channel};
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{Out, Tracked, Ui};
 
@@ -19,14 +20,18 @@ pub fn send(a: SendArgs) -> CmdResult {
     if a.legacy {
         return legacy::send(a);
     }
+    let auth = auth::for_client(&a.auth, "send")?;
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
     let app = SenderApp::open(&a.files, transfer.max_name_len)?;
-    let mut machine = Sender::new(app.role(transfer), SessionLimits::default(), Instant::now());
+    let now = Instant::now();
+    let sender = Sender::new(app.role(transfer), SessionLimits::default(), now);
+    let mut machine = Channel::client(sender, &auth, now);
     let mut session = Tracked::new(app, "sent", ui, out, "send".into());
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive`");
-    let result = net::run_client(&mut machine, &mut session, peer, a.runtime);
+    let result = net::run_client(&mut machine, &mut session, peer, a.runtime)
+        .map_err(|e| auth::explain(e, &peer.name(), "run receive again"));
     session.finish();
     result?;
     let report = session.app.report();

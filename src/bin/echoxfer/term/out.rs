@@ -120,7 +120,8 @@ pub fn stopped(r: &ServeReport) -> String {
     }
     if r.refused > 0 {
         line += &format!(
-            "; {} connections refused (their source was at --max-per-source)",
+            "; {} connections refused (their source was at --max-per-source, or had failed \
+             guesses at the code: each doubles how long it is refused)",
             r.refused
         );
     }

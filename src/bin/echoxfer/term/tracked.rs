@@ -3,6 +3,7 @@
 //! summary lines at the end (or when a server's session is dropped). The
 //! wrapped app makes every decision; this only watches its events.
 
+use std::borrow::BorrowMut;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use echoxfer::driver::{App, Work};
 use echoxfer::error::sanitize;
 use echoxfer::files::{FileReport, Outcome, Progress, ReceiverApp, SenderApp};
 use echoxfer::xfer::{Receiver, ReceiverEvent, Sender, SenderEvent};
+use echoxfer::Machine;
 
 use super::meter::{Counter, Meter};
 use super::out::{line, note, Out, Ui};
@@ -139,8 +141,11 @@ impl<A: Reported> Drop for Tracked<A> {
     }
 }
 
-impl App<Sender> for Tracked<SenderApp> {
-    fn on_event(&mut self, m: &mut Sender, now: Instant, event: SenderEvent) -> io::Result<()> {
+impl<M> App<M> for Tracked<SenderApp>
+where
+    M: Machine<Event = SenderEvent> + BorrowMut<Sender> + 'static,
+{
+    fn on_event(&mut self, m: &mut M, now: Instant, event: SenderEvent) -> io::Result<()> {
         let started = match &event {
             SenderEvent::Started { file, from } => Some((*file, *from)),
             _ => None,
@@ -155,14 +160,17 @@ impl App<Sender> for Tracked<SenderApp> {
         Ok(())
     }
 
-    fn poll_work(&mut self) -> Option<Work<Self, Sender>> {
-        let work = App::<Sender>::poll_work(&mut self.app)?;
+    fn poll_work(&mut self) -> Option<Work<Self, M>> {
+        let work = App::<M>::poll_work(&mut self.app)?;
         Some(work.within(|t: &mut Self| &mut t.app).and_then(recorded))
     }
 }
 
-impl App<Receiver> for Tracked<ReceiverApp> {
-    fn on_event(&mut self, m: &mut Receiver, now: Instant, event: ReceiverEvent) -> io::Result<()> {
+impl<M> App<M> for Tracked<ReceiverApp>
+where
+    M: Machine<Event = ReceiverEvent> + BorrowMut<Receiver> + 'static,
+{
+    fn on_event(&mut self, m: &mut M, now: Instant, event: ReceiverEvent) -> io::Result<()> {
         let started = match &event {
             ReceiverEvent::Start { from, .. } => Some(*from),
             _ => None,
@@ -178,8 +186,8 @@ impl App<Receiver> for Tracked<ReceiverApp> {
         Ok(())
     }
 
-    fn poll_work(&mut self) -> Option<Work<Self, Receiver>> {
-        let work = App::<Receiver>::poll_work(&mut self.app)?;
+    fn poll_work(&mut self) -> Option<Work<Self, M>> {
+        let work = App::<M>::poll_work(&mut self.app)?;
         Some(work.within(|t: &mut Self| &mut t.app).and_then(recorded))
     }
 }

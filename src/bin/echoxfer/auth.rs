@@ -1,0 +1,433 @@
+//! What authenticates a native session: a short code (made here from OS
+//! randomness, or typed by the user), a secret file, or nothing
+//! (`--insecure`); the [`Channel`] a session's machine runs in (behind the
+//! secure layer, or plain); and the messages that explain a wrong code or
+//! a secure side meeting a plaintext one. The cryptography is the
+//! library's (`echoxfer::secure`); this only chooses and explains.
+
+use std::borrow::{Borrow, BorrowMut};
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use echoxfer::driver::DriverError;
+use echoxfer::error::{CodecError, ProtocolError, SecureError};
+use echoxfer::secure::{Secure, SecureConfig, Side, HANDSHAKE_STATE};
+use echoxfer::{Error, Machine, Output, StreamMachine};
+
+use crate::args::SecureArgs;
+use crate::net::CmdResult;
+
+/// The code words, one per line (256: each word is 8 bits of a code).
+const WORD_LIST: &str = include_str!("words.txt");
+
+/// Words in a code after its number.
+const CODE_WORDS: usize = 3;
+
+/// The code's number is 1 to this.
+const CODE_NUMBERS: u16 = 999;
+
+/// The fewest bytes of secret a secret file must hold.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Random bytes of a secret made by `echoxfer secret` (written as hex).
+const SECRET_BYTES: usize = 32;
+
+/// The code words.
+pub fn words() -> Vec<&'static str> {
+    WORD_LIST.lines().filter(|l| !l.is_empty()).collect()
+}
+
+/// `N` bytes from the OS's CSPRNG.
+pub fn random_bytes<const N: usize>() -> CmdResult<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| format!("cannot read the OS's random number generator: {e}"))?;
+    Ok(bytes)
+}
+
+/// A uniformly random number below `n` (rejection sampling over u16s).
+fn random_below(n: u16) -> CmdResult<u16> {
+    let zone = u16::MAX - u16::MAX % n;
+    loop {
+        let v = u16::from_le_bytes(random_bytes()?);
+        if v < zone {
+            return Ok(v % n);
+        }
+    }
+}
+
+/// A fresh code: a number and [`CODE_WORDS`] words, e.g. `7-crossover-clockwork-amber`
+/// (about 34 bits: log2(999) + 3 x 8).
+pub fn new_code() -> CmdResult<String> {
+    let words = words();
+    let mut code = (random_below(CODE_NUMBERS)? + 1).to_string();
+    for _ in 0..CODE_WORDS {
+        let i = random_below(words.len() as u16)?;
+        code.push('-');
+        code.push_str(words[usize::from(i)]);
+    }
+    Ok(code)
+}
+
+/// A code as the user typed it, without surrounding blanks and in lower
+/// case (so `7-Crossover` and `7-crossover ` are the same code).
+fn typed_code(code: &str) -> CmdResult<Vec<u8>> {
+    let code = code.trim().to_lowercase();
+    if code.is_empty() {
+        return Err("the code is empty: give the code the receiver printed (--code CODE)".into());
+    }
+    Ok(code.into_bytes())
+}
+
+/// Reads a secret file: it must be readable by its owner only and hold at
+/// least [`MIN_SECRET_LEN`] bytes (trailing blanks and newlines are not
+/// part of the secret). Errors name the file and say what to do.
+pub fn read_secret_file(path: &Path) -> CmdResult<Vec<u8>> {
+    let name = path.display();
+    let meta = fs::metadata(path).map_err(|e| {
+        format!("cannot read the secret file {name}: {e} (make one with `echoxfer secret {name}`)")
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the secret file {name} is readable by others (mode {mode:03o}): \
+                 run `chmod 600 {name}` (and make a new secret if others may have read it)"
+            )
+            .into());
+        }
+    }
+    let _ = meta;
+    let bytes = fs::read(path).map_err(|e| format!("cannot read the secret file {name}: {e}"))?;
+    let len = bytes.trim_ascii_end().len();
+    if len < MIN_SECRET_LEN {
+        return Err(format!(
+            "the secret file {name} holds {len} bytes of secret, fewer than {MIN_SECRET_LEN}: \
+             make a strong one with `echoxfer secret {name}`"
+        )
+        .into());
+    }
+    let mut bytes = bytes;
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// A new secret: [`SECRET_BYTES`] random bytes as hex, and a newline.
+fn new_secret() -> CmdResult<String> {
+    let bytes: [u8; SECRET_BYTES] = random_bytes()?;
+    let mut hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hex.push('\n');
+    Ok(hex)
+}
+
+/// `echoxfer secret [FILE]`: writes a new secret to `FILE` (created
+/// readable by its owner only; an existing file is never replaced), or
+/// prints it.
+pub fn secret_command(file: Option<PathBuf>) -> CmdResult {
+    let secret = new_secret()?;
+    let Some(path) = file else {
+        print!("{secret}");
+        return Ok(());
+    };
+    let name = path.display();
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(|e| {
+        format!("cannot create the secret file {name}: {e} (an existing file is never replaced: pick a new name or delete it)")
+    })?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write the secret file {name}: {e}"))?;
+    eprintln!(
+        "wrote a new secret to {name} (readable by you only): copy it to the other side \
+         (e.g. with scp) and give both `--secret-file {name}`"
+    );
+    Ok(())
+}
+
+/// How a session is authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Plaintext (`--insecure`).
+    Insecure,
+    /// The secure channel, keyed by this secret (a code or a file's content).
+    Secret(Vec<u8>),
+}
+
+/// What a side that connects (`send`, `echo connect`) was given; it must
+/// be told one of them.
+pub fn for_client(a: &SecureArgs, command: &str) -> CmdResult<Auth> {
+    match (&a.code, &a.secret_file, a.insecure) {
+        (Some(code), _, _) => Ok(Auth::Secret(typed_code(code)?)),
+        (_, Some(file), _) => Ok(Auth::Secret(read_secret_file(file)?)),
+        (_, _, true) => Ok(Auth::Insecure),
+        _ => Err(format!(
+            "{command} needs the code the other side printed: --code CODE \
+             (or --secret-file FILE, the same as the other side's; or --insecure if it runs with --insecure)"
+        )
+        .into()),
+    }
+}
+
+/// What a side that accepts (`receive`, `echo serve`) uses: the code or
+/// secret file given, plaintext with `--insecure` (warned about on a
+/// non-loopback address), or a fresh code, printed (`code: ...` on
+/// stdout) with how the other side uses it.
+pub fn for_server(a: &SecureArgs, listen: SocketAddr, peer_command: &str) -> CmdResult<Auth> {
+    if a.insecure {
+        if !listen.ip().is_loopback() {
+            eprintln!(
+                "WARNING: --insecure on {listen}, which is not a loopback address: anyone who can \
+                 reach it can read everything sent and send in their own data; drop --insecure to \
+                 require a code"
+            );
+        }
+        return Ok(Auth::Insecure);
+    }
+    if let Some(file) = &a.secret_file {
+        return Ok(Auth::Secret(read_secret_file(file)?));
+    }
+    let code = match &a.code {
+        Some(code) => String::from_utf8(typed_code(code)?)?,
+        None => new_code()?,
+    };
+    println!("code: {code}");
+    eprintln!("on the other side, run: {peer_command} --code {code}");
+    Ok(Auth::Secret(code.into_bytes()))
+}
+
+/// A session's machine, behind the secure channel or plain.
+// One per session, and nearly always `Secure`: boxing it would only add an
+// indirection to every call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Channel<M> {
+    /// `--insecure`: the machine's bytes as they are.
+    Plain(M),
+    /// Authenticated and encrypted.
+    Secure(Secure<M>),
+}
+
+impl<M: StreamMachine> Channel<M> {
+    /// `machine` on the side that connected.
+    pub fn client(machine: M, auth: &Auth, now: Instant) -> Channel<M> {
+        Channel::new(machine, auth, now, Side::Client)
+    }
+
+    /// `machine` on the side that accepted.
+    pub fn server(machine: M, auth: &Auth, now: Instant) -> Channel<M> {
+        Channel::new(machine, auth, now, Side::Server)
+    }
+
+    fn new(machine: M, auth: &Auth, now: Instant, side: Side) -> Channel<M> {
+        let Auth::Secret(secret) = auth else {
+            return Channel::Plain(machine);
+        };
+        match random_bytes() {
+            Ok(seed) => Channel::Secure(Secure::new(
+                side,
+                machine,
+                secret,
+                SecureConfig::default(),
+                now,
+                seed,
+            )),
+            Err(e) => {
+                // No seed, no session: an empty secret fails it at once,
+                // with a typed error, rather than running it on a weak seed.
+                tracing::error!("{e}");
+                let config = SecureConfig::default();
+                Channel::Secure(Secure::new(side, machine, b"", config, now, [0; 32]))
+            }
+        }
+    }
+
+    /// Whether the session used up a guess at the code: the peer had this
+    /// side's key confirmation but did not confirm its own.
+    pub fn was_guessed_at(&self) -> bool {
+        match self {
+            Channel::Plain(_) => false,
+            Channel::Secure(s) => s.has_peer_hello() && !s.is_confirmed(),
+        }
+    }
+}
+
+impl<M: StreamMachine> Machine for Channel<M> {
+    type Transmit = Bytes;
+    type Event = M::Event;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Channel::Plain(m) => m.handle_timeout(now),
+            Channel::Secure(m) => m.handle_timeout(now),
+        }
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, M::Event> {
+        match self {
+            Channel::Plain(m) => m.poll_output(),
+            Channel::Secure(m) => m.poll_output(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Channel::Plain(m) => m.poll_timeout(),
+            Channel::Secure(m) => m.poll_timeout(),
+        }
+    }
+}
+
+impl<M: StreamMachine> StreamMachine for Channel<M> {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        match self {
+            Channel::Plain(m) => m.input_buffer(max),
+            Channel::Secure(m) => m.input_buffer(max),
+        }
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        match self {
+            Channel::Plain(m) => m.commit_input(now, n),
+            Channel::Secure(m) => m.commit_input(now, n),
+        }
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        match self {
+            Channel::Plain(m) => m.handle_eof(now),
+            Channel::Secure(m) => m.handle_eof(now),
+        }
+    }
+
+    fn abort(&mut self, reason: String) {
+        match self {
+            Channel::Plain(m) => m.abort(reason),
+            Channel::Secure(m) => m.abort(reason),
+        }
+    }
+
+    fn input_room(&self) -> usize {
+        match self {
+            Channel::Plain(m) => m.input_room(),
+            Channel::Secure(m) => m.input_room(),
+        }
+    }
+
+    fn write_timeout(&self) -> Option<Duration> {
+        match self {
+            Channel::Plain(m) => m.write_timeout(),
+            Channel::Secure(m) => m.write_timeout(),
+        }
+    }
+}
+
+impl<M> Borrow<M> for Channel<M> {
+    fn borrow(&self) -> &M {
+        match self {
+            Channel::Plain(m) => m,
+            Channel::Secure(m) => m.borrow(),
+        }
+    }
+}
+
+impl<M> BorrowMut<M> for Channel<M> {
+    fn borrow_mut(&mut self) -> &mut M {
+        match self {
+            Channel::Plain(m) => m,
+            Channel::Secure(m) => m.borrow_mut(),
+        }
+    }
+}
+
+/// The machine's error inside a command's error, if that is what it is.
+fn machine_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+    match e.downcast_ref::<DriverError>() {
+        Some(DriverError::Machine(m)) => Some(m),
+        _ => e.downcast_ref::<Error>(),
+    }
+}
+
+/// A session's failure with `peer` said the way a user can act on: a wrong
+/// code, a secure side meeting a plaintext one (either way round), a peer
+/// that hung up in the handshake. `again` says what to run again after a
+/// wrong code. Other errors are returned as they are.
+pub fn explain(
+    e: Box<dyn std::error::Error + Send + Sync>,
+    peer: &str,
+    again: &str,
+) -> Box<dyn std::error::Error + Send + Sync> {
+    let Some(m) = machine_error(&*e) else {
+        return e;
+    };
+    let text = match m {
+        Error::Secure(SecureError::WrongCode) => format!(
+            "wrong code: {peer} was given a different code or secret (a one-time code is now \
+             used up); check the code and {again}"
+        ),
+        Error::Secure(SecureError::PeerIsPlaintext) => format!(
+            "{peer} speaks plaintext (it runs with --insecure) and this side requires \
+             encryption: run both sides with the same --code, or add --insecure here too \
+             (then anyone on the path can read and alter the session)"
+        ),
+        Error::Remote(ProtocolError::Codec(CodecError::PeerExpectsEncryption)) => format!(
+            "{peer} requires an encrypted session and this side runs with --insecure: drop \
+             --insecure and give --code CODE (the code it printed) or --secret-file FILE"
+        ),
+        Error::Remote(ProtocolError::UnexpectedEof { state }) if *state == HANDSHAKE_STATE => {
+            format!(
+                "{peer} closed the connection during the secure handshake: it may refuse this \
+                 address for a while after failed attempts (wrong codes), or be gone; check the \
+                 code and try again later"
+            )
+        }
+        _ => return e,
+    };
+    text.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_list_has_at_least_256_distinct_short_lowercase_words() {
+        let words = words();
+        assert!(words.len() >= 256, "{}", words.len());
+        let distinct: std::collections::HashSet<_> = words.iter().collect();
+        assert_eq!(distinct.len(), words.len(), "duplicates in words.txt");
+        for w in &words {
+            assert!(
+                (2..=9).contains(&w.len()) && w.chars().all(|c| c.is_ascii_lowercase()),
+                "{w:?} is not an easy word"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_code_is_a_number_and_three_listed_words_and_codes_differ() {
+        let words = words();
+        let code = new_code().unwrap();
+        let parts: Vec<&str> = code.split('-').collect();
+        assert_eq!(parts.len(), 1 + CODE_WORDS, "{code}");
+        assert!((1..=999).contains(&parts[0].parse::<u32>().unwrap()));
+        assert!(parts[1..].iter().all(|w| words.contains(w)), "{code}");
+        let codes: std::collections::HashSet<String> =
+            (0..50).map(|_| new_code().unwrap()).collect();
+        assert!(codes.len() > 45, "codes repeat: {codes:?}");
+    }
+
+    #[test]
+    fn a_typed_code_ignores_case_and_surrounding_blanks_and_refuses_empty() {
+        assert_eq!(typed_code(" 7-Acorn-BELL \n").unwrap(), b"7-acorn-bell");
+        assert!(typed_code("  ").is_err());
+    }
+}

@@ -1,0 +1,357 @@
+//! The CLI secure by default, end to end over loopback on both runtimes:
+//! a `--once` receiver's printed code (a wrong code ends it, a new receiver
+//! with the right code gets the file), a secret-file server under a burst
+//! of wrong guesses (the guesser is refused, counted; a good sender from
+//! another address is served), a plaintext side meeting a secure one
+//! (both ways), and the checks on secret files. Every wait is bounded;
+//! every child is killed by its guard.
+#![cfg(unix)]
+
+use std::fs;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::Instant;
+
+use echoxfer::driver::{blocking, DriverError, Ignore};
+use echoxfer::echo::{Client, EchoClient};
+use echoxfer::error::SecureError;
+use echoxfer::secure::{Secure, SecureConfig};
+use echoxfer::{EchoConfig, Error, SessionLimits};
+use socket2::{Domain, Socket, Type};
+
+mod common;
+use common::files::{assert_received, dirs, sources, Dirs};
+use common::process::{line_containing, spawn_until, Guard, BOUND};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_echoxfer"))
+}
+
+fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = r.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// Runs `cmd` to its end (bounded); returns its status, stdout and stderr.
+fn run(mut cmd: Command) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    let out = drain(guard.child.stdout.take().unwrap());
+    let err = drain(guard.child.stderr.take().unwrap());
+    let status = guard.wait();
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// A receiver started with `args` (on port 0, into `d.dst`), its stderr
+/// collected: the guard, the code it printed (if it printed one), its
+/// address, its later stdout lines and its stderr once it ends.
+struct Started {
+    guard: Guard,
+    code: Option<String>,
+    addr: String,
+    lines: Receiver<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+fn start_receiver(d: &Dirs, args: &[&str], prints_code: bool) -> Started {
+    let mut cmd = bin();
+    cmd.args(["receive", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&d.dst)
+        .args(args)
+        .stderr(Stdio::piped());
+    let (mut guard, code, addr, lines) = if prints_code {
+        let (guard, code, lines) = spawn_until(cmd, "code:");
+        let addr = line_containing(&lines, "listening on");
+        let addr = addr.trim_start_matches("listening on").trim().to_string();
+        (guard, Some(code), addr, lines)
+    } else {
+        let (guard, addr, lines) = spawn_until(cmd, "listening on");
+        (guard, None, addr, lines)
+    };
+    let stderr = drain(guard.child.stderr.take().unwrap());
+    Started {
+        guard,
+        code,
+        addr,
+        lines,
+        stderr,
+    }
+}
+
+fn send(to: &str, paths: &[PathBuf], auth: &[&str], runtime: &str) -> (ExitStatus, String, String) {
+    let mut cmd = bin();
+    cmd.args(["send", "--to", to, "--runtime", runtime])
+        .args(auth)
+        .args(paths);
+    run(cmd)
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn once_wrong_code_then_right_code(runtime: &str) {
+    let d = dirs();
+    let paths = sources(&d, &[300_001]);
+
+    // A wrong code: the receiver's one guess is spent, and it ends.
+    let mut rx = start_receiver(&d, &["--once", "--runtime", runtime], true);
+    let code = rx.code.clone().unwrap();
+    let wrong = format!("{code}-not");
+    let (status, out, err) = send(&rx.addr, &paths, &["--code", &wrong], runtime);
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(err.contains("wrong code"), "sender: {err}");
+    assert!(
+        err.contains("check the code and run receive again"),
+        "{err}"
+    );
+    assert!(!err.contains("protocol"), "sender: {err}");
+    assert_eq!(rx.guard.wait().code(), Some(1), "the receiver ends");
+    let rx_err = rx.stderr.join().unwrap();
+    assert!(rx_err.contains("wrong code"), "receiver: {rx_err}");
+    assert!(rx_err.contains("run receive again"), "receiver: {rx_err}");
+    assert!(!rx_err.contains("protocol"), "receiver: {rx_err}");
+    assert!(files_in(&d.dst).is_empty(), "{:?}", files_in(&d.dst));
+
+    // A new receiver, a new code; the right one delivers the file.
+    let rx = start_receiver(&d, &["--once", "--runtime", runtime], true);
+    let code = rx.code.clone().unwrap();
+    let (status, out, err) = send(&rx.addr, &paths, &["--code", &code], runtime);
+    assert!(status.success(), "{out}\n{err}");
+    let mut guard = rx.guard;
+    assert!(guard.wait().success());
+    line_containing(&rx.lines, "received file-0.bin: 300001 bytes");
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn blocking_once_a_wrong_code_ends_the_receiver_and_a_new_one_with_the_right_code_receives() {
+    once_wrong_code_then_right_code("blocking");
+}
+
+#[test]
+fn tokio_once_a_wrong_code_ends_the_receiver_and_a_new_one_with_the_right_code_receives() {
+    once_wrong_code_then_right_code("tokio");
+}
+
+#[test]
+fn a_printed_code_is_a_number_and_three_words() {
+    let d = dirs();
+    let rx = start_receiver(&d, &["--once"], true);
+    let code = rx.code.clone().unwrap();
+    let parts: Vec<&str> = code.split('-').collect();
+    assert_eq!(parts.len(), 4, "{code}");
+    let n: u32 = parts[0].parse().unwrap();
+    assert!((1..=999).contains(&n), "{code}");
+    assert!(
+        parts[1..]
+            .iter()
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase())),
+        "{code}"
+    );
+    let other = start_receiver(&d, &["--once"], true);
+    assert_ne!(other.code, rx.code, "each receiver gets a fresh code");
+}
+
+/// Makes a secret file with `echoxfer secret`.
+fn secret_file(d: &Dirs) -> PathBuf {
+    let path = d.src.join("shared.secret");
+    let mut cmd = bin();
+    cmd.arg("secret").arg(&path);
+    let (status, out, err) = run(cmd);
+    assert!(status.success(), "{out}\n{err}");
+    path
+}
+
+/// One wrong guess from `source` with the library's secure client: true
+/// if the server ran the handshake (a real guess), false if it refused.
+fn guess_from(source: [u8; 4], addr: SocketAddr) -> bool {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect_timeout(&addr.into(), BOUND).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    let now = Instant::now();
+    let client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    let secret = b"a wrong guess at the secret, 32+ bytes long";
+    let mut machine = Secure::client(client, secret, SecureConfig::default(), now, [9; 32]);
+    match blocking::run_stream(&mut machine, &mut stream, &mut Ignore) {
+        Err(DriverError::Machine(Error::Secure(SecureError::WrongCode))) => true,
+        Ok(()) => panic!("a wrong secret was accepted"),
+        Err(_) => false,
+    }
+}
+
+fn guesses_are_refused_and_a_good_sender_is_served(runtime: &str) {
+    let d = dirs();
+    let secret = secret_file(&d);
+    let secret = secret.to_str().unwrap();
+    let rx = start_receiver(&d, &["--runtime", runtime, "--secret-file", secret], false);
+    let addr: SocketAddr = rx.addr.parse().unwrap();
+    let burst = 20;
+    let real_guesses = (0..burst)
+        .filter(|_| guess_from([127, 0, 0, 2], addr))
+        .count();
+    // The first guess runs; then the source is refused for 1 s, 2 s, 4 s...
+    assert!(real_guesses >= 1, "the first guess was not even tried");
+    assert!(
+        real_guesses <= 5,
+        "{real_guesses} of {burst} guesses reached the handshake"
+    );
+
+    // A good sender from another address (127.0.0.1) is served meanwhile.
+    let paths = sources(&d, &[100_003, 7]);
+    let (status, out, err) = send(&rx.addr, &paths, &["--secret-file", secret], runtime);
+    assert!(status.success(), "{out}\n{err}");
+    assert_received(&d, &paths);
+
+    // The server counted every refusal.
+    let mut guard = rx.guard;
+    // SAFETY: kill(2) on our own child's pid, which the guard has not reaped.
+    assert_eq!(
+        unsafe { libc::kill(guard.child.id() as libc::pid_t, libc::SIGINT) },
+        0
+    );
+    assert!(guard.wait().success());
+    let stopped = line_containing(&rx.lines, "stopped:");
+    let refused: usize = stopped
+        .split("; ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no refusal count in {stopped:?}"));
+    assert_eq!(refused, burst - real_guesses, "{stopped}");
+}
+
+#[test]
+fn blocking_a_secret_file_server_refuses_a_guesser_and_serves_a_good_sender() {
+    guesses_are_refused_and_a_good_sender_is_served("blocking");
+}
+
+#[test]
+fn tokio_a_secret_file_server_refuses_a_guesser_and_serves_a_good_sender() {
+    guesses_are_refused_and_a_good_sender_is_served("tokio");
+}
+
+#[test]
+fn an_insecure_sender_meeting_a_secure_receiver_is_told_to_drop_insecure() {
+    let d = dirs();
+    let paths = sources(&d, &[1000]);
+    let mut rx = start_receiver(&d, &["--once"], true);
+    let (status, out, err) = send(&rx.addr, &paths, &["--insecure"], "blocking");
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(err.contains(&rx.addr), "names the address: {err}");
+    assert!(err.contains("requires an encrypted session"), "{err}");
+    assert!(err.contains("drop --insecure"), "{err}");
+    assert!(!err.contains("protocol"), "{err}");
+    // A plaintext peer made no guess: the code is not spent.
+    let code = rx.code.clone().unwrap();
+    let (status, out, err) = send(&rx.addr, &paths, &["--code", &code], "blocking");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.guard.wait().success());
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn a_secure_sender_meeting_an_insecure_receiver_is_told_about_insecure() {
+    let d = dirs();
+    let paths = sources(&d, &[1000]);
+    let rx = start_receiver(&d, &["--once", "--insecure"], false);
+    let (status, out, err) = send(&rx.addr, &paths, &["--code", "1-a-b-c"], "tokio");
+    assert!(!status.success(), "{out}\n{err}");
+    assert!(err.contains(&rx.addr), "names the address: {err}");
+    assert!(err.contains("speaks plaintext"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+    assert!(files_in(&d.dst).is_empty());
+}
+
+#[test]
+fn a_client_without_a_code_is_told_to_give_one() {
+    let d = dirs();
+    let paths = sources(&d, &[10]);
+    let (status, _, err) = send("127.0.0.1:9", &paths, &[], "blocking");
+    assert!(!status.success());
+    assert!(err.contains("--code CODE"), "{err}");
+}
+
+#[test]
+fn insecure_on_a_non_loopback_address_prints_a_loud_warning() {
+    let d = dirs();
+    let mut cmd = bin();
+    cmd.args(["receive", "--insecure", "--listen", "0.0.0.0:0", "--dir"])
+        .arg(&d.dst)
+        .stderr(Stdio::piped());
+    let (mut guard, _, _) = spawn_until(cmd, "listening on");
+    guard.child.kill().unwrap();
+    let err = drain(guard.child.stderr.take().unwrap()).join().unwrap();
+    assert!(err.contains("WARNING: --insecure on 0.0.0.0:0"), "{err}");
+    // On loopback, no warning.
+    let mut cmd = bin();
+    cmd.args(["receive", "--insecure", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&d.dst)
+        .stderr(Stdio::piped());
+    let (mut guard, _, _) = spawn_until(cmd, "listening on");
+    guard.child.kill().unwrap();
+    let err = drain(guard.child.stderr.take().unwrap()).join().unwrap();
+    assert!(!err.contains("WARNING"), "{err}");
+}
+
+#[test]
+fn secret_makes_an_owner_only_file_and_never_replaces_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    let path = secret_file(&d);
+    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = fs::read_to_string(&path).unwrap();
+    assert_eq!(text.trim_end().len(), 64, "32 bytes as hex: {text}");
+    let mut cmd = bin();
+    cmd.arg("secret").arg(&path);
+    let (status, _, err) = run(cmd);
+    assert!(!status.success(), "an existing secret file was replaced");
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    assert!(err.contains("shared.secret"), "{err}");
+}
+
+#[test]
+fn a_secret_file_readable_by_others_or_too_short_is_refused_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    let open = d.src.join("open.secret");
+    fs::write(&open, "0123456789abcdef0123456789abcdef\n").unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o644)).unwrap();
+    let short = d.src.join("short.secret");
+    fs::write(&short, "tooshort\n").unwrap();
+    fs::set_permissions(&short, fs::Permissions::from_mode(0o600)).unwrap();
+    let paths = sources(&d, &[10]);
+    for (file, says) in [(&open, "chmod 600"), (&short, "echoxfer secret")] {
+        let file = file.to_str().unwrap();
+        let (status, _, err) = send("127.0.0.1:9", &paths, &["--secret-file", file], "blocking");
+        assert!(!status.success());
+        assert!(err.contains(file), "names the file: {err}");
+        assert!(err.contains(says), "says what to do: {err}");
+        let mut cmd = bin();
+        cmd.args(["receive", "--listen", "127.0.0.1:0", "--secret-file", file]);
+        let (status, _, err) = run(cmd);
+        assert!(!status.success());
+        assert!(err.contains(file), "{err}");
+    }
+}
