@@ -92,6 +92,9 @@ pub const SECURE_VERSION: u8 = 1;
 /// names when the connection ends during the secure handshake.
 pub const HANDSHAKE_STATE: &str = "the secure handshake";
 
+/// Records built in one allocation before another is needed.
+const RECORDS_PER_BLOCK: usize = 4;
+
 /// Input a secure channel holds at most: two whole records (one being fed
 /// to the wrapped machine, the next arriving).
 const RX_LIMIT: usize = 2 * RECORD_WIRE_LIMIT;
@@ -400,7 +403,11 @@ impl<M: StreamMachine> Secure<M> {
         let full = RECORD_HEADER + self.config.max_record;
         while !bytes.is_empty() {
             if self.building.is_empty() {
-                self.building.reserve(full + TAG_LEN);
+                // Records are built one after another in one allocation,
+                // and split off it sealed; once the transport has taken
+                // them all, `reserve` takes the allocation back (memory
+                // already in use, not a fresh one per record).
+                self.building.reserve((full + TAG_LEN) * RECORDS_PER_BLOCK);
                 self.building.extend_from_slice(&[KIND_DATA, 0, 0, 0]);
             }
             let n = (full - self.building.len()).min(bytes.len());
@@ -418,9 +425,13 @@ impl<M: StreamMachine> Secure<M> {
         if self.building.is_empty() {
             return Ok(());
         }
+        let len = self.building.len() - RECORD_HEADER;
         let mut rec = std::mem::take(&mut self.building);
-        let len = rec.len() - RECORD_HEADER;
-        self.seal(&mut rec, KIND_DATA, len)
+        // Sealed where it was built (the tag fits: room for it was
+        // reserved with the record), then split off.
+        self.seal(&mut rec, KIND_DATA, len)?;
+        self.building = rec;
+        Ok(())
     }
 
     /// Seals `rec` (a header's room, then `len` plaintext bytes) as a
@@ -433,7 +444,7 @@ impl<M: StreamMachine> Secure<M> {
         let (head, body) = rec.split_at_mut(RECORD_HEADER);
         let tag = send.seal(head, body)?;
         rec.extend_from_slice(&tag);
-        self.out.push_back(std::mem::take(rec).freeze());
+        self.out.push_back(rec.split().freeze());
         Ok(())
     }
 
