@@ -127,7 +127,11 @@ impl TamperStage {
                     self.record_index += 1;
                 }
                 let first = self.record_len(self.record_at);
-                let second = first.and_then(|len| self.record_len(self.record_at + len));
+                // Only a swap needs the record after it.
+                let second = match self.tamper.op {
+                    TamperOp::Swap => first.and_then(|len| self.record_len(self.record_at + len)),
+                    _ => Some(0),
+                };
                 (self.record_at, first.zip(second))
             }
         };
