@@ -1,34 +1,50 @@
 //! Runs the deterministic simulator over many seeds and prints a summary.
 //!
 //! ```sh
-//! cargo run --release --example simulate -- [--protocol echo|xfer|trickle] [--seed S | --from F --count N]
+//! cargo run --release --example simulate -- [--protocol P] [--seed S | --from F --count N]
 //! ```
 //!
-//! Without `--protocol` all three run (`trickle`: sessions where one side
-//! trickles its bytes). Exits non-zero if any seed breaks an
+//! Protocols: `echo`, `xfer`, `trickle` (sessions where one side trickles
+//! its bytes), and with the secure channel on, `secure-xfer`,
+//! `secure-tamper` (one byte or record edited after the handshake) and
+//! `secure-wrong-code`. Without `--protocol` all of them run. Exits non-zero if any seed breaks an
 //! invariant, printing the seed and the command that replays it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use echoxfer::testing::sim::{echo_session, trickle_session, xfer_session, SimReport};
+use echoxfer::testing::sim::{
+    echo_session, secure_tamper_session, secure_wrong_code_session, secure_xfer_session,
+    trickle_session, xfer_session, SimReport,
+};
+
+const PROTOCOLS: [&str; 6] = [
+    "echo",
+    "xfer",
+    "trickle",
+    "secure-xfer",
+    "secure-tamper",
+    "secure-wrong-code",
+];
 
 fn usage() -> ExitCode {
-    eprintln!("usage: simulate [--protocol echo|xfer|trickle] [--seed S | --from F --count N]");
+    eprintln!(
+        "usage: simulate [--protocol {}] [--seed S | --from F --count N]",
+        PROTOCOLS.join("|")
+    );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let mut protocols = vec!["echo", "xfer", "trickle"];
+    let mut protocols = PROTOCOLS.to_vec();
     let (mut from, mut count) = (0u64, 1000u64);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(());
         let parsed = match arg.as_str() {
             "--protocol" => value().and_then(|p| {
-                let known = ["echo", "xfer", "trickle"];
-                let p = known.into_iter().find(|k| *k == p).ok_or(())?;
+                let p = PROTOCOLS.into_iter().find(|k| *k == p).ok_or(())?;
                 protocols = vec![p];
                 Ok(())
             }),
@@ -54,6 +70,9 @@ fn main() -> ExitCode {
         let session: fn(u64) -> Result<SimReport, String> = match protocol {
             "echo" => echo_session,
             "trickle" => trickle_session,
+            "secure-xfer" => secure_xfer_session,
+            "secure-tamper" => secure_tamper_session,
+            "secure-wrong-code" => secure_wrong_code_session,
             _ => xfer_session,
         };
         let started = Instant::now();

@@ -141,6 +141,16 @@ pub trait StreamMachine: Machine<Transmit = Bytes> {
     /// first": this is how back-pressure reaches the driver.
     fn input_room(&self) -> usize;
 
+    /// Whether the session, now over, spent a guess at a shared code: the
+    /// peer got what lets it check one guess (for the secure channel, this
+    /// side's key confirmation, sent once the peer's hello arrived) and
+    /// never proved it knew the code. Servers read it when a session ends,
+    /// whatever ended it: a connection reset says nothing of the handshake,
+    /// so the machine must. The default is false (no code involved).
+    fn failed_guess(&self) -> bool {
+        false
+    }
+
     /// How long a driver may wait for the transport to take any of the
     /// output before it gives up on the session, so that a peer that stops
     /// reading cannot hold it forever. Every machine of this crate answers

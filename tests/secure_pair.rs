@@ -607,3 +607,42 @@ fn no_plaintext_goes_out_and_nothing_reaches_the_inner_machine_before_both_confi
     assert!(!a.is_confirmed());
     assert_eq!(a.inner().buffered(), 0);
 }
+
+#[test]
+fn a_guess_is_spent_once_the_peers_hello_arrived_and_not_after_its_confirmation() {
+    let now = Instant::now();
+    let tx = sender_app(&Bytes::from_static(b"content"));
+    let mut client = secure_sender(&tx, b"1-wrong-guess", SecureConfig::default(), now);
+    let mut server = secure_receiver(CODE, SecureConfig::default(), now, 2);
+    let hello = |m: &mut dyn FnMut() -> Output<Bytes, _>| match m() {
+        Output::Transmit(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let client_hello = hello(&mut || client.poll_output());
+    assert!(!server.failed_guess(), "nothing arrived yet");
+    // The guesser's hello arrives; the server's confirmation goes out, and
+    // the guesser resets: no error of the channel's says so, the machine must.
+    server.handle_input(now, &client_hello).unwrap();
+    while let Output::Transmit(_) = server.poll_output() {}
+    assert!(server.error().is_none());
+    assert!(
+        server.failed_guess(),
+        "the confirmation went out unanswered"
+    );
+    assert!(
+        !client.failed_guess(),
+        "the client never got the server's hello"
+    );
+
+    // An honest session, cut after the handshake (a truncation): no guess.
+    let data = Bytes::from(vec![b'h'; 20_000]);
+    let mut tx = sender_app(&data);
+    let mut rx = MemReceiver::new(MemDisk::default(), false);
+    let a = secure_sender(&tx, CODE, record_config(1024), now);
+    let b = secure_receiver(CODE, record_config(1024), now, 2);
+    let cut = (HANDSHAKE + 5000) as u64;
+    let mut pair = Pair::new(a, b, now, Cutter::random(5, 999)).cut_after(cut);
+    let outcome = pair.run(&mut tx, &mut rx, 1_000_000).expect("bounded");
+    assert!(is_integrity(&outcome.b), "{:?}", outcome.b);
+    assert!(!pair.b.failed_guess() && !pair.a.failed_guess());
+}

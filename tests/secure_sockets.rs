@@ -1,23 +1,31 @@
 //! The secure channel on loopback TCP with both real drivers: files with
-//! the real file layer, echo, and a wrong code failing both sides. Every
+//! the real file layer, echo, a wrong code failing both sides, and a
+//! server refusing a guesser that resets while serving a killed sender's
+//! resume at once. Every
 //! wait is bounded (machine timeouts, joins under a timeout); nothing sleeps.
 #![cfg(unix)]
 
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use echoxfer::driver::blocking::ServeReport;
+use echoxfer::driver::listen::{self, Limits};
 use echoxfer::driver::{blocking, DriverError, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::files::{ReceiverApp, SenderApp, Store};
-use echoxfer::secure::{Secure, SecureConfig};
+use echoxfer::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::{EchoConfig, Error, SecureError, SessionLimits, TransferConfig};
+use echoxfer::{EchoConfig, Error, Machine, Output, SecureError, SessionLimits, TransferConfig};
+use socket2::{Domain, SockRef, Socket, Type};
 
 mod common;
 use common::files::{assert_received, dirs, entries, sources};
+use common::process::BOUND;
 
 const CODE: &[u8] = b"3-amber-lighthouse";
 
@@ -165,5 +173,203 @@ async fn tokio_secure_files_arrive_and_a_wrong_code_fails_both_sides_with_nothin
             assert!(is_wrong_code(&sent), "{sent:?}");
             assert!(entries(&d.dst).is_empty(), "{:?}", entries(&d.dst));
         }
+    }
+}
+
+// ------------------------------------------------ guessers that reset
+
+/// Sources other than 127.0.0.1 need Linux's loopback, which routes all of
+/// 127.0.0.0/8.
+#[cfg(target_os = "linux")]
+mod guessers {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Driver {
+        Blocking,
+        Tokio,
+    }
+
+    /// A long-running secure receiver on loopback: one session at a time, so
+    /// a connection is accepted only once the previous session's end was
+    /// counted (no race between a reset and the next attempt), and a failed
+    /// guess refuses its source for a minute. Stopping it returns its report.
+    fn serve_secure(driver: Driver, store: Store) -> (SocketAddr, impl FnOnce() -> ServeReport) {
+        let listener = listen::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections: 1,
+            guess_delay: Duration::from_secs(60),
+            max_guess_delay: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let make = move |_: Instant| secure_receiver(&store, CODE);
+        let grace = Duration::from_secs(5);
+        let shutdown = blocking::Shutdown::new();
+        let trigger = shutdown.clone();
+        let server = thread::spawn(move || match driver {
+            Driver::Blocking => blocking::serve(listener, limits, grace, &shutdown, make).unwrap(),
+            Driver::Tokio => {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async {
+                    listener.set_nonblocking(true).unwrap();
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    echoxfer::driver::tokio::serve(listener, limits, grace, shutdown, make).await
+                })
+                .unwrap()
+            }
+        });
+        let stop = move || {
+            trigger.trigger();
+            server.join().unwrap()
+        };
+        (addr, stop)
+    }
+
+    /// Connects from the loopback address `source` (Linux routes all of
+    /// 127.0.0.0/8 to loopback: each is a source of its own).
+    fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        socket.connect_timeout(&addr.into(), BOUND).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(BOUND)).unwrap();
+        stream
+    }
+
+    /// Closes `stream` with a reset (RST), as a killed or hostile peer may.
+    fn reset(stream: TcpStream) {
+        SockRef::from(&stream)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(stream);
+    }
+
+    /// A guesser: sends a hello under a wrong code, reads the server's hello
+    /// and key confirmation (with which it could check its guess offline),
+    /// and resets instead of answering.
+    fn guess_and_reset(source: [u8; 4], addr: SocketAddr) {
+        let mut stream = connect_from(source, addr);
+        let now = Instant::now();
+        let tx = MemSender::new([]);
+        let inner = Sender::new(tx.role(TransferConfig::default()), config(), now);
+        let mut guess = Secure::client(
+            inner,
+            b"9-wrong-guess",
+            SecureConfig::default(),
+            now,
+            seed(),
+        );
+        let Output::Transmit(hello) = guess.poll_output() else {
+            panic!("a secure client starts with its hello");
+        };
+        stream.write_all(&hello).unwrap();
+        let mut answer = [0u8; HELLO_LEN + CONFIRM_LEN];
+        stream
+            .read_exact(&mut answer)
+            .expect("the server's hello and confirmation");
+        reset(stream);
+    }
+
+    /// Whether the server closed a connection from `source` without a byte
+    /// (refused); if it was served instead (its hello came), resets it before
+    /// sending anything, which spends no guess.
+    fn refused(source: [u8; 4], addr: SocketAddr) -> bool {
+        let mut stream = connect_from(source, addr);
+        let mut byte = [0u8; 1];
+        let refused = match stream.read(&mut byte) {
+            Ok(0) => true,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
+            Ok(_) => false,
+            Err(e) => panic!("no answer within the bound: {e}"),
+        };
+        reset(stream);
+        refused
+    }
+
+    /// A TCP stream that dies (resets) once `left` more bytes were written:
+    /// a sender killed mid-transfer.
+    struct KilledAfter {
+        stream: Option<TcpStream>,
+        left: usize,
+    }
+
+    impl KilledAfter {
+        fn live(&mut self) -> io::Result<&mut TcpStream> {
+            self.stream
+                .as_mut()
+                .ok_or_else(|| io::Error::from(ErrorKind::ConnectionReset))
+        }
+    }
+
+    impl Read for KilledAfter {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.live()?.read(buf)
+        }
+    }
+
+    impl Write for KilledAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                if let Some(stream) = self.stream.take() {
+                    reset(stream);
+                }
+            }
+            let n = buf.len().min(self.left);
+            let n = self.live()?.write(&buf[..n])?;
+            self.left -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.live()?.flush()
+        }
+    }
+
+    impl blocking::Transport for KilledAfter {
+        fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+            self.live()?.set_read_timeout(timeout)
+        }
+    }
+
+    fn a_guesser_that_resets_is_refused_and_a_killed_sender_resumes_at_once(driver: Driver) {
+        const GUESSER: [u8; 4] = [127, 0, 0, 2];
+        const SENDER: [u8; 4] = [127, 0, 0, 3];
+        let d = dirs();
+        let paths = sources(&d, &[3_000_000]);
+        let store = Store::new(&d.dst, false).unwrap();
+        let (addr, stop) = serve_secure(driver, store);
+
+        guess_and_reset(GUESSER, addr);
+        assert!(
+            refused(GUESSER, addr),
+            "a guesser that reset after the server's confirmation was served again at once"
+        );
+
+        let mut killed = KilledAfter {
+            stream: Some(connect_from(SENDER, addr)),
+            left: 1_000_000,
+        };
+        let (mut m, mut app) = secure_sender(&paths, CODE);
+        let cut = blocking::run_stream(&mut m, &mut killed, &mut app);
+        assert!(cut.is_err(), "the sender was not killed: {cut:?}");
+        // At once, from the same source: served, and the file arrives.
+        let mut stream = connect_from(SENDER, addr);
+        let (mut m, mut app) = secure_sender(&paths, CODE);
+        blocking::run_stream(&mut m, &mut stream, &mut app).expect("the killed sender resumes");
+        assert_received(&d, &paths);
+
+        let report = stop();
+        assert_eq!(report.refused, 1, "{report:?}");
+    }
+
+    #[test]
+    fn blocking_a_guesser_that_resets_is_refused_and_a_killed_sender_resumes_at_once() {
+        a_guesser_that_resets_is_refused_and_a_killed_sender_resumes_at_once(Driver::Blocking);
+    }
+
+    #[test]
+    fn tokio_a_guesser_that_resets_is_refused_and_a_killed_sender_resumes_at_once() {
+        a_guesser_that_resets_is_refused_and_a_killed_sender_resumes_at_once(Driver::Tokio);
     }
 }

@@ -6,7 +6,10 @@
 //! protocol runs (default 2500); a failure prints the seed and the command
 //! that replays it.
 
-use echoxfer::testing::sim::{echo_session, trickle_session, xfer_session, SimReport};
+use echoxfer::testing::sim::{
+    echo_session, secure_tamper_session, secure_wrong_code_session, secure_xfer_session,
+    trickle_session, xfer_session, SimReport,
+};
 
 fn seeds() -> u64 {
     std::env::var("SIM_SEEDS")
@@ -84,4 +87,43 @@ fn a_seed_replays_exactly() {
         assert_eq!(echo_session(seed), echo_session(seed));
         assert_eq!(trickle_session(seed), trickle_session(seed));
     }
+}
+
+#[test]
+fn secure_file_transfers_arrive_identical_or_resume_over_many_seeds() {
+    // A fifth of the seeds: the same files and links as the plain runs,
+    // every byte through the secure channel.
+    let reports = run_some("secure-xfer", secure_xfer_session, seeds() / 5);
+    assert!(reports.iter().any(SimReport::is_clean));
+    if reports.len() >= 400 {
+        assert!(reports.iter().any(|r| r.resumes > 0), "no seed resumed");
+        assert!(
+            reports.iter().any(|r| r.failures.contains(&"integrity")),
+            "no seed hit an integrity error"
+        );
+    }
+}
+
+#[test]
+fn one_edited_byte_or_record_after_the_handshake_ends_the_session_with_an_integrity_error_and_no_final_file_over_many_seeds(
+) {
+    let reports = run_some("secure-tamper", secure_tamper_session, seeds() / 5);
+    // Nearly every edit changes the stream (a swap of two equal bytes does not).
+    let edited = reports
+        .iter()
+        .filter(|r| r.corrupted_connections > 0)
+        .count();
+    assert!(
+        edited * 10 >= reports.len() * 9,
+        "only {edited} of {} edits changed the stream",
+        reports.len()
+    );
+}
+
+#[test]
+fn a_wrong_code_fails_both_sides_before_any_offer_over_many_seeds() {
+    let reports = run_some("secure-wrong-code", secure_wrong_code_session, seeds() / 5);
+    assert!(reports
+        .iter()
+        .all(|r| r.failures == ["wrong-code", "wrong-code"]));
 }

@@ -258,11 +258,12 @@ impl Served {
         self.wait_while(forever, |s| !s.core.has_room() && !stop.is_triggered());
     }
 
-    /// A session ended: the core counts how, and frees its place.
-    fn ended(&self, id: SessionId, result: &Result<(), DriverError>) {
+    /// A session ended (`guessed`: its machine says the peer spent a
+    /// guess at the code): the core counts how, and frees its place.
+    fn ended(&self, id: SessionId, result: &Result<(), DriverError>, guessed: bool) {
         let mut state = self.lock();
         state.conns.remove(&id);
-        state.core.ended(Instant::now(), id, result);
+        state.core.ended(Instant::now(), id, result, guessed);
         drop(state);
         self.changed.notify_all();
     }
@@ -359,15 +360,16 @@ where
         let spawned = thread::Builder::new()
             .name(format!("echoxfer-conn-{id}"))
             .spawn(move || {
-                let result = run_connection(stream, &*make, &abort);
+                let (result, guessed) = run_connection(stream, &*make, &abort);
                 if let Err(e) = &result {
                     tracing::warn!(%peer, error = %e, "session failed");
                 }
                 drop(running);
-                session_served.ended(id, &result);
+                session_served.ended(id, &result, guessed);
             });
         if let Err(e) = spawned {
-            served.ended(id, &Err(DriverError::io("starting a session thread")(e)));
+            let result = Err(DriverError::io("starting a session thread")(e));
+            served.ended(id, &result, false);
         }
     }
     // New connections are refused from now on, not left in the backlog.
@@ -375,20 +377,24 @@ where
     Ok(served.stop(grace, shutdown, &abort))
 }
 
+/// Runs one accepted connection's session; returns its result and whether
+/// its machine says the peer spent a guess at the code
+/// ([`StreamMachine::failed_guess`]), which a reset hides from the result.
 fn run_connection<M, A>(
     mut stream: TcpStream,
     make: &dyn Fn(Instant) -> (M, A),
     abort: &Abort,
-) -> Result<(), DriverError>
+) -> (Result<(), DriverError>, bool)
 where
     M: StreamMachine,
     A: App<M>,
 {
-    stream
-        .set_nodelay(true)
-        .map_err(DriverError::io("setting TCP_NODELAY"))?;
+    if let Err(e) = stream.set_nodelay(true) {
+        return (Err(DriverError::io("setting TCP_NODELAY")(e)), false);
+    }
     let (mut machine, mut app) = make(Instant::now());
-    run_stream_until(&mut machine, &mut stream, &mut app, abort)
+    let result = run_stream_until(&mut machine, &mut stream, &mut app, abort);
+    (result, machine.failed_guess())
 }
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown` is

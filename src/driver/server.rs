@@ -167,19 +167,23 @@ impl ServeCore {
     /// Session `id` ended at `now` with `result`: frees its place and
     /// counts how it ended (aborted, if the shutdown had aborted it by then;
     /// not at all if its connection was cut, as it was counted unfinished
-    /// then). A failed guess refuses its source for a while. An unknown id
-    /// is ignored.
+    /// then). A failed guess refuses its source for a while: a failure the
+    /// error itself classifies so, or any failure (a reset too) of a
+    /// session whose machine says the peer spent a guess (`guessed`:
+    /// [`StreamMachine::failed_guess`](crate::machine::StreamMachine::failed_guess)).
+    /// An unknown id is ignored.
     pub(crate) fn ended<E: SessionEnd>(
         &mut self,
         now: Instant,
         id: SessionId,
         result: &Result<(), E>,
+        guessed: bool,
     ) {
         let Some(source) = self.sessions.remove(&id) else {
             return;
         };
         if let Err(e) = result {
-            if e.is_failed_guess() {
+            if guessed || e.is_failed_guess() {
                 let delay = self.penalties.failed(now, source);
                 tracing::info!(%source, ?delay, "failed guess at the code: source refused for a while");
             }
@@ -309,7 +313,7 @@ mod tests {
         started(&mut core, t0, "127.0.0.2");
         assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
         started(&mut core, t0, "127.0.0.3"); // another source is unaffected
-        core.ended(t0, first, &OK);
+        core.ended(t0, first, &OK, false);
         started(&mut core, t0, "127.0.0.2");
         assert_eq!(core.per_source.len(), 2);
     }
@@ -331,7 +335,7 @@ mod tests {
         assert!(core.has_room());
         started(&mut core, t0, "127.0.0.3");
         assert!(!core.has_room(), "two running at a cap of two");
-        core.ended(t0, a, &OK);
+        core.ended(t0, a, &OK, false);
         assert!(core.has_room(), "an ended session frees its place");
         core.stop(t0, SECOND);
         assert!(!core.has_room(), "a stopping server accepts no more");
@@ -352,7 +356,7 @@ mod tests {
             StopStep::AbortAll => None,
             other => panic!("{other:?}"),
         };
-        core.ended(t0, 1, &FAILED);
+        core.ended(t0, 1, &FAILED, false);
         if let StopStep::Done(r) = core.stop_step(t0, true) {
             report = Some(r);
         }
@@ -407,7 +411,7 @@ mod tests {
             or_urgent: true,
         };
         assert_eq!(core.stop_step(t0, false), grace);
-        core.ended(t0, quick, &OK);
+        core.ended(t0, quick, &OK, false);
         assert_eq!(core.stop_step(t0 + 500 * MS, false), grace);
         let t1 = t0 + SECOND;
         assert_eq!(core.stop_step(t1, false), StopStep::AbortAll);
@@ -416,7 +420,7 @@ mod tests {
             or_urgent: false,
         };
         assert_eq!(core.stop_step(t1, true), abort_wait);
-        core.ended(t0, aborted, &FAILED);
+        core.ended(t0, aborted, &FAILED, false);
         assert_eq!(core.stop_step(t1 + MS, false), abort_wait);
         let t2 = t1 + ABORT_WAIT;
         assert_eq!(core.stop_step(t2, false), StopStep::Cut);
@@ -428,7 +432,7 @@ mod tests {
             },
             "the cut sessions get time to go"
         );
-        core.ended(t0, stuck, &FAILED);
+        core.ended(t0, stuck, &FAILED, false);
         let expected = ServeReport {
             ok: 1,
             aborted: 1,
@@ -470,11 +474,11 @@ mod tests {
         let mut core = ServeCore::new(limits(4, 4));
         let early = started(&mut core, t0, "127.0.0.2");
         let late = started(&mut core, t0, "127.0.0.3");
-        core.ended(t0, early, &FAILED);
+        core.ended(t0, early, &FAILED, false);
         core.stop(t0, Duration::ZERO);
         assert_eq!(core.stop_step(t0, false), StopStep::AbortAll);
-        core.ended(t0, late, &FAILED);
-        core.ended(t0, late, &FAILED); // reported twice: counted once
+        core.ended(t0, late, &FAILED, false);
+        core.ended(t0, late, &FAILED, false); // reported twice: counted once
         let expected = ServeReport {
             failed: 1,
             aborted: 1,
@@ -496,12 +500,12 @@ mod tests {
         let t0 = Instant::now();
         let mut core = ServeCore::new(penalty_limits());
         let guess = started(&mut core, t0, "127.0.0.2");
-        core.ended(t0, guess, &WRONG_CODE);
+        core.ended(t0, guess, &WRONG_CODE, false);
         assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
         started(&mut core, t0, "127.0.0.3"); // a good sender elsewhere
         let t1 = t0 + SECOND;
         let guess = started(&mut core, t1, "127.0.0.2");
-        core.ended(t1, guess, &WRONG_CODE);
+        core.ended(t1, guess, &WRONG_CODE, false);
         assert_eq!(
             core.accepted(t1 + SECOND, peer("127.0.0.2")),
             Admit::Refuse,
@@ -509,10 +513,10 @@ mod tests {
         );
         let t2 = t1 + 2 * SECOND;
         let guess = started(&mut core, t2, "127.0.0.2");
-        core.ended(t2, guess, &WRONG_CODE);
+        core.ended(t2, guess, &WRONG_CODE, false);
         let t3 = t2 + 4 * SECOND;
         let guess = started(&mut core, t3, "127.0.0.2");
-        core.ended(t3, guess, &WRONG_CODE);
+        core.ended(t3, guess, &WRONG_CODE, false);
         assert_eq!(
             core.accepted(t3 + 3 * SECOND, peer("127.0.0.2")),
             Admit::Refuse
@@ -524,7 +528,7 @@ mod tests {
                 StopStep::Done(r) => break r,
                 StopStep::AbortAll | StopStep::Cut | StopStep::Wait { .. } => {
                     for id in 0..=core.last_id {
-                        core.ended(t3, id, &FAILED);
+                        core.ended(t3, id, &FAILED, false);
                     }
                 }
             }
@@ -537,13 +541,35 @@ mod tests {
         let t0 = Instant::now();
         let mut core = ServeCore::new(penalty_limits());
         let failed = started(&mut core, t0, "127.0.0.2");
-        core.ended(t0, failed, &FAILED);
+        core.ended(t0, failed, &FAILED, false);
         let ok = started(&mut core, t0, "127.0.0.2");
-        core.ended(t0, ok, &OK);
+        core.ended(t0, ok, &OK, false);
         let plaintext = started(&mut core, t0, "127.0.0.2");
         let e = crate::Error::Secure(crate::error::SecureError::PeerIsPlaintext);
-        core.ended(t0, plaintext, &Err(e));
+        core.ended(t0, plaintext, &Err(e), false);
         started(&mut core, t0, "127.0.0.2");
+    }
+
+    #[test]
+    fn a_reset_after_the_peers_hello_is_a_failed_guess_and_one_after_its_confirmation_is_not() {
+        let t0 = Instant::now();
+        let mut core = ServeCore::new(penalty_limits());
+        let reset = || -> Result<(), super::super::DriverError> {
+            let e = io::Error::from(io::ErrorKind::ConnectionReset);
+            Err(super::super::DriverError::io("reading from the peer")(e))
+        };
+        // A guesser that read the server's confirmation, then reset.
+        let guesser = started(&mut core, t0, "127.0.0.2");
+        core.ended(t0, guesser, &reset(), true);
+        assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
+        // An honest sender cut mid-transfer: it resumes at once.
+        let honest = started(&mut core, t0, "127.0.0.3");
+        core.ended(t0, honest, &reset(), false);
+        started(&mut core, t0, "127.0.0.3");
+        // A machine's word never turns a clean end into a guess.
+        let clean = started(&mut core, t0, "127.0.0.4");
+        core.ended(t0, clean, &Ok::<(), crate::Error>(()), true);
+        started(&mut core, t0, "127.0.0.4");
     }
 
     #[test]
@@ -553,11 +579,11 @@ mod tests {
         let left = started(&mut core, t0, "127.0.0.2");
         let state = crate::secure::HANDSHAKE_STATE;
         let eof = crate::Error::Remote(crate::error::ProtocolError::UnexpectedEof { state });
-        core.ended(t0, left, &Err(eof));
+        core.ended(t0, left, &Err(eof), false);
         assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
         let stalled = started(&mut core, t0, "127.0.0.3");
         let timeout = crate::error::SecureError::HandshakeTimeout(SECOND);
-        core.ended(t0, stalled, &Err(crate::Error::Secure(timeout)));
+        core.ended(t0, stalled, &Err(crate::Error::Secure(timeout)), false);
         assert_eq!(core.accepted(t0, peer("127.0.0.3")), Admit::Refuse);
     }
 }

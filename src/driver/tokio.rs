@@ -260,16 +260,18 @@ where
         let (make, abort, running) = (make.clone(), abort.clone(), shutdown.session());
         let task = served.tasks.spawn(async move {
             let _running = running;
+            if let Err(e) = stream.set_nodelay(true) {
+                return (Err(DriverError::io("setting TCP_NODELAY")(e)), false);
+            }
             let mut stream = stream;
-            stream
-                .set_nodelay(true)
-                .map_err(DriverError::io("setting TCP_NODELAY"))?;
             let (mut machine, mut app) = make(Instant::now());
             let result = run_stream_until(&mut machine, &mut stream, &mut app, &abort).await;
             if let Err(e) = &result {
                 tracing::warn!(%peer, error = %e, "session failed");
             }
-            result
+            // Whether the peer spent a guess at the code, which a reset
+            // hides from the result.
+            (result, machine.failed_guess())
         });
         served.ids.insert(task.id(), id);
     }
@@ -284,11 +286,13 @@ where
 /// session each task runs.
 struct Served {
     core: ServeCore,
-    tasks: JoinSet<Result<(), DriverError>>,
+    /// Each task ends with its session's result and whether the peer
+    /// spent a guess at the code ([`StreamMachine::failed_guess`]).
+    tasks: JoinSet<(Result<(), DriverError>, bool)>,
     ids: HashMap<task::Id, SessionId>,
 }
 
-type Joined = Option<Result<(task::Id, Result<(), DriverError>), JoinError>>;
+type Joined = Option<Result<(task::Id, (Result<(), DriverError>, bool)), JoinError>>;
 
 impl Served {
     fn new(limits: Limits) -> Served {
@@ -301,13 +305,16 @@ impl Served {
 
     /// A task ended: the core counts how, and frees its place.
     fn ended(&mut self, done: Joined) {
-        let (task, result) = match done {
-            Some(Ok((task, result))) => (task, result),
-            Some(Err(e)) => (e.id(), Err(DriverError::io("session task")(e.into()))),
+        let (task, (result, guessed)) = match done {
+            Some(Ok(ended)) => ended,
+            Some(Err(e)) => (
+                e.id(),
+                (Err(DriverError::io("session task")(e.into())), false),
+            ),
             None => return,
         };
         if let Some(id) = self.ids.remove(&task) {
-            self.core.ended(Instant::now(), id, &result);
+            self.core.ended(Instant::now(), id, &result, guessed);
         }
     }
 

@@ -628,6 +628,15 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
     fn write_timeout(&self) -> Option<Duration> {
         self.inner.write_timeout()
     }
+
+    /// The peer's hello arrived (so it holds this side's key confirmation)
+    /// and its own confirmation never checked out, whatever ended the
+    /// session (a reset too).
+    fn failed_guess(&self) -> bool {
+        // The handshake deadline is cleared when, and only when, the
+        // peer's confirmation checks out.
+        self.peer_hello && self.handshake_deadline.is_some()
+    }
 }
 
 impl<M> Borrow<M> for Secure<M> {

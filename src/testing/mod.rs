@@ -9,3 +9,4 @@ pub use mem::{MemDisk, MemReceiver, MemSender};
 pub use pair::{Cutter, Pair, PairOutcome, Stuck};
 pub mod netem;
 pub mod sim;
+mod tamper;

@@ -16,6 +16,9 @@ use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use super::tamper::TamperStage;
+pub use super::tamper::{Tamper, TamperOp, TamperTarget};
+
 /// What a simulated link does to the bytes it carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Impairments {
@@ -50,6 +53,9 @@ pub struct Impairments {
     /// A slowloris writer (or a starved link): from a stream offset on,
     /// bytes arrive one at a time, a fixed gap apart.
     pub trickle: Option<Trickle>,
+    /// Scripted: one byte or one secure record is flipped, dropped,
+    /// duplicated or swapped with the next (see [`Tamper`]).
+    pub tamper: Option<Tamper>,
 }
 
 /// Bytes from stream offset `from` on arrive one at a time, `gap` apart.
@@ -77,6 +83,7 @@ impl Impairments {
             cut_after: None,
             flip_at: None,
             trickle: None,
+            tamper: None,
         }
     }
 }
@@ -104,13 +111,16 @@ pub struct Netem {
     pub corrupted: u64,
     /// Pieces held back by a stall so far.
     pub stalls: u64,
+    /// The scripted edit, if any, and when the writer last wrote (for
+    /// what it holds back when the writer closes).
+    tamper: Option<TamperStage>,
+    last_write: Option<Instant>,
 }
 
 impl Netem {
     /// A link with these impairments.
     pub fn new(imp: Impairments) -> Self {
         Netem {
-            imp,
             queue: VecDeque::new(),
             last_arrival: None,
             fin: false,
@@ -122,6 +132,9 @@ impl Netem {
             reader_gone: false,
             corrupted: 0,
             stalls: 0,
+            tamper: imp.tamper.map(TamperStage::new),
+            last_write: None,
+            imp,
         }
     }
 
@@ -144,6 +157,15 @@ impl Netem {
             }
             return false;
         }
+        self.last_write = Some(now);
+        let edited;
+        let bytes = match &mut self.tamper {
+            Some(stage) => {
+                edited = stage.pass(bytes);
+                &edited[..]
+            }
+            None => bytes,
+        };
         let max_piece = match bytes.len() <= self.imp.atomic_write {
             true => usize::MAX,
             false => self.imp.max_piece.max(1),
@@ -241,9 +263,24 @@ impl Netem {
         self.in_flight = 0;
     }
 
-    /// The writer is done; the reader sees EOF after the bytes in flight.
+    /// The writer is done; the reader sees EOF after the bytes in flight
+    /// (and after any a scripted edit still held, which go unedited).
     pub fn close(&mut self) {
+        let held = self.tamper.as_mut().map(TamperStage::flush);
+        if let (Some(held), Some(at)) = (held, self.last_write) {
+            if !held.is_empty() && !self.cut && !self.fin && !self.reader_gone {
+                let at = self.last_arrival.map_or(at, |last| last.max(at));
+                self.in_flight += held.len();
+                self.queue.push_back((at, Bytes::from(held)));
+            }
+        }
         self.fin = true;
+    }
+
+    /// Whether the scripted edit ([`Impairments::tamper`]) was made and
+    /// changed the stream.
+    pub fn tampered(&self) -> bool {
+        self.tamper.as_ref().is_some_and(TamperStage::changed)
     }
 
     /// Whether the connection has dropped.

@@ -15,6 +15,7 @@ use crate::config::SessionLimits;
 use crate::driver::core::{Next, StreamCore};
 use crate::driver::{Abort, App, DriverError};
 use crate::machine::StreamMachine;
+use crate::secure::{Secure, SecureConfig, RECORD_HEADER, TAG_LEN};
 use crate::testing::fuzz::{small_echo, small_limits, small_transfer};
 
 /// The simulated world: a seeded generator and a virtual clock.
@@ -37,6 +38,8 @@ pub struct LinkReport {
     pub cut: bool,
     /// Pieces held back by a stall, both ways.
     pub stalls: u64,
+    /// Whether a scripted edit ([`Impairments::tamper`]) changed a stream.
+    pub tampered: bool,
 }
 
 /// One side of a simulated connection: the drivers' own loop
@@ -163,6 +166,7 @@ impl Sim {
             corrupted: to_a.corrupted + to_b.corrupted,
             cut: to_a.is_cut(),
             stalls: to_a.stalls + to_b.stalls,
+            tampered: to_a.tampered() || to_b.tampered(),
         };
         Ok((outcome, report))
     }
@@ -408,7 +412,7 @@ impl SimReport {
 /// A short name for a typed failure, or `Err` for one that must not occur
 /// (an app's complaint, or a usage error: the simulator misused a machine).
 fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
-    use crate::error::{Error, ProtocolError};
+    use crate::error::{Error, ProtocolError, SecureError};
     let kind = match e {
         DriverError::Machine(Error::Remote(p)) => match p {
             ProtocolError::Codec(_) => "codec",
@@ -427,6 +431,17 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
         DriverError::Machine(Error::PeerFailed { .. }) => "peer-failed",
         DriverError::Machine(Error::TooSlow { .. }) => "too-slow",
         DriverError::Machine(Error::Busy { .. }) => "busy",
+        DriverError::Machine(Error::Secure(e)) => match e {
+            SecureError::WrongCode => "wrong-code",
+            SecureError::Integrity(_) => "integrity",
+            SecureError::BadHello(_) => "bad-hello",
+            SecureError::HandshakeTimeout(_) => "handshake-timeout",
+            // Both sides of every simulated session are secure, and no
+            // session sends 2^64 records.
+            SecureError::PeerIsPlaintext | SecureError::NonceExhausted => {
+                return Err(format!("impossible secure failure: {e}"))
+            }
+        },
         // The drivers' loop: the peer took nothing for the write timeout.
         e if e.is_stalled_peer() => "stalled",
         other => return Err(format!("untyped or local failure: {other}")),
@@ -551,7 +566,60 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
 /// connections could have had in flight; every failure is typed; timeouts
 /// need a stall or corruption; bounded steps.
 pub fn xfer_session(seed: u64) -> Result<SimReport, String> {
-    guarded(seed, || xfer_inner(seed))
+    guarded(seed, || xfer_inner(seed, None))
+}
+
+/// [`xfer_session`] with both machines behind the secure channel, records
+/// of a random size (one byte to the limit): the same invariants, and a
+/// tampered or cut connection fails typed (an integrity error, a wrong
+/// code if the handshake was hit) and the transfer resumes on the next.
+pub fn secure_xfer_session(seed: u64) -> Result<SimReport, String> {
+    guarded(seed, || {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ SECURE_STREAM);
+        let max_record = match rng.random_range(0..4) {
+            0 => rng.random_range(1..64),
+            1 => rng.random_range(64..2048),
+            2 => crate::secure::RECORD_LIMIT,
+            _ => rng.random_range(2048..=crate::secure::RECORD_LIMIT),
+        };
+        let config = SecureConfig {
+            max_record,
+            ..SecureConfig::default()
+        };
+        xfer_inner(seed, Some(config))
+    })
+}
+
+/// Mixed into a seed for the secure runs' own choices, so that a secure
+/// run sees the same files and links as the plain run of its seed.
+const SECURE_STREAM: u64 = 0x5ec0_5ec0_5ec0_5ec0;
+
+/// The code both sides of a simulated secure session use.
+const SIM_CODE: &[u8] = b"7-crossover-clockwork";
+
+/// One connection of a transfer between `tx` and `rx`, plain or (with a
+/// config) behind the secure channel.
+fn connect_xfer(
+    sim: &mut Sim,
+    (tx, rx): (
+        &mut crate::testing::MemSender,
+        &mut crate::testing::MemReceiver,
+    ),
+    imp: &Impairments,
+    secure: Option<&SecureConfig>,
+) -> Result<(PairOutcome, LinkReport), Stuck> {
+    use crate::xfer::{Receiver, ReceiverRole, Sender};
+
+    let now = sim.now;
+    let mut sender = Sender::new(tx.role(small_transfer()), small_limits(), now);
+    let mut receiver = Receiver::new(ReceiverRole::new(small_transfer()), small_limits(), now);
+    let Some(config) = secure else {
+        return sim.connect((&mut sender, tx), (&mut receiver, rx), imp, MAX_STEPS);
+    };
+    let (seed_a, seed_b) = (sim.rng.random(), sim.rng.random());
+    let mut sender = Secure::client(sender, SIM_CODE, config.clone(), now, seed_a);
+    let mut receiver = Secure::server(receiver, SIM_CODE, config.clone(), now, seed_b);
+    sim.connect((&mut sender, tx), (&mut receiver, rx), imp, MAX_STEPS)
 }
 
 /// Connections tried before a run must be complete.
@@ -559,9 +627,9 @@ const ATTEMPTS: u32 = 6;
 /// Of those, how many may be on a hostile link.
 const HOSTILE_ATTEMPTS: u32 = 3;
 
-fn xfer_inner(seed: u64) -> Result<SimReport, String> {
+fn xfer_inner(seed: u64, secure: Option<SecureConfig>) -> Result<SimReport, String> {
     use crate::testing::{MemDisk, MemReceiver, MemSender};
-    use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
+    use crate::xfer::SafeName;
     use bytes::Bytes;
 
     let start = Instant::now();
@@ -606,16 +674,7 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
             .collect();
         let mut tx = MemSender::new(files.iter().cloned());
         let mut rx = MemReceiver::new(disk, false);
-        let now = sim.now;
-        let mut sender = Sender::new(tx.role(small_transfer()), config.clone(), now);
-        let mut receiver = Receiver::new(ReceiverRole::new(small_transfer()), config.clone(), now);
-        let (outcome, link) = sim
-            .connect(
-                (&mut sender, &mut tx),
-                (&mut receiver, &mut rx),
-                &imp,
-                MAX_STEPS,
-            )
+        let (outcome, link) = connect_xfer(&mut sim, (&mut tx, &mut rx), &imp, secure.as_ref())
             .map_err(|e| format!("attempt {attempt}: {e}"))?;
         disk = rx.disk;
         if std::env::var_os("SIM_DEBUG").is_some() {
@@ -689,7 +748,13 @@ fn xfer_inner(seed: u64) -> Result<SimReport, String> {
         // link's window, both machines' buffers and a chunk being read.
         if outcome.a.is_err() || outcome.b.is_err() {
             let window = imp.window.min(1 << 24) as u64;
-            let buffers = (config.send_buffer + config.recv_buffer + 2 * chunk) as u64;
+            let mut buffers = (config.send_buffer + config.recv_buffer + 2 * chunk) as u64;
+            if let Some(secure) = &secure {
+                // Each side's channel: a record being built, and two
+                // whole records of input held.
+                let record = (secure.max_record + RECORD_HEADER + TAG_LEN) as u64;
+                buffers += 2 * 3 * record;
+            }
             lost_budget += window + buffers;
             if link.corrupted > 0 {
                 // A corrupted partial is discarded and sent again whole.
@@ -873,4 +938,280 @@ fn trickled_xfer(
         links,
         MAX_STEPS,
     )
+}
+
+// ------------------------------------------------------------- secure channel
+
+/// Where records begin in either direction of a secure session.
+const HANDSHAKE: u64 = (crate::secure::HELLO_LEN + crate::secure::CONFIRM_LEN) as u64;
+
+/// One secure file transfer from `seed` in which the sender's stream to the
+/// receiver is edited once after the handshake: one byte (within the
+/// file's data) or one record (of the first few after the offer) flipped,
+/// dropped, duplicated or swapped with the next, over a random benign link
+/// (latency, fragmentation, coalescing, a window). Invariants: if the edit
+/// changed the stream, the receiver ends with an integrity error, the
+/// sender with an integrity error or the receiver's report of its failure
+/// (never believing the file delivered), and nothing is ever under the
+/// final name (nothing saved); if it did not (a swap of two equal bytes),
+/// the file arrives identical; bounded steps.
+pub fn secure_tamper_session(seed: u64) -> Result<SimReport, String> {
+    guarded(seed, || secure_tamper_inner(seed))
+}
+
+fn secure_tamper_inner(seed: u64) -> Result<SimReport, String> {
+    use super::netem::{Tamper, TamperOp, TamperTarget};
+    use crate::testing::{MemDisk, MemReceiver, MemSender};
+    use crate::xfer::SafeName;
+
+    let start = Instant::now();
+    let mut sim = Sim::new(seed, start);
+    let chunk = small_transfer().chunk_size;
+    let size = sim.rng.random_range(4 * chunk..=8 * chunk);
+    let name = SafeName::new(b"tampered.bin", 64).expect("valid");
+    let data = bytes::Bytes::from(content(&mut sim.rng, size));
+    let ops = [
+        TamperOp::Flip,
+        TamperOp::Drop,
+        TamperOp::Duplicate,
+        TamperOp::Swap,
+    ];
+    let op = ops[sim.rng.random_range(0..ops.len())];
+    // After the first record (the preamble and the offer, which the
+    // sender follows with nothing until it is accepted): the file's data,
+    // which flows on, so an edit that needs the next bytes gets them.
+    let target = match sim.rng.random_bool(0.5) {
+        true => TamperTarget::Byte(HANDSHAKE + sim.rng.random_range(200..2 * chunk as u64)),
+        false => TamperTarget::Record(sim.rng.random_range(1..4)),
+    };
+    let tampered = Impairments {
+        tamper: Some(Tamper { op, target }),
+        ..sim.random_impairments(false)
+    };
+    let plain = sim.random_impairments(false);
+    let config = SecureConfig {
+        max_record: sim.rng.random_range(256..=1024),
+        ..SecureConfig::default()
+    };
+    let now = sim.now;
+    let mut tx = MemSender::new([(name.clone(), data.clone())]);
+    let mut rx = MemReceiver::new(MemDisk::default(), false);
+    let sender = crate::xfer::Sender::new(tx.role(small_transfer()), small_limits(), now);
+    let receiver = crate::xfer::Receiver::new(
+        crate::xfer::ReceiverRole::new(small_transfer()),
+        small_limits(),
+        now,
+    );
+    let mut a = Secure::client(sender, SIM_CODE, config.clone(), now, sim.rng.random());
+    let mut b = Secure::server(receiver, SIM_CODE, config, now, sim.rng.random());
+    let (outcome, link) = sim
+        .connect_links(
+            (&mut a, &mut tx),
+            (&mut b, &mut rx),
+            (&tampered, &plain),
+            MAX_STEPS,
+        )
+        .map_err(|e| e.to_string())?;
+    let edit = format!("{op:?} {target:?}");
+    if std::env::var_os("SIM_DEBUG").is_some() {
+        eprintln!("{edit} of a {size}-byte file: {tampered:?}\n  {outcome:?}\n  {link:?}");
+    }
+    if !link.tampered {
+        // The edit changed nothing: the transfer is whole.
+        if outcome.a.is_err() || outcome.b.is_err() {
+            return Err(format!("{edit} changed nothing, yet: {outcome:?}"));
+        }
+        if rx.disk.files.get(name.as_str()).map(Vec::as_slice) != Some(&data[..]) {
+            return Err(format!("{edit} changed nothing, yet the file differs"));
+        }
+    } else {
+        if !is_integrity(&outcome.b) {
+            return Err(format!("{edit}: the receiver ended with {:?}", outcome.b));
+        }
+        // The sender learns it from the channel, or from the receiver's
+        // report of a failure of its own (an edited record length made it
+        // wait for bytes that never came, until its frame deadline).
+        let told = matches!(
+            outcome.a,
+            Err(DriverError::Machine(crate::Error::PeerFailed { .. }))
+        );
+        if !(is_integrity(&outcome.a) || told) || !tx.delivered.is_empty() {
+            return Err(format!("{edit}: the sender ended with {:?}", outcome.a));
+        }
+        if !rx.disk.files.is_empty() || !rx.saved.is_empty() {
+            return Err(format!("{edit} left a file under its final name"));
+        }
+    }
+    let mut report = SimReport {
+        seed,
+        connections: 1,
+        corrupted_connections: u32::from(link.tampered),
+        bytes: size as u64,
+        elapsed: sim.now - start,
+        ..SimReport::default()
+    };
+    for side in [&outcome.a, &outcome.b] {
+        if let Err(e) = side {
+            report.failures.push(failure_kind(e)?);
+        }
+    }
+    Ok(report)
+}
+
+/// One secure session from `seed`, a file transfer or echo, in which the
+/// two sides hold different codes (one character changed, or another code
+/// altogether), over a random benign link. Invariants: both sides fail
+/// with a wrong code, each having seen the other's hello and neither
+/// confirmed; the wrapped machines see nothing: no offer, no file, no
+/// greeting or reply; bounded steps.
+pub fn secure_wrong_code_session(seed: u64) -> Result<SimReport, String> {
+    guarded(seed, || secure_wrong_code_inner(seed))
+}
+
+fn secure_wrong_code_inner(seed: u64) -> Result<SimReport, String> {
+    let start = Instant::now();
+    let mut sim = Sim::new(seed, start);
+    let mut other = SIM_CODE.to_vec();
+    if sim.rng.random_bool(0.8) {
+        let i = sim.rng.random_range(0..other.len());
+        other[i] = match other[i] {
+            b'z' => b'a',
+            c => c + 1,
+        };
+    } else {
+        other = b"412-guess-guess-guess".to_vec();
+    }
+    let (client_code, server_code) = match sim.rng.random_bool(0.5) {
+        true => (SIM_CODE, &other[..]),
+        false => (&other[..], SIM_CODE),
+    };
+    let links = (sim.random_impairments(false), sim.random_impairments(false));
+    let config = SecureConfig::default();
+    let codes = (client_code, server_code);
+    let (outcome, link, seen) = match sim.rng.random_bool(0.5) {
+        true => wrong_code_xfer(&mut sim, codes, (&links.0, &links.1), &config)?,
+        false => wrong_code_echo(&mut sim, codes, (&links.0, &links.1), &config)?,
+    };
+    if let Some(seen) = seen {
+        return Err(format!("the wrapped machine saw {seen}"));
+    }
+    for (side, result) in [("client", &outcome.a), ("server", &outcome.b)] {
+        let wrong = matches!(
+            result,
+            Err(DriverError::Machine(crate::Error::Secure(
+                crate::error::SecureError::WrongCode
+            )))
+        );
+        if !wrong {
+            return Err(format!(
+                "the {side} ended with {result:?}, not a wrong code"
+            ));
+        }
+    }
+    let mut report = SimReport {
+        seed,
+        connections: 1,
+        stalls: link.stalls,
+        elapsed: sim.now - start,
+        ..SimReport::default()
+    };
+    for side in [&outcome.a, &outcome.b] {
+        if let Err(e) = side {
+            report.failures.push(failure_kind(e)?);
+        }
+    }
+    Ok(report)
+}
+
+fn is_integrity(result: &Result<(), DriverError>) -> bool {
+    matches!(
+        result,
+        Err(DriverError::Machine(crate::Error::Secure(
+            crate::error::SecureError::Integrity(_)
+        )))
+    )
+}
+
+/// A wrong-code session's outcome, its links, and what (if anything) the
+/// wrapped machines let through.
+type WrongCodeRun = (PairOutcome, LinkReport, Option<String>);
+
+/// Both sides of a secure session after it: each saw the other's hello
+/// (a guess was spent) and neither was confirmed.
+fn handshake_failed<A: StreamMachine, B: StreamMachine>(
+    a: &Secure<A>,
+    b: &Secure<B>,
+) -> Option<String> {
+    let spent = a.has_peer_hello() && b.has_peer_hello();
+    let confirmed = a.is_confirmed() || b.is_confirmed();
+    (!spent || confirmed).then(|| format!("hellos taken {spent}, a side confirmed {confirmed}"))
+}
+
+fn wrong_code_xfer(
+    sim: &mut Sim,
+    (client_code, server_code): (&[u8], &[u8]),
+    links: Links<'_>,
+    config: &SecureConfig,
+) -> Result<WrongCodeRun, String> {
+    use crate::testing::{MemDisk, MemReceiver, MemSender};
+    use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
+
+    let name = SafeName::new(b"never.bin", 64).expect("valid");
+    let data = bytes::Bytes::from(content(&mut sim.rng, 3000));
+    let now = sim.now;
+    let mut tx = MemSender::new([(name, data)]);
+    let mut rx = MemReceiver::new(MemDisk::default(), false);
+    let sender = Sender::new(tx.role(small_transfer()), small_limits(), now);
+    let receiver = Receiver::new(ReceiverRole::new(small_transfer()), small_limits(), now);
+    let mut a = Secure::client(sender, client_code, config.clone(), now, sim.rng.random());
+    let mut b = Secure::server(receiver, server_code, config.clone(), now, sim.rng.random());
+    let (outcome, link) = sim
+        .connect_links((&mut a, &mut tx), (&mut b, &mut rx), links, MAX_STEPS)
+        .map_err(|e| e.to_string())?;
+    let seen = if !rx.offers.is_empty() || !rx.disk.partials.is_empty() {
+        Some(format!("offers {:?}", rx.offers))
+    } else if !rx.disk.files.is_empty() || !tx.started.is_empty() {
+        Some("a file started".into())
+    } else {
+        handshake_failed(&a, &b)
+    };
+    Ok((outcome, link, seen))
+}
+
+fn wrong_code_echo(
+    sim: &mut Sim,
+    (client_code, server_code): (&[u8], &[u8]),
+    links: Links<'_>,
+    config: &SecureConfig,
+) -> Result<WrongCodeRun, String> {
+    use crate::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+    use crate::testing::fuzz::echo::GREETING;
+
+    let now = sim.now;
+    let mut client = EchoClient::new(Client::new(small_echo()), small_limits(), now);
+    client
+        .send(bytes::Bytes::from_static(b"for your eyes only"))
+        .map_err(|e| e.to_string())?;
+    client.close().map_err(|e| e.to_string())?;
+    let server = EchoServer::new(Server::new(GREETING, small_echo()), small_limits(), now);
+    let mut a = Secure::client(client, client_code, config.clone(), now, sim.rng.random());
+    let mut b = Secure::server(server, server_code, config.clone(), now, sim.rng.random());
+    let mut events = Vec::new();
+    let mut app = |_: &mut Secure<EchoClient>, _: Instant, e: ClientEvent| {
+        events.push(e);
+        Ok(())
+    };
+    let (outcome, link) = sim
+        .connect_links(
+            (&mut a, &mut app),
+            (&mut b, &mut crate::driver::Ignore),
+            links,
+            MAX_STEPS,
+        )
+        .map_err(|e| e.to_string())?;
+    let seen = match events.is_empty() {
+        false => Some(format!("client events {events:?}")),
+        true => handshake_failed(&a, &b),
+    };
+    Ok((outcome, link, seen))
 }

@@ -251,12 +251,10 @@ impl<M: StreamMachine> Channel<M> {
     }
 
     /// Whether the session used up a guess at the code: the peer had this
-    /// side's key confirmation but did not confirm its own.
+    /// side's key confirmation but did not confirm its own (a session that
+    /// failed after the confirmation, a transfer cut mid-way, did not).
     pub fn was_guessed_at(&self) -> bool {
-        match self {
-            Channel::Plain(_) => false,
-            Channel::Secure(s) => s.has_peer_hello() && !s.is_confirmed(),
-        }
+        self.failed_guess()
     }
 }
 
@@ -326,6 +324,13 @@ impl<M: StreamMachine> StreamMachine for Channel<M> {
         match self {
             Channel::Plain(m) => m.write_timeout(),
             Channel::Secure(m) => m.write_timeout(),
+        }
+    }
+
+    fn failed_guess(&self) -> bool {
+        match self {
+            Channel::Plain(m) => m.failed_guess(),
+            Channel::Secure(m) => m.failed_guess(),
         }
     }
 }
