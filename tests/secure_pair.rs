@@ -378,6 +378,9 @@ proptest! {
         prop_assert!(is_integrity(&r), "{:?} gave {:?}", t, r);
         prop_assert!(b.app.disk.files.is_empty(), "{:?} left a final file", t);
         prop_assert!(b.app.saved.is_empty());
+        // The peer proved the code before the alteration: a failure after
+        // that is no guess, and the channel still says so.
+        prop_assert!(b.m.is_confirmed(), "{:?}: confirmation forgotten", t);
     }
 
     /// Invariant: one dropped, duplicated or reordered record (of those

@@ -152,6 +152,8 @@ pub struct Secure<M> {
     eof: bool,
     /// The peer's hello was taken (and this side's confirmation queued).
     peer_hello: bool,
+    /// The peer's key confirmation checked out (stays so, whatever follows).
+    confirmed: bool,
     /// The peer's close record arrived.
     peer_closed: bool,
     /// The inner machine ended with this (our close record is queued).
@@ -211,6 +213,7 @@ impl<M: StreamMachine> Secure<M> {
             config,
             eof: false,
             peer_hello: false,
+            confirmed: false,
             peer_closed: false,
             ended: None,
             failure: None,
@@ -240,7 +243,7 @@ impl<M: StreamMachine> Secure<M> {
     /// Whether the peer has proved it knows the secret (its key
     /// confirmation checked). Stays true once true.
     pub fn is_confirmed(&self) -> bool {
-        matches!(self.state, State::Open { .. }) || self.ended.is_some()
+        self.confirmed
     }
 
     /// Whether the peer's hello arrived, so that this side's key
@@ -329,6 +332,7 @@ impl<M: StreamMachine> Secure<M> {
         keys.check_confirm(&self.rx.held()[..CONFIRM_LEN])?;
         self.rx.data().advance(CONFIRM_LEN);
         self.handshake_deadline = None;
+        self.confirmed = true;
         self.state = State::Open {
             send: keys.send,
             recv: keys.recv,
