@@ -62,7 +62,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let result = if a.stdio {
         net::run_client(&mut machine, &mut app, Peer::Stdio, a.runtime)
     } else {
-        net::accept_one(&mut machine, &mut app, a.listen, a.runtime)
+        net::accept_one(&mut machine, &mut app, &a.listen, a.runtime)
     };
     let secs = started.elapsed().as_secs_f64();
     meter.finish();
