@@ -313,7 +313,16 @@ fn echo_and_udp_take_host_names_on_every_address_flag() {
     let (_server, addr, _) = spawn_until(cmd, "listening on");
     let to = format!("localhost:{}", port_of(&addr));
     let out = bin()
-        .args(["udp", "ping", "--addr", &to, "--count", "2", "--timeout", "5s"])
+        .args([
+            "udp",
+            "ping",
+            "--addr",
+            &to,
+            "--count",
+            "2",
+            "--timeout",
+            "5s",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -33,7 +33,9 @@ impl HostPort {
         let addrs: Vec<SocketAddr> = text
             .to_socket_addrs()
             .map_err(|e| {
-                format!("cannot resolve {text}: {e} (check the host name or the network, or {hint})")
+                format!(
+                    "cannot resolve {text}: {e} (check the host name or the network, or {hint})"
+                )
             })?
             .collect();
         HostPort::new(text, addrs).ok_or_else(|| {
@@ -89,7 +91,9 @@ fn has_port(text: &str) -> bool {
         return false;
     };
     let bracketed = host.starts_with('[') && host.ends_with(']');
-    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (bracketed || !host.contains(':'))
+    !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && (bracketed || !host.contains(':'))
 }
 
 impl From<SocketAddr> for HostPort {
@@ -132,14 +136,20 @@ mod tests {
     fn an_address_without_a_port_is_refused_with_the_syntax() {
         for text in ["localhost", "127.0.0.1", "::1", "host:", "host:x"] {
             let e = HostPort::parse(text).unwrap_err();
-            assert!(e.contains("no port") && e.contains("HOST:PORT"), "{text}: {e}");
+            assert!(
+                e.contains("no port") && e.contains("HOST:PORT"),
+                "{text}: {e}"
+            );
         }
     }
 
     #[test]
     fn an_unresolvable_name_is_named_with_what_to_do() {
         let e = HostPort::parse("no-such-host.invalid:9999").unwrap_err();
-        assert!(e.starts_with("cannot resolve no-such-host.invalid:9999"), "{e}");
+        assert!(
+            e.starts_with("cannot resolve no-such-host.invalid:9999"),
+            "{e}"
+        );
         assert!(e.contains("check the host name"), "{e}");
     }
 

@@ -62,12 +62,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
 }
 
 /// Serves one kind of stream machine on either driver until Ctrl-C.
-fn serve_machines<M, F>(
-    addr: &HostPort,
-    runtime: Runtime,
-    limits: Limits,
-    make: F,
-) -> CmdResult
+fn serve_machines<M, F>(addr: &HostPort, runtime: Runtime, limits: Limits, make: F) -> CmdResult
 where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,

@@ -133,9 +133,8 @@ impl Driver {
         match &self.tokio {
             None => blocking::serve(bind_announced(addr)?, limits, GRACE, shutdown, make),
             Some(rt) => rt.block_on(async {
-                let listener = addr.bind_first(|a| {
-                    echoxfer::driver::tokio::bind(a, listen::DEFAULT_BACKLOG)
-                })?;
+                let listener =
+                    addr.bind_first(|a| echoxfer::driver::tokio::bind(a, listen::DEFAULT_BACKLOG))?;
                 term::announce(listener.local_addr()?);
                 let shutdown = shutdown.clone();
                 echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown, make).await

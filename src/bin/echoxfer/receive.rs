@@ -34,13 +34,12 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     };
     limits.validate()?;
     let config = SessionLimits::default();
-    let store = Store::new(&a.dir, a.overwrite)
-        .map_err(|e| {
-            format!(
-                "cannot use {} as the destination: {e} (create it, or pick another with --dir)",
-                a.dir.display()
-            )
-        })?;
+    let store = Store::new(&a.dir, a.overwrite).map_err(|e| {
+        format!(
+            "cannot use {} as the destination: {e} (create it, or pick another with --dir)",
+            a.dir.display()
+        )
+    })?;
     note_partials(&store, ui);
     if a.stdio {
         let auth = stdio_auth(&a.auth)?;

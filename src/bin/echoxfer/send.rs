@@ -62,10 +62,16 @@ fn check_readable(paths: &[PathBuf]) -> CmdResult {
 pub fn cannot_open(path: &Path, e: &io::Error) -> String {
     let hint = match e.kind() {
         io::ErrorKind::NotFound => "check the path",
-        io::ErrorKind::PermissionDenied => "check its permissions, or run as a user who can read it",
+        io::ErrorKind::PermissionDenied => {
+            "check its permissions, or run as a user who can read it"
+        }
         _ => "check that it is a readable file",
     };
-    format!("cannot open {}: {} ({hint})", path.display(), without_os_code(e))
+    format!(
+        "cannot open {}: {} ({hint})",
+        path.display(),
+        without_os_code(e)
+    )
 }
 
 /// An I/O error's text without std's ` (os error N)` suffix.
@@ -85,7 +91,9 @@ mod tests {
     fn a_missing_file_is_named_with_the_reason_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.txt");
-        let e = check_readable(&[missing.clone()]).unwrap_err().to_string();
+        let e = check_readable(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!(

@@ -49,7 +49,8 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     term::legacy_warning();
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
-    let inner = ReceiveToDir::create(&a.dir, &a.name, a.overwrite)?;
+    let inner = ReceiveToDir::create(&a.dir, &a.name, a.overwrite)
+        .map_err(|e| cannot_create(&a.dir.join(&a.name), &e))?;
     let bytes = Arc::new(term::Bytes::default());
     let mut app = Receiving {
         inner,
@@ -82,4 +83,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         ),
     );
     Ok(())
+}
+
+/// `cannot create PATH: REASON (WHAT TO DO)`.
+fn cannot_create(path: &std::path::Path, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound => "check that the --dir directory exists",
+        io::ErrorKind::AlreadyExists => "pick another --name, or run with --overwrite",
+        io::ErrorKind::PermissionDenied => "check the permissions of the --dir directory",
+        _ => "check the --dir directory and --name",
+    };
+    format!("cannot create {}: {e} ({hint})", path.display())
 }
