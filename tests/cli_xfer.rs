@@ -133,8 +133,8 @@ fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
     assert_eq!(status.code(), Some(1), "{out}\n{err}");
     assert!(out.contains("refused file-0.bin: Exists"), "{out}");
     assert!(
-        out.contains("--overwrite"),
-        "says what would replace it: {out}"
+        out.contains("exists on the receiver") && out.contains("--overwrite"),
+        "says where it exists and what would replace it: {out}"
     );
     assert!(err.contains("1 of 1 files not delivered"), "{err}");
     assert_eq!(rx.wait().code(), Some(1));
