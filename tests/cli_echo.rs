@@ -297,3 +297,35 @@ fn echo_serve_says_what_each_ctrl_c_does_and_exits_at_the_third() {
     let status = server.wait();
     assert_eq!(status.code(), Some(130), "{status:?}");
 }
+
+#[test]
+fn echo_and_udp_take_host_names_on_every_address_flag() {
+    let port_of = |addr: &str| addr.rsplit_once(':').unwrap().1.to_string();
+    let mut cmd = bin();
+    cmd.args(["echo", "serve", "--addr", "localhost:0", "--code", CODE]);
+    let (_server, addr, _) = spawn_until(cmd, "listening on");
+    let (ok, out) = connect_with_stdin(&format!("localhost:{}", port_of(&addr)), "hello\nexit\n");
+    assert!(ok, "{out}");
+    assert!(out.ends_with("hello\n"), "{out}");
+
+    let mut cmd = bin();
+    cmd.args(["udp", "serve", "--addr", "localhost:0"]);
+    let (_server, addr, _) = spawn_until(cmd, "listening on");
+    let to = format!("localhost:{}", port_of(&addr));
+    let out = bin()
+        .args([
+            "udp",
+            "ping",
+            "--addr",
+            &to,
+            "--count",
+            "2",
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("2 probes, 2 received, 0 lost"), "{text}");
+}

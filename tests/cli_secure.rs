@@ -312,6 +312,15 @@ fn insecure_on_a_non_loopback_address_prints_a_loud_warning() {
     guard.child.kill().unwrap();
     let err = drain(guard.child.stderr.take().unwrap()).join().unwrap();
     assert!(!err.contains("WARNING"), "{err}");
+    // Nor on a name that resolves to loopback addresses only.
+    let mut cmd = bin();
+    cmd.args(["receive", "--insecure", "--listen", "localhost:0", "--dir"])
+        .arg(&d.dst)
+        .stderr(Stdio::piped());
+    let (mut guard, addr, _) = spawn_until(cmd, "listening on");
+    guard.child.kill().unwrap();
+    let err = drain(guard.child.stderr.take().unwrap()).join().unwrap();
+    assert!(!err.contains("WARNING"), "{addr}: {err}");
 }
 
 #[test]

@@ -132,6 +132,10 @@ fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
     let (status, out, err) = send(&addr, &paths, &[]);
     assert_eq!(status.code(), Some(1), "{out}\n{err}");
     assert!(out.contains("refused file-0.bin: Exists"), "{out}");
+    assert!(
+        out.contains("exists on the receiver") && out.contains("--overwrite"),
+        "says where it exists and what would replace it: {out}"
+    );
     assert!(err.contains("1 of 1 files not delivered"), "{err}");
     assert_eq!(rx.wait().code(), Some(1));
     line_containing(&lines, "refused file-0.bin: Exists");
@@ -379,12 +383,16 @@ fn once_is_not_used_up_by_a_connection_that_offers_nothing() {
 }
 
 #[test]
-fn a_missing_file_is_named_in_the_error() {
+fn a_missing_file_is_named_in_the_error_with_what_to_do() {
     let d = dirs();
     let missing = d.src.join("not-there.bin");
-    let (status, out, err) = send("127.0.0.1:9", &[missing], &[]);
+    let (status, out, err) = send("127.0.0.1:9", std::slice::from_ref(&missing), &[]);
     assert!(!status.success(), "{out}");
-    assert!(err.contains("not-there.bin"), "{err}");
+    let want = format!(
+        "cannot open {}: No such file or directory (check the path)",
+        missing.display()
+    );
+    assert!(err.contains(&want), "{err}");
 }
 
 #[test]
@@ -401,4 +409,75 @@ fn receive_says_at_start_what_partial_files_interrupted_transfers_left() {
         err.contains("1 partial files (1234 bytes) from interrupted transfers"),
         "{err}"
     );
+}
+
+/// `localhost:PORT` for an announced `127.0.0.1:PORT`.
+fn by_name(addr: &str) -> String {
+    let port = addr.rsplit_once(':').unwrap().1;
+    format!("localhost:{port}")
+}
+
+#[test]
+fn a_host_name_on_listen_and_to_works_end_to_end_with_a_code() {
+    let d = dirs();
+    let paths = sources(&d, &[54_321]);
+    let mut cmd = bin();
+    cmd.args([
+        "receive",
+        "--once",
+        "--listen",
+        "localhost:0",
+        "--code",
+        CODE,
+    ])
+    .arg("--dir")
+    .arg(&d.dst);
+    let (mut rx, addr, lines) = spawn_until(cmd, "listening on");
+    let (status, out, err) = send(&by_name(&addr), &paths, &[]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.wait().success());
+    line_containing(&lines, "received file-0.bin: 54321 bytes");
+    assert_received(&d, &paths);
+}
+
+#[test]
+fn an_unresolvable_name_is_refused_naming_it_on_to_and_listen() {
+    let d = dirs();
+    let paths = sources(&d, &[10]);
+    let name = "no-such-host.invalid:9999";
+    let (status, _, err) = send(name, &paths, &[]);
+    assert!(!status.success());
+    assert!(err.contains(&format!("cannot resolve {name}")), "{err}");
+    assert!(err.contains("check the host name"), "{err}");
+    let mut cmd = bin();
+    cmd.args(["receive", "--insecure", "--listen", name]);
+    let (status, _, err) = run(cmd);
+    assert!(!status.success());
+    assert!(err.contains(&format!("cannot resolve {name}")), "{err}");
+    // A name without a port says what the syntax is.
+    let (status, _, err) = send("localhost", &paths, &[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("has no port") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_bash_prints_a_script_that_completes_echoxfer_send() {
+    let mut cmd = bin();
+    cmd.args(["completions", "bash"]);
+    let (status, out, err) = run(cmd);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("echoxfer"), "{out}");
+    assert!(out.contains("send"), "{out}");
+    assert!(
+        out.contains("complete "),
+        "a bash `complete` command: {out}"
+    );
+    let mut cmd = bin();
+    cmd.args(["completions", "no-such-shell"]);
+    let (status, _, err) = run(cmd);
+    assert!(!status.success());
+    assert!(err.contains("no-such-shell"), "{err}");
 }

@@ -182,7 +182,7 @@ impl Store {
             )),
             Ok(_) if !self.inner.overwrite => Err(Refusal::new(
                 RejectReason::Exists,
-                "a file of that name exists; the receiver keeps it unless it runs with --overwrite",
+                "a file of that name exists on the receiver, which keeps it unless it runs with --overwrite",
             )),
             // A file, or a link that `rename` replaces without following it.
             Ok(_) => Ok(()),
@@ -448,7 +448,7 @@ impl Incoming {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(Refusal::new(
                     RejectReason::Exists,
-                    "a file of that name appeared meanwhile; the receiver keeps it unless it runs with --overwrite",
+                    "a file of that name appeared meanwhile on the receiver, which keeps it unless it runs with --overwrite",
                 ));
             }
             Err(e) => return Err(Refusal::disk("cannot move the file into place", &e)),

@@ -1,11 +1,12 @@
 //! The command-line grammar (clap derive). Defaults bind or connect to
 //! 127.0.0.1 on the classic ports: 8888 for echo and UDP, 9999 for files.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::addr::HostPort;
 
 /// Sans-IO echo and file transfer, over TCP, UDP or any pipe.
 #[derive(Debug, Parser)]
@@ -33,6 +34,17 @@ pub enum Command {
     Receive(ReceiveArgs),
     /// Make a high-entropy secret for `--secret-file` (32 random bytes as hex).
     Secret(SecretArgs),
+    /// Print a shell completion script to stdout (e.g.
+    /// `echoxfer completions bash > ~/.local/share/bash-completion/completions/echoxfer`).
+    Completions(CompletionsArgs),
+}
+
+/// `echoxfer completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// How a native session is authenticated (see SECURITY.md): a short code,
@@ -93,9 +105,10 @@ pub enum EchoCommand {
 /// `echoxfer echo serve`
 #[derive(Debug, Args)]
 pub struct EchoServeArgs {
-    /// Address to listen on (port 0 picks a free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub addr: SocketAddr,
+    /// Address to listen on, HOST:PORT (a name listens on the first address it
+    /// resolves to that binds; port 0 picks a free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    pub addr: HostPort,
     /// Protocol to speak.
     #[arg(long, value_enum, default_value_t = EchoMode::Native)]
     pub mode: EchoMode,
@@ -140,9 +153,9 @@ pub enum Preset {
 /// `echoxfer echo connect`
 #[derive(Debug, Args)]
 pub struct EchoConnectArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub addr: SocketAddr,
+    /// Server address, HOST:PORT (each address a name resolves to is tried in turn).
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    pub addr: HostPort,
     /// Speak the legacy seed echo protocol (no framing, no integrity check).
     #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
     pub legacy: bool,
@@ -166,9 +179,10 @@ pub enum UdpCommand {
 /// `echoxfer udp serve`
 #[derive(Debug, Args)]
 pub struct UdpServeArgs {
-    /// Address to listen on (port 0 picks a free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub addr: SocketAddr,
+    /// Address to listen on, HOST:PORT (a name listens on the first address it
+    /// resolves to that binds; port 0 picks a free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    pub addr: HostPort,
     /// Be the legacy seed sink: print each datagram, one per line, never reply.
     #[arg(long)]
     pub legacy: bool,
@@ -177,9 +191,9 @@ pub struct UdpServeArgs {
 /// `echoxfer udp send`
 #[derive(Debug, Args)]
 pub struct UdpSendArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub addr: SocketAddr,
+    /// Server address, HOST:PORT (a name: the first address it resolves to).
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    pub addr: HostPort,
 }
 
 /// `echoxfer send`
@@ -188,9 +202,9 @@ pub struct SendArgs {
     /// Files to send, in order (each under its own file name).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Receiver address (host:port).
-    #[arg(long, default_value = "127.0.0.1:9999")]
-    pub to: String,
+    /// Receiver address, HOST:PORT (each address a name resolves to is tried in turn).
+    #[arg(long, default_value = "127.0.0.1:9999", value_parser = HostPort::parse)]
+    pub to: HostPort,
     /// Driver to run the session on.
     #[arg(long, value_enum, default_value_t = Runtime::Blocking)]
     pub runtime: Runtime,
@@ -212,9 +226,10 @@ pub struct SendArgs {
 /// `echoxfer receive`
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
-    /// Address to listen on (port 0 picks a free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:9999")]
-    pub listen: SocketAddr,
+    /// Address to listen on, HOST:PORT (a name listens on the first address it
+    /// resolves to that binds; port 0 picks a free port; the real one is printed).
+    #[arg(long, default_value = "127.0.0.1:9999", value_parser = HostPort::parse)]
+    pub listen: HostPort,
     /// Directory to store files in (must exist).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
@@ -260,9 +275,9 @@ pub struct ReceiveArgs {
 /// `echoxfer udp ping`
 #[derive(Debug, Args)]
 pub struct UdpPingArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:8888")]
-    pub addr: SocketAddr,
+    /// Server address, HOST:PORT (a name: the first address it resolves to).
+    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    pub addr: HostPort,
     /// Probes to send.
     #[arg(long, default_value_t = 10)]
     pub count: u32,

@@ -8,7 +8,6 @@
 use std::borrow::{Borrow, BorrowMut};
 use std::fs;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use echoxfer::error::{CodecError, ProtocolError, SecureError};
 use echoxfer::secure::{Secure, SecureConfig, Side, HANDSHAKE_STATE};
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
+use crate::addr::HostPort;
 use crate::args::SecureArgs;
 use crate::net::CmdResult;
 
@@ -181,11 +181,11 @@ pub fn for_client(a: &SecureArgs, command: &str) -> CmdResult<Auth> {
 /// secret file given, plaintext with `--insecure` (warned about on a
 /// non-loopback address), or a fresh code, printed (`code: ...` on
 /// stdout) with how the other side uses it.
-pub fn for_server(a: &SecureArgs, listen: SocketAddr, peer_command: &str) -> CmdResult<Auth> {
+pub fn for_server(a: &SecureArgs, listen: &HostPort, peer_command: &str) -> CmdResult<Auth> {
     if a.insecure {
-        if !listen.ip().is_loopback() {
+        if !listen.is_loopback() {
             eprintln!(
-                "WARNING: --insecure on {listen}, which is not a loopback address: anyone who can \
+                "WARNING: --insecure on {listen}, which is not (only) a loopback address: anyone who can \
                  reach it can read everything sent and send in their own data; drop --insecure to \
                  require a code"
             );

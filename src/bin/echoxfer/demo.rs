@@ -69,7 +69,7 @@ fn echo_demo(messages: usize, auth: &Auth) -> CmdResult {
             })
         })
     };
-    let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
+    let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
     let now = Instant::now();
     let client = EchoClient::new(
         Client::new(EchoConfig::default()),
@@ -215,7 +215,7 @@ fn file_demo(size_mib: u64, auth: &Auth) -> CmdResult {
     );
     let started = Instant::now();
     let sent = (|| -> CmdResult {
-        let mut stream = net::connect(&addr.to_string(), SERVER_THREAD)?;
+        let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
         let mut app = SenderApp::open(&[&path], TransferConfig::default().max_name_len)?;
         let now = Instant::now();
         let machine = Sender::new(

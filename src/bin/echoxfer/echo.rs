@@ -13,6 +13,7 @@ use echoxfer::driver::{App, Ignore, Limits};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
 use echoxfer::{EchoConfig, SessionLimits, StreamMachine, UnframedConfig};
 
+use crate::addr::HostPort;
 use crate::args::{EchoConnectArgs, EchoMode, EchoServeArgs, Runtime};
 use crate::auth::{self, Channel};
 use crate::net::{self, CmdResult, Peer};
@@ -37,8 +38,8 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
     let budget = limits.new_recv_budget();
     match a.mode {
         EchoMode::Native => {
-            let auth = auth::for_server(&a.auth, a.addr, "echoxfer echo connect --addr ADDRESS")?;
-            serve_machines(a.addr, a.runtime, limits, move |now| {
+            let auth = auth::for_server(&a.auth, &a.addr, "echoxfer echo connect --addr ADDRESS")?;
+            serve_machines(&a.addr, a.runtime, limits, move |now| {
                 let role = Server::new(greeting.clone(), EchoConfig::default());
                 let server = EchoServer::new(role, SessionLimits::default(), now)
                     .with_recv_budget(budget.clone());
@@ -53,7 +54,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
                         .into(),
                 );
             }
-            serve_machines(a.addr, a.runtime, limits, move |now| {
+            serve_machines(&a.addr, a.runtime, limits, move |now| {
                 RawEcho::new(UnframedConfig::default(), now)
             })
         }
@@ -61,12 +62,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
 }
 
 /// Serves one kind of stream machine on either driver until Ctrl-C.
-fn serve_machines<M, F>(
-    addr: std::net::SocketAddr,
-    runtime: Runtime,
-    limits: Limits,
-    make: F,
-) -> CmdResult
+fn serve_machines<M, F>(addr: &HostPort, runtime: Runtime, limits: Limits, make: F) -> CmdResult
 where
     M: StreamMachine + Send + 'static,
     F: Fn(Instant) -> M + Send + Sync + 'static,
@@ -91,13 +87,12 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
         lines: io::stdin().lock(),
         out: io::stdout(),
     };
-    let to = a.addr.to_string();
     let peer = Peer::Tcp {
-        to: &to,
+        to: &a.addr,
         server: "`echoxfer echo serve`",
     };
     net::run_client(&mut client, &mut app, peer, Runtime::Blocking)
-        .map_err(|e| auth::explain(e, &to, "try again"))
+        .map_err(|e| auth::explain(e, &a.addr.to_string(), "try again"))
 }
 
 /// Sends one stdin line after the greeting and after each reply, so the

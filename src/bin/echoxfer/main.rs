@@ -11,8 +11,9 @@
 //! - [`net`]: network plumbing (binding, connecting, stdio, the runtime,
 //!   serving until Ctrl-C);
 //! - [`term`]: terminal output (progress, summaries, notes, `stopped:`);
-//! - [`args`]: the grammar.
+//! - [`args`]: the grammar, with [`addr`]: `HOST:PORT`, resolved.
 
+mod addr;
 mod args;
 mod auth;
 mod demo;
@@ -25,7 +26,7 @@ mod udp;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use args::{Cli, Command, EchoCommand, UdpCommand};
 use net::CmdResult;
@@ -65,6 +66,11 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Send(a) => send::send(a),
         Command::Receive(a) => receive::receive(a),
         Command::Secret(a) => auth::secret_command(a.file),
+        Command::Completions(a) => {
+            let mut cli = Cli::command();
+            clap_complete::generate(a.shell, &mut cli, "echoxfer", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use echoxfer::driver::{blocking, listen, App, Limits, ServeReport, Shutdown};
 use echoxfer::{DatagramMachine, StreamMachine};
 
+use crate::addr::HostPort;
 use crate::args::Runtime;
 use crate::term;
 
@@ -29,17 +30,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     listen::bind(addr, listen::DEFAULT_BACKLOG)
 }
 
-/// Binds `addr` and prints the bound address (the real port when 0 was asked for).
-pub fn bind_announced(addr: SocketAddr) -> io::Result<TcpListener> {
-    let listener = bind(addr)?;
+/// Binds the first of `addr`'s addresses that binds, and prints the bound
+/// address (the real port when 0 was asked for).
+pub fn bind_announced(addr: &HostPort) -> io::Result<TcpListener> {
+    let listener = addr.bind_first(bind)?;
     term::announce(listener.local_addr()?);
     Ok(listener)
 }
 
-/// Connects to `to` (host:port) without Nagle's delay; the error names the
-/// address and `server`, what should be listening there.
-pub fn connect(to: &str, server: &str) -> CmdResult<TcpStream> {
-    let stream = TcpStream::connect(to)
+/// Connects to `to` without Nagle's delay, trying each of its addresses
+/// in turn; the error names the address and `server`, what should be
+/// listening there.
+pub fn connect(to: &HostPort, server: &str) -> CmdResult<TcpStream> {
+    let stream = TcpStream::connect(to.addrs())
         .map_err(|e| format!("cannot connect to {to}: {e} (is {server} running there?)"))?;
     stream.set_nodelay(true)?;
     Ok(stream)
@@ -117,7 +120,7 @@ impl Driver {
     /// `shutdown`, giving them [`GRACE`] to finish.
     pub fn serve<M, A, F>(
         &self,
-        addr: SocketAddr,
+        addr: &HostPort,
         limits: Limits,
         shutdown: &Shutdown,
         make: F,
@@ -130,7 +133,8 @@ impl Driver {
         match &self.tokio {
             None => blocking::serve(bind_announced(addr)?, limits, GRACE, shutdown, make),
             Some(rt) => rt.block_on(async {
-                let listener = echoxfer::driver::tokio::bind(addr, listen::DEFAULT_BACKLOG)?;
+                let listener =
+                    addr.bind_first(|a| echoxfer::driver::tokio::bind(a, listen::DEFAULT_BACKLOG))?;
                 term::announce(listener.local_addr()?);
                 let shutdown = shutdown.clone();
                 echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown, make).await
@@ -153,7 +157,7 @@ impl Drop for Driver {
 pub enum Peer<'a> {
     /// Over TCP at `to` (host:port), where `server` should be listening
     /// (a connect error names both).
-    Tcp { to: &'a str, server: &'a str },
+    Tcp { to: &'a HostPort, server: &'a str },
     /// Over stdin/stdout (`--stdio`: whatever runs at the pipes' other end).
     Stdio,
 }
@@ -168,7 +172,7 @@ impl<'a> Peer<'a> {
     }
 
     /// Stdin/stdout when `stdio`, else TCP at `to`.
-    pub fn chosen(stdio: bool, to: &'a str, server: &'a str) -> Peer<'a> {
+    pub fn chosen(stdio: bool, to: &'a HostPort, server: &'a str) -> Peer<'a> {
         if stdio {
             Peer::Stdio
         } else {
@@ -195,7 +199,7 @@ where
 pub fn accept_one<M, A>(
     machine: &mut M,
     app: &mut A,
-    addr: SocketAddr,
+    addr: &HostPort,
     runtime: Runtime,
 ) -> CmdResult
 where
@@ -212,7 +216,7 @@ where
 /// Serves sessions (a machine and its app per connection, from `make`) on
 /// either runtime until Ctrl-C, then prints how they ended.
 pub fn serve_sessions<M, A, F>(
-    addr: SocketAddr,
+    addr: &HostPort,
     runtime: Runtime,
     limits: Limits,
     make: F,
@@ -257,14 +261,21 @@ fn stop_on_ctrl_c(shutdown: &Shutdown) -> CmdResult {
     Ok(())
 }
 
-/// Binds a UDP socket on `addr`, announces it, and runs a datagram server
+/// Binds a UDP socket on the first of `addr`'s addresses that binds, announces it, and runs a datagram server
 /// machine on it until Ctrl-C (a datagram server has no sessions to wait for).
-pub fn serve_datagrams<M, A>(addr: SocketAddr, machine: &mut M, app: &mut A) -> CmdResult
+pub fn serve_datagrams<M, A>(addr: &HostPort, machine: &mut M, app: &mut A) -> CmdResult
 where
     M: DatagramMachine,
     A: App<M>,
 {
-    let socket = UdpSocket::bind(addr).map_err(|e| format!("cannot listen on UDP {addr}: {e}"))?;
+    let socket = addr.bind_first(|a| {
+        UdpSocket::bind(a).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on UDP {a}: {e} (pick another address or port)"),
+            )
+        })
+    })?;
     term::announce(socket.local_addr()?);
     let shutdown = Shutdown::new();
     let trigger = shutdown.clone();

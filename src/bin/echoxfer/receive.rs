@@ -15,6 +15,7 @@ use echoxfer::files::{FileReport, Outcome, ReceiverApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::{SessionLimits, TransferConfig};
 
+use crate::addr::HostPort;
 use crate::args::{ReceiveArgs, Runtime, SecureArgs};
 use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult, Peer};
@@ -33,8 +34,12 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     };
     limits.validate()?;
     let config = SessionLimits::default();
-    let store = Store::new(&a.dir, a.overwrite)
-        .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
+    let store = Store::new(&a.dir, a.overwrite).map_err(|e| {
+        format!(
+            "cannot use {} as the destination: {e} (create it, or pick another with --dir)",
+            a.dir.display()
+        )
+    })?;
     note_partials(&store, ui);
     if a.stdio {
         let auth = stdio_auth(&a.auth)?;
@@ -43,16 +48,16 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             .map_err(|e| auth::explain(e, &Peer::Stdio.name(), "try again"));
         return settle_once(result, session);
     }
-    let auth = auth::for_server(&a.auth, a.listen, "echoxfer send --to ADDRESS FILE...")?;
+    let auth = auth::for_server(&a.auth, &a.listen, "echoxfer send --to ADDRESS FILE...")?;
     if a.once {
-        return receive_once(a.listen, a.runtime, &store, &config, &auth, ui);
+        return receive_once(&a.listen, a.runtime, &store, &config, &auth, ui);
     }
     let sessions = Arc::new(AtomicU64::new(0));
     let files = Arc::new(FileTally::default());
     let tally = files.clone();
     // One budget for the half-received frames of all sessions.
     let budget = limits.new_recv_budget();
-    net::serve_sessions(a.listen, a.runtime, limits, move |now| {
+    net::serve_sessions(&a.listen, a.runtime, limits, move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let machine = Receiver::new(
             ReceiverRole::new(TransferConfig::default()),
@@ -126,7 +131,7 @@ fn once_session(
 /// garbage, a client of another protocol) does not use the session up;
 /// one that tried a code and did not prove it does: one guess per code.
 fn receive_once(
-    addr: SocketAddr,
+    addr: &HostPort,
     runtime: Runtime,
     store: &Store,
     config: &SessionLimits,

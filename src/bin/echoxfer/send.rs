@@ -4,6 +4,9 @@
 
 mod legacy;
 
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use echoxfer::files::{Outcome, SenderApp};
@@ -24,6 +27,7 @@ pub fn send(a: SendArgs) -> CmdResult {
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
+    check_readable(&a.files)?;
     let app = SenderApp::open(&a.files, transfer.max_name_len)?;
     let now = Instant::now();
     let sender = Sender::new(app.role(transfer), SessionLimits::default(), now);
@@ -43,4 +47,59 @@ pub fn send(a: SendArgs) -> CmdResult {
         return Err(format!("{missing} of {} files not delivered", report.len()).into());
     }
     Ok(())
+}
+
+/// Opens every path once before the session, so that one that cannot be
+/// read is named, with what to do, before anything is sent.
+fn check_readable(paths: &[PathBuf]) -> CmdResult {
+    for path in paths {
+        File::open(path).map_err(|e| cannot_open(path, &e))?;
+    }
+    Ok(())
+}
+
+/// `cannot open PATH: REASON (WHAT TO DO)`.
+pub fn cannot_open(path: &Path, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound => "check the path",
+        io::ErrorKind::PermissionDenied => {
+            "check its permissions, or run as a user who can read it"
+        }
+        _ => "check that it is a readable file",
+    };
+    format!(
+        "cannot open {}: {} ({hint})",
+        path.display(),
+        without_os_code(e)
+    )
+}
+
+/// An I/O error's text without std's ` (os error N)` suffix.
+fn without_os_code(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_named_with_the_reason_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.txt");
+        let e = check_readable(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot open {}: No such file or directory (check the path)",
+                missing.display()
+            )
+        );
+    }
 }

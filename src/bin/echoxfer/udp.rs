@@ -28,7 +28,7 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
     }
     let mut server = UdpEchoServer::new(UdpConfig::default());
     let mut log = RefusalLog::default();
-    net::serve_datagrams(a.addr, &mut server, &mut log)?;
+    net::serve_datagrams(&a.addr, &mut server, &mut log)?;
     println!("{}", term::udp_stopped(&server.stats()));
     Ok(())
 }
@@ -85,7 +85,7 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
         ..UdpConfig::default()
     };
     config.validate()?;
-    let mut ping = UdpPing::new(config, Instant::now(), a.addr, a.count, a.size);
+    let mut ping = UdpPing::new(config, Instant::now(), a.addr.first(), a.count, a.size);
     let mut stats = None;
     let mut report = |_: &mut UdpPing, _: Instant, e: PingEvent| -> io::Result<()> {
         let mut out = io::stdout();
@@ -98,7 +98,7 @@ pub fn ping(a: UdpPingArgs) -> CmdResult {
             }
         }
     };
-    net::run_datagram_client(&mut ping, a.addr, &mut report)?;
+    net::run_datagram_client(&mut ping, a.addr.first(), &mut report)?;
     let stats = stats.ok_or("ping ended without a result")?;
     println!("{}", summary(&stats));
     if stats.probes > 0 && stats.received == 0 {

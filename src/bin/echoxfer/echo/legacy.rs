@@ -45,7 +45,7 @@ pub fn serve(a: EchoServeArgs, limits: Limits) -> CmdResult {
         (None, Some(Preset::Threaded) | None) => GREETING_THREADED.to_string(),
     };
     let greeting = Bytes::from(greeting.into_bytes());
-    net::serve_sessions(a.addr, a.runtime, limits, move |now| {
+    net::serve_sessions(&a.addr, a.runtime, limits, move |now| {
         (
             LegacyEchoServer::new(greeting.clone(), UnframedConfig::default(), now),
             PrintReads,
@@ -99,9 +99,8 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     let mut app = LegacyLines {
         lines: io::stdin().lock(),
     };
-    let to = a.addr.to_string();
     let peer = Peer::Tcp {
-        to: &to,
+        to: &a.addr,
         server: "`echoxfer echo serve --legacy`",
     };
     net::run_client(&mut client, &mut app, peer, Runtime::Blocking)

@@ -49,7 +49,8 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     term::legacy_warning();
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
-    let inner = ReceiveToDir::create(&a.dir, &a.name, a.overwrite)?;
+    let inner = ReceiveToDir::create(&a.dir, &a.name, a.overwrite)
+        .map_err(|e| cannot_create(&a.dir.join(&a.name), &e))?;
     let bytes = Arc::new(term::Bytes::default());
     let mut app = Receiving {
         inner,
@@ -62,7 +63,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let result = if a.stdio {
         net::run_client(&mut machine, &mut app, Peer::Stdio, a.runtime)
     } else {
-        net::accept_one(&mut machine, &mut app, a.listen, a.runtime)
+        net::accept_one(&mut machine, &mut app, &a.listen, a.runtime)
     };
     let secs = started.elapsed().as_secs_f64();
     meter.finish();
@@ -82,4 +83,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         ),
     );
     Ok(())
+}
+
+/// `cannot create PATH: REASON (WHAT TO DO)`.
+fn cannot_create(path: &std::path::Path, e: &io::Error) -> String {
+    let hint = match e.kind() {
+        io::ErrorKind::NotFound => "check that the --dir directory exists",
+        io::ErrorKind::AlreadyExists => "pick another --name, or run with --overwrite",
+        io::ErrorKind::PermissionDenied => "check the permissions of the --dir directory",
+        _ => "check the --dir directory and --name",
+    };
+    format!("cannot create {}: {e} ({hint})", path.display())
 }

@@ -53,7 +53,7 @@ pub fn send(a: SendArgs) -> CmdResult {
     term::legacy_warning();
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
-    let hash = hash_file(path)?;
+    let hash = hash_file(path).map_err(|e| super::cannot_open(path, &e))?;
     let (inner, size) = SendFromFile::open(path)?;
     let bytes = Arc::new(term::Bytes::default());
     bytes.total.store(size, Ordering::Relaxed);

@@ -21,7 +21,7 @@ pub fn serve(a: UdpServeArgs) -> CmdResult {
         let SinkEvent::Datagram { payload, .. } = e;
         term::peer_line(&payload)
     };
-    net::serve_datagrams(a.addr, &mut sink, &mut print)
+    net::serve_datagrams(&a.addr, &mut sink, &mut print)
 }
 
 /// Feeds stdin lines to the legacy UDP sender, one per datagram sent.
@@ -61,11 +61,11 @@ impl<R: BufRead> App<LegacyUdpSender> for UdpLines<R> {
 /// `udp send`: one datagram per stdin line.
 pub fn send(a: UdpSendArgs) -> CmdResult {
     term::legacy_warning();
-    let mut sender = LegacyUdpSender::new(UdpConfig::default(), a.addr);
+    let mut sender = LegacyUdpSender::new(UdpConfig::default(), a.addr.first());
     let mut app = UdpLines {
         lines: io::stdin().lock(),
         number: 0,
     };
     app.feed(&mut sender)?;
-    net::run_datagram_client(&mut sender, a.addr, &mut app)
+    net::run_datagram_client(&mut sender, a.addr.first(), &mut app)
 }
