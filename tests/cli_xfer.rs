@@ -481,3 +481,41 @@ fn completions_bash_prints_a_script_that_completes_echoxfer_send() {
     assert!(!status.success());
     assert!(err.contains("no-such-shell"), "{err}");
 }
+
+/// `send --dry-run` lists each file as it would be offered and a total,
+/// needs no code and no receiver (nothing listens on the address), and
+/// checks the files as a real run does.
+#[test]
+fn dry_run_lists_what_would_be_sent_and_connects_nowhere() {
+    let d = dirs();
+    let paths = sources(&d, &[0, 12_345]);
+    let mut cmd = bin();
+    cmd.args(["send", "--dry-run", "--to", "127.0.0.1:9"])
+        .args(&paths);
+    let (status, out, err) = run(cmd);
+    assert!(status.success(), "{err}");
+    for p in &paths {
+        let name = p.file_name().unwrap().to_string_lossy();
+        let size = std::fs::metadata(p).unwrap().len();
+        assert!(
+            out.contains(&format!(
+                "would send {name} ({size} bytes) from {}",
+                p.display()
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("total: 2 files, 12345 bytes (dry run: nothing sent)"),
+        "{out}"
+    );
+    let missing = d.src.join("missing.bin");
+    let mut cmd = bin();
+    cmd.args(["send", "--dry-run"]).arg(&missing);
+    let (status, _, err) = run(cmd);
+    assert!(!status.success());
+    assert!(
+        err.contains("cannot open") && err.contains("missing.bin"),
+        "{err}"
+    );
+}

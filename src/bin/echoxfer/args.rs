@@ -215,6 +215,10 @@ pub struct SendArgs {
     /// No progress output (the summary is still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// List what would be sent (each file's name as offered, its size and
+    /// path, then a total) and exit, without connecting.
+    #[arg(long)]
+    pub dry_run: bool,
     /// The legacy seed protocol: one file, no name, no integrity check.
     #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
     pub legacy: bool,

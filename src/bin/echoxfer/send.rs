@@ -23,6 +23,9 @@ pub fn send(a: SendArgs) -> CmdResult {
     if a.legacy {
         return legacy::send(a);
     }
+    if a.dry_run {
+        return dry_run(&a.files);
+    }
     let auth = auth::for_client(&a.auth, "send")?;
     let ui = Ui::new(a.quiet);
     let out = Out::for_summary(a.stdio);
@@ -46,6 +49,29 @@ pub fn send(a: SendArgs) -> CmdResult {
     if missing > 0 {
         return Err(format!("{missing} of {} files not delivered", report.len()).into());
     }
+    Ok(())
+}
+
+/// `send --dry-run`: what would be offered, checked as a real run checks
+/// it (readable, a valid name), then a total; nothing is sent.
+fn dry_run(paths: &[PathBuf]) -> CmdResult {
+    check_readable(paths)?;
+    let app = SenderApp::open(paths, TransferConfig::default().max_name_len)?;
+    let report = app.report();
+    for f in report {
+        let path = f.path.as_deref().unwrap_or(Path::new("?"));
+        println!(
+            "would send {} ({} bytes) from {}",
+            f.name,
+            f.size,
+            path.display()
+        );
+    }
+    let bytes: u64 = report.iter().map(|f| f.size).sum();
+    println!(
+        "total: {} files, {bytes} bytes (dry run: nothing sent)",
+        report.len()
+    );
     Ok(())
 }
 
