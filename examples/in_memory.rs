@@ -23,10 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let content: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
 
     let now = Instant::now();
-    let spec = FileSpec {
-        name: SafeName::new(b"hello.bin", 255)?,
-        size: size as u64,
-    };
+    let spec = FileSpec::file(SafeName::new(b"hello.bin", 255)?, size as u64);
     let mut sender = Sender::new(
         SenderRole::new(vec![spec], TransferConfig::default()),
         SessionLimits::default(),

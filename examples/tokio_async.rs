@@ -143,7 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(name, content)| {
             let name = SafeName::new(name.as_bytes(), 255)?;
             let size = content.len() as u64;
-            Ok(FileSpec { name, size })
+            Ok(FileSpec::file(name, size))
         })
         .collect::<Result<Vec<_>, echoxfer::xfer::NameError>>()?;
 

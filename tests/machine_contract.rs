@@ -259,7 +259,7 @@ proptest! {
         prop_assert_eq!(a, b);
         let mut wire = Protocol::File.preamble().to_vec();
         wire.extend(&noise);
-        let files = vec![FileSpec { name: SafeName::new(b"a", 255).unwrap(), size: 10 }];
+        let files = vec![FileSpec::file(SafeName::new(b"a", 255).unwrap(), 10)];
         let (a, b) = both_ways(|| Sender::new(SenderRole::new(files.clone(), transfer()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         // Unframed: every read is a unit, so both ways see the same reads.

@@ -694,10 +694,7 @@ fn a_large_chunk_is_sealed_in_place_and_arrives_intact() {
     let now = Instant::now();
     let size = 200_000usize;
     let name = SafeName::new(NAME.as_bytes(), 64).unwrap();
-    let files = vec![FileSpec {
-        name,
-        size: size as u64,
-    }];
+    let files = vec![FileSpec::file(name, size as u64)];
     let role = SenderRole::new(files, TransferConfig::default());
     let sender = Sender::new(role, SessionLimits::default(), now);
     let mut a = Secure::client(sender, CODE, SecureConfig::default(), now, seed(1));

@@ -115,10 +115,7 @@ fn resume_after(prefix: &[u8]) -> Resume {
 
 /// A sender of one file `f` of `size` bytes.
 fn sender(size: u64) -> Sender {
-    let spec = FileSpec {
-        name: SafeName::new(b"f", 255).unwrap(),
-        size,
-    };
+    let spec = FileSpec::file(SafeName::new(b"f", 255).unwrap(), size);
     Sender::new(
         SenderRole::new(vec![spec], small_transfer()),
         small_limits(),

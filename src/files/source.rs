@@ -36,10 +36,7 @@ impl Source {
         if !meta.is_file() {
             return Err(invalid(format!("{} is not a regular file", path.display())));
         }
-        let spec = FileSpec {
-            name,
-            size: meta.len(),
-        };
+        let spec = FileSpec::file(name, meta.len());
         Ok(Source { path, file, spec })
     }
 

@@ -13,6 +13,7 @@
 //! final name and confirms with `Saved`. After the last file: `Quit`.
 //! See `docs/PROTOCOL.md`, section "File transfer".
 
+mod entry;
 mod names;
 mod receiver;
 pub mod request;
@@ -21,7 +22,8 @@ mod sender;
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
 pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
-pub use sender::{FileSpec, SenderEvent, SenderRole};
+pub use entry::{EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafePath, MODE_BITS};
+pub use sender::{SenderEvent, SenderRole};
 
 use crate::codec::FrameLimits;
 use crate::config::{SessionLimits, TransferConfig};

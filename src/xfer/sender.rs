@@ -7,21 +7,12 @@
 
 use bytes::Bytes;
 
-use super::names::SafeName;
+use super::entry::FileSpec;
 use super::request::{ChunkRequest, PrefixRequest, Requests};
 use crate::codec::{Frame, FrameLimits, Protocol, RejectReason};
 use crate::config::{SessionLimits, TransferConfig};
 use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
-
-/// A file the sender will offer: its name and its size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileSpec {
-    /// The name the receiver will store it under.
-    pub name: SafeName,
-    /// The size in bytes.
-    pub size: u64,
-}
 
 /// What the sender tells its driver. Events marked "answer" carry a
 /// request, to be handed back to a method of the [`Sender`](super::Sender)
@@ -148,7 +139,7 @@ impl SenderRole {
     fn offer(&mut self, link: &mut Link<SenderEvent>, file: usize) {
         self.state = match self.files.get(file) {
             Some(spec) => {
-                let name = Bytes::copy_from_slice(spec.name.as_str().as_bytes());
+                let name = Bytes::copy_from_slice(spec.path.file_name().as_str().as_bytes());
                 link.send(&Frame::Offer {
                     size: spec.size,
                     name,
@@ -267,7 +258,7 @@ impl Role for SenderRole {
         } else {
             let hash = *hasher.finalize().as_bytes();
             let spec = &self.files[*file];
-            let offer = super::offer_digest(spec.size, spec.name.as_str().as_bytes());
+            let offer = super::offer_digest(spec.size, spec.path.file_name().as_str().as_bytes());
             link.send(&Frame::End { hash, offer });
             self.state = State::Ending { file: *file, hash };
         }

@@ -102,7 +102,7 @@ impl SenderApp {
             .map(|s| {
                 let spec = s.spec();
                 let path = Some(s.path().to_path_buf());
-                FileReport::new(spec.name.to_string(), spec.size, path)
+                FileReport::new(spec.path.to_string(), spec.size, path)
             })
             .collect();
         let progress = Arc::new(Progress::default());
