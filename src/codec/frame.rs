@@ -18,6 +18,14 @@ pub enum RejectReason {
     Disk,
     /// Another session is receiving the same name right now.
     Busy,
+    /// A directory on the offered path is not one on the receiver: a file,
+    /// or a symbolic link (never followed).
+    NotADirectory,
+    /// A file is offered where the receiver has a directory, or a
+    /// directory where it has something else.
+    IsADirectory,
+    /// The session offered more entries than the receiver takes in one.
+    TooMany,
     /// A reason this version does not know.
     Other(u8),
 }
@@ -30,6 +38,9 @@ impl RejectReason {
             RejectReason::TooLarge => 3,
             RejectReason::Disk => 4,
             RejectReason::Busy => 5,
+            RejectReason::NotADirectory => 6,
+            RejectReason::IsADirectory => 7,
+            RejectReason::TooMany => 8,
             RejectReason::Other(b) => b,
         }
     }
@@ -41,6 +52,9 @@ impl RejectReason {
             3 => RejectReason::TooLarge,
             4 => RejectReason::Disk,
             5 => RejectReason::Busy,
+            6 => RejectReason::NotADirectory,
+            7 => RejectReason::IsADirectory,
+            8 => RejectReason::TooMany,
             other => RejectReason::Other(other),
         }
     }

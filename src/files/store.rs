@@ -167,6 +167,7 @@ impl Store {
         let have = match &resume {
             Resume::Fresh => 0,
             Resume::From { have, .. } => *have,
+            Resume::Complete { .. } => size,
         };
         self.check_room(size.saturating_sub(have))?;
         Ok((incoming, resume))

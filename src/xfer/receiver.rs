@@ -89,6 +89,16 @@ pub enum Resume {
         /// BLAKE3 state over those bytes.
         hasher: blake3::Hasher,
     },
+    /// A complete file of the offered size is already under the final
+    /// name; `hasher` has hashed all of it. If the sender's is the same,
+    /// the file is up to date and nothing moves; if not, the sender sends
+    /// it whole when `replace` allows, and skips it otherwise.
+    Complete {
+        /// BLAKE3 state over the whole existing file.
+        hasher: blake3::Hasher,
+        /// Whether a different file may replace it (`--overwrite`).
+        replace: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -392,7 +402,12 @@ impl Framed<ReceiverRole> {
                 Resume::From { have, hasher } if have <= size && hasher.count() == have => {
                     (have, hasher)
                 }
+                Resume::Complete { hasher, .. } if hasher.count() == size => (size, hasher),
                 Resume::From { have, .. } => {
+                    return Err(UsageError::BadResume { have, size }.into());
+                }
+                Resume::Complete { hasher, .. } => {
+                    let have = hasher.count();
                     return Err(UsageError::BadResume { have, size }.into());
                 }
             };
