@@ -272,7 +272,7 @@ fn partial_is_resumed_with_its_hash() {
             assert_eq!(have, 5);
             assert_eq!(hasher.finalize(), blake3::hash(b"hello"));
         }
-        Resume::Fresh => panic!("expected a resume"),
+        other => panic!("expected a resume, got {other:?}"),
     }
 }
 
