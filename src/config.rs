@@ -193,6 +193,20 @@ pub struct TransferConfig {
     /// File receiver: offers one session may have refused (by the machine
     /// or by the application) before the session fails (default 1000).
     pub max_refusals: u64,
+    /// Most entries offered and not yet finished (saved, refused or
+    /// skipped) at once (default 256): the receiver announces its own in
+    /// `Window`, and the sender uses the smaller of the two. What each side
+    /// holds per entry in flight is bounded by this, whatever the number of
+    /// files.
+    pub window: u32,
+    /// Most components in an offered path (default 64).
+    pub max_depth: usize,
+    /// Longest offered path, in bytes, components joined with `/`
+    /// (default 4096, the usual `PATH_MAX`).
+    pub max_path_len: usize,
+    /// File receiver: most entries one session may offer (default 2^20);
+    /// each further offer is refused with `TooMany`.
+    pub max_files: u64,
 }
 
 impl Default for TransferConfig {
@@ -202,11 +216,32 @@ impl Default for TransferConfig {
             max_name_len: 255,
             max_file_size: 1 << 40,
             max_refusals: 1000,
+            window: 256,
+            max_depth: 64,
+            max_path_len: 4096,
+            max_files: 1 << 20,
         }
     }
 }
 
 impl TransferConfig {
+    /// The limits offered paths are checked against.
+    pub fn path_limits(&self) -> crate::xfer::PathLimits {
+        crate::xfer::PathLimits {
+            max_name_len: self.max_name_len,
+            max_depth: self.max_depth,
+            max_path_len: self.max_path_len,
+        }
+    }
+
+    /// Most bytes of an encoded path within these limits: each component
+    /// costs its length and 2, and the `/`s between them are not sent.
+    pub fn path_wire_len(&self) -> usize {
+        self.max_path_len
+            .saturating_add(self.max_depth)
+            .saturating_add(1)
+    }
+
     /// Checks that no limit is zero and that a chunk fits one frame of
     /// `session`.
     pub fn validate(&self, session: &SessionLimits) -> Result<(), ConfigError> {
@@ -215,7 +250,21 @@ impl TransferConfig {
             ("max_name_len", self.max_name_len as u128),
             ("max_file_size", u128::from(self.max_file_size)),
             ("max_refusals", u128::from(self.max_refusals)),
+            ("window", u128::from(self.window)),
+            ("max_depth", self.max_depth as u128),
+            ("max_path_len", self.max_path_len as u128),
+            ("max_files", u128::from(self.max_files)),
         ])?;
+        require(
+            self.max_name_len <= self.max_path_len && self.max_name_len <= usize::from(u16::MAX),
+            "max_name_len",
+            "must not exceed max_path_len nor 65535",
+        )?;
+        require(
+            self.path_wire_len().saturating_add(crate::codec::OFFER_FIXED) <= session.max_frame,
+            "max_path_len",
+            "an Offer of the longest path (max_path_len + max_depth + 1 + 29 bytes) must fit the session's max_frame",
+        )?;
         require(
             self.chunk_size <= session.max_frame,
             "chunk_size",

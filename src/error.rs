@@ -217,6 +217,55 @@ pub enum ProtocolError {
         /// The receiver's `max_refusals`.
         max: u64,
     },
+    /// A frame about another entry than the protocol allows next (offer
+    /// ids count up from 0; `Begin`, `Accept` and `End` come in offer order).
+    #[error("frame for entry {id} out of order (expected entry {expected})")]
+    OutOfOrder {
+        /// The entry the frame named.
+        id: u32,
+        /// The one allowed.
+        expected: u32,
+    },
+    /// A frame naming an entry that is not waiting for it.
+    #[error("frame for entry {id}, which is not waiting for it")]
+    UnknownEntry {
+        /// The entry the frame named.
+        id: u32,
+    },
+    /// More entries offered and not finished than the receiver's window.
+    #[error("more than {window} entries in flight (the receiver's window)")]
+    WindowExceeded {
+        /// The receiver's window.
+        window: u32,
+    },
+    /// An `Offer` of an entry kind this version does not know.
+    #[error("unknown entry kind {0}")]
+    UnknownEntryKind(u8),
+    /// A directory offered with a size.
+    #[error("a directory offered with a size of {size} bytes")]
+    DirectoryWithSize {
+        /// The size offered.
+        size: u64,
+    },
+    /// File data, a hole or an end with no file begun.
+    #[error("{0} frame with no file begun")]
+    NoFileBegun(&'static str),
+    /// `Skip` of an entry that was not accepted as a complete file that
+    /// may not be replaced.
+    #[error("Skip of entry {id}, which may not be skipped")]
+    BadSkip {
+        /// The entry.
+        id: u32,
+    },
+    /// `Quit` while entries are still in flight.
+    #[error("Quit with {in_flight} entries still in flight")]
+    QuitInFlight {
+        /// Entries not finished.
+        in_flight: u32,
+    },
+    /// A `Window` frame twice, or none before a confirmation.
+    #[error("the receiver's Window frame is missing or repeated")]
+    BadWindow,
 }
 
 /// The caller misused a machine. A refused command changes nothing; only

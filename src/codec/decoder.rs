@@ -12,7 +12,7 @@ use super::{CodecError, Frame, Protocol, HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSIO
 
 /// The limits a decoder checks each header against. Per frame type (see
 /// `docs/PROTOCOL.md`): `Message` and `Greeting` at most `max_message`,
-/// `Offer` at most 8 + `max_name_len`, `Data` at most `max_frame`, `Error`
+/// `Offer` at most `OFFER_FIXED` + `max_offer_path`, `Data` at most `max_frame`, `Error`
 /// and `Reject` texts at most [`MAX_TEXT`](super::MAX_TEXT), fixed-size
 /// frames exactly their size; no frame over `max_frame`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +21,9 @@ pub struct FrameLimits {
     pub max_frame: usize,
     /// Largest `Message` or `Greeting` payload.
     pub max_message: usize,
-    /// Longest name in an `Offer`.
-    pub max_name_len: usize,
+    /// Longest encoded path in an `Offer` (its payload is at most
+    /// [`OFFER_FIXED`](super::OFFER_FIXED) more).
+    pub max_offer_path: usize,
 }
 
 impl FrameLimits {
@@ -31,7 +32,7 @@ impl FrameLimits {
         FrameLimits {
             max_frame,
             max_message: max_frame,
-            max_name_len: max_frame.saturating_sub(8),
+            max_offer_path: max_frame.saturating_sub(super::OFFER_FIXED),
         }
     }
 }
@@ -282,7 +283,7 @@ mod tests {
         FrameLimits {
             max_frame: 1 << 20,
             max_message: 64 * 1024,
-            max_name_len: 255,
+            max_offer_path: 255,
         }
     }
 

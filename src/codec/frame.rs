@@ -79,50 +79,110 @@ pub enum Frame {
     Exit,
     /// Echo server to client: the session ended cleanly after `Exit`.
     Bye,
-    /// Sender to receiver: a file is coming.
+    /// Sender to receiver: an entry (a file or a directory) is coming.
     Offer {
-        /// The file's size in bytes.
+        /// The entry's number in this session: 0, 1, 2... in offer order.
+        id: u32,
+        /// 0: a regular file; 1: a directory.
+        kind: u8,
+        /// Permission bits (the receiver keeps only `0o777`).
+        mode: u32,
+        /// Modification time, seconds since the Unix epoch.
+        mtime_secs: i64,
+        /// Modification time, nanoseconds (below 10^9).
+        mtime_nanos: u32,
+        /// The file's size in bytes (0 for a directory).
         size: u64,
-        /// The proposed name: peer-supplied, validated by the receiver.
-        name: Bytes,
+        /// The relative path, encoded component by component (see
+        /// [`SafePath::decode`](crate::xfer::SafePath::decode)):
+        /// peer-supplied, validated by the receiver.
+        path: Bytes,
     },
-    /// Receiver to sender: send it; I already hold `have` bytes whose
+    /// Receiver to sender: send entry `id`; I already hold `have` bytes whose
     /// BLAKE3 is `prefix` (zero bytes and the hash of nothing for a fresh file).
     Accept {
-        /// Bytes the receiver holds from an interrupted transfer.
+        /// The offer answered.
+        id: u32,
+        /// Bytes the receiver holds: of an interrupted transfer, or (with
+        /// [`ACCEPT_COMPLETE`]) of a complete file under the final name.
         have: u64,
         /// BLAKE3 of those bytes.
         prefix: [u8; HASH_LEN],
+        /// [`ACCEPT_COMPLETE`], [`ACCEPT_REPLACE`].
+        flags: u8,
     },
-    /// Receiver to sender: I will not take this file.
+    /// Receiver to sender: I will not take entry `id` (or could not save it).
     Reject {
+        /// The entry.
+        id: u32,
         /// Why not.
         reason: RejectReason,
         /// Detail (peer-supplied: sanitise before printing).
         message: Bytes,
     },
-    /// Sender to receiver: data follows from this offset (0, or the `have` of `Accept`).
+    /// Sender to receiver: data of entry `id` follows from this offset (0,
+    /// or the `have` of its `Accept`).
     Begin {
+        /// The entry.
+        id: u32,
         /// Where the data stream starts.
         from: u64,
     },
-    /// Sender to receiver: the next bytes of the file.
+    /// Sender to receiver: the next bytes of the file begun last.
     Data(Bytes),
-    /// Sender to receiver: the file is complete. Certifies both what the
+    /// Sender to receiver: the next `len` bytes of the file begun last are
+    /// zeros the receiver does not write (a hole of a sparse file).
+    Hole {
+        /// How many (1 to [`MAX_HOLE`]).
+        len: u64,
+    },
+    /// Sender to receiver: entry `id` is complete. Certifies both what the
     /// file is called and what it holds, so a name corrupted in flight can
     /// never put verified content under another name.
     End {
+        /// The entry.
+        id: u32,
         /// BLAKE3 of the whole content.
         hash: [u8; HASH_LEN],
-        /// BLAKE3 of the `Offer` payload as the sender sent it (size, name);
+        /// BLAKE3 of the `Offer` payload as the sender sent it;
         /// see [`offer_digest`](crate::xfer::offer_digest).
         offer: [u8; HASH_LEN],
     },
-    /// Receiver to sender: verified, durable and under its final name.
-    Saved,
+    /// Receiver to sender: entry `id` is verified, durable and under its
+    /// final name (a directory: it exists).
+    Saved {
+        /// The entry.
+        id: u32,
+    },
+    /// Sender to receiver: entry `id`, accepted as a complete file that
+    /// differs and may not be replaced, will not be sent.
+    Skip {
+        /// The entry.
+        id: u32,
+    },
+    /// Receiver to sender, first frame: at most `files` entries may be
+    /// offered and not yet finished (saved, rejected or skipped).
+    Window {
+        /// The window, at least 1.
+        files: u32,
+    },
+    /// Sender to receiver: I wait for confirmations; make durable what you hold.
+    Flush,
     /// Sender to receiver: no more files; the session is over.
     Quit,
 }
+
+/// `Accept` flag: `have` is a complete file under the final name, not a
+/// partial one; if the sender's differs, it is sent whole (with
+/// [`ACCEPT_REPLACE`]) or skipped.
+pub const ACCEPT_COMPLETE: u8 = 1;
+/// `Accept` flag, with [`ACCEPT_COMPLETE`]: the receiver may replace that file.
+pub const ACCEPT_REPLACE: u8 = 2;
+/// Most zeros one `Hole` frame stands for (64 MiB): the receiver hashes
+/// them, so one frame costs it a bounded amount of work.
+pub const MAX_HOLE: u64 = 64 << 20;
+/// Bytes of an `Offer` before its path.
+pub const OFFER_FIXED: usize = 4 + 1 + 4 + 8 + 4 + 8;
 
 mod tag {
     pub const ERROR: u8 = 0x01;
@@ -138,6 +198,10 @@ mod tag {
     pub const END: u8 = 0x25;
     pub const SAVED: u8 = 0x26;
     pub const QUIT: u8 = 0x27;
+    pub const HOLE: u8 = 0x28;
+    pub const SKIP: u8 = 0x29;
+    pub const WINDOW: u8 = 0x2a;
+    pub const FLUSH: u8 = 0x2b;
 }
 
 /// What a header of one frame type may announce.
@@ -169,6 +233,10 @@ fn kind_info(kind: u8) -> Option<(&'static str, Option<Protocol>)> {
         tag::END => ("End", Some(File)),
         tag::SAVED => ("Saved", Some(File)),
         tag::QUIT => ("Quit", Some(File)),
+        tag::HOLE => ("Hole", Some(File)),
+        tag::SKIP => ("Skip", Some(File)),
+        tag::WINDOW => ("Window", Some(File)),
+        tag::FLUSH => ("Flush", Some(File)),
         _ => return None,
     };
     Some(info)
@@ -192,13 +260,15 @@ pub(super) fn bounds(
     let (exact, max) = match kind {
         tag::ERROR => (false, 2 + MAX_TEXT),
         tag::GREETING | tag::MESSAGE => (false, limits.max_message),
-        tag::OFFER => (false, limits.max_name_len.saturating_add(8)),
-        tag::ACCEPT => (true, 8 + HASH_LEN),
-        tag::REJECT => (false, 1 + MAX_TEXT),
-        tag::BEGIN => (true, 8),
+        tag::OFFER => (false, limits.max_offer_path.saturating_add(OFFER_FIXED)),
+        tag::ACCEPT => (true, 4 + 8 + HASH_LEN + 1),
+        tag::REJECT => (false, 4 + 1 + MAX_TEXT),
+        tag::BEGIN => (true, 4 + 8),
         tag::DATA => (false, limits.max_frame),
-        tag::END => (true, 2 * HASH_LEN),
-        // Exit, Bye, Saved, Quit.
+        tag::HOLE => (true, 8),
+        tag::END => (true, 4 + 2 * HASH_LEN),
+        tag::SAVED | tag::SKIP | tag::WINDOW => (true, 4),
+        // Exit, Bye, Flush, Quit.
         _ => (true, 0),
     };
     Ok(Bounds { name, exact, max })
@@ -234,7 +304,11 @@ impl Frame {
             Frame::Begin { .. } => "Begin",
             Frame::Data(_) => "Data",
             Frame::End { .. } => "End",
-            Frame::Saved => "Saved",
+            Frame::Saved { .. } => "Saved",
+            Frame::Hole { .. } => "Hole",
+            Frame::Skip { .. } => "Skip",
+            Frame::Window { .. } => "Window",
+            Frame::Flush => "Flush",
             Frame::Quit => "Quit",
         }
     }
@@ -252,7 +326,11 @@ impl Frame {
             Frame::Begin { .. } => tag::BEGIN,
             Frame::Data(_) => tag::DATA,
             Frame::End { .. } => tag::END,
-            Frame::Saved => tag::SAVED,
+            Frame::Saved { .. } => tag::SAVED,
+            Frame::Hole { .. } => tag::HOLE,
+            Frame::Skip { .. } => tag::SKIP,
+            Frame::Window { .. } => tag::WINDOW,
+            Frame::Flush => tag::FLUSH,
             Frame::Quit => tag::QUIT,
         }
     }
@@ -296,29 +374,45 @@ impl Frame {
                 out.put_u16(code.to_u16());
                 out.extend_from_slice(message);
             }
-            Frame::Offer { size, name } => {
-                out.put_u64(*size);
-                out.extend_from_slice(name);
-            }
-            Frame::Accept { have, prefix } => {
+            Frame::Offer { .. } => put_offer(self, out),
+            Frame::Accept {
+                id,
+                have,
+                prefix,
+                flags,
+            } => {
+                out.put_u32(*id);
                 out.put_u64(*have);
                 out.extend_from_slice(prefix);
+                out.put_u8(*flags);
             }
-            Frame::Reject { reason, message } => {
+            Frame::Reject {
+                id,
+                reason,
+                message,
+            } => {
+                out.put_u32(*id);
                 out.put_u8(reason.to_byte());
                 out.extend_from_slice(message);
             }
-            Frame::Begin { from } => out.put_u64(*from),
-            Frame::End { hash, offer } => {
+            Frame::Begin { id, from } => {
+                out.put_u32(*id);
+                out.put_u64(*from);
+            }
+            Frame::Hole { len } => out.put_u64(*len),
+            Frame::End { id, hash, offer } => {
+                out.put_u32(*id);
                 out.extend_from_slice(hash);
                 out.extend_from_slice(offer);
             }
+            Frame::Saved { id } | Frame::Skip { id } => out.put_u32(*id),
+            Frame::Window { files } => out.put_u32(*files),
             Frame::Greeting(_)
             | Frame::Message(_)
             | Frame::Data(_)
             | Frame::Exit
             | Frame::Bye
-            | Frame::Saved
+            | Frame::Flush
             | Frame::Quit => {}
         }
     }
@@ -335,36 +429,76 @@ impl Frame {
             tag::MESSAGE => Frame::Message(p),
             tag::EXIT => empty(p, Frame::Exit)?,
             tag::BYE => empty(p, Frame::Bye)?,
-            tag::OFFER => {
-                let size = take_u64(&mut p, "Offer")?;
-                Frame::Offer { size, name: p }
-            }
+            tag::OFFER => parse_offer(p)?,
             tag::ACCEPT => {
+                let id = take_u32(&mut p, "Accept")?;
                 let have = take_u64(&mut p, "Accept")?;
+                let flags = p.split_off(HASH_LEN.min(p.len()));
                 let prefix = exact_hash(p, "Accept")?;
-                Frame::Accept { have, prefix }
+                let flags = exact_u8(flags, "Accept")?;
+                Frame::Accept {
+                    id,
+                    have,
+                    prefix,
+                    flags,
+                }
             }
             tag::REJECT => {
+                let id = take_u32(&mut p, "Reject")?;
                 let reason = RejectReason::from_byte(take_u8(&mut p, "Reject")?);
-                Frame::Reject { reason, message: p }
+                Frame::Reject {
+                    id,
+                    reason,
+                    message: p,
+                }
             }
             tag::BEGIN => {
+                let id = take_u32(&mut p, "Begin")?;
                 let from = take_u64(&mut p, "Begin")?;
-                empty(p, Frame::Begin { from })?
+                empty(p, Frame::Begin { id, from })?
             }
             tag::DATA => Frame::Data(p),
+            tag::HOLE => {
+                let len = take_u64(&mut p, "Hole")?;
+                if len == 0 || len > MAX_HOLE {
+                    return Err(CodecError::Malformed {
+                        frame: "Hole",
+                        reason: "length must be 1 to 64 MiB",
+                    });
+                }
+                empty(p, Frame::Hole { len })?
+            }
             tag::END => {
+                let id = take_u32(&mut p, "End")?;
                 if p.len() != 2 * HASH_LEN {
                     return Err(CodecError::Malformed {
                         frame: "End",
-                        reason: "payload must be two 32-byte hashes",
+                        reason: "payload must be an id and two 32-byte hashes",
                     });
                 }
                 let offer = exact_hash(p.split_off(HASH_LEN), "End")?;
                 let hash = exact_hash(p, "End")?;
-                Frame::End { hash, offer }
+                Frame::End { id, hash, offer }
             }
-            tag::SAVED => empty(p, Frame::Saved)?,
+            tag::SAVED => {
+                let id = take_u32(&mut p, "Saved")?;
+                empty(p, Frame::Saved { id })?
+            }
+            tag::SKIP => {
+                let id = take_u32(&mut p, "Skip")?;
+                empty(p, Frame::Skip { id })?
+            }
+            tag::WINDOW => {
+                let files = take_u32(&mut p, "Window")?;
+                if files == 0 {
+                    return Err(CodecError::Malformed {
+                        frame: "Window",
+                        reason: "the window must be at least 1",
+                    });
+                }
+                empty(p, Frame::Window { files })?
+            }
+            tag::FLUSH => empty(p, Frame::Flush)?,
             tag::QUIT => empty(p, Frame::Quit)?,
             other => return Err(CodecError::UnknownFrame(other)),
         };
@@ -385,6 +519,65 @@ fn take_u8(p: &mut Bytes, frame: &'static str) -> Result<u8, CodecError> {
 
 fn take_u16(p: &mut Bytes, frame: &'static str) -> Result<u16, CodecError> {
     p.try_get_u16().map_err(|_| short(frame))
+}
+
+fn take_u32(p: &mut Bytes, frame: &'static str) -> Result<u32, CodecError> {
+    p.try_get_u32().map_err(|_| short(frame))
+}
+
+fn exact_u8(p: Bytes, frame: &'static str) -> Result<u8, CodecError> {
+    match p[..] {
+        [b] => Ok(b),
+        _ => Err(CodecError::Malformed {
+            frame,
+            reason: "wrong length",
+        }),
+    }
+}
+
+/// The fixed fields of an `Offer`, then its path.
+fn put_offer(frame: &Frame, out: &mut BytesMut) {
+    if let Frame::Offer {
+        id,
+        kind,
+        mode,
+        mtime_secs,
+        mtime_nanos,
+        size,
+        path,
+    } = frame
+    {
+        out.put_u32(*id);
+        out.put_u8(*kind);
+        out.put_u32(*mode);
+        out.put_i64(*mtime_secs);
+        out.put_u32(*mtime_nanos);
+        out.put_u64(*size);
+        out.extend_from_slice(path);
+    }
+}
+
+fn parse_offer(mut p: Bytes) -> Result<Frame, CodecError> {
+    if p.len() < OFFER_FIXED {
+        return Err(short("Offer"));
+    }
+    let (id, kind, mode) = (p.get_u32(), p.get_u8(), p.get_u32());
+    let (mtime_secs, mtime_nanos, size) = (p.get_i64(), p.get_u32(), p.get_u64());
+    if mtime_nanos >= 1_000_000_000 {
+        return Err(CodecError::Malformed {
+            frame: "Offer",
+            reason: "nanoseconds must be below 10^9",
+        });
+    }
+    Ok(Frame::Offer {
+        id,
+        kind,
+        mode,
+        mtime_secs,
+        mtime_nanos,
+        size,
+        path: p,
+    })
 }
 
 fn take_u64(p: &mut Bytes, frame: &'static str) -> Result<u64, CodecError> {

@@ -9,12 +9,14 @@ mod decoder;
 mod frame;
 
 pub use decoder::{FrameDecoder, FrameLimits};
-pub use frame::{clip_text, Frame, RejectReason};
+pub use frame::{
+    clip_text, Frame, RejectReason, ACCEPT_COMPLETE, ACCEPT_REPLACE, MAX_HOLE, OFFER_FIXED,
+};
 
 /// The four bytes that open every native connection.
 pub const MAGIC: [u8; 4] = *b"EXFR";
 /// The wire version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes in the preamble: magic, version, protocol.
 pub const PREAMBLE_LEN: usize = 6;
 /// Bytes in a frame header: type and length.

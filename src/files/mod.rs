@@ -9,7 +9,11 @@
 mod app;
 mod source;
 mod store;
+pub mod walk;
 
-pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, REFUSALS_LISTED};
+pub use app::{
+    FileReport, Outcome, Progress, ReceiverApp, SenderApp, Totals, COMMIT_BYTES, COMMIT_FILES,
+    REPORT_LISTED,
+};
 pub use source::Source;
 pub use store::{Incoming, Refusal, Store};

@@ -95,6 +95,27 @@ impl Store {
         })
     }
 
+    /// TEMPORARY shim.
+    pub fn make_dir(
+        &self,
+        _p: &crate::xfer::SafePath,
+        _m: &crate::xfer::Meta,
+    ) -> Result<PathBuf, Refusal> {
+        Ok(PathBuf::new())
+    }
+    /// TEMPORARY shim.
+    pub fn set_dir_mtime(
+        &self,
+        _p: &crate::xfer::SafePath,
+        _m: crate::xfer::Mtime,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+    /// TEMPORARY shim.
+    pub fn commit_all(&self, batch: Vec<Incoming>) -> Vec<Result<PathBuf, Refusal>> {
+        batch.into_iter().map(Incoming::commit).collect()
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.inner.path
@@ -137,7 +158,13 @@ impl Store {
     /// for as long as the returned [`Incoming`] lives), hashes what the
     /// partial file already holds to resume from it, and refuses up front
     /// when the file system has less room than the rest of the file needs.
-    pub fn prepare(&self, name: &SafeName, size: u64) -> Result<(Incoming, Resume), Refusal> {
+    pub fn prepare(
+        &self,
+        path: &crate::xfer::SafePath,
+        size: u64,
+        _meta: crate::xfer::Meta,
+    ) -> Result<(Incoming, Resume), Refusal> {
+        let name = path.file_name();
         self.check_final_name(name)?;
         let part = Store::partial_name(name);
         let file = self.claim_partial(&part)?;

@@ -425,6 +425,14 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             ProtocolError::BadOffset { .. } => "bad-offset",
             ProtocolError::InvalidField { .. } => "invalid-field",
             ProtocolError::TooManyRefusals { .. } => "too-many-refusals",
+            ProtocolError::OutOfOrder { .. } | ProtocolError::UnknownEntry { .. } => "out-of-order",
+            ProtocolError::WindowExceeded { .. } => "window-exceeded",
+            ProtocolError::UnknownEntryKind(_) | ProtocolError::DirectoryWithSize { .. } => {
+                "bad-entry"
+            }
+            ProtocolError::NoFileBegun(_) | ProtocolError::BadSkip { .. } => "no-file-begun",
+            ProtocolError::QuitInFlight { .. } => "quit-in-flight",
+            ProtocolError::BadWindow => "bad-window",
         },
         DriverError::Machine(Error::TimedOut(_)) => "timeout",
         DriverError::Machine(Error::HashMismatch) => "hash-mismatch",

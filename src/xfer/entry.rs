@@ -190,6 +190,18 @@ impl fmt::Display for SafePath {
     }
 }
 
+/// The wire form of a path of any components, checked or not (for tests
+/// and hostile peers: a receiver must refuse what [`SafePath`] would not).
+pub fn encode_raw_path(components: &[&[u8]]) -> bytes::Bytes {
+    let mut out = BytesMut::new();
+    for c in components {
+        let n = u16::try_from(c.len()).unwrap_or(u16::MAX);
+        out.put_u16(n);
+        out.put_slice(&c[..usize::from(n)]);
+    }
+    out.freeze()
+}
+
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
@@ -317,7 +329,10 @@ mod tests {
         component(&[b"."], 0, NameError::DotName);
         component(&[b"a/b"], 0, NameError::Separator);
         assert_eq!(SafePath::decode(&[], &l), Err(PathError::Empty));
-        assert_eq!(SafePath::decode(&[0, 5, b'a'], &l), Err(PathError::Malformed));
+        assert_eq!(
+            SafePath::decode(&[0, 5, b'a'], &l),
+            Err(PathError::Malformed)
+        );
         assert_eq!(SafePath::decode(&[0], &l), Err(PathError::Malformed));
         let deep = encoded(&[b"a", b"b", b"c", b"d", b"e"]);
         assert_eq!(

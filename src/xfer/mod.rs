@@ -19,13 +19,15 @@ mod receiver;
 pub mod request;
 mod sender;
 
+pub use entry::{
+    encode_raw_path, EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafePath, MODE_BITS,
+};
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
 pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
-pub use entry::{EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafePath, MODE_BITS};
-pub use sender::{SenderEvent, SenderRole};
+pub use sender::{offer_frame, SenderEvent, SenderRole};
 
-use crate::codec::FrameLimits;
+use crate::codec::{Frame, FrameLimits};
 use crate::config::{SessionLimits, TransferConfig};
 use crate::error::ConfigError;
 use crate::session::Framed;
@@ -44,17 +46,31 @@ fn frame_limits(
 ) -> Result<FrameLimits, ConfigError> {
     config.validate(session)?;
     Ok(FrameLimits {
-        max_name_len: config.max_name_len,
+        max_offer_path: config.path_wire_len(),
         ..FrameLimits::uniform(session.max_frame)
     })
 }
 
-/// BLAKE3 of an `Offer` payload: the size (8 bytes, big-endian), then the
-/// name's bytes. `End` carries it so the receiver can check that the name
-/// and size it acted on are the ones the sender offered.
-pub fn offer_digest(size: u64, name: &[u8]) -> [u8; 32] {
+/// BLAKE3 of an `Offer` frame's payload (every field as encoded, the path
+/// included); for any other frame, of nothing. `End` carries it so the
+/// receiver can check that the entry it acted on is the one the sender
+/// offered.
+pub fn offer_digest(offer: &Frame) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(&size.to_be_bytes());
-    h.update(name);
+    if matches!(offer, Frame::Offer { .. }) {
+        let (head, _) = offer.encode();
+        h.update(&head[crate::codec::HEADER_LEN..]);
+    }
     *h.finalize().as_bytes()
+}
+
+/// Feeds `len` zeros to `hasher` (a hole: its bytes are covered by the
+/// hash like any others).
+pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut len: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..n]);
+        len -= n as u64;
+    }
 }

@@ -2,66 +2,87 @@
 //!
 //! Pure: it validates offers, hashes data and asks its driver (through
 //! [`ReceiverEvent`]s) to decide, write, make durable and discard. It never
-//! touches a file and never buffers file data.
+//! touches a file and never buffers file data. Many entries may be in
+//! flight (up to the window it announces); one offer at a time is
+//! decided, and frames wait while it is, but saves are answered whenever
+//! the driver has made them durable (in batches, say).
+
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::names::SafeName;
+use super::entry::{EntryKind, FileSpec, Meta, Mtime, SafePath, MODE_BITS};
 use super::request::{OfferRequest, Requests, SaveRequest};
 use crate::codec::{clip_text, Frame, FrameLimits, Protocol, RejectReason};
+use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE};
 use crate::config::{SessionLimits, TransferConfig};
 use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
 /// What the receiver tells its driver. Events marked "answer" carry a
 /// request, to be handed back to a method of the
-/// [`Receiver`](super::Receiver) whenever the answer is ready; no frame is
-/// processed until then.
+/// [`Receiver`](super::Receiver) whenever the answer is ready.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReceiverEvent {
-    /// Answer: the peer offers a file with a valid name; call
-    /// [`accept`](Framed::accept) or [`reject`](Framed::reject).
+    /// Answer: the peer offers an entry with a valid path; call
+    /// [`accept`](Framed::accept) (for a directory: once it exists) or
+    /// [`reject`](Framed::reject). No frame is processed until then.
     Offer {
-        /// The validated name.
-        name: SafeName,
-        /// Its announced size.
-        size: u64,
+        /// The entry's number in the session.
+        id: u32,
+        /// The validated path, kind, size and metadata.
+        spec: FileSpec,
         /// Goes back with the answer.
         request: OfferRequest,
     },
-    /// Informational: the machine refused an offer itself (bad name, too
-    /// large) and has already sent `Reject`.
+    /// Informational: the machine refused an offer itself (bad path, too
+    /// large, too many) and has already sent `Reject`.
     Refused {
-        /// The offered name, sanitised for display.
+        /// The entry's number.
+        id: u32,
+        /// The offered path, sanitised for display.
         name: String,
         /// The offered size.
         size: u64,
         /// Why.
         reason: RejectReason,
     },
-    /// Data starts at `from`: cut the partial file to `from` bytes
-    /// (0: start over) and write from there.
+    /// Data of file `id` starts at `from`: cut its partial file to `from`
+    /// bytes (0: start over) and write from there. `from` equal to the size
+    /// of a complete file accepted with [`Resume::Complete`] means it is
+    /// up to date: nothing will be written.
     Start {
         /// The file.
-        name: SafeName,
+        id: u32,
         /// Where writing starts.
         from: u64,
     },
-    /// Write `data` at `offset` of the partial file.
+    /// Write `data` at `offset` of the file started last.
     Write {
         /// Byte offset in the file.
         offset: u64,
         /// The bytes (shared with the receive buffer, not copied).
         data: Bytes,
     },
-    /// Answer: all bytes arrived and the hash matches; make the file
-    /// durable, move it to its final name, then call
+    /// `len` zeros at `offset` of the file started last: write nothing
+    /// there (a hole); the file gets its full size when saved.
+    Hole {
+        /// Byte offset in the file.
+        offset: u64,
+        /// How many zeros.
+        len: u64,
+    },
+    /// Answer: file `id` is whole and its hash matches; make it durable
+    /// under its final name (now or with others later), then call
     /// [`saved`](Framed::saved) or [`save_failed`](Framed::save_failed).
+    /// Frames keep flowing meanwhile.
     Verified {
         /// The file.
-        name: SafeName,
+        id: u32,
         /// BLAKE3 of the whole content.
         hash: [u8; 32],
+        /// The existing complete file was the same: nothing was written.
+        up_to_date: bool,
         /// Goes back with the answer.
         request: SaveRequest,
     },
@@ -69,13 +90,22 @@ pub enum ReceiverEvent {
     /// then fails with [`Error::HashMismatch`].
     Discard {
         /// The file.
-        name: SafeName,
+        id: u32,
     },
+    /// The sender will not send file `id`: its complete file here differs
+    /// and may not be replaced. Drop what was prepared for it.
+    Skipped {
+        /// The file.
+        id: u32,
+    },
+    /// The sender waits for confirmations: make durable what is verified.
+    Flush,
     /// The sender said `Quit`: the session ended normally.
     Finished,
 }
 
-/// How the driver accepts an offer.
+/// How the driver accepts an offered file (for a directory, any value:
+/// the directory exists).
 // Built once per file and moved straight into the machine: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
@@ -101,114 +131,70 @@ pub enum Resume {
     },
 }
 
+/// An offer the driver is deciding on.
 #[derive(Debug)]
-enum State {
-    /// Waiting for `Offer` or `Quit`.
-    Idle,
-    /// `Offer` event emitted; waiting for the driver's decision.
-    Deciding { name: SafeName, size: u64 },
-    /// `Accept` sent: waiting for `Begin`, then taking `Data` until `End`.
-    Transfer(Transfer),
-    /// `Verified` event emitted; waiting for the driver to save.
-    Saving { name: SafeName },
-    /// `Quit` received.
-    Done,
+struct Deciding {
+    id: u32,
+    kind: EntryKind,
+    size: u64,
+    offer: [u8; 32],
 }
 
-/// A file from its `Accept` to its `End`. One state, changed in place, so
-/// that a frame refused half-way leaves the receiver where it was.
+/// An accepted file waiting for its `Begin`.
+#[derive(Debug)]
+struct Accepted {
+    id: u32,
+    size: u64,
+    offer: [u8; 32],
+    have: u64,
+    hasher: Box<blake3::Hasher>,
+    /// `Some(replace)`: `have` is a complete file under the final name.
+    complete: Option<bool>,
+}
+
+/// The file whose data is arriving, from its `Begin` to its `End`.
 #[derive(Debug)]
 struct Transfer {
-    name: SafeName,
+    id: u32,
     size: u64,
-    /// Bytes held: the resumed prefix before `Begin`, then the next offset.
+    offer: [u8; 32],
+    /// The next offset.
     at: u64,
     /// BLAKE3 state over the first `at` bytes.
     hasher: Box<blake3::Hasher>,
-    /// `Begin` has arrived: `Data` and `End` may follow.
-    begun: bool,
+    /// Nothing is being rewritten: the complete file here is the sender's.
+    up_to_date: bool,
 }
 
 impl Transfer {
-    /// `Begin { from }`: from 0 (start over) or from the accepted offset.
-    fn begin(&mut self, link: &mut Link<ReceiverEvent>, from: u64) -> Result<(), Error> {
-        match from {
-            0 => *self.hasher = blake3::Hasher::new(),
-            f if f == self.at => {}
-            offset => {
-                let reason = "must be 0 or the accepted offset";
-                return Err(ProtocolError::BadOffset { offset, reason }.into());
-            }
-        }
-        self.at = from;
-        self.begun = true;
-        let name = self.name.clone();
-        link.emit(ReceiverEvent::Start { name, from });
-        Ok(())
-    }
-
-    /// One `Data` frame; returns how many bytes it carried.
-    fn data(&mut self, link: &mut Link<ReceiverEvent>, data: Bytes) -> Result<u64, Error> {
-        let len = data.len() as u64;
+    /// Checks that `len` more bytes fit the offered size; returns the new end.
+    fn advance(&self, len: u64) -> Result<u64, Error> {
         let end = self.at.checked_add(len).filter(|&e| e <= self.size);
-        let Some(end) = end else {
-            let size = self.size;
-            return Err(ProtocolError::Overrun { size }.into());
-        };
-        if !data.is_empty() {
-            self.hasher.update(&data);
-            link.emit(ReceiverEvent::Write {
-                offset: self.at,
-                data,
-            });
-        }
-        self.at = end;
-        Ok(len)
-    }
-
-    /// `End`: every byte arrived and hashes to `hash`, and `offer` (the
-    /// sender's digest of its offer) is the one received.
-    fn end(
-        &self,
-        link: &mut Link<ReceiverEvent>,
-        requests: &mut Requests,
-        hash: [u8; 32],
-        offer_ok: bool,
-    ) -> Result<(), Error> {
-        if self.at != self.size {
-            let (size, received) = (self.size, self.at);
-            return Err(ProtocolError::ShortFile { size, received }.into());
-        }
-        if *self.hasher.finalize().as_bytes() != hash || !offer_ok {
-            let name = self.name.clone();
-            link.emit(ReceiverEvent::Discard { name });
-            return Err(Error::HashMismatch);
-        }
-        let name = self.name.clone();
-        let request = requests.issue();
-        link.emit(ReceiverEvent::Verified {
-            name,
-            hash,
-            request,
-        });
-        Ok(())
+        end.ok_or_else(|| ProtocolError::Overrun { size: self.size }.into())
     }
 }
 
 /// The receiver role. Use it as [`Receiver`](super::Receiver).
 #[derive(Debug)]
 pub struct ReceiverRole {
-    state: State,
-    /// [`offer_digest`](super::offer_digest) of the offer being handled, as
-    /// received: `End` must carry the same, or the name or size was corrupted.
-    offer: [u8; 32],
+    config: TransferConfig,
+    /// The id the next `Offer` must carry.
+    next_id: u32,
+    /// Entries offered and not finished (answered with `Saved` or
+    /// `Reject`, or skipped): at most `window`.
+    in_flight: u32,
+    deciding: Option<Deciding>,
+    /// Accepted files, in the order their `Begin`s must come.
+    accepted: VecDeque<Accepted>,
+    current: Option<Transfer>,
+    /// Save requests owed, by request number: the file each is for.
+    saving: BTreeMap<u64, u32>,
+    finished: bool,
     files_saved: u64,
     bytes_received: u64,
     /// Offers refused so far, by the machine or the application.
     refusals: u64,
-    /// The decision owed by the application, if any.
     requests: Requests,
-    config: TransferConfig,
 }
 
 impl Default for ReceiverRole {
@@ -222,13 +208,18 @@ impl ReceiverRole {
     /// by [`Framed::new`]).
     pub fn new(config: TransferConfig) -> Self {
         ReceiverRole {
-            state: State::Idle,
-            offer: [0; 32],
+            config,
+            next_id: 0,
+            in_flight: 0,
+            deciding: None,
+            accepted: VecDeque::new(),
+            current: None,
+            saving: BTreeMap::new(),
+            finished: false,
             files_saved: 0,
             bytes_received: 0,
             refusals: 0,
             requests: Requests::default(),
-            config,
         }
     }
 
@@ -238,35 +229,37 @@ impl ReceiverRole {
         self.refusals
     }
 
+    /// Entries confirmed with `Saved` so far (directories included).
+    pub fn files_saved(&self) -> u64 {
+        self.files_saved
+    }
+
+    /// File data bytes received in this session (resumed prefixes and
+    /// holes excluded).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// Entries offered and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// The file whose data is arriving, if any.
+    pub fn current(&self) -> Option<u32> {
+        self.current.as_ref().map(|t| t.id)
+    }
+
     /// Counts one more refused offer, or fails the session once it has had
     /// `max` of them: each costs a `Reject` and the application's
     /// bookkeeping, so a session may not cost without bound.
-    fn count_refusal(&mut self, max: u64) -> Result<(), Error> {
+    fn count_refusal(&mut self) -> Result<(), Error> {
+        let max = self.config.max_refusals;
         if self.refusals >= max {
             return Err(ProtocolError::TooManyRefusals { max }.into());
         }
         self.refusals += 1;
         Ok(())
-    }
-
-    /// Files confirmed with `Saved` so far.
-    pub fn files_saved(&self) -> u64 {
-        self.files_saved
-    }
-
-    /// File data bytes received in this session (resumed prefixes excluded).
-    pub fn bytes_received(&self) -> u64 {
-        self.bytes_received
-    }
-
-    /// The file being decided on, received or saved, if any.
-    pub fn current(&self) -> Option<&SafeName> {
-        match &self.state {
-            State::Deciding { name, .. }
-            | State::Transfer(Transfer { name, .. })
-            | State::Saving { name } => Some(name),
-            State::Idle | State::Done => None,
-        }
     }
 
     fn unexpected(&self, frame: &Frame) -> Error {
@@ -277,46 +270,251 @@ impl ReceiverRole {
         .into()
     }
 
-    fn on_offer(
+    fn on_offer(&mut self, link: &mut Link<ReceiverEvent>, frame: Frame) -> Result<(), Error> {
+        let offer = super::offer_digest(&frame);
+        let Frame::Offer {
+            id,
+            kind,
+            mode,
+            mtime_secs,
+            mtime_nanos,
+            size,
+            path,
+        } = frame
+        else {
+            return Err(self.unexpected(&frame));
+        };
+        if id != self.next_id {
+            return Err(ProtocolError::OutOfOrder {
+                id,
+                expected: self.next_id,
+            }
+            .into());
+        }
+        if self.in_flight >= self.config.window {
+            return Err(ProtocolError::WindowExceeded {
+                window: self.config.window,
+            }
+            .into());
+        }
+        let kind = EntryKind::from_byte(kind).ok_or(ProtocolError::UnknownEntryKind(kind))?;
+        if kind == EntryKind::Directory && size != 0 {
+            return Err(ProtocolError::DirectoryWithSize { size }.into());
+        }
+        self.next_id = self.next_id.wrapping_add(1);
+        let limits = self.config.path_limits();
+        let decision = match SafePath::decode(&path, &limits) {
+            Err(e) => Err((RejectReason::NameRefused, e.to_string())),
+            Ok(_) if u64::from(id) >= self.config.max_files => Err((
+                RejectReason::TooMany,
+                format!(
+                    "more than {} entries in one session; send the rest in another",
+                    self.config.max_files
+                ),
+            )),
+            Ok(_) if size > self.config.max_file_size => Err((
+                RejectReason::TooLarge,
+                format!(
+                    "{size} bytes exceed the limit of {}",
+                    self.config.max_file_size
+                ),
+            )),
+            Ok(path) => Ok(path),
+        };
+        let path = match decision {
+            Ok(path) => path,
+            Err((reason, message)) => return self.refuse(link, id, &path, size, reason, message),
+        };
+        let meta = Meta {
+            mode: mode & MODE_BITS,
+            mtime: Mtime {
+                secs: mtime_secs,
+                nanos: mtime_nanos,
+            },
+        };
+        let spec = FileSpec {
+            path,
+            kind,
+            size,
+            meta,
+        };
+        self.in_flight += 1;
+        let request = self.requests.issue();
+        link.emit(ReceiverEvent::Offer { id, spec, request });
+        self.deciding = Some(Deciding {
+            id,
+            kind,
+            size,
+            offer,
+        });
+        Ok(())
+    }
+
+    /// The machine refuses an offer itself.
+    fn refuse(
         &mut self,
         link: &mut Link<ReceiverEvent>,
+        id: u32,
+        raw: &[u8],
         size: u64,
-        raw: &Bytes,
+        reason: RejectReason,
+        message: String,
     ) -> Result<(), Error> {
-        let max = self.config.max_file_size;
-        let decision = match SafeName::new(raw, self.config.max_name_len) {
-            Err(e) => Err((RejectReason::NameRefused, e.to_string())),
-            Ok(_) if size > max => Err((
-                RejectReason::TooLarge,
-                format!("{size} bytes exceed the limit of {max}"),
-            )),
-            Ok(name) => Ok(name),
-        };
-        match decision {
-            Ok(name) => {
-                self.offer = super::offer_digest(size, raw);
-                let request = self.requests.issue();
-                link.emit(ReceiverEvent::Offer {
-                    name: name.clone(),
-                    size,
-                    request,
-                });
-                self.state = State::Deciding { name, size };
-            }
-            Err((reason, message)) => {
-                self.count_refusal(self.config.max_refusals)?;
-                let message = Bytes::from(message.into_bytes());
-                link.send(&Frame::Reject { reason, message });
-                // Only a bounded prefix of a hostile name is ever shown.
-                let shown = &raw[..raw.len().min(self.config.max_name_len)];
-                link.emit(ReceiverEvent::Refused {
-                    name: sanitize(shown),
-                    size,
-                    reason,
-                });
-            }
-        }
+        self.count_refusal()?;
+        let message = Bytes::from(message.into_bytes());
+        link.send(&Frame::Reject {
+            id,
+            reason,
+            message,
+        });
+        // Only a bounded prefix of a hostile path is ever shown.
+        let shown = &raw[..raw.len().min(self.config.max_name_len)];
+        link.emit(ReceiverEvent::Refused {
+            id,
+            name: sanitize(shown),
+            size,
+            reason,
+        });
         Ok(())
+    }
+
+    /// `Begin { id, from }`: the next accepted file, from 0 (start over),
+    /// from the partial file's end, or (a complete file that is the same)
+    /// from its end.
+    fn on_begin(
+        &mut self,
+        link: &mut Link<ReceiverEvent>,
+        id: u32,
+        from: u64,
+    ) -> Result<(), Error> {
+        if self.current.is_some() || self.accepted.front().map(|a| a.id) != Some(id) {
+            return Err(ProtocolError::OutOfOrder {
+                id,
+                expected: self.accepted.front().map_or(u32::MAX, |a| a.id),
+            }
+            .into());
+        }
+        let a = &self.accepted[0];
+        let (up_to_date, fresh) = match (a.complete, from) {
+            (Some(_), f) if f == a.size && f == a.have => (true, false),
+            (Some(true), 0) | (None, 0) => (false, true),
+            (None, f) if f == a.have => (false, false),
+            (_, offset) => {
+                let reason = "must be 0 or the accepted offset";
+                return Err(ProtocolError::BadOffset { offset, reason }.into());
+            }
+        };
+        let Some(a) = self.accepted.pop_front() else {
+            return Err(ProtocolError::OutOfOrder {
+                id,
+                expected: u32::MAX,
+            }
+            .into());
+        };
+        let hasher = if fresh { Box::default() } else { a.hasher };
+        self.current = Some(Transfer {
+            id,
+            size: a.size,
+            offer: a.offer,
+            at: from,
+            hasher,
+            up_to_date,
+        });
+        link.emit(ReceiverEvent::Start { id, from });
+        Ok(())
+    }
+
+    fn on_data(&mut self, link: &mut Link<ReceiverEvent>, data: Bytes) -> Result<(), Error> {
+        let t = self
+            .current
+            .as_mut()
+            .ok_or(ProtocolError::NoFileBegun("Data"))?;
+        let end = t.advance(data.len() as u64)?;
+        if !data.is_empty() {
+            t.hasher.update(&data);
+            self.bytes_received += data.len() as u64;
+            link.emit(ReceiverEvent::Write { offset: t.at, data });
+        }
+        t.at = end;
+        Ok(())
+    }
+
+    fn on_hole(&mut self, link: &mut Link<ReceiverEvent>, len: u64) -> Result<(), Error> {
+        let t = self
+            .current
+            .as_mut()
+            .ok_or(ProtocolError::NoFileBegun("Hole"))?;
+        let end = t.advance(len)?;
+        super::hash_zeros(&mut t.hasher, len);
+        link.emit(ReceiverEvent::Hole { offset: t.at, len });
+        t.at = end;
+        Ok(())
+    }
+
+    fn on_end(
+        &mut self,
+        link: &mut Link<ReceiverEvent>,
+        id: u32,
+        hash: [u8; 32],
+        offer: [u8; 32],
+    ) -> Result<(), Error> {
+        let t = self
+            .current
+            .as_ref()
+            .ok_or(ProtocolError::NoFileBegun("End"))?;
+        if t.id != id {
+            return Err(ProtocolError::OutOfOrder { id, expected: t.id }.into());
+        }
+        if t.at != t.size {
+            let (size, received) = (t.size, t.at);
+            return Err(ProtocolError::ShortFile { size, received }.into());
+        }
+        if *t.hasher.finalize().as_bytes() != hash || offer != t.offer {
+            link.emit(ReceiverEvent::Discard { id });
+            return Err(Error::HashMismatch);
+        }
+        let up_to_date = t.up_to_date;
+        self.current = None;
+        let request: SaveRequest = self.requests.issue();
+        self.saving.insert(request.number(), id);
+        link.emit(ReceiverEvent::Verified {
+            id,
+            hash,
+            up_to_date,
+            request,
+        });
+        Ok(())
+    }
+
+    /// `Skip { id }`: the next accepted file, a complete one that may not
+    /// be replaced, will not come.
+    fn on_skip(&mut self, link: &mut Link<ReceiverEvent>, id: u32) -> Result<(), Error> {
+        let front = self.accepted.front();
+        let skippable = self.current.is_none()
+            && front.is_some_and(|a| a.id == id && a.complete == Some(false));
+        if !skippable {
+            return Err(ProtocolError::BadSkip { id }.into());
+        }
+        self.accepted.pop_front();
+        self.in_flight -= 1;
+        self.count_refusal()?;
+        link.emit(ReceiverEvent::Skipped { id });
+        Ok(())
+    }
+
+    fn on_quit(&mut self, link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
+        if self.in_flight > 0 {
+            let in_flight = self.in_flight;
+            return Err(ProtocolError::QuitInFlight { in_flight }.into());
+        }
+        link.emit(ReceiverEvent::Finished);
+        self.finished = true;
+        Ok(())
+    }
+
+    /// One entry is finished: answered with `Saved` or `Reject`.
+    fn finish_one(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
     }
 }
 
@@ -324,51 +522,54 @@ impl Role for ReceiverRole {
     type Event = ReceiverEvent;
     const PROTOCOL: Protocol = Protocol::File;
 
-    fn start(&mut self, _link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
+    fn start(&mut self, link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
+        link.send(&Frame::Window {
+            files: self.config.window,
+        });
         Ok(())
     }
 
-    /// Every transition is made in place once nothing can fail any more:
-    /// an `Err` leaves the state the frame arrived in (and fails the session).
+    /// Every transition is made once nothing can fail any more: an `Err`
+    /// leaves the state the frame arrived in (and fails the session).
     fn on_frame(&mut self, link: &mut Link<ReceiverEvent>, frame: Frame) -> Result<(), Error> {
-        match (&mut self.state, frame) {
-            (State::Idle, Frame::Offer { size, name }) => self.on_offer(link, size, &name),
-            (State::Idle, Frame::Quit) => {
-                link.emit(ReceiverEvent::Finished);
-                self.state = State::Done;
+        if self.finished {
+            return Err(self.unexpected(&frame));
+        }
+        match frame {
+            Frame::Offer { .. } => self.on_offer(link, frame),
+            Frame::Begin { id, from } => self.on_begin(link, id, from),
+            Frame::Data(data) => self.on_data(link, data),
+            Frame::Hole { len } => self.on_hole(link, len),
+            Frame::End { id, hash, offer } => self.on_end(link, id, hash, offer),
+            Frame::Skip { id } => self.on_skip(link, id),
+            Frame::Flush => {
+                link.emit(ReceiverEvent::Flush);
                 Ok(())
             }
-            (State::Transfer(t), Frame::Begin { from }) if !t.begun => t.begin(link, from),
-            (State::Transfer(t), Frame::Data(data)) if t.begun => {
-                self.bytes_received += t.data(link, data)?;
-                Ok(())
-            }
-            (State::Transfer(t), Frame::End { hash, offer }) if t.begun => {
-                t.end(link, &mut self.requests, hash, offer == self.offer)?;
-                let name = t.name.clone();
-                self.state = State::Saving { name };
-                Ok(())
-            }
-            (_, frame) => Err(self.unexpected(&frame)),
+            Frame::Quit => self.on_quit(link),
+            frame => Err(self.unexpected(&frame)),
         }
     }
 
     fn awaits_app(&self) -> bool {
-        matches!(self.state, State::Deciding { .. } | State::Saving { .. })
+        self.deciding.is_some()
     }
 
     fn is_finished(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.finished
     }
 
     fn state_name(&self) -> &'static str {
-        match self.state {
-            State::Idle => "waiting for an offer",
-            State::Deciding { .. } => "deciding on an offer",
-            State::Transfer(Transfer { begun: false, .. }) => "waiting for Begin",
-            State::Transfer(Transfer { begun: true, .. }) => "receiving file data",
-            State::Saving { .. } => "saving a file",
-            State::Done => "finished",
+        if self.finished {
+            "finished"
+        } else if self.deciding.is_some() {
+            "deciding on an offer"
+        } else if self.current.is_some() {
+            "receiving file data"
+        } else if !self.accepted.is_empty() {
+            "waiting for Begin"
+        } else {
+            "waiting for an offer"
         }
     }
 
@@ -386,46 +587,64 @@ fn wrong_state(call: &'static str, role: &ReceiverRole) -> Error {
 }
 
 impl Framed<ReceiverRole> {
-    /// Accepts the file `request` offered, fresh or resuming a partial
-    /// file. Refused, changing nothing but spending the request, if
-    /// `request` is not the one owed ([`UsageError::StaleRequest`]) or if
-    /// `have` exceeds the offered size.
+    /// Accepts the entry `request` offered: a file, fresh or resuming a
+    /// partial file or checking a complete one; a directory, which now
+    /// exists (confirmed with `Saved` at once). Refused, changing nothing
+    /// but spending the request, if `request` is not the one owed
+    /// ([`UsageError::StaleRequest`]) or if `resume` does not fit the
+    /// offered size ([`UsageError::BadResume`], which fails the session).
     pub fn accept(&mut self, request: OfferRequest, resume: Resume) -> Result<(), Error> {
         self.command(|role, link| {
             role.requests.answer(request)?;
-            let State::Deciding { name, size } = &role.state else {
+            let Some(d) = role.deciding.take() else {
                 return Err(wrong_state("accept", role));
             };
-            let (name, size) = (name.clone(), *size);
-            let (have, hasher) = match resume {
-                Resume::Fresh => (0, blake3::Hasher::new()),
+            if d.kind == EntryKind::Directory {
+                link.send(&Frame::Saved { id: d.id });
+                role.files_saved += 1;
+                role.finish_one();
+                return Ok(());
+            }
+            let size = d.size;
+            let (have, hasher, complete) = match resume {
+                Resume::Fresh => (0, blake3::Hasher::new(), None),
                 Resume::From { have, hasher } if have <= size && hasher.count() == have => {
-                    (have, hasher)
+                    (have, hasher, None)
                 }
-                Resume::Complete { hasher, .. } if hasher.count() == size => (size, hasher),
-                Resume::From { have, .. } => {
-                    return Err(UsageError::BadResume { have, size }.into());
+                Resume::Complete { hasher, replace } if hasher.count() == size => {
+                    (size, hasher, Some(replace))
                 }
-                Resume::Complete { hasher, .. } => {
+                Resume::From { hasher, .. } | Resume::Complete { hasher, .. } => {
                     let have = hasher.count();
                     return Err(UsageError::BadResume { have, size }.into());
                 }
             };
             let prefix = *hasher.finalize().as_bytes();
-            link.send(&Frame::Accept { have, prefix });
-            role.state = State::Transfer(Transfer {
-                name,
+            let flags = match complete {
+                None => 0,
+                Some(false) => ACCEPT_COMPLETE,
+                Some(true) => ACCEPT_COMPLETE | ACCEPT_REPLACE,
+            };
+            link.send(&Frame::Accept {
+                id: d.id,
+                have,
+                prefix,
+                flags,
+            });
+            role.accepted.push_back(Accepted {
+                id: d.id,
                 size,
-                at: have,
+                offer: d.offer,
+                have,
                 hasher: Box::new(hasher),
-                begun: false,
+                complete,
             });
             Ok(())
         })
     }
 
-    /// Refuses the file `request` offered; the sender moves on to its next
-    /// file. The refusal after `TransferConfig::max_refusals` of them fails the
+    /// Refuses the entry `request` offered; the sender moves on. The
+    /// refusal after `TransferConfig::max_refusals` of them fails the
     /// session instead ([`ProtocolError::TooManyRefusals`]), telling the
     /// sender why.
     pub fn reject(
@@ -437,32 +656,37 @@ impl Framed<ReceiverRole> {
         let message = clip_text(message.into());
         self.command(|role, link| {
             role.requests.answer(request)?;
-            if !matches!(role.state, State::Deciding { .. }) {
+            let Some(d) = role.deciding.take() else {
                 return Err(wrong_state("reject", role));
-            }
-            role.count_refusal(role.config.max_refusals)?;
-            link.send(&Frame::Reject { reason, message });
-            role.state = State::Idle;
+            };
+            role.count_refusal()?;
+            link.send(&Frame::Reject {
+                id: d.id,
+                reason,
+                message,
+            });
+            role.finish_one();
             Ok(())
         })
     }
 
-    /// The verified file is durable under its final name: confirms with `Saved`.
+    /// The verified file `request` was about is durable under its final
+    /// name (or was up to date): confirms with `Saved`.
     pub fn saved(&mut self, request: SaveRequest) -> Result<(), Error> {
         self.command(|role, link| {
-            role.requests.answer(request)?;
-            if !matches!(role.state, State::Saving { .. }) {
+            let number = role.requests.answer_numbered(request)?;
+            let Some(id) = role.saving.remove(&number) else {
                 return Err(wrong_state("saved", role));
-            }
-            link.send(&Frame::Saved);
+            };
+            link.send(&Frame::Saved { id });
             role.files_saved += 1;
-            role.state = State::Idle;
+            role.finish_one();
             Ok(())
         })
     }
 
     /// The verified file could not be saved: tells the sender with a
-    /// `Reject` (the file is not delivered) and waits for the next offer.
+    /// `Reject` (the file is not delivered).
     pub fn save_failed(
         &mut self,
         request: SaveRequest,
@@ -471,12 +695,16 @@ impl Framed<ReceiverRole> {
     ) -> Result<(), Error> {
         let message = clip_text(message.into());
         self.command(|role, link| {
-            role.requests.answer(request)?;
-            if !matches!(role.state, State::Saving { .. }) {
+            let number = role.requests.answer_numbered(request)?;
+            let Some(id) = role.saving.remove(&number) else {
                 return Err(wrong_state("save_failed", role));
-            }
-            link.send(&Frame::Reject { reason, message });
-            role.state = State::Idle;
+            };
+            link.send(&Frame::Reject {
+                id,
+                reason,
+                message,
+            });
+            role.finish_one();
             Ok(())
         })
     }

@@ -24,6 +24,13 @@ pub struct Request<K> {
     kind: PhantomData<fn() -> K>,
 }
 
+impl<K> Request<K> {
+    /// Its number, unique among its machine's requests.
+    pub(crate) fn number(&self) -> u64 {
+        self.seq
+    }
+}
+
 // By hand: derives would ask the same of `K`, which is never a value.
 impl<K> PartialEq for Request<K> {
     fn eq(&self, other: &Self) -> bool {
@@ -69,13 +76,14 @@ pub type PrefixRequest = Request<kind::Prefix>;
 /// Answered by `Sender::push_chunk`.
 pub type ChunkRequest = Request<kind::Chunk>;
 
-/// Issues a machine's requests and checks the answers: one request owed at
-/// a time, each with a number no other request of any machine shares.
+/// Issues a machine's requests and checks the answers, each with a number
+/// no other request of any machine shares. Several may be owed at once (a
+/// receiver's saves, up to its window); the machine bounds how many.
 #[derive(Debug)]
 pub(crate) struct Requests {
     machine: u64,
     next: u64,
-    owed: Option<u64>,
+    owed: std::collections::BTreeSet<u64>,
 }
 
 impl Default for Requests {
@@ -86,7 +94,7 @@ impl Default for Requests {
         Requests {
             machine: MACHINES.fetch_add(1, Ordering::Relaxed),
             next: 0,
-            owed: None,
+            owed: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -96,7 +104,7 @@ impl Requests {
     pub(crate) fn issue<K>(&mut self) -> Request<K> {
         let seq = self.next;
         self.next += 1;
-        self.owed = Some(seq);
+        self.owed.insert(seq);
         Request {
             machine: self.machine,
             seq,
@@ -106,11 +114,18 @@ impl Requests {
 
     /// Takes `request` as the answer to what is owed, or refuses it.
     pub(crate) fn answer<K>(&mut self, request: Request<K>) -> Result<(), Error> {
-        if request.machine != self.machine || self.owed != Some(request.seq) {
+        if request.machine != self.machine || !self.owed.remove(&request.seq) {
             return Err(UsageError::StaleRequest.into());
         }
-        self.owed = None;
         Ok(())
+    }
+
+    /// Like [`answer`](Requests::answer), and returns the request's number
+    /// (to find what it was about among several owed).
+    pub(crate) fn answer_numbered<K>(&mut self, request: Request<K>) -> Result<u64, Error> {
+        let seq = request.seq;
+        self.answer(request)?;
+        Ok(seq)
     }
 }
 

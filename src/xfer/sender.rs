@@ -1,15 +1,22 @@
 //! The sender role: its whole transition table and the driver's answers.
 //!
-//! Pure: it offers files, checks a resume point, hashes every chunk and
-//! queues it, asking its driver (through [`SenderEvent`]s) to hash a prefix
-//! or read the next chunk only when its output has room. It never touches
-//! a file; it holds at most one chunk request outstanding.
+//! Pure: it offers entries ahead of what is confirmed (up to the window the
+//! receiver announced), checks resume points, hashes every chunk and queues
+//! it, asking its driver (through [`SenderEvent`]s) to hash a prefix or
+//! read the next chunk only when its output has room. It never touches a
+//! file; it holds at most one prefix and one chunk request outstanding.
+//! Files are sent one after another in offer order, without waiting for
+//! earlier confirmations; confirmations come back whenever the receiver
+//! has made files durable.
+
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::entry::FileSpec;
+use super::entry::{EntryKind, FileSpec};
 use super::request::{ChunkRequest, PrefixRequest, Requests};
 use crate::codec::{Frame, FrameLimits, Protocol, RejectReason};
+use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE, MAX_HOLE};
 use crate::config::{SessionLimits, TransferConfig};
 use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
@@ -23,22 +30,24 @@ pub enum SenderEvent {
     /// `len` bytes of the local file and call
     /// [`prefix_hashed`](Framed::prefix_hashed).
     HashPrefix {
-        /// Index of the file in the list given to [`SenderRole::new`].
+        /// Index of the entry in the list given to [`SenderRole::new`].
         file: usize,
         /// Bytes to hash.
         len: u64,
         /// Goes back with the answer.
         request: PrefixRequest,
     },
-    /// Data of `file` starts at `from` (0: from the start; more: resumed).
+    /// Data of `file` starts at `from` (0: from the start; more: resumed;
+    /// its size: it is up to date, nothing will be read).
     Started {
         /// The file.
         file: usize,
         /// First byte sent.
         from: u64,
     },
-    /// Answer: read exactly `len` bytes of `file` at `offset` and call
-    /// [`push_chunk`](Framed::push_chunk).
+    /// Answer: read up to `len` bytes of `file` at `offset` and call
+    /// [`push_chunk`](Framed::push_chunk), or report a hole there with
+    /// [`push_hole`](Framed::push_hole).
     Read {
         /// The file.
         file: usize,
@@ -49,16 +58,20 @@ pub enum SenderEvent {
         /// Goes back with the answer.
         request: ChunkRequest,
     },
-    /// The receiver verified `file`, made it durable and confirmed it.
+    /// The receiver has `file` (verified, durable, under its final name; a
+    /// directory: it exists).
     Delivered {
-        /// The file.
+        /// The entry.
         file: usize,
-        /// BLAKE3 of its content.
+        /// BLAKE3 of its content (of nothing for a directory).
         hash: [u8; 32],
+        /// It was already there, identical: no data moved.
+        up_to_date: bool,
     },
-    /// The receiver refused `file` (or could not save it).
+    /// The receiver refused `file` (or could not save it), or it differs
+    /// from a file the receiver keeps.
     Rejected {
-        /// The file.
+        /// The entry.
         file: usize,
         /// Why.
         reason: RejectReason,
@@ -67,38 +80,56 @@ pub enum SenderEvent {
     },
 }
 
+/// A file the receiver accepted, waiting its turn to be sent.
 #[derive(Debug)]
-enum State {
-    /// `Offer` sent for this file; waiting for `Accept` or `Reject`.
-    Offered(usize),
-    /// `HashPrefix` emitted; waiting for the driver's hasher.
-    Checking {
-        file: usize,
-        have: u64,
-        prefix: [u8; 32],
-    },
-    /// Streaming `Data`; `pending` is the outstanding `Read` request.
-    Sending {
-        file: usize,
-        at: u64,
-        pending: Option<usize>,
-        hasher: Box<blake3::Hasher>,
-    },
-    /// `End` sent; waiting for `Saved` (or `Reject`).
-    Ending { file: usize, hash: [u8; 32] },
-    /// `Quit` sent.
-    Done,
+struct Accepted {
+    file: usize,
+    have: u64,
+    prefix: [u8; 32],
+    flags: u8,
+}
+
+/// The file being sent.
+#[derive(Debug)]
+struct Sending {
+    file: usize,
+    at: u64,
+    /// The outstanding `Read`: its length.
+    pending: Option<usize>,
+    hasher: Box<blake3::Hasher>,
+    up_to_date: bool,
+}
+
+/// A file whose `End` went out, waiting for `Saved` or `Reject`.
+#[derive(Debug)]
+struct Ended {
+    hash: [u8; 32],
+    up_to_date: bool,
 }
 
 /// The sender role. Use it as [`Sender`](super::Sender).
 #[derive(Debug)]
 pub struct SenderRole {
     files: Vec<FileSpec>,
-    state: State,
-    bytes_sent: u64,
-    /// The answer owed by the application, if any.
-    requests: Requests,
     config: TransferConfig,
+    /// The receiver's window once its `Window` arrived (no offer before).
+    window: Option<u32>,
+    /// The next entry to offer.
+    next_offer: usize,
+    /// Entries offered and not finished.
+    in_flight: u32,
+    /// Offered entries waiting for the receiver's decision, in order.
+    offered: VecDeque<usize>,
+    accepted: VecDeque<Accepted>,
+    /// A resume prefix being hashed by the driver.
+    checking: Option<Accepted>,
+    sending: Option<Sending>,
+    ended: BTreeMap<usize, Ended>,
+    /// `Flush` sent since the last `End`.
+    flushed: bool,
+    done: bool,
+    bytes_sent: u64,
+    requests: Requests,
 }
 
 impl SenderRole {
@@ -107,14 +138,23 @@ impl SenderRole {
     pub fn new(files: Vec<FileSpec>, config: TransferConfig) -> Self {
         SenderRole {
             files,
-            state: State::Done,
+            config,
+            window: None,
+            next_offer: 0,
+            in_flight: 0,
+            offered: VecDeque::new(),
+            accepted: VecDeque::new(),
+            checking: None,
+            sending: None,
+            ended: BTreeMap::new(),
+            flushed: false,
+            done: false,
             bytes_sent: 0,
             requests: Requests::default(),
-            config,
         }
     }
 
-    /// The files this sender offers.
+    /// The entries this sender offers.
     pub fn files(&self) -> &[FileSpec] {
         &self.files
     }
@@ -124,33 +164,52 @@ impl SenderRole {
         self.bytes_sent
     }
 
-    /// The file being offered or sent, if any.
+    /// The file being sent, if any.
     pub fn current(&self) -> Option<usize> {
-        match self.state {
-            State::Offered(file)
-            | State::Checking { file, .. }
-            | State::Sending { file, .. }
-            | State::Ending { file, .. } => Some(file),
-            State::Done => None,
+        self.sending.as_ref().map(|s| s.file)
+    }
+
+    /// Entries offered and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    fn size(&self, file: usize) -> u64 {
+        self.files.get(file).map_or(0, |f| f.size)
+    }
+
+    /// Offers what the window allows.
+    fn offer_more(&mut self, link: &mut Link<SenderEvent>) {
+        let Some(window) = self.window else { return };
+        let window = window.min(self.config.window);
+        while self.in_flight < window && self.next_offer < self.files.len() && link.has_room() {
+            let file = self.next_offer;
+            link.send(&offer_frame(file, &self.files[file]));
+            self.offered.push_back(file);
+            self.next_offer += 1;
+            self.in_flight += 1;
         }
     }
 
-    /// Offers file `file`, or ends the session when there is none left.
-    fn offer(&mut self, link: &mut Link<SenderEvent>, file: usize) {
-        self.state = match self.files.get(file) {
-            Some(spec) => {
-                let name = Bytes::copy_from_slice(spec.path.file_name().as_str().as_bytes());
-                link.send(&Frame::Offer {
-                    size: spec.size,
-                    name,
-                });
-                State::Offered(file)
-            }
-            None => {
-                link.send(&Frame::Quit);
-                State::Done
-            }
+    /// Starts the next accepted file, if nothing is being sent or checked.
+    fn next_file(&mut self, link: &mut Link<SenderEvent>) {
+        if self.sending.is_some() || self.checking.is_some() {
+            return;
+        }
+        let Some(a) = self.accepted.pop_front() else {
+            return;
         };
+        if a.have == 0 && a.flags & ACCEPT_COMPLETE == 0 {
+            self.begin(link, a.file, 0, blake3::Hasher::new(), false);
+            return;
+        }
+        let request = self.requests.issue();
+        link.emit(SenderEvent::HashPrefix {
+            file: a.file,
+            len: a.have,
+            request,
+        });
+        self.checking = Some(a);
     }
 
     fn begin(
@@ -159,19 +218,213 @@ impl SenderRole {
         file: usize,
         from: u64,
         hasher: blake3::Hasher,
+        up_to_date: bool,
     ) {
-        link.send(&Frame::Begin { from });
+        link.send(&Frame::Begin {
+            id: id_of(file),
+            from,
+        });
         link.emit(SenderEvent::Started { file, from });
-        self.state = State::Sending {
+        self.sending = Some(Sending {
             file,
             at: from,
             pending: None,
             hasher: Box::new(hasher),
-        };
+            up_to_date,
+        });
     }
 
-    fn size(&self, file: usize) -> u64 {
-        self.files.get(file).map_or(0, |f| f.size)
+    /// One entry is finished (saved, refused or skipped).
+    fn finish_one(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// The receiver's decision on the oldest offer it has not decided.
+    fn decided(&mut self, id: u32) -> Result<usize, Error> {
+        match self.offered.front() {
+            Some(&file) if id_of(file) == id => {
+                self.offered.pop_front();
+                Ok(file)
+            }
+            Some(&file) => Err(ProtocolError::OutOfOrder {
+                id,
+                expected: id_of(file),
+            }
+            .into()),
+            None => Err(ProtocolError::UnknownEntry { id }.into()),
+        }
+    }
+
+    fn on_accept(&mut self, id: u32, have: u64, prefix: [u8; 32], flags: u8) -> Result<(), Error> {
+        let next = self.offered.front().copied();
+        if next.is_some_and(|f| self.files[f].kind == EntryKind::Directory) {
+            return Err(ProtocolError::UnexpectedFrame {
+                state: "waiting for a directory's Saved",
+                frame: "Accept",
+            }
+            .into());
+        }
+        let size = next.map_or(0, |f| self.size(f));
+        let complete = flags & ACCEPT_COMPLETE != 0;
+        if have > size || (complete && have != size) {
+            let reason = "more than the offered size, or a complete file of another size";
+            return Err(ProtocolError::BadOffset {
+                offset: have,
+                reason,
+            }
+            .into());
+        }
+        let file = self.decided(id)?;
+        self.accepted.push_back(Accepted {
+            file,
+            have,
+            prefix,
+            flags,
+        });
+        Ok(())
+    }
+
+    fn on_reject(
+        &mut self,
+        link: &mut Link<SenderEvent>,
+        id: u32,
+        reason: RejectReason,
+        message: &[u8],
+    ) -> Result<(), Error> {
+        let file = match self.ended.remove(&(id as usize)) {
+            Some(_) => id as usize,
+            None => self.decided(id)?,
+        };
+        let message = sanitize(&message[..message.len().min(1024)]);
+        link.emit(SenderEvent::Rejected {
+            file,
+            reason,
+            message,
+        });
+        self.finish_one();
+        Ok(())
+    }
+
+    fn on_saved(&mut self, link: &mut Link<SenderEvent>, id: u32) -> Result<(), Error> {
+        let file = id as usize;
+        let (hash, up_to_date) = match self.ended.remove(&file) {
+            Some(e) => (e.hash, e.up_to_date),
+            None if self.offered.front() == Some(&file)
+                && self.files[file].kind == EntryKind::Directory =>
+            {
+                self.offered.pop_front();
+                (*blake3::Hasher::new().finalize().as_bytes(), false)
+            }
+            None => return Err(ProtocolError::UnknownEntry { id }.into()),
+        };
+        link.emit(SenderEvent::Delivered {
+            file,
+            hash,
+            up_to_date,
+        });
+        self.finish_one();
+        Ok(())
+    }
+
+    /// Sends `End` for the file whose bytes all went out.
+    fn end(&mut self, link: &mut Link<SenderEvent>) {
+        let Some(s) = self.sending.take() else { return };
+        let hash = *s.hasher.finalize().as_bytes();
+        let offer = super::offer_digest(&offer_frame(s.file, &self.files[s.file]));
+        link.send(&Frame::End {
+            id: id_of(s.file),
+            hash,
+            offer,
+        });
+        let up_to_date = s.up_to_date;
+        self.ended.insert(s.file, Ended { hash, up_to_date });
+        self.flushed = false;
+    }
+
+    /// Asks for the next chunk of the file being sent, or ends it.
+    fn pump(&mut self, link: &mut Link<SenderEvent>) {
+        let chunk = self.config.chunk_size as u64;
+        let Some(s) = self.sending.as_mut() else {
+            return;
+        };
+        if s.pending.is_some() {
+            return;
+        }
+        let size = self.files.get(s.file).map_or(0, |f| f.size);
+        if s.at < size {
+            let len = chunk.min(size - s.at) as usize;
+            s.pending = Some(len);
+            let request = self.requests.issue();
+            link.emit(SenderEvent::Read {
+                file: s.file,
+                offset: s.at,
+                len,
+                request,
+            });
+        } else {
+            self.end(link);
+        }
+    }
+
+    /// Nothing more can go out until the receiver confirms: ask it to
+    /// make durable what it holds (once per wait), or end the session
+    /// when every entry is finished.
+    fn settle(&mut self, link: &mut Link<SenderEvent>) {
+        let idle = self.sending.is_none() && self.checking.is_none() && self.accepted.is_empty();
+        if !idle || self.window.is_none() {
+            return;
+        }
+        if self.next_offer == self.files.len() && self.in_flight == 0 {
+            link.send(&Frame::Quit);
+            self.done = true;
+            return;
+        }
+        let window = self.window.unwrap_or(1).min(self.config.window);
+        let blocked = self.next_offer == self.files.len() || self.in_flight >= window;
+        if blocked && !self.ended.is_empty() && !self.flushed {
+            link.send(&Frame::Flush);
+            self.flushed = true;
+        }
+    }
+
+    /// Everything that may happen after any input: offer, start, read,
+    /// flush, quit.
+    fn advance(&mut self, link: &mut Link<SenderEvent>) {
+        if self.done {
+            return;
+        }
+        loop {
+            let before = (self.sending.is_some(), self.checking.is_some());
+            self.offer_more(link);
+            self.next_file(link);
+            if link.has_room() {
+                self.pump(link);
+            }
+            if before == (self.sending.is_some(), self.checking.is_some()) {
+                break;
+            }
+        }
+        self.settle(link);
+    }
+}
+
+/// An entry's id on the wire: its index in the list.
+fn id_of(file: usize) -> u32 {
+    u32::try_from(file).unwrap_or(u32::MAX)
+}
+
+/// The `Offer` of entry number `file`.
+pub fn offer_frame(file: usize, spec: &FileSpec) -> Frame {
+    let mut path = bytes::BytesMut::with_capacity(spec.path.encoded_len());
+    spec.path.encode(&mut path);
+    Frame::Offer {
+        id: id_of(file),
+        kind: spec.kind.to_byte(),
+        mode: spec.meta.mode,
+        mtime_secs: spec.meta.mtime.secs,
+        mtime_nanos: spec.meta.mtime.nanos,
+        size: spec.size,
+        path: path.freeze(),
     }
 }
 
@@ -179,50 +432,40 @@ impl Role for SenderRole {
     type Event = SenderEvent;
     const PROTOCOL: Protocol = Protocol::File;
 
-    fn start(&mut self, link: &mut Link<SenderEvent>) -> Result<(), Error> {
-        self.offer(link, 0);
+    fn start(&mut self, _link: &mut Link<SenderEvent>) -> Result<(), Error> {
+        if u32::try_from(self.files.len()).is_err() {
+            return Err(UsageError::WrongState {
+                call: "SenderRole::new",
+                state: "more than 2^32 entries",
+            }
+            .into());
+        }
         Ok(())
     }
 
     fn on_frame(&mut self, link: &mut Link<SenderEvent>, frame: Frame) -> Result<(), Error> {
-        match (&self.state, frame) {
-            (&State::Offered(file), Frame::Accept { have, prefix }) => {
-                if have > self.size(file) {
-                    let reason = "more than the offered size";
-                    return Err(ProtocolError::BadOffset {
-                        offset: have,
-                        reason,
-                    }
-                    .into());
+        match frame {
+            Frame::Window { files } if self.window.is_none() => self.window = Some(files),
+            _ if self.window.is_none() || self.done => {
+                return Err(ProtocolError::UnexpectedFrame {
+                    state: self.state_name(),
+                    frame: frame.name(),
                 }
-                if have == 0 {
-                    self.begin(link, file, 0, blake3::Hasher::new());
-                } else {
-                    let request = self.requests.issue();
-                    link.emit(SenderEvent::HashPrefix {
-                        file,
-                        len: have,
-                        request,
-                    });
-                    self.state = State::Checking { file, have, prefix };
-                }
+                .into())
             }
-            (
-                &State::Offered(file) | &State::Ending { file, .. },
-                Frame::Reject { reason, message },
-            ) => {
-                link.emit(SenderEvent::Rejected {
-                    file,
-                    reason,
-                    message: sanitize(&message[..message.len().min(1024)]),
-                });
-                self.offer(link, file + 1);
-            }
-            (&State::Ending { file, hash }, Frame::Saved) => {
-                link.emit(SenderEvent::Delivered { file, hash });
-                self.offer(link, file + 1);
-            }
-            (_, frame) => {
+            Frame::Accept {
+                id,
+                have,
+                prefix,
+                flags,
+            } => self.on_accept(id, have, prefix, flags)?,
+            Frame::Reject {
+                id,
+                reason,
+                message,
+            } => self.on_reject(link, id, reason, &message)?,
+            Frame::Saved { id } => self.on_saved(link, id)?,
+            frame => {
                 return Err(ProtocolError::UnexpectedFrame {
                     state: self.state_name(),
                     frame: frame.name(),
@@ -230,55 +473,33 @@ impl Role for SenderRole {
                 .into())
             }
         }
+        self.advance(link);
         Ok(())
     }
 
     fn on_writable(&mut self, link: &mut Link<SenderEvent>) {
-        let chunk = self.config.chunk_size as u64;
-        let State::Sending {
-            file,
-            at,
-            pending: pending @ None,
-            hasher,
-        } = &mut self.state
-        else {
-            return;
-        };
-        let size = self.files.get(*file).map_or(0, |f| f.size);
-        if *at < size {
-            let len = chunk.min(size - *at) as usize;
-            *pending = Some(len);
-            let request = self.requests.issue();
-            link.emit(SenderEvent::Read {
-                file: *file,
-                offset: *at,
-                len,
-                request,
-            });
-        } else {
-            let hash = *hasher.finalize().as_bytes();
-            let spec = &self.files[*file];
-            let offer = super::offer_digest(spec.size, spec.path.file_name().as_str().as_bytes());
-            link.send(&Frame::End { hash, offer });
-            self.state = State::Ending { file: *file, hash };
-        }
+        self.advance(link);
     }
 
     fn awaits_app(&self) -> bool {
-        matches!(self.state, State::Checking { .. })
+        self.checking.is_some()
     }
 
     fn is_finished(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.done
     }
 
     fn state_name(&self) -> &'static str {
-        match self.state {
-            State::Offered(_) => "waiting for Accept",
-            State::Checking { .. } => "checking a resume prefix",
-            State::Sending { .. } => "sending file data",
-            State::Ending { .. } => "waiting for Saved",
-            State::Done => "finished",
+        if self.done {
+            "finished"
+        } else if self.window.is_none() {
+            "waiting for the receiver's Window"
+        } else if self.checking.is_some() {
+            "checking a resume prefix"
+        } else if self.sending.is_some() {
+            "sending file data"
+        } else {
+            "waiting for confirmations"
         }
     }
 
@@ -298,7 +519,9 @@ fn wrong_state(call: &'static str, role: &SenderRole) -> Error {
 impl Framed<SenderRole> {
     /// Answers [`SenderEvent::HashPrefix`]: `hasher` has hashed the first
     /// `bytes_hashed` bytes of the local file. If they are the bytes the
-    /// receiver holds, sending resumes after them; otherwise it restarts from 0.
+    /// receiver holds, sending resumes after them (or, for a complete file
+    /// there, nothing is sent: it is up to date); otherwise the file is
+    /// sent from 0, or skipped if the receiver may not replace its own.
     pub fn prefix_hashed(
         &mut self,
         request: PrefixRequest,
@@ -307,53 +530,85 @@ impl Framed<SenderRole> {
     ) -> Result<(), Error> {
         self.command(|role, link| {
             role.requests.answer(request)?;
-            let State::Checking { file, have, prefix } = role.state else {
+            let Some(a) = role.checking.take() else {
                 return Err(wrong_state("prefix_hashed", role));
             };
-            let same = bytes_hashed == have
-                && hasher.count() == have
-                && *hasher.finalize().as_bytes() == prefix;
-            if same {
-                role.begin(link, file, have, hasher);
-            } else {
-                role.begin(link, file, 0, blake3::Hasher::new());
+            let same = bytes_hashed == a.have
+                && hasher.count() == a.have
+                && *hasher.finalize().as_bytes() == a.prefix;
+            let complete = a.flags & ACCEPT_COMPLETE != 0;
+            let replace = a.flags & ACCEPT_REPLACE != 0;
+            match (same, complete) {
+                (true, _) => role.begin(link, a.file, a.have, hasher, complete),
+                (false, true) if !replace => {
+                    link.send(&Frame::Skip { id: id_of(a.file) });
+                    link.emit(SenderEvent::Rejected {
+                        file: a.file,
+                        reason: RejectReason::Exists,
+                        message: "a different file of that name exists on the receiver, which keeps it unless it runs with --overwrite".into(),
+                    });
+                    role.finish_one();
+                }
+                (false, _) => role.begin(link, a.file, 0, blake3::Hasher::new(), false),
             }
+            role.advance(link);
             Ok(())
         })
     }
 
-    /// Answers [`SenderEvent::Read`] with the bytes read. Anything but
-    /// exactly the length asked for is refused with
+    /// Answers [`SenderEvent::Read`] with the bytes read: at least one and
+    /// at most the length asked for (fewer: the data run ends there, a
+    /// hole follows). Empty or longer is refused with
     /// [`Error::SourceChanged`] (the file changed under the sender: the
-    /// application's failure, not a misuse);
-    /// the session is left as it was (and `request` spent: the application
-    /// gives up on the session, as a source that changed leaves nothing to
-    /// send).
+    /// application's failure, not a misuse), and `request` is spent: the
+    /// application gives up on the session.
     pub fn push_chunk(&mut self, request: ChunkRequest, chunk: Bytes) -> Result<(), Error> {
         self.command(|role, link| {
             role.requests.answer(request)?;
-            let State::Sending {
-                at,
-                pending,
-                hasher,
-                ..
-            } = &mut role.state
-            else {
-                return Err(wrong_state("push_chunk", role));
-            };
-            match *pending {
-                None => return Err(wrong_state("push_chunk", role)),
-                Some(len) if len != chunk.len() => {
-                    return Err(Error::SourceChanged("chunk length differs"))
-                }
-                Some(_) => {}
+            let s = role.pending_read("push_chunk")?;
+            if chunk.is_empty() || chunk.len() > s.pending.unwrap_or(0) {
+                return Err(Error::SourceChanged("chunk length differs"));
             }
-            hasher.update(&chunk);
-            *at += chunk.len() as u64;
-            *pending = None;
+            s.hasher.update(&chunk);
+            s.at += chunk.len() as u64;
+            s.pending = None;
             role.bytes_sent += chunk.len() as u64;
             link.send(&Frame::Data(chunk));
+            role.advance(link);
             Ok(())
         })
+    }
+
+    /// Answers [`SenderEvent::Read`] with a hole: the next `len` bytes are
+    /// zeros the receiver need not write (a sparse file's hole; `len` may
+    /// exceed the length asked for, up to the file's end and
+    /// [`MAX_HOLE`]). Out of those bounds is refused with
+    /// [`Error::SourceChanged`].
+    pub fn push_hole(&mut self, request: ChunkRequest, len: u64) -> Result<(), Error> {
+        self.command(|role, link| {
+            role.requests.answer(request)?;
+            let size = role.current().map_or(0, |f| role.size(f));
+            let s = role.pending_read("push_hole")?;
+            if len == 0 || len > MAX_HOLE || len > size - s.at {
+                return Err(Error::SourceChanged("hole past the file's end"));
+            }
+            super::hash_zeros(&mut s.hasher, len);
+            s.at += len;
+            s.pending = None;
+            link.send(&Frame::Hole { len });
+            role.advance(link);
+            Ok(())
+        })
+    }
+}
+
+impl SenderRole {
+    /// The file being sent, which must have a read outstanding.
+    fn pending_read(&mut self, call: &'static str) -> Result<&mut Sending, Error> {
+        let refused = wrong_state(call, self);
+        match self.sending.as_mut() {
+            Some(s) if s.pending.is_some() => Ok(s),
+            _ => Err(refused),
+        }
     }
 }

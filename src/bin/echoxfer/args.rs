@@ -199,7 +199,9 @@ pub struct UdpSendArgs {
 /// `echoxfer send`
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// Files to send, in order (each under its own file name).
+    /// Files and directories to send, in order: each under its own name,
+    /// a directory with everything under it (symbolic links and special
+    /// files are skipped, never followed).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Receiver address, HOST:PORT (each address a name resolves to is tried in turn).
@@ -212,9 +214,13 @@ pub struct SendArgs {
     /// ssh); the summary then goes to stderr.
     #[arg(long, conflicts_with = "to")]
     pub stdio: bool,
-    /// No progress output (the summary is still printed).
+    /// No progress output, and one total line instead of a line per file.
     #[arg(long, short)]
     pub quiet: bool,
+    /// The summary as JSON: one object per entry, then `{"total": ...}`
+    /// (see docs/CLI.md); no progress output.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
     /// List what would be sent (each file's name as offered, its size and
     /// path, then a total) and exit, without connecting.
     #[arg(long)]
@@ -238,10 +244,11 @@ pub struct ReceiveArgs {
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
     /// Serve one session, then exit with its status (0 only if every offered
-    /// file was saved).
+    /// entry was saved or already there, identical).
     #[arg(long)]
     pub once: bool,
-    /// Replace existing files (default: refuse offers of existing names).
+    /// Replace existing files that differ (default: refuse them; an
+    /// identical one is always left as it is, "up to date").
     #[arg(long)]
     pub overwrite: bool,
     /// Driver to run sessions on.
@@ -251,9 +258,14 @@ pub struct ReceiveArgs {
     /// e.g. `ssh host echoxfer receive --stdio`); messages go to stderr.
     #[arg(long, conflicts_with_all = ["listen", "once"])]
     pub stdio: bool,
-    /// No progress output (the summary is still printed).
+    /// No progress output, and one total line per session instead of a
+    /// line per file.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Each session's summary as JSON: one object per entry, then
+    /// `{"total": ...}` (see docs/CLI.md); no progress output.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
     /// The legacy seed protocol: one sender, written to `--dir/--name`, no
     /// integrity check.
     #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]

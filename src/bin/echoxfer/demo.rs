@@ -216,7 +216,7 @@ fn file_demo(size_mib: u64, auth: &Auth) -> CmdResult {
     let started = Instant::now();
     let sent = (|| -> CmdResult {
         let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
-        let mut app = SenderApp::open(&[&path], TransferConfig::default().max_name_len)?;
+        let mut app = SenderApp::open(&[&path], &TransferConfig::default().path_limits())?;
         let now = Instant::now();
         let machine = Sender::new(
             app.role(TransferConfig::default()),
@@ -225,7 +225,7 @@ fn file_demo(size_mib: u64, auth: &Auth) -> CmdResult {
         );
         let mut machine = Channel::client(machine, auth, now);
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
-        if !term::all_saved(app.report()) {
+        if !term::all_delivered(&app.totals()) {
             return Err(format!("file: not delivered: {:?}", app.report()).into());
         }
         Ok(())

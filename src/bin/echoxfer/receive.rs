@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use echoxfer::driver::Limits;
-use echoxfer::files::{FileReport, Outcome, ReceiverApp, Store};
+use echoxfer::files::{ReceiverApp, Store, Totals};
 use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::{SessionLimits, TransferConfig};
 
@@ -19,14 +19,15 @@ use crate::addr::HostPort;
 use crate::args::{ReceiveArgs, Runtime, SecureArgs};
 use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult, Peer};
-use crate::term::{self, FileTally, Out, Tracked, Ui};
+use crate::term::{self, FileTally, Out, Summary, Tracked, Ui};
 
 /// `echoxfer receive`.
 pub fn receive(a: ReceiveArgs) -> CmdResult {
     if a.legacy {
         return legacy::receive(a);
     }
-    let ui = Ui::new(a.quiet);
+    let ui = Ui::new(a.quiet || a.json);
+    let summary = Summary::new(a.quiet, a.json);
     let limits = Limits {
         max_connections: a.max_connections,
         max_per_source: a.max_per_source,
@@ -43,14 +44,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     note_partials(&store, ui);
     if a.stdio {
         let auth = stdio_auth(&a.auth)?;
-        let (mut machine, mut session) = once_session(&store, &config, &auth, ui, Out::Stderr);
+        let (mut machine, session) = once_session(&store, &config, &auth, ui, Out::Stderr);
+        let mut session = session.summary(summary);
         let result = net::run_client(&mut machine, &mut session, Peer::Stdio, a.runtime)
             .map_err(|e| auth::explain(e, &Peer::Stdio.name(), "try again"));
         return settle_once(result, session);
     }
     let auth = auth::for_server(&a.auth, &a.listen, "echoxfer send --to ADDRESS FILE...")?;
     if a.once {
-        return receive_once(&a.listen, a.runtime, &store, &config, &auth, ui);
+        return receive_once(&a.listen, a.runtime, &store, &config, &auth, (ui, summary));
     }
     let sessions = Arc::new(AtomicU64::new(0));
     let files = Arc::new(FileTally::default());
@@ -68,7 +70,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         let machine = Channel::server(machine, &auth, now);
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
-        let tracked = Tracked::new(app, "received", ui, Out::Stdout, label);
+        let tracked = Tracked::new(app, "received", ui, Out::Stdout, label).summary(summary);
         (machine, tracked.tallied(tally.clone()))
     })?;
     println!("{}", files.line());
@@ -118,7 +120,8 @@ fn once_session(
         now,
     );
     let machine = Channel::server(machine, auth, now);
-    let app = ReceiverApp::new(store.clone());
+    // One session of the command line's own: every entry is listed.
+    let app = ReceiverApp::new(store.clone()).list_up_to(usize::MAX);
     (
         machine,
         Tracked::new(app, "received", ui, out, "receive".into()),
@@ -136,13 +139,14 @@ fn receive_once(
     store: &Store,
     config: &SessionLimits,
     auth: &Auth,
-    ui: Ui,
+    (ui, summary): (Ui, Summary),
 ) -> CmdResult {
     let listener = net::bind_announced(addr)?;
     let driver = net::Driver::new(runtime)?;
     loop {
         let (stream, peer) = listener.accept()?;
-        let (mut machine, mut session) = once_session(store, config, auth, ui, Out::Stdout);
+        let (mut machine, session) = once_session(store, config, auth, ui, Out::Stdout);
+        let mut session = session.summary(summary);
         let result = driver.run_tcp(&mut machine, stream, &mut session);
         let Err(e) = result else {
             return settle_once(Ok(()), session);
@@ -152,7 +156,7 @@ fn receive_once(
             return Err(spent_code(&*e, peer));
         }
         let e = auth::explain(e, &peer.to_string(), "run receive again");
-        if session.app.report().is_empty() {
+        if session.app.totals() == &Totals::default() {
             term::note(
                 ui,
                 &format!("ignored {peer}: {e} (it offered no file); still waiting for a sender"),
@@ -181,23 +185,16 @@ fn spent_code(
     .into()
 }
 
-/// The outcome of a single receiving session: every offered file saved.
+/// The outcome of a single receiving session: every offered entry saved
+/// or already there.
 fn settle_once(result: CmdResult, mut session: Tracked<ReceiverApp>) -> CmdResult {
     session.finish();
     result?;
-    let report = session.app.report();
-    if !term::all_saved(report) {
-        let offered: u64 = report.iter().map(term::files_in).sum();
-        let missing: u64 = report
-            .iter()
-            .filter(|f| !is_saved(f))
-            .map(term::files_in)
-            .sum();
-        return Err(format!("{missing} of {offered} offered files not saved").into());
+    let totals = session.app.totals();
+    if !term::all_delivered(totals) {
+        let missing = totals.refused + totals.discarded + totals.unfinished;
+        let offered = missing + totals.saved + totals.up_to_date + totals.dirs;
+        return Err(format!("{missing} of {offered} offered entries not saved").into());
     }
     Ok(())
-}
-
-fn is_saved(f: &FileReport) -> bool {
-    matches!(f.outcome, Outcome::Saved { .. })
 }

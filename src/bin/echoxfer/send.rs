@@ -1,6 +1,7 @@
-//! `echoxfer send`: offers files to a receiver over TCP or stdin/stdout,
-//! with a progress meter and one summary line per file; fails unless every
-//! file was saved. `--legacy` is the seed protocol, in [`legacy`].
+//! `echoxfer send`: offers files and directories to a receiver over TCP or
+//! stdin/stdout, with a progress meter and a summary (a line per file and
+//! a total, the total alone, or JSON); fails unless every entry was saved
+//! or already there. `--legacy` is the seed protocol, in [`legacy`].
 
 mod legacy;
 
@@ -9,14 +10,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use echoxfer::files::{Outcome, SenderApp};
-use echoxfer::xfer::Sender;
+use echoxfer::files::SenderApp;
+use echoxfer::xfer::{EntryKind, Sender};
 use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::args::SendArgs;
 use crate::auth::{self, Channel};
 use crate::net::{self, CmdResult, Peer};
-use crate::term::{Out, Tracked, Ui};
+use crate::term::{self, Out, Summary, Tracked, Ui};
 
 /// `echoxfer send`.
 pub fn send(a: SendArgs) -> CmdResult {
@@ -27,50 +28,61 @@ pub fn send(a: SendArgs) -> CmdResult {
         return dry_run(&a.files);
     }
     let auth = auth::for_client(&a.auth, "send")?;
-    let ui = Ui::new(a.quiet);
+    let ui = Ui::new(a.quiet || a.json);
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
-    check_readable(&a.files)?;
-    let app = SenderApp::open(&a.files, transfer.max_name_len)?;
+    let app = list(&a.files, &transfer, ui)?;
     let now = Instant::now();
     let sender = Sender::new(app.role(transfer), SessionLimits::default(), now);
     let mut machine = Channel::client(sender, &auth, now);
-    let mut session = Tracked::new(app, "sent", ui, out, "send".into());
+    let mut session =
+        Tracked::new(app, "sent", ui, out, "send".into()).summary(Summary::new(a.quiet, a.json));
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive`");
     let result = net::run_client(&mut machine, &mut session, peer, a.runtime)
         .map_err(|e| auth::explain(e, &peer.name(), "run receive again"));
     session.finish();
     result?;
-    let report = session.app.report();
-    let missing = report
-        .iter()
-        .filter(|f| !matches!(f.outcome, Outcome::Saved { .. }))
-        .count();
-    if missing > 0 {
-        return Err(format!("{missing} of {} files not delivered", report.len()).into());
+    let totals = session.app.totals();
+    if !term::all_delivered(&totals) {
+        let missing = totals.refused + totals.discarded + totals.unfinished;
+        let entries = session.app.report().len();
+        return Err(format!("{missing} of {entries} entries not delivered").into());
     }
     Ok(())
+}
+
+/// Lists what `paths` hold, with a warning for each entry skipped.
+fn list(paths: &[PathBuf], transfer: &TransferConfig, ui: Ui) -> CmdResult<SenderApp> {
+    check_readable(paths)?;
+    let app = SenderApp::open(paths, &transfer.path_limits())?;
+    for s in app.skipped() {
+        term::note(ui, &format!("skipped {}: {}", s.path.display(), s.why));
+    }
+    Ok(app)
 }
 
 /// `send --dry-run`: what would be offered, checked as a real run checks
 /// it (readable, a valid name), then a total; nothing is sent.
 fn dry_run(paths: &[PathBuf]) -> CmdResult {
-    check_readable(paths)?;
-    let app = SenderApp::open(paths, TransferConfig::default().max_name_len)?;
+    let app = list(paths, &TransferConfig::default(), Ui::Plain)?;
     let report = app.report();
     for f in report {
         let path = f.path.as_deref().unwrap_or(Path::new("?"));
-        println!(
-            "would send {} ({} bytes) from {}",
-            f.name,
-            f.size,
-            path.display()
-        );
+        let what = match f.kind {
+            EntryKind::Directory => "directory".to_string(),
+            EntryKind::File => format!("{} bytes", f.size),
+        };
+        println!("would send {} ({what}) from {}", f.name, path.display());
     }
     let bytes: u64 = report.iter().map(|f| f.size).sum();
+    let dirs = report
+        .iter()
+        .filter(|f| f.kind == EntryKind::Directory)
+        .count();
     println!(
-        "total: {} files, {bytes} bytes (dry run: nothing sent)",
-        report.len()
+        "total: {} files, {dirs} directories, {bytes} bytes, {} skipped (dry run: nothing sent)",
+        report.len() - dirs,
+        app.skipped().len()
     );
     Ok(())
 }
@@ -79,7 +91,10 @@ fn dry_run(paths: &[PathBuf]) -> CmdResult {
 /// read is named, with what to do, before anything is sent.
 fn check_readable(paths: &[PathBuf]) -> CmdResult {
     for path in paths {
-        File::open(path).map_err(|e| cannot_open(path, &e))?;
+        std::fs::symlink_metadata(path).map_err(|e| cannot_open(path, &e))?;
+        if path.is_file() {
+            File::open(path).map_err(|e| cannot_open(path, &e))?;
+        }
     }
     Ok(())
 }

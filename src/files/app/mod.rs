@@ -12,7 +12,7 @@
 mod receiver;
 mod sender;
 
-pub use receiver::ReceiverApp;
+pub use receiver::{ReceiverApp, COMMIT_BYTES, COMMIT_FILES, REPORT_LISTED};
 pub use sender::SenderApp;
 
 use std::io;
@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::codec::RejectReason;
 use crate::error::Error;
 use crate::session::{Framed, Role};
+use crate::xfer::EntryKind;
 
 use super::Incoming;
 
@@ -76,8 +77,13 @@ fn cannot(what: &str, incoming: &Incoming, e: io::Error) -> io::Error {
 pub enum Outcome {
     /// Not finished (the session ended first).
     Pending,
-    /// Verified, durable and under its final name.
+    /// Verified, durable and under its final name (a directory: made).
     Saved {
+        /// BLAKE3 of the content.
+        hash: [u8; 32],
+    },
+    /// Already there, identical (size and BLAKE3): nothing moved.
+    UpToDate {
         /// BLAKE3 of the content.
         hash: [u8; 32],
     },
@@ -90,19 +96,7 @@ pub enum Outcome {
     },
     /// The content did not match its hash; nothing was kept.
     Discarded,
-    /// Stands for offers refused beyond the first
-    /// [`REFUSALS_LISTED`] of a session, which are counted, not listed
-    /// (the entry's `size` is their offered bytes, added up).
-    Unlisted {
-        /// How many.
-        refused: u64,
-    },
 }
-
-/// Refused offers a [`ReceiverApp`] lists one by one in its report; the
-/// rest of a session's refusals share one [`Outcome::Unlisted`] entry, so a
-/// peer offering junk costs a bounded amount of bookkeeping.
-pub const REFUSALS_LISTED: usize = 20;
 
 /// One file of a session, for a summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +113,8 @@ pub struct FileReport {
     pub outcome: Outcome,
     /// Where it is, once saved (receiver) or where it came from (sender).
     pub path: Option<PathBuf>,
+    /// A file or a directory.
+    pub kind: EntryKind,
 }
 
 impl FileReport {
@@ -130,6 +126,46 @@ impl FileReport {
             moved: 0,
             outcome: Outcome::Pending,
             path,
+            kind: EntryKind::File,
+        }
+    }
+}
+
+/// A session's entries counted by outcome: exact however many there were
+/// (a report lists only some).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Files saved with data moved (resumed ones included).
+    pub saved: u64,
+    /// Of those, resumed from a partial file.
+    pub resumed: u64,
+    /// Files already there and identical.
+    pub up_to_date: u64,
+    /// Directories made (or already there).
+    pub dirs: u64,
+    /// Entries refused (by the receiver, or skipped as different).
+    pub refused: u64,
+    /// Files whose content did not verify.
+    pub discarded: u64,
+    /// Entries not finished when the session ended.
+    pub unfinished: u64,
+    /// File data bytes moved in this session.
+    pub bytes_moved: u64,
+}
+
+impl Totals {
+    /// Counts one finished entry.
+    pub fn count(&mut self, f: &FileReport) {
+        match (&f.outcome, f.kind) {
+            (Outcome::Saved { .. }, EntryKind::Directory) => self.dirs += 1,
+            (Outcome::Saved { .. }, EntryKind::File) => {
+                self.saved += 1;
+                self.resumed += u64::from(f.from > 0);
+            }
+            (Outcome::UpToDate { .. }, _) => self.up_to_date += 1,
+            (Outcome::Refused { .. }, _) => self.refused += 1,
+            (Outcome::Discarded, _) => self.discarded += 1,
+            (Outcome::Pending, _) => self.unfinished += 1,
         }
     }
 }

@@ -1,20 +1,38 @@
 //! The receiver's app: decides offers and stores files, every file-system
-//! call off the driver's event loop.
+//! call off the driver's event loop. Verified files are made durable in
+//! groups (group commit): when the sender says it waits (`Flush`), when
+//! a group reaches [`COMMIT_FILES`] files or [`COMMIT_BYTES`] bytes, and
+//! when the session ends.
 
 use std::borrow::BorrowMut;
+use std::collections::BTreeMap;
 use std::io;
 use std::mem;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{answered, cannot, FileReport, Outcome, Progress, REFUSALS_LISTED};
+use super::{answered, FileReport, Outcome, Progress, Totals};
+use crate::codec::RejectReason;
 use crate::driver::{App, Work};
 use crate::files::{Incoming, Refusal, Store};
 use crate::machine::Machine;
-use crate::xfer::{OfferRequest, Receiver, ReceiverEvent, Resume, SafeName, SaveRequest};
+use crate::xfer::{
+    EntryKind, FileSpec, Mtime, OfferRequest, Receiver, ReceiverEvent, Resume, SafePath,
+    SaveRequest,
+};
+
+/// Verified files held for one group commit, at most.
+pub const COMMIT_FILES: usize = 64;
+/// Bytes of verified files held for one group commit, at most (64 MiB).
+pub const COMMIT_BYTES: u64 = 64 << 20;
+/// Finished entries a [`ReceiverApp`] lists in its report by default;
+/// later ones are only counted in its [`Totals`].
+pub const REPORT_LISTED: usize = 1000;
+/// Directories whose modification time is set when the session ends, at
+/// most (creating files in a directory changes its time, so it is set last).
+const DIR_TIMES_KEPT: usize = 10_000;
 
 /// The receiver's app: decides offers and stores files in a [`Store`].
 #[derive(Debug)]
@@ -24,41 +42,69 @@ pub struct ReceiverApp {
     /// File-system calls the machine's events asked for, in order, until
     /// they are handed out as one work.
     queued: Vec<Op>,
+    /// Reports of entries in flight (at most the window).
+    open: BTreeMap<u32, FileReport>,
+    /// Reports of finished entries, the first `listed` of them.
     report: Vec<FileReport>,
+    listed: usize,
+    totals: Totals,
     progress: Arc<Progress>,
-    /// Refused offers listed in `report` (at most [`REFUSALS_LISTED`]).
-    refusals_listed: usize,
-    /// Where the [`Outcome::Unlisted`] entry is in `report`, once there is one.
-    unlisted: Option<usize>,
+    /// Verified files in the group not yet committed, and their bytes.
+    group: (usize, u64),
 }
 
-/// The store and the file being received: what a work takes with it.
+/// The store and the files being received: what a work takes with it.
 #[derive(Debug)]
 struct Disk {
     store: Store,
-    current: Option<Incoming>,
+    /// Accepted files waiting for their data, by id.
+    prepared: BTreeMap<u32, Incoming>,
+    /// The file whose data is arriving.
+    current: Option<(u32, Incoming)>,
+    /// Verified files waiting for the group commit.
+    group: Vec<Verified>,
+    /// Directories made, and the times to give them at the end.
+    dir_times: Vec<(SafePath, Mtime)>,
+}
+
+#[derive(Debug)]
+struct Verified {
+    id: u32,
+    request: SaveRequest,
+    hash: [u8; 32],
+    incoming: Option<Incoming>,
 }
 
 /// One file-system call, with the request it answers.
 #[derive(Debug)]
 enum Op {
     Prepare {
-        name: SafeName,
-        size: u64,
+        id: u32,
+        spec: FileSpec,
         request: OfferRequest,
     },
     Start {
+        id: u32,
         from: u64,
     },
     Write {
         offset: u64,
         data: Bytes,
     },
-    Commit {
+    Verified {
+        id: u32,
         hash: [u8; 32],
+        up_to_date: bool,
         request: SaveRequest,
     },
-    Discard,
+    Commit,
+    Discard {
+        id: u32,
+    },
+    Skipped {
+        id: u32,
+    },
+    Finish,
 }
 
 /// What one [`Op`] did.
@@ -66,23 +112,29 @@ enum Op {
 #[allow(clippy::large_enum_variant)]
 enum Did {
     Prepared {
-        name: SafeName,
-        size: u64,
+        id: u32,
         request: OfferRequest,
         decision: Result<Resume, Refusal>,
     },
     Started {
+        id: u32,
         from: u64,
     },
     Wrote {
+        id: u32,
         len: u64,
     },
     Committed {
+        id: u32,
         hash: [u8; 32],
+        up_to_date: bool,
         request: SaveRequest,
-        saved: Result<PathBuf, Refusal>,
+        saved: Result<std::path::PathBuf, Refusal>,
     },
-    Discarded,
+    Discarded {
+        id: u32,
+    },
+    Nothing,
 }
 
 impl Disk {
@@ -90,72 +142,131 @@ impl Disk {
     fn run(&mut self, ops: Vec<Op>) -> (Vec<Did>, Option<io::Error>) {
         let mut did = Vec::with_capacity(ops.len());
         for op in ops {
-            match self.op(op) {
-                Ok(d) => did.push(d),
+            match self.op(op, &mut did) {
+                Ok(()) => {}
                 Err(e) => return (did, Some(e)),
             }
         }
         (did, None)
     }
 
-    fn op(&mut self, op: Op) -> io::Result<Did> {
-        Ok(match op {
-            Op::Prepare {
-                name,
-                size,
+    fn op(&mut self, op: Op, did: &mut Vec<Did>) -> io::Result<()> {
+        let done = match op {
+            Op::Prepare { id, spec, request } => Did::Prepared {
+                id,
                 request,
-            } => {
-                self.current = None;
-                let decision = self.store.prepare(&name, size).map(|(incoming, resume)| {
-                    self.current = Some(incoming);
-                    resume
-                });
-                Did::Prepared {
-                    name,
-                    size,
-                    request,
-                    decision,
-                }
-            }
-            Op::Start { from } => {
-                let incoming = self.incoming()?;
+                decision: self.prepare(id, spec),
+            },
+            Op::Start { id, from } => {
+                let mut incoming = self
+                    .prepared
+                    .remove(&id)
+                    .ok_or_else(|| io::Error::other("data for a file that was not accepted"))?;
                 incoming
                     .start(from)
-                    .map_err(|e| cannot("start", incoming, e))?;
-                Did::Started { from }
+                    .map_err(|e| super::cannot("start", &incoming, e))?;
+                self.current = Some((id, incoming));
+                Did::Started { id, from }
             }
             Op::Write { offset, data } => {
-                let incoming = self.incoming()?;
-                (incoming.write_at(offset, &data)).map_err(|e| cannot("write", incoming, e))?;
-                let len = data.len() as u64;
-                Did::Wrote { len }
-            }
-            Op::Commit { hash, request } => {
-                let incoming = self
-                    .current
-                    .take()
-                    .ok_or_else(|| io::Error::other("verified with no accepted file"))?;
-                let saved = incoming.commit();
-                Did::Committed {
-                    hash,
-                    request,
-                    saved,
+                let (id, incoming) = self.current.as_mut().ok_or_else(no_file)?;
+                (incoming.write_at(offset, &data))
+                    .map_err(|e| super::cannot("write", incoming, e))?;
+                Did::Wrote {
+                    id: *id,
+                    len: data.len() as u64,
                 }
             }
-            Op::Discard => {
-                if let Some(incoming) = self.current.take() {
+            Op::Verified {
+                id,
+                hash,
+                up_to_date,
+                request,
+            } => {
+                let (_, incoming) = self.current.take().ok_or_else(no_file)?;
+                // An unchanged file is left as it is: nothing to commit.
+                let incoming = (!up_to_date).then_some(incoming);
+                self.group.push(Verified {
+                    id,
+                    request,
+                    hash,
+                    incoming,
+                });
+                Did::Nothing
+            }
+            Op::Commit => return self.commit(did),
+            Op::Discard { id } => {
+                if let Some((_, incoming)) = self.current.take() {
                     incoming.discard()?;
                 }
-                Did::Discarded
+                Did::Discarded { id }
             }
-        })
+            Op::Skipped { id } => {
+                self.prepared.remove(&id);
+                Did::Nothing
+            }
+            Op::Finish => {
+                self.commit(did)?;
+                for (path, mtime) in mem::take(&mut self.dir_times) {
+                    // Best effort: a directory's time is not worth failing for.
+                    let _ = self.store.set_dir_mtime(&path, mtime);
+                }
+                Did::Nothing
+            }
+        };
+        did.push(done);
+        Ok(())
     }
 
-    fn incoming(&mut self) -> io::Result<&mut Incoming> {
-        self.current
-            .as_mut()
-            .ok_or_else(|| io::Error::other("file data with no accepted file"))
+    fn prepare(&mut self, id: u32, spec: FileSpec) -> Result<Resume, Refusal> {
+        if spec.kind == EntryKind::Directory {
+            self.store.make_dir(&spec.path, &spec.meta)?;
+            if self.dir_times.len() < DIR_TIMES_KEPT {
+                self.dir_times.push((spec.path, spec.meta.mtime));
+            }
+            return Ok(Resume::Fresh);
+        }
+        let (incoming, resume) = self.store.prepare(&spec.path, spec.size, spec.meta)?;
+        self.prepared.insert(id, incoming);
+        Ok(resume)
     }
+
+    /// Makes the group durable together and gives each file its final name.
+    fn commit(&mut self, did: &mut Vec<Did>) -> io::Result<()> {
+        let group = mem::take(&mut self.group);
+        let (to_commit, unchanged): (Vec<_>, Vec<_>) =
+            group.into_iter().partition(|v| v.incoming.is_some());
+        let mut ids = Vec::with_capacity(to_commit.len());
+        let mut incomings = Vec::with_capacity(to_commit.len());
+        for v in to_commit {
+            ids.push((v.id, v.request, v.hash));
+            incomings.extend(v.incoming);
+        }
+        let results = self.store.commit_all(incomings);
+        for ((id, request, hash), saved) in ids.into_iter().zip(results) {
+            did.push(Did::Committed {
+                id,
+                hash,
+                up_to_date: false,
+                request,
+                saved,
+            });
+        }
+        for v in unchanged {
+            did.push(Did::Committed {
+                id: v.id,
+                hash: v.hash,
+                up_to_date: true,
+                request: v.request,
+                saved: Ok(std::path::PathBuf::new()),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn no_file() -> io::Error {
+    io::Error::other("file data with no file begun")
 }
 
 impl ReceiverApp {
@@ -164,35 +275,26 @@ impl ReceiverApp {
         ReceiverApp {
             disk: Some(Disk {
                 store,
+                prepared: BTreeMap::new(),
                 current: None,
+                group: Vec::new(),
+                dir_times: Vec::new(),
             }),
             queued: Vec::new(),
+            open: BTreeMap::new(),
             report: Vec::new(),
+            listed: REPORT_LISTED,
+            totals: Totals::default(),
             progress: Arc::new(Progress::default()),
-            refusals_listed: 0,
-            unlisted: None,
+            group: (0, 0),
         }
     }
 
-    /// Records a refused offer: listed in full while fewer than
-    /// [`REFUSALS_LISTED`] are, else counted in the one `Unlisted` entry.
-    fn note_refusal(&mut self, report: FileReport) {
-        if self.refusals_listed < REFUSALS_LISTED {
-            self.refusals_listed += 1;
-            self.report.push(report);
-            return;
-        }
-        let i = *self.unlisted.get_or_insert_with(|| {
-            let mut entry = FileReport::new(String::new(), 0, None);
-            entry.outcome = Outcome::Unlisted { refused: 0 };
-            self.report.push(entry);
-            self.report.len() - 1
-        });
-        let entry = &mut self.report[i];
-        entry.size = entry.size.saturating_add(report.size);
-        if let Outcome::Unlisted { refused } = &mut entry.outcome {
-            *refused += 1;
-        }
+    /// Lists up to `n` finished entries in [`report`](Self::report)
+    /// (default [`REPORT_LISTED`]); the rest are only counted.
+    pub fn list_up_to(mut self, n: usize) -> Self {
+        self.listed = n;
+        self
     }
 
     /// A handle on the progress counters.
@@ -200,21 +302,52 @@ impl ReceiverApp {
         self.progress.clone()
     }
 
-    /// Per-file outcome, in offer order; refused offers beyond the first
-    /// [`REFUSALS_LISTED`] are counted in one [`Outcome::Unlisted`] entry.
+    /// Finished entries, in the order they finished: the first
+    /// [`list_up_to`](Self::list_up_to) of them.
     pub fn report(&self) -> &[FileReport] {
         &self.report
     }
 
-    /// File data bytes written in this session.
-    pub fn bytes_written(&self) -> u64 {
-        self.report.iter().map(|f| f.moved).sum()
+    /// Every entry of the session, counted by outcome.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
-    fn last(&mut self) -> io::Result<&mut FileReport> {
-        self.report
-            .last_mut()
-            .ok_or_else(|| io::Error::other("no file in progress"))
+    /// Entries still in flight when the session ended (none after a clean end).
+    pub fn unfinished(&self) -> impl Iterator<Item = &FileReport> {
+        self.open.values()
+    }
+
+    /// The report of entry `id`, while it is in flight.
+    pub fn in_flight(&self, id: u32) -> Option<&FileReport> {
+        self.open.get(&id)
+    }
+
+    /// File data bytes written in this session.
+    pub fn bytes_written(&self) -> u64 {
+        self.totals.bytes_moved
+    }
+
+    /// An entry finished: counted, and listed while there is room.
+    fn finish(&mut self, id: u32, outcome: Outcome) {
+        let Some(mut report) = self.open.remove(&id) else {
+            return;
+        };
+        report.outcome = outcome;
+        self.record(report);
+    }
+
+    fn record(&mut self, report: FileReport) {
+        self.totals.count(&report);
+        if self.report.len() < self.listed {
+            self.report.push(report);
+        }
+    }
+
+    fn entry(&mut self, id: u32) -> io::Result<&mut FileReport> {
+        self.open
+            .get_mut(&id)
+            .ok_or_else(|| io::Error::other("no such entry in flight"))
     }
 
     /// Takes in what the calls did (answering the machine), in order, then
@@ -234,66 +367,83 @@ impl ReceiverApp {
     fn settle_one(&mut self, m: &mut Receiver, did: Did) -> io::Result<()> {
         match did {
             Did::Prepared {
-                name,
-                size,
+                id,
                 request,
                 decision,
-            } => {
-                let mut report = FileReport::new(name.to_string(), size, None);
-                match decision {
-                    Ok(resume) => {
-                        self.report.push(report);
-                        self.progress.expect(size);
-                        let r = m.accept(request, resume);
-                        answered(m, r)
+            } => match decision {
+                Ok(resume) => {
+                    let size = self.entry(id)?.size;
+                    self.progress.expect(size);
+                    if self.entry(id)?.kind == EntryKind::Directory {
+                        self.finish(id, Outcome::Saved { hash: [0; 32] });
                     }
-                    Err(refusal) => {
-                        let message = refusal.message.clone().into_bytes();
-                        let r = m.reject(request, refusal.reason, message);
-                        report.outcome = Outcome::Refused {
-                            reason: refusal.reason,
-                            message: refusal.message,
-                        };
-                        self.note_refusal(report);
-                        answered(m, r)
-                    }
+                    let r = m.accept(request, resume);
+                    answered(m, r)
                 }
-            }
-            Did::Started { from } => {
-                self.last()?.from = from;
+                Err(refusal) => {
+                    let message = refusal.message.clone().into_bytes();
+                    let r = m.reject(request, refusal.reason, message);
+                    let (reason, message) = (refusal.reason, refusal.message);
+                    self.finish(id, Outcome::Refused { reason, message });
+                    answered(m, r)
+                }
+            },
+            Did::Started { id, from } => {
+                self.entry(id)?.from = from;
                 self.progress.add(from);
                 Ok(())
             }
-            Did::Wrote { len } => {
-                self.last()?.moved += len;
+            Did::Wrote { id, len } => {
+                if let Ok(e) = self.entry(id) {
+                    e.moved += len;
+                }
+                self.totals.bytes_moved += len;
                 self.progress.add(len);
                 Ok(())
             }
             Did::Committed {
+                id,
                 hash,
+                up_to_date,
                 request,
                 saved,
             } => {
                 let (r, outcome, path) = match saved {
-                    Ok(path) => (m.saved(request), Outcome::Saved { hash }, Some(path)),
+                    Ok(path) if up_to_date => (m.saved(request), Outcome::UpToDate { hash }, path),
+                    Ok(path) => (m.saved(request), Outcome::Saved { hash }, path),
                     Err(refusal) => {
                         let r = m.save_failed(request, refusal.reason, refusal.message.clone());
-                        let outcome = Outcome::Refused {
-                            reason: refusal.reason,
-                            message: refusal.message,
-                        };
-                        (r, outcome, None)
+                        let (reason, message) = (refusal.reason, refusal.message);
+                        (r, Outcome::Refused { reason, message }, Default::default())
                     }
                 };
-                let last = self.last()?;
-                last.outcome = outcome;
-                last.path = path;
+                if let Ok(e) = self.entry(id) {
+                    e.path = (!path.as_os_str().is_empty()).then_some(path);
+                }
+                self.finish(id, outcome);
                 answered(m, r)
             }
-            Did::Discarded => {
-                self.last()?.outcome = Outcome::Discarded;
+            Did::Discarded { id } => {
+                self.finish(id, Outcome::Discarded);
                 Ok(())
             }
+            Did::Nothing => Ok(()),
+        }
+    }
+
+    /// Queues a group commit when the group is full.
+    fn note_verified(&mut self, size: u64) {
+        self.group.0 += 1;
+        self.group.1 += size;
+        if self.group.0 >= COMMIT_FILES || self.group.1 >= COMMIT_BYTES {
+            self.queue_commit();
+        }
+    }
+
+    fn queue_commit(&mut self) {
+        if self.group.0 > 0 {
+            self.queued.push(Op::Commit);
+            self.group = (0, 0);
         }
     }
 }
@@ -304,27 +454,61 @@ where
 {
     fn on_event(&mut self, _: &mut M, _: Instant, event: ReceiverEvent) -> io::Result<()> {
         let op = match event {
-            ReceiverEvent::Offer {
-                name,
-                size,
-                request,
-            } => Op::Prepare {
-                name,
-                size,
-                request,
-            },
-            ReceiverEvent::Refused { name, size, reason } => {
+            ReceiverEvent::Offer { id, spec, request } => {
+                let report = FileReport::new(spec.path.to_string(), spec.size, None);
+                let report = FileReport {
+                    kind: spec.kind,
+                    ..report
+                };
+                self.open.insert(id, report);
+                Op::Prepare { id, spec, request }
+            }
+            ReceiverEvent::Refused {
+                name, size, reason, ..
+            } => {
                 let mut report = FileReport::new(name, size, None);
                 let message = "refused by the protocol machine".to_string();
                 report.outcome = Outcome::Refused { reason, message };
-                self.note_refusal(report);
+                self.record(report);
                 return Ok(());
             }
-            ReceiverEvent::Start { from, .. } => Op::Start { from },
+            ReceiverEvent::Start { id, from } => Op::Start { id, from },
             ReceiverEvent::Write { offset, data } => Op::Write { offset, data },
-            ReceiverEvent::Verified { hash, request, .. } => Op::Commit { hash, request },
-            ReceiverEvent::Discard { .. } => Op::Discard,
-            ReceiverEvent::Finished => return Ok(()),
+            ReceiverEvent::Hole { len, .. } => {
+                self.progress.add(len);
+                return Ok(());
+            }
+            ReceiverEvent::Verified {
+                id,
+                hash,
+                up_to_date,
+                request,
+            } => {
+                let size = self.open.get(&id).map_or(0, |r| r.size);
+                self.queued.push(Op::Verified {
+                    id,
+                    hash,
+                    up_to_date,
+                    request,
+                });
+                self.note_verified(size);
+                return Ok(());
+            }
+            ReceiverEvent::Discard { id } => Op::Discard { id },
+            ReceiverEvent::Skipped { id } => {
+                let reason = RejectReason::Exists;
+                let message = "differs from the file here, which is kept (no --overwrite)".into();
+                self.finish(id, Outcome::Refused { reason, message });
+                Op::Skipped { id }
+            }
+            ReceiverEvent::Flush => {
+                self.queue_commit();
+                return Ok(());
+            }
+            ReceiverEvent::Finished => {
+                self.group = (0, 0);
+                Op::Finish
+            }
         };
         self.queued.push(op);
         Ok(())

@@ -1,30 +1,65 @@
-//! The sender's app: reads its sources as the machine asks, off the
-//! driver's event loop.
+//! The sender's app: reads its entries as the machine asks, off the
+//! driver's event loop. A file is opened when the machine first asks for
+//! it and closed when it moves on, so a folder of many files needs one
+//! descriptor at a time; holes of sparse files are reported as holes,
+//! not read.
 
 use std::borrow::BorrowMut;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{answered, FileReport, Outcome, Progress};
+use super::{answered, FileReport, Outcome, Progress, Totals};
+use crate::codec::MAX_HOLE;
 use crate::config::TransferConfig;
 use crate::driver::{App, Work};
+use crate::files::walk::{walk, Skipped, WalkEntry};
 use crate::files::Source;
 use crate::machine::Machine;
-use crate::xfer::{ChunkRequest, PrefixRequest, Sender, SenderEvent, SenderRole};
+use crate::xfer::{
+    ChunkRequest, FileSpec, PathLimits, PrefixRequest, Sender, SenderEvent, SenderRole,
+};
 
-/// The sender's app: reads its [`Source`]s as the machine asks.
+/// The sender's app: reads its entries as the machine asks.
 #[derive(Debug)]
 pub struct SenderApp {
-    /// `None` while a [`Work`] reads them.
-    sources: Option<Vec<Source>>,
+    /// `None` while a [`Work`] reads.
+    reader: Option<Reader>,
     /// The read the machine asked for, until it is handed out as work.
     asked: Option<Read>,
     report: Vec<FileReport>,
+    totals: Totals,
+    skipped: Vec<Skipped>,
     progress: Arc<Progress>,
+}
+
+/// The entries, and the one file open now.
+#[derive(Debug)]
+struct Reader {
+    entries: Arc<[WalkEntry]>,
+    open: Option<(usize, Source)>,
+}
+
+impl Reader {
+    /// The source of entry `file`, opened if it is not the one open.
+    fn source(&mut self, file: usize) -> io::Result<&Source> {
+        if self.open.as_ref().map(|(f, _)| *f) != Some(file) {
+            self.open = None;
+            let entry = self
+                .entries
+                .get(file)
+                .ok_or_else(|| io::Error::other("the machine named an unknown file"))?;
+            let source = Source::open_entry(&entry.local, entry.spec.clone(), entry.dev_ino)?;
+            self.open = Some((file, source));
+        }
+        match &self.open {
+            Some((_, source)) => Ok(source),
+            None => Err(io::Error::other("no file open")),
+        }
+    }
 }
 
 /// A read the machine asked for, with the request it answers.
@@ -43,6 +78,12 @@ enum Read {
     },
 }
 
+/// What a chunk read found at its offset.
+enum Chunk {
+    Data(Bytes),
+    Hole(u64),
+}
+
 /// What a [`Read`] gave.
 // Made once per read and consumed at once: the size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -54,22 +95,17 @@ enum Got {
     Chunk {
         file: usize,
         request: ChunkRequest,
-        chunk: io::Result<Bytes>,
+        chunk: io::Result<Chunk>,
     },
 }
 
 impl Read {
     /// Reads (this may block).
-    fn run(self, sources: &[Source]) -> Got {
-        let source = |file: usize| {
-            sources
-                .get(file)
-                .ok_or_else(|| io::Error::other("the machine named an unknown file"))
-        };
+    fn run(self, reader: &mut Reader) -> Got {
         match self {
             Read::Prefix { file, len, request } => Got::Prefix {
                 request,
-                hashed: source(file).and_then(|s| s.hash_prefix(len)),
+                hashed: reader.source(file).and_then(|s| s.hash_prefix(len)),
             },
             Read::Chunk {
                 file,
@@ -79,46 +115,85 @@ impl Read {
             } => Got::Chunk {
                 file,
                 request,
-                chunk: source(file).and_then(|s| s.read_at(offset, len)),
+                chunk: reader.source(file).and_then(|s| read_chunk(s, offset, len)),
             },
         }
     }
 }
 
+/// Reads the data at `offset`, at most `len` bytes and no further than the
+/// data run it is in; or, at a hole, how long the hole is.
+fn read_chunk(source: &Source, offset: u64, len: usize) -> io::Result<Chunk> {
+    if !source.may_have_holes() {
+        return source.read_at(offset, len).map(Chunk::Data);
+    }
+    let data = source.next_data(offset)?;
+    if data > offset {
+        return Ok(Chunk::Hole((data - offset).min(MAX_HOLE)));
+    }
+    let end = source.data_end(offset)?;
+    let run = usize::try_from(end.saturating_sub(offset)).unwrap_or(usize::MAX);
+    source.read_at(offset, len.min(run.max(1))).map(Chunk::Data)
+}
+
 impl SenderApp {
-    /// Opens every path (each offered under its own file name).
-    pub fn open(paths: &[impl AsRef<Path>], max_name_len: usize) -> io::Result<SenderApp> {
-        let sources = paths
-            .iter()
-            .map(|p| Source::open(p, max_name_len))
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(SenderApp::new(sources))
+    /// Lists every path (a directory with everything under it, each root
+    /// offered under its own name) within `limits`. Symbolic links and
+    /// special files are skipped, never followed; see
+    /// [`skipped`](Self::skipped).
+    pub fn open(paths: &[impl AsRef<Path>], limits: &PathLimits) -> io::Result<SenderApp> {
+        let roots: Vec<PathBuf> = paths.iter().map(|p| p.as_ref().to_path_buf()).collect();
+        let listed = walk(&roots, limits)?;
+        let mut app = SenderApp::with_entries(listed.entries);
+        app.skipped = listed.skipped;
+        Ok(app)
     }
 
-    /// An app over already opened sources.
-    pub fn new(sources: Vec<Source>) -> SenderApp {
-        let report = sources
+    /// An app over already listed entries.
+    pub fn with_entries(entries: Vec<WalkEntry>) -> SenderApp {
+        let report = entries
             .iter()
-            .map(|s| {
-                let spec = s.spec();
-                let path = Some(s.path().to_path_buf());
-                FileReport::new(spec.path.to_string(), spec.size, path)
+            .map(|e| {
+                let mut r =
+                    FileReport::new(e.spec.path.to_string(), e.spec.size, Some(e.local.clone()));
+                r.kind = e.spec.kind;
+                r
             })
             .collect();
         let progress = Arc::new(Progress::default());
-        progress.expect(sources.iter().map(|s| s.spec().size).sum());
+        progress.expect(entries.iter().map(|e| e.spec.size).sum());
         SenderApp {
-            sources: Some(sources),
+            reader: Some(Reader {
+                entries: entries.into(),
+                open: None,
+            }),
             asked: None,
             report,
+            totals: Totals::default(),
+            skipped: Vec::new(),
             progress,
         }
     }
 
-    /// The role that offers these files, in order, within `config`.
+    /// The role that offers these entries, in order, within `config`.
     pub fn role(&self, config: TransferConfig) -> SenderRole {
-        let sources = self.sources.as_deref().unwrap_or_default();
-        SenderRole::new(sources.iter().map(|s| s.spec().clone()).collect(), config)
+        SenderRole::new(self.specs(), config)
+    }
+
+    /// The entries as offered.
+    pub fn specs(&self) -> Vec<FileSpec> {
+        let entries = self
+            .reader
+            .as_ref()
+            .map(|r| &r.entries[..])
+            .unwrap_or_default();
+        entries.iter().map(|e| e.spec.clone()).collect()
+    }
+
+    /// What the listing skipped (symbolic links, special files, names
+    /// that cannot be offered), each with its reason.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
     }
 
     /// A handle on the progress counters.
@@ -126,14 +201,24 @@ impl SenderApp {
         self.progress.clone()
     }
 
-    /// Per-file outcome, in offer order.
+    /// Per-entry outcome, in offer order.
     pub fn report(&self) -> &[FileReport] {
         &self.report
     }
 
+    /// Every entry counted by outcome (entries not finished included).
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for f in &self.report {
+            totals.count(f);
+        }
+        totals.bytes_moved = self.totals.bytes_moved;
+        totals
+    }
+
     /// File data bytes sent in this session.
     pub fn bytes_sent(&self) -> u64 {
-        self.report.iter().map(|f| f.moved).sum()
+        self.totals.bytes_moved
     }
 
     /// Answers the machine with what a read gave.
@@ -149,12 +234,17 @@ impl SenderApp {
                 request,
                 chunk,
             } => {
-                let chunk = chunk?;
-                let n = chunk.len() as u64;
-                let r = m.push_chunk(request, chunk);
+                let (r, moved, done) = match chunk? {
+                    Chunk::Data(chunk) => {
+                        let n = chunk.len() as u64;
+                        (m.push_chunk(request, chunk), n, n)
+                    }
+                    Chunk::Hole(len) => (m.push_hole(request, len), 0, len),
+                };
                 if r.is_ok() {
-                    self.report[file].moved += n;
-                    self.progress.add(n);
+                    self.report[file].moved += moved;
+                    self.totals.bytes_moved += moved;
+                    self.progress.add(done);
                 }
                 answered(m, r)
             }
@@ -188,8 +278,16 @@ where
                 self.report[file].from = from;
                 self.progress.add(from);
             }
-            SenderEvent::Delivered { file, hash } => {
-                self.report[file].outcome = Outcome::Saved { hash };
+            SenderEvent::Delivered {
+                file,
+                hash,
+                up_to_date,
+            } => {
+                self.report[file].outcome = if up_to_date {
+                    Outcome::UpToDate { hash }
+                } else {
+                    Outcome::Saved { hash }
+                };
             }
             SenderEvent::Rejected {
                 file,
@@ -197,7 +295,7 @@ where
                 message,
             } => {
                 let report = &mut self.report[file];
-                // A skipped file counts as done for the progress bar.
+                // A refused file counts as done for the progress bar.
                 self.progress
                     .add(report.size.saturating_sub(report.from + report.moved));
                 report.outcome = Outcome::Refused { reason, message };
@@ -207,16 +305,16 @@ where
     }
 
     fn poll_work(&mut self) -> Option<Work<Self, M>> {
-        // The machine asks one read at a time, so the sources are here.
-        let sources = self.sources.take()?;
+        // The machine asks one read at a time, so the reader is here.
+        let mut reader = self.reader.take()?;
         let Some(read) = self.asked.take() else {
-            self.sources = Some(sources);
+            self.reader = Some(reader);
             return None;
         };
         Some(Work::new(move || {
-            let got = read.run(&sources);
+            let got = read.run(&mut reader);
             move |app: &mut SenderApp, m: &mut M, _| {
-                app.sources = Some(sources);
+                app.reader = Some(reader);
                 app.answer(m.borrow_mut(), got)
             }
         }))

@@ -213,7 +213,7 @@ fn build_frames(input: &mut Input<'_>) -> Vec<Frame> {
             h[..src.len()].copy_from_slice(src);
             h
         };
-        let frame = match op % 13 {
+        let frame = match op % 17 {
             0 => Frame::Error {
                 code: ErrorCode::from_u16(input.u16()),
                 message: payload(input),
@@ -223,26 +223,44 @@ fn build_frames(input: &mut Input<'_>) -> Vec<Frame> {
             3 => Frame::Exit,
             4 => Frame::Bye,
             5 => Frame::Offer {
+                id: input.u32(),
+                kind: input.byte() % 3,
+                mode: input.u32(),
+                mtime_secs: i64::from(input.u32()) - i64::from(input.u32()),
+                mtime_nanos: input.u32() % 1_000_000_000,
                 size: u64_field(input),
-                name: payload(input),
+                path: payload(input),
             },
             6 => Frame::Accept {
+                id: input.u32(),
                 have: u64_field(input),
                 prefix: hash(input),
+                flags: input.byte(),
             },
             7 => Frame::Reject {
+                id: input.u32(),
                 reason: reject_reason(input.byte()),
                 message: payload(input),
             },
             8 => Frame::Begin {
+                id: input.u32(),
                 from: u64_field(input),
             },
             9 => Frame::Data(payload(input)),
             10 => Frame::End {
+                id: input.u32(),
                 hash: hash(input),
                 offer: hash(input),
             },
-            11 => Frame::Saved,
+            11 => Frame::Saved { id: input.u32() },
+            12 => Frame::Hole {
+                len: u64_field(input).clamp(1, crate::codec::MAX_HOLE),
+            },
+            13 => Frame::Skip { id: input.u32() },
+            14 => Frame::Window {
+                files: input.u32().max(1),
+            },
+            15 => Frame::Flush,
             _ => Frame::Quit,
         };
         frames.push(frame);
@@ -258,6 +276,9 @@ fn reject_reason(b: u8) -> RejectReason {
         3 => RejectReason::TooLarge,
         4 => RejectReason::Disk,
         5 => RejectReason::Busy,
+        6 => RejectReason::NotADirectory,
+        7 => RejectReason::IsADirectory,
+        8 => RejectReason::TooMany,
         other => RejectReason::Other(other),
     }
 }

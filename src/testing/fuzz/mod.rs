@@ -50,12 +50,16 @@ pub fn small_echo() -> EchoConfig {
 }
 
 /// Transfer limits to go with [`small_limits`]: 1 KiB chunks, 64-byte
-/// names, 1 MiB files.
+/// names, paths of at most 8 components and 256 bytes, 1 MiB files, a
+/// window of 8 entries.
 pub fn small_transfer() -> TransferConfig {
     TransferConfig {
         chunk_size: 1024,
         max_name_len: 64,
+        max_depth: 8,
+        max_path_len: 256,
         max_file_size: 1 << 20,
+        window: 8,
         ..TransferConfig::default()
     }
 }

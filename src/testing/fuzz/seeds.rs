@@ -66,28 +66,40 @@ pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     );
     let content = Bytes::from_static(TEXT);
     let hash = *blake3::hash(&content).as_bytes();
+    let offer = crate::xfer::offer_frame(
+        0,
+        &crate::xfer::FileSpec::file(
+            crate::xfer::SafeName::new(b"f", 255).expect("a valid name"),
+            content.len() as u64,
+        ),
+    );
     let file_session = frames(
         Protocol::File,
         &[
-            Frame::Offer {
-                size: content.len() as u64,
-                name: Bytes::from_static(b"f"),
-            },
-            Frame::Begin { from: 0 },
+            offer.clone(),
+            Frame::Begin { id: 0, from: 0 },
             Frame::Data(content.clone()),
             Frame::End {
+                id: 0,
                 hash,
-                offer: crate::xfer::offer_digest(content.len() as u64, b"f"),
+                offer: crate::xfer::offer_digest(&offer),
             },
             Frame::Quit,
         ],
     );
     let file_session_rest = &file_session[6..];
-    let bad_offer = Frame::Offer {
-        size: 1,
-        name: Bytes::from_static(b"../x"),
-    };
-    let bad_offers = frames(Protocol::File, &vec![bad_offer; 12]);
+    let bad_offers: Vec<Frame> = (0..12)
+        .map(|id| Frame::Offer {
+            id,
+            kind: 0,
+            mode: 0o644,
+            mtime_secs: 0,
+            mtime_nanos: 0,
+            size: 1,
+            path: crate::xfer::encode_raw_path(&[b"..", b"x"]),
+        })
+        .collect();
+    let bad_offers = frames(Protocol::File, &bad_offers);
     let mut seeds = vec![
         // filexfer: flags (files, cut, flip), seed, content.
         ("filexfer", "clean", cat(&[&[0, 1, 2, 3, 4], TEXT])),

@@ -32,11 +32,7 @@ pub fn receiver(data: &[u8]) {
     let mut input = Vec::new();
     if mode % 2 == 0 {
         input.extend_from_slice(&Protocol::File.preamble());
-        let offer = Frame::Offer {
-            size: 2048,
-            name: Bytes::from_static(b"f"),
-        };
-        input.extend_from_slice(&offer.encode_to_vec());
+        input.extend_from_slice(&raw_offer(0, 0, 2048, &[b"f"]).encode_to_vec());
     }
     if mode & 0x81 == 0x80 {
         // Structured: the rest picks frames, so random inputs go deep.
@@ -71,16 +67,39 @@ fn normalize(
     (result, disk)
 }
 
-/// Turns fuzz bytes into a plausible, often hostile, sequence of frames.
+/// An `Offer` of a path of any components (checked by the receiver).
+fn raw_offer(id: u32, kind: u8, size: u64, path: &[&[u8]]) -> Frame {
+    Frame::Offer {
+        id,
+        kind,
+        mode: 0o644,
+        mtime_secs: 1,
+        mtime_nanos: 2,
+        size,
+        path: crate::xfer::encode_raw_path(path),
+    }
+}
+
+/// Turns fuzz bytes into a plausible, often hostile, sequence of frames:
+/// offers of hostile paths (`..`, empty and control-character components,
+/// too deep), ids in and out of order, data, holes, skips and ends of the
+/// right and the wrong file.
 fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
-    const NAMES: [&[u8]; 6] = [b"f", b"g", b"../x", b"file..txt", b"x\x1b[2J", b""];
+    const NAMES: [&[u8]; 6] = [b"f", b"g", b"..", b"file..txt", b"x\x1b[2J", b""];
     let mut input = Input(rest);
     let mut hasher = blake3::Hasher::new();
     let mut offer = [0u8; 32];
+    // The id of the next offer, and of the last offered, as a good sender counts.
+    let (mut next, mut last) = (1u32, 0u32);
     while !input.0.is_empty() {
         let op = input.byte();
         let arg = input.byte();
-        let frame = match op % 8 {
+        let id = if arg & 0x80 == 0 {
+            last
+        } else {
+            u32::from(arg & 3)
+        };
+        let frame = match op % 10 {
             0 => {
                 let n = (usize::from(arg) * 8).min(input.0.len());
                 let (data, tail) = input.0.split_at(n);
@@ -95,30 +114,40 @@ fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
                 } else {
                     u64::from(input.u32())
                 };
-                Frame::Begin { from }
+                Frame::Begin { id, from }
             }
             2 => {
                 let mut hash = *hasher.finalize().as_bytes();
                 hash[0] ^= arg & 1;
                 let mut offer = offer;
                 offer[0] ^= (arg >> 1) & 1;
-                Frame::End { hash, offer }
+                Frame::End { id, hash, offer }
             }
             3 => {
                 let size = [0, 1, 2048, 1 << 21, u64::MAX][usize::from(arg % 5)];
-                let name = NAMES[usize::from(arg / 5) % NAMES.len()];
-                offer = crate::xfer::offer_digest(size, name);
-                Frame::Offer {
-                    size,
-                    name: Bytes::from_static(name),
-                }
+                let depth = usize::from(input.byte() % 12) + 1;
+                let path: Vec<&[u8]> = (0..depth)
+                    .map(|i| NAMES[(usize::from(arg / 5) + i) % NAMES.len()])
+                    .collect();
+                let kind = input.byte() % 3;
+                let frame = raw_offer(next, kind, size, &path);
+                offer = crate::xfer::offer_digest(&frame);
+                last = next;
+                next += 1;
+                frame
             }
             4 => Frame::Quit,
             5 => {
                 out.push(arg);
                 continue;
             }
-            6 => Frame::Saved,
+            6 => Frame::Saved { id },
+            7 => {
+                let len = u64::from(arg) * 64 + 1;
+                hasher.update(&vec![0; len as usize]);
+                Frame::Hole { len }
+            }
+            8 => Frame::Skip { id },
             _ => Frame::Error {
                 code: crate::error::ErrorCode::from_u16(arg.into()),
                 message: Bytes::from_static(b"\x1b]0;owned\x07"),
@@ -257,18 +286,36 @@ fn drain_checked(
                     // The app refuses only what a correct machine never asks.
                     panic!("receiver asked for something it must not: {e}");
                 }
-                if let Some(name) = &app.accepted {
-                    let offered = app.offers.iter().rev().find(|(n, _)| n == name.as_str());
-                    let (_, size) = offered.expect("accepted a name never offered");
-                    let held = app.disk.partials.get(name.as_str()).map_or(0, Vec::len);
-                    assert!(held as u64 <= *size, "wrote beyond the offered size");
-                }
+                check_fs_requests(app);
             }
             Output::Wait(_) => return None,
             Output::Done(result) => return Some(result),
         }
     }
     panic!("receiver did not settle within {MAX_POLLS} polls");
+}
+
+/// Every file-system request the receiver's machine made stays under the
+/// receiver's directory: each path offered to the app is relative, of
+/// plain components only, within the limits; and no accepted file holds
+/// more than was offered.
+fn check_fs_requests(app: &MemReceiver) {
+    let limits = receiver_config().1.path_limits();
+    for (path, _) in &app.offers {
+        let parts: Vec<&str> = path.split('/').collect();
+        assert!(parts.len() <= limits.max_depth, "{path}: too deep");
+        assert!(path.len() <= limits.max_path_len, "{path}: too long");
+        for p in parts {
+            let plain = !p.is_empty() && p != "." && p != ".." && !p.contains('\\');
+            assert!(plain, "{path}: a component that leaves the directory");
+        }
+    }
+    for (path, ..) in app.accepted.values() {
+        let offered = app.offers.iter().rev().find(|(n, _)| n == path);
+        let (_, size) = offered.expect("accepted a path never offered");
+        let held = app.disk.partials.get(path).map_or(0, Vec::len);
+        assert!(held as u64 <= *size, "wrote beyond the offered size");
+    }
 }
 
 /// One sender/receiver session over an in-memory pair, driven by `data`:
@@ -307,7 +354,7 @@ pub fn filexfer(data: &[u8]) {
         .collect();
     let check_disk = |disk: &MemDisk| {
         for (name, held) in &disk.files {
-            let source = sources.iter().find(|(n, _)| n.as_str() == name);
+            let source = sources.iter().find(|(n, _)| n.as_str() == name.as_str());
             let source = source.expect("a final file that was never offered");
             assert!(held[..] == source.1[..], "{name} differs from its source");
         }

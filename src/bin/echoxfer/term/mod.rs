@@ -13,5 +13,5 @@ pub use meter::{Bytes, Meter};
 pub use out::{
     announce, legacy_warning, line, note, peer_line, peer_line_lossy, stopped, udp_stopped, Out, Ui,
 };
-pub use summary::{all_saved, files_in, hex, rate, FileTally};
+pub use summary::{all_delivered, hex, rate, FileTally, Summary};
 pub use tracked::Tracked;

@@ -1,13 +1,14 @@
-//! What a file session's end looks like on the terminal: one line per file,
-//! a total, the `files:` line a server prints when it stops, and the rate
-//! and hash formats every summary shares. Pure formatting: prints nothing
-//! itself.
+//! What a file session's end looks like on the terminal: one line per file
+//! and a total, the total alone (`--quiet`) or JSON (`--json`); the
+//! `files:` line a server prints when it stops, and the rate and hash
+//! formats every summary shares. Pure formatting: prints nothing itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use echoxfer::error::sanitize;
-use echoxfer::files::{FileReport, Outcome};
+use echoxfer::files::{FileReport, Outcome, Totals};
+use echoxfer::xfer::EntryKind;
 
 /// Throughput in decimal megabytes per second.
 pub fn rate(bytes: u64, secs: f64) -> String {
@@ -22,41 +23,87 @@ pub fn hex(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One summary line per file (`verb`: `sent` or `received`), then a total
-/// when there are several. Peer-supplied names and messages are sanitised.
-/// At most [`REFUSED_SHOWN`] refused offers get a line each; one line
-/// counts the rest (a peer offering junk must not flood the terminal).
-pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<String> {
-    /// Refused offers listed one by one.
-    const REFUSED_SHOWN: usize = 20;
+/// What the end of a session prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// A line per file, then the total line.
+    Lines,
+    /// The total line only (`--quiet`).
+    Total,
+    /// One JSON object per entry, then one for the total (`--json`); see
+    /// `docs/CLI.md`.
+    Json,
+}
+
+impl Summary {
+    /// The mode the flags ask for.
+    pub fn new(quiet: bool, json: bool) -> Summary {
+        match (quiet, json) {
+            (_, true) => Summary::Json,
+            (true, false) => Summary::Total,
+            (false, false) => Summary::Lines,
+        }
+    }
+}
+
+/// Refused offers listed one by one; one line counts the rest (a peer
+/// offering junk must not flood the terminal).
+const REFUSED_SHOWN: usize = 20;
+
+/// The lines a session's end prints (`verb`: `sent` or `received`).
+/// Peer-supplied names and messages are sanitised. `skipped`: local
+/// entries the sender skipped (links, special files).
+pub fn summarize(
+    verb: &str,
+    report: &[FileReport],
+    totals: &Totals,
+    skipped: u64,
+    elapsed: Duration,
+    mode: Summary,
+) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut total_moved = 0;
-    let mut total_time = Duration::ZERO;
-    let mut saved = 0;
-    let mut files = 0u64;
+    match mode {
+        Summary::Lines => lines.extend(file_lines(verb, report)),
+        Summary::Json => lines.extend(report.iter().map(|f| json_entry(verb, f))),
+        Summary::Total => {}
+    }
+    let listed = report.len() as u64;
+    let counted = totals.saved + totals.up_to_date + totals.dirs + totals.refused;
+    let counted = counted + totals.discarded + totals.unfinished;
+    if mode == Summary::Lines && counted > listed {
+        lines.push(format!(
+            "... {} more entries not listed one by one",
+            counted - listed
+        ));
+    }
+    lines.push(match mode {
+        Summary::Json => json_total(verb, totals, skipped, elapsed),
+        _ => total_line(verb, totals, skipped, elapsed),
+    });
+    lines
+}
+
+/// One line per file (directories are counted in the total only).
+fn file_lines(verb: &str, report: &[FileReport]) -> Vec<String> {
+    let mut lines = Vec::new();
     let (mut refused_shown, mut refused_rest) = (0, 0u64);
-    for (i, f) in report.iter().enumerate() {
+    for f in report {
         let name = sanitize(f.name.as_bytes());
-        let time = times.get(i).copied().unwrap_or_default();
-        total_moved += f.moved;
-        total_time += time;
-        files += 1;
-        let secs = time.as_secs_f64();
         lines.push(match &f.outcome {
+            Outcome::Saved { .. } if f.kind == EntryKind::Directory => continue,
             Outcome::Saved { hash } => {
-                saved += 1;
                 let resumed = if f.from > 0 {
                     format!(" (resumed from {})", f.from)
                 } else {
                     String::new()
                 };
                 format!(
-                    "{verb} {name}: {} bytes{resumed} in {secs:.2} s ({}) blake3 {}",
+                    "{verb} {name}: {} bytes{resumed} blake3 {}",
                     f.size,
-                    rate(f.moved, secs),
                     hex(hash)
                 )
             }
+            Outcome::UpToDate { .. } => format!("up to date {name}: {} bytes", f.size),
             Outcome::Refused { .. } if refused_shown == REFUSED_SHOWN => {
                 refused_rest += 1;
                 continue;
@@ -67,12 +114,6 @@ pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<S
                     "refused {name}: {reason:?}: {}",
                     sanitize(message.as_bytes())
                 )
-            }
-            Outcome::Unlisted { refused } => {
-                // Offers the app counted without keeping them.
-                files = files - 1 + refused;
-                refused_rest += refused;
-                continue;
             }
             Outcome::Discarded => {
                 format!("discarded {name}: content hash mismatch, nothing kept")
@@ -95,29 +136,101 @@ pub fn summarize(verb: &str, report: &[FileReport], times: &[Duration]) -> Vec<S
             "refused {refused_rest} more offers (not listed one by one)"
         ));
     }
-    if files > 1 {
-        lines.push(format!(
-            "total: {saved} of {files} files {verb}, {total_moved} bytes moved in {:.2} s ({})",
-            total_time.as_secs_f64(),
-            rate(total_moved, total_time.as_secs_f64())
-        ));
-    }
     lines
 }
 
-/// Whether every file in the report was saved.
-pub fn all_saved(report: &[FileReport]) -> bool {
-    report
-        .iter()
-        .all(|f| matches!(f.outcome, Outcome::Saved { .. }))
+/// `total: ...`: every count, the bytes moved, the time and the rate.
+fn total_line(verb: &str, t: &Totals, skipped: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let mut parts = vec![format!("{} {verb} ({} resumed)", t.saved, t.resumed)];
+    parts.push(format!("{} up to date", t.up_to_date));
+    if verb == "sent" {
+        parts.push(format!("{skipped} skipped"));
+    }
+    parts.push(format!("{} refused", t.refused));
+    if t.discarded > 0 {
+        parts.push(format!("{} discarded", t.discarded));
+    }
+    if t.unfinished > 0 {
+        parts.push(format!("{} incomplete", t.unfinished));
+    }
+    parts.push(format!("{} directories", t.dirs));
+    format!(
+        "total: {}; {} bytes moved in {secs:.2} s ({})",
+        parts.join(", "),
+        t.bytes_moved,
+        rate(t.bytes_moved, secs)
+    )
 }
 
-/// How many offered files a report entry stands for.
-pub fn files_in(f: &FileReport) -> u64 {
-    match f.outcome {
-        Outcome::Unlisted { refused } => refused,
-        _ => 1,
+/// A string as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c => out.push(c),
+        }
     }
+    out.push('"');
+    out
+}
+
+/// One entry as a JSON object on one line.
+fn json_entry(verb: &str, f: &FileReport) -> String {
+    let kind = match f.kind {
+        EntryKind::File => "file",
+        EntryKind::Directory => "directory",
+    };
+    let (outcome, hash, reason) = match &f.outcome {
+        Outcome::Saved { hash } => (verb, Some(hash), None),
+        Outcome::UpToDate { hash } => ("up to date", Some(hash), None),
+        Outcome::Refused { reason, message } => ("refused", None, Some((reason, message))),
+        Outcome::Discarded => ("discarded", None, None),
+        Outcome::Pending => ("incomplete", None, None),
+    };
+    let mut fields = vec![
+        format!("\"path\":{}", json_str(&f.name)),
+        format!("\"kind\":\"{kind}\""),
+        format!("\"size\":{}", f.size),
+        format!("\"outcome\":{}", json_str(outcome)),
+        format!("\"from\":{}", f.from),
+        format!("\"moved\":{}", f.moved),
+    ];
+    if let (Some(hash), EntryKind::File) = (hash, f.kind) {
+        fields.push(format!("\"blake3\":\"{}\"", hex(hash)));
+    }
+    if let Some((reason, message)) = reason {
+        fields.push(format!("\"reason\":{}", json_str(&format!("{reason:?}"))));
+        fields.push(format!("\"message\":{}", json_str(message)));
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// The total as one JSON object: `{"total": {...}}`.
+fn json_total(verb: &str, t: &Totals, skipped: u64, elapsed: Duration) -> String {
+    format!(
+        "{{\"total\":{{\"{verb}\":{},\"resumed\":{},\"up_to_date\":{},\"skipped\":{skipped},\"refused\":{},\"discarded\":{},\"incomplete\":{},\"directories\":{},\"bytes_moved\":{},\"seconds\":{:.3}}}}}",
+        t.saved,
+        t.resumed,
+        t.up_to_date,
+        t.refused,
+        t.discarded,
+        t.unfinished,
+        t.dirs,
+        t.bytes_moved,
+        elapsed.as_secs_f64()
+    )
+}
+
+/// Whether every entry of the session was saved or up to date.
+pub fn all_delivered(t: &Totals) -> bool {
+    t.refused + t.discarded + t.unfinished == 0
 }
 
 /// File outcomes totalled over a server's sessions, for the line it
@@ -125,34 +238,65 @@ pub fn files_in(f: &FileReport) -> u64 {
 #[derive(Debug, Default)]
 pub struct FileTally {
     saved: AtomicU64,
+    up_to_date: AtomicU64,
     refused: AtomicU64,
     discarded: AtomicU64,
     incomplete: AtomicU64,
 }
 
 impl FileTally {
-    /// Counts one session's files.
-    pub fn add(&self, report: &[FileReport]) {
-        for f in report {
-            let counter = match f.outcome {
-                Outcome::Saved { .. } => &self.saved,
-                Outcome::Refused { .. } | Outcome::Unlisted { .. } => &self.refused,
-                Outcome::Discarded => &self.discarded,
-                Outcome::Pending => &self.incomplete,
-            };
-            counter.fetch_add(files_in(f), Ordering::Relaxed);
-        }
+    /// Counts one session's entries.
+    pub fn add(&self, t: &Totals) {
+        self.saved.fetch_add(t.saved, Ordering::Relaxed);
+        self.up_to_date.fetch_add(t.up_to_date, Ordering::Relaxed);
+        self.refused.fetch_add(t.refused, Ordering::Relaxed);
+        self.discarded.fetch_add(t.discarded, Ordering::Relaxed);
+        self.incomplete.fetch_add(t.unfinished, Ordering::Relaxed);
     }
 
-    /// One line: how many files were saved, refused, discarded, left incomplete.
+    /// One line: how many files were saved, up to date, refused,
+    /// discarded, left incomplete.
     pub fn line(&self) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "files: {} saved, {} refused, {} discarded (hash mismatch), {} incomplete (partial files kept for a resume)",
+            "files: {} saved, {} up to date, {} refused, {} discarded (hash mismatch), {} incomplete (partial files kept for a resume)",
             n(&self.saved),
+            n(&self.up_to_date),
             n(&self.refused),
             n(&self.discarded),
             n(&self.incomplete)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_quotes_backslashes_and_control_characters() {
+        assert_eq!(
+            json_str("a\"b\\c\n\u{1b}é"),
+            "\"a\\\"b\\\\c\\u000a\\u001bé\""
+        );
+    }
+
+    #[test]
+    fn the_total_line_counts_every_outcome() {
+        let t = Totals {
+            saved: 3,
+            resumed: 1,
+            up_to_date: 2,
+            dirs: 4,
+            refused: 1,
+            discarded: 0,
+            unfinished: 0,
+            bytes_moved: 2_000_000,
+        };
+        let line = total_line("sent", &t, 5, Duration::from_secs(2));
+        assert_eq!(
+            line,
+            "total: 3 sent (1 resumed), 2 up to date, 5 skipped, 1 refused, 4 directories; 2000000 bytes moved in 2.00 s (1.0 MB/s)"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! A file app wrapped with what the terminal shows of its session: a
-//! progress meter from the first file on, the time each file took, and the
-//! summary lines at the end (or when a server's session is dropped). The
-//! wrapped app makes every decision; this only watches its events.
+//! progress meter from the first file on, and the summary at the end (or
+//! when a server's session is dropped). The wrapped app makes every
+//! decision; this only watches its events.
 
 use std::borrow::BorrowMut;
 use std::io;
@@ -10,23 +10,33 @@ use std::time::{Duration, Instant};
 
 use echoxfer::driver::{App, Work};
 use echoxfer::error::sanitize;
-use echoxfer::files::{FileReport, Outcome, Progress, ReceiverApp, SenderApp};
+use echoxfer::files::{FileReport, Progress, ReceiverApp, SenderApp, Totals};
 use echoxfer::xfer::{Receiver, ReceiverEvent, Sender, SenderEvent};
 use echoxfer::Machine;
 
 use super::meter::{Counter, Meter};
 use super::out::{line, note, Out, Ui};
-use super::summary::{summarize, FileTally};
+use super::summary::{summarize, FileTally, Summary};
 
 /// The file apps' common face, for [`Tracked`].
 pub trait Reported {
-    fn report(&self) -> &[FileReport];
+    /// Entries listed one by one.
+    fn report(&self) -> Vec<FileReport>;
+    fn totals(&self) -> Totals;
+    /// Local entries skipped before the session (links, special files).
+    fn skipped(&self) -> u64;
     fn progress(&self) -> Arc<Progress>;
 }
 
 impl Reported for SenderApp {
-    fn report(&self) -> &[FileReport] {
-        SenderApp::report(self)
+    fn report(&self) -> Vec<FileReport> {
+        SenderApp::report(self).to_vec()
+    }
+    fn totals(&self) -> Totals {
+        SenderApp::totals(self)
+    }
+    fn skipped(&self) -> u64 {
+        SenderApp::skipped(self).len() as u64
     }
     fn progress(&self) -> Arc<Progress> {
         SenderApp::progress(self)
@@ -34,25 +44,38 @@ impl Reported for SenderApp {
 }
 
 impl Reported for ReceiverApp {
-    fn report(&self) -> &[FileReport] {
-        ReceiverApp::report(self)
+    /// Finished entries, then those the session ended on.
+    fn report(&self) -> Vec<FileReport> {
+        let mut report = ReceiverApp::report(self).to_vec();
+        report.extend(self.unfinished().cloned());
+        report
+    }
+    fn totals(&self) -> Totals {
+        let mut totals = ReceiverApp::totals(self).clone();
+        for f in self.unfinished() {
+            totals.count(f);
+        }
+        totals
+    }
+    fn skipped(&self) -> u64 {
+        0
     }
     fn progress(&self) -> Arc<Progress> {
         ReceiverApp::progress(self)
     }
 }
 
-/// A file app plus what the terminal needs: a progress meter, the time
-/// each file took, and the summary (printed by [`finish`](Self::finish),
-/// or when dropped, as a server's sessions are).
+/// A file app plus what the terminal needs: a progress meter and the
+/// summary (printed by [`finish`](Self::finish), or when dropped, as a
+/// server's sessions are).
 pub struct Tracked<A: Reported> {
     pub app: A,
     verb: &'static str,
     ui: Ui,
     out: Out,
-    /// When the current file's time started (the session's first event, then each outcome).
-    mark: Option<Instant>,
-    times: Vec<Duration>,
+    summary: Summary,
+    /// The session's first event.
+    started: Option<Instant>,
     meter: Option<Meter>,
     summarized: bool,
     /// Where a server totals its sessions' files.
@@ -68,8 +91,8 @@ impl<A: Reported> Tracked<A> {
             verb,
             ui,
             out,
-            mark: None,
-            times: Vec::new(),
+            summary: Summary::Lines,
+            started: None,
             meter: Some(Meter::pending(ui, label, counter)),
             summarized: false,
             tally: None,
@@ -82,18 +105,14 @@ impl<A: Reported> Tracked<A> {
         self
     }
 
-    /// Notes the time of every file that has just reached its outcome.
+    /// Prints `summary` at the end instead of a line per file.
+    pub fn summary(mut self, summary: Summary) -> Self {
+        self.summary = summary;
+        self
+    }
+
     fn record(&mut self) {
-        let report = self.app.report();
-        let mark = self.mark.get_or_insert_with(Instant::now);
-        while let Some(f) = report.get(self.times.len()) {
-            if f.outcome == Outcome::Pending {
-                break;
-            }
-            let now = Instant::now();
-            self.times.push(now - *mark);
-            *mark = now;
-        }
+        self.started.get_or_insert_with(Instant::now);
     }
 
     /// Stops the meter and prints the summary (once).
@@ -105,15 +124,14 @@ impl<A: Reported> Tracked<A> {
             return;
         }
         self.summarized = true;
+        let totals = self.app.totals();
         if let Some(tally) = &self.tally {
-            tally.add(self.app.report());
+            tally.add(&totals);
         }
-        let mut times = self.times.clone();
-        // A file the session ended on (cut, failed) took the rest of the time.
-        if times.len() < self.app.report().len() {
-            times.push(self.mark.map_or(Duration::ZERO, |m| m.elapsed()));
-        }
-        for l in summarize(self.verb, self.app.report(), &times) {
+        let elapsed = self.started.map_or(Duration::ZERO, |s| s.elapsed());
+        let report = self.app.report();
+        let skipped = self.app.skipped();
+        for l in summarize(self.verb, &report, &totals, skipped, elapsed, self.summary) {
             line(self.out, &l);
         }
     }
@@ -152,8 +170,9 @@ where
         };
         self.app.on_event(m, now, event)?;
         if let Some((file, from)) = started {
-            if let Some(f) = self.app.report().get(file) {
-                self.starting("sending", &f.name, f.size, from);
+            if let Some(f) = SenderApp::report(&self.app).get(file) {
+                let (name, size) = (f.name.clone(), f.size);
+                self.starting("sending", &name, size, from);
             }
         }
         self.record();
@@ -172,14 +191,15 @@ where
 {
     fn on_event(&mut self, m: &mut M, now: Instant, event: ReceiverEvent) -> io::Result<()> {
         let started = match &event {
-            ReceiverEvent::Start { from, .. } => Some(*from),
+            ReceiverEvent::Start { id, from } => Some((*id, *from)),
             _ => None,
         };
         self.app.on_event(m, now, event)?;
-        if let Some(from) = started {
-            // Accepted already (the offer's work is done), so it is listed.
-            if let Some(f) = self.app.report().last() {
-                self.starting("receiving", &f.name, f.size, from);
+        if let Some((id, from)) = started {
+            // Accepted already (the offer's work is done), so it is open.
+            if let Some(f) = self.app.in_flight(id) {
+                let (name, size) = (f.name.clone(), f.size);
+                self.starting("receiving", &name, size, from);
             }
         }
         self.record();
