@@ -1,10 +1,12 @@
 //! The file receiver against a reference model (proptest-state-machine):
-//! random sequences of offers (valid, refused by name, too large), `Begin`
-//! with good and bad offsets, `Data` within and beyond the size, `End` with
-//! good and bad hashes, `Quit`, garbage and peer errors, EOF, clock jumps
-//! and the application's answers (accept fresh or resumed, reject, saved,
-//! save failed). After every step the receiver's state, the frames it sent
-//! and the events it emitted are checked against the model.
+//! random sequences of offers (valid, refused by name, too large, with the
+//! right and a wrong id, beyond the window), `Begin` with good and bad
+//! offsets, `Data` within and beyond the size, `End` with good and bad
+//! hashes, `Quit` with entries in flight or not, garbage and peer errors,
+//! EOF, clock jumps and the application's answers (accept fresh or resumed,
+//! reject, saved, save failed; saves answered late, several owed at once).
+//! After every step the receiver's state, the frames it sent and the events
+//! it emitted are checked against the model.
 //!
 //! File content is the byte `FILL` repeated, so a hash and a resume prefix
 //! depend only on a length.
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol, RejectReason};
 use echoxfer::session::Role;
-use echoxfer::xfer::offer_digest;
+use echoxfer::xfer::{encode_raw_path, offer_digest};
 use echoxfer::xfer::{
     OfferRequest, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, SaveRequest,
 };
@@ -38,11 +40,27 @@ fn config() -> SessionLimits {
     }
 }
 
+const WINDOW: u32 = 3;
+
 fn transfer() -> TransferConfig {
     TransferConfig {
         max_file_size: MAX_FILE,
         max_name_len: 16,
+        window: WINDOW,
         ..TransferConfig::default()
+    }
+}
+
+/// The `Offer` frame of entry `id`: a file `name` of `size` bytes.
+fn offer_frame(id: u32, name: &[u8], size: u64) -> Frame {
+    Frame::Offer {
+        id,
+        kind: 0,
+        mode: 0o600,
+        mtime_secs: 7,
+        mtime_nanos: 8,
+        size,
+        path: encode_raw_path(&[name]),
     }
 }
 
@@ -60,13 +78,14 @@ fn prefix_hasher(len: u64) -> blake3::Hasher {
 #[derive(Debug, Clone, PartialEq)]
 enum In {
     Offer {
+        id: u32,
         size: u64,
         name: &'static [u8],
     },
-    Begin(u64),
+    Begin(u32, u64),
     Data(usize),
-    /// Content hash and offer digest.
-    End([u8; 32], [u8; 32]),
+    /// Id, content hash and offer digest.
+    End(u32, [u8; 32], [u8; 32]),
     Quit,
     /// A well-formed frame a receiver never expects.
     Unexpected(Frame),
@@ -79,13 +98,14 @@ enum In {
 impl In {
     fn wire(&self) -> Vec<u8> {
         let frame = match self {
-            In::Offer { size, name } => Frame::Offer {
-                size: *size,
-                name: Bytes::from_static(name),
+            In::Offer { id, size, name } => offer_frame(*id, name, *size),
+            In::Begin(id, from) => Frame::Begin {
+                id: *id,
+                from: *from,
             },
-            In::Begin(from) => Frame::Begin { from: *from },
             In::Data(n) => Frame::Data(Bytes::from(vec![FILL; *n])),
-            In::End(hash, offer) => Frame::End {
+            In::End(id, hash, offer) => Frame::End {
+                id: *id,
                 hash: *hash,
                 offer: *offer,
             },
@@ -114,27 +134,20 @@ enum Step {
 
 #[derive(Debug, Clone, PartialEq)]
 enum St {
-    Idle,
-    Deciding {
-        name: &'static [u8],
-        size: u64,
-    },
-    Accepted {
-        name: &'static [u8],
-        size: u64,
-        have: u64,
-    },
-    Receiving {
-        name: &'static [u8],
-        size: u64,
-        at: u64,
-    },
-    Saving {
-        name: &'static [u8],
-    },
+    Open,
     Done,
     /// Failed; the code of the `Error` frame sent (`None`: the peer failed).
     Failed(Option<ErrorCode>),
+}
+
+/// A file the model's receiver has accepted or is receiving.
+#[derive(Debug, Clone, PartialEq)]
+struct File {
+    id: u32,
+    name: &'static [u8],
+    size: u64,
+    /// Bytes held: the resume point, then the next offset.
+    at: u64,
 }
 
 /// What the receiver sends, with free-form text left out.
@@ -150,21 +163,33 @@ enum Out {
 enum Ev {
     Offer(&'static [u8], u64),
     Refused(RejectReason),
-    Start(&'static [u8], u64),
+    Start(u64),
     Write(u64, usize),
-    Verified(&'static [u8]),
-    Discard(&'static [u8]),
+    Verified,
+    Discard,
     Finished,
 }
 
 #[derive(Debug, Clone)]
 struct Model {
     st: St,
+    /// The offer the application is deciding on.
+    deciding: Option<File>,
+    /// Accepted files waiting for their `Begin`, in order.
+    accepted: VecDeque<File>,
+    /// The file whose data is arriving.
+    receiving: Option<File>,
     /// Frames buffered while the application decides or saves.
     pending: VecDeque<In>,
     idle: Duration,
     saved: u64,
     received: u64,
+    /// The id the next offer must carry.
+    next_id: u32,
+    /// Entries offered and not finished.
+    in_flight: u32,
+    /// Saves the application owes.
+    saves: u32,
     /// What the last step made the receiver send and emit.
     out: Vec<Out>,
     events: Vec<Ev>,
@@ -178,7 +203,7 @@ impl Model {
     }
 
     fn awaits_app(&self) -> bool {
-        matches!(self.st, St::Deciding { .. } | St::Saving { .. })
+        self.deciding.is_some()
     }
 
     fn fail(&mut self, code: Option<ErrorCode>) {
@@ -203,10 +228,13 @@ impl Model {
 
     fn dispatch(&mut self, frame: In) {
         let protocol = Some(ErrorCode::Protocol);
-        match (self.st.clone(), frame) {
-            (_, In::Garbage) => self.fail(protocol),
-            (_, In::PeerError) => self.fail(None),
-            (St::Idle, In::Offer { size, name }) => {
+        match frame {
+            In::Garbage | In::Unexpected(_) => self.fail(protocol),
+            In::PeerError => self.fail(None),
+            In::Offer { id, .. } if id != self.next_id => self.fail(protocol),
+            In::Offer { .. } if self.in_flight >= WINDOW => self.fail(protocol),
+            In::Offer { id, size, name } => {
+                self.next_id += 1;
                 let valid = SafeName::new(name, transfer().max_name_len).is_ok();
                 if !valid {
                     self.out.push(Out::Reject(RejectReason::NameRefused));
@@ -216,42 +244,51 @@ impl Model {
                     self.events.push(Ev::Refused(RejectReason::TooLarge));
                 } else {
                     self.events.push(Ev::Offer(name, size));
-                    self.st = St::Deciding { name, size };
+                    self.in_flight += 1;
+                    self.deciding = Some(File { id, name, size, at: 0 });
                 }
             }
-            (St::Idle, In::Quit) => {
+            In::Quit if self.in_flight > 0 => self.fail(protocol),
+            In::Quit => {
                 self.events.push(Ev::Finished);
                 self.st = St::Done;
             }
-            (St::Accepted { name, size, have }, In::Begin(from)) if from == 0 || from == have => {
-                self.events.push(Ev::Start(name, from));
-                self.st = St::Receiving {
-                    name,
-                    size,
-                    at: from,
-                };
-            }
-            (St::Receiving { name, size, at }, In::Data(n)) if at + n as u64 <= size => {
-                if n > 0 {
-                    self.events.push(Ev::Write(at, n));
-                    self.received += n as u64;
-                }
-                self.st = St::Receiving {
-                    name,
-                    size,
-                    at: at + n as u64,
-                };
-            }
-            (St::Receiving { name, size, at }, In::End(hash, offer)) if at == size => {
-                if hash == content_hash(size) && offer == offer_digest(size, name) {
-                    self.events.push(Ev::Verified(name));
-                    self.st = St::Saving { name };
-                } else {
-                    self.events.push(Ev::Discard(name));
-                    self.fail(Some(ErrorCode::HashMismatch));
+            In::Begin(id, from) => {
+                let next = self.accepted.front();
+                let ok = self.receiving.is_none()
+                    && next.is_some_and(|f| f.id == id && (from == 0 || from == f.at));
+                match self.accepted.pop_front() {
+                    Some(mut f) if ok => {
+                        self.events.push(Ev::Start(from));
+                        f.at = from;
+                        self.receiving = Some(f);
+                    }
+                    _ => self.fail(protocol),
                 }
             }
-            _ => self.fail(protocol),
+            In::Data(n) => match &mut self.receiving {
+                Some(f) if f.at + n as u64 <= f.size => {
+                    if n > 0 {
+                        self.events.push(Ev::Write(f.at, n));
+                        self.received += n as u64;
+                    }
+                    f.at += n as u64;
+                }
+                _ => self.fail(protocol),
+            },
+            In::End(id, hash, offer) => match self.receiving.take() {
+                Some(f) if f.at == f.size && f.id == id => {
+                    let digest = offer_digest(&offer_frame(f.id, f.name, f.size));
+                    if hash == content_hash(f.size) && offer == digest {
+                        self.events.push(Ev::Verified);
+                        self.saves += 1;
+                    } else {
+                        self.events.push(Ev::Discard);
+                        self.fail(Some(ErrorCode::HashMismatch));
+                    }
+                }
+                _ => self.fail(protocol),
+            },
         }
     }
 
@@ -262,10 +299,13 @@ impl Model {
             St::Failed(_) => return Err("sticky"),
             _ => {}
         }
-        match (self.st.clone(), step) {
-            (St::Deciding { name, size }, Step::Accept(have)) => {
+        match step {
+            Step::Accept(have) if self.deciding.is_some() => {
                 let have = have.unwrap_or(0);
-                if have > size {
+                let Some(mut f) = self.deciding.take() else {
+                    return Err("wrong state");
+                };
+                if have > f.size {
                     // The request is spent on an answer that cannot be used.
                     self.fail(Some(ErrorCode::Internal));
                     return Err("bad resume");
@@ -274,20 +314,24 @@ impl Model {
                     have,
                     prefix: content_hash(have),
                 });
-                self.st = St::Accepted { name, size, have };
+                f.at = have;
+                self.accepted.push_back(f);
             }
-            (St::Deciding { .. }, Step::Reject) => {
+            Step::Reject if self.deciding.is_some() => {
                 self.out.push(Out::Reject(RejectReason::Exists));
-                self.st = St::Idle;
+                self.in_flight -= 1;
+                self.deciding = None;
             }
-            (St::Saving { .. }, Step::Saved) => {
+            Step::Saved if self.saves > 0 => {
                 self.out.push(Out::Saved);
                 self.saved += 1;
-                self.st = St::Idle;
+                self.saves -= 1;
+                self.in_flight -= 1;
             }
-            (St::Saving { .. }, Step::SaveFailed) => {
+            Step::SaveFailed if self.saves > 0 => {
                 self.out.push(Out::Reject(RejectReason::Disk));
-                self.st = St::Idle;
+                self.saves -= 1;
+                self.in_flight -= 1;
             }
             _ => return Err("wrong state"),
         }
@@ -305,11 +349,17 @@ impl ReferenceStateMachine for RefMachine {
 
     fn init_state() -> BoxedStrategy<Model> {
         Just(Model {
-            st: St::Idle,
+            st: St::Open,
+            deciding: None,
+            accepted: VecDeque::new(),
+            receiving: None,
             pending: VecDeque::new(),
             idle: Duration::ZERO,
             saved: 0,
             received: 0,
+            next_id: 0,
+            in_flight: 0,
+            saves: 0,
             out: Vec::new(),
             events: Vec::new(),
             command: None,
@@ -318,31 +368,36 @@ impl ReferenceStateMachine for RefMachine {
     }
 
     fn transitions(m: &Model) -> BoxedStrategy<Step> {
-        let (size, have, at, name) = match m.st {
-            St::Deciding { size, name } => (size, 0, 0, name),
-            St::Accepted { size, have, name } => (size, have, 0, name),
-            St::Receiving { size, at, name } => (size, 0, at, name),
-            _ => (100, 0, 0, NAMES[0]),
+        let (size, have, at, name, last) = match (&m.deciding, m.accepted.front(), &m.receiving) {
+            (_, _, Some(f)) => (f.size, 0, f.at, f.name, f.id),
+            (_, Some(f), None) => (f.size, f.at, 0, f.name, f.id),
+            (Some(f), None, None) => (f.size, 0, 0, f.name, f.id),
+            _ => (100, 0, 0, NAMES[0], m.next_id.wrapping_sub(1)),
         };
         let left = size.saturating_sub(at) as usize;
-        let good = In::End(content_hash(size), offer_digest(size, name));
+        let next = m.next_id;
+        let digest = |name| offer_digest(&offer_frame(last, name, size));
+        let good = In::End(last, content_hash(size), digest(name));
         let mut bad_content = content_hash(size);
         bad_content[0] ^= 1;
-        let bad_content = In::End(bad_content, offer_digest(size, name));
+        let bad_content = In::End(last, bad_content, digest(name));
         // The same content under another offer: a name corrupted in flight.
-        let bad_offer = In::End(content_hash(size), offer_digest(size, b"other"));
+        let bad_offer = In::End(last, content_hash(size), digest(b"other"));
+        let id = prop_oneof![6 => Just(next), 1 => Just(next + 1), 1 => Just(last)];
         let peer = prop_oneof![
-            4 => (0..NAMES.len(), prop_oneof![0..=MAX_FILE, Just(MAX_FILE + 1), Just(u64::MAX)])
-                .prop_map(|(n, size)| In::Offer { size, name: NAMES[n] }),
-            3 => prop_oneof![Just(0), Just(have), 1..=size + 2].prop_map(In::Begin),
+            4 => (id, 0..NAMES.len(), prop_oneof![0..=MAX_FILE, Just(MAX_FILE + 1), Just(u64::MAX)])
+                .prop_map(|(id, n, size)| In::Offer { id, size, name: NAMES[n] }),
+            3 => (prop_oneof![4 => Just(last), 1 => Just(next)], prop_oneof![Just(0), Just(have), 1..=size + 2])
+                .prop_map(|(id, from)| In::Begin(id, from)),
             6 => prop_oneof![0..=left.min(64), Just(left), Just(left + 1)].prop_map(In::Data),
             3 => prop_oneof![3 => Just(good.clone()), 1 => Just(bad_content), 1 => Just(bad_offer)],
             1 => Just(In::Quit),
             1 => prop_oneof![
-                Just(Frame::Saved),
+                Just(Frame::Saved { id: 0 }),
                 Just(Frame::Bye),
                 Just(Frame::Message(Bytes::from_static(b"hi"))),
-                Just(Frame::Accept { have: 0, prefix: [0; 32] }),
+                Just(Frame::Accept { id: 0, have: 0, prefix: [0; 32], flags: 0 }),
+                Just(Frame::Window { files: 1 }),
             ]
             .prop_map(In::Unexpected),
             1 => Just(In::Garbage),
@@ -360,29 +415,39 @@ impl ReferenceStateMachine for RefMachine {
         .boxed();
         // What a well-behaved peer and application would do next, so that
         // sequences reach every state (and the hostile steps hit them there).
-        let likely: BoxedStrategy<Step> = match m.st {
-            St::Idle => prop_oneof![
-                6 => (0..3usize, 0..=MAX_FILE)
-                    .prop_map(|(n, size)| Step::Peer(In::Offer { size, name: NAMES[n] })),
-                1 => Just(Step::Peer(In::Quit)),
-            ]
-            .boxed(),
-            St::Deciding { size, .. } => prop_oneof![
+        let offer = move |(n, size)| Step::Peer(In::Offer { id: next, size, name: NAMES[n] });
+        let likely: BoxedStrategy<Step> = if m.closed() {
+            any.clone()
+        } else if m.deciding.is_some() {
+            prop_oneof![
                 Just(Step::Accept(None)),
                 (0..=size).prop_map(|h| Step::Accept(Some(h))),
             ]
-            .boxed(),
-            St::Accepted { have, .. } => prop_oneof![Just(0), Just(have)]
-                .prop_map(|f| Step::Peer(In::Begin(f)))
-                .boxed(),
-            St::Receiving { .. } if left > 0 => (1..=left.min(128))
-                .prop_map(|n| Step::Peer(In::Data(n)))
-                .boxed(),
-            St::Receiving { .. } => Just(Step::Peer(good)).boxed(),
-            St::Saving { .. } => {
-                prop_oneof![4 => Just(Step::Saved), 1 => Just(Step::SaveFailed)].boxed()
-            }
-            St::Done | St::Failed(_) => any.clone(),
+            .boxed()
+        } else if m.receiving.is_some() && left > 0 {
+            prop_oneof![
+                6 => (1..=left.min(128)).prop_map(|n| Step::Peer(In::Data(n))),
+                1 => (0..3usize, 0..=MAX_FILE).prop_map(offer),
+                1 => Just(Step::Saved),
+            ]
+            .boxed()
+        } else if m.receiving.is_some() {
+            Just(Step::Peer(good)).boxed()
+        } else if !m.accepted.is_empty() {
+            prop_oneof![
+                3 => prop_oneof![Just(0), Just(have)].prop_map(move |f| Step::Peer(In::Begin(last, f))),
+                1 => (0..3usize, 0..=MAX_FILE).prop_map(offer),
+            ]
+            .boxed()
+        } else if m.saves > 0 && m.in_flight >= WINDOW {
+            prop_oneof![4 => Just(Step::Saved), 1 => Just(Step::SaveFailed)].boxed()
+        } else {
+            prop_oneof![
+                6 => (0..3usize, 0..=MAX_FILE).prop_map(offer),
+                2 => Just(Step::Saved),
+                1 => Just(Step::Peer(In::Quit)),
+            ]
+            .boxed()
         };
         prop_oneof![3 => likely, 2 => any].boxed()
     }
@@ -430,9 +495,10 @@ struct Sut {
     now: Instant,
     /// What the receiver sent, decoded, and how it ended.
     wire: Wire,
-    /// The requests of the last `Offer` and `Verified`, until answered.
+    /// The request of the last `Offer`, and of every `Verified` not yet
+    /// answered (oldest first).
     offer: Option<OfferRequest>,
-    save: Option<SaveRequest>,
+    saves: VecDeque<SaveRequest>,
 }
 
 impl Sut {
@@ -446,17 +512,15 @@ impl Sut {
 
     fn keep(&mut self, e: ReceiverEvent) -> Ev {
         match e {
-            ReceiverEvent::Offer {
-                name,
-                size,
-                request,
-            } => {
+            ReceiverEvent::Offer { spec, request, .. } => {
                 self.offer = Some(request);
-                Ev::Offer(find(&name), size)
+                assert_eq!(spec.meta.mode, 0o600);
+                assert_eq!((spec.meta.mtime.secs, spec.meta.mtime.nanos), (7, 8));
+                Ev::Offer(find(spec.path.file_name()), spec.size)
             }
-            ReceiverEvent::Verified { name, request, .. } => {
-                self.save = Some(request);
-                Ev::Verified(find(&name))
+            ReceiverEvent::Verified { request, .. } => {
+                self.saves.push_back(request);
+                Ev::Verified
             }
             other => to_ev(other),
         }
@@ -471,15 +535,11 @@ fn find(n: &SafeName) -> &'static [u8] {
         .expect("a known name")
 }
 
-fn safe(raw: &'static [u8]) -> SafeName {
-    SafeName::new(raw, 16).expect("a valid name")
-}
-
 fn to_out(f: Frame) -> Out {
     match f {
-        Frame::Accept { have, prefix } => Out::Accept { have, prefix },
+        Frame::Accept { have, prefix, .. } => Out::Accept { have, prefix },
         Frame::Reject { reason, .. } => Out::Reject(reason),
-        Frame::Saved => Out::Saved,
+        Frame::Saved { .. } => Out::Saved,
         Frame::Error { code, .. } => Out::Error(code),
         other => panic!("a receiver never sends {other:?}"),
     }
@@ -495,13 +555,14 @@ fn to_ev(e: ReceiverEvent) -> Ev {
             assert!(!name.chars().any(char::is_control), "unsanitised {name:?}");
             Ev::Refused(reason)
         }
-        ReceiverEvent::Start { name, from } => Ev::Start(find(&name), from),
+        ReceiverEvent::Start { from, .. } => Ev::Start(from),
         ReceiverEvent::Write { offset, data } => {
             assert!(data.iter().all(|&b| b == FILL), "data changed");
             Ev::Write(offset, data.len())
         }
-        ReceiverEvent::Discard { name } => Ev::Discard(find(&name)),
+        ReceiverEvent::Discard { .. } => Ev::Discard,
         ReceiverEvent::Finished => Ev::Finished,
+        other => panic!("a one-file-at-a-time sender never causes {other:?}"),
     }
 }
 
@@ -520,9 +581,10 @@ impl StateMachineTest for ReceiverTest {
             now,
             wire: Wire::new(Protocol::File),
             offer: None,
-            save: None,
+            saves: VecDeque::new(),
         };
-        assert_eq!(sut.drain(), (vec![], vec![]));
+        let window = Frame::Window { files: WINDOW };
+        assert_eq!(sut.drain(), (vec![window], vec![]));
         sut
     }
 
@@ -550,10 +612,9 @@ impl StateMachineTest for ReceiverTest {
             Step::Reject => {
                 (sut.offer.take()).map(|r| sut.rx.reject(r, RejectReason::Exists, "exists"))
             }
-            Step::Saved => sut.save.take().map(|r| sut.rx.saved(r)),
-            Step::SaveFailed => {
-                (sut.save.take()).map(|r| sut.rx.save_failed(r, RejectReason::Disk, "disk full"))
-            }
+            Step::Saved => sut.saves.pop_front().map(|r| sut.rx.saved(r)),
+            Step::SaveFailed => (sut.saves.pop_front())
+                .map(|r| sut.rx.save_failed(r, RejectReason::Disk, "disk full")),
             Step::Advance(d) => {
                 sut.now += *d;
                 sut.rx.handle_timeout(sut.now);
@@ -588,24 +649,18 @@ impl StateMachineTest for ReceiverTest {
         assert_eq!(events, m.events, "events after {step:?}");
         let role = sut.rx.role();
         let state = match &m.st {
-            St::Idle => "waiting for an offer",
-            St::Deciding { .. } => "deciding on an offer",
-            St::Accepted { .. } => "waiting for Begin",
-            St::Receiving { .. } => "receiving file data",
-            St::Saving { .. } => "saving a file",
-            St::Done => "finished",
             St::Failed(_) => role.state_name(),
+            St::Done => "finished",
+            St::Open if m.deciding.is_some() => "deciding on an offer",
+            St::Open if m.receiving.is_some() => "receiving file data",
+            St::Open if !m.accepted.is_empty() => "waiting for Begin",
+            St::Open => "waiting for an offer",
         };
         assert_eq!(role.state_name(), state, "state after {step:?}");
-        let current = match &m.st {
-            St::Deciding { name, .. }
-            | St::Accepted { name, .. }
-            | St::Receiving { name, .. }
-            | St::Saving { name } => Some(safe(name)),
-            _ => None,
-        };
+        let current = m.receiving.as_ref().map(|f| f.id);
         if !matches!(m.st, St::Failed(_)) {
-            assert_eq!(role.current(), current.as_ref(), "current file");
+            assert_eq!(role.current(), current, "current file");
+            assert_eq!(role.in_flight(), m.in_flight, "entries in flight");
         }
         assert_eq!(role.files_saved(), m.saved);
         assert_eq!(role.bytes_received(), m.received);
@@ -616,7 +671,7 @@ impl StateMachineTest for ReceiverTest {
             (St::Done, Some(Ok(()))) => {}
             (St::Failed(None), Some(Err(Error::PeerFailed { .. }))) => {}
             (St::Failed(Some(code)), Some(Err(e))) => assert_eq!(e.code(), *code, "{e}"),
-            (st, None) if !matches!(st, St::Done | St::Failed(_)) => {}
+            (St::Open, None) => {}
             (st, done) => panic!("model {st:?}, receiver {done:?}"),
         }
         sut
