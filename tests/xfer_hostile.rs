@@ -582,9 +582,9 @@ fn frames_out_of_order_are_protocol_errors() {
         ),
         (
             vec![Frame::Begin { id: 0, from: 0 }],
-            ProtocolError::OutOfOrder {
-                id: 0,
-                expected: u32::MAX,
+            ProtocolError::UnexpectedFrame {
+                state: "waiting for an offer",
+                frame: "Begin",
             },
         ),
         (vec![end], ProtocolError::NoFileBegun("End")),

@@ -387,12 +387,12 @@ impl ReceiverRole {
         id: u32,
         from: u64,
     ) -> Result<(), Error> {
-        if self.current.is_some() || self.accepted.front().map(|a| a.id) != Some(id) {
-            return Err(ProtocolError::OutOfOrder {
-                id,
-                expected: self.accepted.front().map_or(u32::MAX, |a| a.id),
-            }
-            .into());
+        let expected = match (&self.current, self.accepted.front()) {
+            (None, Some(a)) => a.id,
+            _ => return Err(self.unexpected(&Frame::Begin { id, from })),
+        };
+        if id != expected {
+            return Err(ProtocolError::OutOfOrder { id, expected }.into());
         }
         let a = &self.accepted[0];
         let (up_to_date, fresh) = match (a.complete, from) {
@@ -405,11 +405,7 @@ impl ReceiverRole {
             }
         };
         let Some(a) = self.accepted.pop_front() else {
-            return Err(ProtocolError::OutOfOrder {
-                id,
-                expected: u32::MAX,
-            }
-            .into());
+            return Err(self.unexpected(&Frame::Begin { id, from }));
         };
         let hasher = if fresh { Box::default() } else { a.hasher };
         self.current = Some(Transfer {
