@@ -144,6 +144,14 @@ fn store(
             stored.clear();
             Ok(())
         }
-        ReceiverEvent::Refused { .. } | ReceiverEvent::Finished => Ok(()),
+        // Holes are zeros: in memory they must be written out.
+        ReceiverEvent::Hole { len, .. } => {
+            stored.resize(stored.len() + len as usize, 0);
+            Ok(())
+        }
+        ReceiverEvent::Refused { .. }
+        | ReceiverEvent::Skipped { .. }
+        | ReceiverEvent::Flush
+        | ReceiverEvent::Finished => Ok(()),
     }
 }

@@ -67,7 +67,7 @@ fn parent(mut args: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
         reader: child.stdout.take().ok_or("no child stdout")?,
         writer: child.stdin.take().ok_or("no child stdin")?,
     };
-    let mut app = SenderApp::open(&args, 255)?;
+    let mut app = SenderApp::open(&args, &TransferConfig::default().path_limits())?;
     let mut machine = Sender::new(
         app.role(TransferConfig::default()),
         SessionLimits::default(),

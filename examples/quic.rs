@@ -188,7 +188,7 @@ async fn send_files(
 ) -> Result<Vec<FileReport>, BoxError> {
     let (send, recv) = connection.open_bi().await?;
     let mut stream = tokio::io::join(recv, send);
-    let mut app = SenderApp::open(&paths, 255)?;
+    let mut app = SenderApp::open(&paths, &TransferConfig::default().path_limits())?;
     let mut machine = Sender::new(
         app.role(TransferConfig::default()),
         SessionLimits::default(),

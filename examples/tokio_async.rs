@@ -54,13 +54,17 @@ struct Inbox {
     /// The offer put to the policy: its token, held until the verdict.
     pending: Option<(OfferRequest, oneshot::Receiver<bool>)>,
     current: Vec<u8>,
+    /// The path of each file accepted and not yet saved, by id.
+    names: std::collections::BTreeMap<u32, String>,
     saved: Vec<(String, Vec<u8>)>,
 }
 
 impl App<Receiver> for Inbox {
     fn on_event(&mut self, m: &mut Receiver, _: Instant, event: ReceiverEvent) -> io::Result<()> {
         match event {
-            ReceiverEvent::Offer { size, request, .. } => {
+            ReceiverEvent::Offer { id, spec, request } => {
+                self.names.insert(id, spec.path.to_string());
+                let size = spec.size;
                 let (reply, verdict) = oneshot::channel();
                 let gone = |_| io::Error::other("the policy task has ended");
                 self.policy.send(Ask { size, reply }).map_err(gone)?;
@@ -69,13 +73,21 @@ impl App<Receiver> for Inbox {
             ReceiverEvent::Start { from, .. } => self.current.truncate(from as usize),
             ReceiverEvent::Write { data, .. } => self.current.extend_from_slice(&data),
             // In memory, "durable" is at once; a disk would go through a Work too.
-            ReceiverEvent::Verified { name, request, .. } => {
+            ReceiverEvent::Verified { id, request, .. } => {
                 let content = std::mem::take(&mut self.current);
-                self.saved.push((name.to_string(), content));
+                let name = self.names.remove(&id).unwrap_or_default();
+                self.saved.push((name, content));
                 m.saved(request).map_err(io::Error::other)?;
             }
+            ReceiverEvent::Hole { len, .. } => {
+                let len = self.current.len() + len as usize;
+                self.current.resize(len, 0);
+            }
             ReceiverEvent::Discard { .. } => self.current.clear(),
-            ReceiverEvent::Refused { .. } | ReceiverEvent::Finished => {}
+            ReceiverEvent::Refused { .. }
+            | ReceiverEvent::Skipped { .. }
+            | ReceiverEvent::Flush
+            | ReceiverEvent::Finished => {}
         }
         Ok(())
     }
@@ -165,6 +177,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         policy: asks,
         pending: None,
         current: Vec::new(),
+        names: Default::default(),
         saved: Vec::new(),
     };
 

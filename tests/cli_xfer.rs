@@ -310,12 +310,16 @@ impl HandDriven {
     fn offer(&mut self, name: &str, size: u64) -> echoxfer::codec::Frame {
         use echoxfer::codec::{Frame, Protocol};
         let mut wire = Protocol::File.preamble().to_vec();
-        let name = bytes::Bytes::copy_from_slice(name.as_bytes());
-        wire.extend(Frame::Offer { size, name }.encode_to_vec());
+        wire.extend(echoxfer::testing::file_offer(0, name.as_bytes(), size).encode_to_vec());
         self.send(&wire);
-        self.frames
-            .recv_timeout(BOUND)
-            .expect("an answer to the offer")
+        loop {
+            match self.frames.recv_timeout(BOUND) {
+                // The receiver's window comes first.
+                Ok(Frame::Window { .. }) => continue,
+                Ok(answer) => return answer,
+                Err(e) => panic!("no answer to the offer: {e}"),
+            }
+        }
     }
 }
 
@@ -329,7 +333,7 @@ fn two_receiver_processes_on_one_directory_never_write_one_partial_file() {
         matches!(answer, Frame::Accept { have: 0, .. }),
         "{answer:?}"
     );
-    first.send(&Frame::Begin { from: 0 }.encode_to_vec());
+    first.send(&Frame::Begin { id: 0, from: 0 }.encode_to_vec());
     let data = bytes::Bytes::from(vec![7u8; 100]);
     first.send(&Frame::Data(data).encode_to_vec());
     let part = d.dst.join(".same.bin.echoxfer-part");

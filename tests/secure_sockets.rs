@@ -53,7 +53,7 @@ fn secure_receiver(store: &Store, code: &[u8]) -> (Secure<Receiver>, ReceiverApp
 
 fn secure_sender(paths: &[PathBuf], code: &[u8]) -> (Secure<Sender>, SenderApp) {
     let now = Instant::now();
-    let app = SenderApp::open(paths, 255).unwrap();
+    let app = SenderApp::open(paths, &TransferConfig::default().path_limits()).unwrap();
     let m = Sender::new(app.role(TransferConfig::default()), config(), now);
     (
         Secure::client(m, code, SecureConfig::default(), now, seed()),

@@ -16,6 +16,8 @@ use echoxfer::files::{ReceiverApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::{SessionLimits, TransferConfig};
 
+use echoxfer::testing::file_offer;
+
 mod common;
 use common::files::dirs;
 use common::process::BOUND;
@@ -72,20 +74,23 @@ impl MidTransfer {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(BOUND)).unwrap();
         let mut wire = Protocol::File.preamble().to_vec();
-        let name = Bytes::copy_from_slice(name.as_bytes());
-        wire.extend(Frame::Offer { size: 1000, name }.encode_to_vec());
+        wire.extend(file_offer(0, name.as_bytes(), 1000).encode_to_vec());
         stream.write_all(&wire).unwrap();
         let mut this = MidTransfer {
             stream,
             decoder: FrameDecoder::new(Protocol::File, 1 << 20),
             buf: BytesMut::new(),
         };
-        let accepted = this.next_frame();
+        // The receiver's window comes first.
+        let accepted = match this.next_frame() {
+            Some(Frame::Window { .. }) => this.next_frame(),
+            other => other,
+        };
         assert!(
             matches!(accepted, Some(Frame::Accept { .. })),
             "{accepted:?}"
         );
-        let mut wire = Frame::Begin { from: 0 }.encode_to_vec();
+        let mut wire = Frame::Begin { id: 0, from: 0 }.encode_to_vec();
         wire.extend(Frame::Data(Bytes::from(vec![1u8; 100])).encode_to_vec());
         this.stream.write_all(&wire).unwrap();
         this

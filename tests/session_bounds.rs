@@ -21,6 +21,8 @@ use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Se
 use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
+use echoxfer::testing::file_offer;
+
 mod common;
 use common::drain::{offer_request, poll_all};
 
@@ -115,17 +117,11 @@ fn receiving(config: &SessionLimits, budget: &RecvBudget, size: u64, now: Instan
     let mut rx = Receiver::new(ReceiverRole::new(transfer), config.clone(), now)
         .with_recv_budget(budget.clone());
     let mut wire = Protocol::File.preamble().to_vec();
-    wire.extend(
-        Frame::Offer {
-            size,
-            name: Bytes::from_static(b"f"),
-        }
-        .encode_to_vec(),
-    );
+    wire.extend(file_offer(0, b"f", size).encode_to_vec());
     rx.handle_input(now, &wire).unwrap();
     let offer = offer_request(poll_all(&mut rx).events);
     rx.accept(offer, Resume::Fresh).unwrap();
-    rx.handle_input(now, &Frame::Begin { from: 0 }.encode_to_vec())
+    rx.handle_input(now, &Frame::Begin { id: 0, from: 0 }.encode_to_vec())
         .unwrap();
     poll_all(&mut rx);
     rx

@@ -12,12 +12,13 @@ use std::process::Command;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use echoxfer::codec::{Frame, FrameDecoder, Protocol, RejectReason};
 use echoxfer::driver::work::work_in_place;
 use echoxfer::driver::App;
 use echoxfer::error::{ErrorCode, ProtocolError};
-use echoxfer::files::{Outcome, ReceiverApp, Store, REFUSALS_LISTED};
+use echoxfer::files::{Outcome, ReceiverApp, Store};
+use echoxfer::testing::file_offer;
 use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::{Error, Machine, Output, SessionLimits, StreamMachine, TransferConfig};
 
@@ -26,15 +27,37 @@ use common::files::dirs;
 use common::process::{spawn_until, BOUND};
 
 fn offer(name: &'static [u8], size: u64) -> Frame {
-    Frame::Offer {
-        size,
-        name: Bytes::from_static(name),
-    }
+    file_offer(0, name, size)
 }
 
+/// The frames after a preamble, offers numbered in order as a sender does.
 fn wire(frames: &[Frame]) -> Vec<u8> {
     let mut out = Protocol::File.preamble().to_vec();
+    let mut next = 0;
     for f in frames {
+        let f = match f.clone() {
+            Frame::Offer {
+                kind,
+                mode,
+                mtime_secs,
+                mtime_nanos,
+                size,
+                path,
+                ..
+            } => {
+                next += 1;
+                Frame::Offer {
+                    id: next - 1,
+                    kind,
+                    mode,
+                    mtime_secs,
+                    mtime_nanos,
+                    size,
+                    path,
+                }
+            }
+            other => other,
+        };
         out.extend(f.encode_to_vec());
     }
     out
@@ -130,10 +153,11 @@ fn offers_the_application_rejects_count_toward_max_refusals() {
 }
 
 #[test]
-fn the_receiver_app_lists_the_first_refusals_and_counts_the_rest() {
+fn the_receiver_app_lists_the_first_entries_and_counts_them_all() {
     let d = dirs();
     fs::write(d.dst.join("a.txt"), b"there").unwrap();
-    let mut app = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
+    let listed = 20;
+    let mut app = ReceiverApp::new(Store::new(&d.dst, false).unwrap()).list_up_to(listed);
     let now = Instant::now();
     let mut rx = Receiver::new(
         ReceiverRole::new(TransferConfig::default()),
@@ -152,25 +176,11 @@ fn the_receiver_app_lists_the_first_refusals_and_counts_the_rest() {
     let sent = frames(&run(&mut rx, Some(&mut app)));
     assert_eq!(rejects(&sent), 100);
     let report = app.report();
-    assert_eq!(report.len(), REFUSALS_LISTED + 1, "{report:#?}");
-    let listed = report[..REFUSALS_LISTED]
+    assert_eq!(report.len(), listed, "{report:#?}");
+    assert!(report
         .iter()
-        .filter(|f| matches!(f.outcome, Outcome::Refused { .. }))
-        .count();
-    assert_eq!(listed, REFUSALS_LISTED);
-    let rest = 100 - REFUSALS_LISTED as u64;
-    let unlisted_size: u64 = offers[REFUSALS_LISTED..]
-        .iter()
-        .map(|f| match f {
-            Frame::Offer { size, .. } => *size,
-            _ => 0,
-        })
-        .sum();
-    assert_eq!(
-        report[REFUSALS_LISTED].outcome,
-        Outcome::Unlisted { refused: rest }
-    );
-    assert_eq!(report[REFUSALS_LISTED].size, unlisted_size);
+        .all(|f| matches!(f.outcome, Outcome::Refused { .. })));
+    assert_eq!(app.totals().refused, 100);
 }
 
 /// `receive --once` against a raw peer that offers 1500 bad names: the
@@ -223,7 +233,7 @@ fn a_flood_of_refused_offers_costs_a_bounded_session_and_a_short_summary() {
     );
     assert!(
         out.iter()
-            .any(|l| l.starts_with("total: 0 of 1000 files received")),
+            .any(|l| l.starts_with("total: 0 received (0 resumed), 0 up to date, 1000 refused")),
         "{out:#?}"
     );
 }

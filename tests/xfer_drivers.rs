@@ -36,7 +36,7 @@ fn receiver(store: &Store, now: Instant) -> (Receiver, ReceiverApp) {
 
 /// A sender machine and its app for `paths`, created now.
 fn sender(paths: &[PathBuf]) -> (Sender, SenderApp) {
-    let app = SenderApp::open(paths, 255).unwrap();
+    let app = SenderApp::open(paths, &TransferConfig::default().path_limits()).unwrap();
     (
         Sender::new(
             app.role(TransferConfig::default()),
@@ -356,8 +356,13 @@ fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
     let mut bytes = Protocol::File.preamble().to_vec();
     for f in [
         Frame::Offer {
+            id: 0,
+            kind: 0,
+            mode: 0o644,
+            mtime_secs: 0,
+            mtime_nanos: 0,
             size: 3,
-            name: bytes::Bytes::from_static(b"../../etc/x"),
+            path: echoxfer::xfer::encode_raw_path(&[b"..", b"..", b"etc", b"x"]),
         },
         Frame::Data(bytes::Bytes::from_static(b"pwn")),
     ] {
@@ -367,7 +372,7 @@ fn blocking_server_survives_a_hostile_session_and_serves_the_next() {
     let mut reply = Vec::new();
     let _ = evil.read_to_end(&mut reply); // the server ends that session
     let text = String::from_utf8_lossy(&reply);
-    assert!(text.contains("unexpected Data"), "{text:?}");
+    assert!(text.contains("Data frame with no file begun"), "{text:?}");
 
     let (sent, _) = send_blocking(&mut TcpStream::connect(addr).unwrap(), &paths);
     sent.unwrap();

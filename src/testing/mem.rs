@@ -409,3 +409,19 @@ fn zeros_at(chunk: &[u8], min: usize) -> Option<usize> {
     let run = chunk.iter().take_while(|&&b| b == 0).count();
     (run >= min.max(1)).then_some(run)
 }
+
+/// The `Offer` of entry `id`: a file named `name` (raw bytes, unchecked:
+/// a hostile one is the receiver's to refuse) of `size` bytes at the top
+/// of the receiver's directory, mode 0644, modification time 0. For tests
+/// that write a peer's frames by hand.
+pub fn file_offer(id: u32, name: &[u8], size: u64) -> crate::codec::Frame {
+    crate::codec::Frame::Offer {
+        id,
+        kind: EntryKind::File.to_byte(),
+        mode: 0o644,
+        mtime_secs: 0,
+        mtime_nanos: 0,
+        size,
+        path: crate::xfer::encode_raw_path(&[name]),
+    }
+}
