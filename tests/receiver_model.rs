@@ -190,6 +190,9 @@ struct Model {
     in_flight: u32,
     /// Saves the application owes.
     saves: u32,
+    /// `Quit` arrived while saves were owed: it ends the session once they
+    /// are answered, and holds every later frame until then.
+    quit_held: bool,
     /// What the last step made the receiver send and emit.
     out: Vec<Out>,
     events: Vec<Ev>,
@@ -203,7 +206,16 @@ impl Model {
     }
 
     fn awaits_app(&self) -> bool {
-        self.deciding.is_some()
+        self.deciding.is_some() || self.quit_held
+    }
+
+    /// Ends the session once `Quit` arrived and no save is owed.
+    fn end_if_quit(&mut self) {
+        if self.quit_held && self.saves == 0 {
+            self.quit_held = false;
+            self.events.push(Ev::Finished);
+            self.st = St::Done;
+        }
     }
 
     fn fail(&mut self, code: Option<ErrorCode>) {
@@ -248,10 +260,10 @@ impl Model {
                     self.deciding = Some(File { id, name, size, at: 0 });
                 }
             }
-            In::Quit if self.in_flight > 0 => self.fail(protocol),
+            In::Quit if self.in_flight > self.saves => self.fail(protocol),
             In::Quit => {
-                self.events.push(Ev::Finished);
-                self.st = St::Done;
+                self.quit_held = true;
+                self.end_if_quit();
             }
             In::Begin(id, from) => {
                 let next = self.accepted.front();
@@ -327,11 +339,13 @@ impl Model {
                 self.saved += 1;
                 self.saves -= 1;
                 self.in_flight -= 1;
+                self.end_if_quit();
             }
             Step::SaveFailed if self.saves > 0 => {
                 self.out.push(Out::Reject(RejectReason::Disk));
                 self.saves -= 1;
                 self.in_flight -= 1;
+                self.end_if_quit();
             }
             _ => return Err("wrong state"),
         }
@@ -360,6 +374,7 @@ impl ReferenceStateMachine for RefMachine {
             next_id: 0,
             in_flight: 0,
             saves: 0,
+            quit_held: false,
             out: Vec::new(),
             events: Vec::new(),
             command: None,
@@ -418,6 +433,8 @@ impl ReferenceStateMachine for RefMachine {
         let offer = move |(n, size)| Step::Peer(In::Offer { id: next, size, name: NAMES[n] });
         let likely: BoxedStrategy<Step> = if m.closed() {
             any.clone()
+        } else if m.quit_held {
+            prop_oneof![4 => Just(Step::Saved), 1 => Just(Step::SaveFailed)].boxed()
         } else if m.deciding.is_some() {
             prop_oneof![
                 Just(Step::Accept(None)),
@@ -652,6 +669,7 @@ impl StateMachineTest for ReceiverTest {
             St::Failed(_) => role.state_name(),
             St::Done => "finished",
             St::Open if m.deciding.is_some() => "deciding on an offer",
+            St::Open if m.quit_held => "saving the last files",
             St::Open if m.receiving.is_some() => "receiving file data",
             St::Open if !m.accepted.is_empty() => "waiting for Begin",
             St::Open => "waiting for an offer",

@@ -307,12 +307,12 @@ mod tests {
             too_large("Greeting", 65_537, 65_536)
         );
         assert_eq!(
-            header(File, limits(), 0x20, 264),
-            too_large("Offer", 264, 263)
+            header(File, limits(), 0x20, 285),
+            too_large("Offer", 285, 284)
         );
         assert_eq!(
-            header(File, limits(), 0x22, 1026),
-            too_large("Reject", 1026, 1025)
+            header(File, limits(), 0x22, 1030),
+            too_large("Reject", 1030, 1029)
         );
         assert_eq!(
             header(Echo, limits(), 0x01, 1027),
@@ -320,7 +320,7 @@ mod tests {
         );
         // At the limit: accepted, waiting for the payload.
         assert_eq!(header(Echo, limits(), 0x11, 65_536), Ok(None));
-        assert_eq!(header(File, limits(), 0x20, 263), Ok(None));
+        assert_eq!(header(File, limits(), 0x20, 284), Ok(None));
         assert_eq!(header(File, limits(), 0x24, 1 << 20), Ok(None));
     }
 
@@ -335,13 +335,18 @@ mod tests {
             })
         };
         assert_eq!(header(Echo, limits(), 0x12, 1), wrong("Exit", 1, 0));
-        assert_eq!(header(File, limits(), 0x21, 39), wrong("Accept", 39, 40));
+        assert_eq!(header(File, limits(), 0x21, 39), wrong("Accept", 39, 45));
         assert_eq!(
             header(File, limits(), 0x23, 60_000),
-            wrong("Begin", 60_000, 8)
+            wrong("Begin", 60_000, 12)
         );
-        assert_eq!(header(File, limits(), 0x25, 65), wrong("End", 65, 64));
+        assert_eq!(header(File, limits(), 0x25, 65), wrong("End", 65, 68));
+        assert_eq!(header(File, limits(), 0x26, 0), wrong("Saved", 0, 4));
         assert_eq!(header(File, limits(), 0x27, 3), wrong("Quit", 3, 0));
+        assert_eq!(header(File, limits(), 0x28, 4), wrong("Hole", 4, 8));
+        assert_eq!(header(File, limits(), 0x29, 8), wrong("Skip", 8, 4));
+        assert_eq!(header(File, limits(), 0x2a, 0), wrong("Window", 0, 4));
+        assert_eq!(header(File, limits(), 0x2b, 1), wrong("Flush", 1, 0));
     }
 
     #[test]

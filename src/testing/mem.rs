@@ -44,9 +44,8 @@ pub struct MemReceiver {
     /// Holds save requests until the sender's `Flush` (or the end), as a
     /// group commit would, instead of answering each at once.
     pub defer_saves: bool,
-    /// Accepted files by id: path, offered metadata, and whether a complete
-    /// file was offered as the resume point.
-    pub accepted: BTreeMap<u32, (String, Meta, bool)>,
+    /// Accepted files by id, until saved or dropped.
+    pub accepted: BTreeMap<u32, MemAccepted>,
     /// The file whose data is arriving.
     pub current: Option<u32>,
     /// Every offer the machine asked a decision for: path and size.
@@ -84,11 +83,11 @@ impl MemReceiver {
         let id = self
             .current
             .ok_or_else(|| io::Error::other("data with no file begun"))?;
-        let (path, ..) = self
+        let accepted = self
             .accepted
             .get(&id)
             .ok_or_else(|| io::Error::other("data for a file not accepted"))?;
-        Ok(path.clone())
+        Ok(accepted.path.clone())
     }
 
     fn partial(&mut self) -> io::Result<&mut Vec<u8>> {
@@ -143,9 +142,20 @@ impl MemReceiver {
             let r = m.accept(request, Resume::Fresh);
             return answered(m, r);
         }
+        if self.accepted.values().any(|a| a.path == path) {
+            // As the real store's lock does: one transfer of a name at a time.
+            let r = m.reject(request, RejectReason::Busy, "in transfer");
+            return answered(m, r);
+        }
         match self.decide(&path, spec.size) {
             Ok((resume, complete)) => {
-                self.accepted.insert(id, (path, spec.meta, complete));
+                let accepted = MemAccepted {
+                    path,
+                    size: spec.size,
+                    meta: spec.meta,
+                    complete,
+                };
+                self.accepted.insert(id, accepted);
                 let r = m.accept(request, resume);
                 answered(m, r)
             }
@@ -168,7 +178,7 @@ impl MemReceiver {
             return Err(io::Error::other("verified a file that was not begun"));
         }
         self.current = None;
-        let (path, meta, _) = self
+        let MemAccepted { path, meta, .. } = self
             .accepted
             .remove(&id)
             .ok_or_else(|| io::Error::other("verified a file not accepted"))?;
@@ -209,6 +219,19 @@ impl MemReceiver {
     }
 }
 
+/// A file a [`MemReceiver`] accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemAccepted {
+    /// Where it goes.
+    pub path: String,
+    /// Its offered size.
+    pub size: u64,
+    /// Its offered metadata.
+    pub meta: Meta,
+    /// A complete file under the final name was offered as the resume point.
+    pub complete: bool,
+}
+
 /// An answer to the machine went wrong. If the session itself has failed
 /// (the peer broke the protocol after the event was emitted), the machine's
 /// sticky error will end the session: nothing to add. A refused command on
@@ -239,7 +262,7 @@ impl<Mach: Machine<Event = ReceiverEvent> + BorrowMut<Receiver>> App<Mach> for M
                     return Err(io::Error::other("a file begun before the last one ended"));
                 }
                 self.current = Some(id);
-                let (path, _, complete) = self
+                let MemAccepted { path, complete, .. } = self
                     .accepted
                     .get(&id)
                     .ok_or_else(|| io::Error::other("start of a file not accepted"))?
@@ -281,13 +304,13 @@ impl<Mach: Machine<Event = ReceiverEvent> + BorrowMut<Receiver>> App<Mach> for M
             } => self.on_verified(m, id, hash, up_to_date, request),
             ReceiverEvent::Discard { id } => {
                 self.current = None;
-                let (path, ..) = self.accepted.remove(&id).unwrap_or_default();
+                let path = self.accepted.remove(&id).unwrap_or_default().path;
                 self.disk.partials.remove(&path);
                 self.discarded.push(path);
                 Ok(())
             }
             ReceiverEvent::Skipped { id } => {
-                let (path, ..) = self.accepted.remove(&id).unwrap_or_default();
+                let path = self.accepted.remove(&id).unwrap_or_default().path;
                 self.skipped.push(path);
                 Ok(())
             }

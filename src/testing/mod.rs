@@ -5,7 +5,7 @@ pub mod fuzz;
 mod mem;
 mod pair;
 
-pub use mem::{file_offer, MemDisk, MemReceiver, MemSender};
+pub use mem::{file_offer, MemAccepted, MemDisk, MemReceiver, MemSender};
 pub use pair::{Cutter, Pair, PairOutcome, Stuck};
 pub mod netem;
 pub mod sim;

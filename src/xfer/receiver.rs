@@ -189,6 +189,10 @@ pub struct ReceiverRole {
     current: Option<Transfer>,
     /// Save requests owed, by request number: the file each is for.
     saving: BTreeMap<u64, u32>,
+    /// `Quit` arrived while saves were owed: it takes effect once they are
+    /// answered (and no frame is processed meanwhile), so that when the app
+    /// answers never changes the outcome.
+    quit_held: bool,
     finished: bool,
     files_saved: u64,
     bytes_received: u64,
@@ -215,6 +219,7 @@ impl ReceiverRole {
             accepted: VecDeque::new(),
             current: None,
             saving: BTreeMap::new(),
+            quit_held: false,
             finished: false,
             files_saved: 0,
             bytes_received: 0,
@@ -498,14 +503,26 @@ impl ReceiverRole {
         Ok(())
     }
 
+    /// `Quit`: every entry offered must be finished, or verified and
+    /// waiting for the app's save (then `Quit` waits for those).
     fn on_quit(&mut self, link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
-        if self.in_flight > 0 {
+        let unsettled = self.in_flight as usize - self.saving.len();
+        if unsettled > 0 {
             let in_flight = self.in_flight;
             return Err(ProtocolError::QuitInFlight { in_flight }.into());
         }
-        link.emit(ReceiverEvent::Finished);
-        self.finished = true;
+        self.quit_held = true;
+        self.end_if_quit(link);
         Ok(())
+    }
+
+    /// Ends the session once `Quit` arrived and no save is owed.
+    fn end_if_quit(&mut self, link: &mut Link<ReceiverEvent>) {
+        if self.quit_held && self.saving.is_empty() {
+            self.quit_held = false;
+            link.emit(ReceiverEvent::Finished);
+            self.finished = true;
+        }
     }
 
     /// One entry is finished: answered with `Saved` or `Reject`.
@@ -548,7 +565,7 @@ impl Role for ReceiverRole {
     }
 
     fn awaits_app(&self) -> bool {
-        self.deciding.is_some()
+        self.deciding.is_some() || self.quit_held
     }
 
     fn is_finished(&self) -> bool {
@@ -560,6 +577,8 @@ impl Role for ReceiverRole {
             "finished"
         } else if self.deciding.is_some() {
             "deciding on an offer"
+        } else if self.quit_held {
+            "saving the last files"
         } else if self.current.is_some() {
             "receiving file data"
         } else if !self.accepted.is_empty() {
@@ -677,6 +696,7 @@ impl Framed<ReceiverRole> {
             link.send(&Frame::Saved { id });
             role.files_saved += 1;
             role.finish_one();
+            role.end_if_quit(link);
             Ok(())
         })
     }
@@ -701,6 +721,7 @@ impl Framed<ReceiverRole> {
                 message,
             });
             role.finish_one();
+            role.end_if_quit(link);
             Ok(())
         })
     }

@@ -310,11 +310,9 @@ fn check_fs_requests(app: &MemReceiver) {
             assert!(plain, "{path}: a component that leaves the directory");
         }
     }
-    for (path, ..) in app.accepted.values() {
-        let offered = app.offers.iter().rev().find(|(n, _)| n == path);
-        let (_, size) = offered.expect("accepted a path never offered");
-        let held = app.disk.partials.get(path).map_or(0, Vec::len);
-        assert!(held as u64 <= *size, "wrote beyond the offered size");
+    for accepted in app.accepted.values() {
+        let held = app.disk.partials.get(&accepted.path).map_or(0, Vec::len);
+        assert!(held as u64 <= accepted.size, "wrote beyond the offered size");
     }
 }
 
@@ -365,10 +363,15 @@ pub fn filexfer(data: &[u8]) {
     if cut.is_none() && flip.is_none() {
         assert!(first.is_ok(), "clean session failed: {first:?}");
     }
+    // What the receiver holds of each file: all of it once saved (the
+    // next session finds it up to date), else its partial file.
     let held_after = |disk: &MemDisk| -> Vec<usize> {
         sources
             .iter()
-            .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
+            .map(|(n, c)| match disk.files.contains_key(n.as_str()) {
+                true => c.len(),
+                false => disk.partials.get(n.as_str()).map_or(0, Vec::len),
+            })
             .collect()
     };
     let disk = match recut {
@@ -385,10 +388,7 @@ pub fn filexfer(data: &[u8]) {
         }
         None => disk,
     };
-    let held: Vec<usize> = sources
-        .iter()
-        .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
-        .collect();
+    let held = held_after(&disk);
     let (second, disk) = session(&sources, disk, seed ^ 1, None, None);
     let sender = second.expect("the clean resumed session failed");
     check_disk(&disk);
