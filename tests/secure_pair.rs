@@ -141,6 +141,8 @@ fn tampered(stream: &[u8], t: Tamper) -> Vec<u8> {
             s.remove(n);
         }
         Tamper::DupByte(n) if n < s.len() => s.insert(n, s[n]),
+        // Swapping equal bytes (the zeros of a length) would change nothing.
+        Tamper::SwapBytes(n) if n + 1 < s.len() && s[n] == s[n + 1] => s[n] ^= 0x20,
         Tamper::SwapBytes(n) if n + 1 < s.len() => s.swap(n, n + 1),
         Tamper::DropRecord(i) | Tamper::DupRecord(i) | Tamper::SwapRecords(i) => {
             s = tamper_records(&s, t, i)

@@ -676,9 +676,14 @@ fn xfer_inner(seed: u64, secure: Option<SecureConfig>) -> Result<SimReport, Stri
     let mut ever_corrupted = false;
     for attempt in 0..ATTEMPTS {
         let imp = sim.random_impairments(hostile && attempt < HOSTILE_ATTEMPTS);
+        // What the receiver holds of each file: all of it once saved (an
+        // attempt then finds it up to date), else its partial file.
         let held: Vec<usize> = files
             .iter()
-            .map(|(n, _)| disk.partials.get(n.as_str()).map_or(0, Vec::len))
+            .map(|(n, c)| match disk.files.contains_key(n.as_str()) {
+                true => c.len(),
+                false => disk.partials.get(n.as_str()).map_or(0, Vec::len),
+            })
             .collect();
         let mut tx = MemSender::new(files.iter().cloned());
         let mut rx = MemReceiver::new(disk, false);
