@@ -6,7 +6,7 @@ use std::io;
 use std::mem;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -14,7 +14,9 @@ use super::{answered, cannot, FileReport, Outcome, Progress, REFUSALS_LISTED};
 use crate::driver::{App, Work};
 use crate::files::{Incoming, Refusal, Store};
 use crate::machine::Machine;
-use crate::xfer::{OfferRequest, Receiver, ReceiverEvent, Resume, SafeName, SaveRequest};
+use crate::xfer::{
+    Meta, Mtime, OfferRequest, Receiver, ReceiverEvent, Resume, SafeName, SafePath, SaveRequest,
+};
 
 /// The receiver's app: decides offers and stores files in a [`Store`].
 #[derive(Debug)]
@@ -106,7 +108,15 @@ impl Disk {
                 request,
             } => {
                 self.current = None;
-                let decision = self.store.prepare(&name, size).map(|(incoming, resume)| {
+                // Until offers carry metadata: today's mode, saved now.
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let mtime = Mtime {
+                    secs: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+                    nanos: now.subsec_nanos(),
+                };
+                let meta = Meta { mode: 0o600, mtime };
+                let path = SafePath::single(name.clone());
+                let decision = self.store.prepare(&path, size, meta).map(|(incoming, resume)| {
                     self.current = Some(incoming);
                     resume
                 });
