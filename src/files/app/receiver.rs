@@ -109,17 +109,22 @@ impl Disk {
             } => {
                 self.current = None;
                 // Until offers carry metadata: today's mode, saved now.
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
                 let mtime = Mtime {
                     secs: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
                     nanos: now.subsec_nanos(),
                 };
                 let meta = Meta { mode: 0o600, mtime };
                 let path = SafePath::single(name.clone());
-                let decision = self.store.prepare(&path, size, meta).map(|(incoming, resume)| {
-                    self.current = Some(incoming);
-                    resume
-                });
+                let decision = self
+                    .store
+                    .prepare(&path, size, meta)
+                    .map(|(incoming, resume)| {
+                        self.current = Some(incoming);
+                        resume
+                    });
                 Did::Prepared {
                     name,
                     size,

@@ -381,7 +381,10 @@ fn finish_published(published: &[(usize, Incoming, Partial)]) -> Result<(), Refu
         // A leftover partial name only costs a later resume's hashing.
         let _ = incoming.dir.unlink_if_same(&p.name, &p.file);
         dirs.push(incoming.dir.clone());
-        if !stores.iter().any(|s| Arc::ptr_eq(&s.inner, &incoming.store.inner)) {
+        if !stores
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.inner, &incoming.store.inner))
+        {
             stores.push(&incoming.store);
         }
     }

@@ -111,9 +111,8 @@ impl Store {
     /// refused and the existing file is never touched.
     pub fn new(dir: impl AsRef<Path>, overwrite: bool) -> io::Result<Store> {
         let path = dir.as_ref().to_path_buf();
-        let root = Dir::new(File::open(&path)?).map_err(|e| {
-            io::Error::new(e.kind(), "destination is not a directory")
-        })?;
+        let root = Dir::new(File::open(&path)?)
+            .map_err(|e| io::Error::new(e.kind(), "destination is not a directory"))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path,
@@ -285,7 +284,12 @@ impl Store {
                     ));
                 }
             }
-            Err(e) => return Err(Refusal::disk(&format!("cannot make the directory {path}"), &e)),
+            Err(e) => {
+                return Err(Refusal::disk(
+                    &format!("cannot make the directory {path}"),
+                    &e,
+                ))
+            }
         }
         for dir in self.take_unsynced() {
             dir.sync()
@@ -322,14 +326,22 @@ impl Store {
 
     fn note_unsynced(&self, dirs: Vec<Dir>) {
         if !dirs.is_empty() {
-            let mut unsynced = self.inner.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+            let mut unsynced = self
+                .inner
+                .unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             unsynced.extend(dirs);
         }
     }
 
     /// The directories whose new subdirectories still need a sync.
     fn take_unsynced(&self) -> Vec<Dir> {
-        let mut unsynced = self.inner.unsynced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut unsynced = self
+            .inner
+            .unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         std::mem::take(&mut *unsynced)
     }
 
@@ -426,4 +438,3 @@ pub(crate) fn hash_prefix(file: &File, len: u64) -> io::Result<(blake3::Hasher, 
     }
     Ok((hasher, n))
 }
-

@@ -73,13 +73,19 @@ impl Dir {
         // SAFETY: an all-zero `stat` is a valid value to be overwritten.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid C string, open directory fd, `st` is writable.
-        let rc = unsafe { libc::fstatat(self.fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let rc =
+            unsafe { libc::fstatat(self.fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         check(rc)?;
         Ok(st)
     }
 
     /// Opens `name` in this directory (`O_CLOEXEC` is added).
-    pub(super) fn open(&self, name: &str, flags: libc::c_int, mode: libc::c_uint) -> io::Result<File> {
+    pub(super) fn open(
+        &self,
+        name: &str,
+        flags: libc::c_int,
+        mode: libc::c_uint,
+    ) -> io::Result<File> {
         let c = cstr(name)?;
         let flags = flags | libc::O_CLOEXEC;
         // SAFETY: `c` is a valid NUL-terminated string and the directory fd is open.
