@@ -97,6 +97,8 @@ pub struct Store {
 }
 
 /// What the final name of an offered file holds.
+// Made once per offer and consumed at once: the size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Found {
     Nothing,
     /// A regular file of the offered size, hashed whole.
