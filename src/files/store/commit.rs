@@ -313,8 +313,9 @@ impl Store {
     /// returns, in the same order, where each went or why it was not saved.
     ///
     /// One group commit: every file gets its length, mode and modification
-    /// time; all their data and metadata are made durable together (see
-    /// [`make_durable`]); only then is each given its final name (atomically,
+    /// time; all their data and metadata are made durable together (their
+    /// writeback started at once with `sync_file_range`, then each
+    /// `fsync`ed: measured against the alternatives in the source); only then is each given its final name (atomically,
     /// never over an existing file unless overwriting) and its partial name
     /// removed; then each directory involved (and each in which a
     /// directory was made) is synced once. So no file ever appears under
