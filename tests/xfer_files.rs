@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use echoxfer::codec::RejectReason;
 use echoxfer::driver::DriverError;
 use echoxfer::files::{Outcome, ReceiverApp, SenderApp, Store};
+use echoxfer::TransferConfig;
 use echoxfer::testing::Cutter;
-use echoxfer::xfer::{Resume, SafeName};
+use echoxfer::xfer::{Meta, Mtime, PathLimits, Resume, SafeName, SafePath};
 use echoxfer::Error;
 
 mod common;
@@ -23,7 +24,7 @@ type Run = session::Run<SenderApp, ReceiverApp>;
 /// Sends `paths` into `store` over the in-memory pair, cut at random,
 /// dropped after `cut` bytes and with the byte at `flip` corrupted if given.
 fn send(paths: &[PathBuf], store: &Store, cut: Option<u64>, flip: Option<u64>) -> Run {
-    let tx = SenderApp::open(paths, 255).unwrap();
+    let tx = SenderApp::open(paths, &TransferConfig::default().path_limits()).unwrap();
     let rx = ReceiverApp::new(store.clone());
     run_session(
         tx.role(small_transfer()),
@@ -154,7 +155,9 @@ fn partial_hard_linked_elsewhere_is_refused() {
     let name = SafeName::new(b"h", 255).unwrap();
     fs::hard_link(&victim, d.dst.join(Store::partial_name(&name))).unwrap();
     let store = Store::new(&d.dst, false).unwrap();
-    let refusal = store.prepare(&name, 100).unwrap_err();
+    let refusal = store
+        .prepare(&SafePath::single(name.clone()), 100, Meta::default())
+        .unwrap_err();
     assert_eq!(refusal.reason, RejectReason::Disk);
     assert_eq!(fs::read(&victim).unwrap(), b"precious");
 }
@@ -164,11 +167,18 @@ fn two_sessions_never_receive_the_same_name_at_once() {
     let d = dirs();
     let store = Store::new(&d.dst, false).unwrap();
     let name = SafeName::new(b"same", 255).unwrap();
-    let (first, _) = store.prepare(&name, 10).unwrap();
-    let again = store.clone().prepare(&name, 10).unwrap_err();
+    let (first, _) = store
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .unwrap();
+    let again = store
+        .clone()
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .unwrap_err();
     assert_eq!(again.reason, RejectReason::Busy);
     drop(first);
-    assert!(store.prepare(&name, 10).is_ok());
+    assert!(store
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .is_ok());
 }
 
 #[test]
@@ -180,14 +190,20 @@ fn two_stores_on_one_directory_never_share_a_partial_file() {
     let name = SafeName::new(b"same", 255).unwrap();
     let one = Store::new(&d.dst, false).unwrap();
     let two = Store::new(&d.dst, false).unwrap();
-    let (mut first, _) = one.prepare(&name, 10).unwrap();
+    let (mut first, _) = one
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .unwrap();
     first.start(0).unwrap();
     first.write_at(0, b"01234").unwrap();
-    let refused = two.prepare(&name, 10).unwrap_err();
+    let refused = two
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .unwrap_err();
     assert_eq!(refused.reason, RejectReason::Busy);
     assert!(refused.message.contains("in progress"), "{refused:?}");
     drop(first);
-    let (_, resume) = two.prepare(&name, 10).unwrap();
+    let (_, resume) = two
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .unwrap();
     assert!(matches!(resume, Resume::From { have: 5, .. }));
 }
 
@@ -201,7 +217,9 @@ fn commit_never_publishes_a_file_swapped_in_under_the_partial_name() {
     let d = dirs();
     let name = SafeName::new(b"v.bin", 255).unwrap();
     let store = Store::new(&d.dst, false).unwrap();
-    let (mut incoming, _) = store.prepare(&name, 6).unwrap();
+    let (mut incoming, _) = store
+        .prepare(&SafePath::single(name.clone()), 6, Meta::default())
+        .unwrap();
     incoming.start(0).unwrap();
     incoming.write_at(0, b"honest").unwrap();
     let part = d.dst.join(Store::partial_name(&name));
@@ -223,7 +241,9 @@ fn commit_with_overwrite_replaces_the_old_file_with_the_one_written() {
     let name = SafeName::new(b"o.bin", 255).unwrap();
     fs::write(d.dst.join("o.bin"), b"old").unwrap();
     let store = Store::new(&d.dst, true).unwrap();
-    let (mut incoming, _) = store.prepare(&name, 3).unwrap();
+    let (mut incoming, _) = store
+        .prepare(&SafePath::single(name.clone()), 3, Meta::default())
+        .unwrap();
     incoming.start(0).unwrap();
     incoming.write_at(0, b"new").unwrap();
     incoming.commit().unwrap();
@@ -238,7 +258,13 @@ fn offer_larger_than_the_free_space_is_refused_saying_how_much_is_free() {
     let free = store.free_space().unwrap();
     let name = SafeName::new(b"huge", 255).unwrap();
     // Far beyond the free space, which other processes change meanwhile.
-    let refused = store.prepare(&name, free * 2 + (1 << 30)).unwrap_err();
+    let refused = store
+        .prepare(
+            &SafePath::single(name.clone()),
+            free * 2 + (1 << 30),
+            Meta::default(),
+        )
+        .unwrap_err();
     assert_eq!(refused.reason, RejectReason::Disk);
     assert!(refused.message.contains("free"), "{refused:?}");
     assert!(entries(&d.dst).is_empty(), "{:?}", entries(&d.dst));
@@ -249,10 +275,16 @@ fn an_abandoned_transfer_keeps_its_partial_only_if_it_holds_data() {
     let d = dirs();
     let store = Store::new(&d.dst, false).unwrap();
     let empty = SafeName::new(b"e", 255).unwrap();
-    drop(store.prepare(&empty, 10).unwrap());
+    drop(
+        store
+            .prepare(&SafePath::single(empty.clone()), 10, Meta::default())
+            .unwrap(),
+    );
     assert!(entries(&d.dst).is_empty(), "{:?}", entries(&d.dst));
     let some = SafeName::new(b"s", 255).unwrap();
-    let (mut incoming, _) = store.prepare(&some, 10).unwrap();
+    let (mut incoming, _) = store
+        .prepare(&SafePath::single(some.clone()), 10, Meta::default())
+        .unwrap();
     incoming.start(0).unwrap();
     incoming.write_at(0, b"abc").unwrap();
     drop(incoming);
@@ -266,7 +298,9 @@ fn partial_is_resumed_with_its_hash() {
     let store = Store::new(&d.dst, false).unwrap();
     let name = SafeName::new(b"r", 255).unwrap();
     fs::write(d.dst.join(Store::partial_name(&name)), b"hello").unwrap();
-    let (_, resume) = store.prepare(&name, 10).unwrap();
+    let (_, resume) = store
+        .prepare(&SafePath::single(name.clone()), 10, Meta::default())
+        .unwrap();
     match resume {
         Resume::From { have, hasher } => {
             assert_eq!(have, 5);
@@ -352,17 +386,17 @@ fn flipped_byte_deletes_the_partial_and_leaves_no_final_file() {
 }
 
 #[test]
-fn source_name_must_be_safe_and_regular() {
+fn a_source_whose_name_cannot_be_offered_is_skipped_with_its_reason() {
     let d = dirs();
-    assert!(
-        SenderApp::open(std::slice::from_ref(&d.src), 255).is_err(),
-        "a directory"
-    );
     let p = write_src(&d, "ok.txt", b"x");
-    assert!(
-        SenderApp::open(&[p], 2).is_err(),
-        "name longer than the limit"
-    );
+    let limits = PathLimits {
+        max_name_len: 2,
+        ..TransferConfig::default().path_limits()
+    };
+    let app = SenderApp::open(&[p], &limits).unwrap();
+    assert!(app.specs().is_empty(), "{:?}", app.specs());
+    assert_eq!(app.skipped().len(), 1);
+    assert!(app.skipped()[0].why.to_string().contains("the limit is 2"));
 }
 
 #[test]
@@ -370,7 +404,7 @@ fn source_that_shrank_is_refused_never_padded() {
     // rsync CVE-2024-12085 class: no byte that was not read may be sent.
     let d = dirs();
     let p = write_src(&d, "s.bin", &content(5000, 5));
-    let tx = SenderApp::open(std::slice::from_ref(&p), 255).unwrap();
+    let tx = SenderApp::open(std::slice::from_ref(&p), &TransferConfig::default().path_limits()).unwrap();
     fs::OpenOptions::new()
         .write(true)
         .open(&p)
@@ -400,4 +434,354 @@ fn source_that_shrank_is_refused_never_padded() {
     );
     assert!(!d.dst.join("s.bin").exists());
     assert_eq!(tx.bytes_sent(), 1024, "only chunks read in full are sent");
+}
+
+// ---- Trees, metadata, up-to-date files and group commit (the store alone) ----
+
+fn path(parts: &[&str]) -> SafePath {
+    let limits = PathLimits {
+        max_name_len: 255,
+        max_depth: 32,
+        max_path_len: 4096,
+    };
+    let names = parts
+        .iter()
+        .map(|p| SafeName::new(p.as_bytes(), 255).unwrap())
+        .collect();
+    SafePath::new(names, &limits).unwrap()
+}
+
+fn meta(mode: u32, secs: i64, nanos: u32) -> Meta {
+    Meta {
+        mode,
+        mtime: Mtime { secs, nanos },
+    }
+}
+
+/// The umask, read here independently of the store.
+fn umask() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+}
+
+/// Writes `data` through the store as `parts` and commits it.
+fn save(store: &Store, parts: &[&str], data: &[u8], m: Meta) -> PathBuf {
+    let (mut incoming, _) = store.prepare(&path(parts), data.len() as u64, m).unwrap();
+    incoming.start(0).unwrap();
+    incoming.write_at(0, data).unwrap();
+    incoming.commit().unwrap()
+}
+
+/// Every entry under `dir`, recursively, relative, sorted.
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn symlinked_parent_pointing_outside_is_refused_and_nothing_is_made_outside() {
+    let d = dirs();
+    fs::write(d.outside.join("keep"), b"x").unwrap();
+    std::os::unix::fs::symlink(&d.outside, d.dst.join("evil")).unwrap();
+    fs::create_dir(d.dst.join("a")).unwrap();
+    std::os::unix::fs::symlink(&d.outside, d.dst.join("a").join("deep")).unwrap();
+    let before = tree(&d.outside);
+    let outside_time = fs::metadata(&d.outside).unwrap().modified().unwrap();
+    let store = Store::new(&d.dst, true).unwrap();
+    let local = d.dst.display().to_string();
+    let offers = [
+        (&["evil", "x.txt"][..], "evil "),
+        (&["evil", "sub", "x.txt"], "evil "),
+        (&["a", "deep", "b", "c"], "a/deep "),
+    ];
+    for (parts, named) in offers {
+        let refused = store.prepare(&path(parts), 3, Meta::default()).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::NotADirectory, "{parts:?}");
+        assert!(refused.message.starts_with(named), "{refused:?}");
+        assert!(
+            !refused.message.contains(&local),
+            "a local path: {refused:?}"
+        );
+    }
+    let refused = store.make_dir(&path(&["evil", "new"]), &meta(0o755, 0, 0));
+    assert_eq!(refused.unwrap_err().reason, RejectReason::NotADirectory);
+    let refused = store.set_dir_mtime(&path(&["evil"]), Mtime::default());
+    assert_eq!(refused.unwrap_err().reason, RejectReason::NotADirectory);
+    assert_eq!(tree(&d.outside), before, "something was made outside");
+    let after = fs::metadata(&d.outside).unwrap().modified().unwrap();
+    assert_eq!(after, outside_time, "the outside directory was changed");
+}
+
+#[test]
+fn a_parent_that_is_a_file_is_refused_as_not_a_directory() {
+    let d = dirs();
+    fs::write(d.dst.join("f"), b"plain").unwrap();
+    let store = Store::new(&d.dst, true).unwrap();
+    let refused = store
+        .prepare(&path(&["f", "x"]), 1, Meta::default())
+        .unwrap_err();
+    assert_eq!(refused.reason, RejectReason::NotADirectory);
+    assert!(refused.message.starts_with("f "), "{refused:?}");
+    let refused = store
+        .make_dir(&path(&["f", "g"]), &Meta::default())
+        .unwrap_err();
+    assert_eq!(refused.reason, RejectReason::NotADirectory);
+    assert_eq!(fs::read(d.dst.join("f")).unwrap(), b"plain");
+}
+
+#[test]
+fn a_file_offered_where_a_directory_exists_is_refused_as_is_a_directory() {
+    let d = dirs();
+    fs::create_dir_all(d.dst.join("p").join("d")).unwrap();
+    for overwrite in [false, true] {
+        let store = Store::new(&d.dst, overwrite).unwrap();
+        let refused = store
+            .prepare(&path(&["p", "d"]), 0, Meta::default())
+            .unwrap_err();
+        assert_eq!(refused.reason, RejectReason::IsADirectory);
+        assert!(refused.message.contains("p/d"), "{refused:?}");
+    }
+    assert_eq!(tree(&d.dst), ["p", "p/d"]);
+}
+
+#[test]
+fn nested_paths_are_made_and_the_partial_lives_beside_the_file() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let p = path(&["a", "b", "c.bin"]);
+    let (mut incoming, resume) = store.prepare(&p, 5, Meta::default()).unwrap();
+    assert!(matches!(resume, Resume::Fresh));
+    let part = d
+        .dst
+        .join("a")
+        .join("b")
+        .join(Store::partial_name(p.file_name()));
+    assert!(part.is_file(), "{:?}", tree(&d.dst));
+    incoming.start(0).unwrap();
+    incoming.write_at(0, b"hello").unwrap();
+    let saved = incoming.commit().unwrap();
+    assert_eq!(saved, d.dst.join("a/b/c.bin"));
+    assert_eq!(fs::read(&saved).unwrap(), b"hello");
+    assert_eq!(tree(&d.dst), ["a", "a/b", "a/b/c.bin"]);
+}
+
+#[test]
+fn mode_bits_are_masked_by_the_umask_and_setuid_setgid_sticky_never_set() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    assert_eq!(store.umask(), umask());
+    for (i, mode) in [0o7777u32, 0o4755, 0o640, 0o600, 0o777]
+        .into_iter()
+        .enumerate()
+    {
+        let saved = save(&store, &[&format!("m{i}")], b"x", meta(mode, 0, 0));
+        let got = fs::metadata(&saved).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode & 0o777 & !umask(), "offered {mode:o}");
+    }
+}
+
+#[test]
+fn mtime_is_kept_to_the_nanosecond() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    for (i, (secs, nanos)) in [
+        (1_234_567_890, 123_456_789),
+        (0, 1),
+        (4_000_000_000, 999_999_999),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let saved = save(
+            &store,
+            &["t", &format!("f{i}")],
+            b"data",
+            meta(0o644, secs, nanos),
+        );
+        let m = fs::metadata(&saved).unwrap();
+        assert_eq!((m.mtime(), m.mtime_nsec()), (secs, i64::from(nanos)));
+    }
+}
+
+#[test]
+fn an_identical_existing_file_is_complete_with_its_hash_and_left_untouched() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let data = content(70_000, 4);
+    fs::create_dir(d.dst.join("s")).unwrap();
+    let existing = d.dst.join("s").join("same.bin");
+    fs::write(&existing, &data).unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::new(1_000_000_000, 42);
+    fs::File::options()
+        .write(true)
+        .open(&existing)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let before = fs::metadata(&existing).unwrap();
+    for overwrite in [false, true] {
+        let store = Store::new(&d.dst, overwrite).unwrap();
+        let offered = meta(0o600, 5, 5);
+        let p = path(&["s", "same.bin"]);
+        let (mut incoming, resume) = store.prepare(&p, data.len() as u64, offered).unwrap();
+        match resume {
+            Resume::Complete { hasher, replace } => {
+                assert_eq!(hasher.finalize(), blake3::hash(&data));
+                assert_eq!(replace, overwrite);
+            }
+            other => panic!("expected Complete, got {other:?}"),
+        }
+        assert!(incoming.is_existing() && incoming.is_up_to_date());
+        incoming.start(data.len() as u64).unwrap();
+        assert_eq!(incoming.commit().unwrap(), existing);
+        let after = fs::metadata(&existing).unwrap();
+        assert_eq!(
+            after.ino(),
+            before.ino(),
+            "replaced (overwrite {overwrite})"
+        );
+        assert_eq!(after.modified().unwrap(), old);
+        assert_eq!(after.mode(), before.mode());
+        assert_eq!(after.ctime_nsec(), before.ctime_nsec(), "touched");
+        assert_eq!(fs::read(&existing).unwrap(), data);
+        assert_eq!(tree(&d.dst), ["s", "s/same.bin"], "a partial was left");
+    }
+}
+
+#[test]
+fn an_existing_file_of_the_offered_size_is_rewritten_only_with_overwrite() {
+    let d = dirs();
+    fs::write(d.dst.join("r"), b"old!").unwrap();
+    let store = Store::new(&d.dst, false).unwrap();
+    let (mut kept, _) = store.prepare(&path(&["r"]), 4, Meta::default()).unwrap();
+    assert!(kept.start(0).is_err(), "rewrote without --overwrite");
+    assert!(kept.write_at(0, b"new!").is_err());
+    drop(kept);
+    assert_eq!(fs::read(d.dst.join("r")).unwrap(), b"old!");
+    let store = Store::new(&d.dst, true).unwrap();
+    let (mut incoming, _) = store.prepare(&path(&["r"]), 4, meta(0o644, 7, 7)).unwrap();
+    incoming.start(0).unwrap();
+    assert!(!incoming.is_up_to_date());
+    incoming.write_at(0, b"new!").unwrap();
+    incoming.commit().unwrap();
+    assert_eq!(fs::read(d.dst.join("r")).unwrap(), b"new!");
+    assert_eq!(tree(&d.dst), ["r"]);
+}
+
+#[test]
+fn commit_all_saves_fifty_files_in_five_dirs_in_order_and_leaves_no_partial() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let mut batch = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let parts = [format!("d{}", i % 5), format!("f{i}")];
+        let p = path(&[&parts[0], &parts[1]]);
+        let data = content(100 + i * 37, i as u8);
+        let (mut incoming, _) = store
+            .prepare(&p, data.len() as u64, meta(0o644, 1, 0))
+            .unwrap();
+        incoming.start(0).unwrap();
+        incoming.write_at(0, &data).unwrap();
+        batch.push(incoming);
+        expected.push((d.dst.join(&parts[0]).join(&parts[1]), data));
+    }
+    let results = Store::commit_all(batch);
+    assert_eq!(results.len(), 50);
+    for (result, (want_path, data)) in results.into_iter().zip(&expected) {
+        assert_eq!(&result.unwrap(), want_path);
+        assert_eq!(&fs::read(want_path).unwrap(), data);
+    }
+    let all = tree(&d.dst);
+    assert_eq!(all.len(), 55, "{all:?}");
+    assert!(!all.iter().any(|e| e.contains(".echoxfer")), "{all:?}");
+}
+
+#[test]
+fn make_dir_makes_empty_nested_directories_with_their_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let made = store
+        .make_dir(&path(&["x", "y", "z"]), &meta(0o750, 0, 0))
+        .unwrap();
+    assert_eq!(made, d.dst.join("x/y/z"));
+    assert_eq!(tree(&d.dst), ["x", "x/y", "x/y/z"]);
+    let mode = |p: &str| fs::metadata(d.dst.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("x/y/z"), 0o750 & !umask());
+    assert_eq!(mode("x/y"), 0o777 & !umask());
+    // Again: an existing directory is fine, and keeps its mode.
+    store
+        .make_dir(&path(&["x", "y", "z"]), &meta(0o700, 0, 0))
+        .unwrap();
+    assert_eq!(mode("x/y/z"), 0o750 & !umask());
+    fs::write(d.dst.join("x/file"), b"").unwrap();
+    let refused = store
+        .make_dir(&path(&["x", "file"]), &meta(0o755, 0, 0))
+        .unwrap_err();
+    assert_eq!(refused.reason, RejectReason::IsADirectory);
+}
+
+#[test]
+fn set_dir_mtime_sets_a_directorys_time_to_the_nanosecond() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    save(&store, &["a", "b", "f"], b"1", Meta::default());
+    let t = Mtime {
+        secs: 1_500_000_000,
+        nanos: 7,
+    };
+    store.set_dir_mtime(&path(&["a", "b"]), t).unwrap();
+    let m = fs::metadata(d.dst.join("a/b")).unwrap();
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_500_000_000, 7));
+    let missing = store.set_dir_mtime(&path(&["nope"]), t).unwrap_err();
+    assert_eq!(missing.reason, RejectReason::Disk);
+    assert!(!d.dst.join("nope").exists());
+}
+
+#[test]
+fn a_tail_never_written_gets_its_full_length_as_a_hole() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let size = 8 << 20;
+    let (mut incoming, _) = store
+        .prepare(&path(&["sparse"]), size, Meta::default())
+        .unwrap();
+    incoming.start(0).unwrap();
+    incoming.write_at(0, &[1u8; 4096]).unwrap();
+    let saved = incoming.commit().unwrap();
+    let m = fs::metadata(&saved).unwrap();
+    assert_eq!(m.len(), size);
+    assert!(
+        m.blocks() * 512 < size / 2,
+        "the hole was filled: {} blocks",
+        m.blocks()
+    );
+}
+
+#[test]
+fn a_parent_removed_after_use_is_made_again() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    save(&store, &["gone", "one"], b"1", Meta::default());
+    fs::remove_dir_all(d.dst.join("gone")).unwrap();
+    let saved = save(&store, &["gone", "two"], b"2", Meta::default());
+    assert_eq!(fs::read(saved).unwrap(), b"2");
+    assert_eq!(tree(&d.dst), ["gone", "gone/two"]);
 }

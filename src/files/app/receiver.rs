@@ -242,7 +242,7 @@ impl Disk {
             ids.push((v.id, v.request, v.hash));
             incomings.extend(v.incoming);
         }
-        let results = self.store.commit_all(incomings);
+        let results = Store::commit_all(incomings);
         for ((id, request, hash), saved) in ids.into_iter().zip(results) {
             did.push(Did::Committed {
                 id,

@@ -1,0 +1,440 @@
+//! Files being received, and how they reach their final names: the
+//! partial file claimed for each, then, in one group commit, their
+//! metadata, their data made durable together, their final names, and one
+//! sync per directory.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::tree::Dir;
+use super::{hash_prefix, set_times, Refusal, Store};
+use crate::codec::RejectReason;
+use crate::xfer::{Meta, Resume, SafeName, SafePath, MODE_BITS};
+
+/// A partial file, open and locked by this session.
+#[derive(Debug)]
+pub(super) struct Partial {
+    /// Its name in the file's directory.
+    name: String,
+    file: File,
+}
+
+impl Partial {
+    /// Opens (or creates) the partial file for `name` in `dir` and locks it
+    /// for this session.
+    pub(super) fn claim(dir: &Dir, name: &SafeName) -> Result<Partial, Refusal> {
+        let part = Store::partial_name(name);
+        // A session that held this name may publish it (linking the file
+        // under its final name, then unlinking the partial name) between
+        // our open and our lock: then we hold a file that is no longer the
+        // partial one. Detected after locking, and opened afresh.
+        for _ in 0..3 {
+            let file = open_partial(dir, &part)?;
+            // SAFETY: an open fd; flock has no memory effects.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    return Err(Refusal::busy());
+                }
+                return Err(Refusal::disk("cannot lock the partial file", &e));
+            }
+            if dir.names_file(&part, &file) {
+                return Ok(Partial { name: part, file });
+            }
+        }
+        Err(Refusal::busy())
+    }
+
+    /// Empties it (nothing it holds is of use).
+    pub(super) fn truncate(&mut self) -> Result<(), Refusal> {
+        self.file
+            .set_len(0)
+            .map_err(|e| Refusal::disk("partial file", &e))
+    }
+
+    /// Where a transfer of `size` bytes resumes: from what it holds if that
+    /// is not more than `size` (hashed), else from nothing (emptied).
+    pub(super) fn resume_point(&mut self, size: u64) -> Result<Resume, Refusal> {
+        let held = self.len().map_err(|e| Refusal::disk("partial file", &e))?;
+        if held == 0 || held > size {
+            self.truncate()?;
+            return Ok(Resume::Fresh);
+        }
+        let (hasher, have) =
+            hash_prefix(&self.file, held).map_err(|e| Refusal::disk("partial file", &e))?;
+        Ok(Resume::From { have, hasher })
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
+
+fn open_partial(dir: &Dir, part: &str) -> Result<File, Refusal> {
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = match dir.open(part, flags, 0o600) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Refusal::new(
+                RejectReason::Disk,
+                "the partial file's name is a symbolic link",
+            ))
+        }
+        Err(e) => return Err(Refusal::disk("cannot open the partial file", &e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Refusal::disk("partial file", &e))?;
+    // A hard link could make the partial name an alias of a file elsewhere.
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(Refusal::new(
+            RejectReason::Disk,
+            "the partial file is not a plain file",
+        ));
+    }
+    Ok(file)
+}
+
+/// A file being received: its partial file, open and locked, in the
+/// directory it goes to. Dropping it (an interrupted transfer) keeps the
+/// partial file for a later resume, unless it holds nothing (then it is
+/// removed: an empty partial file resumes nothing).
+///
+/// When [`Store::prepare`] found a complete file of the offered size under
+/// the final name ([`is_existing`](Incoming::is_existing)), that file is
+/// kept exactly as it is (not even its times or mode change) unless
+/// [`start`](Incoming::start)`(0)` begins rewriting it, which only an
+/// overwriting store allows.
+#[derive(Debug)]
+pub struct Incoming {
+    store: Store,
+    path: SafePath,
+    /// The directory it goes to.
+    dir: Dir,
+    size: u64,
+    meta: Meta,
+    /// `None` only for an existing file that may not be replaced.
+    partial: Option<Partial>,
+    /// The final name holds a complete file of `size` bytes.
+    existing: bool,
+    /// Data goes to the partial file, and commit publishes it.
+    rewriting: bool,
+    /// Committed or discarded: nothing left to clean up.
+    settled: bool,
+}
+
+impl Incoming {
+    pub(super) fn new(
+        store: Store,
+        path: &SafePath,
+        dir: Dir,
+        size: u64,
+        meta: Meta,
+        partial: Partial,
+    ) -> Incoming {
+        Incoming {
+            store,
+            path: path.clone(),
+            dir,
+            size,
+            meta,
+            partial: Some(partial),
+            existing: false,
+            rewriting: true,
+            settled: false,
+        }
+    }
+
+    pub(super) fn existing(
+        store: Store,
+        path: &SafePath,
+        dir: Dir,
+        size: u64,
+        meta: Meta,
+        partial: Option<Partial>,
+    ) -> Incoming {
+        Incoming {
+            store,
+            path: path.clone(),
+            dir,
+            size,
+            meta,
+            partial,
+            existing: true,
+            rewriting: false,
+            settled: false,
+        }
+    }
+
+    /// The file's own name (the last component of its path).
+    pub fn name(&self) -> &SafeName {
+        self.path.file_name()
+    }
+
+    /// Its path, relative to the store's directory.
+    pub fn path(&self) -> &SafePath {
+        &self.path
+    }
+
+    /// Whether the final name already held a complete file of the offered
+    /// size ([`Resume::Complete`]).
+    pub fn is_existing(&self) -> bool {
+        self.existing
+    }
+
+    /// Whether committing keeps the existing file as it is: it existed and
+    /// nothing began rewriting it.
+    pub fn is_up_to_date(&self) -> bool {
+        self.existing && !self.rewriting
+    }
+
+    /// Data starts at `from`: cuts the partial file to that length. For an
+    /// [existing](Incoming::is_existing) file, `from` is either its size
+    /// (it is up to date: nothing is touched) or 0 (it is rewritten whole,
+    /// which needs an overwriting store).
+    pub fn start(&mut self, from: u64) -> io::Result<()> {
+        if self.existing {
+            if from == self.size {
+                self.rewriting = false;
+                return Ok(());
+            }
+            if from != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "an existing file is either kept or rewritten from byte 0",
+                ));
+            }
+        }
+        let partial = self.partial.as_mut().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the receiver keeps the existing file: it runs without --overwrite",
+            )
+        })?;
+        partial.file.set_len(from)?;
+        self.rewriting = true;
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` of the partial file. Ranges never written
+    /// (a sender's holes, sent as "skip N bytes") stay holes: the file
+    /// gets its full length at commit without a byte written there.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match &self.partial {
+            Some(partial) if self.rewriting => partial.file.write_all_at(data, offset),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "data for a file being kept as it is",
+            )),
+        }
+    }
+
+    /// The content is verified: saves it as [`Store::commit_all`] does for
+    /// a batch of one.
+    pub fn commit(self) -> Result<PathBuf, Refusal> {
+        Store::commit_all(vec![self])
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Refusal::new(RejectReason::Disk, "nothing was committed")))
+    }
+
+    /// The content did not verify: deletes the partial file.
+    pub fn discard(mut self) -> io::Result<()> {
+        self.settled = true;
+        match &self.partial {
+            Some(p) => self.dir.unlink_if_same(&p.name, &p.file),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives up the claim on the partial name if this session left it
+    /// empty (the file was kept, or nothing was written).
+    fn release_if_empty(&self) {
+        if let Some(p) = &self.partial {
+            if p.len().is_ok_and(|n| n == 0) {
+                let _ = self.dir.unlink_if_same(&p.name, &p.file);
+            }
+        }
+    }
+
+    /// Full length (a tail that is a hole included), permission bits
+    /// within [`MODE_BITS`] narrowed by the umask, then the modification
+    /// time (last: the other calls would change it).
+    fn apply_meta(&self, file: &File) -> io::Result<()> {
+        file.set_len(self.size)?;
+        let mode = self.meta.mode & MODE_BITS & !self.store.umask();
+        // SAFETY: an open fd; fchmod has no memory effects.
+        super::tree::check(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) })?;
+        set_times(file, self.meta.mtime)
+    }
+
+    /// Gives the written file its final name (replacing what is there only
+    /// when overwriting).
+    fn publish(&self, file: &File) -> Result<(), Refusal> {
+        let name = self.path.file_name().as_str();
+        let published = if self.store.overwrite() {
+            self.dir.replace_with_file(file, name)
+        } else {
+            self.dir.link_file(file, name)
+        };
+        match published {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Refusal::new(
+                RejectReason::Exists,
+                format!("a file named {} appeared meanwhile on the receiver, which keeps it unless it runs with --overwrite", self.path),
+            )),
+            Err(e) => Err(Refusal::disk(
+                &format!("cannot move {} into place", self.path),
+                &e,
+            )),
+        }
+    }
+
+    fn local_path(&self) -> PathBuf {
+        self.store.local_path(&self.path)
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        // Still locked here: nobody else can be using the partial file.
+        if !self.settled {
+            self.release_if_empty();
+        }
+    }
+}
+
+impl Store {
+    /// Saves a batch of verified files, each under its final name, and
+    /// returns, in the same order, where each went or why it was not saved.
+    ///
+    /// One group commit: every file gets its length, mode and modification
+    /// time; all their data and metadata are made durable together (their
+    /// writeback started at once with `sync_file_range`, then each
+    /// `fsync`ed: measured against the alternatives in the source); only then is each given its final name (atomically,
+    /// never over an existing file unless overwriting) and its partial name
+    /// removed; then each directory involved (and each in which a
+    /// directory was made) is synced once. So no file ever appears under
+    /// its final name before its content and metadata are durable.
+    ///
+    /// A file that was [up to date](Incoming::is_up_to_date) is left
+    /// untouched: its path is returned at once.
+    pub fn commit_all(batch: Vec<Incoming>) -> Vec<Result<PathBuf, Refusal>> {
+        let mut results: Vec<Option<Result<PathBuf, Refusal>>> = Vec::with_capacity(batch.len());
+        let mut staged = Vec::with_capacity(batch.len());
+        for (i, mut incoming) in batch.into_iter().enumerate() {
+            incoming.settled = true;
+            results.push(None);
+            if incoming.is_up_to_date() {
+                incoming.release_if_empty();
+                results[i] = Some(Ok(incoming.local_path()));
+                continue;
+            }
+            let Some(partial) = incoming.partial.take() else {
+                results[i] = Some(Err(Refusal::new(RejectReason::Disk, "no file was written")));
+                continue;
+            };
+            match incoming.apply_meta(&partial.file) {
+                Ok(()) => staged.push((i, incoming, partial)),
+                Err(e) => {
+                    let what = format!("cannot set the metadata of {}", incoming.path);
+                    results[i] = Some(Err(Refusal::disk(&what, &e)));
+                }
+            }
+        }
+        let files: Vec<&File> = staged.iter().map(|(_, _, p)| &p.file).collect();
+        let durable = make_durable(&files);
+        let mut published = Vec::with_capacity(staged.len());
+        for ((i, incoming, partial), synced) in staged.into_iter().zip(durable) {
+            let outcome = synced
+                .map_err(|e| Refusal::disk(&format!("cannot sync {}", incoming.path), &e))
+                .and_then(|()| incoming.publish(&partial.file));
+            match outcome {
+                Ok(()) => published.push((i, incoming, partial)),
+                Err(refusal) => results[i] = Some(Err(refusal)),
+            }
+        }
+        let dirs_synced = finish_published(&published);
+        for (i, incoming, _) in published {
+            results[i] = Some(match &dirs_synced {
+                Ok(()) => Ok(incoming.local_path()),
+                Err(refusal) => Err(refusal.clone()),
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Refusal::new(RejectReason::Disk, "not committed"))))
+            .collect()
+    }
+}
+
+/// Removes the partial names of the files just published, then syncs each
+/// directory involved once: theirs, and those in which a directory was
+/// made since the last sync.
+fn finish_published(published: &[(usize, Incoming, Partial)]) -> Result<(), Refusal> {
+    let mut dirs: Vec<Dir> = Vec::new();
+    let mut stores: Vec<&Store> = Vec::new();
+    for (_, incoming, p) in published {
+        // A leftover partial name only costs a later resume's hashing.
+        let _ = incoming.dir.unlink_if_same(&p.name, &p.file);
+        dirs.push(incoming.dir.clone());
+        if !stores
+            .iter()
+            .any(|s| Arc::ptr_eq(&s.inner, &incoming.store.inner))
+        {
+            stores.push(&incoming.store);
+        }
+    }
+    for store in stores {
+        dirs.extend(store.take_unsynced());
+    }
+    dirs.sort_by_key(Dir::id);
+    dirs.dedup_by_key(|d| d.id());
+    for dir in &dirs {
+        dir.sync()
+            .map_err(|e| Refusal::disk("cannot sync a directory", &e))?;
+    }
+    Ok(())
+}
+
+/// Makes the data and metadata of every file durable; one result per file.
+///
+/// First every file's writeback is started (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`, which only queues it: a hint, its error is
+/// ignored), then each file is `fsync`ed. The writes of all files go to
+/// the disk together and the journal commit the first `fsync` waits for
+/// holds most of the others' metadata, so the later `fsync`s are cheap.
+/// `fsync`, not `fdatasync`: the mode and time just set must be durable
+/// too.
+///
+/// Measured on /work (ext4, a 2-core VM shared with other builds), 1,000
+/// files of 4 KiB in 20 directories, 5 runs each, interleaved: time to make
+/// the data durable (and, in brackets, from the first write to the last
+/// directory sync):
+///
+/// | method                                  | durability     | total          |
+/// |-----------------------------------------|----------------|----------------|
+/// | (a) `fsync` each                        | 161 to 235 ms  | 196 to 288 ms  |
+/// | (b) `sync_file_range` all, `fsync` each | 59 to 112 ms   | 90 to 162 ms   |
+/// | (b') the same with `fdatasync`          | 61 to 95 ms    | 91 to 148 ms   |
+/// | (c) one `syncfs`                        | 11 to 240 ms   | 59 to 275 ms   |
+///
+/// (c) is the fastest when the file system holds little else to write, but
+/// it writes out everything dirty on it, other processes' data included (a
+/// concurrent 1 GiB transfer, a build): its cost is not bounded by the
+/// batch, as its 240 ms run shows. (b') is no faster than (b) and would not
+/// cover the metadata. So (b): about twice as fast as (a), and bounded by
+/// what the batch wrote.
+pub(super) fn make_durable(files: &[&File]) -> Vec<io::Result<()>> {
+    for file in files {
+        // SAFETY: an open fd; offsets 0, 0 mean the whole file.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    files.iter().map(|file| file.sync_all()).collect()
+}
