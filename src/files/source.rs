@@ -300,11 +300,22 @@ mod tests {
         let c = std::ffi::CString::new(f.as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        let err = open(&entry).unwrap_err();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opener = std::thread::spawn(move || tx.send(open(&entry).map(drop)));
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(60));
+        if answer.is_err() {
+            // The open is stuck waiting for a writer: be one, so that the
+            // thread ends, then fail.
+            let _writer = OpenOptions::new().write(true).open(&f).unwrap();
+            opener.join().unwrap();
+            panic!("opening a fifo blocked");
+        }
+        let err = answer.unwrap().unwrap_err();
         assert!(
             err.to_string().contains("no longer a regular file"),
             "{err}"
         );
+        opener.join().unwrap();
     }
 
     fn fs_write(path: &Path, content: &[u8]) {
