@@ -488,7 +488,7 @@ mod tests {
         symlink(top.join("real"), top.join("to-file")).unwrap();
         symlink(&outside, top.join("to-dir")).unwrap();
 
-        let walk = walk(&[top.clone()], &limits()).unwrap();
+        let walk = walk(std::slice::from_ref(&top), &limits()).unwrap();
 
         assert_eq!(names(&walk), ["top", "top/real"]);
         let skipped: Vec<_> = walk
@@ -555,7 +555,7 @@ mod tests {
     fn a_missing_root_is_an_error_naming_it() {
         let tmp = tempfile::tempdir().unwrap();
         let missing = tmp.path().join("no-such-thing");
-        let err = walk(&[missing.clone()], &limits()).unwrap_err();
+        let err = walk(std::slice::from_ref(&missing), &limits()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert_eq!(
             err.to_string(),
@@ -596,7 +596,7 @@ mod tests {
             ..limits()
         };
 
-        let walk = walk(&[top.clone()], &limits).unwrap();
+        let walk = walk(std::slice::from_ref(&top), &limits).unwrap();
 
         assert_eq!(names(&walk), ["top", "top/d1", "top/d1/d2", "top/good"]);
         let why: Vec<_> = walk
@@ -625,7 +625,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let bad = tmp.path().join("bad\nname");
         fs::write(&bad, b"").unwrap();
-        let walk = walk(&[bad.clone()], &limits()).unwrap();
+        let walk = walk(std::slice::from_ref(&bad), &limits()).unwrap();
         assert!(walk.entries.is_empty());
         let control = PathError::Component {
             index: 0,
