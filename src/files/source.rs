@@ -78,7 +78,9 @@ impl Source {
                 ))
             }
         };
-        let meta = file.metadata()?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if !meta.is_file() {
             return Err(changed("is no longer a regular file: "));
         }
