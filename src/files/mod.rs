@@ -1,7 +1,8 @@
 //! The file-system side of file transfer, for drivers (not machines): a
 //! receiver's destination directory ([`Store`]), a sender's files
-//! ([`Source`]), and the [`App`](crate::driver::App)s that answer the
-//! machines' events with them ([`SenderApp`], [`ReceiverApp`]). Touches
+//! ([`walk`] of the paths given, then a [`Source`] for each file), and
+//! the [`App`](crate::driver::App)s that answer the machines' events with
+//! them ([`SenderApp`], [`ReceiverApp`]). Touches
 //! `std::fs` and nothing else; no sockets, no clocks, no threads.
 //! Unix only: the store relies on `openat`-style calls that never follow
 //! symbolic links.
@@ -9,7 +10,7 @@
 mod app;
 mod source;
 mod store;
-pub mod walk;
+mod walk;
 
 pub use app::{
     FileReport, Outcome, Progress, ReceiverApp, SenderApp, Totals, COMMIT_BYTES, COMMIT_FILES,
@@ -17,3 +18,4 @@ pub use app::{
 };
 pub use source::Source;
 pub use store::{Incoming, Refusal, Store};
+pub use walk::{walk, SkipReason, Skipped, Walk, WalkEntry};

@@ -1,15 +1,20 @@
 //! A file a sender offers: opened once, read in chunks at offsets into
 //! `Bytes` the machine can queue without copying again.
+//!
+//! Reads are positioned (`pread`) and never use the file position, so
+//! [`Source::next_data`] and [`Source::data_end`], which move it with
+//! `lseek`, can be interleaved with them freely.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::xfer::{FileSpec, SafeName};
+use crate::xfer::{EntryKind, FileSpec, SafeName};
 
 /// A local file to send.
 #[derive(Debug)]
@@ -31,12 +36,58 @@ impl Source {
         let name = SafeName::new(base.as_bytes(), max_name_len)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-        let file = File::open(&path).map_err(named)?;
+        let file = open_read_only(&path, false).map_err(named)?;
         let meta = file.metadata().map_err(named)?;
         if !meta.is_file() {
             return Err(invalid(format!("{} is not a regular file", path.display())));
         }
-        let spec = FileSpec::file(name, meta.len());
+        let mut spec = FileSpec::file(name, meta.len());
+        spec.meta = super::walk::meta_of(&meta);
+        Ok(Source { path, file, spec })
+    }
+
+    /// Opens the file at `path` that a [`walk`](super::walk) listed as
+    /// `spec` with `dev_ino`, without following a symbolic link, and
+    /// checks that it is still that file: a regular file with the same
+    /// device and inode. If it was replaced in between (by another file, a
+    /// link, a directory or a fifo), the error names the path and says to
+    /// run send again. The file is offered as `spec`.
+    pub fn open_entry(path: &Path, spec: FileSpec, dev_ino: (u64, u64)) -> io::Result<Source> {
+        let changed = |what: &str| {
+            io::Error::other(format!(
+                "{}: {what}changed since it was listed; run send again",
+                path.display()
+            ))
+        };
+        if spec.kind != EntryKind::File {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: is a directory, not a file to read", path.display()),
+            ));
+        }
+        let file = match open_read_only(path, true) {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(changed("is now a symbolic link: "))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed("is gone: ")),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}; check its permissions", path.display()),
+                ))
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        if !meta.is_file() {
+            return Err(changed("is no longer a regular file: "));
+        }
+        if (meta.dev(), meta.ino()) != dev_ino {
+            return Err(changed(""));
+        }
+        let path = path.to_path_buf();
         Ok(Source { path, file, spec })
     }
 
@@ -74,20 +125,253 @@ impl Source {
         super::store::hash_prefix(&self.file, len)
     }
 
-    /// TEMPORARY shim.
-    pub fn open_entry(path: &Path, _spec: FileSpec, _dev_ino: (u64, u64)) -> io::Result<Source> {
-        Source::open(path, 255)
-    }
-    /// TEMPORARY shim.
-    pub fn may_have_holes(&self) -> bool {
-        false
-    }
-    /// TEMPORARY shim.
+    /// The offset of the next byte of data at or after `offset`, skipping
+    /// a hole (`lseek` with `SEEK_DATA`). Past the last data, the file's
+    /// size (or `offset`, if that is larger). On a file system that cannot
+    /// tell, `offset`: everything counts as data.
+    ///
+    /// Moves the file position, which reads do not use (see the module docs).
     pub fn next_data(&self, offset: u64) -> io::Result<u64> {
-        Ok(offset)
+        match self.seek(offset, libc::SEEK_DATA)? {
+            Seek::At(at) => Ok(at),
+            Seek::PastData => Ok(self.size()?.max(offset)),
+            Seek::Unsupported => Ok(offset),
+        }
     }
-    /// TEMPORARY shim.
-    pub fn data_end(&self, _offset: u64) -> io::Result<u64> {
-        Ok(self.spec.size)
+
+    /// Where the run of data starting at `offset` ends: the start of the
+    /// next hole, or the file's size (`lseek` with `SEEK_HOLE`; the end of
+    /// a file counts as a hole). `offset` itself if it is in a hole or at
+    /// or past the end. On a file system that cannot tell, the file's size.
+    ///
+    /// Moves the file position, which reads do not use (see the module docs).
+    pub fn data_end(&self, offset: u64) -> io::Result<u64> {
+        match self.seek(offset, libc::SEEK_HOLE)? {
+            Seek::At(at) => Ok(at),
+            Seek::PastData => Ok(offset),
+            Seek::Unsupported => Ok(self.size()?.max(offset)),
+        }
+    }
+
+    /// Whether the file may have holes: fewer bytes allocated than its
+    /// size (a file without is read straight, without looking for holes).
+    pub fn may_have_holes(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.file
+            .metadata()
+            .is_ok_and(|m| m.blocks().saturating_mul(512) < m.len())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn seek(&self, offset: u64, whence: libc::c_int) -> io::Result<Seek> {
+        let Ok(at) = libc::off_t::try_from(offset) else {
+            return Ok(Seek::PastData);
+        };
+        // SAFETY: lseek on a descriptor this Source owns and keeps open;
+        // it touches no memory.
+        let got = unsafe { libc::lseek(self.file.as_raw_fd(), at, whence) };
+        if got >= 0 {
+            return Ok(Seek::At(got as u64));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(Seek::PastData),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Seek::Unsupported),
+            _ => Err(io::Error::new(
+                e.kind(),
+                format!("{}: {e}", self.path.display()),
+            )),
+        }
+    }
+}
+
+/// What `lseek` with `SEEK_DATA` or `SEEK_HOLE` answered.
+enum Seek {
+    /// The offset found.
+    At(u64),
+    /// `ENXIO`: no data at or after the offset (it is at or past the end,
+    /// or only a hole follows it).
+    PastData,
+    /// The file system does not support the query.
+    Unsupported,
+}
+
+/// Opens `path` for reading. `O_NONBLOCK` so that a fifo put where a file
+/// was cannot block the open (waiting for a writer); cleared again, as it
+/// means nothing for a regular file. With `no_follow`, a symbolic link as
+/// the last component fails with `ELOOP`. Close-on-exec, as std always sets.
+fn open_read_only(path: &Path, no_follow: bool) -> io::Result<File> {
+    let mut flags = libc::O_NONBLOCK;
+    if no_follow {
+        flags |= libc::O_NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | libc::O_CLOEXEC)
+        .open(path)?;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    let cleared = unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) >= 0
+    };
+    if !cleared {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::walk;
+    use crate::xfer::PathLimits;
+    use std::os::unix::fs::symlink;
+
+    fn limits() -> PathLimits {
+        PathLimits {
+            max_name_len: 255,
+            max_depth: 16,
+            max_path_len: 4096,
+        }
+    }
+
+    /// Walks `dir` and returns the entry for `dir/name`.
+    fn listed(dir: &Path, name: &str) -> crate::files::WalkEntry {
+        let walk = walk(&[dir.to_path_buf()], &limits()).unwrap();
+        let local = dir.join(name);
+        walk.entries.into_iter().find(|e| e.local == local).unwrap()
+    }
+
+    fn open(e: &crate::files::WalkEntry) -> io::Result<Source> {
+        Source::open_entry(&e.local, e.spec.clone(), e.dev_ino)
+    }
+
+    #[test]
+    fn open_entry_reads_the_file_the_walk_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs_write(&tmp.path().join("f"), b"hello");
+        let entry = listed(tmp.path(), "f");
+        let source = open(&entry).unwrap();
+        assert_eq!(source.spec(), &entry.spec);
+        assert_eq!(&source.read_at(1, 3).unwrap()[..], b"ell");
+        let (hasher, n) = source.hash_prefix(5).unwrap();
+        assert_eq!((hasher.finalize(), n), (blake3::hash(b"hello"), 5));
+    }
+
+    #[test]
+    fn open_entry_refuses_a_file_replaced_after_the_walk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        fs_write(&f, b"old");
+        let entry = listed(tmp.path(), "f");
+        // A new file under the same name: another inode (the old one is
+        // kept alive so the inode number cannot be reused).
+        let _keep = File::open(&f).unwrap();
+        let new = tmp.path().join("new");
+        fs_write(&new, b"new");
+        std::fs::rename(&new, &f).unwrap();
+        let err = open(&entry).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: changed since it was listed; run send again",
+                f.display()
+            )
+        );
+    }
+
+    #[test]
+    fn open_entry_refuses_a_symlink_put_where_the_file_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        fs_write(&f, b"data");
+        let entry = listed(tmp.path(), "f");
+        // The link points at the very file listed: only O_NOFOLLOW stops it.
+        let moved = tmp.path().join("moved");
+        std::fs::rename(&f, &moved).unwrap();
+        symlink(&moved, &f).unwrap();
+        let err = open(&entry).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("{}: ", f.display())), "{text}");
+        assert!(text.contains("symbolic link"), "{text}");
+        assert!(text.contains("run send again"), "{text}");
+    }
+
+    #[test]
+    fn open_entry_refuses_a_fifo_put_where_the_file_was_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        fs_write(&f, b"data");
+        let entry = listed(tmp.path(), "f");
+        std::fs::remove_file(&f).unwrap();
+        let c = std::ffi::CString::new(f.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opener = std::thread::spawn(move || {
+            // The receiver is gone only if the test already failed.
+            let _ = tx.send(open(&entry).map(drop));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(60));
+        if answer.is_err() {
+            // The open is stuck waiting for a writer: be one, so that the
+            // thread ends, then fail.
+            let _writer = OpenOptions::new().write(true).open(&f).unwrap();
+            opener.join().unwrap();
+            panic!("opening a fifo blocked");
+        }
+        let err = answer.unwrap().unwrap_err();
+        assert!(
+            err.to_string().contains("no longer a regular file"),
+            "{err}"
+        );
+        opener.join().unwrap();
+    }
+
+    fn fs_write(path: &Path, content: &[u8]) {
+        std::fs::write(path, content).unwrap();
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn next_data_and_data_end_report_the_data_run_of_a_sparse_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sparse");
+        let file = File::create(&path).unwrap();
+        file.set_len(3 * MIB).unwrap();
+        file.write_all_at(&[0xab; 64 * 1024], MIB).unwrap();
+        file.sync_all().unwrap();
+        drop(file);
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        if blocks * 512 >= 3 * MIB {
+            eprintln!("this file system keeps no holes; nothing to check");
+            return;
+        }
+        let source = Source::open(&path, 255).unwrap();
+        assert_eq!(source.next_data(0).unwrap(), MIB);
+        assert_eq!(source.next_data(MIB + 5).unwrap(), MIB + 5);
+        assert_eq!(source.data_end(MIB).unwrap(), MIB + 64 * 1024);
+        assert_eq!(source.data_end(0).unwrap(), 0, "0 is in a hole");
+        // Only a hole after the data: none left, the file's size.
+        assert_eq!(source.next_data(MIB + 64 * 1024).unwrap(), 3 * MIB);
+        assert_eq!(source.next_data(5 * MIB).unwrap(), 5 * MIB);
+        // The file position moved; positioned reads do not care.
+        assert_eq!(&source.read_at(MIB - 1, 2).unwrap()[..], &[0, 0xab]);
+    }
+
+    #[test]
+    fn a_file_without_holes_is_one_data_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("dense");
+        fs_write(&path, &[1; 10_000]);
+        let source = Source::open(&path, 255).unwrap();
+        assert_eq!(source.next_data(0).unwrap(), 0);
+        assert_eq!(source.data_end(0).unwrap(), 10_000);
+        assert_eq!(source.next_data(10_000).unwrap(), 10_000);
     }
 }
