@@ -206,10 +206,7 @@ impl MemSender {
 
     /// The role that offers these files, within `config`.
     pub fn role(&self, config: crate::config::TransferConfig) -> SenderRole {
-        let specs = self
-            .files
-            .iter()
-            .map(|(name, content)| FileSpec::file(name.clone(), content.len() as u64));
+        let specs = self.files.iter().map(|(name, content)| FileSpec::file(name.clone(), content.len() as u64));
         SenderRole::new(specs.collect(), config)
     }
 

@@ -19,10 +19,10 @@ mod receiver;
 pub mod request;
 mod sender;
 
-pub use entry::{EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafePath, MODE_BITS};
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
 pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
+pub use entry::{EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafePath, MODE_BITS};
 pub use sender::{SenderEvent, SenderRole};
 
 use crate::codec::FrameLimits;
