@@ -18,8 +18,8 @@ use echoxfer::legacy::{
     LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender, SenderEvent,
 };
 use echoxfer::xfer::{
-    encode_raw_path, offer_digest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender,
-    SenderRole,
+    encode_raw_path, offer_digest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume,
+    SafeName, Sender, SenderRole,
 };
 use echoxfer::{EchoConfig, SessionLimits, TransferConfig, UnframedConfig};
 use echoxfer::{Error, Machine, Output, ProtocolError, StreamMachine, UsageError};

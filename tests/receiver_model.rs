@@ -257,7 +257,12 @@ impl Model {
                 } else {
                     self.events.push(Ev::Offer(name, size));
                     self.in_flight += 1;
-                    self.deciding = Some(File { id, name, size, at: 0 });
+                    self.deciding = Some(File {
+                        id,
+                        name,
+                        size,
+                        at: 0,
+                    });
                 }
             }
             In::Quit if self.in_flight > self.saves => self.fail(protocol),
@@ -430,7 +435,13 @@ impl ReferenceStateMachine for RefMachine {
         .boxed();
         // What a well-behaved peer and application would do next, so that
         // sequences reach every state (and the hostile steps hit them there).
-        let offer = move |(n, size)| Step::Peer(In::Offer { id: next, size, name: NAMES[n] });
+        let offer = move |(n, size)| {
+            Step::Peer(In::Offer {
+                id: next,
+                size,
+                name: NAMES[n],
+            })
+        };
         let likely: BoxedStrategy<Step> = if m.closed() {
             any.clone()
         } else if m.quit_held {

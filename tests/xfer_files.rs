@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use echoxfer::codec::RejectReason;
 use echoxfer::driver::DriverError;
 use echoxfer::files::{Outcome, ReceiverApp, SenderApp, Store};
-use echoxfer::TransferConfig;
 use echoxfer::testing::Cutter;
 use echoxfer::xfer::{Meta, Mtime, PathLimits, Resume, SafeName, SafePath};
 use echoxfer::Error;
+use echoxfer::TransferConfig;
 
 mod common;
 use common::files::{assert_received, content, dirs, entries, write_src};
@@ -404,7 +404,11 @@ fn source_that_shrank_is_refused_never_padded() {
     // rsync CVE-2024-12085 class: no byte that was not read may be sent.
     let d = dirs();
     let p = write_src(&d, "s.bin", &content(5000, 5));
-    let tx = SenderApp::open(std::slice::from_ref(&p), &TransferConfig::default().path_limits()).unwrap();
+    let tx = SenderApp::open(
+        std::slice::from_ref(&p),
+        &TransferConfig::default().path_limits(),
+    )
+    .unwrap();
     fs::OpenOptions::new()
         .write(true)
         .open(&p)

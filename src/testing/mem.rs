@@ -357,11 +357,7 @@ impl MemSender {
 
     /// The role that offers these files, within `config`.
     pub fn role(&self, config: crate::config::TransferConfig) -> SenderRole {
-<<<<<<< HEAD
         let specs = self.files.iter().map(|(spec, _)| spec.clone());
-=======
-        let specs = self.files.iter().map(|(name, content)| FileSpec::file(name.clone(), content.len() as u64));
->>>>>>> v13-walk
         SenderRole::new(specs.collect(), config)
     }
 

@@ -329,7 +329,10 @@ mod tests {
         component(&[b"."], 0, NameError::DotName);
         component(&[b"a/b"], 0, NameError::Separator);
         assert_eq!(SafePath::decode(&[], &l), Err(PathError::Empty));
-        assert_eq!(SafePath::decode(&[0, 5, b'a'], &l), Err(PathError::Malformed));
+        assert_eq!(
+            SafePath::decode(&[0, 5, b'a'], &l),
+            Err(PathError::Malformed)
+        );
         assert_eq!(SafePath::decode(&[0], &l), Err(PathError::Malformed));
         let deep = encoded(&[b"a", b"b", b"c", b"d", b"e"]);
         assert_eq!(

@@ -312,7 +312,10 @@ fn check_fs_requests(app: &MemReceiver) {
     }
     for accepted in app.accepted.values() {
         let held = app.disk.partials.get(&accepted.path).map_or(0, Vec::len);
-        assert!(held as u64 <= accepted.size, "wrote beyond the offered size");
+        assert!(
+            held as u64 <= accepted.size,
+            "wrote beyond the offered size"
+        );
     }
 }
 
