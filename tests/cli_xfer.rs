@@ -89,7 +89,7 @@ fn several_files_in_one_session(runtime: &str) {
     for p in &paths {
         let name = p.file_name().unwrap().to_str().unwrap();
         let size = fs::metadata(p).unwrap().len();
-        let want = format!("sent {name}: {size} bytes in ");
+        let want = format!("sent {name}: {size} bytes ");
         let line = out
             .lines()
             .find(|l| l.starts_with(&want))
@@ -98,7 +98,10 @@ fn several_files_in_one_session(runtime: &str) {
         let got = line_containing(&lines, &format!("received {name}: {size} bytes"));
         assert!(got.ends_with(&format!("blake3 {}", hex(p))), "{got}");
     }
-    assert!(out.contains("total: 4 of 4 files sent"), "{out}");
+    assert!(
+        out.contains("total: 4 sent (0 resumed), 0 up to date, 0 skipped, 0 refused, 0 directories; 3100018 bytes moved"),
+        "{out}"
+    );
     assert_received(&d, &paths);
 }
 
@@ -136,7 +139,7 @@ fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
         out.contains("exists on the receiver") && out.contains("--overwrite"),
         "says where it exists and what would replace it: {out}"
     );
-    assert!(err.contains("1 of 1 files not delivered"), "{err}");
+    assert!(err.contains("1 of 1 entries not delivered"), "{err}");
     assert_eq!(rx.wait().code(), Some(1));
     line_containing(&lines, "refused file-0.bin: Exists");
     assert_eq!(fs::read(d.dst.join("file-0.bin")).unwrap(), original);
@@ -510,7 +513,9 @@ fn dry_run_lists_what_would_be_sent_and_connects_nowhere() {
         );
     }
     assert!(
-        out.contains("total: 2 files, 12345 bytes (dry run: nothing sent)"),
+        out.contains(
+            "total: 2 files, 0 directories, 12345 bytes, 0 skipped (dry run: nothing sent)"
+        ),
         "{out}"
     );
     let missing = d.src.join("missing.bin");

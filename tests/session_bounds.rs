@@ -88,7 +88,7 @@ fn an_offer_header_over_its_name_limit_is_refused_before_its_payload_is_buffered
         Error::Remote(ProtocolError::Codec(CodecError::PayloadTooLarge {
             frame: "Offer",
             len: (config.max_frame - 1) as u64,
-            max: 8 + TransferConfig::default().max_name_len,
+            max: echoxfer::codec::OFFER_FIXED + TransferConfig::default().path_wire_len(),
         }))
     );
     assert_eq!(rx.buffered(), 0);

@@ -36,7 +36,8 @@ fn run(
 /// Wire offset of byte `k` of the file content in a fresh single-file
 /// session: preamble, Offer, Begin, then one Data header per chunk.
 fn wire_offset_of_content(name_len: usize, k: usize) -> u64 {
-    let before = 6 + (5 + 8 + name_len) + (5 + 8);
+    // Preamble, Offer (29 fixed bytes, one component: 2 + name), Begin (id, from).
+    let before = 6 + (5 + 29 + 2 + name_len) + (5 + 12);
     (before + (k / CHUNK + 1) * 5 + k) as u64
 }
 

@@ -200,7 +200,7 @@ mod tests {
             Err(SecureError::BadHello(_))
         ));
         assert_eq!(
-            check_prefix(b"EXFR\x01F"),
+            check_prefix(b"EXFR\x02F"),
             Err(SecureError::PeerIsPlaintext)
         );
         assert_eq!(check_prefix(b"EXF"), Ok(()));

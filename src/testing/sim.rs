@@ -800,7 +800,7 @@ fn xfer_inner(seed: u64, secure: Option<SecureConfig>) -> Result<SimReport, Stri
 
 /// Random bytes with the in-band words of every protocol as whole lines.
 fn content(rng: &mut ChaCha8Rng, size: usize) -> Vec<u8> {
-    const LINES: [&[u8]; 4] = [b"quit\n", b"exit\n", b"success\n", b"EXFR\x01F\n"];
+    const LINES: [&[u8]; 4] = [b"quit\n", b"exit\n", b"success\n", b"EXFR\x02F\n"];
     let mut out = Vec::with_capacity(size);
     while out.len() < size {
         if rng.random_bool(0.2) {

@@ -156,7 +156,7 @@ fn receive_once(
             return Err(spent_code(&*e, peer));
         }
         let e = auth::explain(e, &peer.to_string(), "run receive again");
-        if session.app.totals() == &Totals::default() {
+        if session.app.totals() == Totals::default() {
             term::note(
                 ui,
                 &format!("ignored {peer}: {e} (it offered no file); still waiting for a sender"),
@@ -191,7 +191,7 @@ fn settle_once(result: CmdResult, mut session: Tracked<ReceiverApp>) -> CmdResul
     session.finish();
     result?;
     let totals = session.app.totals();
-    if !term::all_delivered(totals) {
+    if !term::all_delivered(&totals) {
         let missing = totals.refused + totals.discarded + totals.unfinished;
         let offered = missing + totals.saved + totals.up_to_date + totals.dirs;
         return Err(format!("{missing} of {offered} offered entries not saved").into());

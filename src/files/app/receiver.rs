@@ -302,15 +302,23 @@ impl ReceiverApp {
         self.progress.clone()
     }
 
-    /// Finished entries, in the order they finished: the first
-    /// [`list_up_to`](Self::list_up_to) of them.
-    pub fn report(&self) -> &[FileReport] {
-        &self.report
+    /// Finished entries, in the order they finished (the first
+    /// [`list_up_to`](Self::list_up_to) of them), then those still in
+    /// flight (all of them once a session was cut: [`Outcome::Pending`]).
+    pub fn report(&self) -> Vec<FileReport> {
+        let mut report = self.report.clone();
+        report.extend(self.open.values().cloned());
+        report
     }
 
-    /// Every entry of the session, counted by outcome.
-    pub fn totals(&self) -> &Totals {
-        &self.totals
+    /// Every entry of the session counted by outcome, those still in
+    /// flight as unfinished.
+    pub fn totals(&self) -> Totals {
+        let mut totals = self.totals.clone();
+        for f in self.open.values() {
+            totals.count(f);
+        }
+        totals
     }
 
     /// Entries still in flight when the session ended (none after a clean end).

@@ -289,6 +289,6 @@ mod tests {
         // One flip 100 bytes after the handshake.
         super::secure(&[1, 0xb8, 0x0b, 100, 0, 0x20, 1]);
         // Raw bytes that start like a plaintext session.
-        super::secure(b"\x00\x05\x00EXFR\x01F");
+        super::secure(b"\x00\x05\x00EXFR\x02F");
     }
 }

@@ -51,7 +51,7 @@ fn cat(parts: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Text with the in-band words of every protocol in it.
-const TEXT: &[u8] = b"hello\nquit\nexit\nsuccess\nqu\nEXFR\x01F\nlast line quit";
+const TEXT: &[u8] = b"hello\nquit\nexit\nsuccess\nqu\nEXFR\x02F\nlast line quit";
 
 /// The seed inputs: `(target, file name, bytes)`.
 pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
@@ -219,7 +219,7 @@ pub fn seed_corpora() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         // An honest 3000-byte session, then one with a flip after the handshake.
         ("secure", "session", vec![1, 0xb8, 0x0b]),
         ("secure", "flip", vec![1, 0xb8, 0x0b, 100, 0, 0x20, 1]),
-        ("secure", "plaintext", cat(&[&[0, 5, 0], b"EXFR\x01F"])),
+        ("secure", "plaintext", cat(&[&[0, 5, 0], b"EXFR\x02F"])),
     ];
     seeds.sort_by_key(|(t, n, _)| (*t, *n));
     seeds

@@ -337,7 +337,7 @@ pub fn filexfer(data: &[u8]) {
     // Lines of the in-band words of every protocol, so content is never special.
     let mut content = Vec::new();
     if flags & 32 != 0 {
-        content.extend_from_slice(b"quit\nexit\nsuccess\nEXFR\x01F\n");
+        content.extend_from_slice(b"quit\nexit\nsuccess\nEXFR\x02F\n");
     }
     content.extend_from_slice(&input.0[..input.0.len().min(30_000)]);
     let content = Bytes::from(content);

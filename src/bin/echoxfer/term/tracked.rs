@@ -44,18 +44,11 @@ impl Reported for SenderApp {
 }
 
 impl Reported for ReceiverApp {
-    /// Finished entries, then those the session ended on.
     fn report(&self) -> Vec<FileReport> {
-        let mut report = ReceiverApp::report(self).to_vec();
-        report.extend(self.unfinished().cloned());
-        report
+        ReceiverApp::report(self)
     }
     fn totals(&self) -> Totals {
-        let mut totals = ReceiverApp::totals(self).clone();
-        for f in self.unfinished() {
-            totals.count(f);
-        }
-        totals
+        ReceiverApp::totals(self)
     }
     fn skipped(&self) -> u64 {
         0
