@@ -379,8 +379,11 @@ impl SenderRole {
             self.done = true;
             return;
         }
+        // Blocked on confirmations alone: every entry offered is decided
+        // (an Accept to come would give work), and no more may be offered.
         let window = self.window.unwrap_or(1).min(self.config.window);
-        let blocked = self.next_offer == self.files.len() || self.in_flight >= window;
+        let full = self.next_offer == self.files.len() || self.in_flight >= window;
+        let blocked = full && self.offered.is_empty();
         if blocked && !self.ended.is_empty() && !self.flushed {
             link.send(&Frame::Flush);
             self.flushed = true;

@@ -24,7 +24,7 @@ use crate::xfer::{
 };
 
 /// Verified files held for one group commit, at most.
-pub const COMMIT_FILES: usize = 64;
+pub const COMMIT_FILES: usize = 128;
 /// Bytes of verified files held for one group commit, at most (64 MiB).
 pub const COMMIT_BYTES: u64 = 64 << 20;
 /// Finished entries a [`ReceiverApp`] lists in its report by default;

@@ -18,9 +18,13 @@ use crate::xfer::{Meta, Resume, SafeName, SafePath, MODE_BITS};
 /// A partial file, open and locked by this session.
 #[derive(Debug)]
 pub(super) struct Partial {
-    /// Its name in the file's directory.
+    /// Its name in the file's directory; empty for an unnamed one
+    /// ([`Partial::unnamed`]).
     name: String,
     file: File,
+    /// Its length as this session last set or extended it (locked, so
+    /// nobody else changes it): calls that would not change it are skipped.
+    len: u64,
 }
 
 impl Partial {
@@ -33,7 +37,7 @@ impl Partial {
         // our open and our lock: then we hold a file that is no longer the
         // partial one. Detected after locking, and opened afresh.
         for _ in 0..3 {
-            let file = open_partial(dir, &part)?;
+            let (file, meta) = open_partial(dir, &part)?;
             // SAFETY: an open fd; flock has no memory effects.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let e = io::Error::last_os_error();
@@ -42,24 +46,59 @@ impl Partial {
                 }
                 return Err(Refusal::disk("cannot lock the partial file", &e));
             }
-            if dir.names_file(&part, &file) {
-                return Ok(Partial { name: part, file });
+            if dir.names_meta(&part, &meta) {
+                let len = meta.len();
+                return Ok(Partial {
+                    name: part,
+                    file,
+                    len,
+                });
             }
         }
         Err(Refusal::busy())
     }
 
     /// Empties it (nothing it holds is of use).
+    /// A small file's data goes to an unnamed file in `dir` (`O_TMPFILE`):
+    /// no partial name to make, lock and remove, which is most of a small
+    /// file's cost. Nothing of it survives a cut; a small file is simply
+    /// sent again. `None` where the file system has no unnamed files.
+    pub(super) fn unnamed(dir: &Dir) -> Option<Partial> {
+        let flags = libc::O_TMPFILE | libc::O_RDWR;
+        let file = dir.open(".", flags, 0o600).ok()?;
+        Some(Partial {
+            name: String::new(),
+            file,
+            len: 0,
+        })
+    }
+
+    /// Removes its name, if it has one and still is this file.
+    fn unlink(&self, dir: &Dir) -> io::Result<()> {
+        if self.name.is_empty() {
+            return Ok(());
+        }
+        dir.unlink_if_same(&self.name, &self.file)
+    }
+
     pub(super) fn truncate(&mut self) -> Result<(), Refusal> {
-        self.file
-            .set_len(0)
+        self.set_len(0)
             .map_err(|e| Refusal::disk("partial file", &e))
+    }
+
+    /// Cuts or extends the file to `len` (nothing to do if it is that long).
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        if self.len != len {
+            self.file.set_len(len)?;
+            self.len = len;
+        }
+        Ok(())
     }
 
     /// Where a transfer of `size` bytes resumes: from what it holds if that
     /// is not more than `size` (hashed), else from nothing (emptied).
     pub(super) fn resume_point(&mut self, size: u64) -> Result<Resume, Refusal> {
-        let held = self.len().map_err(|e| Refusal::disk("partial file", &e))?;
+        let held = self.len;
         if held == 0 || held > size {
             self.truncate()?;
             return Ok(Resume::Fresh);
@@ -68,13 +107,9 @@ impl Partial {
             hash_prefix(&self.file, held).map_err(|e| Refusal::disk("partial file", &e))?;
         Ok(Resume::From { have, hasher })
     }
-
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
-    }
 }
 
-fn open_partial(dir: &Dir, part: &str) -> Result<File, Refusal> {
+fn open_partial(dir: &Dir, part: &str) -> Result<(File, std::fs::Metadata), Refusal> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let file = match dir.open(part, flags, 0o600) {
         Ok(f) => f,
@@ -96,7 +131,7 @@ fn open_partial(dir: &Dir, part: &str) -> Result<File, Refusal> {
             "the partial file is not a plain file",
         ));
     }
-    Ok(file)
+    Ok((file, meta))
 }
 
 /// A file being received: its partial file, open and locked, in the
@@ -215,7 +250,7 @@ impl Incoming {
                 "the receiver keeps the existing file: it runs without --overwrite",
             )
         })?;
-        partial.file.set_len(from)?;
+        partial.set_len(from)?;
         self.rewriting = true;
         Ok(())
     }
@@ -224,8 +259,12 @@ impl Incoming {
     /// (a sender's holes, sent as "skip N bytes") stay holes: the file
     /// gets its full length at commit without a byte written there.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        match &self.partial {
-            Some(partial) if self.rewriting => partial.file.write_all_at(data, offset),
+        match &mut self.partial {
+            Some(partial) if self.rewriting => {
+                partial.file.write_all_at(data, offset)?;
+                partial.len = partial.len.max(offset + data.len() as u64);
+                Ok(())
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "data for a file being kept as it is",
@@ -246,7 +285,7 @@ impl Incoming {
     pub fn discard(mut self) -> io::Result<()> {
         self.settled = true;
         match &self.partial {
-            Some(p) => self.dir.unlink_if_same(&p.name, &p.file),
+            Some(p) => p.unlink(&self.dir),
             None => Ok(()),
         }
     }
@@ -255,8 +294,8 @@ impl Incoming {
     /// empty (the file was kept, or nothing was written).
     fn release_if_empty(&self) {
         if let Some(p) = &self.partial {
-            if p.len().is_ok_and(|n| n == 0) {
-                let _ = self.dir.unlink_if_same(&p.name, &p.file);
+            if p.len == 0 {
+                let _ = p.unlink(&self.dir);
             }
         }
     }
@@ -264,8 +303,9 @@ impl Incoming {
     /// Full length (a tail that is a hole included), permission bits
     /// within [`MODE_BITS`] narrowed by the umask, then the modification
     /// time (last: the other calls would change it).
-    fn apply_meta(&self, file: &File) -> io::Result<()> {
-        file.set_len(self.size)?;
+    fn apply_meta(&self, partial: &mut Partial) -> io::Result<()> {
+        partial.set_len(self.size)?;
+        let file = &partial.file;
         let mode = self.meta.mode & MODE_BITS & !self.store.umask();
         // SAFETY: an open fd; fchmod has no memory effects.
         super::tree::check(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) })?;
@@ -334,11 +374,11 @@ impl Store {
                 results[i] = Some(Ok(incoming.local_path()));
                 continue;
             }
-            let Some(partial) = incoming.partial.take() else {
+            let Some(mut partial) = incoming.partial.take() else {
                 results[i] = Some(Err(Refusal::new(RejectReason::Disk, "no file was written")));
                 continue;
             };
-            match incoming.apply_meta(&partial.file) {
+            match incoming.apply_meta(&mut partial) {
                 Ok(()) => staged.push((i, incoming, partial)),
                 Err(e) => {
                     let what = format!("cannot set the metadata of {}", incoming.path);
@@ -380,7 +420,7 @@ fn finish_published(published: &[(usize, Incoming, Partial)]) -> Result<(), Refu
     let mut stores: Vec<&Store> = Vec::new();
     for (_, incoming, p) in published {
         // A leftover partial name only costs a later resume's hashing.
-        let _ = incoming.dir.unlink_if_same(&p.name, &p.file);
+        let _ = p.unlink(&incoming.dir);
         dirs.push(incoming.dir.clone());
         if !stores
             .iter()
@@ -399,6 +439,17 @@ fn finish_published(published: &[(usize, Incoming, Partial)]) -> Result<(), Refu
             .map_err(|e| Refusal::disk("cannot sync a directory", &e))?;
     }
     Ok(())
+}
+
+/// From how many files a group is made durable with one `syncfs` rather
+/// than a `fsync` each.
+const SYNCFS_FROM: usize = 16;
+
+fn clone_result(r: &io::Result<()>) -> io::Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
 }
 
 /// Makes the data and metadata of every file durable; one result per file.
@@ -430,6 +481,13 @@ fn finish_published(published: &[(usize, Incoming, Partial)]) -> Result<(), Refu
 /// cover the metadata. So (b): about twice as fast as (a), and bounded by
 /// what the batch wrote.
 pub(super) fn make_durable(files: &[&File]) -> Vec<io::Result<()>> {
+    if files.len() >= SYNCFS_FROM {
+        if let Some(first) = files.first() {
+            // SAFETY: an open fd; syncfs has no memory effects.
+            let synced = super::tree::check(unsafe { libc::syncfs(first.as_raw_fd()) });
+            return files.iter().map(|_| clone_result(&synced)).collect();
+        }
+    }
     for file in files {
         // SAFETY: an open fd; offsets 0, 0 mean the whole file.
         unsafe {

@@ -88,6 +88,13 @@ struct Inner {
     unsynced: Mutex<Vec<Dir>>,
 }
 
+/// Files smaller than this (64 KiB) are written to an unnamed file and
+/// given their name when saved: no partial file, so nothing to resume
+/// after a cut (the file is sent again whole, at most 64 KiB), and none of
+/// the partial name's cost (create, lock, remove), which dominates for
+/// small files. Larger files keep a named, resumable partial file.
+pub const UNNAMED_BELOW: u64 = 64 * 1024;
+
 /// A destination directory, shared by every session of a server. Sessions
 /// (of this process or any other) never write the same name at once: the
 /// partial file's lock says who holds it.
@@ -221,6 +228,12 @@ impl Store {
                 ))
             }
             Found::Other | Found::Nothing => {}
+        }
+        if size < UNNAMED_BELOW {
+            if let Some(partial) = Partial::unnamed(&dir) {
+                let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
+                return Ok((incoming, Resume::Fresh));
+            }
         }
         let mut partial = Partial::claim(&dir, path.file_name())?;
         let resume = partial.resume_point(size)?;

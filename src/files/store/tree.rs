@@ -118,6 +118,17 @@ impl Dir {
     }
 
     /// Whether the entry `name` is the very file `file` is open on.
+    /// Whether the entry `name` is the file `meta` describes.
+    pub(super) fn names_meta(&self, name: &str, meta: &std::fs::Metadata) -> bool {
+        let Ok(st) = self.stat(name) else {
+            return false;
+        };
+        // The field types differ between platforms.
+        #[allow(clippy::unnecessary_cast)]
+        let (dev, ino) = (st.st_dev as u64, st.st_ino as u64);
+        dev == meta.dev() && ino == meta.ino()
+    }
+
     pub(super) fn names_file(&self, name: &str, file: &File) -> bool {
         let (Ok(st), Ok(meta)) = (self.stat(name), file.metadata()) else {
             return false;
