@@ -331,7 +331,10 @@ fn two_receiver_processes_on_one_directory_never_write_one_partial_file() {
     use echoxfer::codec::{Frame, RejectReason};
     let d = dirs();
     let mut first = HandDriven::start(&d.dst);
-    let answer = first.offer("same.bin", 1000);
+    // Files this large get a named partial file (smaller ones are
+    // written unnamed: nothing for two receivers to share).
+    let size = 1 << 20;
+    let answer = first.offer("same.bin", size);
     assert!(
         matches!(answer, Frame::Accept { have: 0, .. }),
         "{answer:?}"
@@ -347,14 +350,14 @@ fn two_receiver_processes_on_one_directory_never_write_one_partial_file() {
     }
     // The second process is offered the same name while the first holds it.
     let mut second = HandDriven::start(&d.dst);
-    match second.offer("same.bin", 2000) {
+    match second.offer("same.bin", 2 * size) {
         Frame::Reject { reason, .. } => assert_eq!(reason, RejectReason::Busy),
         other => panic!("a second receiver took a name in use: {other:?}"),
     }
     // Once the first is gone (its partial file kept), the name is free again.
     drop(first);
     let mut third = HandDriven::start(&d.dst);
-    let answer = third.offer("same.bin", 1000);
+    let answer = third.offer("same.bin", size);
     assert!(
         matches!(answer, Frame::Accept { have: 100, .. }),
         "{answer:?}"

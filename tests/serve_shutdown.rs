@@ -74,7 +74,8 @@ impl MidTransfer {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(BOUND)).unwrap();
         let mut wire = Protocol::File.preamble().to_vec();
-        wire.extend(file_offer(0, name.as_bytes(), 1000).encode_to_vec());
+        // Large enough for a named, resumable partial file.
+        wire.extend(file_offer(0, name.as_bytes(), 1 << 20).encode_to_vec());
         stream.write_all(&wire).unwrap();
         let mut this = MidTransfer {
             stream,

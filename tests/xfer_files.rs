@@ -134,7 +134,12 @@ fn partial_name_symlink_is_refused_and_never_followed() {
     let part = Store::partial_name(&name);
     std::os::unix::fs::symlink(&target, d.dst.join(&part)).unwrap();
     let p = write_src(&d, "x.bin", &content(3000, 1));
-    let r = send(&[p], &Store::new(&d.dst, false).unwrap(), None, None);
+    let r = send(
+        &[p],
+        &Store::new(&d.dst, false).unwrap().unnamed_below(0),
+        None,
+        None,
+    );
     ok(&r);
     assert!(matches!(
         r.tx.report()[0].outcome,
@@ -154,7 +159,7 @@ fn partial_hard_linked_elsewhere_is_refused() {
     fs::write(&victim, b"precious").unwrap();
     let name = SafeName::new(b"h", 255).unwrap();
     fs::hard_link(&victim, d.dst.join(Store::partial_name(&name))).unwrap();
-    let store = Store::new(&d.dst, false).unwrap();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let refusal = store
         .prepare(&SafePath::single(name.clone()), 100, Meta::default())
         .unwrap_err();
@@ -165,7 +170,7 @@ fn partial_hard_linked_elsewhere_is_refused() {
 #[test]
 fn two_sessions_never_receive_the_same_name_at_once() {
     let d = dirs();
-    let store = Store::new(&d.dst, false).unwrap();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let name = SafeName::new(b"same", 255).unwrap();
     let (first, _) = store
         .prepare(&SafePath::single(name.clone()), 10, Meta::default())
@@ -188,8 +193,8 @@ fn two_stores_on_one_directory_never_share_a_partial_file() {
     // within one process.
     let d = dirs();
     let name = SafeName::new(b"same", 255).unwrap();
-    let one = Store::new(&d.dst, false).unwrap();
-    let two = Store::new(&d.dst, false).unwrap();
+    let one = Store::new(&d.dst, false).unwrap().unnamed_below(0);
+    let two = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let (mut first, _) = one
         .prepare(&SafePath::single(name.clone()), 10, Meta::default())
         .unwrap();
@@ -216,7 +221,7 @@ fn commit_never_publishes_a_file_swapped_in_under_the_partial_name() {
     // published either: the save fails and says so.
     let d = dirs();
     let name = SafeName::new(b"v.bin", 255).unwrap();
-    let store = Store::new(&d.dst, false).unwrap();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let (mut incoming, _) = store
         .prepare(&SafePath::single(name.clone()), 6, Meta::default())
         .unwrap();
@@ -273,7 +278,7 @@ fn offer_larger_than_the_free_space_is_refused_saying_how_much_is_free() {
 #[test]
 fn an_abandoned_transfer_keeps_its_partial_only_if_it_holds_data() {
     let d = dirs();
-    let store = Store::new(&d.dst, false).unwrap();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let empty = SafeName::new(b"e", 255).unwrap();
     drop(
         store
@@ -295,7 +300,7 @@ fn an_abandoned_transfer_keeps_its_partial_only_if_it_holds_data() {
 #[test]
 fn partial_is_resumed_with_its_hash() {
     let d = dirs();
-    let store = Store::new(&d.dst, false).unwrap();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let name = SafeName::new(b"r", 255).unwrap();
     fs::write(d.dst.join(Store::partial_name(&name)), b"hello").unwrap();
     let (_, resume) = store
@@ -569,7 +574,7 @@ fn a_file_offered_where_a_directory_exists_is_refused_as_is_a_directory() {
 #[test]
 fn nested_paths_are_made_and_the_partial_lives_beside_the_file() {
     let d = dirs();
-    let store = Store::new(&d.dst, false).unwrap();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
     let p = path(&["a", "b", "c.bin"]);
     let (mut incoming, resume) = store.prepare(&p, 5, Meta::default()).unwrap();
     assert!(matches!(resume, Resume::Fresh));

@@ -101,6 +101,8 @@ pub const UNNAMED_BELOW: u64 = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Files smaller than this are written unnamed ([`UNNAMED_BELOW`]).
+    unnamed_below: u64,
 }
 
 /// What the final name of an offered file holds.
@@ -131,7 +133,16 @@ impl Store {
                 parents: ParentCache::default(),
                 unsynced: Mutex::new(Vec::new()),
             }),
+            unnamed_below: UNNAMED_BELOW,
         })
+    }
+
+    /// Writes files smaller than `bytes` to an unnamed file (default
+    /// [`UNNAMED_BELOW`]); 0 gives every file a named, resumable partial
+    /// file.
+    pub fn unnamed_below(mut self, bytes: u64) -> Store {
+        self.unnamed_below = bytes;
+        self
     }
 
     /// The directory.
@@ -229,7 +240,7 @@ impl Store {
             }
             Found::Other | Found::Nothing => {}
         }
-        if size < UNNAMED_BELOW {
+        if size < self.unnamed_below {
             if let Some(partial) = Partial::unnamed(&dir) {
                 let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
                 return Ok((incoming, Resume::Fresh));
