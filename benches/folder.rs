@@ -216,8 +216,10 @@ fn rsync(src: &Path, dst: &Path, work: &Path) -> Option<Duration> {
         .unwrap()
         .port();
     let conf = work.join("rsyncd.conf");
+    // SAFETY: getuid and getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let module = format!(
-        "[dst]\npath = {}\nread only = false\nuse chroot = false\n",
+        "[dst]\npath = {}\nread only = false\nuse chroot = false\nuid = {uid}\ngid = {gid}\n",
         dst.display()
     );
     fs::write(
