@@ -127,3 +127,34 @@ fn a_wrong_code_fails_both_sides_before_any_offer_over_many_seeds() {
         .iter()
         .all(|r| r.failures == ["wrong-code", "wrong-code"]));
 }
+
+/// Bound: many small files over a 20 ms round trip take a few window turns,
+/// not a round trip each. With a window of 256 entries, 500 files (and 10
+/// directories) need two turns; each costs about two round trips (offers
+/// out and accepts back, then the group's confirmations after `Flush`).
+/// One round trip per file would be 500 of them.
+#[test]
+fn many_small_files_cost_window_turns_not_a_round_trip_each() {
+    use echoxfer::testing::sim::many_files_session;
+    use std::time::Duration;
+    let one_way = Duration::from_millis(10);
+    let rtt = 2 * one_way;
+    let few = many_files_session(50, one_way, 1).expect("50 files");
+    let many = many_files_session(500, one_way, 2).expect("500 files");
+    eprintln!("50 files: {:?}; 500 files: {:?}", few.elapsed, many.elapsed);
+    assert_eq!(few.saved, 60);
+    assert_eq!(many.saved, 510);
+    assert!(
+        many.elapsed <= 12 * rtt,
+        "500 files took {:?}, {:.1} round trips",
+        many.elapsed,
+        many.elapsed.as_secs_f64() / rtt.as_secs_f64()
+    );
+    // Ten times the files: a window turn more, not 450 round trips more.
+    assert!(
+        many.elapsed <= few.elapsed + 6 * rtt,
+        "50 files {:?}, 500 files {:?}",
+        few.elapsed,
+        many.elapsed
+    );
+}
