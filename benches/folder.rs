@@ -301,9 +301,14 @@ fn main() {
             let t = tar_pipe(work.path(), &dst, socat);
             // tar keeps times to the second only.
             let seconds = |m: &BTreeMap<PathBuf, (blake3::Hash, u32, i64, i64)>| {
-                m.iter().map(|(p, v)| (p.clone(), (v.0, v.1, v.2))).collect::<Vec<_>>()
+                m.iter()
+                    .map(|(p, v)| (p.clone(), (v.0, v.1, v.2)))
+                    .collect::<Vec<_>>()
             };
-            assert!(seconds(&snapshot(&dst.join("tree"))) == seconds(&want), "tar's tree differs");
+            assert!(
+                seconds(&snapshot(&dst.join("tree"))) == seconds(&want),
+                "tar's tree differs"
+            );
             fs::remove_dir_all(&dst).unwrap();
             t
         };

@@ -1244,11 +1244,7 @@ pub struct ManyFiles {
 /// arrives with its content, path and metadata; returns how long it took
 /// in virtual time. With no round trip per file, that grows with the
 /// window turns (files / window), not with the number of files.
-pub fn many_files_session(
-    files: usize,
-    one_way: Duration,
-    seed: u64,
-) -> Result<ManyFiles, String> {
+pub fn many_files_session(files: usize, one_way: Duration, seed: u64) -> Result<ManyFiles, String> {
     use crate::testing::{MemDisk, MemReceiver, MemSender};
     use crate::xfer::{
         EntryKind, FileSpec, Meta, Mtime, Receiver, ReceiverRole, SafeName, SafePath, Sender,
@@ -1307,7 +1303,12 @@ pub fn many_files_session(
     let mut sender = Sender::new(tx.role(transfer.clone()), small_limits(), start);
     let mut receiver = Receiver::new(ReceiverRole::new(transfer), small_limits(), start);
     let (outcome, _) = sim
-        .connect((&mut sender, &mut tx), (&mut receiver, &mut rx), &imp, MAX_STEPS)
+        .connect(
+            (&mut sender, &mut tx),
+            (&mut receiver, &mut rx),
+            &imp,
+            MAX_STEPS,
+        )
         .map_err(|e| e.to_string())?;
     if outcome.a.is_err() || outcome.b.is_err() {
         return Err(format!("failed on a clean link: {outcome:?}"));
