@@ -531,3 +531,65 @@ fn dry_run_lists_what_would_be_sent_and_connects_nowhere() {
         "{err}"
     );
 }
+
+/// A folder as a user sends one: the tree arrives (links skipped and
+/// counted), `--quiet` prints one total line, a second run moves no data
+/// and says every file is up to date, and `--json` prints one object per
+/// entry and a total that scripts can read.
+#[test]
+fn a_folder_goes_across_then_a_second_run_is_up_to_date() {
+    let d = dirs();
+    let root = d.src.join("album");
+    fs::create_dir_all(root.join("2024/empty")).unwrap();
+    fs::write(root.join("cover.jpg"), content(70_000, 1)).unwrap();
+    fs::write(root.join("2024/été.txt"), b"summer").unwrap();
+    fs::write(root.join("2024/none"), b"").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+    let (mut rx, addr, _lines) = receiver(&d, &["--once"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&root), &["--quiet"]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.wait().success());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "--quiet prints one total line: {out}");
+    assert!(
+        lines[0].starts_with("total: 3 sent (0 resumed), 0 up to date, 1 skipped, 0 refused, 3 directories; 70006 bytes moved"),
+        "{out}"
+    );
+    assert!(
+        err.contains("skipped") && err.contains("symbolic link"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(d.dst.join("album/2024/été.txt")).unwrap(),
+        b"summer"
+    );
+    assert!(d.dst.join("album/2024/empty").is_dir());
+    assert!(!d.dst.join("album/link").exists());
+
+    let (mut rx, addr, lines) = receiver(&d, &["--once", "--json"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&root), &["--json"]);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.wait().success());
+    let objects: Vec<&str> = out.lines().collect();
+    assert_eq!(objects.len(), 7, "six entries and a total: {out}");
+    assert!(
+        objects
+            .iter()
+            .all(|l| l.starts_with('{') && l.ends_with('}')),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            r#"{"path":"album/2024/été.txt","kind":"file","size":6,"outcome":"up to date","#
+        ),
+        "{out}"
+    );
+    assert!(
+        objects[6].starts_with(
+            r#"{"total":{"sent":0,"resumed":0,"up_to_date":3,"skipped":1,"refused":0"#
+        ),
+        "{out}"
+    );
+    assert!(objects[6].contains(r#""bytes_moved":0,"#), "{out}");
+    line_containing(&lines, r#""up_to_date":3"#);
+}

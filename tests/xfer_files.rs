@@ -800,3 +800,47 @@ fn a_parent_removed_after_use_is_made_again() {
     assert_eq!(fs::read(saved).unwrap(), b"2");
     assert_eq!(tree(&d.dst), ["gone", "gone/two"]);
 }
+
+/// The hostile table on a whole session: a tree whose directory name is,
+/// in the destination, a symbolic link pointing outside it, and whose
+/// other directory is there as a file. Each is refused with its reason,
+/// nothing is written outside the destination, and the session goes on:
+/// the rest of the tree is saved and the session ends well.
+#[test]
+fn planted_links_and_files_in_the_destination_cost_their_entries_not_the_session() {
+    let d = dirs();
+    let outside = d.dst.parent().unwrap().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let root = d.src.join("t");
+    fs::create_dir_all(root.join("evil")).unwrap();
+    fs::create_dir_all(root.join("blocked")).unwrap();
+    fs::write(root.join("evil/x"), b"pwn").unwrap();
+    fs::write(root.join("blocked/y"), b"why").unwrap();
+    fs::write(root.join("good.txt"), b"fine").unwrap();
+    fs::create_dir_all(d.dst.join("t")).unwrap();
+    std::os::unix::fs::symlink(&outside, d.dst.join("t/evil")).unwrap();
+    fs::write(d.dst.join("t/blocked"), b"a file").unwrap();
+    let r = send(&[root], &Store::new(&d.dst, false).unwrap(), None, None);
+    ok(&r);
+    let refused = |name: &str| {
+        r.rx.report()
+            .into_iter()
+            .find(|f| f.name == name)
+            .map(|f| f.outcome)
+    };
+    for (name, reason) in [
+        ("t/evil", RejectReason::IsADirectory),
+        ("t/evil/x", RejectReason::NotADirectory),
+        ("t/blocked", RejectReason::IsADirectory),
+        ("t/blocked/y", RejectReason::NotADirectory),
+    ] {
+        assert!(
+            matches!(refused(name), Some(Outcome::Refused { reason: r, .. }) if r == reason),
+            "{name}: {:?}",
+            refused(name)
+        );
+    }
+    assert_eq!(fs::read(d.dst.join("t/good.txt")).unwrap(), b"fine");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "wrote outside");
+    assert_eq!(fs::read(d.dst.join("t/blocked")).unwrap(), b"a file");
+}

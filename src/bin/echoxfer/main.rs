@@ -34,12 +34,33 @@ use net::CmdResult;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    raise_open_files_limit();
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_error_chain(&*e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (at most 65536): a
+/// receiver holds a file open for each entry in flight (up to the window,
+/// 256 by default, per session), and the usual soft limit of 1024 would
+/// cap a server at a few folder sessions. Best effort: a limit that cannot
+/// be raised stays as it was.
+fn raise_open_files_limit() {
+    // SAFETY: an all-zero rlimit is a valid value for getrlimit to fill.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = lim.rlim_max.min(65_536);
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want;
+        // SAFETY: a valid pointer to an rlimit; failure changes nothing.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
 }
 

@@ -31,7 +31,7 @@ pub fn send(a: SendArgs) -> CmdResult {
     let ui = Ui::new(a.quiet || a.json);
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
-    let app = list(&a.files, &transfer, ui)?;
+    let app = list(&a.files, &transfer)?;
     let now = Instant::now();
     let sender = Sender::new(app.role(transfer), SessionLimits::default(), now);
     let mut machine = Channel::client(sender, &auth, now);
@@ -52,11 +52,15 @@ pub fn send(a: SendArgs) -> CmdResult {
 }
 
 /// Lists what `paths` hold, with a warning for each entry skipped.
-fn list(paths: &[PathBuf], transfer: &TransferConfig, ui: Ui) -> CmdResult<SenderApp> {
+fn list(paths: &[PathBuf], transfer: &TransferConfig) -> CmdResult<SenderApp> {
     check_readable(paths)?;
     let app = SenderApp::open(paths, &transfer.path_limits())?;
+    // Warnings even with --quiet: a file the user named does not go.
     for s in app.skipped() {
-        term::note(ui, &format!("skipped {}: {}", s.path.display(), s.why));
+        term::line(
+            Out::Stderr,
+            &format!("warning: skipped {}: {}", s.path.display(), s.why),
+        );
     }
     Ok(app)
 }
@@ -64,7 +68,7 @@ fn list(paths: &[PathBuf], transfer: &TransferConfig, ui: Ui) -> CmdResult<Sende
 /// `send --dry-run`: what would be offered, checked as a real run checks
 /// it (readable, a valid name), then a total; nothing is sent.
 fn dry_run(paths: &[PathBuf]) -> CmdResult {
-    let app = list(paths, &TransferConfig::default(), Ui::Plain)?;
+    let app = list(paths, &TransferConfig::default())?;
     let report = app.report();
     for f in report {
         let path = f.path.as_deref().unwrap_or(Path::new("?"));
