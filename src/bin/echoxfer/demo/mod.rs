@@ -17,16 +17,19 @@ use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
 
+mod folder;
+
 use crate::args::DemoArgs;
 use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult};
 use crate::term;
 
-/// `echoxfer demo`: an echo session, then (unless `--size 0`) a file transfer.
+/// `echoxfer demo`: an echo session, then (unless `--size 0`) a file
+/// transfer, then a folder sent twice (the second run a no-op).
 pub fn run(a: DemoArgs) -> CmdResult {
     let code = auth::new_code()?;
     println!(
-        "secure: both sessions authenticated with the code {code} (SPAKE2) and encrypted \
+        "secure: every session authenticated with the code {code} (SPAKE2) and encrypted \
          (AES-256-GCM), as every native session is unless --insecure is given"
     );
     let auth = Auth::Secret(code.into_bytes());
@@ -34,7 +37,7 @@ pub fn run(a: DemoArgs) -> CmdResult {
     if a.size > 0 {
         file_demo(a.size, &auth)?;
     }
-    Ok(())
+    folder::folder_demo(&auth)
 }
 
 /// A demo message: numbered, and every tenth is a word the seed protocols
