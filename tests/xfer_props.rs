@@ -240,29 +240,34 @@ fn run_tree(
     run_session(tx.role(small_transfer()), tx, rx, cutter, cut, None)
 }
 
-/// What the receiver must hold for the tree: files with content and
+/// What the receiver must hold for a tree: files with content, their
 /// metadata, and directories.
-fn expect_tree(
-    entries: &[(FileSpec, Bytes)],
-) -> (
-    BTreeMap<String, Vec<u8>>,
-    BTreeMap<String, Meta>,
-    BTreeSet<String>,
-) {
-    let (mut files, mut metas, mut dirs) = (BTreeMap::new(), BTreeMap::new(), BTreeSet::new());
+#[derive(Debug, PartialEq)]
+struct Expected {
+    files: BTreeMap<String, Vec<u8>>,
+    metas: BTreeMap<String, Meta>,
+    dirs: BTreeSet<String>,
+}
+
+fn expect_tree(entries: &[(FileSpec, Bytes)]) -> Expected {
+    let mut e = Expected {
+        files: BTreeMap::new(),
+        metas: BTreeMap::new(),
+        dirs: BTreeSet::new(),
+    };
     for (spec, content) in entries {
         let path = spec.path.to_string();
         match spec.kind {
             EntryKind::Directory => {
-                dirs.insert(path);
+                e.dirs.insert(path);
             }
             EntryKind::File => {
-                files.insert(path.clone(), content.to_vec());
-                metas.insert(path, spec.meta);
+                e.files.insert(path.clone(), content.to_vec());
+                e.metas.insert(path, spec.meta);
             }
         }
     }
-    (files, metas, dirs)
+    e
 }
 
 proptest! {
@@ -283,10 +288,10 @@ proptest! {
         let entries = tree::specs(&nodes);
         let r = run_tree(&entries, MemDisk::default(), Cutter::random(seed, piece), None, defer_saves);
         prop_assert!(r.outcome.a.is_ok() && r.outcome.b.is_ok(), "{:?}", r.outcome);
-        let (files, metas, dirs) = expect_tree(&entries);
-        prop_assert_eq!(&r.rx.disk.files, &files);
-        prop_assert_eq!(&r.rx.disk.meta, &metas);
-        prop_assert_eq!(&r.rx.disk.dirs, &dirs);
+        let want = expect_tree(&entries);
+        prop_assert_eq!(&r.rx.disk.files, &want.files);
+        prop_assert_eq!(&r.rx.disk.meta, &want.metas);
+        prop_assert_eq!(&r.rx.disk.dirs, &want.dirs);
         prop_assert!(r.rx.disk.partials.values().all(Vec::is_empty));
     }
 
@@ -317,11 +322,11 @@ proptest! {
             .collect();
         let second = run_tree(&entries, disk, Cutter::random(seed ^ 7, 3000), None, false);
         prop_assert!(second.outcome.a.is_ok() && second.outcome.b.is_ok(), "{:?}", second.outcome);
-        let (files, metas, dirs) = expect_tree(&entries);
-        prop_assert_eq!(&second.rx.disk.files, &files);
-        prop_assert_eq!(&second.rx.disk.dirs, &dirs);
+        let want = expect_tree(&entries);
+        prop_assert_eq!(&second.rx.disk.files, &want.files);
+        prop_assert_eq!(&second.rx.disk.dirs, &want.dirs);
         // Files saved before the cut kept their metadata; the rest got theirs now.
-        prop_assert_eq!(second.rx.disk.meta.len(), metas.len());
+        prop_assert_eq!(&second.rx.disk.meta, &want.metas);
         let mut missing = 0u64;
         for &(file, from) in &second.tx.started {
             prop_assert_eq!(from, held[file] as u64, "file {} resumed elsewhere", file);

@@ -1,6 +1,6 @@
 //! `echoxfer demo`: runs real sessions over loopback on built-in defaults
 //! and checks every byte, so a fresh clone proves itself in one command.
-//! Both run secure, as the commands do by default: a code made up for the
+//! Every session runs secure, as the commands do by default: a code made up for the
 //! demo authenticates both ends, and every byte is encrypted.
 
 use std::borrow::BorrowMut;
