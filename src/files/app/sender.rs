@@ -40,23 +40,25 @@ pub struct SenderApp {
 #[derive(Debug)]
 struct Reader {
     entries: Arc<[WalkEntry]>,
-    open: Option<(usize, Source)>,
+    /// The file open now, and whether it may have holes (asked once).
+    open: Option<(usize, Source, bool)>,
 }
 
 impl Reader {
     /// The source of entry `file`, opened if it is not the one open.
-    fn source(&mut self, file: usize) -> io::Result<&Source> {
-        if self.open.as_ref().map(|(f, _)| *f) != Some(file) {
+    fn source(&mut self, file: usize) -> io::Result<(&Source, bool)> {
+        if self.open.as_ref().map(|(f, ..)| *f) != Some(file) {
             self.open = None;
             let entry = self
                 .entries
                 .get(file)
                 .ok_or_else(|| io::Error::other("the machine named an unknown file"))?;
             let source = Source::open_entry(&entry.local, entry.spec.clone(), entry.dev_ino)?;
-            self.open = Some((file, source));
+            let sparse = source.may_have_holes();
+            self.open = Some((file, source, sparse));
         }
         match &self.open {
-            Some((_, source)) => Ok(source),
+            Some((_, source, sparse)) => Ok((source, *sparse)),
             None => Err(io::Error::other("no file open")),
         }
     }
@@ -105,7 +107,7 @@ impl Read {
         match self {
             Read::Prefix { file, len, request } => Got::Prefix {
                 request,
-                hashed: reader.source(file).and_then(|s| s.hash_prefix(len)),
+                hashed: reader.source(file).and_then(|(s, _)| s.hash_prefix(len)),
             },
             Read::Chunk {
                 file,
@@ -115,7 +117,9 @@ impl Read {
             } => Got::Chunk {
                 file,
                 request,
-                chunk: reader.source(file).and_then(|s| read_chunk(s, offset, len)),
+                chunk: reader
+                    .source(file)
+                    .and_then(|(s, sparse)| read_chunk(s, sparse, offset, len)),
             },
         }
     }
@@ -123,8 +127,8 @@ impl Read {
 
 /// Reads the data at `offset`, at most `len` bytes and no further than the
 /// data run it is in; or, at a hole, how long the hole is.
-fn read_chunk(source: &Source, offset: u64, len: usize) -> io::Result<Chunk> {
-    if !source.may_have_holes() {
+fn read_chunk(source: &Source, sparse: bool, offset: u64, len: usize) -> io::Result<Chunk> {
+    if !sparse {
         return source.read_at(offset, len).map(Chunk::Data);
     }
     let data = source.next_data(offset)?;
