@@ -364,3 +364,22 @@ fn a_secret_file_readable_by_others_or_too_short_is_refused_naming_it() {
         assert!(err.contains(file), "{err}");
     }
 }
+
+/// A long-running receiver is not left on a short printed code: without
+/// `--once` it wants a secret file (or a code or `--insecure` chosen on
+/// purpose), and says how to make one.
+#[test]
+fn a_long_running_receive_without_a_secret_is_refused_with_what_to_do() {
+    let d = dirs();
+    let out = Command::new(env!("CARGO_BIN_EXE_echoxfer"))
+        .args(["receive", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&d.dst)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--secret-file") && err.contains("echoxfer secret") && err.contains("--once"),
+        "{err}"
+    );
+}

@@ -50,7 +50,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             .map_err(|e| auth::explain(e, &Peer::Stdio.name(), "try again"));
         return settle_once(result, session);
     }
-    let auth = auth::for_server(&a.auth, &a.listen, "echoxfer send --to ADDRESS FILE...")?;
+    if !a.once && a.auth.code.is_none() && a.auth.secret_file.is_none() && !a.auth.insecure {
+        return Err(
+            "a receiver that serves many senders needs --secret-file FILE (make one with \
+             `echoxfer secret FILE`): a short code could be guessed over time. Use --once for \
+             a one-time code, or --code CODE to choose one"
+                .into(),
+        );
+    }
+    let auth = auth::for_server(&a.auth, &a.listen, "echoxfer send --to ADDRESS PATH...")?;
     if a.once {
         return receive_once(&a.listen, a.runtime, &store, &config, &auth, (ui, summary));
     }
