@@ -6,6 +6,10 @@
 //! content, permission bits and modification times); asserts nothing about
 //! speed.
 //!
+//! Received trees are kept until the end: removing 10,000 files makes
+//! the file system slow to create files for a while after, which would
+//! weigh on whichever ran next.
+//!
 //! `cargo bench --bench folder` (env: `FILES`, default 10000, in 20
 //! directories, 4 KiB each; `ROUNDS`, default 3, alternating which goes
 //! first; `SLOW_FILES`, default 500, for the slow link). echoxfer runs with
@@ -291,7 +295,6 @@ fn main() {
                 snapshot(&dst.join("tree")) == want,
                 "echoxfer's tree differs"
             );
-            fs::remove_dir_all(&dst).unwrap();
             t
         };
         let run_base = || {
@@ -309,7 +312,6 @@ fn main() {
                 seconds(&snapshot(&dst.join("tree"))) == seconds(&want),
                 "tar's tree differs"
             );
-            fs::remove_dir_all(&dst).unwrap();
             t
         };
         let (a, b) = if round % 2 == 0 {
@@ -337,7 +339,6 @@ fn main() {
             );
             rs.push(t.as_secs_f64());
         }
-        fs::remove_dir_all(&dst).unwrap();
     }
     let (o, b) = (median(ours), median(base));
     println!(

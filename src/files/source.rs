@@ -22,6 +22,8 @@ pub struct Source {
     path: PathBuf,
     file: File,
     spec: FileSpec,
+    /// Fewer bytes allocated than its size when it was opened.
+    holes: bool,
 }
 
 impl Source {
@@ -43,7 +45,13 @@ impl Source {
         }
         let mut spec = FileSpec::file(name, meta.len());
         spec.meta = super::walk::meta_of(&meta);
-        Ok(Source { path, file, spec })
+        let holes = has_holes(&meta);
+        Ok(Source {
+            path,
+            file,
+            spec,
+            holes,
+        })
     }
 
     /// Opens the file at `path` that a [`walk`](super::walk) listed as
@@ -88,7 +96,13 @@ impl Source {
             return Err(changed(""));
         }
         let path = path.to_path_buf();
-        Ok(Source { path, file, spec })
+        let holes = has_holes(&meta);
+        Ok(Source {
+            path,
+            file,
+            spec,
+            holes,
+        })
     }
 
     /// Its name and size as offered.
@@ -156,10 +170,7 @@ impl Source {
     /// Whether the file may have holes: fewer bytes allocated than its
     /// size (a file without is read straight, without looking for holes).
     pub fn may_have_holes(&self) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        self.file
-            .metadata()
-            .is_ok_and(|m| m.blocks().saturating_mul(512) < m.len())
+        self.holes
     }
 
     fn size(&self) -> io::Result<u64> {
@@ -203,25 +214,23 @@ enum Seek {
 /// was cannot block the open (waiting for a writer); cleared again, as it
 /// means nothing for a regular file. With `no_follow`, a symbolic link as
 /// the last component fails with `ELOOP`. Close-on-exec, as std always sets.
+/// Fewer bytes allocated (`st_blocks`, 512-byte units) than the size.
+fn has_holes(meta: &std::fs::Metadata) -> bool {
+    meta.blocks().saturating_mul(512) < meta.len()
+}
+
 fn open_read_only(path: &Path, no_follow: bool) -> io::Result<File> {
     let mut flags = libc::O_NONBLOCK;
     if no_follow {
         flags |= libc::O_NOFOLLOW;
     }
-    let file = OpenOptions::new()
+    // O_NONBLOCK so that a fifo put where a file was cannot hang the open;
+    // it changes nothing for the regular files that are then read (the
+    // caller checks that it is one), so it stays set.
+    OpenOptions::new()
         .read(true)
         .custom_flags(flags | libc::O_CLOEXEC)
-        .open(path)?;
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; no memory is passed.
-    let cleared = unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        fl >= 0 && libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) >= 0
-    };
-    if !cleared {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file)
+        .open(path)
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, FileTally, Out, Summary, Tracked, Ui};
 
+/// Entries a single session's summary lists one by one (`--once`, `--stdio`).
+const ONCE_LISTED: usize = 100_000;
+
 /// `echoxfer receive`.
 pub fn receive(a: ReceiveArgs) -> CmdResult {
     if a.legacy {
@@ -128,8 +131,10 @@ fn once_session(
         now,
     );
     let machine = Channel::server(machine, auth, now);
-    // One session of the command line's own: every entry is listed.
-    let app = ReceiverApp::new(store.clone()).list_up_to(usize::MAX);
+    // One session of the command line's own: entries are listed up to a
+    // bound that keeps a hostile sender's million tiny files from costing
+    // more than a few MiB (the rest are counted).
+    let app = ReceiverApp::new(store.clone()).list_up_to(ONCE_LISTED);
     (
         machine,
         Tracked::new(app, "received", ui, out, "receive".into()),
