@@ -1,7 +1,7 @@
 //! Folders: many small files, echoxfer against `tar c | socat | tar x`
 //! followed by `sync`, side by side in one run; and the same folder over a
-//! slow link (a 20 ms round trip through `../shared/tools/latency_proxy.py`
-//! when it is there). Prints each run's time and the ratios of medians.
+//! slow link (a 20 ms round trip through a delaying relay in this process:
+//! this kernel has no netem). Prints each run's time and the ratios of medians.
 //! Asserts that every received tree is identical to its source (paths,
 //! content, permission bits and modification times); asserts nothing about
 //! speed.
@@ -250,22 +250,52 @@ fn rsync(src: &Path, dst: &Path, work: &Path) -> Option<Duration> {
     ok.ok()?.then_some(took)
 }
 
-/// The latency proxy from the shared tools, if it is beside the project.
-fn proxy_script() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/latency_proxy.py");
-    p.exists().then_some(p)
+/// A TCP relay on loopback that delays every byte by `one_way`, both ways
+/// (this kernel has no netem): listens on a free port, forwards to `to`.
+/// Returns the address to connect to; its threads end with the connection.
+fn delay_relay(to: &str, one_way: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    let to = to.to_string();
+    thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let server = TcpStream::connect(&to).unwrap();
+        let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let a = thread::spawn(move || delayed_copy(client, server, one_way));
+        delayed_copy(s2, c2, one_way);
+        let _ = a.join();
+    });
+    at
+}
+
+/// Copies `from` to `to`, each piece sent `delay` after it was read.
+fn delayed_copy(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer = thread::spawn(move || {
+        for (due, piece) in rx {
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+            if piece.is_empty() || to.write_all(&piece).is_err() {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).unwrap_or(0);
+        let _ = tx.send((Instant::now() + delay, buf[..n].to_vec()));
+        if n == 0 {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
 }
 
 fn slow_link(addr: &str) -> (String, Option<Child>) {
-    let script = proxy_script().expect("checked");
-    let mut p = Command::new("python3")
-        .arg(script)
-        .args(["--listen", "127.0.0.1:0", "--to", addr, "--delay-ms", "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let at = listening(&mut p);
-    (at, Some(p))
+    (delay_relay(addr, Duration::from_millis(10)), None)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -356,10 +386,6 @@ fn main() {
 
 /// The same kind of folder, smaller, over a 20 ms round trip.
 fn slow(work: &Path) {
-    if proxy_script().is_none() {
-        println!("slow link: ../shared/tools/latency_proxy.py not found, not timed");
-        return;
-    }
     let files = env("SLOW_FILES", 500);
     let root = work.join("slow");
     fs::create_dir(&root).unwrap();
