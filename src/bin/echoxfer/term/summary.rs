@@ -259,7 +259,7 @@ impl FileTally {
     pub fn line(&self) -> String {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "files: {} saved, {} up to date, {} refused, {} discarded (hash mismatch), {} incomplete (partial files kept for a resume)",
+            "files: {} saved, {} up to date, {} refused, {} discarded (hash mismatch), {} incomplete (sending again resumes them)",
             n(&self.saved),
             n(&self.up_to_date),
             n(&self.refused),

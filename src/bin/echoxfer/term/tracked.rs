@@ -134,7 +134,8 @@ impl<A: Reported> Tracked<A> {
         if let Some(meter) = &self.meter {
             meter.relabel(format!("{verb} {name}"));
         }
-        if self.ui != Ui::Plain {
+        // Nothing moves for a file found up to date: the summary says so.
+        if self.ui != Ui::Plain || (from == size && size > 0) {
             return;
         }
         let resume = if from > 0 {
