@@ -45,13 +45,17 @@ impl Source {
         }
         let mut spec = FileSpec::file(name, meta.len());
         spec.meta = super::walk::meta_of(&meta);
-        let holes = has_holes(&meta);
-        Ok(Source {
+        Ok(Source::opened(path, file, spec, &meta))
+    }
+
+    fn opened(path: PathBuf, file: File, spec: FileSpec, meta: &std::fs::Metadata) -> Source {
+        let holes = has_holes(meta);
+        Source {
             path,
             file,
             spec,
             holes,
-        })
+        }
     }
 
     /// Opens the file at `path` that a [`walk`](super::walk) listed as
@@ -95,14 +99,7 @@ impl Source {
         if (meta.dev(), meta.ino()) != dev_ino {
             return Err(changed(""));
         }
-        let path = path.to_path_buf();
-        let holes = has_holes(&meta);
-        Ok(Source {
-            path,
-            file,
-            spec,
-            holes,
-        })
+        Ok(Source::opened(path.to_path_buf(), file, spec, &meta))
     }
 
     /// Its name and size as offered.

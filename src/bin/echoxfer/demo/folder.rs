@@ -6,17 +6,12 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
-use echoxfer::driver::blocking;
-use echoxfer::files::{ReceiverApp, SenderApp, Store, Totals};
-use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
-use echoxfer::{SessionLimits, TransferConfig};
+use echoxfer::files::Totals;
 
-use super::SERVER_THREAD;
-use crate::auth::{Auth, Channel};
-use crate::net::{self, CmdResult};
+use crate::auth::Auth;
+use crate::net::CmdResult;
 
 /// Files in the demo's folder.
 const FILES: u32 = 300;
@@ -81,39 +76,12 @@ fn generate(root: &Path) -> std::io::Result<u64> {
 
 /// One session: `tree` sent to a receiver thread saving into `dst`.
 fn transfer(tree: &Path, dst: &Path, auth: &Auth) -> CmdResult<(Totals, Totals, Duration)> {
-    let listener = net::bind(([127, 0, 0, 1], 0).into())?;
-    let addr = listener.local_addr()?;
-    let store = Store::new(dst, false)?;
-    let server_auth = auth.clone();
-    let receiver = thread::spawn(move || -> std::io::Result<(Result<(), String>, Totals)> {
-        let (mut stream, _) = listener.accept()?;
-        let now = Instant::now();
-        let machine = Receiver::new(
-            ReceiverRole::new(TransferConfig::default()),
-            SessionLimits::default(),
-            now,
-        );
-        let mut machine = Channel::server(machine, &server_auth, now);
-        let mut app = ReceiverApp::new(store);
-        let r = blocking::run_stream(&mut machine, &mut stream, &mut app);
-        Ok((r.map_err(|e| e.to_string()), app.totals()))
-    });
-    let started = Instant::now();
-    let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
-    let mut app = SenderApp::open(&[tree], &TransferConfig::default().path_limits())?;
-    let now = Instant::now();
-    let machine = Sender::new(
-        app.role(TransferConfig::default()),
-        SessionLimits::default(),
-        now,
-    );
-    let mut machine = Channel::client(machine, auth, now);
-    let sent = blocking::run_stream(&mut machine, &mut stream, &mut app);
-    let took = started.elapsed();
-    let (received, totals) = receiver.join().map_err(|_| "receiver thread panicked")??;
-    sent?;
-    received.map_err(|e| format!("folder: receiver failed: {e}"))?;
-    Ok((app.totals(), totals, took))
+    let session = super::transfer(tree, dst, auth)?;
+    Ok((
+        session.sent.totals(),
+        session.received.totals(),
+        session.elapsed,
+    ))
 }
 
 /// Every entry under `a` is under `b` with the same content, permission

@@ -185,6 +185,58 @@ fn read_back(sent: &Path, got: &Path) -> io::Result<(bool, [u8; 32])> {
     }
 }
 
+/// One session of the demo: `path` (a file or a folder) sent over loopback
+/// to a receiver in a thread saving into `dst` (blocking driver, secure).
+fn transfer(path: &Path, dst: &Path, auth: &Auth) -> CmdResult<Session> {
+    let listener = net::bind(([127, 0, 0, 1], 0).into())?;
+    let addr = listener.local_addr()?;
+    let store = Store::new(dst, false)?;
+    let server_auth = auth.clone();
+    let receiver = thread::spawn(move || -> io::Result<(Result<(), String>, ReceiverApp)> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let now = Instant::now();
+        let machine = Receiver::new(
+            ReceiverRole::new(TransferConfig::default()),
+            SessionLimits::default(),
+            now,
+        );
+        let mut machine = Channel::server(machine, &server_auth, now);
+        let mut app = ReceiverApp::new(store);
+        let r = blocking::run_stream(&mut machine, &mut stream, &mut app);
+        Ok((r.map_err(|e| e.to_string()), app))
+    });
+    let started = Instant::now();
+    let sent = (|| -> CmdResult<SenderApp> {
+        let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
+        let mut app = SenderApp::open(&[path], &TransferConfig::default().path_limits())?;
+        let now = Instant::now();
+        let config = TransferConfig::default();
+        let machine = Sender::new(app.role(config), SessionLimits::default(), now);
+        let mut machine = Channel::client(machine, auth, now);
+        blocking::run_stream(&mut machine, &mut stream, &mut app)?;
+        Ok(app)
+    })();
+    let elapsed = started.elapsed();
+    let (received, app) = receiver.join().map_err(|_| "receiver thread panicked")??;
+    let sent = sent?;
+    received.map_err(|e| format!("receiver failed: {e}"))?;
+    Ok(Session {
+        sent,
+        received: app,
+        addr,
+        elapsed,
+    })
+}
+
+/// A demo session that ended: both apps, where, and how long it took.
+struct Session {
+    sent: SenderApp,
+    received: ReceiverApp,
+    addr: std::net::SocketAddr,
+    elapsed: Duration,
+}
+
 /// Sends a generated file to a receiver in a thread over loopback
 /// (blocking driver) and checks what arrived, by hash and byte for byte.
 fn file_demo(size_mib: u64, auth: &Auth) -> CmdResult {
@@ -196,47 +248,16 @@ fn file_demo(size_mib: u64, auth: &Auth) -> CmdResult {
     let path = src.join("demo.bin");
     let hash = generate(&path, size)?;
 
-    let listener = net::bind(([127, 0, 0, 1], 0).into())?;
-    let addr = listener.local_addr()?;
-    let store = Store::new(&dst, false)?;
-    let server_auth = auth.clone();
-    let receiver = thread::spawn(
-        move || -> io::Result<(Result<(), String>, Vec<FileReport>)> {
-            let (mut stream, _) = listener.accept()?;
-            stream.set_nodelay(true)?;
-            let now = Instant::now();
-            let machine = Receiver::new(
-                ReceiverRole::new(TransferConfig::default()),
-                SessionLimits::default(),
-                now,
-            );
-            let mut machine = Channel::server(machine, &server_auth, now);
-            let mut app = ReceiverApp::new(store);
-            let r = blocking::run_stream(&mut machine, &mut stream, &mut app);
-            Ok((r.map_err(|e| e.to_string()), app.report().to_vec()))
-        },
-    );
-    let started = Instant::now();
-    let sent = (|| -> CmdResult {
-        let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
-        let mut app = SenderApp::open(&[&path], &TransferConfig::default().path_limits())?;
-        let now = Instant::now();
-        let machine = Sender::new(
-            app.role(TransferConfig::default()),
-            SessionLimits::default(),
-            now,
-        );
-        let mut machine = Channel::client(machine, auth, now);
-        blocking::run_stream(&mut machine, &mut stream, &mut app)?;
-        if !term::all_delivered(&app.totals()) {
-            return Err(format!("file: not delivered: {:?}", app.report()).into());
-        }
-        Ok(())
-    })();
-    let elapsed = started.elapsed();
-    let (received, report) = receiver.join().map_err(|_| "receiver thread panicked")??;
-    sent?;
-    received.map_err(|e| format!("file: receiver failed: {e}"))?;
+    let Session {
+        sent,
+        received,
+        addr,
+        elapsed,
+    } = transfer(&path, &dst, auth)?;
+    if !term::all_delivered(&sent.totals()) {
+        return Err(format!("file: not delivered: {:?}", sent.report()).into());
+    }
+    let report = received.report();
     match report.as_slice() {
         [FileReport {
             outcome: Outcome::Saved { hash: h },
