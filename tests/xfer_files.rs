@@ -884,3 +884,46 @@ fn a_sparse_file_arrives_identical_with_its_holes() {
         r.tx.bytes_sent()
     );
 }
+
+/// A read-only directory (0555) offered with files inside: made writable
+/// for the owner so that the session can fill it, and given its own mode
+/// (masked by the umask) when the session ends, as rsync does.
+#[test]
+fn a_read_only_directory_is_filled_then_given_its_mode_at_the_end() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap();
+    let limits = TransferConfig::default().path_limits();
+    let path = SafePath::new(vec![SafeName::new(b"ro", 255).unwrap()], &limits).unwrap();
+    let meta = Meta {
+        mode: 0o555,
+        mtime: Mtime {
+            secs: 1_600_000_000,
+            nanos: 5,
+        },
+    };
+    assert!(store.make_dir_to_fill(&path, &meta).unwrap(), "made");
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&d.dst.join("ro")) & 0o700,
+        0o700,
+        "writable while filled"
+    );
+    assert!(
+        !store.make_dir_to_fill(&path, &meta).unwrap(),
+        "already there"
+    );
+    store
+        .set_dir_meta(&path, meta.mtime, Some(meta.mode))
+        .unwrap();
+    assert_eq!(mode(&d.dst.join("ro")), 0o555 & !umask());
+    // A whole session: the files arrive, then the directory is 0555.
+    let src = d.src.join("t");
+    fs::create_dir_all(src.join("locked")).unwrap();
+    fs::write(src.join("locked/a.txt"), b"inside").unwrap();
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o555)).unwrap();
+    let r = send(&[src], &store, None, None);
+    ok(&r);
+    assert_eq!(fs::read(d.dst.join("t/locked/a.txt")).unwrap(), b"inside");
+    assert_eq!(mode(&d.dst.join("t/locked")), 0o555 & !umask());
+}

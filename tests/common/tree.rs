@@ -45,7 +45,7 @@ fn bytes() -> impl Strategy<Value = Bytes> {
 pub fn tree() -> impl Strategy<Value = Vec<Node>> {
     let dir = (
         prop::collection::vec(0..DIRS.len(), 1..=3),
-        0o700u32..0o1000,
+        0o500u32..0o1000,
         mtime(),
     );
     let file = (

@@ -19,8 +19,7 @@ use crate::driver::{App, Work};
 use crate::files::{Incoming, Refusal, Store};
 use crate::machine::Machine;
 use crate::xfer::{
-    EntryKind, FileSpec, Mtime, OfferRequest, Receiver, ReceiverEvent, Resume, SafePath,
-    SaveRequest,
+    EntryKind, FileSpec, Meta, OfferRequest, Receiver, ReceiverEvent, Resume, SafePath, SaveRequest,
 };
 
 /// Verified files held for one group commit, at most.
@@ -63,8 +62,9 @@ struct Disk {
     current: Option<(u32, Incoming)>,
     /// Verified files waiting for the group commit.
     group: Vec<Verified>,
-    /// Directories made, and the times to give them at the end.
-    dir_times: Vec<(SafePath, Mtime)>,
+    /// Directories offered, their metadata, and whether this session made
+    /// them: their times (and, for those made, modes) are set at the end.
+    dir_times: Vec<(SafePath, Meta, bool)>,
 }
 
 #[derive(Debug)]
@@ -207,9 +207,12 @@ impl Disk {
             }
             Op::Finish => {
                 self.commit(did)?;
-                for (path, mtime) in mem::take(&mut self.dir_times) {
-                    // Best effort: a directory's time is not worth failing for.
-                    let _ = self.store.set_dir_mtime(&path, mtime);
+                // Deepest first (they were offered parents first), so a
+                // parent made read-only does not bar the way to its children.
+                for (path, meta, made) in mem::take(&mut self.dir_times).into_iter().rev() {
+                    // Best effort: a directory's metadata is not worth failing for.
+                    let mode = made.then_some(meta.mode);
+                    let _ = self.store.set_dir_meta(&path, meta.mtime, mode);
                 }
                 Did::Nothing
             }
@@ -220,9 +223,9 @@ impl Disk {
 
     fn prepare(&mut self, id: u32, spec: FileSpec) -> Result<Resume, Refusal> {
         if spec.kind == EntryKind::Directory {
-            self.store.make_dir(&spec.path, &spec.meta)?;
+            let made = self.store.make_dir_to_fill(&spec.path, &spec.meta)?;
             if self.dir_times.len() < DIR_TIMES_KEPT {
-                self.dir_times.push((spec.path, spec.meta.mtime));
+                self.dir_times.push((spec.path, spec.meta, made));
             }
             return Ok(Resume::Fresh);
         }

@@ -292,13 +292,33 @@ impl Store {
     /// receiver has something else") when the last one exists and is not a
     /// directory.
     pub fn make_dir(&self, path: &SafePath, meta: &Meta) -> Result<PathBuf, Refusal> {
+        self.mkdir(path, meta.mode & MODE_BITS)?;
+        Ok(self.local_path(path))
+    }
+
+    /// Like [`make_dir`](Store::make_dir), for a directory files are about
+    /// to be written into: made with the offered mode plus the owner's
+    /// read, write and search bits, so that a read-only directory (0555)
+    /// can be filled; [`set_dir_meta`](Store::set_dir_meta) gives it its
+    /// own mode when the session ends, as rsync does. Returns whether it
+    /// was made (an existing directory keeps its mode).
+    pub fn make_dir_to_fill(&self, path: &SafePath, meta: &Meta) -> Result<bool, Refusal> {
+        self.mkdir(path, (meta.mode & MODE_BITS) | 0o700)
+    }
+
+    /// Makes `path` (and what is missing on its way) with `mode` for the
+    /// last component; whether it was made.
+    fn mkdir(&self, path: &SafePath, mode: u32) -> Result<bool, Refusal> {
         let parent = self.parent_dir(path.parents())?;
         let name = path.file_name().as_str();
         // The mask keeps the value within mode_t on every platform.
         #[allow(clippy::unnecessary_cast)]
-        let mode = (meta.mode & MODE_BITS) as libc::mode_t;
-        match parent.mkdir(name, mode) {
-            Ok(()) => self.note_unsynced(vec![parent]),
+        let mode = (mode & MODE_BITS) as libc::mode_t;
+        let made = match parent.mkdir(name, mode) {
+            Ok(()) => {
+                self.note_unsynced(vec![parent]);
+                true
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 let st = parent
                     .stat(name)
@@ -309,6 +329,7 @@ impl Store {
                         format!("{path} exists on the receiver and is not a directory (a file or a symbolic link, which is never followed); remove it there or send to another path"),
                     ));
                 }
+                false
             }
             Err(e) => {
                 return Err(Refusal::disk(
@@ -316,21 +337,39 @@ impl Store {
                     &e,
                 ))
             }
-        }
+        };
         for dir in self.take_unsynced() {
             dir.sync()
                 .map_err(|e| Refusal::disk(&format!("cannot sync the directory of {path}"), &e))?;
         }
-        Ok(self.local_path(path))
+        Ok(made)
     }
 
-    /// Sets the modification time of the directory `path` (opened through
-    /// the same walk, never through a link). For the end of a session:
-    /// anything saved in the directory afterwards changes it again.
-    pub fn set_dir_mtime(&self, path: &SafePath, mtime: Mtime) -> Result<(), Refusal> {
+    /// Gives the directory `path` its modification time and, when `mode`
+    /// is given, its permission bits (within [`MODE_BITS`], narrowed by the
+    /// umask), reached through the same walk that never follows a link.
+    pub fn set_dir_meta(
+        &self,
+        path: &SafePath,
+        mtime: Mtime,
+        mode: Option<u32>,
+    ) -> Result<(), Refusal> {
         let dir = tree::walk(&self.inner.root, path.components(), false, &mut Vec::new())?;
+        if let Some(mode) = mode {
+            let mode = mode & MODE_BITS & !self.umask();
+            // SAFETY: an open fd; fchmod has no memory effects.
+            let rc = unsafe { libc::fchmod(dir.file().as_raw_fd(), mode as libc::mode_t) };
+            tree::check(rc)
+                .map_err(|e| Refusal::disk(&format!("cannot set the mode of {path}"), &e))?;
+        }
         set_times(dir.file(), mtime)
             .map_err(|e| Refusal::disk(&format!("cannot set the time of {path}"), &e))
+    }
+
+    /// Gives the directory `path` its modification time (set once the
+    /// files in it are written: writing them changes it).
+    pub fn set_dir_mtime(&self, path: &SafePath, mtime: Mtime) -> Result<(), Refusal> {
+        self.set_dir_meta(path, mtime, None)
     }
 
     /// The directory `parents` (the store's own for none), from the cache
