@@ -263,9 +263,16 @@ pub enum ProtocolError {
         /// Entries not finished.
         in_flight: u32,
     },
-    /// A `Window` frame twice, or none before a confirmation.
-    #[error("the receiver's Window frame is missing or repeated")]
-    BadWindow,
+}
+
+/// An I/O error's text without std's ` (os error N)` suffix, for messages
+/// that name a file and say what to do.
+pub fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
 }
 
 /// The caller misused a machine. A refused command changes nothing; only

@@ -25,6 +25,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::io_text as os_text;
 use crate::xfer::MODE_BITS;
 use crate::xfer::{EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafeName, SafePath};
 
@@ -335,15 +336,6 @@ fn duplicate_error(first: &Path, second: &Path, name: &SafeName) -> io::Error {
             name.as_str()
         ),
     )
-}
-
-/// An I/O error's text without std's ` (os error N)` suffix.
-fn os_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(i) if text.ends_with(')') => text[..i].to_string(),
-        _ => text,
-    }
 }
 
 #[cfg(test)]

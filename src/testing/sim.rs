@@ -432,7 +432,6 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             }
             ProtocolError::NoFileBegun(_) | ProtocolError::BadSkip { .. } => "no-file-begun",
             ProtocolError::QuitInFlight { .. } => "quit-in-flight",
-            ProtocolError::BadWindow => "bad-window",
         },
         DriverError::Machine(Error::TimedOut(_)) => "timeout",
         DriverError::Machine(Error::HashMismatch) => "hash-mismatch",

@@ -506,7 +506,7 @@ impl ReceiverRole {
     /// `Quit`: every entry offered must be finished, or verified and
     /// waiting for the app's save (then `Quit` waits for those).
     fn on_quit(&mut self, link: &mut Link<ReceiverEvent>) -> Result<(), Error> {
-        let unsettled = self.in_flight as usize - self.saving.len();
+        let unsettled = (self.in_flight as usize).saturating_sub(self.saving.len());
         if unsettled > 0 {
             let in_flight = self.in_flight;
             return Err(ProtocolError::QuitInFlight { in_flight }.into());

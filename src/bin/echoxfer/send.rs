@@ -115,17 +115,8 @@ pub fn cannot_open(path: &Path, e: &io::Error) -> String {
     format!(
         "cannot open {}: {} ({hint})",
         path.display(),
-        without_os_code(e)
+        echoxfer::error::io_text(e)
     )
-}
-
-/// An I/O error's text without std's ` (os error N)` suffix.
-fn without_os_code(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(i) if text.ends_with(')') => text[..i].to_string(),
-        _ => text,
-    }
 }
 
 #[cfg(test)]

@@ -324,11 +324,6 @@ impl ReceiverApp {
         totals
     }
 
-    /// Entries still in flight when the session ended (none after a clean end).
-    pub fn unfinished(&self) -> impl Iterator<Item = &FileReport> {
-        self.open.values()
-    }
-
     /// The report of entry `id`, while it is in flight.
     pub fn in_flight(&self, id: u32) -> Option<&FileReport> {
         self.open.get(&id)

@@ -171,17 +171,10 @@ impl Incoming {
         meta: Meta,
         partial: Partial,
     ) -> Incoming {
-        Incoming {
-            store,
-            path: path.clone(),
-            dir,
-            size,
-            meta,
-            partial: Some(partial),
-            existing: false,
-            rewriting: true,
-            settled: false,
-        }
+        let mut incoming = Incoming::existing(store, path, dir, size, meta, Some(partial));
+        incoming.existing = false;
+        incoming.rewriting = true;
+        incoming
     }
 
     pub(super) fn existing(
