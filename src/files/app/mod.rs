@@ -68,8 +68,15 @@ fn answered<R: Role>(m: &Framed<R>, result: Result<(), Error>) -> io::Result<()>
 /// A receiver's file-system failure, naming the file (the text also goes
 /// to the sender, so it names no local path).
 fn cannot(what: &str, incoming: &Incoming, e: io::Error) -> io::Error {
-    let name = incoming.name();
-    io::Error::new(e.kind(), format!("cannot {what} {name}: {e}"))
+    let path = incoming.path();
+    let text = crate::error::io_text(&e);
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+            "; free some space on the receiver and send again (files already saved are found up to date)"
+        }
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("cannot {what} {path}: {text}{hint}"))
 }
 
 /// What happened to one file.

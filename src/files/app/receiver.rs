@@ -142,9 +142,13 @@ impl Disk {
     fn run(&mut self, ops: Vec<Op>) -> (Vec<Did>, Option<io::Error>) {
         let mut did = Vec::with_capacity(ops.len());
         for op in ops {
-            match self.op(op, &mut did) {
-                Ok(()) => {}
-                Err(e) => return (did, Some(e)),
+            if let Err(e) = self.op(op, &mut did) {
+                // The session ends on this failure: the files already
+                // verified are still made durable and saved, so that
+                // nothing verified is lost (a full disk, say, fails a
+                // write, yet has room for their names).
+                let _ = self.commit(&mut did);
+                return (did, Some(e));
             }
         }
         (did, None)
