@@ -9,8 +9,11 @@
 //! Asserts that the received file is identical; asserts nothing about speed.
 //!
 //! `cargo bench --bench xfer_throughput` (env: `SIZE` in MiB, default 1024;
-//! `ROUNDS`, default 5, alternating which goes first). Prints the median
-//! and the best run of each and their ratios.
+//! `ROUNDS`, default 5, alternating which goes first; `BENCH_DIR=/dev/shm`
+//! to take the disk out, in which case each output is removed once
+//! checked, so that the runs do not fill memory). Prints the median and
+//! the range of each, their ratios, and encrypted / plaintext per round
+//! (the two run next to each other) with its median.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -214,11 +217,14 @@ struct Runs {
     plaintext: Vec<Duration>,
 }
 
-fn run_baseline(work: &Path, src: &Path, round: u64, want: blake3::Hash) -> Duration {
+fn run_baseline(work: &Path, src: &Path, round: u64, want: blake3::Hash, remove: bool) -> Duration {
     let dst = work.join(format!("baseline-{round}.bin"));
     settle();
     let t = baseline(src, &dst);
     assert_eq!(hash_file(&dst), want, "baseline copy differs");
+    if remove {
+        std::fs::remove_file(&dst).unwrap();
+    }
     println!(
         "round {round}: baseline raw copy + fsync: {:>8.1} MB/s",
         mb_per_s(file_len(src), t)
@@ -226,7 +232,14 @@ fn run_baseline(work: &Path, src: &Path, round: u64, want: blake3::Hash) -> Dura
     t
 }
 
-fn run_ours(work: &Path, src: &Path, round: u64, want: blake3::Hash, mode: Mode) -> Duration {
+fn run_ours(
+    work: &Path,
+    src: &Path,
+    round: u64,
+    want: blake3::Hash,
+    mode: Mode,
+    remove: bool,
+) -> Duration {
     let dir = work.join(format!("echoxfer-{}-{round}", mode.name()));
     std::fs::create_dir(&dir).unwrap();
     settle();
@@ -236,6 +249,9 @@ fn run_ours(work: &Path, src: &Path, round: u64, want: blake3::Hash, mode: Mode)
         want,
         "received file differs"
     );
+    if remove {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
     println!(
         "round {round}: echoxfer {:<9} (BLAKE3 + fsync): {:>8.1} MB/s  sender {send}; receiver {recv}",
         mode.name(),
@@ -252,6 +268,8 @@ fn main() {
     let size = env("SIZE", 1024) * MIB;
     let rounds = env("ROUNDS", 5);
     // BENCH_DIR=/dev/shm takes the disk out and leaves the protocol's CPU cost.
+    // Outputs in memory are removed once checked, so the runs do not fill it.
+    let remove_outputs = std::env::var_os("BENCH_DIR").is_some();
     let work = match std::env::var_os("BENCH_DIR") {
         Some(dir) => tempfile::tempdir_in(dir).unwrap(),
         None => tempfile::tempdir().unwrap(),
@@ -273,13 +291,25 @@ fn main() {
         // Each of the three goes first in turn.
         for step in 0..3 {
             match (round + step) % 3 {
-                0 => runs.baseline.push(run_baseline(w, &src, round, want)),
-                1 => runs
-                    .ours
-                    .push(run_ours(w, &src, round, want, Mode::Encrypted)),
-                _ => runs
-                    .plaintext
-                    .push(run_ours(w, &src, round, want, Mode::Plaintext)),
+                0 => runs
+                    .baseline
+                    .push(run_baseline(w, &src, round, want, remove_outputs)),
+                1 => runs.ours.push(run_ours(
+                    w,
+                    &src,
+                    round,
+                    want,
+                    Mode::Encrypted,
+                    remove_outputs,
+                )),
+                _ => runs.plaintext.push(run_ours(
+                    w,
+                    &src,
+                    round,
+                    want,
+                    Mode::Plaintext,
+                    remove_outputs,
+                )),
             }
         }
     }
@@ -289,6 +319,13 @@ fn main() {
 /// The ratio of medians is the figure to quote: a shared virtual disk
 /// bursts and throttles, and the median of alternating runs rides over it.
 fn report(size: u64, runs: &mut Runs) {
+    // Per round, before the sorting below: the two echoxfer runs of a
+    // round run next to each other, so their ratio rides over slower spells.
+    let mut per_round: Vec<f64> = (runs.plaintext.iter().zip(&runs.ours))
+        .map(|(p, o)| p.as_secs_f64() / o.as_secs_f64())
+        .collect();
+    let listed: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+    per_round.sort_by(f64::total_cmp);
     let (base, ours) = (median(&mut runs.baseline), median(&mut runs.ours));
     let plain = median(&mut runs.plaintext);
     for (name, times, med) in [
@@ -316,5 +353,10 @@ fn report(size: u64, runs: &mut Runs) {
     println!(
         "ratio echoxfer encrypted / plaintext (same run): {:.2}",
         plain.as_secs_f64() / ours.as_secs_f64()
+    );
+    println!(
+        "ratio echoxfer encrypted / plaintext per round: {}; median {:.2}",
+        listed.join(", "),
+        per_round[per_round.len() / 2]
     );
 }

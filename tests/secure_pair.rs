@@ -652,23 +652,13 @@ fn a_guess_is_spent_once_the_peers_hello_arrived_and_not_after_its_confirmation(
     assert!(!pair.b.failed_guess() && !pair.a.failed_guess());
 }
 
-/// Drains `m`: what it transmits goes to the end of `wire`; returns its
-/// events and whether it is done.
-fn drain_into<M: StreamMachine>(
-    m: &mut M,
-    wire: &mut Vec<u8>,
-    first: &mut Option<usize>,
-) -> (Vec<M::Event>, bool) {
+/// Drains `m`'s output onto `wire`; returns its events and whether it
+/// ended (cleanly).
+fn drain_into<M: StreamMachine>(m: &mut M, wire: &mut Vec<u8>) -> (Vec<M::Event>, bool) {
     let mut events = Vec::new();
     loop {
         match m.poll_output() {
-            Output::Transmit(bytes) => {
-                // Whether the first large chunk went out from its own memory.
-                if first.is_some_and(|at| at == bytes.as_ptr() as usize) {
-                    *first = None;
-                }
-                wire.extend_from_slice(&bytes);
-            }
+            Output::Transmit(bytes) => wire.extend_from_slice(&bytes),
             Output::Event(e) => events.push(e),
             Output::Wait(_) => return (events, false),
             Output::Done(r) => {
@@ -686,15 +676,30 @@ fn feed_some<M: StreamMachine>(m: &mut M, wire: &mut Vec<u8>, now: Instant) {
     wire.drain(..n);
 }
 
-/// A file chunk the sender alone holds is encrypted where it is: the bytes
-/// that go out are that very memory; the receiver opens its records
-/// straight into its machine's buffer; the content arrives intact.
+/// The plaintext lengths of the records in `wire`, after the handshake.
+fn record_lengths(wire: &[u8]) -> Vec<usize> {
+    let mut at = HELLO_LEN + CONFIRM_LEN;
+    let mut lengths = Vec::new();
+    while at + RECORD_HEADER <= wire.len() {
+        let len = u32::from_be_bytes([0, wire[at + 1], wire[at + 2], wire[at + 3]]) as usize;
+        lengths.push(len);
+        at += RECORD_HEADER + len + TAG_LEN;
+    }
+    assert_eq!(at, wire.len(), "the wire ends on a record boundary");
+    lengths
+}
+
+/// A file chunk is encrypted straight from where it is, into whole
+/// records of its own (the frame header before it goes in a record of its
+/// own): it is never gathered with other output first. The content
+/// arrives intact.
 #[test]
-fn a_large_chunk_is_sealed_in_place_and_arrives_intact() {
+fn a_large_chunk_is_sealed_from_where_it_is_in_whole_records_and_arrives_intact() {
+    use echoxfer::secure::RECORD_LIMIT;
     use echoxfer::xfer::{FileSpec, ReceiverEvent, Resume, SenderEvent, SenderRole};
     use echoxfer::{SessionLimits, TransferConfig};
     let now = Instant::now();
-    let size = 200_000usize;
+    let size = 3 * RECORD_LIMIT + 3392;
     let name = SafeName::new(NAME.as_bytes(), 64).unwrap();
     let files = vec![FileSpec::file(name, size as u64)];
     let role = SenderRole::new(files, TransferConfig::default());
@@ -704,11 +709,14 @@ fn a_large_chunk_is_sealed_in_place_and_arrives_intact() {
     let receiver = Receiver::new(role, SessionLimits::default(), now);
     let mut b = Secure::server(receiver, CODE, SecureConfig::default(), now, seed(2));
     let content: Vec<u8> = (0..size).map(|i| (i % 241) as u8).collect();
-    let (mut to_a, mut to_b, mut received) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut first_chunk, mut chunks) = (None, 0);
+    let (mut to_a, mut to_b, mut received, mut sent) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut chunks = 0;
     let mut sender_done = false;
     for _ in 0..1000 {
-        let (events, done) = drain_into(&mut a, &mut to_b, &mut first_chunk);
+        let from = to_b.len();
+        let (events, done) = drain_into(&mut a, &mut to_b);
+        sent.extend_from_slice(&to_b[from..]);
         sender_done |= done;
         for e in events {
             if let SenderEvent::Read {
@@ -718,16 +726,14 @@ fn a_large_chunk_is_sealed_in_place_and_arrives_intact() {
                 ..
             } = e
             {
+                assert_eq!(len, size, "one read for the whole file");
                 let chunk = Bytes::from(content[offset as usize..][..len].to_vec());
-                if chunks == 0 {
-                    first_chunk = Some(chunk.as_ptr() as usize);
-                }
                 chunks += 1;
                 a.inner_mut().push_chunk(request, chunk).unwrap();
             }
         }
         feed_some(&mut b, &mut to_b, now);
-        let (events, _) = drain_into(&mut b, &mut to_a, &mut None);
+        let (events, _) = drain_into(&mut b, &mut to_a);
         for e in events {
             match e {
                 ReceiverEvent::Offer { request, .. } => {
@@ -745,8 +751,11 @@ fn a_large_chunk_is_sealed_in_place_and_arrives_intact() {
     }
     assert_eq!(received, content);
     assert_eq!(b.inner().role().files_saved(), 1);
+    assert_eq!(chunks, 1);
+    let lengths = record_lengths(&sent);
+    let whole = [RECORD_LIMIT, RECORD_LIMIT, RECORD_LIMIT, 3392];
     assert!(
-        chunks > 0 && first_chunk.is_none(),
-        "the chunk was copied before sealing"
+        lengths.windows(4).any(|w| w == whole),
+        "the chunk was gathered with other output: records {lengths:?}"
     );
 }

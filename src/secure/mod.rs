@@ -92,15 +92,15 @@ pub const SECURE_VERSION: u8 = 1;
 /// names when the connection ends during the secure handshake.
 pub const HANDSHAKE_STATE: &str = "the secure handshake";
 
-/// Output of the wrapped machine this large is sealed where it is, when
-/// nobody else holds it (see `Secure::push_plain`).
-const IN_PLACE_FROM: usize = 16 * 1024;
+/// Output of the wrapped machine this large is sealed straight from where
+/// it is (see `Secure::push_plain`); smaller output is gathered first.
+const DIRECT_FROM: usize = 16 * 1024;
 
 /// Records built in one allocation before another is needed.
 const RECORDS_PER_BLOCK: usize = 4;
 
-/// Input a secure channel holds at most: two whole records (one being fed
-/// to the wrapped machine, the next arriving).
+/// Input a secure channel holds at most: two whole records (the next to
+/// open, and the one after it arriving).
 const RX_LIMIT: usize = 2 * RECORD_WIRE_LIMIT;
 
 /// Which end of the connection a side is: the roles of the key exchange.
@@ -142,15 +142,19 @@ pub struct Secure<M> {
     config: SecureConfig,
     now: Instant,
     state: State,
-    /// The peer's bytes, read straight into it; records are opened in place.
+    /// The peer's bytes, read straight into it.
     rx: RecvBuf,
-    /// Plaintext of the record at the front of `rx` not yet handed to the
-    /// inner machine: its range in `rx`.
+    /// A record opened here because the inner machine had no room for all
+    /// of it (plaintext, then room the tag needed).
+    opened: Vec<u8>,
+    /// Plaintext in `opened` not yet handed to the inner machine: its range.
     pending: Option<(usize, usize)>,
     /// Handshake messages and sealed records, ready to send.
     out: VecDeque<Bytes>,
-    /// The record being filled with the inner machine's output.
-    building: BytesMut,
+    /// Small output of the inner machine, gathered into one record.
+    staging: Vec<u8>,
+    /// Where records are sealed, one after another, each split off sealed.
+    block: BytesMut,
     handshake_deadline: Option<Instant>,
     /// The transport's end of input.
     eof: bool,
@@ -211,8 +215,10 @@ impl<M: StreamMachine> Secure<M> {
             out: VecDeque::from([Bytes::copy_from_slice(&started.hello)]),
             state: State::Hello(started),
             rx: RecvBuf::default(),
+            opened: Vec::new(),
             pending: None,
-            building: BytesMut::new(),
+            staging: Vec::new(),
+            block: BytesMut::new(),
             handshake_deadline: Some(now + config.handshake_timeout),
             config,
             eof: false,
@@ -278,7 +284,7 @@ impl<M: StreamMachine> Secure<M> {
         // During the handshake, the hello and confirmation already queued
         // still go: with them the peer sees "wrong code" too.
         self.state = State::Gone;
-        self.building.clear();
+        self.staging.clear();
         self.rx.clear();
         self.pending = None;
         self.failure = Some(error);
@@ -345,7 +351,7 @@ impl<M: StreamMachine> Secure<M> {
     }
 
     /// Hands pending plaintext to the inner machine, or opens the next
-    /// whole record in place.
+    /// whole record.
     fn take_record(&mut self) -> Result<bool, Error> {
         if self.pending.is_some() {
             return Ok(self.feed_inner());
@@ -370,161 +376,126 @@ impl<M: StreamMachine> Secure<M> {
         let State::Open { recv, .. } = &mut self.state else {
             unreachable!("take_record runs in the open state")
         };
-        let (head, rest) = self.rx.data().split_at_mut(RECORD_HEADER);
-        let (body, tag) = rest[..len + TAG_LEN].split_at_mut(len);
-        recv.open(head, body, tag)?;
+        self.opened.resize(len + TAG_LEN, 0);
+        let (head, sealed) = self.rx.held()[..whole].split_at(RECORD_HEADER);
+        recv.open_into(head, sealed, &mut self.opened)?;
+        self.rx.data().advance(whole);
         if kind == KIND_CLOSE {
-            self.rx.data().advance(whole);
             self.peer_closed = true;
             self.inner.handle_eof(self.now);
         } else {
-            self.pending = Some((RECORD_HEADER, RECORD_HEADER + len));
+            self.pending = Some((0, len));
             self.feed_inner();
         }
         Ok(true)
     }
 
     /// Opens the whole data record of `len` bytes at the front of `rx`
-    /// straight into the inner machine's own buffer, if it takes all of it
-    /// now: decrypting is then the only pass over the bytes (no copy after
-    /// it). Returns whether it did; nothing reaches the inner machine
+    /// straight into the inner machine's own buffer, if it has room for
+    /// all of it (and the tag) now: decrypting is then the only pass over
+    /// the bytes. Returns whether it did; nothing reaches the inner machine
     /// unless the record authenticated.
     fn open_into_inner(&mut self, len: usize) -> Result<bool, Error> {
         let State::Open { recv, .. } = &mut self.state else {
             unreachable!("take_record runs in the open state")
         };
-        let held = self.rx.held();
-        let (head, rest) = held.split_at(RECORD_HEADER);
-        let (body, tag) = rest[..len + TAG_LEN].split_at(len);
-        let out = self.inner.input_buffer(len);
-        if out.len() < len {
+        let (head, sealed) =
+            self.rx.held()[..RECORD_HEADER + len + TAG_LEN].split_at(RECORD_HEADER);
+        let out = self.inner.input_buffer(len + TAG_LEN);
+        if out.len() < len + TAG_LEN {
             return Ok(false);
         }
-        recv.open_into(head, body, tag, out)?;
+        recv.open_into(head, sealed, out)?;
         // The inner machine's failure is sticky: it comes out as its Done.
         let _ = self.inner.commit_input(self.now, len);
         Ok(true)
     }
 
     /// Copies as much pending plaintext into the inner machine's own
-    /// buffer as it takes (the one copy on the way in). Returns whether
-    /// any went.
+    /// buffer as it takes. Returns whether any went.
     fn feed_inner(&mut self) -> bool {
         let Some((start, end)) = self.pending else {
             return false;
         };
         let n = self.inner.input_room().min(end - start);
-        if n > 0 || start == end {
-            let buf = self.inner.input_buffer(n);
-            let n = buf.len();
-            buf.copy_from_slice(&self.rx.held()[start..start + n]);
-            // The inner machine's failure is sticky: it comes out as its Done.
-            let _ = self.inner.commit_input(self.now, n);
-            if start + n < end {
-                self.pending = Some((start + n, end));
-                return n > 0;
-            }
-        } else {
+        if n == 0 && start < end {
             return false;
         }
-        self.pending = None;
-        self.rx.data().advance(end + TAG_LEN);
+        let buf = self.inner.input_buffer(n);
+        let n = buf.len();
+        buf.copy_from_slice(&self.opened[start..start + n]);
+        // The inner machine's failure is sticky: it comes out as its Done.
+        let _ = self.inner.commit_input(self.now, n);
+        self.pending = (start + n < end).then_some((start + n, end));
         true
     }
 
-    /// Seals the inner machine's output into records. A large output that
-    /// nobody else holds (a file chunk, read for this session alone) is
-    /// encrypted where it is, in records split off it, with their headers
-    /// and tags beside them: no copy at all. Anything else is copied into
-    /// records being built, each sealed once full.
-    fn push_plain(&mut self, bytes: Bytes) -> Result<(), Error> {
-        let bytes = if bytes.len() >= IN_PLACE_FROM {
-            match bytes.try_into_mut() {
-                Ok(owned) => return self.seal_in_place(owned),
-                Err(shared) => shared,
+    /// Seals the inner machine's output into records. Large output (a
+    /// file chunk) is encrypted straight from where it is into records of
+    /// at most `max_record` bytes; small output (frame headers, short
+    /// frames) is gathered and sealed once a record is full or the inner
+    /// machine waits.
+    fn push_plain(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        let max = self.config.max_record;
+        if bytes.len() >= DIRECT_FROM {
+            self.seal_staging()?;
+            for body in bytes.chunks(max) {
+                self.seal(KIND_DATA, body)?;
             }
-        } else {
-            bytes
-        };
-        self.copy_plain(&bytes)
-    }
-
-    /// Seals `owned` in place, as records of at most `max_record` bytes,
-    /// after the record being built.
-    fn seal_in_place(&mut self, mut owned: BytesMut) -> Result<(), Error> {
-        self.seal_building()?;
-        while !owned.is_empty() {
-            let mut body = owned.split_to(self.config.max_record.min(owned.len()));
-            let State::Open { send, .. } = &mut self.state else {
-                unreachable!("records are sealed in the open state")
-            };
-            let header = record::header(KIND_DATA, body.len());
-            let tag = send.seal(&header, &mut body)?;
-            self.out.push_back(Bytes::copy_from_slice(&header));
-            self.out.push_back(body.freeze());
-            self.out.push_back(Bytes::copy_from_slice(&tag));
-        }
-        Ok(())
-    }
-
-    /// Appends `bytes` to records being built, sealing each full one.
-    fn copy_plain(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
-        let full = RECORD_HEADER + self.config.max_record;
-        while !bytes.is_empty() {
-            if self.building.is_empty() {
-                // Records are built one after another in one allocation,
-                // and split off it sealed; once the transport has taken
-                // them all, `reserve` takes the allocation back (memory
-                // already in use, not a fresh one per record).
-                self.building.reserve((full + TAG_LEN) * RECORDS_PER_BLOCK);
-                self.building.extend_from_slice(&[KIND_DATA, 0, 0, 0]);
-            }
-            let n = (full - self.building.len()).min(bytes.len());
-            self.building.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.building.len() == full {
-                self.seal_building()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Seals the record being built, if any, in place, and queues it.
-    fn seal_building(&mut self) -> Result<(), Error> {
-        if self.building.is_empty() {
             return Ok(());
         }
-        let len = self.building.len() - RECORD_HEADER;
-        let mut rec = std::mem::take(&mut self.building);
-        // Sealed where it was built (the tag fits: room for it was
-        // reserved with the record), then split off.
-        self.seal(&mut rec, KIND_DATA, len)?;
-        self.building = rec;
+        while !bytes.is_empty() {
+            if self.staging.is_empty() {
+                self.staging.reserve(max);
+            }
+            let n = (max - self.staging.len()).min(bytes.len());
+            self.staging.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.staging.len() == max {
+                self.seal_staging()?;
+            }
+        }
         Ok(())
     }
 
-    /// Seals `rec` (a header's room, then `len` plaintext bytes) as a
-    /// record of `kind` and queues it.
-    fn seal(&mut self, rec: &mut BytesMut, kind: u8, len: usize) -> Result<(), Error> {
+    /// Seals the gathered output, if any, as one record.
+    fn seal_staging(&mut self) -> Result<(), Error> {
+        if self.staging.is_empty() {
+            return Ok(());
+        }
+        let staging = std::mem::take(&mut self.staging);
+        let sealed = self.seal(KIND_DATA, &staging);
+        self.staging = staging;
+        self.staging.clear();
+        sealed
+    }
+
+    /// Seals `plain` as a record of `kind` and queues it.
+    fn seal(&mut self, kind: u8, plain: &[u8]) -> Result<(), Error> {
         let State::Open { send, .. } = &mut self.state else {
             unreachable!("records are sealed in the open state")
         };
-        rec[..RECORD_HEADER].copy_from_slice(&record::header(kind, len));
-        let (head, body) = rec.split_at_mut(RECORD_HEADER);
-        let tag = send.seal(head, body)?;
-        rec.extend_from_slice(&tag);
-        self.out.push_back(rec.split().freeze());
+        let wire = RECORD_HEADER + plain.len() + TAG_LEN;
+        if self.block.capacity() < wire {
+            // Once the transport has taken the records split off the last
+            // block, `reserve` takes that allocation back: memory already
+            // in use, not a fresh allocation (and page faults) per record.
+            self.block.reserve(RECORD_WIRE_LIMIT * RECORDS_PER_BLOCK);
+        }
+        self.block.resize(wire, 0);
+        let (head, body) = self.block.split_at_mut(RECORD_HEADER);
+        head.copy_from_slice(&record::header(kind, plain.len()));
+        send.seal_into(head, plain, body)?;
+        self.out.push_back(self.block.split().freeze());
         Ok(())
     }
 
     /// The inner machine ended: the rest of its output and our close
     /// record go out, then the channel ends with the inner's result.
     fn close(&mut self, result: Result<(), Error>) {
-        let mut close = BytesMut::zeroed(RECORD_HEADER);
-        close.reserve(TAG_LEN);
         let sealed = self
-            .seal_building()
-            .and_then(|()| self.seal(&mut close, KIND_CLOSE, 0));
+            .seal_staging()
+            .and_then(|()| self.seal(KIND_CLOSE, &[]));
         match sealed {
             Ok(()) => {
                 self.state = State::Gone;
@@ -541,7 +512,7 @@ impl<M: StreamMachine> Secure<M> {
         if self.process() {
             return None;
         }
-        if let Err(e) = self.seal_building() {
+        if let Err(e) = self.seal_staging() {
             self.fail(e);
             return None;
         }
@@ -622,7 +593,7 @@ impl<M: StreamMachine> Machine for Secure<M> {
             }
             match self.inner.poll_output() {
                 Output::Transmit(bytes) => {
-                    if let Err(e) = self.push_plain(bytes) {
+                    if let Err(e) = self.push_plain(&bytes) {
                         self.fail(e);
                     }
                 }

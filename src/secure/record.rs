@@ -1,12 +1,18 @@
 //! Records: `kind (1) | length (3, big-endian) | ciphertext (length) | tag (16)`,
-//! sealed with AES-256-GCM (RustCrypto's `aes-gcm`, in place) under one key per
-//! direction, the header as associated data, and a 96-bit nonce made of
-//! four zero bytes and a 64-bit big-endian record counter (one per
-//! direction, from 0, never reused).
+//! sealed with AES-256-GCM under one key per direction, the header as
+//! associated data, and a 96-bit nonce made of four zero bytes and a
+//! 64-bit big-endian record counter (one per direction, from 0, never
+//! reused).
+//!
+//! The cipher is snow's ring-backed AES-256-GCM (`snow::resolvers::RingResolver`),
+//! whose nonce layout is exactly the one above. It encrypts from the
+//! plaintext into the record (and decrypts from the record into where the
+//! plaintext is wanted): one pass writes the output, with no copy before
+//! or after it in this layer.
 
-use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use snow::params::CipherChoice;
+use snow::resolvers::{CryptoResolver, RingResolver};
+use snow::types::Cipher;
 
 use crate::error::SecureError;
 
@@ -24,6 +30,11 @@ pub const KIND_DATA: u8 = 1;
 /// Record kind: the sender's stream ends here (empty plaintext). Without
 /// it, the end of the connection is a truncation.
 pub const KIND_CLOSE: u8 = 2;
+
+/// What a record that does not open says (one text for every cause: the
+/// tag cannot tell them apart).
+const NOT_AUTHENTIC: &str =
+    "a record does not authenticate (altered, dropped, repeated or reordered)";
 
 /// A record header for `kind` and `len` plaintext bytes.
 pub fn header(kind: u8, len: usize) -> [u8; RECORD_HEADER] {
@@ -45,16 +56,9 @@ pub fn parse_header(h: &[u8]) -> Result<(u8, usize), SecureError> {
     }
 }
 
-/// The nonce of record number `counter`.
-fn nonce(counter: u64) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&counter.to_be_bytes());
-    n
-}
-
 /// One direction's AEAD key and record counter.
 pub struct Direction {
-    aead: Aes256Gcm,
+    aead: Box<dyn Cipher>,
     counter: u64,
 }
 
@@ -69,68 +73,61 @@ impl std::fmt::Debug for Direction {
 impl Direction {
     /// A direction keyed with `key`, at record 0.
     pub fn new(key: &[u8; 32]) -> Self {
-        Direction {
-            aead: Aes256Gcm::new(key.into()),
-            counter: 0,
-        }
+        let mut aead = RingResolver
+            .resolve_cipher(&CipherChoice::AESGCM)
+            .expect("snow's ring resolver provides AES-GCM");
+        aead.set(key);
+        Direction { aead, counter: 0 }
     }
 
-    /// The next nonce; fails rather than ever repeat one.
-    fn next_nonce(&mut self) -> Result<[u8; 12], SecureError> {
+    /// The next nonce's counter; fails rather than ever repeat one.
+    fn next_nonce(&mut self) -> Result<u64, SecureError> {
         let n = self.counter;
         self.counter = n.checked_add(1).ok_or(SecureError::NonceExhausted)?;
-        Ok(nonce(n))
+        Ok(n)
     }
 
-    /// Encrypts `body` in place, authenticating `header`; returns the tag.
-    pub fn seal(&mut self, header: &[u8], body: &mut [u8]) -> Result<[u8; TAG_LEN], SecureError> {
-        // The nonce is the counter's: `next_nonce` hands each out once,
-        // and fails rather than wrap.
-        let nonce = Nonce::from(self.next_nonce()?);
-        let tag = self
-            .aead
-            .encrypt_inout_detached(&nonce, header, body.into())
-            .map_err(|_| SecureError::Integrity("a record too long to seal"))?;
-        Ok(tag.into())
+    /// Encrypts `plain` into `out` (at least `TAG_LEN` bytes longer),
+    /// authenticating `header`: the ciphertext, then the tag. Returns the
+    /// bytes written.
+    pub fn seal_into(
+        &mut self,
+        header: &[u8],
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, SecureError> {
+        if out.len() < plain.len() + TAG_LEN {
+            return Err(SecureError::Integrity(
+                "a record does not fit where it goes",
+            ));
+        }
+        // `next_nonce` hands each counter out once, and fails rather than wrap.
+        let nonce = self.next_nonce()?;
+        Ok(self.aead.encrypt(nonce, header, plain, out))
     }
 
-    /// Decrypts `body` in place if `tag` authenticates it and `header` as
-    /// the next record of this direction.
-    pub fn open(&mut self, header: &[u8], body: &mut [u8], tag: &[u8]) -> Result<(), SecureError> {
-        let nonce = Nonce::from(self.next_nonce()?);
-        let tag = Tag::try_from(tag)
-            .map_err(|_| SecureError::Integrity("a record's tag is not 16 bytes"))?;
-        self.aead
-            .decrypt_inout_detached(&nonce, header, body.into(), &tag)
-            .map_err(|_| {
-                SecureError::Integrity(
-                    "a record does not authenticate (altered, dropped, repeated or reordered)",
-                )
-            })
-    }
-
-    /// Decrypts `body` into `out` (as long) if `tag` authenticates it and
-    /// `header` as the next record of this direction: the one pass over
-    /// the bytes, where they are wanted. `out` is unspecified on failure.
+    /// Decrypts `sealed` (ciphertext then tag) into `out` if it
+    /// authenticates, with `header`, as the next record of this direction;
+    /// `out` needs room for all of `sealed`, and its first
+    /// `sealed.len() - TAG_LEN` bytes then hold the plaintext (the rest is
+    /// unspecified, as is all of `out` on failure).
     pub fn open_into(
         &mut self,
         header: &[u8],
-        body: &[u8],
-        tag: &[u8],
+        sealed: &[u8],
         out: &mut [u8],
     ) -> Result<(), SecureError> {
-        let nonce = Nonce::from(self.next_nonce()?);
-        let tag = Tag::try_from(tag)
-            .map_err(|_| SecureError::Integrity("a record's tag is not 16 bytes"))?;
-        let buf = InOutBuf::new(body, out)
-            .map_err(|_| SecureError::Integrity("a record does not fit where it goes"))?;
+        if sealed.len() < TAG_LEN || out.len() < sealed.len() {
+            // ring's wrapper would copy into a fresh allocation otherwise.
+            return Err(SecureError::Integrity(
+                "a record does not fit where it goes",
+            ));
+        }
+        let nonce = self.next_nonce()?;
         self.aead
-            .decrypt_inout_detached(&nonce, header, buf, &tag)
-            .map_err(|_| {
-                SecureError::Integrity(
-                    "a record does not authenticate (altered, dropped, repeated or reordered)",
-                )
-            })
+            .decrypt(nonce, header, sealed, out)
+            .map(drop)
+            .map_err(|_| SecureError::Integrity(NOT_AUTHENTIC))
     }
 
     /// Puts the counter at `n` (tests of the exhaustion).
@@ -144,33 +141,68 @@ impl Direction {
 mod tests {
     use super::*;
 
+    fn seal(tx: &mut Direction, h: &[u8], plain: &[u8]) -> Vec<u8> {
+        let mut out = vec![0; plain.len() + TAG_LEN];
+        assert_eq!(tx.seal_into(h, plain, &mut out), Ok(out.len()));
+        out
+    }
+
     #[test]
     fn a_sealed_record_opens_once_in_order_and_not_when_altered() {
         let mut tx = Direction::new(&[7; 32]);
         let mut rx = Direction::new(&[7; 32]);
         let h = header(KIND_DATA, 5);
-        let mut body = *b"hello";
-        let tag = tx.seal(&h, &mut body).unwrap();
-        assert_ne!(&body, b"hello");
-        let mut altered = body;
+        let sealed = seal(&mut tx, &h, b"hello");
+        assert_ne!(&sealed[..5], b"hello");
+        let mut out = [0u8; 5 + TAG_LEN];
+        let mut altered = sealed.clone();
         altered[0] ^= 1;
         assert!(Direction::new(&[7; 32])
-            .open(&h, &mut altered, &tag)
+            .open_into(&h, &altered, &mut out)
             .is_err());
-        rx.open(&h, &mut body, &tag).unwrap();
-        assert_eq!(&body, b"hello");
+        let mut other_header = h;
+        other_header[3] ^= 1;
+        assert!(Direction::new(&[7; 32])
+            .open_into(&other_header, &sealed, &mut out)
+            .is_err());
+        rx.open_into(&h, &sealed, &mut out).unwrap();
+        assert_eq!(&out[..5], b"hello");
         // The same record again is record 1 to the receiver: refused.
-        let mut again = body;
-        assert!(rx.open(&h, &mut again, &tag).is_err());
+        assert!(rx.open_into(&h, &sealed, &mut out).is_err());
+    }
+
+    #[test]
+    fn records_use_the_documented_nonce_so_another_aes_gcm_opens_them() {
+        // The record layout of docs/PROTOCOL.md, checked against RustCrypto's
+        // AES-256-GCM: nonce = 4 zero bytes, then the counter big-endian.
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let mut tx = Direction::new(&[9; 32]);
+        let h = header(KIND_DATA, 3);
+        let _first = seal(&mut tx, &h, b"one");
+        let second = seal(&mut tx, &h, b"two");
+        let other = aes_gcm::Aes256Gcm::new(&[9u8; 32].into());
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&1u64.to_be_bytes());
+        let plain = other
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &second,
+                    aad: &h,
+                },
+            )
+            .expect("record 1 opens with the documented nonce");
+        assert_eq!(plain, b"two");
     }
 
     #[test]
     fn the_counter_never_wraps_to_a_used_nonce() {
         let mut tx = Direction::new(&[1; 32]);
         tx.set_counter(u64::MAX - 1);
-        assert!(tx.seal(&header(KIND_DATA, 0), &mut []).is_ok());
+        let mut out = [0u8; TAG_LEN];
+        assert!(tx.seal_into(&header(KIND_DATA, 0), &[], &mut out).is_ok());
         assert_eq!(
-            tx.seal(&header(KIND_DATA, 0), &mut []),
+            tx.seal_into(&header(KIND_DATA, 0), &[], &mut out),
             Err(SecureError::NonceExhausted)
         );
     }
