@@ -6,8 +6,9 @@
 //!
 //! Protocols: `echo`, `xfer`, `trickle` (sessions where one side trickles
 //! its bytes), and with the secure channel on, `secure-xfer`,
-//! `secure-tamper` (one byte or record edited after the handshake) and
-//! `secure-wrong-code`. Without `--protocol` all of them run. Exits non-zero if any seed breaks an
+//! `secure-tamper` (one byte or record edited after the handshake),
+//! `secure-wrong-code` and `secure-replay` (a recorded session played back
+//! to a new receiver). Without `--protocol` all of them run. Exits non-zero if any seed breaks an
 //! invariant, printing the seed and the command that replays it.
 
 use std::collections::BTreeMap;
@@ -15,17 +16,18 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use echoxfer::testing::sim::{
-    echo_session, secure_tamper_session, secure_wrong_code_session, secure_xfer_session,
-    trickle_session, xfer_session, SimReport,
+    echo_session, secure_replay_session, secure_tamper_session, secure_wrong_code_session,
+    secure_xfer_session, trickle_session, xfer_session, SimReport,
 };
 
-const PROTOCOLS: [&str; 6] = [
+const PROTOCOLS: [&str; 7] = [
     "echo",
     "xfer",
     "trickle",
     "secure-xfer",
     "secure-tamper",
     "secure-wrong-code",
+    "secure-replay",
 ];
 
 fn usage() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             "secure-xfer" => secure_xfer_session,
             "secure-tamper" => secure_tamper_session,
             "secure-wrong-code" => secure_wrong_code_session,
+            "secure-replay" => secure_replay_session,
             _ => xfer_session,
         };
         let started = Instant::now();

@@ -7,8 +7,8 @@
 //! that replays it.
 
 use echoxfer::testing::sim::{
-    echo_session, secure_tamper_session, secure_wrong_code_session, secure_xfer_session,
-    trickle_session, xfer_session, SimReport,
+    echo_session, secure_replay_session, secure_tamper_session, secure_wrong_code_session,
+    secure_xfer_session, trickle_session, xfer_session, SimReport,
 };
 
 fn seeds() -> u64 {
@@ -126,6 +126,14 @@ fn a_wrong_code_fails_both_sides_before_any_offer_over_many_seeds() {
     assert!(reports
         .iter()
         .all(|r| r.failures == ["wrong-code", "wrong-code"]));
+}
+
+#[test]
+fn a_recorded_secure_session_replayed_to_a_new_receiver_fails_with_a_wrong_code_before_any_offer_over_many_seeds(
+) {
+    let reports = run_some("secure-replay", secure_replay_session, seeds() / 10);
+    assert!(!reports.is_empty());
+    assert!(reports.iter().all(|r| r.failures == ["wrong-code"]));
 }
 
 /// Bound: many small files over a 20 ms round trip take a few window turns,

@@ -56,6 +56,9 @@ pub struct Impairments {
     /// Scripted: one byte or one secure record is flipped, dropped,
     /// duplicated or swapped with the next (see [`Tamper`]).
     pub tamper: Option<Tamper>,
+    /// Keep a copy of every byte the writer wrote, as it wrote them (what
+    /// an eavesdropper records, to replay later): [`Netem::recorded`].
+    pub record: bool,
 }
 
 /// Bytes from stream offset `from` on arrive one at a time, `gap` apart.
@@ -84,6 +87,7 @@ impl Impairments {
             flip_at: None,
             trickle: None,
             tamper: None,
+            record: false,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct Netem {
     /// what it holds back when the writer closes).
     tamper: Option<TamperStage>,
     last_write: Option<Instant>,
+    /// What the writer wrote, with [`Impairments::record`].
+    recorded: Vec<u8>,
 }
 
 impl Netem {
@@ -134,8 +140,15 @@ impl Netem {
             stalls: 0,
             tamper: imp.tamper.map(TamperStage::new),
             last_write: None,
+            recorded: Vec::new(),
             imp,
         }
+    }
+
+    /// Every byte the writer wrote while the link was up, with
+    /// [`Impairments::record`] (empty without).
+    pub fn recorded(&self) -> &[u8] {
+        &self.recorded
     }
 
     /// The impairments this link applies.
@@ -158,6 +171,9 @@ impl Netem {
             return false;
         }
         self.last_write = Some(now);
+        if self.imp.record {
+            self.recorded.extend_from_slice(bytes);
+        }
         let edited;
         let bytes = match &mut self.tamper {
             Some(stage) => {

@@ -18,6 +18,9 @@ use crate::machine::StreamMachine;
 use crate::secure::{Secure, SecureConfig, RECORD_HEADER, TAG_LEN};
 use crate::testing::fuzz::{small_echo, small_limits, small_transfer};
 
+mod replay;
+pub use replay::secure_replay_session;
+
 /// The simulated world: a seeded generator and a virtual clock.
 #[derive(Debug)]
 pub struct Sim {
@@ -40,6 +43,9 @@ pub struct LinkReport {
     pub stalls: u64,
     /// Whether a scripted edit ([`Impairments::tamper`]) changed a stream.
     pub tampered: bool,
+    /// What `a` wrote toward `b`, on a link with [`Impairments::record`]
+    /// (empty otherwise).
+    pub recorded_to_b: Vec<u8>,
 }
 
 /// One side of a simulated connection: the drivers' own loop
@@ -167,6 +173,7 @@ impl Sim {
             cut: to_a.is_cut(),
             stalls: to_a.stalls + to_b.stalls,
             tampered: to_a.tampered() || to_b.tampered(),
+            recorded_to_b: to_b.recorded().to_vec(),
         };
         Ok((outcome, report))
     }
