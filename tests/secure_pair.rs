@@ -759,3 +759,77 @@ fn a_large_chunk_is_sealed_from_where_it_is_in_whole_records_and_arrives_intact(
         "the chunk was gathered with other output: records {lengths:?}"
     );
 }
+
+/// After its session ends, a side sends its close record and then reads
+/// until the peer's arrives (so the peer's last records never meet a
+/// reset), for at most `close_timeout`; its result is the session's
+/// either way.
+#[test]
+fn an_ended_side_waits_for_the_peers_close_record_at_most_close_timeout() {
+    use echoxfer::xfer::{FileSpec, ReceiverEvent, Resume, SenderEvent, SenderRole};
+    use echoxfer::{SessionLimits, TransferConfig};
+    for peer_close_arrives in [true, false] {
+        let now = Instant::now();
+        let cfg = SecureConfig {
+            close_timeout: Duration::from_secs(5),
+            ..SecureConfig::default()
+        };
+        let name = SafeName::new(NAME.as_bytes(), 64).unwrap();
+        let role = SenderRole::new(vec![FileSpec::file(name, 3)], TransferConfig::default());
+        let sender = Sender::new(role, SessionLimits::default(), now);
+        let mut a = Secure::client(sender, CODE, cfg.clone(), now, seed(1));
+        let role = ReceiverRole::new(TransferConfig::default());
+        let receiver = Receiver::new(role, SessionLimits::default(), now);
+        let mut b = Secure::server(receiver, CODE, cfg, now, seed(2));
+        let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+        let (mut a_done, mut b_done) = (false, false);
+        for _ in 0..100 {
+            let (events, done) = drain_into(&mut a, &mut to_b);
+            a_done |= done;
+            for e in events {
+                if let SenderEvent::Read { request, .. } = e {
+                    a.inner_mut()
+                        .push_chunk(request, Bytes::from_static(b"abc"))
+                        .unwrap();
+                }
+            }
+            feed_some(&mut b, &mut to_b, now);
+            let (events, done) = drain_into(&mut b, &mut to_a);
+            b_done |= done;
+            for e in events {
+                match e {
+                    ReceiverEvent::Offer { request, .. } => {
+                        b.inner_mut().accept(request, Resume::Fresh).unwrap()
+                    }
+                    ReceiverEvent::Verified { request, .. } => {
+                        b.inner_mut().saved(request).unwrap()
+                    }
+                    _ => {}
+                }
+            }
+            if b_done && !peer_close_arrives {
+                break;
+            }
+            feed_some(&mut a, &mut to_a, now);
+            if a_done && b_done {
+                break;
+            }
+        }
+        assert!(
+            b_done,
+            "the receiver ended (it had the sender's close record)"
+        );
+        if peer_close_arrives {
+            assert!(a_done, "the peer's close record ends the wait");
+            continue;
+        }
+        assert!(!a_done, "the sender waits for the receiver's close record");
+        assert_eq!(a.poll_timeout(), Some(now + Duration::from_secs(5)));
+        assert_eq!(
+            a.poll_output(),
+            Output::Wait(Some(now + Duration::from_secs(5)))
+        );
+        a.handle_timeout(now + Duration::from_secs(5));
+        assert_eq!(a.poll_output(), Output::Done(Ok(())));
+    }
+}

@@ -95,6 +95,10 @@ fn secure_file_transfers_arrive_identical_or_resume_over_many_seeds() {
     // every byte through the secure channel.
     let reports = run_some("secure-xfer", secure_xfer_session, seeds() / 5);
     assert!(reports.iter().any(SimReport::is_clean));
+    // Each side reads the other's close record before it closes: a clean
+    // end never resets the connection.
+    let benign_cuts: u32 = reports.iter().filter(|r| !r.hostile).map(|r| r.cuts).sum();
+    assert_eq!(benign_cuts, 0, "clean secure sessions ended in a reset");
     if reports.len() >= 400 {
         assert!(reports.iter().any(|r| r.resumes > 0), "no seed resumed");
         assert!(

@@ -19,6 +19,11 @@ pub struct SecureConfig {
     /// from construction (default 10 s): a peer that sends nothing, or
     /// trickles its hello, costs at most this.
     pub handshake_timeout: Duration,
+    /// How long a side whose session ended waits, after sending its close
+    /// record, for the peer's (default 2 s): the peer's last records are
+    /// then read rather than met with a reset. The session's result does
+    /// not depend on it; a peer that never closes costs at most this.
+    pub close_timeout: Duration,
 }
 
 impl Default for SecureConfig {
@@ -26,6 +31,7 @@ impl Default for SecureConfig {
         SecureConfig {
             max_record: RECORD_LIMIT,
             handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -39,6 +45,9 @@ impl SecureConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Zero("handshake_timeout"));
+        }
+        if self.close_timeout.is_zero() {
+            return Err(ConfigError::Zero("close_timeout"));
         }
         if self.max_record > RECORD_LIMIT {
             return Err(ConfigError::Inconsistent {
@@ -69,6 +78,14 @@ mod tests {
         assert_eq!(
             zero_time.validate(),
             Err(ConfigError::Zero("handshake_timeout"))
+        );
+        let zero_close = SecureConfig {
+            close_timeout: Duration::ZERO,
+            ..SecureConfig::default()
+        };
+        assert_eq!(
+            zero_close.validate(),
+            Err(ConfigError::Zero("close_timeout"))
         );
         let huge = SecureConfig {
             max_record: RECORD_LIMIT + 1,

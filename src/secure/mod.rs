@@ -24,7 +24,9 @@
 //!    [`SecureConfig::max_record`] bytes of plaintext each, counter nonces)
 //!    and the peer's records are opened into the machine's input. When the
 //!    machine ends, a close record says so: a connection that ends without
-//!    one is a truncation ([`SecureError::Integrity`]).
+//!    one is a truncation ([`SecureError::Integrity`]). The side then reads
+//!    until the peer's close record (at most [`SecureConfig::close_timeout`])
+//!    before it ends, so that no record of the peer meets a reset.
 //!
 //! docs/PROTOCOL.md ("Secure channel") gives the wire byte by byte, and
 //! SECURITY.md the threat model.
@@ -166,6 +168,9 @@ pub struct Secure<M> {
     peer_closed: bool,
     /// The inner machine ended with this (our close record is queued).
     ended: Option<Result<(), Error>>,
+    /// Until when, after `ended`, the channel waits for the peer's close
+    /// record (None once it came, or the wait is over).
+    closing: Option<Instant>,
     failure: Option<Error>,
 }
 
@@ -226,6 +231,7 @@ impl<M: StreamMachine> Secure<M> {
             confirmed: false,
             peer_closed: false,
             ended: None,
+            closing: None,
             failure: None,
         };
         if let Err(e) = valid {
@@ -273,7 +279,14 @@ impl<M: StreamMachine> Secure<M> {
     }
 
     fn fail(&mut self, error: Error) {
-        if self.failure.is_some() || self.ended.is_some() {
+        if self.ended.is_some() {
+            // The session's result stands; only the wait for the peer's
+            // close record ends.
+            tracing::debug!(%error, "secure channel failed while closing");
+            self.stop_closing();
+            return;
+        }
+        if self.failure.is_some() {
             return;
         }
         tracing::debug!(%error, "secure channel failed");
@@ -290,8 +303,17 @@ impl<M: StreamMachine> Secure<M> {
         self.failure = Some(error);
     }
 
+    /// Over: failed, or ended and no longer waiting for the peer's close.
     fn is_over(&self) -> bool {
-        self.failure.is_some() || self.ended.is_some()
+        self.failure.is_some() || (self.ended.is_some() && self.closing.is_none())
+    }
+
+    /// The close exchange is over: the keys and held input go.
+    fn stop_closing(&mut self) {
+        self.closing = None;
+        self.state = State::Gone;
+        self.rx.clear();
+        self.pending = None;
     }
 
     /// Works through held input: the handshake, then records into the inner
@@ -369,7 +391,8 @@ impl<M: StreamMachine> Secure<M> {
             self.rx.reserve(whole - self.rx.len());
             return Ok(false);
         }
-        if kind == KIND_DATA && len > 0 && self.open_into_inner(len)? {
+        let inner_runs = self.ended.is_none();
+        if inner_runs && kind == KIND_DATA && len > 0 && self.open_into_inner(len)? {
             self.rx.data().advance(whole);
             return Ok(true);
         }
@@ -382,11 +405,16 @@ impl<M: StreamMachine> Secure<M> {
         self.rx.data().advance(whole);
         if kind == KIND_CLOSE {
             self.peer_closed = true;
-            self.inner.handle_eof(self.now);
-        } else {
+            match inner_runs {
+                true => self.inner.handle_eof(self.now),
+                false => self.stop_closing(),
+            }
+        } else if inner_runs {
             self.pending = Some((0, len));
             self.feed_inner();
         }
+        // Else the inner machine has ended: the record authenticated, and
+        // what it carried has nowhere to go.
         Ok(true)
     }
 
@@ -491,20 +519,38 @@ impl<M: StreamMachine> Secure<M> {
     }
 
     /// The inner machine ended: the rest of its output and our close
-    /// record go out, then the channel ends with the inner's result.
+    /// record go out; then the channel waits (at most `close_timeout`) for
+    /// the peer's close record, reading what comes before it, and ends
+    /// with the inner's result. (Closing a connection with unread input
+    /// resets it: the peer's last records would meet a reset.)
     fn close(&mut self, result: Result<(), Error>) {
         let sealed = self
             .seal_staging()
             .and_then(|()| self.seal(KIND_CLOSE, &[]));
         match sealed {
             Ok(()) => {
-                self.state = State::Gone;
-                self.rx.clear();
                 self.pending = None;
                 self.ended = Some(result);
+                self.closing = Some(self.now + self.config.close_timeout);
+                if self.peer_closed || self.eof {
+                    self.stop_closing();
+                }
             }
             Err(e) => self.fail(e),
         }
+    }
+
+    /// The channel's answer while it waits for the peer's close record.
+    fn on_closing_wait(&mut self) -> Option<Output<Bytes, M::Event>> {
+        if self.process() {
+            return None;
+        }
+        if self.eof {
+            // The peer closed without (or after all of) its records.
+            self.stop_closing();
+            return None;
+        }
+        Some(Output::Wait(self.closing))
     }
 
     /// The channel's answer once the inner machine waits.
@@ -566,6 +612,12 @@ impl<M: StreamMachine> Machine for Secure<M> {
         if self.is_over() {
             return;
         }
+        if self.ended.is_some() {
+            if self.closing.is_some_and(|t| t <= self.now) {
+                self.stop_closing();
+            }
+            return;
+        }
         if let State::Open { .. } = self.state {
             return self.inner.handle_timeout(now);
         }
@@ -583,7 +635,13 @@ impl<M: StreamMachine> Machine for Secure<M> {
                 return Output::Done(Err(e.clone()));
             }
             if let Some(result) = &self.ended {
-                return Output::Done(result.clone());
+                if self.closing.is_none() {
+                    return Output::Done(result.clone());
+                }
+                match self.on_closing_wait() {
+                    Some(out) => return out,
+                    None => continue,
+                }
             }
             if !matches!(self.state, State::Open { .. }) {
                 match self.on_handshake_wait() {
@@ -613,6 +671,7 @@ impl<M: StreamMachine> Machine for Secure<M> {
             return None;
         }
         match self.state {
+            State::Open { .. } if self.ended.is_some() => self.closing,
             State::Open { .. } => self.inner.poll_timeout(),
             _ => self.handshake_deadline,
         }
@@ -631,7 +690,7 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
             self.rx.discard();
             return Err(e.clone());
         }
-        if self.ended.is_some() {
+        if self.is_over() {
             self.rx.discard();
             return Ok(());
         }
@@ -650,6 +709,9 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
     }
 
     fn abort(&mut self, reason: String) {
+        if self.ended.is_some() {
+            return self.stop_closing();
+        }
         match self.state {
             // The inner machine tells the peer why, in a record.
             State::Open { .. } => self.inner.abort(reason),

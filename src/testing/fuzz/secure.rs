@@ -226,6 +226,7 @@ fn session(mut input: Input<'_>) {
             e,
             Error::Secure(SecureError::Integrity(_))
                 | Error::TimedOut(_)
+                | Error::TooSlow { .. }
                 | Error::PeerFailed { .. }
         );
         assert!(altered && caught, "altered={altered}: {e:?}");
