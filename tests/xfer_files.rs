@@ -927,3 +927,61 @@ fn a_read_only_directory_is_filled_then_given_its_mode_at_the_end() {
     assert_eq!(fs::read(d.dst.join("t/locked/a.txt")).unwrap(), b"inside");
     assert_eq!(mode(&d.dst.join("t/locked")), 0o555 & !umask());
 }
+
+// ---- A cut session keeps what it verified ----
+
+/// Nothing verified is lost with the connection: small files whose content
+/// checked out and that wait for their group commit are committed when
+/// the connection drops. They are byte-identical under their final names,
+/// nothing else is under a final name, and the sender (never told of the
+/// last group) finds them all up to date on the next run.
+#[test]
+fn a_cut_session_still_saves_the_files_it_verified_and_the_next_run_finds_them_up_to_date() {
+    let d = dirs();
+    let sizes = [1000usize; 40];
+    let paths = common::files::sources(&d, &sizes);
+    let store = Store::new(&d.dst, false).unwrap();
+    // Cut at about 60% of the data: well before the end, past many files.
+    let first = send(&paths, &store, Some(24_000), None);
+    assert!(first.outcome.b.is_err(), "the connection was cut");
+    let saved: Vec<String> = first
+        .rx
+        .report()
+        .iter()
+        .filter(|f| matches!(f.outcome, Outcome::Saved { .. }))
+        .map(|f| f.name.clone())
+        .collect();
+    assert!(
+        saved.len() >= 10,
+        "the files verified before the cut were lost: saved {saved:?}"
+    );
+    let on_disk = entries(&d.dst);
+    assert_eq!(on_disk, {
+        let mut s = saved.clone();
+        s.sort();
+        s
+    });
+    for name in &saved {
+        assert!(same_file(&d.src.join(name), &d.dst.join(name)), "{name}");
+    }
+    // Those of the last group were committed after the cut: the sender
+    // never heard of them.
+    let confirmed = (first.tx.report().iter())
+        .filter(|f| matches!(f.outcome, Outcome::Saved { .. }))
+        .count();
+    assert!(
+        confirmed < saved.len(),
+        "nothing was saved after the cut: {confirmed} confirmed, {} saved",
+        saved.len()
+    );
+    let second = send(&paths, &store, None, None);
+    ok(&second);
+    assert_received(&d, &paths);
+    let up_to_date = second
+        .tx
+        .report()
+        .iter()
+        .filter(|f| matches!(f.outcome, Outcome::UpToDate { .. }))
+        .count();
+    assert_eq!(up_to_date, saved.len());
+}

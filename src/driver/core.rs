@@ -55,8 +55,11 @@
 //! A session that ends as its machine says (`Done` from the machine) is
 //! closed in order: the rest of the batch is written (best effort), the
 //! transport flushed and shut for sending, then `Done`. A session that
-//! fails at the transport (a read or write error, a stalled peer) ends with
-//! `Done` at once, without `Close`.
+//! fails at the transport (a read or write error, a stalled peer) writes
+//! nothing more and ends without `Close`. Either way the application hears
+//! of the end first ([`App::on_end`]), and the work it then still has runs
+//! before `Done`: what it holds (verified files waiting for their group
+//! commit) is not lost with the connection.
 //!
 //! Reports are forgiving: a timeout reported early is harmless, and
 //! `Interrupted` failures are retried. Calling `next` after `Done` returns
@@ -208,8 +211,13 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                 )));
             }
             if let Some(error) = self.failed.take() {
-                self.finished = true;
-                return Next::Done(Err(error));
+                // The transport is broken: nothing more goes out, and no
+                // `Close`; the application still finishes what it holds.
+                self.out = Batch::default();
+                self.unflushed = false;
+                self.closed = true;
+                self.end(Err(error));
+                continue;
             }
             if let Some((_, until)) = &self.salvaging {
                 return Next::Read {
@@ -255,11 +263,11 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                 self.work = self.app.poll_work();
             }
             match step {
-                Step::Done(result) if self.work.is_some() => self.ending = Some(result),
+                Step::Done(result) if self.work.is_some() => self.end(result),
                 // The work runs first; the machine is asked again after it.
                 _ if self.work.is_some() => {}
                 Step::Flush => {}
-                Step::Done(result) => self.ending = Some(result),
+                Step::Done(result) => self.end(result),
                 // Whatever was gathered goes out before the core waits.
                 Step::Wait(_) if !self.out.is_empty() => {}
                 Step::Wait(Some(deadline)) if deadline <= now => self.machine.handle_timeout(now),
@@ -506,6 +514,13 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             context: "application",
             source,
         });
+    }
+
+    /// The session ends with `result`, once the application's remaining
+    /// work has run; the application hears of it first.
+    fn end(&mut self, result: Result<(), DriverError>) {
+        self.app.on_end(&result);
+        self.ending = Some(result);
     }
 
     fn apply_abort(&mut self) {

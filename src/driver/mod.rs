@@ -46,6 +46,15 @@ pub trait App<M: Machine> {
     {
         None
     }
+
+    /// The session is ending with `result`: the machine ended, or the
+    /// transport failed (its error, then). Called once, before the
+    /// driver asks for the application's last [`poll_work`](App::poll_work):
+    /// an application holding something it must not lose (the receiver's
+    /// verified files waiting for their group commit) queues the work that
+    /// keeps it. The machine gets no more input, and nothing more is sent.
+    /// The default does nothing.
+    fn on_end(&mut self, _result: &Result<(), DriverError>) {}
 }
 
 impl<M, F> App<M> for F

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use super::{answered, FileReport, Outcome, Progress, Totals};
 use crate::codec::RejectReason;
-use crate::driver::{App, Work};
+use crate::driver::{App, DriverError, Work};
 use crate::files::{Incoming, Refusal, Store};
 use crate::machine::Machine;
 use crate::xfer::{
@@ -522,6 +522,14 @@ where
         };
         self.queued.push(op);
         Ok(())
+    }
+
+    /// The files verified and not yet committed are committed now, even
+    /// when the connection was cut or the session failed: their content
+    /// checked out, so they are saved (the sender, not told, finds them up
+    /// to date next time) rather than lost with the connection.
+    fn on_end(&mut self, _result: &Result<(), DriverError>) {
+        self.queue_commit();
     }
 
     fn poll_work(&mut self) -> Option<Work<Self, M>> {

@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{App, Work};
+use echoxfer::driver::{App, DriverError, Work};
 use echoxfer::error::sanitize;
 use echoxfer::files::{FileReport, Progress, ReceiverApp, SenderApp, Totals};
 use echoxfer::xfer::{Receiver, ReceiverEvent, Sender, SenderEvent};
@@ -177,6 +177,10 @@ where
         let work = App::<M>::poll_work(&mut self.app)?;
         Some(work.within(|t: &mut Self| &mut t.app).and_then(recorded))
     }
+
+    fn on_end(&mut self, result: &Result<(), DriverError>) {
+        App::<M>::on_end(&mut self.app, result);
+    }
 }
 
 impl<M> App<M> for Tracked<ReceiverApp>
@@ -203,6 +207,10 @@ where
     fn poll_work(&mut self) -> Option<Work<Self, M>> {
         let work = App::<M>::poll_work(&mut self.app)?;
         Some(work.within(|t: &mut Self| &mut t.app).and_then(recorded))
+    }
+
+    fn on_end(&mut self, result: &Result<(), DriverError>) {
+        App::<M>::on_end(&mut self.app, result);
     }
 }
 
