@@ -6,7 +6,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use rand::Rng;
 
-use super::{content, guarded, Sim, SimReport, MAX_STEPS, SIM_CODE};
+use super::{content, guarded, Sim, SimReport, HANDSHAKE, MAX_STEPS, SIM_CODE};
 use crate::config::UnframedConfig;
 use crate::driver::DriverError;
 use crate::error::{Error, SecureError};
@@ -34,7 +34,7 @@ fn replay_inner(seed: u64) -> Result<SimReport, String> {
     let name = SafeName::new(b"recorded.bin", 64).expect("valid");
     let data = Bytes::from(content(&mut sim.rng, size));
     let recorded = record_transfer(&mut sim, &name, &data)?;
-    if (recorded.len() as u64) < super::HANDSHAKE + size as u64 {
+    if (recorded.len() as u64) < HANDSHAKE + size as u64 {
         return Err(format!("only {} bytes were recorded", recorded.len()));
     }
 
