@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::files::{assert_received, content, dirs, sources, write_src, Dirs};
+use common::files::{assert_received, content, dirs, same_file, sources, write_src, Dirs};
 use common::process::{line_containing, spawn_until, Guard, BOUND};
 
 fn bin() -> Command {
@@ -592,4 +592,83 @@ fn a_folder_goes_across_then_a_second_run_is_up_to_date() {
     );
     assert!(objects[6].contains(r#""bytes_moved":0,"#), "{out}");
     line_containing(&lines, r#""up_to_date":3"#);
+}
+
+/// Ctrl-C on a `receive --once` mid-folder: the sender is told why (not a
+/// bare reset), the small files the receiver had verified are saved even
+/// those of the group not yet committed, the big file keeps its partial
+/// file, and the same `send` again finds the saved files up to date and
+/// resumes the big one.
+#[test]
+fn ctrl_c_on_a_receiver_tells_the_sender_keeps_what_was_verified_and_the_next_send_resumes() {
+    let d = dirs();
+    let tree = d.src.join("tree");
+    fs::create_dir(&tree).unwrap();
+    // 300 small files (two groups of 128 committed, 44 waiting), then a
+    // big one that is still arriving at the interruption.
+    for i in 0..300 {
+        fs::write(tree.join(format!("a{i:03}")), content(2000, i as u8)).unwrap();
+    }
+    let size = 200 << 20;
+    fs::write(tree.join("zbig.bin"), content(size, 7)).unwrap();
+    let mut cmd = bin();
+    cmd.args([
+        "receive",
+        "--once",
+        "--listen",
+        "127.0.0.1:0",
+        "--code",
+        CODE,
+        "--dir",
+    ])
+    .arg(&d.dst)
+    .stderr(Stdio::piped());
+    let (mut rx, addr, _lines) = spawn_until(cmd, "listening on");
+    let rx_err = drain(rx.child.stderr.take().unwrap());
+    let mut cmd = bin();
+    cmd.args(["send", "--quiet", "--code", CODE, "--to", &addr])
+        .arg(&tree)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut tx = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    let tx_err = drain(tx.child.stderr.take().unwrap());
+    let part = d.dst.join("tree/.zbig.bin.echoxfer-part");
+    let until = Instant::now() + BOUND;
+    while fs::metadata(&part).map_or(0, |m| m.len()) < 16 << 20 {
+        assert!(tx.child.try_wait().unwrap().is_none(), "sender ended early");
+        assert!(Instant::now() < until, "no progress within {BOUND:?}");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let pid = rx.child.id() as libc::pid_t;
+    // SAFETY: a plain kill(2) of our own child, which is still running.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let (rx_status, tx_status) = (rx.wait(), tx.wait());
+    let (rx_err, tx_err) = (rx_err.join().unwrap(), tx_err.join().unwrap());
+    assert!(!rx_status.success() && !tx_status.success());
+    assert!(rx_err.contains("stopping:"), "{rx_err}");
+    assert!(
+        tx_err.contains("stopped with Ctrl-C"),
+        "the sender is told why: {tx_err}"
+    );
+    for i in 0..300 {
+        let name = format!("a{i:03}");
+        assert!(
+            same_file(&tree.join(&name), &d.dst.join("tree").join(&name)),
+            "{name} was verified before the interruption, yet not saved"
+        );
+    }
+    assert!(part.exists() && !d.dst.join("tree/zbig.bin").exists());
+
+    let (_rx, addr, _) = receiver(&d, &["--once"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&tree), &["--json"]);
+    assert!(status.success(), "{out}\n{err}");
+    let total = out.lines().last().unwrap_or_default();
+    assert!(total.contains("\"up_to_date\":300"), "{total}");
+    assert!(total.contains("\"resumed\":1"), "{total}");
+    assert!(same_file(
+        &tree.join("zbig.bin"),
+        &d.dst.join("tree/zbig.bin")
+    ));
 }

@@ -7,11 +7,13 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown as Side, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking, listen, App, Limits, ServeReport, Shutdown};
+use echoxfer::driver::{blocking, listen, Abort, App, Limits, ServeReport, Shutdown};
 use echoxfer::{DatagramMachine, StreamMachine};
 
 use crate::addr::HostPort;
@@ -91,14 +93,22 @@ impl Driver {
         A: App<M> + 'static,
     {
         stream.set_nodelay(true)?;
-        match &self.tokio {
-            None => Ok(blocking::run_stream(machine, &mut stream, app)?),
+        let abort = stop_session_on_ctrl_c(stream.try_clone().ok());
+        let result: CmdResult = match &self.tokio {
+            None => {
+                blocking::run_stream_until(machine, &mut stream, app, &abort).map_err(Into::into)
+            }
             Some(rt) => rt.block_on(async {
                 stream.set_nonblocking(true)?;
                 let mut stream = tokio::net::TcpStream::from_std(stream)?;
-                Ok(echoxfer::driver::tokio::run_stream(machine, &mut stream, app).await?)
+                Ok(
+                    echoxfer::driver::tokio::run_stream_until(machine, &mut stream, app, &abort)
+                        .await?,
+                )
             }),
-        }
+        };
+        session_over();
+        result
     }
 
     /// Runs one session over stdin/stdout.
@@ -107,13 +117,21 @@ impl Driver {
         M: StreamMachine + 'static,
         A: App<M> + 'static,
     {
-        match &self.tokio {
-            None => Ok(blocking::run_stream(machine, &mut stdio()?, app)?),
+        let abort = stop_session_on_ctrl_c(None);
+        let result: CmdResult = match &self.tokio {
+            None => {
+                blocking::run_stream_until(machine, &mut stdio()?, app, &abort).map_err(Into::into)
+            }
             Some(rt) => rt.block_on(async {
                 let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-                Ok(echoxfer::driver::tokio::run_stream(machine, &mut io, app).await?)
+                Ok(
+                    echoxfer::driver::tokio::run_stream_until(machine, &mut io, app, &abort)
+                        .await?,
+                )
             }),
-        }
+        };
+        session_over();
+        result
     }
 
     /// Binds `addr`, announces it, and serves sessions (from `make`) until
@@ -232,6 +250,50 @@ where
     let report = driver.serve(addr, limits, &shutdown, make)?;
     println!("{}", term::stopped(&report));
     Ok(())
+}
+
+/// The single session this process runs now (a client's, or `receive
+/// --once`'s), for Ctrl-C to stop: its abort handle, and its socket, which
+/// is shut for reading to wake a blocked read.
+static CURRENT: Mutex<Option<(Abort, Option<TcpStream>)>> = Mutex::new(None);
+
+/// Ctrl-C during a single session: the first press aborts it (the peer is
+/// told why, and the files already verified are still saved), a second
+/// exits at once. Returns the session's abort handle.
+fn stop_session_on_ctrl_c(wake: Option<TcpStream>) -> Abort {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let presses = AtomicU8::new(0);
+        // A process that serves has its own handler; this one is for clients.
+        let _ = ctrlc::set_handler(move || {
+            let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+            match (presses.fetch_add(1, Ordering::SeqCst), current.as_ref()) {
+                (0, Some((abort, wake))) => {
+                    eprintln!(
+                        "stopping: the peer is told why, files already verified are saved, \
+                         partial files are kept for a resume; press Ctrl-C again to exit at once"
+                    );
+                    abort.request("stopped with Ctrl-C; the same send again resumes it");
+                    if let Some(socket) = wake {
+                        // Wakes a blocked read, so the abort is seen at once.
+                        let _ = socket.shutdown(Side::Read);
+                    }
+                }
+                _ => {
+                    eprintln!("exiting at once");
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    let abort = Abort::new();
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some((abort.clone(), wake));
+    abort
+}
+
+/// The single session is over: Ctrl-C exits at once again.
+fn session_over() {
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
 
 /// Ctrl-C stops `shutdown` in steps, each saying what happens next: stop
