@@ -833,3 +833,49 @@ fn an_ended_side_waits_for_the_peers_close_record_at_most_close_timeout() {
         assert_eq!(a.poll_output(), Output::Done(Ok(())));
     }
 }
+
+/// A side aborted mid-session (Ctrl-C, a server shutting down) whose
+/// driver then shuts its reading side (to wake a blocked read) ends with
+/// its abort, not a truncation: the end of input is its own doing. The
+/// peer reads why, in a record.
+#[test]
+fn an_aborted_side_that_meets_the_end_of_input_ends_with_its_abort_and_the_peer_reads_why() {
+    let now = Instant::now();
+    let data = Bytes::from(vec![b'a'; 900_000]);
+    let tx = sender_app(&data);
+    let mut a = End::new(secure_sender(&tx, CODE, SecureConfig::default(), now), tx);
+    let mut b = End::new(
+        secure_receiver(CODE, SecureConfig::default(), now, 2),
+        MemReceiver::new(MemDisk::default(), false),
+    );
+    // The handshake, the offer and its answer, and some data.
+    for _ in 0..2 {
+        let to_b = a.drain(now);
+        b.feed(now, &to_b, 4096);
+        let to_a = b.drain(now);
+        a.feed(now, &to_a, 4096);
+    }
+    assert!(
+        a.m.is_confirmed() && a.done.is_none() && b.done.is_none(),
+        "{:?} {:?}",
+        a.done,
+        b.done
+    );
+    assert!(b.app.disk.files.is_empty(), "the transfer is under way, not over");
+    a.m.abort("stopped with Ctrl-C".into());
+    a.m.handle_eof(now);
+    let last = a.drain(now);
+    match &a.done {
+        Some(Err(Error::Aborted(reason))) => assert_eq!(reason, "stopped with Ctrl-C"),
+        other => panic!("the aborted side ended with {other:?}"),
+    }
+    b.feed(now, &last, 4096);
+    b.m.handle_eof(now);
+    b.drain(now);
+    let told = b.done.clone().expect("the peer ended");
+    assert!(
+        matches!(&told, Err(e) if e.to_string().contains("stopped with Ctrl-C")),
+        "{told:?}"
+    );
+    assert!(b.app.disk.files.is_empty());
+}

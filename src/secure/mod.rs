@@ -166,6 +166,8 @@ pub struct Secure<M> {
     confirmed: bool,
     /// The peer's close record arrived.
     peer_closed: bool,
+    /// The inner machine was aborted (by its application, or a shutdown).
+    aborted: bool,
     /// The inner machine ended with this (our close record is queued).
     ended: Option<Result<(), Error>>,
     /// Until when, after `ended`, the channel waits for the peer's close
@@ -230,6 +232,7 @@ impl<M: StreamMachine> Secure<M> {
             peer_hello: false,
             confirmed: false,
             peer_closed: false,
+            aborted: false,
             ended: None,
             closing: None,
             failure: None,
@@ -566,6 +569,14 @@ impl<M: StreamMachine> Secure<M> {
             return None;
         }
         if self.eof && !self.peer_closed && self.pending.is_none() {
+            if self.aborted {
+                // Ours to end, and the end of input may be our own doing
+                // (a driver shuts its reading side to wake a read): the
+                // inner machine ends as its protocol says, no tampering.
+                self.peer_closed = true;
+                self.inner.handle_eof(self.now);
+                return None;
+            }
             // Every whole record is processed; no close record came.
             self.fail(
                 SecureError::Integrity(
@@ -714,7 +725,10 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
         }
         match self.state {
             // The inner machine tells the peer why, in a record.
-            State::Open { .. } => self.inner.abort(reason),
+            State::Open { .. } => {
+                self.aborted = true;
+                self.inner.abort(reason)
+            }
             _ => self.fail(Error::Aborted(reason)),
         }
     }

@@ -91,7 +91,7 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
         to: &a.addr,
         server: "`echoxfer echo serve`",
     };
-    net::run_client(&mut client, &mut app, peer, Runtime::Blocking)
+    net::run_interactive_client(&mut client, &mut app, peer)
         .map_err(|e| auth::explain(e, &a.addr.to_string(), "try again"))
 }
 

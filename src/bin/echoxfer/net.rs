@@ -74,6 +74,8 @@ fn stdio() -> io::Result<blocking::Duplex<File, File>> {
 /// The only place the binary looks at which runtime it is.
 pub struct Driver {
     tokio: Option<tokio::runtime::Runtime>,
+    /// Ctrl-C aborts a single session (else it exits at once).
+    abort_on_ctrl_c: bool,
 }
 
 impl Driver {
@@ -83,7 +85,27 @@ impl Driver {
             Runtime::Blocking => None,
             Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
         };
-        Ok(Driver { tokio })
+        Ok(Driver {
+            tokio,
+            abort_on_ctrl_c: true,
+        })
+    }
+
+    /// Ctrl-C exits at once rather than aborting the session: for clients
+    /// that wait on the terminal between events, where an abort would only
+    /// be seen after the next line.
+    pub fn exit_on_ctrl_c(mut self) -> Driver {
+        self.abort_on_ctrl_c = false;
+        self
+    }
+
+    /// The abort handle of the single session about to run (see
+    /// [`stop_session_on_ctrl_c`]).
+    fn session_abort(&self, wake: Option<TcpStream>) -> Abort {
+        match self.abort_on_ctrl_c {
+            true => stop_session_on_ctrl_c(wake),
+            false => Abort::new(),
+        }
     }
 
     /// Runs one session over a connected TCP stream.
@@ -93,7 +115,7 @@ impl Driver {
         A: App<M> + 'static,
     {
         stream.set_nodelay(true)?;
-        let abort = stop_session_on_ctrl_c(stream.try_clone().ok());
+        let abort = self.session_abort(stream.try_clone().ok());
         let result: CmdResult = match &self.tokio {
             None => {
                 blocking::run_stream_until(machine, &mut stream, app, &abort).map_err(Into::into)
@@ -117,7 +139,7 @@ impl Driver {
         M: StreamMachine + 'static,
         A: App<M> + 'static,
     {
-        let abort = stop_session_on_ctrl_c(None);
+        let abort = self.session_abort(None);
         let result: CmdResult = match &self.tokio {
             None => {
                 blocking::run_stream_until(machine, &mut stdio()?, app, &abort).map_err(Into::into)
@@ -199,13 +221,31 @@ impl<'a> Peer<'a> {
     }
 }
 
-/// Runs one session as a client with `peer`, on `runtime`.
+/// Runs one session as a client with `peer`, on `runtime`; Ctrl-C aborts it.
 pub fn run_client<M, A>(machine: &mut M, app: &mut A, peer: Peer, runtime: Runtime) -> CmdResult
 where
     M: StreamMachine + 'static,
     A: App<M> + 'static,
 {
-    let driver = Driver::new(runtime)?;
+    run_client_on(Driver::new(runtime)?, machine, app, peer)
+}
+
+/// Runs one session as a client with `peer` on the blocking driver, for an
+/// app that reads the terminal between events: Ctrl-C exits at once.
+pub fn run_interactive_client<M, A>(machine: &mut M, app: &mut A, peer: Peer) -> CmdResult
+where
+    M: StreamMachine + 'static,
+    A: App<M> + 'static,
+{
+    let driver = Driver::new(Runtime::Blocking)?.exit_on_ctrl_c();
+    run_client_on(driver, machine, app, peer)
+}
+
+fn run_client_on<M, A>(driver: Driver, machine: &mut M, app: &mut A, peer: Peer) -> CmdResult
+where
+    M: StreamMachine + 'static,
+    A: App<M> + 'static,
+{
     match peer {
         Peer::Tcp { to, server } => driver.run_tcp(machine, connect(to, server)?, app),
         Peer::Stdio => driver.run_stdio(machine, app),
@@ -270,8 +310,8 @@ fn stop_session_on_ctrl_c(wake: Option<TcpStream>) -> Abort {
             match (presses.fetch_add(1, Ordering::SeqCst), current.as_ref()) {
                 (0, Some((abort, wake))) => {
                     eprintln!(
-                        "stopping: the peer is told why, files already verified are saved, \
-                         partial files are kept for a resume; press Ctrl-C again to exit at once"
+                        "stopping: the peer is told why (files already verified are saved, \
+                         partial files are kept for a resume); press Ctrl-C again to exit at once"
                     );
                     abort.request("stopped with Ctrl-C; the same send again resumes it");
                     if let Some(socket) = wake {

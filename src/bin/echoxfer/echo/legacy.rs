@@ -14,7 +14,7 @@ use echoxfer::legacy::{
 };
 use echoxfer::UnframedConfig;
 
-use crate::args::{EchoConnectArgs, EchoServeArgs, Preset, Runtime};
+use crate::args::{EchoConnectArgs, EchoServeArgs, Preset};
 use crate::net::{self, CmdResult, Peer};
 use crate::term;
 
@@ -103,5 +103,5 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
         to: &a.addr,
         server: "`echoxfer echo serve --legacy`",
     };
-    net::run_client(&mut client, &mut app, peer, Runtime::Blocking)
+    net::run_interactive_client(&mut client, &mut app, peer)
 }
