@@ -429,6 +429,16 @@ impl SimReport {
     pub fn is_clean(&self) -> bool {
         self.failures.is_empty()
     }
+
+    /// Counts each side's typed failure; `Err` for one that must not occur.
+    fn note_failures(&mut self, outcome: &PairOutcome) -> Result<(), String> {
+        for side in [&outcome.a, &outcome.b] {
+            if let Err(e) = side {
+                self.failures.push(failure_kind(e)?);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A short name for a typed failure, or `Err` for one that must not occur

@@ -66,11 +66,7 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
         elapsed: sim.now - start,
         ..SimReport::default()
     };
-    for side in [&outcome.a, &outcome.b] {
-        if let Err(e) = side {
-            report.failures.push(failure_kind(e)?);
-        }
-    }
+    report.note_failures(&outcome)?;
     if outcome.a.is_ok() && !(app.closed && app.queue.is_empty() && app.replies == app.sent.len()) {
         return Err("client ended Ok without every reply".into());
     }
@@ -146,11 +142,7 @@ fn trickle_inner(seed: u64) -> Result<SimReport, String> {
         stalls: link.stalls,
         ..SimReport::default()
     };
-    for side in [&outcome.a, &outcome.b] {
-        if let Err(e) = side {
-            report.failures.push(failure_kind(e)?);
-        }
-    }
+    report.note_failures(&outcome)?;
     let kind = match reader {
         Err(e) => failure_kind(e)?,
         Ok(()) => "none",

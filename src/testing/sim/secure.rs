@@ -107,11 +107,7 @@ fn secure_tamper_inner(seed: u64) -> Result<SimReport, String> {
         elapsed: sim.now - start,
         ..SimReport::default()
     };
-    for side in [&outcome.a, &outcome.b] {
-        if let Err(e) = side {
-            report.failures.push(failure_kind(e)?);
-        }
-    }
+    report.note_failures(&outcome)?;
     Ok(report)
 }
 
@@ -172,11 +168,7 @@ fn secure_wrong_code_inner(seed: u64) -> Result<SimReport, String> {
         elapsed: sim.now - start,
         ..SimReport::default()
     };
-    for side in [&outcome.a, &outcome.b] {
-        if let Err(e) = side {
-            report.failures.push(failure_kind(e)?);
-        }
-    }
+    report.note_failures(&outcome)?;
     Ok(report)
 }
 

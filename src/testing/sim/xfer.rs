@@ -144,11 +144,7 @@ fn xfer_inner(seed: u64, secure: Option<SecureConfig>) -> Result<SimReport, Stri
         report.corrupted_bits += link.corrupted;
         report.stalls += link.stalls;
         pushed += tx.pushed;
-        for side in [&outcome.a, &outcome.b] {
-            if let Err(e) = side {
-                report.failures.push(failure_kind(e)?);
-            }
-        }
+        report.note_failures(&outcome)?;
         // Nothing under a final name but its exact source; the content of
         // a final file is always exactly some source (its hash matched).
         for (name, held) in &disk.files {
