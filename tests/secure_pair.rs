@@ -861,7 +861,10 @@ fn an_aborted_side_that_meets_the_end_of_input_ends_with_its_abort_and_the_peer_
         a.done,
         b.done
     );
-    assert!(b.app.disk.files.is_empty(), "the transfer is under way, not over");
+    assert!(
+        b.app.disk.files.is_empty(),
+        "the transfer is under way, not over"
+    );
     a.m.abort("stopped with Ctrl-C".into());
     a.m.handle_eof(now);
     let last = a.drain(now);
