@@ -31,6 +31,11 @@
 //! docs/PROTOCOL.md ("Secure channel") gives the wire byte by byte, and
 //! SECURITY.md the threat model.
 //!
+//! This file holds the channel's states and the machine contract; the
+//! peer's bytes are taken in `incoming`, this side's output is sealed in
+//! `outgoing`, the key exchange is `handshake` and the record format and
+//! cipher `record`.
+//!
 //! # Using it (a CLI, a server)
 //!
 //! ```
@@ -68,7 +73,7 @@ use std::borrow::{Borrow, BorrowMut};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::error::{ConfigError, Error, ProtocolError, SecureError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
@@ -76,6 +81,8 @@ use crate::recv_buf::RecvBuf;
 
 mod config;
 mod handshake;
+mod incoming;
+mod outgoing;
 mod record;
 
 pub use config::SecureConfig;
@@ -338,208 +345,6 @@ impl<M: StreamMachine> Secure<M> {
                     return true;
                 }
             }
-        }
-    }
-
-    fn take_hello(&mut self) -> Result<bool, Error> {
-        handshake::check_prefix(self.rx.held())?;
-        if self.rx.len() < HELLO_LEN {
-            return Ok(false);
-        }
-        let State::Hello(started) = std::mem::replace(&mut self.state, State::Gone) else {
-            unreachable!("take_hello runs in the hello state")
-        };
-        let keys = handshake::finish(self.side, started, &self.rx.held()[..HELLO_LEN])?;
-        self.rx.data().advance(HELLO_LEN);
-        self.peer_hello = true;
-        self.out.push_back(Bytes::copy_from_slice(&keys.confirm));
-        self.state = State::Confirm(keys);
-        Ok(true)
-    }
-
-    fn take_confirm(&mut self) -> Result<bool, Error> {
-        if self.rx.len() < CONFIRM_LEN {
-            return Ok(false);
-        }
-        let State::Confirm(keys) = std::mem::replace(&mut self.state, State::Gone) else {
-            unreachable!("take_confirm runs in the confirm state")
-        };
-        keys.check_confirm(&self.rx.held()[..CONFIRM_LEN])?;
-        self.rx.data().advance(CONFIRM_LEN);
-        self.handshake_deadline = None;
-        self.confirmed = true;
-        self.state = State::Open {
-            send: keys.send,
-            recv: keys.recv,
-        };
-        Ok(true)
-    }
-
-    /// Hands pending plaintext to the inner machine, or opens the next
-    /// whole record.
-    fn take_record(&mut self) -> Result<bool, Error> {
-        if self.pending.is_some() {
-            return Ok(self.feed_inner());
-        }
-        if self.rx.len() < RECORD_HEADER {
-            return Ok(false);
-        }
-        if self.peer_closed {
-            return Err(SecureError::Integrity("bytes after the peer's close record").into());
-        }
-        let (kind, len) = record::parse_header(&self.rx.held()[..RECORD_HEADER])?;
-        let whole = RECORD_HEADER + len + TAG_LEN;
-        if self.rx.len() < whole {
-            // Checked against the limit above: the reservation is bounded.
-            self.rx.reserve(whole - self.rx.len());
-            return Ok(false);
-        }
-        let inner_runs = self.ended.is_none();
-        if inner_runs && kind == KIND_DATA && len > 0 && self.open_into_inner(len)? {
-            self.rx.data().advance(whole);
-            return Ok(true);
-        }
-        let State::Open { recv, .. } = &mut self.state else {
-            unreachable!("take_record runs in the open state")
-        };
-        self.opened.resize(len + TAG_LEN, 0);
-        let (head, sealed) = self.rx.held()[..whole].split_at(RECORD_HEADER);
-        recv.open_into(head, sealed, &mut self.opened)?;
-        self.rx.data().advance(whole);
-        if kind == KIND_CLOSE {
-            self.peer_closed = true;
-            match inner_runs {
-                true => self.inner.handle_eof(self.now),
-                false => self.stop_closing(),
-            }
-        } else if inner_runs {
-            self.pending = Some((0, len));
-            self.feed_inner();
-        }
-        // Else the inner machine has ended: the record authenticated, and
-        // what it carried has nowhere to go.
-        Ok(true)
-    }
-
-    /// Opens the whole data record of `len` bytes at the front of `rx`
-    /// straight into the inner machine's own buffer, if it has room for
-    /// all of it (and the tag) now: decrypting is then the only pass over
-    /// the bytes. Returns whether it did; nothing reaches the inner machine
-    /// unless the record authenticated.
-    fn open_into_inner(&mut self, len: usize) -> Result<bool, Error> {
-        let State::Open { recv, .. } = &mut self.state else {
-            unreachable!("take_record runs in the open state")
-        };
-        let (head, sealed) =
-            self.rx.held()[..RECORD_HEADER + len + TAG_LEN].split_at(RECORD_HEADER);
-        let out = self.inner.input_buffer(len + TAG_LEN);
-        if out.len() < len + TAG_LEN {
-            return Ok(false);
-        }
-        recv.open_into(head, sealed, out)?;
-        // The inner machine's failure is sticky: it comes out as its Done.
-        let _ = self.inner.commit_input(self.now, len);
-        Ok(true)
-    }
-
-    /// Copies as much pending plaintext into the inner machine's own
-    /// buffer as it takes. Returns whether any went.
-    fn feed_inner(&mut self) -> bool {
-        let Some((start, end)) = self.pending else {
-            return false;
-        };
-        let n = self.inner.input_room().min(end - start);
-        if n == 0 && start < end {
-            return false;
-        }
-        let buf = self.inner.input_buffer(n);
-        let n = buf.len();
-        buf.copy_from_slice(&self.opened[start..start + n]);
-        // The inner machine's failure is sticky: it comes out as its Done.
-        let _ = self.inner.commit_input(self.now, n);
-        self.pending = (start + n < end).then_some((start + n, end));
-        true
-    }
-
-    /// Seals the inner machine's output into records. Large output (a
-    /// file chunk) is encrypted straight from where it is into records of
-    /// at most `max_record` bytes; small output (frame headers, short
-    /// frames) is gathered and sealed once a record is full or the inner
-    /// machine waits.
-    fn push_plain(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
-        let max = self.config.max_record;
-        if bytes.len() >= DIRECT_FROM {
-            self.seal_staging()?;
-            for body in bytes.chunks(max) {
-                self.seal(KIND_DATA, body)?;
-            }
-            return Ok(());
-        }
-        while !bytes.is_empty() {
-            if self.staging.is_empty() {
-                self.staging.reserve(max);
-            }
-            let n = (max - self.staging.len()).min(bytes.len());
-            self.staging.extend_from_slice(&bytes[..n]);
-            bytes = &bytes[n..];
-            if self.staging.len() == max {
-                self.seal_staging()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Seals the gathered output, if any, as one record.
-    fn seal_staging(&mut self) -> Result<(), Error> {
-        if self.staging.is_empty() {
-            return Ok(());
-        }
-        let staging = std::mem::take(&mut self.staging);
-        let sealed = self.seal(KIND_DATA, &staging);
-        self.staging = staging;
-        self.staging.clear();
-        sealed
-    }
-
-    /// Seals `plain` as a record of `kind` and queues it.
-    fn seal(&mut self, kind: u8, plain: &[u8]) -> Result<(), Error> {
-        let State::Open { send, .. } = &mut self.state else {
-            unreachable!("records are sealed in the open state")
-        };
-        let wire = RECORD_HEADER + plain.len() + TAG_LEN;
-        if self.block.capacity() < wire {
-            // Once the transport has taken the records split off the last
-            // block, `reserve` takes that allocation back: memory already
-            // in use, not a fresh allocation (and page faults) per record.
-            self.block.reserve(RECORD_WIRE_LIMIT * RECORDS_PER_BLOCK);
-        }
-        self.block.resize(wire, 0);
-        let (head, body) = self.block.split_at_mut(RECORD_HEADER);
-        head.copy_from_slice(&record::header(kind, plain.len()));
-        send.seal_into(head, plain, body)?;
-        self.out.push_back(self.block.split().freeze());
-        Ok(())
-    }
-
-    /// The inner machine ended: the rest of its output and our close
-    /// record go out; then the channel waits (at most `close_timeout`) for
-    /// the peer's close record, reading what comes before it, and ends
-    /// with the inner's result. (Closing a connection with unread input
-    /// resets it: the peer's last records would meet a reset.)
-    fn close(&mut self, result: Result<(), Error>) {
-        let sealed = self
-            .seal_staging()
-            .and_then(|()| self.seal(KIND_CLOSE, &[]));
-        match sealed {
-            Ok(()) => {
-                self.pending = None;
-                self.ended = Some(result);
-                self.closing = Some(self.now + self.config.close_timeout);
-                if self.peer_closed || self.eof {
-                    self.stop_closing();
-                }
-            }
-            Err(e) => self.fail(e),
         }
     }
 

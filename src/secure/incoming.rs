@@ -1,0 +1,132 @@
+//! The peer's bytes, in order: its hello and key confirmation, then its
+//! records, opened and handed to the wrapped machine (straight into its
+//! receive buffer when it has room). Touches `Secure`'s receive side only.
+
+use bytes::{Buf, Bytes};
+
+use super::record::{self, KIND_CLOSE, KIND_DATA, RECORD_HEADER, TAG_LEN};
+use super::{handshake, Secure, State, CONFIRM_LEN, HELLO_LEN};
+use crate::error::{Error, SecureError};
+use crate::machine::StreamMachine;
+
+impl<M: StreamMachine> Secure<M> {
+    pub(super) fn take_hello(&mut self) -> Result<bool, Error> {
+        handshake::check_prefix(self.rx.held())?;
+        if self.rx.len() < HELLO_LEN {
+            return Ok(false);
+        }
+        let State::Hello(started) = std::mem::replace(&mut self.state, State::Gone) else {
+            unreachable!("take_hello runs in the hello state")
+        };
+        let keys = handshake::finish(self.side, started, &self.rx.held()[..HELLO_LEN])?;
+        self.rx.data().advance(HELLO_LEN);
+        self.peer_hello = true;
+        self.out.push_back(Bytes::copy_from_slice(&keys.confirm));
+        self.state = State::Confirm(keys);
+        Ok(true)
+    }
+
+    pub(super) fn take_confirm(&mut self) -> Result<bool, Error> {
+        if self.rx.len() < CONFIRM_LEN {
+            return Ok(false);
+        }
+        let State::Confirm(keys) = std::mem::replace(&mut self.state, State::Gone) else {
+            unreachable!("take_confirm runs in the confirm state")
+        };
+        keys.check_confirm(&self.rx.held()[..CONFIRM_LEN])?;
+        self.rx.data().advance(CONFIRM_LEN);
+        self.handshake_deadline = None;
+        self.confirmed = true;
+        self.state = State::Open {
+            send: keys.send,
+            recv: keys.recv,
+        };
+        Ok(true)
+    }
+
+    /// Hands pending plaintext to the inner machine, or opens the next
+    /// whole record.
+    pub(super) fn take_record(&mut self) -> Result<bool, Error> {
+        if self.pending.is_some() {
+            return Ok(self.feed_inner());
+        }
+        if self.rx.len() < RECORD_HEADER {
+            return Ok(false);
+        }
+        if self.peer_closed {
+            return Err(SecureError::Integrity("bytes after the peer's close record").into());
+        }
+        let (kind, len) = record::parse_header(&self.rx.held()[..RECORD_HEADER])?;
+        let whole = RECORD_HEADER + len + TAG_LEN;
+        if self.rx.len() < whole {
+            // Checked against the limit above: the reservation is bounded.
+            self.rx.reserve(whole - self.rx.len());
+            return Ok(false);
+        }
+        let inner_runs = self.ended.is_none();
+        if inner_runs && kind == KIND_DATA && len > 0 && self.open_into_inner(len)? {
+            self.rx.data().advance(whole);
+            return Ok(true);
+        }
+        let State::Open { recv, .. } = &mut self.state else {
+            unreachable!("take_record runs in the open state")
+        };
+        self.opened.resize(len + TAG_LEN, 0);
+        let (head, sealed) = self.rx.held()[..whole].split_at(RECORD_HEADER);
+        recv.open_into(head, sealed, &mut self.opened)?;
+        self.rx.data().advance(whole);
+        if kind == KIND_CLOSE {
+            self.peer_closed = true;
+            match inner_runs {
+                true => self.inner.handle_eof(self.now),
+                false => self.stop_closing(),
+            }
+        } else if inner_runs {
+            self.pending = Some((0, len));
+            self.feed_inner();
+        }
+        // Else the inner machine has ended: the record authenticated, and
+        // what it carried has nowhere to go.
+        Ok(true)
+    }
+
+    /// Opens the whole data record of `len` bytes at the front of `rx`
+    /// straight into the inner machine's own buffer, if it has room for
+    /// all of it (and the tag) now: decrypting is then the only pass over
+    /// the bytes. Returns whether it did; nothing reaches the inner machine
+    /// unless the record authenticated.
+    fn open_into_inner(&mut self, len: usize) -> Result<bool, Error> {
+        let State::Open { recv, .. } = &mut self.state else {
+            unreachable!("take_record runs in the open state")
+        };
+        let (head, sealed) =
+            self.rx.held()[..RECORD_HEADER + len + TAG_LEN].split_at(RECORD_HEADER);
+        let out = self.inner.input_buffer(len + TAG_LEN);
+        if out.len() < len + TAG_LEN {
+            return Ok(false);
+        }
+        recv.open_into(head, sealed, out)?;
+        // The inner machine's failure is sticky: it comes out as its Done.
+        let _ = self.inner.commit_input(self.now, len);
+        Ok(true)
+    }
+
+    /// Copies as much pending plaintext into the inner machine's own
+    /// buffer as it takes. Returns whether any went.
+    fn feed_inner(&mut self) -> bool {
+        let Some((start, end)) = self.pending else {
+            return false;
+        };
+        let n = self.inner.input_room().min(end - start);
+        if n == 0 && start < end {
+            return false;
+        }
+        let buf = self.inner.input_buffer(n);
+        let n = buf.len();
+        buf.copy_from_slice(&self.opened[start..start + n]);
+        // The inner machine's failure is sticky: it comes out as its Done.
+        let _ = self.inner.commit_input(self.now, n);
+        self.pending = (start + n < end).then_some((start + n, end));
+        true
+    }
+}
