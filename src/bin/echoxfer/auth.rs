@@ -353,6 +353,12 @@ impl<M> BorrowMut<M> for Channel<M> {
     }
 }
 
+/// The peer reset or closed the connection under a read or a write.
+fn is_broken(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
+}
+
 /// The machine's error inside a command's error, if that is what it is.
 fn machine_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
     match e.downcast_ref::<DriverError>() {
@@ -363,13 +369,24 @@ fn machine_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Err
 
 /// A session's failure with `peer` said the way a user can act on: a wrong
 /// code, a secure side meeting a plaintext one (either way round), a peer
-/// that hung up in the handshake. `again` says what to run again after a
-/// wrong code. Other errors are returned as they are.
+/// that hung up in the handshake, a connection broken mid-session. `again`
+/// says what to run again after a wrong code. Other errors are returned as
+/// they are.
 pub fn explain(
     e: Box<dyn std::error::Error + Send + Sync>,
     peer: &str,
     again: &str,
 ) -> Box<dyn std::error::Error + Send + Sync> {
+    if let Some(DriverError::Io { source, .. }) = e.downcast_ref::<DriverError>() {
+        if is_broken(source) {
+            return format!(
+                "the connection with {peer} broke ({e}): the other side stopped or the network \
+                 cut it; files already saved stay, partial files are kept, and sending the same \
+                 files again resumes"
+            )
+            .into();
+        }
+    }
     let Some(m) = machine_error(&*e) else {
         return e;
     };
@@ -402,6 +419,25 @@ pub fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_broken_mid_session_names_the_peer_and_says_sending_again_resumes() {
+        let broken = DriverError::Io {
+            context: "writing to the peer",
+            source: std::io::ErrorKind::BrokenPipe.into(),
+        };
+        let text = explain(broken.into(), "127.0.0.1:9", "run receive again").to_string();
+        assert!(
+            text.contains("127.0.0.1:9") && text.contains("again resumes"),
+            "{text}"
+        );
+        let other = DriverError::Io {
+            context: "reading from the peer",
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        };
+        let text = explain(other.into(), "127.0.0.1:9", "run receive again").to_string();
+        assert!(!text.contains("resumes"), "{text}");
+    }
 
     #[test]
     fn the_word_list_has_at_least_256_distinct_short_lowercase_words() {
