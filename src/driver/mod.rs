@@ -48,8 +48,9 @@ pub trait App<M: Machine> {
     }
 
     /// The session is ending with `result`: the machine ended, or the
-    /// transport failed (its error, then). Called once, before the
-    /// driver asks for the application's last [`poll_work`](App::poll_work):
+    /// transport failed (its error, then). The stream loop calls it once,
+    /// before it asks for the application's last [`poll_work`](App::poll_work)
+    /// (the datagram loop, which has no session to end, never does):
     /// an application holding something it must not lose (the receiver's
     /// verified files waiting for their group commit) queues the work that
     /// keeps it. The machine gets no more input, and nothing more is sent.
