@@ -10,6 +10,9 @@ use crate::error::{Error, SecureError};
 use crate::machine::StreamMachine;
 
 impl<M: StreamMachine> Secure<M> {
+    /// Takes the peer's hello once it is whole (failing at its first bytes
+    /// if they cannot start one): derives the keys and queues this side's
+    /// key confirmation. Returns whether it moved on.
     pub(super) fn take_hello(&mut self) -> Result<bool, Error> {
         handshake::check_prefix(self.rx.held())?;
         if self.rx.len() < HELLO_LEN {
@@ -26,6 +29,8 @@ impl<M: StreamMachine> Secure<M> {
         Ok(true)
     }
 
+    /// Checks the peer's key confirmation once it is whole (a mismatch is
+    /// a wrong code); then records flow. Returns whether it moved on.
     pub(super) fn take_confirm(&mut self) -> Result<bool, Error> {
         if self.rx.len() < CONFIRM_LEN {
             return Ok(false);
