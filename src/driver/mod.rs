@@ -122,6 +122,12 @@ impl DriverError {
     pub fn is_stalled_peer(&self) -> bool {
         matches!(self, DriverError::Io { context, .. } if *context == STALLED_PEER)
     }
+
+    /// Whether the peer reset or closed the connection under a read or a
+    /// write (the session was cut, not refused).
+    pub fn is_broken_connection(&self) -> bool {
+        matches!(self, DriverError::Io { source, .. } if core::is_reset(source))
+    }
 }
 
 const STALLED_PEER: &str = "writing to the peer, which stopped reading";

@@ -58,7 +58,7 @@ impl<M: StreamMachine> Secure<M> {
         if self.rx.len() < RECORD_HEADER {
             return Ok(false);
         }
-        if self.peer_closed {
+        if self.input_over {
             return Err(SecureError::Integrity("bytes after the peer's close record").into());
         }
         let (kind, len) = record::parse_header(&self.rx.held()[..RECORD_HEADER])?;
@@ -81,7 +81,7 @@ impl<M: StreamMachine> Secure<M> {
         recv.open_into(head, sealed, &mut self.opened)?;
         self.rx.data().advance(whole);
         if kind == KIND_CLOSE {
-            self.peer_closed = true;
+            self.input_over = true;
             match inner_runs {
                 true => self.inner.handle_eof(self.now),
                 false => self.stop_closing(),

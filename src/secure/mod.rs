@@ -171,8 +171,10 @@ pub struct Secure<M> {
     peer_hello: bool,
     /// The peer's key confirmation checked out (stays so, whatever follows).
     confirmed: bool,
-    /// The peer's close record arrived.
-    peer_closed: bool,
+    /// The wrapped machine's input is over (it was given its EOF): the
+    /// peer's close record arrived, or, after this side's abort, the end of
+    /// the connection did. No record may follow.
+    input_over: bool,
     /// The inner machine was aborted (by its application, or a shutdown).
     aborted: bool,
     /// The inner machine ended with this (our close record is queued).
@@ -238,7 +240,7 @@ impl<M: StreamMachine> Secure<M> {
             eof: false,
             peer_hello: false,
             confirmed: false,
-            peer_closed: false,
+            input_over: false,
             aborted: false,
             ended: None,
             closing: None,
@@ -373,12 +375,12 @@ impl<M: StreamMachine> Secure<M> {
         if !self.out.is_empty() {
             return None;
         }
-        if self.eof && !self.peer_closed && self.pending.is_none() {
+        if self.eof && !self.input_over && self.pending.is_none() {
             if self.aborted {
                 // Ours to end, and the end of input may be our own doing
                 // (a driver shuts its reading side to wake a read): the
                 // inner machine ends as its protocol says, no tampering.
-                self.peer_closed = true;
+                self.input_over = true;
                 self.inner.handle_eof(self.now);
                 return None;
             }

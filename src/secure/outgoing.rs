@@ -82,7 +82,7 @@ impl<M: StreamMachine> Secure<M> {
                 self.pending = None;
                 self.ended = Some(result);
                 self.closing = Some(self.now + self.config.close_timeout);
-                if self.peer_closed || self.eof {
+                if self.input_over || self.eof {
                     self.stop_closing();
                 }
             }

@@ -353,12 +353,6 @@ impl<M> BorrowMut<M> for Channel<M> {
     }
 }
 
-/// The peer reset or closed the connection under a read or a write.
-fn is_broken(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
-    matches!(e.kind(), BrokenPipe | ConnectionReset | ConnectionAborted)
-}
-
 /// The machine's error inside a command's error, if that is what it is.
 fn machine_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
     match e.downcast_ref::<DriverError>() {
@@ -377,15 +371,15 @@ pub fn explain(
     peer: &str,
     again: &str,
 ) -> Box<dyn std::error::Error + Send + Sync> {
-    if let Some(DriverError::Io { source, .. }) = e.downcast_ref::<DriverError>() {
-        if is_broken(source) {
-            return format!(
-                "the connection with {peer} broke ({e}): the other side stopped or the network \
-                 cut it; files already saved stay, partial files are kept, and sending the same \
-                 files again resumes"
-            )
-            .into();
-        }
+    if e.downcast_ref::<DriverError>()
+        .is_some_and(DriverError::is_broken_connection)
+    {
+        return format!(
+            "the connection with {peer} broke ({e}): the other side stopped or the network cut \
+             it; files already saved stay, partial files are kept, and sending the same files \
+             again resumes"
+        )
+        .into();
     }
     let Some(m) = machine_error(&*e) else {
         return e;

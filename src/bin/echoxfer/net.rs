@@ -297,17 +297,25 @@ where
 /// is shut for reading to wake a blocked read.
 static CURRENT: Mutex<Option<(Abort, Option<TcpStream>)>> = Mutex::new(None);
 
+/// Ctrl-C presses so far (a client's handler only).
+static PRESSES: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the user pressed Ctrl-C to stop this process's session: a
+/// command that would go on to another session stops instead.
+pub fn stopped_by_user() -> bool {
+    PRESSES.load(Ordering::SeqCst) > 0
+}
+
 /// Ctrl-C during a single session: the first press aborts it (the peer is
 /// told why, and the files already verified are still saved), a second
 /// exits at once. Returns the session's abort handle.
 fn stop_session_on_ctrl_c(wake: Option<TcpStream>) -> Abort {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
-        let presses = AtomicU8::new(0);
         // A process that serves has its own handler; this one is for clients.
         let _ = ctrlc::set_handler(move || {
             let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-            match (presses.fetch_add(1, Ordering::SeqCst), current.as_ref()) {
+            match (PRESSES.fetch_add(1, Ordering::SeqCst), current.as_ref()) {
                 (0, Some((abort, wake))) => {
                     eprintln!(
                         "stopping: the peer is told why (files already verified are saved, \

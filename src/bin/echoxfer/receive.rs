@@ -169,7 +169,7 @@ fn receive_once(
             return Err(spent_code(&*e, peer));
         }
         let e = auth::explain(e, &peer.to_string(), "run receive again");
-        if session.app.totals() == Totals::default() {
+        if session.app.totals() == Totals::default() && !net::stopped_by_user() {
             term::note(
                 ui,
                 &format!("ignored {peer}: {e} (it offered no file); still waiting for a sender"),
