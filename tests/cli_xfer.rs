@@ -672,3 +672,77 @@ fn ctrl_c_on_a_receiver_tells_the_sender_keeps_what_was_verified_and_the_next_se
         &d.dst.join("tree/zbig.bin")
     ));
 }
+
+#[test]
+fn a_name_the_receiver_machine_refuses_is_shown_decoded_with_the_reason_sent_to_the_peer() {
+    use echoxfer::codec::{Frame, FrameDecoder, Protocol};
+    use std::io::Write;
+    let d = dirs();
+    let mut cmd = bin();
+    cmd.args(["receive", "--stdio", "--insecure", "--json", "--dir"])
+        .arg(&d.dst)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    let err = drain(guard.child.stderr.take().unwrap());
+    let mut stdout = guard.child.stdout.take().unwrap();
+    let (tx, frames) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut decoder = FrameDecoder::new(Protocol::File, 1 << 20);
+        let mut buf = bytes::BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+            while let Ok(Some(frame)) = decoder.decode(&mut buf) {
+                let _ = tx.send(frame);
+            }
+        }
+    });
+    let offer = |id: u32, path: &[&[u8]]| Frame::Offer {
+        id,
+        kind: 0,
+        mode: 0o644,
+        mtime_secs: 0,
+        mtime_nanos: 0,
+        size: 3,
+        path: echoxfer::xfer::encode_raw_path(path),
+    };
+    let mut wire = Protocol::File.preamble().to_vec();
+    wire.extend(offer(0, &[b"docs", b"C:x"]).encode_to_vec());
+    wire.extend(offer(1, &[b"d", b"a\x1b]0;TITLE\x07\x1b[2J"]).encode_to_vec());
+    let stdin = guard.child.stdin.as_mut().unwrap();
+    stdin.write_all(&wire).unwrap();
+    stdin.flush().unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        match frames.recv_timeout(BOUND) {
+            Ok(Frame::Reject { message, .. }) => {
+                messages.push(String::from_utf8(message.to_vec()).unwrap())
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no Reject for both offers: {e}"),
+        }
+    }
+    drop(guard.child.stdin.take());
+    guard.wait();
+    let err = err.join().unwrap();
+    let first = err
+        .lines()
+        .find(|l| l.contains("\"path\":\"docs/C:x\""))
+        .unwrap_or_else(|| panic!("no decoded docs/C:x in {err}"));
+    assert!(
+        first.contains("\"reason\":\"NameRefused\"")
+            && first.contains(&format!("\"message\":\"{}\"", messages[0])),
+        "{first}\nsent to the peer: {messages:?}"
+    );
+    assert!(!err.contains("refused by the protocol machine"), "{err}");
+    // The hostile name is decoded too, and escaped: nothing reaches the terminal raw.
+    assert!(
+        err.contains(r#""path":"d/a\\u{1b}]0;TITLE\\u{7}\\u{1b}[2J""#),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+}

@@ -202,6 +202,34 @@ pub fn encode_raw_path(components: &[&[u8]]) -> bytes::Bytes {
     out.freeze()
 }
 
+/// How a receiver shows an offered path it refused: when the wire form
+/// decodes (each component: length `u16`, then its bytes), its components
+/// joined with `/`, whatever the name rules say of them; otherwise the raw
+/// bytes. Either way at most `max` bytes of it, escaped with
+/// [`sanitize`](crate::error::sanitize) (control and invisible characters
+/// as `\u{...}`), so a hostile name never reaches a terminal as is.
+pub fn show_offered_path(raw: &[u8], max: usize) -> String {
+    let mut joined = Vec::new();
+    let mut rest = raw;
+    let decoded = loop {
+        let [a, b, tail @ ..] = rest else {
+            break rest.is_empty() && !joined.is_empty();
+        };
+        let n = usize::from(u16::from_be_bytes([*a, *b]));
+        if tail.len() < n {
+            break false;
+        }
+        if !joined.is_empty() {
+            joined.push(b'/');
+        }
+        let room = (max + 1).saturating_sub(joined.len());
+        joined.extend_from_slice(&tail[..n.min(room)]);
+        rest = &tail[n..];
+    };
+    let shown = if decoded { &joined[..] } else { raw };
+    crate::error::sanitize(&shown[..shown.len().min(max)])
+}
+
 /// What an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
@@ -285,6 +313,20 @@ impl FileSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_path_is_shown_as_components_joined_with_slashes_escaped_and_bounded() {
+        let raw = encode_raw_path(&[b"docs", b"C:x"]);
+        assert_eq!(show_offered_path(&raw, 64), "docs/C:x");
+        let raw = encode_raw_path(&[b"d", b"a\x1b[2J\n"]);
+        assert_eq!(show_offered_path(&raw, 64), "d/a\\u{1b}[2J\\n");
+        // Not a valid encoding: the raw bytes, escaped.
+        assert_eq!(show_offered_path(b"\0\x09ab", 64), "\\u{0}\\tab");
+        assert_eq!(show_offered_path(b"", 64), "");
+        // At most `max` bytes, whatever the path's length.
+        let long = encode_raw_path(&[&[b'x'; 300], &[b'y'; 300]]);
+        assert_eq!(show_offered_path(&long, 10), "x".repeat(10));
+    }
 
     fn limits() -> PathLimits {
         PathLimits {

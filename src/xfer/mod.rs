@@ -20,7 +20,8 @@ pub mod request;
 mod sender;
 
 pub use entry::{
-    encode_raw_path, EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits, SafePath, MODE_BITS,
+    encode_raw_path, show_offered_path, EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits,
+    SafePath, MODE_BITS,
 };
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};

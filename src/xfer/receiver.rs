@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::entry::{EntryKind, FileSpec, Meta, Mtime, SafePath, MODE_BITS};
+use super::entry::{show_offered_path, EntryKind, FileSpec, Meta, Mtime, SafePath, MODE_BITS};
 use super::request::{OfferRequest, Requests, SaveRequest};
 use crate::codec::{clip_text, Frame, FrameLimits, Protocol, RejectReason};
 use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE};
 use crate::config::{SessionLimits, TransferConfig};
-use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
+use crate::error::{ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
 /// What the receiver tells its driver. Events marked "answer" carry a
@@ -40,12 +40,16 @@ pub enum ReceiverEvent {
     Refused {
         /// The entry's number.
         id: u32,
-        /// The offered path, sanitised for display.
+        /// The offered path for display: its components joined with `/`
+        /// when its encoding decodes, escaped (see
+        /// [`show_offered_path`](super::entry::show_offered_path)).
         name: String,
         /// The offered size.
         size: u64,
         /// Why.
         reason: RejectReason,
+        /// The explanation sent to the peer in the `Reject`.
+        message: String,
     },
     /// Data of file `id` starts at `from`: cut its partial file to `from`
     /// bytes (0: start over) and write from there. `from` equal to the size
@@ -366,19 +370,19 @@ impl ReceiverRole {
         message: String,
     ) -> Result<(), Error> {
         self.count_refusal()?;
-        let message = Bytes::from(message.into_bytes());
         link.send(&Frame::Reject {
             id,
             reason,
-            message,
+            message: Bytes::from(message.clone().into_bytes()),
         });
         // Only a bounded prefix of a hostile path is ever shown.
-        let shown = &raw[..raw.len().min(self.config.max_name_len)];
+        let name = show_offered_path(raw, self.config.max_path_len);
         link.emit(ReceiverEvent::Refused {
             id,
-            name: sanitize(shown),
+            name,
             size,
             reason,
+            message,
         });
         Ok(())
     }

@@ -474,10 +474,13 @@ where
                 Op::Prepare { id, spec, request }
             }
             ReceiverEvent::Refused {
-                name, size, reason, ..
+                name,
+                size,
+                reason,
+                message,
+                ..
             } => {
                 let mut report = FileReport::new(name, size, None);
-                let message = "refused by the protocol machine".to_string();
                 report.outcome = Outcome::Refused { reason, message };
                 self.record(report);
                 return Ok(());
