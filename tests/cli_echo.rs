@@ -14,7 +14,7 @@ fn bin() -> Command {
 }
 
 /// The code the native echo servers and clients of these tests share.
-const CODE: &str = "7-test-echo-code";
+const CODE: &str = "7-echo-acorn-bell";
 
 /// A server on port 0; a native echo server is given [`CODE`].
 fn serve(args: &[&str]) -> (Guard, String, std::sync::mpsc::Receiver<String>) {

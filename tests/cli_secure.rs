@@ -287,9 +287,17 @@ fn a_secure_sender_meeting_an_insecure_receiver_is_told_about_insecure() {
 fn a_client_without_a_code_is_told_to_give_one() {
     let d = dirs();
     let paths = sources(&d, &[10]);
-    let (status, _, err) = send("127.0.0.1:9", &paths, &[], "blocking");
+    let mut cmd = bin();
+    cmd.args(["send", "--to", "127.0.0.1:9"])
+        .args(&paths)
+        .env_remove("ECHOXFER_CODE");
+    // stdin is not a terminal: no prompt, and the error says where a code
+    // can come from.
+    let (status, _, err) = run(cmd);
     assert!(!status.success());
     assert!(err.contains("--code CODE"), "{err}");
+    assert!(err.contains("ECHOXFER_CODE=CODE"), "{err}");
+    assert!(err.contains("type it at the prompt"), "{err}");
 }
 
 #[test]
@@ -382,4 +390,142 @@ fn a_long_running_receive_without_a_secret_is_refused_with_what_to_do() {
         err.contains("--secret-file") && err.contains("echoxfer secret") && err.contains("--once"),
         "{err}"
     );
+}
+
+/// A `--once` receiver tells the other side to type the code (or set the
+/// variable), never to put it on its command line; a sender takes the
+/// code from `ECHOXFER_CODE` and receives nothing of it in its arguments.
+#[test]
+fn a_sender_takes_the_code_from_the_environment_and_the_hint_says_so() {
+    let d = dirs();
+    let paths = sources(&d, &[1234]);
+    let mut rx = start_receiver(&d, &["--once"], true);
+    let code = rx.code.clone().unwrap();
+    let mut cmd = bin();
+    cmd.args(["send", "--to", &rx.addr])
+        .args(&paths)
+        // Upper case and blanks: the one normalisation applies here too.
+        .env("ECHOXFER_CODE", format!("  {}\n", code.to_uppercase()));
+    let (status, out, err) = run(cmd);
+    assert!(status.success(), "{out}\n{err}");
+    assert!(rx.guard.wait().success());
+    assert_received(&d, &paths);
+    let hint = rx.stderr.join().unwrap();
+    assert!(
+        hint.contains("type the code when it asks") && hint.contains("ECHOXFER_CODE"),
+        "{hint}"
+    );
+    assert!(
+        !hint.contains("--code "),
+        "the hint puts the code on a command line: {hint}"
+    );
+    assert!(!hint.contains(&code), "the hint repeats the code: {hint}");
+}
+
+/// A sender on a terminal without a code asks for it (driven through a
+/// pseudo-terminal: the sender's stdin is its slave side).
+#[test]
+fn a_sender_on_a_terminal_asks_for_the_code_and_uses_what_is_typed() {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let d = dirs();
+    let paths = sources(&d, &[4321]);
+    let mut rx = start_receiver(&d, &["--once"], true);
+    let code = rx.code.clone().unwrap();
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty fills two fresh descriptors, owned from here on.
+    let ok = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(ok, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both are open and owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut cmd = bin();
+    cmd.args(["send", "--to", &rx.addr])
+        .args(&paths)
+        .env_remove("ECHOXFER_CODE")
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    // The terminal holds the line until the sender reads it.
+    let mut terminal = fs::File::from(master);
+    terminal.write_all(format!("{code}\n").as_bytes()).unwrap();
+    let out = drain(guard.child.stdout.take().unwrap());
+    let err = drain(guard.child.stderr.take().unwrap());
+    let status = guard.wait();
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{out}\n{err}");
+    assert!(
+        err.contains("code (the one the other side printed)"),
+        "no prompt: {err}"
+    );
+    assert!(rx.guard.wait().success());
+    assert_received(&d, &paths);
+}
+
+/// A server that runs until stopped takes a secret file or a code at
+/// least as strong as a printed one, `receive` and `echo serve` alike:
+/// a weak code (from `--code` or the environment), `-`, or none (where
+/// `echo serve` used to print a short code) is refused, saying what to do.
+#[test]
+fn long_running_servers_refuse_weak_or_missing_codes_saying_what_to_do() {
+    let d = dirs();
+    let dst = d.dst.to_str().unwrap();
+    let receive = ["receive", "--listen", "127.0.0.1:0", "--dir", dst];
+    let serve = ["echo", "serve", "--addr", "127.0.0.1:0"];
+    for server in [&receive[..], &serve[..]] {
+        for (auth, env) in [
+            (&["--code", "1"][..], None),
+            (&["--code", "-"][..], None),
+            (&["--code", "7-acorn-bell"][..], None),
+            (&[][..], Some("hunter2")),
+            (&[][..], None),
+        ] {
+            let mut cmd = bin();
+            cmd.args(server).args(auth).env_remove("ECHOXFER_CODE");
+            if let Some(code) = env {
+                cmd.env("ECHOXFER_CODE", code);
+            }
+            let (status, out, err) = run(cmd);
+            let what = format!("{server:?} {auth:?} {env:?}");
+            assert_eq!(status.code(), Some(1), "{what}: {out}\n{err}");
+            assert!(!out.contains("code:"), "{what} printed a code: {out}");
+            assert!(!out.contains("listening"), "{what} started: {out}");
+            assert!(
+                err.contains("runs until stopped")
+                    && err.contains("--secret-file FILE")
+                    && err.contains("echoxfer secret FILE")
+                    && err.contains("ECHOXFER_CODE"),
+                "{what}: {err}"
+            );
+            let said = if auth.is_empty() && env.is_none() {
+                "no secret was given"
+            } else {
+                "weaker than a printed one"
+            };
+            assert!(err.contains(said), "{what}: {err}");
+        }
+    }
+    // A code of a printed code's form and strength starts either server,
+    // given on the command line or in the environment.
+    for server in [&receive[..], &serve[..]] {
+        let mut cmd = bin();
+        cmd.args(server).args(["--code", "12-acorn-bell-echo"]);
+        let (mut guard, _, _) = spawn_until(cmd, "listening on");
+        guard.child.kill().unwrap();
+        let mut cmd = bin();
+        cmd.args(server)
+            .env("ECHOXFER_CODE", "0123456789abcdef0123456789abcdef");
+        let (mut guard, _, _) = spawn_until(cmd, "listening on");
+        guard.child.kill().unwrap();
+    }
 }

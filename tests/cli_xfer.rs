@@ -26,7 +26,7 @@ fn hex(path: &Path) -> String {
 
 /// The code receivers and senders of these tests share unless a test
 /// says otherwise.
-const CODE: &str = "9-test-acorn-bell";
+const CODE: &str = "9-acorn-bell-echo";
 
 /// Whether `args` already say how to authenticate.
 fn has_auth(args: &[&str]) -> bool {
@@ -745,4 +745,40 @@ fn a_name_the_receiver_machine_refuses_is_shown_decoded_with_the_reason_sent_to_
         "{err}"
     );
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+}
+
+#[test]
+fn send_escapes_local_names_in_its_warnings() {
+    use std::os::unix::fs::symlink;
+    let d = dirs();
+    let tree = d.src.join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("ok.txt"), b"fine").unwrap();
+    // A link (skipped) and a file whose name cannot be offered, both named
+    // with a title change, a screen clear and a forged line.
+    let hostile = "a\x1b]0;TITLE\x07\x1b[2J\nwarning: forged";
+    symlink("ok.txt", tree.join(format!("{hostile} link"))).unwrap();
+    fs::write(tree.join(format!("{hostile} file")), b"x").unwrap();
+    // A root that cannot be opened is named escaped in the error too.
+    let missing = d.src.join("gone\x1b[2J");
+    let mut cmd = bin();
+    cmd.args(["send", "--dry-run"]).arg(&tree);
+    let (status, out, err) = run(cmd);
+    assert!(status.success(), "{out}\n{err}");
+    let warnings: Vec<&str> = err.lines().collect();
+    assert_eq!(warnings.len(), 2, "one line per skipped entry: {err:?}");
+    for w in &warnings {
+        assert!(w.starts_with("warning: skipped "), "{w:?}");
+        assert!(
+            w.contains(r"a\u{1b}]0;TITLE\u{7}\u{1b}[2J\nwarning: forged"),
+            "{w:?}"
+        );
+    }
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    let mut cmd = bin();
+    cmd.args(["send", "--dry-run"]).arg(&missing);
+    let (status, _, err) = run(cmd);
+    assert!(!status.success());
+    assert!(err.contains(r"gone\u{1b}[2J"), "{err:?}");
+    assert!(!err.contains('\x1b'), "{err:?}");
 }

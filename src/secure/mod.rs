@@ -55,6 +55,9 @@
 //! # let _ = machine;
 //! ```
 //!
+//! * The password is bytes: pass a typed code through [`normalize_code`]
+//!   and a secret file's content through [`secret_file_password`], as both
+//!   ends must (docs/PROTOCOL.md, section 6, states the rule).
 //! * The side that **connected** is [`Secure::client`], the side that
 //!   **accepted** is [`Secure::server`], for echo and file transfer alike.
 //! * Failures the CLI should tell apart are [`Error::Secure`] values:
@@ -83,10 +86,12 @@ mod config;
 mod handshake;
 mod incoming;
 mod outgoing;
+mod password;
 mod record;
 
 pub use config::SecureConfig;
 pub use handshake::{CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, SERVER_IDENTITY};
+pub use password::{normalize_code, secret_file_password, PasswordError, MIN_SECRET_LEN};
 pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
 
 use handshake::{Keys, Started};

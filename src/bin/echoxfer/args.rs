@@ -51,9 +51,13 @@ pub struct CompletionsArgs {
 /// a secret file, or nothing (`--insecure`).
 #[derive(Debug, Clone, Args)]
 pub struct SecureArgs {
-    /// The code that authenticates both sides (a receiver or server prints
-    /// a fresh one when none is given): every byte is encrypted, and a
-    /// wrong code is refused by both sides.
+    /// The code that authenticates both sides (`receive --once` prints a
+    /// fresh one when none is given): every byte is encrypted, and a wrong
+    /// code is refused by both sides. Other users can see a code given
+    /// here (ps, /proc) and it stays in shell history: prefer the
+    /// ECHOXFER_CODE environment variable, or type it when asked (a client
+    /// on a terminal asks). A server that runs until stopped needs a code
+    /// at least as strong as a printed one, or --secret-file.
     #[arg(long, conflicts_with_all = ["secret_file", "insecure"])]
     pub code: Option<String>,
     /// Authenticate with the secret in FILE instead of a code (readable by
@@ -130,7 +134,8 @@ pub struct EchoServeArgs {
     /// exactly `exit` ends the session). Each read is printed.
     #[arg(long, conflicts_with_all = ["mode", "code", "secret_file", "insecure"])]
     pub legacy: bool,
-    /// The code, secret file or `--insecure` (native mode only).
+    /// A secret file, a code at least as strong as a printed one (it runs
+    /// until stopped), or `--insecure` (native mode only).
     #[command(flatten)]
     pub auth: SecureArgs,
     /// Legacy greeting preset: that of the blocking seed server or of the threaded one.
@@ -270,8 +275,9 @@ pub struct ReceiveArgs {
     /// integrity check.
     #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
     pub legacy: bool,
-    /// The code (a fresh one is printed if none is given), a secret file
-    /// (for a receiver that serves many senders), or `--insecure`.
+    /// The code (with `--once`, a fresh one is printed if none is given),
+    /// a secret file (for a receiver that serves many senders), or
+    /// `--insecure`.
     #[command(flatten)]
     pub auth: SecureArgs,
     /// File name for `--legacy` (the seed protocol carries none).

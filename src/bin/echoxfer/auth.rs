@@ -17,9 +17,15 @@ use echoxfer::error::{CodecError, ProtocolError, SecureError};
 use echoxfer::secure::{Secure, SecureConfig, Side, HANDSHAKE_STATE};
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
+use echoxfer::secure::secret_file_password;
+
 use crate::addr::HostPort;
 use crate::args::SecureArgs;
 use crate::net::CmdResult;
+
+mod code;
+
+pub use code::CODE_ENV;
 
 /// The code words, one per line (256: each word is 8 bits of a code).
 const WORD_LIST: &str = include_str!("words.txt");
@@ -29,9 +35,6 @@ const CODE_WORDS: usize = 3;
 
 /// The code's number is 1 to this.
 const CODE_NUMBERS: u16 = 999;
-
-/// The fewest bytes of secret a secret file must hold.
-pub const MIN_SECRET_LEN: usize = 16;
 
 /// Random bytes of a secret made by `echoxfer secret` (written as hex).
 const SECRET_BYTES: usize = 32;
@@ -73,19 +76,10 @@ pub fn new_code() -> CmdResult<String> {
     Ok(code)
 }
 
-/// A code as the user typed it, without surrounding blanks and in lower
-/// case (so `7-Crossover` and `7-crossover ` are the same code).
-fn typed_code(code: &str) -> CmdResult<Vec<u8>> {
-    let code = code.trim().to_lowercase();
-    if code.is_empty() {
-        return Err("the code is empty: give the code the receiver printed (--code CODE)".into());
-    }
-    Ok(code.into_bytes())
-}
-
-/// Reads a secret file: it must be readable by its owner only and hold at
-/// least [`MIN_SECRET_LEN`] bytes (trailing blanks and newlines are not
-/// part of the secret). Errors name the file and say what to do.
+/// Reads a secret file: it must be readable by its owner only, and its
+/// content becomes the password by the library's rule
+/// ([`secret_file_password`]: trailing whitespace dropped, at least 16
+/// bytes left, no decoding). Errors name the file and say what to do.
 pub fn read_secret_file(path: &Path) -> CmdResult<Vec<u8>> {
     let name = path.display();
     let meta = fs::metadata(path).map_err(|e| {
@@ -105,17 +99,10 @@ pub fn read_secret_file(path: &Path) -> CmdResult<Vec<u8>> {
     }
     let _ = meta;
     let bytes = fs::read(path).map_err(|e| format!("cannot read the secret file {name}: {e}"))?;
-    let len = bytes.trim_ascii_end().len();
-    if len < MIN_SECRET_LEN {
-        return Err(format!(
-            "the secret file {name} holds {len} bytes of secret, fewer than {MIN_SECRET_LEN}: \
-             make a strong one with `echoxfer secret {name}`"
-        )
-        .into());
-    }
-    let mut bytes = bytes;
-    bytes.truncate(len);
-    Ok(bytes)
+    secret_file_password(&bytes).map_err(|e| {
+        format!("the secret file {name} is too weak: {e}: make a strong one with `echoxfer secret {name}`")
+            .into()
+    })
 }
 
 /// A new secret: [`SECRET_BYTES`] random bytes as hex, and a newline.
@@ -162,26 +149,69 @@ pub enum Auth {
     Secret(Vec<u8>),
 }
 
-/// What a side that connects (`send`, `echo connect`) was given; it must
-/// be told one of them.
-pub fn for_client(a: &SecureArgs, command: &str) -> CmdResult<Auth> {
+/// What a side that connects (`send`, `echo connect`, `receive --stdio`)
+/// was given: `--code`, `--secret-file` or `--insecure`; else the code in
+/// [`CODE_ENV`]; else, when `may_prompt` and stdin is a terminal, the code
+/// typed at a prompt. It must be told one of them.
+pub fn for_client(a: &SecureArgs, command: &str, may_prompt: bool) -> CmdResult<Auth> {
     match (&a.code, &a.secret_file, a.insecure) {
-        (Some(code), _, _) => Ok(Auth::Secret(typed_code(code)?)),
-        (_, Some(file), _) => Ok(Auth::Secret(read_secret_file(file)?)),
-        (_, _, true) => Ok(Auth::Insecure),
-        _ => Err(format!(
-            "{command} needs the code the other side printed: --code CODE \
-             (or --secret-file FILE, the same as the other side's; or --insecure if it runs with --insecure)"
-        )
-        .into()),
+        (Some(_), _, _) => {}
+        (_, Some(file), _) => return Ok(Auth::Secret(read_secret_file(file)?)),
+        (_, _, true) => return Ok(Auth::Insecure),
+        _ => {}
     }
+    if let Some(code) = code::given(a.code.as_deref())? {
+        return Ok(Auth::Secret(code.into_bytes()));
+    }
+    if may_prompt {
+        if let Some(code) = code::prompt("code (the one the other side printed)")? {
+            return Ok(Auth::Secret(code.into_bytes()));
+        }
+    }
+    let typed = if may_prompt {
+        "type it at the prompt (run from a terminal), or "
+    } else {
+        ""
+    };
+    Err(format!(
+        "{command} needs the code the other side printed: {typed}set {CODE_ENV}=CODE in its \
+         environment (or give --code CODE, which other users can see in ps); or --secret-file \
+         FILE, the same as the other side's; or --insecure if it runs with --insecure"
+    )
+    .into())
 }
 
-/// What a side that accepts (`receive`, `echo serve`) uses: the code or
-/// secret file given, plaintext with `--insecure` (warned about on a
-/// non-loopback address), or a fresh code, printed (`code: ...` on
-/// stdout) with how the other side uses it.
-pub fn for_server(a: &SecureArgs, listen: &HostPort, peer_command: &str) -> CmdResult<Auth> {
+/// How long a server serves: what decides how strong its secret must be.
+#[derive(Debug, Clone, Copy)]
+pub enum Lifetime {
+    /// One session (`receive --once`): a wrong code ends it, so a guesser
+    /// has one try and a printed code is enough.
+    Once,
+    /// Until stopped (`receive`, `echo serve`): a guesser gets try after
+    /// try, so a secret file or a code at least as strong as a printed one
+    /// is required. `command` names it; `once` says what serves one
+    /// session instead, if anything does.
+    UntilStopped {
+        /// The server's command, e.g. `echo serve`.
+        command: &'static str,
+        /// What to run for one session instead, if anything.
+        once: Option<&'static str>,
+    },
+}
+
+/// What a side that accepts (`receive`, `echo serve`) uses: the secret
+/// file given, plaintext with `--insecure` (warned about on a non-loopback
+/// address), the code given (`--code` or [`CODE_ENV`]), or, for one
+/// session, a fresh code, printed (`code: ...` on stdout). A server that
+/// runs until stopped takes no printed code and no weak code
+/// ([`code::is_strong`]): it is refused with what to do. The other side is
+/// told to type the code at its prompt, not on its command line.
+pub fn for_server(
+    a: &SecureArgs,
+    listen: &HostPort,
+    peer_command: &str,
+    lifetime: Lifetime,
+) -> CmdResult<Auth> {
     if a.insecure {
         if !listen.is_loopback() {
             eprintln!(
@@ -195,12 +225,25 @@ pub fn for_server(a: &SecureArgs, listen: &HostPort, peer_command: &str) -> CmdR
     if let Some(file) = &a.secret_file {
         return Ok(Auth::Secret(read_secret_file(file)?));
     }
-    let code = match &a.code {
-        Some(code) => String::from_utf8(typed_code(code)?)?,
-        None => new_code()?,
+    let given = code::given(a.code.as_deref())?;
+    if let Lifetime::UntilStopped { command, once } = lifetime {
+        match &given {
+            Some(code) if code::is_strong(code) => {}
+            other => return Err(code::long_running_refusal(command, other.is_some(), once).into()),
+        }
+    }
+    let code = match given {
+        Some(code) => code,
+        None => {
+            let code = new_code()?;
+            println!("code: {code}");
+            code
+        }
     };
-    println!("code: {code}");
-    eprintln!("on the other side, run: {peer_command} --code {code}");
+    eprintln!(
+        "on the other side, run `{peer_command}` and type the code when it asks (or set \
+         {CODE_ENV} in its environment): not --code, which other users can see in ps"
+    );
     Ok(Auth::Secret(code.into_bytes()))
 }
 
@@ -458,11 +501,5 @@ mod tests {
         let codes: std::collections::HashSet<String> =
             (0..50).map(|_| new_code().unwrap()).collect();
         assert!(codes.len() > 45, "codes repeat: {codes:?}");
-    }
-
-    #[test]
-    fn a_typed_code_ignores_case_and_surrounding_blanks_and_refuses_empty() {
-        assert_eq!(typed_code(" 7-Acorn-BELL \n").unwrap(), b"7-acorn-bell");
-        assert!(typed_code("  ").is_err());
     }
 }

@@ -15,7 +15,7 @@ use echoxfer::{EchoConfig, SessionLimits, StreamMachine, UnframedConfig};
 
 use crate::addr::HostPort;
 use crate::args::{EchoConnectArgs, EchoMode, EchoServeArgs, Runtime};
-use crate::auth::{self, Channel};
+use crate::auth::{self, Channel, Lifetime};
 use crate::net::{self, CmdResult, Peer};
 use crate::term;
 
@@ -38,7 +38,12 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
     let budget = limits.new_recv_budget();
     match a.mode {
         EchoMode::Native => {
-            let auth = auth::for_server(&a.auth, &a.addr, "echoxfer echo connect --addr ADDRESS")?;
+            let lifetime = Lifetime::UntilStopped {
+                command: "echo serve",
+                once: None,
+            };
+            let peer = "echoxfer echo connect --addr ADDRESS";
+            let auth = auth::for_server(&a.auth, &a.addr, peer, lifetime)?;
             serve_machines(&a.addr, a.runtime, limits, move |now| {
                 let role = Server::new(greeting.clone(), EchoConfig::default());
                 let server = EchoServer::new(role, SessionLimits::default(), now)
@@ -75,7 +80,7 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     if a.legacy {
         return legacy::connect(a);
     }
-    let auth = auth::for_client(&a.auth, "echo connect")?;
+    let auth = auth::for_client(&a.auth, "echo connect", true)?;
     let now = Instant::now();
     let client = EchoClient::new(
         Client::new(EchoConfig::default()),

@@ -17,7 +17,7 @@ use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::addr::HostPort;
 use crate::args::{ReceiveArgs, Runtime, SecureArgs};
-use crate::auth::{self, Auth, Channel};
+use crate::auth::{self, Auth, Channel, Lifetime};
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, FileTally, Out, Summary, Tracked, Ui};
 
@@ -53,15 +53,16 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             .map_err(|e| auth::explain(e, &Peer::Stdio.name(), "try again"));
         return settle_once(result, session);
     }
-    if !a.once && a.auth.code.is_none() && a.auth.secret_file.is_none() && !a.auth.insecure {
-        return Err(
-            "a receiver that serves many senders needs --secret-file FILE (make one with \
-             `echoxfer secret FILE`): a short code could be guessed over time. Use --once for \
-             a one-time code, or --code CODE to choose one"
-                .into(),
-        );
-    }
-    let auth = auth::for_server(&a.auth, &a.listen, "echoxfer send --to ADDRESS PATH...")?;
+    let lifetime = if a.once {
+        Lifetime::Once
+    } else {
+        Lifetime::UntilStopped {
+            command: "a receive without --once",
+            once: Some("use `receive --once`, which prints a one-time code"),
+        }
+    };
+    let peer = "echoxfer send --to ADDRESS PATH...";
+    let auth = auth::for_server(&a.auth, &a.listen, peer, lifetime)?;
     if a.once {
         return receive_once(&a.listen, a.runtime, &store, &config, &auth, (ui, summary));
     }
@@ -103,17 +104,12 @@ fn note_partials(store: &Store, ui: Ui) {
     }
 }
 
-/// `receive --stdio` must be told how to authenticate: the sender at the
-/// pipes' other end cannot see a code printed here in time.
+/// `receive --stdio` must be told how to authenticate (a code, from
+/// `--code` or the environment, a secret file or `--insecure`): the sender
+/// at the pipes' other end cannot see a code printed here in time, and
+/// stdin carries the protocol, not a typed code.
 fn stdio_auth(a: &SecureArgs) -> CmdResult<Auth> {
-    if a.code.is_none() && a.secret_file.is_none() && !a.insecure {
-        return Err(
-            "receive --stdio needs --code CODE or --secret-file FILE (the same as the \
-         sender's), or --insecure (e.g. when ssh already protects the pipes)"
-                .into(),
-        );
-    }
-    auth::for_client(a, "receive --stdio")
+    auth::for_client(a, "receive --stdio", false)
 }
 
 /// The machine and app of a single receiving session.

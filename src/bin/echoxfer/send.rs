@@ -10,6 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use echoxfer::error::sanitize;
 use echoxfer::files::SenderApp;
 use echoxfer::xfer::{EntryKind, Sender};
 use echoxfer::{SessionLimits, TransferConfig};
@@ -27,7 +28,7 @@ pub fn send(a: SendArgs) -> CmdResult {
     if a.dry_run {
         return dry_run(&a.files);
     }
-    let auth = auth::for_client(&a.auth, "send")?;
+    let auth = auth::for_client(&a.auth, "send", !a.stdio)?;
     let ui = Ui::new(a.quiet || a.json);
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
@@ -54,15 +55,24 @@ pub fn send(a: SendArgs) -> CmdResult {
 /// Lists what `paths` hold, with a warning for each entry skipped.
 fn list(paths: &[PathBuf], transfer: &TransferConfig) -> CmdResult<SenderApp> {
     check_readable(paths)?;
-    let app = SenderApp::open(paths, &transfer.path_limits())?;
+    // The walk's errors name local paths: escaped like the rest.
+    let app = SenderApp::open(paths, &transfer.path_limits())
+        .map_err(|e| sanitize(e.to_string().as_bytes()))?;
     // Warnings even with --quiet: a file the user named does not go.
     for s in app.skipped() {
-        term::line(
-            Out::Stderr,
-            &format!("warning: skipped {}: {}", s.path.display(), s.why),
-        );
+        let why = sanitize(s.why.to_string().as_bytes());
+        let line = format!("warning: skipped {}: {why}", shown(&s.path));
+        term::line(Out::Stderr, &line);
     }
     Ok(app)
+}
+
+/// A local path as this side shows it: a file name may hold escape
+/// sequences and newlines, which never reach the terminal as they are
+/// (control and invisible characters escaped as `\u{...}`, as the
+/// receiver shows a peer's names).
+fn shown(path: &Path) -> String {
+    sanitize(path.as_os_str().as_encoded_bytes())
 }
 
 /// `send --dry-run`: what would be offered, checked as a real run checks
@@ -76,7 +86,7 @@ fn dry_run(paths: &[PathBuf]) -> CmdResult {
             EntryKind::Directory => "directory".to_string(),
             EntryKind::File => format!("{} bytes", f.size),
         };
-        println!("would send {} ({what}) from {}", f.name, path.display());
+        println!("would send {} ({what}) from {}", f.name, shown(path));
     }
     let bytes: u64 = report.iter().map(|f| f.size).sum();
     let dirs = report
@@ -114,7 +124,7 @@ pub fn cannot_open(path: &Path, e: &io::Error) -> String {
     };
     format!(
         "cannot open {}: {} ({hint})",
-        path.display(),
+        shown(path),
         echoxfer::error::io_text(e)
     )
 }
