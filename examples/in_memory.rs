@@ -114,7 +114,9 @@ fn answer_sender(
             hasher.update(&content[..len as usize]);
             m.prefix_hashed(request, hasher, len)
         }
-        SenderEvent::Delivered { .. } | SenderEvent::Started { .. } => Ok(()),
+        SenderEvent::Delivered { .. } | SenderEvent::Started { .. } | SenderEvent::Ended { .. } => {
+            Ok(())
+        }
         SenderEvent::Rejected { message, .. } => {
             Err(echoxfer::Error::Aborted(format!("refused: {message}")))
         }

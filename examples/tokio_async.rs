@@ -140,7 +140,7 @@ impl App<Sender> for Outbox {
                 self.rejected.push(file);
                 Ok(())
             }
-            SenderEvent::Started { .. } => Ok(()),
+            SenderEvent::Started { .. } | SenderEvent::Ended { .. } => Ok(()),
         };
         answered.map_err(io::Error::other)
     }

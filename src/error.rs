@@ -99,23 +99,6 @@ impl Error {
             Error::Secure(_) => ErrorCode::Protocol,
         }
     }
-
-    /// Whether this failure, on a server, may have been a guess at the
-    /// code: the secure handshake failed with a wrong code, or the peer
-    /// left (or stalled) in the handshake. A peer that sent its hello holds
-    /// this side's key confirmation and can check one guess with it
-    /// without ever sending its own, so leaving counts like a wrong code.
-    /// Servers refuse a source for a while after such failures (see
-    /// [`driver::Limits::guess_delay`](crate::driver::Limits::guess_delay)).
-    pub fn is_failed_guess(&self) -> bool {
-        match self {
-            Error::Secure(SecureError::WrongCode | SecureError::HandshakeTimeout(_)) => true,
-            Error::Remote(ProtocolError::UnexpectedEof { state }) => {
-                *state == crate::secure::HANDSHAKE_STATE
-            }
-            _ => false,
-        }
-    }
 }
 
 /// Why a secure channel ([`crate::secure`]) failed. Each ends the session;
@@ -147,6 +130,36 @@ pub enum SecureError {
     /// (2^64 records); the session must end.
     #[error("record counter exhausted: start a new session")]
     NonceExhausted,
+    /// The server sent a refusal notice instead of its hello (docs/PROTOCOL.md,
+    /// section 6, "Refusal notice"): it refuses connections from this
+    /// side's address for `retry_after` (rounded up to a second).
+    /// `reason` is the notice's reason byte:
+    /// [`REFUSED_AFTER_GUESSES`](crate::secure::REFUSED_AFTER_GUESSES), failed
+    /// guesses at the code from this address; others are reserved. The
+    /// notice is not authenticated (it comes before any key): it says
+    /// nothing an on-path attacker could not also do by cutting the
+    /// connection.
+    #[error("{}", refusal_text(*.reason, *.retry_after))]
+    Refused {
+        /// Why (the notice's reason byte).
+        reason: u8,
+        /// How long the server says it refuses this address.
+        retry_after: std::time::Duration,
+    },
+}
+
+/// What a [`SecureError::Refused`] says.
+fn refusal_text(reason: u8, retry_after: std::time::Duration) -> String {
+    let secs = retry_after.as_secs();
+    match reason {
+        crate::secure::REFUSED_AFTER_GUESSES => format!(
+            "the server refuses this address for {secs} s after failed code guesses from it; \
+             wait and try again"
+        ),
+        _ => format!(
+            "the server refuses this connection for {secs} s (reason {reason}); wait and try again"
+        ),
+    }
 }
 
 /// The peer broke the protocol. Always ends the session.
@@ -226,6 +239,14 @@ pub enum ProtocolError {
         /// The one allowed.
         expected: u32,
     },
+    /// A `Saved` whose hash is not the one the sender's `End` certified:
+    /// the receiver confirmed content it cannot have verified (a `Saved`
+    /// sent before the file's `End` was read, say).
+    #[error("Saved for entry {id} with a hash that is not its content's")]
+    SavedMismatch {
+        /// The entry.
+        id: u32,
+    },
     /// A frame naming an entry that is not waiting for it.
     #[error("frame for entry {id}, which is not waiting for it")]
     UnknownEntry {
@@ -250,8 +271,8 @@ pub enum ProtocolError {
     /// File data, a hole or an end with no file begun.
     #[error("{0} frame with no file begun")]
     NoFileBegun(&'static str),
-    /// `Skip` of an entry that was not accepted as a complete file that
-    /// may not be replaced.
+    /// `Skip` of an entry that is neither the next accepted one (before
+    /// its `Begin`) nor the one begun last (before its `End`).
     #[error("Skip of entry {id}, which may not be skipped")]
     BadSkip {
         /// The entry.

@@ -52,6 +52,15 @@ fn transfer() -> TransferConfig {
 }
 
 /// The `Offer` frame of entry `id`: a file `name` of `size` bytes.
+/// A `Saved`, which only a receiver sends: unexpected from a sender.
+fn stray_saved() -> Frame {
+    Frame::Saved {
+        id: 0,
+        flags: 0,
+        hash: [0; 32],
+    }
+}
+
 fn offer_frame(id: u32, name: &[u8], size: u64) -> Frame {
     Frame::Offer {
         id,
@@ -167,6 +176,8 @@ enum Ev {
     Write(u64, usize),
     Verified,
     Discard,
+    /// Asked to make durable what is verified.
+    Flush,
     Finished,
 }
 
@@ -268,6 +279,11 @@ impl Model {
             In::Quit if self.in_flight > self.saves => self.fail(protocol),
             In::Quit => {
                 self.quit_held = true;
+                // Saves owed and no Flush needed from the sender: the
+                // receiver asks its app to make them durable itself.
+                if self.saves > 0 {
+                    self.events.push(Ev::Flush);
+                }
                 self.end_if_quit();
             }
             In::Begin(id, from) => {
@@ -413,7 +429,7 @@ impl ReferenceStateMachine for RefMachine {
             3 => prop_oneof![3 => Just(good.clone()), 1 => Just(bad_content), 1 => Just(bad_offer)],
             1 => Just(In::Quit),
             1 => prop_oneof![
-                Just(Frame::Saved { id: 0 }),
+                Just(stray_saved()),
                 Just(Frame::Bye),
                 Just(Frame::Message(Bytes::from_static(b"hi"))),
                 Just(Frame::Accept { id: 0, have: 0, prefix: [0; 32], flags: 0 }),
@@ -590,6 +606,7 @@ fn to_ev(e: ReceiverEvent) -> Ev {
         }
         ReceiverEvent::Discard { .. } => Ev::Discard,
         ReceiverEvent::Finished => Ev::Finished,
+        ReceiverEvent::Flush => Ev::Flush,
         other => panic!("a one-file-at-a-time sender never causes {other:?}"),
     }
 }

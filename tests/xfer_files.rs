@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use echoxfer::codec::RejectReason;
 use echoxfer::driver::DriverError;
-use echoxfer::files::{Outcome, ReceiverApp, SenderApp, Store};
+use echoxfer::files::{Committed, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::testing::Cutter;
 use echoxfer::xfer::{Meta, Mtime, PathLimits, Resume, SafeName, SafePath};
 use echoxfer::Error;
@@ -405,23 +405,25 @@ fn a_source_whose_name_cannot_be_offered_is_skipped_with_its_reason() {
 }
 
 #[test]
-fn source_that_shrank_is_refused_never_padded() {
-    // rsync CVE-2024-12085 class: no byte that was not read may be sent.
+fn a_source_that_shrank_is_skipped_never_padded_and_the_session_goes_on() {
+    // rsync CVE-2024-12085 class: no byte that was not read may be sent;
+    // and one bad file must not sink the rest of a folder.
     let d = dirs();
-    let p = write_src(&d, "s.bin", &content(5000, 5));
+    let shrinks = write_src(&d, "s.bin", &content(5000, 5));
+    let after = write_src(&d, "t.bin", &content(3000, 6));
     let tx = SenderApp::open(
-        std::slice::from_ref(&p),
+        &[shrinks.clone(), after],
         &TransferConfig::default().path_limits(),
     )
     .unwrap();
     fs::OpenOptions::new()
         .write(true)
-        .open(&p)
+        .open(&shrinks)
         .unwrap()
         .set_len(2000)
         .unwrap();
     let rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
-    let Run { outcome, tx, .. } = run_session(
+    let Run { outcome, tx, rx } = run_session(
         tx.role(small_transfer()),
         tx,
         rx,
@@ -429,24 +431,20 @@ fn source_that_shrank_is_refused_never_padded() {
         None,
         None,
     );
-    assert!(
-        matches!(
-            outcome.a,
-            Err(DriverError::Machine(Error::SourceChanged(_)))
-        ),
-        "{:?}",
-        outcome.a
-    );
-    assert!(
-        outcome.b.is_err(),
-        "the receiver must see an interrupted transfer"
-    );
+    assert!(outcome.a.is_ok() && outcome.b.is_ok(), "{outcome:?}");
     assert!(!d.dst.join("s.bin").exists());
-    // Every byte sent was read from the file; the short read at 2000 ends
-    // the data, and the next read finds nothing: the source changed.
+    assert_eq!(fs::read(d.dst.join("t.bin")).unwrap(), content(3000, 6));
+    match &tx.report()[0].outcome {
+        Outcome::Unreadable { message } => assert!(message.contains("shrank"), "{message}"),
+        other => panic!("the shrunk file is {other:?}"),
+    }
+    assert!(matches!(rx.report()[0].outcome, Outcome::Unreadable { .. }));
+    assert_eq!((tx.totals().unreadable, tx.totals().saved), (1, 1));
+    // Every byte sent was read from the file: the short read at 2000 ends
+    // the data, and the next read finds nothing: the file is skipped.
     assert_eq!(
         tx.bytes_sent(),
-        2000,
+        2000 + 3000,
         "only bytes read are sent, never padding"
     );
 }
@@ -633,7 +631,7 @@ fn mtime_is_kept_to_the_nanosecond() {
 }
 
 #[test]
-fn an_identical_existing_file_is_complete_with_its_hash_and_left_untouched() {
+fn an_identical_existing_file_keeps_its_content_and_inode_and_takes_the_offered_mode_and_time() {
     use std::os::unix::fs::MetadataExt;
     let d = dirs();
     let data = content(70_000, 4);
@@ -647,11 +645,13 @@ fn an_identical_existing_file_is_complete_with_its_hash_and_left_untouched() {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    let before = fs::metadata(&existing).unwrap();
-    for overwrite in [false, true] {
+    // First with another mode and time (brought in line, the content and
+    // inode kept), then again (nothing left to change: not even touched).
+    let offered = meta(0o600, 5, 5);
+    for (overwrite, updated) in [(false, true), (true, false)] {
         let store = Store::new(&d.dst, overwrite).unwrap();
-        let offered = meta(0o600, 5, 5);
         let p = path(&["s", "same.bin"]);
+        let before = fs::metadata(&existing).unwrap();
         let (mut incoming, resume) = store.prepare(&p, data.len() as u64, offered).unwrap();
         match resume {
             Resume::Complete { hasher, replace } => {
@@ -662,16 +662,21 @@ fn an_identical_existing_file_is_complete_with_its_hash_and_left_untouched() {
         }
         assert!(incoming.is_existing() && incoming.is_up_to_date());
         incoming.start(data.len() as u64).unwrap();
-        assert_eq!(incoming.commit().unwrap(), existing);
+        let committed = Store::commit_reported(vec![incoming]).remove(0).unwrap();
+        let expected = if updated {
+            Committed::MetadataUpdated(existing.clone())
+        } else {
+            Committed::UpToDate(existing.clone())
+        };
+        assert_eq!(committed, expected);
         let after = fs::metadata(&existing).unwrap();
-        assert_eq!(
-            after.ino(),
-            before.ino(),
-            "replaced (overwrite {overwrite})"
-        );
-        assert_eq!(after.modified().unwrap(), old);
-        assert_eq!(after.mode(), before.mode());
-        assert_eq!(after.ctime_nsec(), before.ctime_nsec(), "touched");
+        assert_eq!(after.ino(), before.ino(), "replaced (overwrite {overwrite})");
+        assert_eq!(after.mtime(), 5);
+        assert_eq!(after.mtime_nsec(), 5);
+        assert_eq!(after.mode() & 0o7777, 0o600 & !umask());
+        if !updated {
+            assert_eq!(after.ctime_nsec(), before.ctime_nsec(), "touched");
+        }
         assert_eq!(fs::read(&existing).unwrap(), data);
         assert_eq!(tree(&d.dst), ["s", "s/same.bin"], "a partial was left");
     }

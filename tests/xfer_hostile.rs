@@ -369,7 +369,8 @@ fn offer_of_size_zero_is_accepted_and_verified_empty() {
     m.saved(save_request(d.events)).unwrap();
     feed_frame(&mut m, Frame::Quit);
     let d = drain(&mut m);
-    assert_eq!(d.sent, vec![Frame::Saved { id: 0 }]);
+    let hash = *blake3::hash(b"").as_bytes();
+    assert_eq!(d.sent, vec![Frame::Saved { id: 0, flags: 0, hash }]);
     assert_eq!(d.done, Some(Ok(())));
 }
 
@@ -593,7 +594,11 @@ fn frames_out_of_order_are_protocol_errors() {
             ProtocolError::BadSkip { id: 0 },
         ),
         (
-            vec![Frame::Saved { id: 0 }],
+            vec![Frame::Saved {
+                id: 0,
+                flags: 0,
+                hash: [0; 32],
+            }],
             ProtocolError::UnexpectedFrame {
                 state: "waiting for an offer",
                 frame: "Saved",

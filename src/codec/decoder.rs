@@ -341,7 +341,7 @@ mod tests {
             wrong("Begin", 60_000, 12)
         );
         assert_eq!(header(File, limits(), 0x25, 65), wrong("End", 65, 68));
-        assert_eq!(header(File, limits(), 0x26, 0), wrong("Saved", 0, 4));
+        assert_eq!(header(File, limits(), 0x26, 4), wrong("Saved", 4, 37));
         assert_eq!(header(File, limits(), 0x27, 3), wrong("Quit", 3, 0));
         assert_eq!(header(File, limits(), 0x28, 4), wrong("Hole", 4, 8));
         assert_eq!(header(File, limits(), 0x29, 8), wrong("Skip", 8, 4));

@@ -153,9 +153,18 @@ pub enum Frame {
     Saved {
         /// The entry.
         id: u32,
+        /// [`SAVED_METADATA`], or 0.
+        flags: u8,
+        /// The BLAKE3 the receiver verified: the `End`'s content hash (for
+        /// a directory, BLAKE3 of nothing). The sender checks it, so a
+        /// `Saved` sent before the file's `End` was read is refused.
+        hash: [u8; HASH_LEN],
     },
-    /// Sender to receiver: entry `id`, accepted as a complete file that
-    /// differs and may not be replaced, will not be sent.
+    /// Sender to receiver: entry `id` will not be sent (the rest of it,
+    /// when it has begun): the next accepted entry, before its `Begin`
+    /// (a complete file that differs and may not be replaced, or a file
+    /// the sender cannot read), or the entry begun last, before its `End`
+    /// (its source vanished, shrank or failed to read).
     Skip {
         /// The entry.
         id: u32,
@@ -178,6 +187,10 @@ pub enum Frame {
 pub const ACCEPT_COMPLETE: u8 = 1;
 /// `Accept` flag, with [`ACCEPT_COMPLETE`]: the receiver may replace that file.
 pub const ACCEPT_REPLACE: u8 = 2;
+/// `Saved` flag: the content was already there (up to date) and its
+/// permission bits or modification time were brought in line with the
+/// offer's.
+pub const SAVED_METADATA: u8 = 1;
 /// Most zeros one `Hole` frame stands for (64 MiB): the receiver hashes
 /// them, so one frame costs it a bounded amount of work.
 pub const MAX_HOLE: u64 = 64 << 20;
@@ -267,7 +280,8 @@ pub(super) fn bounds(
         tag::DATA => (false, limits.max_frame),
         tag::HOLE => (true, 8),
         tag::END => (true, 4 + 2 * HASH_LEN),
-        tag::SAVED | tag::SKIP | tag::WINDOW => (true, 4),
+        tag::SAVED => (true, 4 + 1 + HASH_LEN),
+        tag::SKIP | tag::WINDOW => (true, 4),
         // Exit, Bye, Flush, Quit.
         _ => (true, 0),
     };
@@ -405,7 +419,12 @@ impl Frame {
                 out.extend_from_slice(hash);
                 out.extend_from_slice(offer);
             }
-            Frame::Saved { id } | Frame::Skip { id } => out.put_u32(*id),
+            Frame::Saved { id, flags, hash } => {
+                out.put_u32(*id);
+                out.put_u8(*flags);
+                out.extend_from_slice(hash);
+            }
+            Frame::Skip { id } => out.put_u32(*id),
             Frame::Window { files } => out.put_u32(*files),
             Frame::Greeting(_)
             | Frame::Message(_)
@@ -482,7 +501,9 @@ impl Frame {
             }
             tag::SAVED => {
                 let id = take_u32(&mut p, "Saved")?;
-                empty(p, Frame::Saved { id })?
+                let flags = take_u8(&mut p, "Saved")?;
+                let hash = exact_hash(p, "Saved")?;
+                Frame::Saved { id, flags, hash }
             }
             tag::SKIP => {
                 let id = take_u32(&mut p, "Skip")?;

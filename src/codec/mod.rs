@@ -11,12 +11,13 @@ mod frame;
 pub use decoder::{FrameDecoder, FrameLimits};
 pub use frame::{
     clip_text, Frame, RejectReason, ACCEPT_COMPLETE, ACCEPT_REPLACE, MAX_HOLE, OFFER_FIXED,
+    SAVED_METADATA,
 };
 
 /// The four bytes that open every native connection.
 pub const MAGIC: [u8; 4] = *b"EXFR";
 /// The wire version this crate speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Bytes in the preamble: magic, version, protocol.
 pub const PREAMBLE_LEN: usize = 6;
 /// Bytes in a frame header: type and length.

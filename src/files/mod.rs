@@ -17,5 +17,5 @@ pub use app::{
     REPORT_LISTED,
 };
 pub use source::Source;
-pub use store::{Incoming, Refusal, Store, UNNAMED_BELOW};
+pub use store::{Committed, Incoming, Refusal, Store, UNNAMED_BELOW};
 pub use walk::{walk, SkipReason, Skipped, Walk, WalkEntry};

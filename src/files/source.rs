@@ -66,10 +66,7 @@ impl Source {
     /// run send again. The file is offered as `spec`.
     pub fn open_entry(path: &Path, spec: FileSpec, dev_ino: (u64, u64)) -> io::Result<Source> {
         let changed = |what: &str| {
-            io::Error::other(format!(
-                "{}: {what}changed since it was listed; run send again",
-                path.display()
-            ))
+            io::Error::other(format!("{}: {what} since it was listed", path.display()))
         };
         if spec.kind != EntryKind::File {
             return Err(io::Error::new(
@@ -80,9 +77,9 @@ impl Source {
         let file = match open_read_only(path, true) {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(changed("is now a symbolic link: "))
+                return Err(changed("became a symbolic link"))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed("is gone: ")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed("vanished")),
             Err(e) => {
                 return Err(io::Error::new(
                     e.kind(),
@@ -94,10 +91,10 @@ impl Source {
             .metadata()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
         if !meta.is_file() {
-            return Err(changed("is no longer a regular file: "));
+            return Err(changed("stopped being a regular file"));
         }
         if (meta.dev(), meta.ino()) != dev_ino {
-            return Err(changed(""));
+            return Err(changed("was replaced by another file"));
         }
         Ok(Source::opened(path.to_path_buf(), file, spec, &meta))
     }
@@ -284,7 +281,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{}: changed since it was listed; run send again",
+                "{}: was replaced by another file since it was listed",
                 f.display()
             )
         );
@@ -304,7 +301,7 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with(&format!("{}: ", f.display())), "{text}");
         assert!(text.contains("symbolic link"), "{text}");
-        assert!(text.contains("run send again"), "{text}");
+        assert!(text.contains("since it was listed"), "{text}");
     }
 
     #[test]
@@ -332,7 +329,7 @@ mod tests {
         }
         let err = answer.unwrap().unwrap_err();
         assert!(
-            err.to_string().contains("no longer a regular file"),
+            err.to_string().contains("stopped being a regular file"),
             "{err}"
         );
         opener.join().unwrap();

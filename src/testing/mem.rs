@@ -309,7 +309,7 @@ impl<Mach: Machine<Event = ReceiverEvent> + BorrowMut<Receiver>> App<Mach> for M
                 self.discarded.push(path);
                 Ok(())
             }
-            ReceiverEvent::Skipped { id } => {
+            ReceiverEvent::Skipped { id, .. } => {
                 let path = self.accepted.remove(&id).unwrap_or_default().path;
                 self.skipped.push(path);
                 Ok(())
@@ -412,6 +412,7 @@ impl<Mach: Machine<Event = SenderEvent> + BorrowMut<Sender>> App<Mach> for MemSe
                 file,
                 hash,
                 up_to_date,
+                ..
             } => {
                 self.delivered.push((file, hash));
                 if up_to_date {
@@ -423,6 +424,7 @@ impl<Mach: Machine<Event = SenderEvent> + BorrowMut<Sender>> App<Mach> for MemSe
                 self.rejected.push((file, reason));
                 Ok(())
             }
+            SenderEvent::Ended { .. } => Ok(()),
         }
     }
 }

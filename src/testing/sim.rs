@@ -464,6 +464,7 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             }
             ProtocolError::NoFileBegun(_) | ProtocolError::BadSkip { .. } => "no-file-begun",
             ProtocolError::QuitInFlight { .. } => "quit-in-flight",
+            ProtocolError::SavedMismatch { .. } => "saved-mismatch",
         },
         DriverError::Machine(Error::TimedOut(_)) => "timeout",
         DriverError::Machine(Error::HashMismatch) => "hash-mismatch",
@@ -475,11 +476,11 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             SecureError::Integrity(_) => "integrity",
             SecureError::BadHello(_) => "bad-hello",
             SecureError::HandshakeTimeout(_) => "handshake-timeout",
-            // Both sides of every simulated session are secure, and no
-            // session sends 2^64 records.
-            SecureError::PeerIsPlaintext | SecureError::NonceExhausted => {
-                return Err(format!("impossible secure failure: {e}"))
-            }
+            // Both sides of every simulated session are secure, no
+            // session sends 2^64 records, and no server refuses.
+            SecureError::PeerIsPlaintext
+            | SecureError::NonceExhausted
+            | SecureError::Refused { .. } => return Err(format!("impossible secure failure: {e}")),
         },
         // The drivers' loop: the peer took nothing for the write timeout.
         e if e.is_stalled_peer() => "stalled",

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use super::entry::{show_offered_path, EntryKind, FileSpec, Meta, Mtime, SafePath, MODE_BITS};
 use super::request::{OfferRequest, Requests, SaveRequest};
 use crate::codec::{clip_text, Frame, FrameLimits, Protocol, RejectReason};
-use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE};
+use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE, SAVED_METADATA};
 use crate::config::{SessionLimits, TransferConfig};
 use crate::error::{ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
@@ -96,11 +96,16 @@ pub enum ReceiverEvent {
         /// The file.
         id: u32,
     },
-    /// The sender will not send file `id`: its complete file here differs
-    /// and may not be replaced. Drop what was prepared for it.
+    /// The sender will not send file `id` (or the rest of it, when it was
+    /// the file begun last): drop what was prepared for it, keeping what a
+    /// named partial file already holds for a later resume.
     Skipped {
         /// The file.
         id: u32,
+        /// `true`: the complete file here differs and may not be replaced,
+        /// so the sender keeps its own; `false`: the sender gave up on it
+        /// (its source vanished, shrank or could not be read).
+        kept: bool,
     },
     /// The sender waits for confirmations: make durable what is verified.
     Flush,
@@ -191,8 +196,9 @@ pub struct ReceiverRole {
     /// Accepted files, in the order their `Begin`s must come.
     accepted: VecDeque<Accepted>,
     current: Option<Transfer>,
-    /// Save requests owed, by request number: the file each is for.
-    saving: BTreeMap<u64, u32>,
+    /// Save requests owed, by request number: the file each is for and
+    /// the hash it was verified with (echoed in its `Saved`).
+    saving: BTreeMap<u64, (u32, [u8; 32])>,
     /// `Quit` arrived while saves were owed: it takes effect once they are
     /// answered (and no frame is processed meanwhile), so that when the app
     /// answers never changes the outcome.
@@ -481,7 +487,7 @@ impl ReceiverRole {
         let up_to_date = t.up_to_date;
         self.current = None;
         let request: SaveRequest = self.requests.issue();
-        self.saving.insert(request.number(), id);
+        self.saving.insert(request.number(), (id, hash));
         link.emit(ReceiverEvent::Verified {
             id,
             hash,
@@ -491,19 +497,28 @@ impl ReceiverRole {
         Ok(())
     }
 
-    /// `Skip { id }`: the next accepted file, a complete one that may not
-    /// be replaced, will not come.
+    /// `Skip { id }`: the next accepted file will not come (before its
+    /// `Begin`), or the rest of the file begun last will not (before its
+    /// `End`).
     fn on_skip(&mut self, link: &mut Link<ReceiverEvent>, id: u32) -> Result<(), Error> {
-        let front = self.accepted.front();
-        let skippable = self.current.is_none()
-            && front.is_some_and(|a| a.id == id && a.complete == Some(false));
-        if !skippable {
-            return Err(ProtocolError::BadSkip { id }.into());
+        let kept = match (&self.current, self.accepted.front()) {
+            (Some(t), _) if t.id == id => false,
+            (None, Some(a)) if a.id == id => a.complete == Some(false),
+            _ => return Err(ProtocolError::BadSkip { id }.into()),
+        };
+        // A file the receiver keeps counts as refused (as a `Reject`
+        // would); one the sender gives up on costs no more than its offer,
+        // which `max_files` bounds.
+        if kept {
+            self.count_refusal()?;
         }
-        self.accepted.pop_front();
+        if self.current.is_some() {
+            self.current = None;
+        } else {
+            self.accepted.pop_front();
+        }
         self.in_flight -= 1;
-        self.count_refusal()?;
-        link.emit(ReceiverEvent::Skipped { id });
+        link.emit(ReceiverEvent::Skipped { id, kept });
         Ok(())
     }
 
@@ -516,6 +531,11 @@ impl ReceiverRole {
             return Err(ProtocolError::QuitInFlight { in_flight }.into());
         }
         self.quit_held = true;
+        if !self.saving.is_empty() {
+            // The sender may not have said `Flush` (PROTOCOL §4: a
+            // receiver confirms what it holds, then ends): ask for it.
+            link.emit(ReceiverEvent::Flush);
+        }
         self.end_if_quit(link);
         Ok(())
     }
@@ -619,7 +639,12 @@ impl Framed<ReceiverRole> {
                 return Err(wrong_state("accept", role));
             };
             if d.kind == EntryKind::Directory {
-                link.send(&Frame::Saved { id: d.id });
+                let hash = *blake3::Hasher::new().finalize().as_bytes();
+                link.send(&Frame::Saved {
+                    id: d.id,
+                    flags: 0,
+                    hash,
+                });
                 role.files_saved += 1;
                 role.finish_one();
                 return Ok(());
@@ -692,12 +717,24 @@ impl Framed<ReceiverRole> {
     /// The verified file `request` was about is durable under its final
     /// name (or was up to date): confirms with `Saved`.
     pub fn saved(&mut self, request: SaveRequest) -> Result<(), Error> {
+        self.confirm(request, 0, "saved")
+    }
+
+    /// The verified file `request` was about was up to date, and its
+    /// permission bits or modification time have been brought in line with
+    /// the offer's (durably): confirms with `Saved` flagged
+    /// [`SAVED_METADATA`].
+    pub fn metadata_updated(&mut self, request: SaveRequest) -> Result<(), Error> {
+        self.confirm(request, SAVED_METADATA, "metadata_updated")
+    }
+
+    fn confirm(&mut self, request: SaveRequest, flags: u8, call: &'static str) -> Result<(), Error> {
         self.command(|role, link| {
             let number = role.requests.answer_numbered(request)?;
-            let Some(id) = role.saving.remove(&number) else {
-                return Err(wrong_state("saved", role));
+            let Some((id, hash)) = role.saving.remove(&number) else {
+                return Err(wrong_state(call, role));
             };
-            link.send(&Frame::Saved { id });
+            link.send(&Frame::Saved { id, flags, hash });
             role.files_saved += 1;
             role.finish_one();
             role.end_if_quit(link);
@@ -716,7 +753,7 @@ impl Framed<ReceiverRole> {
         let message = clip_text(message.into());
         self.command(|role, link| {
             let number = role.requests.answer_numbered(request)?;
-            let Some(id) = role.saving.remove(&number) else {
+            let Some((id, _)) = role.saving.remove(&number) else {
                 return Err(wrong_state("save_failed", role));
             };
             link.send(&Frame::Reject {

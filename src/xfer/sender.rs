@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::entry::{EntryKind, FileSpec};
 use super::request::{ChunkRequest, PrefixRequest, Requests};
 use crate::codec::{Frame, FrameLimits, Protocol, RejectReason};
-use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE, MAX_HOLE};
+use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE, MAX_HOLE, SAVED_METADATA};
 use crate::config::{SessionLimits, TransferConfig};
 use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
@@ -67,6 +67,17 @@ pub enum SenderEvent {
         hash: [u8; 32],
         /// It was already there, identical: no data moved.
         up_to_date: bool,
+        /// Up to date, and the receiver brought its permission bits or
+        /// modification time in line with the offer's.
+        metadata_updated: bool,
+    },
+    /// Every byte of `file` went out, with its `End`: its confirmation
+    /// ([`Delivered`](Self::Delivered) or [`Rejected`](Self::Rejected))
+    /// follows. A session that ends before it leaves the file sent but
+    /// unconfirmed (the receiver may still have saved it).
+    Ended {
+        /// The file.
+        file: usize,
     },
     /// The receiver refused `file` (or could not save it), or it differs
     /// from a file the receiver keeps.
@@ -305,22 +316,37 @@ impl SenderRole {
         Ok(())
     }
 
-    fn on_saved(&mut self, link: &mut Link<SenderEvent>, id: u32) -> Result<(), Error> {
+    /// `Saved`: checked against what this side certified (the `End`'s
+    /// hash; for a directory, the hash of nothing), so a receiver cannot
+    /// confirm a file before it read the file's `End`.
+    fn on_saved(
+        &mut self,
+        link: &mut Link<SenderEvent>,
+        id: u32,
+        flags: u8,
+        saved: [u8; 32],
+    ) -> Result<(), Error> {
         let file = id as usize;
-        let (hash, up_to_date) = match self.ended.remove(&file) {
+        let is_dir = |f: usize| self.files[f].kind == EntryKind::Directory;
+        let (hash, up_to_date) = match self.ended.get(&file) {
             Some(e) => (e.hash, e.up_to_date),
-            None if self.offered.front() == Some(&file)
-                && self.files[file].kind == EntryKind::Directory =>
-            {
-                self.offered.pop_front();
+            None if self.offered.front() == Some(&file) && is_dir(file) => {
                 (*blake3::Hasher::new().finalize().as_bytes(), false)
             }
             None => return Err(ProtocolError::UnknownEntry { id }.into()),
         };
+        if saved != hash {
+            return Err(ProtocolError::SavedMismatch { id }.into());
+        }
+        if self.ended.remove(&file).is_none() {
+            self.offered.pop_front();
+        }
+        let metadata_updated = up_to_date && flags & SAVED_METADATA != 0;
         link.emit(SenderEvent::Delivered {
             file,
             hash,
             up_to_date,
+            metadata_updated,
         });
         self.finish_one();
         Ok(())
@@ -338,6 +364,7 @@ impl SenderRole {
         });
         let up_to_date = s.up_to_date;
         self.ended.insert(s.file, Ended { hash, up_to_date });
+        link.emit(SenderEvent::Ended { file: s.file });
         self.flushed = false;
     }
 
@@ -467,7 +494,7 @@ impl Role for SenderRole {
                 reason,
                 message,
             } => self.on_reject(link, id, reason, &message)?,
-            Frame::Saved { id } => self.on_saved(link, id)?,
+            Frame::Saved { id, flags, hash } => self.on_saved(link, id, flags, hash)?,
             frame => {
                 return Err(ProtocolError::UnexpectedFrame {
                     state: self.state_name(),
@@ -603,9 +630,46 @@ impl Framed<SenderRole> {
             Ok(())
         })
     }
+
+    /// Gives up on the file whose prefix `request` asked for: it cannot be
+    /// read here (it vanished, or its permissions bar it). The receiver is
+    /// told with `Skip` and the session goes on with the next file.
+    pub fn prefix_unreadable(&mut self, request: PrefixRequest) -> Result<(), Error> {
+        self.command(|role, link| {
+            role.requests.answer(request)?;
+            let Some(a) = role.checking.take() else {
+                return Err(wrong_state("prefix_unreadable", role));
+            };
+            role.skip(link, a.file);
+            Ok(())
+        })
+    }
+
+    /// Gives up on the file whose chunk `request` asked for: it vanished,
+    /// shrank or failed to read. The receiver is told with `Skip` (it keeps
+    /// what it has for a later resume) and the session goes on with the
+    /// next file.
+    pub fn unreadable(&mut self, request: ChunkRequest) -> Result<(), Error> {
+        self.command(|role, link| {
+            role.requests.answer(request)?;
+            role.pending_read("unreadable")?;
+            let Some(s) = role.sending.take() else {
+                return Err(wrong_state("unreadable", role));
+            };
+            role.skip(link, s.file);
+            Ok(())
+        })
+    }
 }
 
 impl SenderRole {
+    /// Tells the receiver `file` will not come (or not the rest of it).
+    fn skip(&mut self, link: &mut Link<SenderEvent>, file: usize) {
+        link.send(&Frame::Skip { id: id_of(file) });
+        self.finish_one();
+        self.advance(link);
+    }
+
     /// The file being sent, which must have a read outstanding.
     fn pending_read(&mut self, call: &'static str) -> Result<&mut Sending, Error> {
         let refused = wrong_state(call, self);

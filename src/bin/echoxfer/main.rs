@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             print_error_chain(&*e);
+            if e.downcast_ref::<term::PartialTransfer>().is_some() {
+                return ExitCode::from(term::PARTIAL_EXIT);
+            }
             ExitCode::FAILURE
         }
     }

@@ -182,7 +182,7 @@ fn spent_code(
     e: &(dyn std::error::Error + 'static),
     peer: SocketAddr,
 ) -> Box<dyn std::error::Error + Send + Sync> {
-    let what = if e.to_string().contains("wrong code") {
+    let what = if auth::is_wrong_code(e) {
         format!("wrong code from {peer}: the sender used a different code")
     } else {
         format!("{peer} tried a code and left without proving it (possibly a wrong code: {e})")
@@ -201,9 +201,12 @@ fn settle_once(result: CmdResult, mut session: Tracked<ReceiverApp>) -> CmdResul
     result?;
     let totals = session.app.totals();
     if !term::all_delivered(&totals) {
-        let missing = totals.refused + totals.discarded + totals.unfinished;
+        let missing = totals.left_behind();
         let offered = missing + totals.saved + totals.up_to_date + totals.dirs;
-        return Err(format!("{missing} of {offered} offered entries not saved").into());
+        let why = term::left_behind(&totals, 0);
+        return Err(Box::new(term::PartialTransfer(format!(
+            "partial transfer: {missing} of {offered} offered entries not saved ({why})"
+        ))));
     }
     Ok(())
 }

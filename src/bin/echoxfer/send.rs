@@ -44,10 +44,14 @@ pub fn send(a: SendArgs) -> CmdResult {
     session.finish();
     result?;
     let totals = session.app.totals();
-    if !term::all_delivered(&totals) {
-        let missing = totals.refused + totals.discarded + totals.unfinished;
-        let entries = session.app.report().len();
-        return Err(format!("{missing} of {entries} entries not delivered").into());
+    let skipped = session.app.skipped().len() as u64;
+    let missing = totals.left_behind() + skipped;
+    if missing > 0 {
+        let given = session.app.report().len() as u64 + skipped;
+        let why = term::left_behind(&totals, skipped);
+        return Err(Box::new(term::PartialTransfer(format!(
+            "partial transfer: {missing} of {given} entries not delivered ({why}); fix what is named above and send again: what arrived is found up to date"
+        ))));
     }
     Ok(())
 }

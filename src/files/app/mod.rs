@@ -94,6 +94,22 @@ pub enum Outcome {
         /// BLAKE3 of the content.
         hash: [u8; 32],
     },
+    /// Already there, identical, with another permission or modification
+    /// time: those were brought in line with the sender's; no data moved.
+    MetadataUpdated {
+        /// BLAKE3 of the content.
+        hash: [u8; 32],
+    },
+    /// Every byte went out with its `End`, but the session ended before
+    /// the receiver confirmed it: it may have been saved (sending again
+    /// finds it up to date) or not (sending again resumes it).
+    Unconfirmed,
+    /// The sender could not read it (it vanished, shrank, or its
+    /// permissions bar it) and skipped it; the rest of the session went on.
+    Unreadable {
+        /// Why (local to the sender; on the receiver, what it was told).
+        message: String,
+    },
     /// Refused by the receiver (or by the receiver's machine).
     Refused {
         /// Why.
@@ -146,21 +162,36 @@ pub struct Totals {
     pub saved: u64,
     /// Of those, resumed from a partial file.
     pub resumed: u64,
-    /// Files already there and identical.
+    /// Files already there and identical (those whose metadata was
+    /// updated included).
     pub up_to_date: u64,
+    /// Of those, files whose permission bits or time were updated.
+    pub metadata_updated: u64,
+    /// Files sent whole whose confirmation never came (the session ended).
+    pub unconfirmed: u64,
+    /// Files the sender could not read and skipped.
+    pub unreadable: u64,
     /// Directories made (or already there).
     pub dirs: u64,
     /// Entries refused (by the receiver, or skipped as different).
     pub refused: u64,
     /// Files whose content did not verify.
     pub discarded: u64,
-    /// Entries not finished when the session ended.
+    /// Entries not finished when the session ended (unconfirmed ones
+    /// are counted apart).
     pub unfinished: u64,
     /// File data bytes moved in this session.
     pub bytes_moved: u64,
 }
 
 impl Totals {
+    /// Entries given and not delivered: refused, discarded, unreadable,
+    /// unconfirmed or unfinished (a run that leaves any is a partial
+    /// transfer).
+    pub fn left_behind(&self) -> u64 {
+        self.refused + self.discarded + self.unreadable + self.unconfirmed + self.unfinished
+    }
+
     /// Counts one finished entry.
     pub fn count(&mut self, f: &FileReport) {
         match (&f.outcome, f.kind) {
@@ -170,6 +201,12 @@ impl Totals {
                 self.resumed += u64::from(f.from > 0);
             }
             (Outcome::UpToDate { .. }, _) => self.up_to_date += 1,
+            (Outcome::MetadataUpdated { .. }, _) => {
+                self.up_to_date += 1;
+                self.metadata_updated += 1;
+            }
+            (Outcome::Unconfirmed, _) => self.unconfirmed += 1,
+            (Outcome::Unreadable { .. }, _) => self.unreadable += 1,
             (Outcome::Refused { .. }, _) => self.refused += 1,
             (Outcome::Discarded, _) => self.discarded += 1,
             (Outcome::Pending, _) => self.unfinished += 1,

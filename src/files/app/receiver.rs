@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::{answered, FileReport, Outcome, Progress, Totals};
 use crate::codec::RejectReason;
 use crate::driver::{App, DriverError, Work};
-use crate::files::{Incoming, Refusal, Store};
+use crate::files::{Committed, Incoming, Refusal, Store};
 use crate::machine::Machine;
 use crate::xfer::{
     EntryKind, FileSpec, Meta, OfferRequest, Receiver, ReceiverEvent, Resume, SafePath, SaveRequest,
@@ -103,6 +103,7 @@ enum Op {
     },
     Skipped {
         id: u32,
+        kept: bool,
     },
     Finish,
 }
@@ -127,12 +128,15 @@ enum Did {
     Committed {
         id: u32,
         hash: [u8; 32],
-        up_to_date: bool,
         request: SaveRequest,
-        saved: Result<std::path::PathBuf, Refusal>,
+        saved: Result<Committed, Refusal>,
     },
     Discarded {
         id: u32,
+    },
+    Skipped {
+        id: u32,
+        kept: bool,
     },
     Nothing,
 }
@@ -188,8 +192,10 @@ impl Disk {
                 request,
             } => {
                 let (_, incoming) = self.current.take().ok_or_else(no_file)?;
-                // An unchanged file is left as it is: nothing to commit.
-                let incoming = (!up_to_date).then_some(incoming);
+                // An up-to-date file goes through the commit too: its
+                // content stays, its metadata may need updating.
+                debug_assert!(!up_to_date || incoming.is_up_to_date());
+                let incoming = Some(incoming);
                 self.group.push(Verified {
                     id,
                     request,
@@ -205,9 +211,14 @@ impl Disk {
                 }
                 Did::Discarded { id }
             }
-            Op::Skipped { id } => {
+            Op::Skipped { id, kept } => {
                 self.prepared.remove(&id);
-                Did::Nothing
+                // The file begun last, given up by the sender: dropped
+                // (a named partial file keeps what it holds, to resume).
+                if self.current.as_ref().is_some_and(|(c, _)| *c == id) {
+                    self.current = None;
+                }
+                Did::Skipped { id, kept }
             }
             Op::Finish => {
                 self.commit(did)?;
@@ -249,12 +260,11 @@ impl Disk {
             ids.push((v.id, v.request, v.hash));
             incomings.extend(v.incoming);
         }
-        let results = Store::commit_all(incomings);
+        let results = Store::commit_reported(incomings);
         for ((id, request, hash), saved) in ids.into_iter().zip(results) {
             did.push(Did::Committed {
                 id,
                 hash,
-                up_to_date: false,
                 request,
                 saved,
             });
@@ -263,9 +273,8 @@ impl Disk {
             did.push(Did::Committed {
                 id: v.id,
                 hash: v.hash,
-                up_to_date: true,
                 request: v.request,
-                saved: Ok(std::path::PathBuf::new()),
+                saved: Ok(Committed::UpToDate(std::path::PathBuf::new())),
             });
         }
         Ok(())
@@ -414,13 +423,19 @@ impl ReceiverApp {
             Did::Committed {
                 id,
                 hash,
-                up_to_date,
                 request,
                 saved,
             } => {
                 let (r, outcome, path) = match saved {
-                    Ok(path) if up_to_date => (m.saved(request), Outcome::UpToDate { hash }, path),
-                    Ok(path) => (m.saved(request), Outcome::Saved { hash }, path),
+                    Ok(Committed::UpToDate(path)) => {
+                        (m.saved(request), Outcome::UpToDate { hash }, path)
+                    }
+                    Ok(Committed::MetadataUpdated(path)) => (
+                        m.metadata_updated(request),
+                        Outcome::MetadataUpdated { hash },
+                        path,
+                    ),
+                    Ok(Committed::Saved(path)) => (m.saved(request), Outcome::Saved { hash }, path),
                     Err(refusal) => {
                         let r = m.save_failed(request, refusal.reason, refusal.message.clone());
                         let (reason, message) = (refusal.reason, refusal.message);
@@ -435,6 +450,17 @@ impl ReceiverApp {
             }
             Did::Discarded { id } => {
                 self.finish(id, Outcome::Discarded);
+                Ok(())
+            }
+            Did::Skipped { id, kept: true } => {
+                let reason = RejectReason::Exists;
+                let message = "differs from the file here, which is kept (no --overwrite)".into();
+                self.finish(id, Outcome::Refused { reason, message });
+                Ok(())
+            }
+            Did::Skipped { id, kept: false } => {
+                let message = "the sender could not read it (it vanished, shrank or is unreadable there) and skipped it".into();
+                self.finish(id, Outcome::Unreadable { message });
                 Ok(())
             }
             Did::Nothing => Ok(()),
@@ -508,12 +534,7 @@ where
                 return Ok(());
             }
             ReceiverEvent::Discard { id } => Op::Discard { id },
-            ReceiverEvent::Skipped { id } => {
-                let reason = RejectReason::Exists;
-                let message = "differs from the file here, which is kept (no --overwrite)".into();
-                self.finish(id, Outcome::Refused { reason, message });
-                Op::Skipped { id }
-            }
+            ReceiverEvent::Skipped { id, kept } => Op::Skipped { id, kept },
             ReceiverEvent::Flush => {
                 self.queue_commit();
                 return Ok(());

@@ -91,6 +91,7 @@ enum Chunk {
 #[allow(clippy::large_enum_variant)]
 enum Got {
     Prefix {
+        file: usize,
         request: PrefixRequest,
         hashed: io::Result<(blake3::Hasher, u64)>,
     },
@@ -106,6 +107,7 @@ impl Read {
     fn run(self, reader: &mut Reader) -> Got {
         match self {
             Read::Prefix { file, len, request } => Got::Prefix {
+                file,
                 request,
                 hashed: reader.source(file).and_then(|(s, _)| s.hash_prefix(len)),
             },
@@ -225,20 +227,44 @@ impl SenderApp {
         self.totals.bytes_moved
     }
 
-    /// Answers the machine with what a read gave.
+    /// Answers the machine with what a read gave. A file that cannot be
+    /// read (gone, shrunk, unreadable) is skipped with its reason, and the
+    /// session goes on with the next one.
     fn answer(&mut self, m: &mut Sender, got: Got) -> io::Result<()> {
         match got {
-            Got::Prefix { request, hashed } => {
-                let (hasher, n) = hashed?;
-                let r = m.prefix_hashed(request, hasher, n);
-                answered(m, r)
-            }
+            Got::Prefix {
+                file,
+                request,
+                hashed,
+            } => match hashed {
+                Ok((hasher, n)) => {
+                    let r = m.prefix_hashed(request, hasher, n);
+                    answered(m, r)
+                }
+                Err(e) => {
+                    self.unreadable(file, &e);
+                    let r = m.prefix_unreadable(request);
+                    answered(m, r)
+                }
+            },
             Got::Chunk {
                 file,
                 request,
                 chunk,
             } => {
-                let (r, moved, done) = match chunk? {
+                let chunk = chunk.and_then(|c| match c {
+                    Chunk::Data(d) if d.is_empty() => Err(self.shrunk(file)),
+                    c => Ok(c),
+                });
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        self.unreadable(file, &e);
+                        let r = m.unreadable(request);
+                        return answered(m, r);
+                    }
+                };
+                let (r, moved, done) = match chunk {
                     Chunk::Data(chunk) => {
                         let n = chunk.len() as u64;
                         (m.push_chunk(request, chunk), n, n)
@@ -253,6 +279,30 @@ impl SenderApp {
                 answered(m, r)
             }
         }
+    }
+}
+
+impl SenderApp {
+    /// Records that `file` could not be read, and why.
+    fn unreadable(&mut self, file: usize, e: &io::Error) {
+        if let Some(report) = self.report.get_mut(file) {
+            self.progress
+                .add(report.size.saturating_sub(report.from + report.moved));
+            let message = crate::error::io_text(e);
+            report.outcome = Outcome::Unreadable { message };
+        }
+    }
+
+    /// The error for `file`, which ended before its listed size.
+    fn shrunk(&self, file: usize) -> io::Error {
+        let (name, size) = self
+            .report
+            .get(file)
+            .map_or((String::new(), 0), |r| (r.name.clone(), r.size));
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{name}: shrank below the {size} bytes it had when it was listed"),
+        )
     }
 }
 
@@ -286,13 +336,15 @@ where
                 file,
                 hash,
                 up_to_date,
+                metadata_updated,
             } => {
-                self.report[file].outcome = if up_to_date {
-                    Outcome::UpToDate { hash }
-                } else {
-                    Outcome::Saved { hash }
+                self.report[file].outcome = match (up_to_date, metadata_updated) {
+                    (true, true) => Outcome::MetadataUpdated { hash },
+                    (true, false) => Outcome::UpToDate { hash },
+                    (false, _) => Outcome::Saved { hash },
                 };
             }
+            SenderEvent::Ended { file } => self.report[file].outcome = Outcome::Unconfirmed,
             SenderEvent::Rejected {
                 file,
                 reason,

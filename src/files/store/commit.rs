@@ -7,11 +7,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::hashes::HashCache;
 use super::tree::Dir;
-use super::{hash_prefix, set_times, Refusal, Store};
+use super::{hash_existing, hash_prefix, set_times, Refusal, Store};
 use crate::codec::RejectReason;
 use crate::xfer::{Meta, Resume, SafeName, SafePath, MODE_BITS};
 
@@ -95,16 +96,27 @@ impl Partial {
         Ok(())
     }
 
+    /// Its length.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
     /// Where a transfer of `size` bytes resumes: from what it holds if that
-    /// is not more than `size` (hashed), else from nothing (emptied).
-    pub(super) fn resume_point(&mut self, size: u64) -> Result<Resume, Refusal> {
+    /// is not more than `size` (hashed, or remembered in `hashes`), else
+    /// from nothing (emptied).
+    pub(super) fn resume_point(
+        &mut self,
+        size: u64,
+        hashes: &HashCache,
+    ) -> Result<Resume, Refusal> {
         let held = self.len;
         if held == 0 || held > size {
             self.truncate()?;
             return Ok(Resume::Fresh);
         }
-        let (hasher, have) =
-            hash_prefix(&self.file, held).map_err(|e| Refusal::disk("partial file", &e))?;
+        let (hasher, have) = hashes
+            .hash_prefix(&self.file, held)
+            .map_err(|e| Refusal::disk("partial file", &e))?;
         Ok(Resume::From { have, hasher })
     }
 }
@@ -140,10 +152,11 @@ fn open_partial(dir: &Dir, part: &str) -> Result<(File, std::fs::Metadata), Refu
 /// removed: an empty partial file resumes nothing).
 ///
 /// When [`Store::prepare`] found a complete file of the offered size under
-/// the final name ([`is_existing`](Incoming::is_existing)), that file is
-/// kept exactly as it is (not even its times or mode change) unless
-/// [`start`](Incoming::start)`(0)` begins rewriting it, which only an
-/// overwriting store allows.
+/// the final name ([`is_existing`](Incoming::is_existing)), its content is
+/// kept as it is unless [`start`](Incoming::start)`(0)` begins rewriting
+/// it, which only an overwriting store allows; if it is up to date, only
+/// its permission bits and modification time are brought in line with the
+/// offer's when they differ (as `rsync -a` does).
 #[derive(Debug)]
 pub struct Incoming {
     store: Store,
@@ -160,6 +173,30 @@ pub struct Incoming {
     rewriting: bool,
     /// Committed or discarded: nothing left to clean up.
     settled: bool,
+    /// The complete file under the final name, open, while it may be up to date.
+    kept: Option<File>,
+}
+
+/// How a verified file reached its final name ([`Store::commit_reported`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// Its data was written and published under the final name.
+    Saved(PathBuf),
+    /// The file there was already the same, and is left as it was (or an
+    /// identical one took the name meanwhile: this copy was dropped).
+    UpToDate(PathBuf),
+    /// The file there was already the same; its permission bits or
+    /// modification time were brought in line with the offer's, durably.
+    MetadataUpdated(PathBuf),
+}
+
+impl Committed {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        match self {
+            Committed::Saved(p) | Committed::UpToDate(p) | Committed::MetadataUpdated(p) => p,
+        }
+    }
 }
 
 impl Incoming {
@@ -195,7 +232,25 @@ impl Incoming {
             existing: true,
             rewriting: false,
             settled: false,
+            kept: None,
         }
+    }
+
+    /// Keeps `file`, the complete one under the final name, to bring its
+    /// metadata in line if it turns out up to date.
+    pub(super) fn keeping(mut self, file: File) -> Incoming {
+        self.kept = Some(file);
+        self
+    }
+
+    /// Bytes of disk its partial file already occupies (blocks, so holes
+    /// count for nothing).
+    pub(super) fn allocated(&self) -> u64 {
+        self.partial.as_ref().map_or(0, |p| {
+            p.file
+                .metadata()
+                .map_or(0, |m| m.blocks().saturating_mul(512).min(p.len))
+        })
     }
 
     /// The file's own name (the last component of its path).
@@ -305,26 +360,71 @@ impl Incoming {
         set_times(file, self.meta.mtime)
     }
 
+    /// For an up-to-date file: gives the file under the final name the
+    /// offered permission bits (within [`MODE_BITS`], narrowed by the
+    /// umask, as when it was first saved) and modification time, where they
+    /// differ. Whether anything changed (then it still needs a sync).
+    /// Times are compared to the second when the file system keeps no
+    /// fraction of one.
+    fn refresh_meta(&self) -> io::Result<bool> {
+        let Some(file) = &self.kept else {
+            return Ok(false);
+        };
+        let st = file.metadata()?;
+        let mode = self.meta.mode & MODE_BITS & !self.store.umask();
+        let mut changed = false;
+        if st.mode() & MODE_BITS != mode {
+            // SAFETY: an open fd; fchmod has no memory effects.
+            super::tree::check(unsafe { libc::fchmod(file.as_raw_fd(), mode as libc::mode_t) })?;
+            changed = true;
+        }
+        let want = self.meta.mtime;
+        let nanos = i64::from(want.nanos);
+        let same_time = st.mtime() == want.secs && (st.mtime_nsec() == nanos || st.mtime_nsec() == 0);
+        if !same_time {
+            set_times(file, want)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// Gives the written file its final name (replacing what is there only
-    /// when overwriting).
-    fn publish(&self, file: &File) -> Result<(), Refusal> {
+    /// when overwriting). If another file took the name meanwhile (a
+    /// concurrent sender, another process), this copy is resolved rather
+    /// than left as a stray partial file: dropped either way, and the file
+    /// counts as up to date when the one there is the same.
+    fn publish(&self, partial: &Partial) -> Result<Committed, Refusal> {
         let name = self.path.file_name().as_str();
         let published = if self.store.overwrite() {
-            self.dir.replace_with_file(file, name)
+            self.dir.replace_with_file(&partial.file, name)
         } else {
-            self.dir.link_file(file, name)
+            self.dir.link_file(&partial.file, name)
         };
         match published {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Refusal::new(
-                RejectReason::Exists,
-                format!("a file named {} appeared meanwhile on the receiver, which keeps it unless it runs with --overwrite", self.path),
-            )),
+            Ok(()) => Ok(Committed::Saved(self.local_path())),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self.settle_taken(partial),
             Err(e) => Err(Refusal::disk(
                 &format!("cannot move {} into place", self.path),
                 &e,
             )),
         }
+    }
+
+    /// The final name was taken while this file was received: compares the
+    /// two, then drops this copy (the receiver keeps its own file).
+    fn settle_taken(&self, partial: &Partial) -> Result<Committed, Refusal> {
+        let name = self.path.file_name().as_str();
+        let ours = hash_prefix(&partial.file, self.size).map(|(h, _)| h.finalize());
+        let theirs = hash_existing(&self.store.inner.hashes, &self.dir, name, self.size);
+        let same = matches!((&ours, &theirs), (Ok(o), Some((t, _))) if *o == t.finalize());
+        let _ = partial.unlink(&self.dir);
+        if same {
+            return Ok(Committed::UpToDate(self.local_path()));
+        }
+        Err(Refusal::new(
+            RejectReason::Exists,
+            format!("a different file named {} appeared meanwhile on the receiver, which keeps it unless it runs with --overwrite", self.path),
+        ))
     }
 
     fn local_path(&self) -> PathBuf {
@@ -354,17 +454,39 @@ impl Store {
     /// directory was made) is synced once. So no file ever appears under
     /// its final name before its content and metadata are durable.
     ///
-    /// A file that was [up to date](Incoming::is_up_to_date) is left
-    /// untouched: its path is returned at once.
+    /// A file that was [up to date](Incoming::is_up_to_date) keeps its
+    /// content; its permission bits and modification time are brought in
+    /// line with the offer's where they differ, made durable with the group.
     pub fn commit_all(batch: Vec<Incoming>) -> Vec<Result<PathBuf, Refusal>> {
-        let mut results: Vec<Option<Result<PathBuf, Refusal>>> = Vec::with_capacity(batch.len());
+        let reported = Store::commit_reported(batch);
+        let path = |c: Committed| match c {
+            Committed::Saved(p) | Committed::UpToDate(p) | Committed::MetadataUpdated(p) => p,
+        };
+        reported.into_iter().map(|r| r.map(path)).collect()
+    }
+
+    /// [`commit_all`](Store::commit_all), saying for each file how it
+    /// reached its final name.
+    pub fn commit_reported(batch: Vec<Incoming>) -> Vec<Result<Committed, Refusal>> {
+        let mut results: Vec<Option<Result<Committed, Refusal>>> = Vec::with_capacity(batch.len());
         let mut staged = Vec::with_capacity(batch.len());
+        let mut refreshed = Vec::new();
         for (i, mut incoming) in batch.into_iter().enumerate() {
             incoming.settled = true;
             results.push(None);
             if incoming.is_up_to_date() {
                 incoming.release_if_empty();
-                results[i] = Some(Ok(incoming.local_path()));
+                results[i] = match incoming.refresh_meta() {
+                    Ok(false) => Some(Ok(Committed::UpToDate(incoming.local_path()))),
+                    Ok(true) => {
+                        refreshed.push((i, incoming));
+                        None
+                    }
+                    Err(e) => {
+                        let what = format!("cannot update the metadata of {}", incoming.path);
+                        Some(Err(Refusal::disk(&what, &e)))
+                    }
+                };
                 continue;
             }
             let Some(mut partial) = incoming.partial.take() else {
@@ -379,22 +501,29 @@ impl Store {
                 }
             }
         }
-        let files: Vec<&File> = staged.iter().map(|(_, _, p)| &p.file).collect();
-        let durable = make_durable(&files);
+        let mut files: Vec<&File> = staged.iter().map(|(_, _, p)| &p.file).collect();
+        files.extend(refreshed.iter().filter_map(|(_, inc)| inc.kept.as_ref()));
+        let mut durable = make_durable(&files).into_iter();
         let mut published = Vec::with_capacity(staged.len());
-        for ((i, incoming, partial), synced) in staged.into_iter().zip(durable) {
+        for ((i, incoming, partial), synced) in staged.into_iter().zip(durable.by_ref()) {
             let outcome = synced
                 .map_err(|e| Refusal::disk(&format!("cannot sync {}", incoming.path), &e))
-                .and_then(|()| incoming.publish(&partial.file));
+                .and_then(|()| incoming.publish(&partial));
             match outcome {
-                Ok(()) => published.push((i, incoming, partial)),
-                Err(refusal) => results[i] = Some(Err(refusal)),
+                Ok(Committed::Saved(_)) => published.push((i, incoming, partial)),
+                other => results[i] = Some(other),
             }
+        }
+        for ((i, incoming), synced) in refreshed.into_iter().zip(durable) {
+            results[i] = Some(match synced {
+                Ok(()) => Ok(Committed::MetadataUpdated(incoming.local_path())),
+                Err(e) => Err(Refusal::disk(&format!("cannot sync {}", incoming.path), &e)),
+            });
         }
         let dirs_synced = finish_published(&published);
         for (i, incoming, _) in published {
             results[i] = Some(match &dirs_synced {
-                Ok(()) => Ok(incoming.local_path()),
+                Ok(()) => Ok(Committed::Saved(incoming.local_path())),
                 Err(refusal) => Err(refusal.clone()),
             });
         }

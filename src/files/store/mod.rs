@@ -27,6 +27,7 @@
 //! [`Resume::Complete`]: if it is the same, it is left exactly as it is.
 
 mod commit;
+mod hashes;
 mod tree;
 
 use std::fs::File;
@@ -37,8 +38,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use commit::Incoming;
+pub use commit::{Committed, Incoming};
 use commit::Partial;
+use hashes::HashCache;
 use tree::{Dir, ParentCache};
 
 use crate::codec::RejectReason;
@@ -86,7 +88,12 @@ struct Inner {
     /// Directories in which a walk made a subdirectory: their entries are
     /// not durable until they are synced, by the next commit.
     unsynced: Mutex<Vec<Dir>>,
+    /// Files on disk already hashed, shared by every session of the store.
+    hashes: HashCache,
 }
+
+/// Entries [`Store::partials`] looks at, at most.
+pub const PARTIALS_LOOKED_AT: usize = 100_000;
 
 /// Files smaller than this (64 KiB) are written to an unnamed file and
 /// given their name when saved: no partial file, so nothing to resume
@@ -110,8 +117,9 @@ pub struct Store {
 #[allow(clippy::large_enum_variant)]
 enum Found {
     Nothing,
-    /// A regular file of the offered size, hashed whole.
-    Complete(blake3::Hasher),
+    /// A regular file of the offered size, hashed whole, and open (its
+    /// metadata is brought in line with the offer's if it is up to date).
+    Complete(blake3::Hasher, File),
     /// Anything else a file may replace: a file of another size, a link.
     Other,
 }
@@ -132,6 +140,7 @@ impl Store {
                 umask: process_umask(),
                 parents: ParentCache::default(),
                 unsynced: Mutex::new(Vec::new()),
+                hashes: HashCache::default(),
             }),
             unnamed_below: UNNAMED_BELOW,
         })
@@ -180,18 +189,34 @@ impl Store {
         format!(".{}{PARTIAL_SUFFIX}", &hash[..32])
     }
 
-    /// The partial files of interrupted transfers at the top of the
-    /// directory: how many, and how many bytes they hold (a later `send` of
-    /// the same file resumes from them).
+    /// The partial files of interrupted transfers anywhere under the
+    /// directory (symbolic links are not followed; at most
+    /// [`PARTIALS_LOOKED_AT`] entries are looked at): how many, and how
+    /// many bytes they hold (a later `send` of the same file resumes from
+    /// them).
     pub fn partials(&self) -> io::Result<(u64, u64)> {
         let (mut count, mut bytes) = (0, 0);
-        for entry in std::fs::read_dir(&self.inner.path)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.as_bytes();
-            if name.starts_with(b".") && name.ends_with(PARTIAL_SUFFIX.as_bytes()) {
-                count += 1;
-                bytes += entry.metadata().map_or(0, |m| m.len());
+        let mut dirs = vec![self.inner.path.clone()];
+        let mut looked_at = 0;
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                looked_at += 1;
+                if looked_at > PARTIALS_LOOKED_AT {
+                    return Ok((count, bytes));
+                }
+                let entry = entry?;
+                let name = entry.file_name();
+                let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                let name = name.as_bytes();
+                if is_dir {
+                    dirs.push(entry.path());
+                } else if name.starts_with(b".") && name.ends_with(PARTIAL_SUFFIX.as_bytes()) {
+                    count += 1;
+                    bytes += entry.metadata().map_or(0, |m| m.len());
+                }
             }
         }
         Ok((count, bytes))
@@ -220,16 +245,22 @@ impl Store {
         let dir = self.parent_dir(path.parents())?;
         let overwrite = self.inner.overwrite;
         match self.look_at_final(&dir, path, size)? {
-            Found::Complete(hasher) => {
-                let partial = if overwrite {
-                    let mut partial = Partial::claim(&dir, path.file_name())?;
-                    partial.truncate()?;
-                    Some(partial)
-                } else {
-                    None
-                };
-                let incoming = Incoming::existing(self.clone(), path, dir, size, meta, partial);
-                let replace = overwrite;
+            Found::Complete(hasher, file) if overwrite => {
+                let mut partial = Partial::claim(&dir, path.file_name())?;
+                if let Some(resume) = self.newer_partial(&mut partial, &file, size)? {
+                    let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
+                    self.check_room(size, &incoming)?;
+                    return Ok((incoming, resume));
+                }
+                partial.truncate()?;
+                let incoming = Incoming::existing(self.clone(), path, dir, size, meta, Some(partial))
+                    .keeping(file);
+                return Ok((incoming, Resume::Complete { hasher, replace: true }));
+            }
+            Found::Complete(hasher, file) => {
+                let incoming =
+                    Incoming::existing(self.clone(), path, dir, size, meta, None).keeping(file);
+                let replace = false;
                 return Ok((incoming, Resume::Complete { hasher, replace }));
             }
             Found::Other if !overwrite => {
@@ -247,14 +278,34 @@ impl Store {
             }
         }
         let mut partial = Partial::claim(&dir, path.file_name())?;
-        let resume = partial.resume_point(size)?;
-        let have = match &resume {
-            Resume::From { have, .. } => *have,
-            _ => 0,
-        };
+        let resume = partial.resume_point(size, &self.inner.hashes)?;
         let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
-        self.check_room(size.saturating_sub(have))?;
+        self.check_room(size, &incoming)?;
         Ok((incoming, resume))
+    }
+
+    /// With `--overwrite`, a partial file next to a complete file of the
+    /// offered size: if it holds bytes the complete file does not start
+    /// with, it is a newer version cut short, and resuming it is worth more
+    /// than comparing with the old one (`Some`); if it holds nothing, or
+    /// only a prefix of the complete file, it adds nothing (`None`).
+    fn newer_partial(
+        &self,
+        partial: &mut Partial,
+        complete: &File,
+        size: u64,
+    ) -> Result<Option<Resume>, Refusal> {
+        let held = partial.len();
+        if held == 0 || held > size {
+            return Ok(None);
+        }
+        let resume = partial.resume_point(size, &self.inner.hashes)?;
+        let Resume::From { hasher, .. } = &resume else {
+            return Ok(None);
+        };
+        let hashes = &self.inner.hashes;
+        let old = hashes.hash_prefix(complete, held).map_err(|e| Refusal::disk("cannot read the file here", &e))?;
+        Ok((old.0.finalize() != hasher.finalize()).then_some(resume))
     }
 
     /// What the final name of `path` (in its parent `dir`) holds.
@@ -272,10 +323,12 @@ impl Store {
                 RejectReason::IsADirectory,
                 format!("{path} is a directory on the receiver; a file cannot take its place"),
             )),
-            libc::S_IFREG if len == size => Ok(match hash_existing(dir, name, size) {
-                Some(hasher) => Found::Complete(hasher),
-                None => Found::Other,
-            }),
+            libc::S_IFREG if len == size => {
+                Ok(match hash_existing(&self.inner.hashes, dir, name, size) {
+                    Some((hasher, file)) => Found::Complete(hasher, file),
+                    None => Found::Other,
+                })
+            }
             _ => Ok(Found::Other),
         }
     }
@@ -410,13 +463,19 @@ impl Store {
         std::mem::take(&mut *unsynced)
     }
 
-    /// Refuses a file that cannot fit: `need` more bytes than the file
-    /// system has free for us. (Best effort: others may fill it meanwhile;
-    /// a write that fails later still ends the session with the reason.)
-    fn check_room(&self, need: u64) -> Result<(), Refusal> {
+    /// Refuses a file of `size` bytes that cannot fit: more than the file
+    /// system has free for us beyond the blocks its partial file already
+    /// has. Counted by blocks, not by the partial's length, so holes (a
+    /// sparse file's, or a peer's `Hole` frames) are not taken for data
+    /// already written: every byte of the offered size may need a block,
+    /// however a resume began. (Best effort: others may fill the disk
+    /// meanwhile; a write that fails later still ends the session with the
+    /// reason.)
+    fn check_room(&self, size: u64, incoming: &Incoming) -> Result<(), Refusal> {
         let Ok(free) = self.free_space() else {
             return Ok(());
         };
+        let need = size.saturating_sub(incoming.allocated());
         if need > free {
             return Err(Refusal::new(
                 RejectReason::Disk,
@@ -441,15 +500,20 @@ impl Store {
 /// BLAKE3 of the whole regular file `name` in `dir` if it still has
 /// `size` bytes; `None` if it is not (or no longer) such a file or cannot
 /// be read (then it counts as a different file).
-fn hash_existing(dir: &Dir, name: &str, size: u64) -> Option<blake3::Hasher> {
+fn hash_existing(
+    hashes: &HashCache,
+    dir: &Dir,
+    name: &str,
+    size: u64,
+) -> Option<(blake3::Hasher, File)> {
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let file = dir.open(name, flags, 0).ok()?;
     let meta = file.metadata().ok()?;
     if !meta.is_file() || meta.len() != size {
         return None;
     }
-    match hash_prefix(&file, size) {
-        Ok((hasher, n)) if n == size => Some(hasher),
+    match hashes.hash_prefix(&file, size) {
+        Ok((hasher, n)) if n == size => Some((hasher, file)),
         _ => None,
     }
 }

@@ -252,7 +252,11 @@ fn build_frames(input: &mut Input<'_>) -> Vec<Frame> {
                 hash: hash(input),
                 offer: hash(input),
             },
-            11 => Frame::Saved { id: input.u32() },
+            11 => Frame::Saved {
+                id: input.u32(),
+                flags: input.byte(),
+                hash: hash(input),
+            },
             12 => Frame::Hole {
                 len: u64_field(input).clamp(1, crate::codec::MAX_HOLE),
             },

@@ -141,7 +141,11 @@ fn structured_frames(rest: &[u8], out: &mut Vec<u8>) {
                 out.push(arg);
                 continue;
             }
-            6 => Frame::Saved { id },
+            6 => Frame::Saved {
+                id,
+                flags: 0,
+                hash: [0; 32],
+            },
             7 => {
                 let len = u64::from(arg) * 64 + 1;
                 hasher.update(&vec![0; len as usize]);

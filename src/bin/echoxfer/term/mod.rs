@@ -13,5 +13,7 @@ pub use meter::{Bytes, Meter};
 pub use out::{
     announce, legacy_warning, line, note, peer_line, peer_line_lossy, stopped, udp_stopped, Out, Ui,
 };
-pub use summary::{all_delivered, hex, rate, FileTally, Summary};
+pub use summary::{
+    all_delivered, hex, left_behind, rate, FileTally, PartialTransfer, Summary, PARTIAL_EXIT,
+};
 pub use tracked::Tracked;

@@ -70,6 +70,7 @@ pub fn summarize(
     let listed = report.len() as u64;
     let counted = totals.saved + totals.up_to_date + totals.dirs + totals.refused;
     let counted = counted + totals.discarded + totals.unfinished;
+    let counted = counted + totals.unconfirmed + totals.unreadable;
     if mode == Summary::Lines && counted > listed {
         lines.push(format!(
             "... {} more entries not listed one by one",
@@ -104,6 +105,18 @@ fn file_lines(verb: &str, report: &[FileReport]) -> Vec<String> {
                 )
             }
             Outcome::UpToDate { .. } => format!("up to date {name}: {} bytes", f.size),
+            Outcome::MetadataUpdated { .. } => format!(
+                "metadata updated {name}: {} bytes (content up to date; mode and time set)",
+                f.size
+            ),
+            Outcome::Unconfirmed => format!(
+                "unconfirmed {name}: {} bytes sent, the session ended before the receiver confirmed it (sending again finds it up to date or resumes it)",
+                f.size
+            ),
+            Outcome::Unreadable { message } => {
+                let what = if verb == "sent" { "not sent" } else { "not received" };
+                format!("{what} {name}: {}", sanitize(message.as_bytes()))
+            }
             Outcome::Refused { .. } if refused_shown == REFUSED_SHOWN => {
                 refused_rest += 1;
                 continue;
@@ -148,6 +161,15 @@ fn total_line(verb: &str, t: &Totals, skipped: u64, elapsed: Duration) -> String
         parts.push(format!("{skipped} skipped"));
     }
     parts.push(format!("{} refused", t.refused));
+    if t.metadata_updated > 0 {
+        parts.push(format!("{} metadata updated", t.metadata_updated));
+    }
+    if t.unreadable > 0 {
+        parts.push(format!("{} unreadable", t.unreadable));
+    }
+    if t.unconfirmed > 0 {
+        parts.push(format!("{} unconfirmed", t.unconfirmed));
+    }
     if t.discarded > 0 {
         parts.push(format!("{} discarded", t.discarded));
     }
@@ -190,7 +212,10 @@ fn json_entry(verb: &str, f: &FileReport) -> String {
     let (outcome, hash, reason) = match &f.outcome {
         Outcome::Saved { hash } => (verb, Some(hash), None),
         Outcome::UpToDate { hash } => ("up to date", Some(hash), None),
-        Outcome::Refused { reason, message } => ("refused", None, Some((reason, message))),
+        Outcome::MetadataUpdated { hash } => ("metadata updated", Some(hash), None),
+        Outcome::Unconfirmed => ("unconfirmed", None, None),
+        Outcome::Unreadable { message } => ("unreadable", None, Some((None, message))),
+        Outcome::Refused { reason, message } => ("refused", None, Some((Some(reason), message))),
         Outcome::Discarded => ("discarded", None, None),
         Outcome::Pending => ("incomplete", None, None),
     };
@@ -206,7 +231,9 @@ fn json_entry(verb: &str, f: &FileReport) -> String {
         fields.push(format!("\"blake3\":\"{}\"", hex(hash)));
     }
     if let Some((reason, message)) = reason {
-        fields.push(format!("\"reason\":{}", json_str(&format!("{reason:?}"))));
+        if let Some(reason) = reason {
+            fields.push(format!("\"reason\":{}", json_str(&format!("{reason:?}"))));
+        }
         fields.push(format!("\"message\":{}", json_str(message)));
     }
     format!("{{{}}}", fields.join(","))
@@ -215,22 +242,63 @@ fn json_entry(verb: &str, f: &FileReport) -> String {
 /// The total as one JSON object: `{"total": {...}}`.
 fn json_total(verb: &str, t: &Totals, skipped: u64, elapsed: Duration) -> String {
     format!(
-        "{{\"total\":{{\"{verb}\":{},\"resumed\":{},\"up_to_date\":{},\"skipped\":{skipped},\"refused\":{},\"discarded\":{},\"incomplete\":{},\"directories\":{},\"bytes_moved\":{},\"seconds\":{:.3}}}}}",
+        "{{\"total\":{{\"{verb}\":{},\"resumed\":{},\"up_to_date\":{},\"metadata_updated\":{},\"skipped\":{skipped},\"refused\":{},\"unreadable\":{},\"unconfirmed\":{},\"discarded\":{},\"incomplete\":{},\"left_behind\":{},\"directories\":{},\"bytes_moved\":{},\"seconds\":{:.3}}}}}",
         t.saved,
         t.resumed,
         t.up_to_date,
+        t.metadata_updated,
         t.refused,
+        t.unreadable,
+        t.unconfirmed,
         t.discarded,
         t.unfinished,
+        t.left_behind() + skipped,
         t.dirs,
         t.bytes_moved,
         elapsed.as_secs_f64()
     )
 }
 
+/// The exit status of a run that ended cleanly but did not deliver
+/// everything it was given (rsync's "partial transfer").
+pub const PARTIAL_EXIT: u8 = 23;
+
+/// A run that did not deliver everything it was given: exits with
+/// [`PARTIAL_EXIT`], not the failure status.
+#[derive(Debug)]
+pub struct PartialTransfer(pub String);
+
+impl std::fmt::Display for PartialTransfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PartialTransfer {}
+
+/// What was left behind and why, for a partial transfer's message:
+/// `skipped` entries the listing left out, then every outcome that is
+/// not a delivery.
+pub fn left_behind(t: &Totals, skipped: u64) -> String {
+    let mut why = Vec::new();
+    for (n, what) in [
+        (skipped, "skipped when listed (see the warnings above)"),
+        (t.unreadable, "unreadable"),
+        (t.refused, "refused"),
+        (t.discarded, "discarded (hash mismatch)"),
+        (t.unconfirmed, "unconfirmed"),
+        (t.unfinished, "incomplete"),
+    ] {
+        if n > 0 {
+            why.push(format!("{n} {what}"));
+        }
+    }
+    why.join(", ")
+}
+
 /// Whether every entry of the session was saved or up to date.
 pub fn all_delivered(t: &Totals) -> bool {
-    t.refused + t.discarded + t.unfinished == 0
+    t.left_behind() == 0
 }
 
 /// File outcomes totalled over a server's sessions, for the line it
@@ -292,6 +360,7 @@ mod tests {
             discarded: 0,
             unfinished: 0,
             bytes_moved: 2_000_000,
+            ..Totals::default()
         };
         let line = total_line("sent", &t, 5, Duration::from_secs(2));
         assert_eq!(
