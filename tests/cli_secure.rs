@@ -8,7 +8,7 @@
 #![cfg(unix)]
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -19,8 +19,8 @@ use std::time::Instant;
 use echoxfer::driver::{blocking, DriverError, Ignore};
 use echoxfer::echo::{Client, EchoClient};
 use echoxfer::error::SecureError;
-use echoxfer::secure::{Secure, SecureConfig};
-use echoxfer::{EchoConfig, Error, SessionLimits};
+use echoxfer::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::{EchoConfig, Error, Machine, Output, SessionLimits};
 use socket2::{Domain, Socket, Type};
 
 mod common;
@@ -249,6 +249,124 @@ fn blocking_a_secret_file_server_refuses_a_guesser_and_serves_a_good_sender() {
 #[test]
 fn tokio_a_secret_file_server_refuses_a_guesser_and_serves_a_good_sender() {
     guesses_are_refused_and_a_good_sender_is_served("tokio");
+}
+
+/// How many more seconds the server refuses `source` for failed guesses:
+/// its refusal notice, read from a raw connection (`None` if it served the
+/// connection instead, which is closed before sending anything: no guess).
+fn refused_for(source: [u8; 4], addr: SocketAddr) -> Option<u32> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect_timeout(&addr.into(), BOUND).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    let mut head = [0u8; 9];
+    stream
+        .read_exact(&mut head)
+        .expect("a hello or a refusal notice");
+    match &head[..5] {
+        b"EXFW\x01" => Some(u32::from_be_bytes(head[5..].try_into().unwrap())),
+        _ => None,
+    }
+}
+
+/// A connection from `source` whose session has started: the server's
+/// hello was read.
+fn session_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect_timeout(&addr.into(), BOUND).unwrap();
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(BOUND)).unwrap();
+    let mut hello = [0u8; HELLO_LEN];
+    stream.read_exact(&mut hello).expect("the server's hello");
+    assert_eq!(&hello[..4], b"EXFS", "refused before any guess");
+    stream
+}
+
+/// A guess: sends a whole hello (under a wrong secret) on `stream`, reads
+/// the server's key confirmation, with which a guesser checks its guess
+/// offline, and leaves.
+fn hello_and_leave(stream: &mut TcpStream) {
+    let now = Instant::now();
+    let client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    let secret = b"a wrong guess at the secret, 32+ bytes long";
+    let mut machine = Secure::client(client, secret, SecureConfig::default(), now, [9; 32]);
+    let Output::Transmit(hello) = machine.poll_output() else {
+        panic!("a secure client starts with its hello");
+    };
+    stream.write_all(&hello).unwrap();
+    let mut confirm = [0u8; CONFIRM_LEN];
+    stream
+        .read_exact(&mut confirm)
+        .expect("the server's confirmation");
+    // Leaves, and waits for the server to end the session.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+}
+
+/// A good sender on an address the server refuses after failed guesses
+/// from it (a guesser behind the same NAT) is told so, and for how long,
+/// not that the network cut the connection and that sending again resumes.
+fn a_sender_refused_after_guesses_is_told_why_and_for_how_long(runtime: &str) {
+    const HERE: [u8; 4] = [127, 0, 0, 1]; // where `send` connects from
+    let d = dirs();
+    let secret = secret_file(&d);
+    let secret = secret.to_str().unwrap();
+    let rx = start_receiver(&d, &["--runtime", runtime, "--secret-file", secret], false);
+    let addr: SocketAddr = rx.addr.parse().unwrap();
+    // Six sessions from this address at once, each of which sends a whole
+    // hello and leaves with the server's confirmation: six failed guesses,
+    // the refusal doubled to 32 s, long enough for `send` to start well
+    // within it.
+    let guessers: Vec<TcpStream> = (0..6).map(|_| session_from(HERE, addr)).collect();
+    for mut g in guessers {
+        hello_and_leave(&mut g);
+    }
+    // Each guess is counted as its session ends, just after its close.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match refused_for(HERE, addr) {
+            Some(secs) if secs > 8 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "not refused for long after six guesses: {other:?} s"
+            ),
+        }
+    }
+
+    let paths = sources(&d, &[100_003]);
+    let (status, out, err) = send(&rx.addr, &paths, &["--secret-file", secret], runtime);
+    assert!(!status.success(), "{out}\n{err}");
+    let told = format!(
+        "refused: the server at {} refuses this address for ",
+        rx.addr
+    );
+    assert!(err.contains(&told), "{err}");
+    assert!(
+        err.contains(" s after failed code guesses from it; wait and try again"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("resumes") && !err.contains("network"),
+        "{err}"
+    );
+    assert!(files_in(&d.dst).is_empty(), "{:?}", files_in(&d.dst));
+}
+
+#[test]
+fn blocking_a_sender_refused_after_guesses_from_its_address_is_told_why_and_for_how_long() {
+    a_sender_refused_after_guesses_is_told_why_and_for_how_long("blocking");
+}
+
+#[test]
+fn tokio_a_sender_refused_after_guesses_from_its_address_is_told_why_and_for_how_long() {
+    a_sender_refused_after_guesses_is_told_why_and_for_how_long("tokio");
 }
 
 #[test]

@@ -17,7 +17,9 @@ use echoxfer::driver::listen::{self, Limits};
 use echoxfer::driver::{blocking, DriverError, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::files::{ReceiverApp, SenderApp, Store};
-use echoxfer::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::secure::{
+    Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSED_AFTER_GUESSES,
+};
 use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, Error, Machine, Output, SecureError, SessionLimits, TransferConfig};
@@ -195,6 +197,15 @@ mod guessers {
     /// counted (no race between a reset and the next attempt), and a failed
     /// guess refuses its source for a minute. Stopping it returns its report.
     fn serve_secure(driver: Driver, store: Store) -> (SocketAddr, impl FnOnce() -> ServeReport) {
+        serve_secure_with(driver, store, SecureConfig::default())
+    }
+
+    /// [`serve_secure`] with the sessions' channel configured by `secure`.
+    fn serve_secure_with(
+        driver: Driver,
+        store: Store,
+        secure: SecureConfig,
+    ) -> (SocketAddr, impl FnOnce() -> ServeReport) {
         let listener = listen::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = Limits {
@@ -203,7 +214,11 @@ mod guessers {
             max_guess_delay: Duration::from_secs(60),
             ..Limits::default()
         };
-        let make = move |_: Instant| secure_receiver(&store, CODE);
+        let make = move |now: Instant| {
+            let m = Receiver::new(ReceiverRole::new(TransferConfig::default()), config(), now);
+            let m = Secure::server(m, CODE, secure.clone(), now, seed());
+            (m, ReceiverApp::new(store.clone()))
+        };
         let grace = Duration::from_secs(5);
         let shutdown = blocking::Shutdown::new();
         let trigger = shutdown.clone();
@@ -271,20 +286,184 @@ mod guessers {
         reset(stream);
     }
 
-    /// Whether the server closed a connection from `source` without a byte
-    /// (refused); if it was served instead (its hello came), resets it before
-    /// sending anything, which spends no guess.
+    /// Whether the server refused a connection from `source` for failed
+    /// guesses: it sent a refusal notice (`EXFW`, reason 1) instead of its
+    /// hello, then closed. If it was served instead (its hello came),
+    /// resets it before sending anything, which spends no guess.
     fn refused(source: [u8; 4], addr: SocketAddr) -> bool {
         let mut stream = connect_from(source, addr);
-        let mut byte = [0u8; 1];
-        let refused = match stream.read(&mut byte) {
-            Ok(0) => true,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => true,
-            Ok(_) => false,
-            Err(e) => panic!("no answer within the bound: {e}"),
+        let mut head = [0u8; REFUSAL_LEN];
+        stream
+            .read_exact(&mut head)
+            .expect("a hello or a refusal notice within the bound");
+        let refused = match &head[..4] {
+            b"EXFW" => true,
+            b"EXFS" => false,
+            other => panic!("neither a hello nor a refusal notice: {other:?}"),
         };
+        if refused {
+            assert_eq!(head[4], REFUSED_AFTER_GUESSES, "{head:?}");
+            let mut rest = Vec::new();
+            let end = stream.read_to_end(&mut rest);
+            assert!(
+                matches!(&end, Ok(0)) || end.is_err(),
+                "nothing after the notice: {end:?} {rest:?}"
+            );
+        }
         reset(stream);
         refused
+    }
+
+    /// Connects from `source`, reads the server's hello, and leaves: a
+    /// health check, a port scanner that speaks first to nobody.
+    fn read_hello_and_close(source: [u8; 4], addr: SocketAddr) {
+        let mut stream = connect_from(source, addr);
+        let mut hello = [0u8; HELLO_LEN];
+        stream
+            .read_exact(&mut hello[..4])
+            .expect("the server's hello");
+        assert_eq!(
+            &hello[..4],
+            b"EXFS",
+            "refused: an earlier connection that sent no hello was counted as a guess"
+        );
+        stream
+            .read_exact(&mut hello[4..])
+            .expect("the server's hello");
+    }
+
+    /// Connects from `source`, sends `sent` (nothing, or part of a hello),
+    /// and stays silent until the server gives up on the handshake and
+    /// closes (the end of stream, or a reset), within the bound.
+    fn stay_silent_until_the_deadline(source: [u8; 4], addr: SocketAddr, sent: &[u8]) {
+        let mut stream = connect_from(source, addr);
+        stream.write_all(sent).unwrap();
+        let mut all = Vec::new();
+        match stream.read_to_end(&mut all) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the server did not end the handshake within the bound: {e}"),
+        }
+        assert_eq!(&all[..4], b"EXFS", "its hello, and no confirmation");
+        assert_eq!(all.len(), HELLO_LEN, "its hello, and no confirmation");
+    }
+
+    /// A guesser's whole hello (under a wrong code), sent from `source`;
+    /// returns the connection once the server's hello and confirmation came.
+    fn hello_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+        let mut stream = connect_from(source, addr);
+        let now = Instant::now();
+        let tx = MemSender::new([]);
+        let inner = Sender::new(tx.role(TransferConfig::default()), config(), now);
+        let mut guess = Secure::client(
+            inner,
+            b"9-wrong-guess",
+            SecureConfig::default(),
+            now,
+            seed(),
+        );
+        let Output::Transmit(hello) = guess.poll_output() else {
+            panic!("a secure client starts with its hello");
+        };
+        stream.write_all(&hello).unwrap();
+        let mut answer = [0u8; HELLO_LEN + CONFIRM_LEN];
+        stream
+            .read_exact(&mut answer)
+            .expect("the server's hello and confirmation");
+        stream
+    }
+
+    fn only_a_whole_hello_spends_a_guess(driver: Driver) {
+        const SCANNER: [u8; 4] = [127, 0, 0, 4];
+        const LEAVER: [u8; 4] = [127, 0, 0, 5];
+        const WRONG: [u8; 4] = [127, 0, 0, 6];
+        let d = dirs();
+        let store = Store::new(&d.dst, false).unwrap();
+        let secure = SecureConfig {
+            handshake_timeout: Duration::from_millis(300),
+            ..SecureConfig::default()
+        };
+        let (addr, stop) = serve_secure_with(driver, store, secure);
+
+        // None of these sent a whole hello: none is a guess, however many.
+        for _ in 0..3 {
+            read_hello_and_close(SCANNER, addr);
+            drop(connect_from(SCANNER, addr));
+        }
+        stay_silent_until_the_deadline(SCANNER, addr, &[]);
+        stay_silent_until_the_deadline(SCANNER, addr, b"EXFS\x01A");
+        assert!(
+            !refused(SCANNER, addr),
+            "connections that sent no whole hello were counted as failed guesses"
+        );
+
+        // A whole hello, then the connection closed: a guess.
+        drop(hello_from(LEAVER, addr));
+        assert!(refused(LEAVER, addr), "a hello and a close was not a guess");
+
+        // A whole hello, then a wrong confirmation: a guess.
+        let mut wrong = hello_from(WRONG, addr);
+        wrong.write_all(&[0x5a; CONFIRM_LEN]).unwrap();
+        let mut rest = Vec::new();
+        let _ = wrong.read_to_end(&mut rest); // the server fails, and closes
+        assert!(refused(WRONG, addr), "a wrong confirmation was not a guess");
+
+        let report = stop();
+        assert_eq!(report.refused, 2, "{report:?}");
+    }
+
+    #[test]
+    fn blocking_only_a_whole_hello_spends_a_guess_not_a_scanner_or_a_silent_peer() {
+        only_a_whole_hello_spends_a_guess(Driver::Blocking);
+    }
+
+    #[test]
+    fn tokio_only_a_whole_hello_spends_a_guess_not_a_scanner_or_a_silent_peer() {
+        only_a_whole_hello_spends_a_guess(Driver::Tokio);
+    }
+
+    /// A good sender on a guesser's address: every try is told, by the
+    /// server's refusal notice, that its address is refused and for how
+    /// long; none sees a reset instead (the refused client sends its hello
+    /// at once, which a careless close would answer with a reset).
+    fn a_refused_sender_is_told_why_and_for_how_long(driver: Driver) {
+        const SHARED: [u8; 4] = [127, 0, 0, 7];
+        let d = dirs();
+        let paths = sources(&d, &[10]);
+        let store = Store::new(&d.dst, false).unwrap();
+        let (addr, stop) = serve_secure(driver, store);
+        drop(hello_from(SHARED, addr));
+        let tries = 40;
+        for _ in 0..tries {
+            let mut stream = connect_from(SHARED, addr);
+            let (mut m, mut app) = secure_sender(&paths, CODE);
+            match blocking::run_stream(&mut m, &mut stream, &mut app) {
+                Err(DriverError::Machine(Error::Secure(SecureError::Refused {
+                    reason,
+                    retry_after,
+                }))) => {
+                    assert_eq!(reason, REFUSED_AFTER_GUESSES);
+                    assert!(
+                        (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&retry_after),
+                        "{retry_after:?}"
+                    );
+                }
+                other => panic!("not told it was refused: {other:?}"),
+            }
+        }
+        assert!(entries(&d.dst).is_empty());
+        let report = stop();
+        assert_eq!(report.refused, tries, "{report:?}");
+    }
+
+    #[test]
+    fn blocking_a_refused_sender_is_told_why_and_for_how_long() {
+        a_refused_sender_is_told_why_and_for_how_long(Driver::Blocking);
+    }
+
+    #[test]
+    fn tokio_a_refused_sender_is_told_why_and_for_how_long() {
+        a_refused_sender_is_told_why_and_for_how_long(Driver::Tokio);
     }
 
     /// A TCP stream that dies (resets) once `left` more bytes were written:

@@ -347,9 +347,15 @@ where
             }
         };
         let mut state = served.lock();
-        // Refused (dropped here): its source's sessions are not held up by another thread.
-        let Admit::Start(id) = state.core.accepted(Instant::now(), peer) else {
-            continue;
+        // Refused (told so if penalized, and closed here): its source's
+        // sessions are not held up by another thread.
+        let id = match state.core.accepted(Instant::now(), peer) {
+            Admit::Start(id) => id,
+            refused => {
+                drop(state);
+                super::listen::close_refused(socket2::SockRef::from(&stream), refused.notice());
+                continue;
+            }
         };
         if let Ok(handle) = stream.try_clone() {
             state.conns.insert(id, handle);

@@ -81,13 +81,16 @@ pub struct Limits {
     /// [`Framed::with_recv_budget`](crate::session::Framed::with_recv_budget).
     pub recv_budget: usize,
     /// How long a source is refused after its first failed guess: a
-    /// session that failed in the secure handshake (a wrong code, or a peer
-    /// that left or stalled before confirming the key; see
-    /// [`DriverError::is_failed_guess`](super::DriverError::is_failed_guess)).
-    /// Each further failure doubles it, up to [`max_guess_delay`](Self::max_guess_delay)
-    /// (default 1 s). While refused, the source's connections are closed at
-    /// once, without a byte, and counted as refused; other sources are
-    /// served as usual.
+    /// session that failed after the peer's whole secure hello and before
+    /// its key confirmation checked out (a wrong code, or a peer that left,
+    /// reset or stalled after its hello; see
+    /// [`Handshake::Unconfirmed`](crate::secure::Handshake::Unconfirmed)).
+    /// A connection that sent no whole hello (a scanner, a health check)
+    /// is no guess. Each further failure doubles it, up to
+    /// [`max_guess_delay`](Self::max_guess_delay) (default 1 s). While
+    /// refused, the source's connections get a refusal notice (saying for
+    /// how long; docs/PROTOCOL.md, section 6) and are closed at once, and
+    /// counted as refused; other sources are served as usual.
     pub guess_delay: Duration,
     /// The longest a source is refused after failed guesses (default 5 min).
     /// At least [`guess_delay`](Self::guess_delay).
@@ -170,6 +173,39 @@ impl From<usize> for Limits {
             ..Limits::default()
         }
     }
+}
+
+/// Closes a connection the server refused (see `ServeCore::accepted`),
+/// after sending it `notice` (empty: nothing), without a reset: what the
+/// client already sent (its hello, usually) is read and dropped first, for
+/// a socket closed with unread input sends a reset, which may reach the
+/// client before the notice does (or make it say the network cut the
+/// connection). Never blocks: the socket is made non-blocking, and only
+/// what has arrived by now is read (at most 64 KiB); a hello that arrives
+/// later meets a closed socket, and its reset follows the notice and the
+/// end of stream, which the client reads first.
+pub(crate) fn close_refused(socket: socket2::SockRef<'_>, notice: &[u8]) {
+    use std::io::{Read, Write};
+    fn drain(mut socket: &socket2::Socket) {
+        let mut buf = [0u8; 4096];
+        for _ in 0..16 {
+            match socket.read(&mut buf) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    drain(&socket);
+    if !notice.is_empty() {
+        // A few bytes into an empty send buffer: taken whole, or the
+        // connection is gone already.
+        let _ = (&*socket).write(notice);
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    drain(&socket);
 }
 
 /// The source a connection is counted against: the IPv4 address (also when

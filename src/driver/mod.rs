@@ -105,18 +105,6 @@ impl DriverError {
         DriverError::io(STALLED_PEER)(io::ErrorKind::TimedOut.into())
     }
 
-    /// Whether this session's end may have been a failed guess at the code
-    /// ([`Error::is_failed_guess`](crate::Error::is_failed_guess)). A
-    /// transport failure (a reset) is not counted: it cannot say whether it
-    /// came before the key was confirmed, and an honest sender cut
-    /// mid-transfer must be able to resume at once.
-    pub fn is_failed_guess(&self) -> bool {
-        match self {
-            DriverError::Machine(e) => e.is_failed_guess(),
-            DriverError::Io { .. } => false,
-        }
-    }
-
     /// Whether the session ended because the peer took none of our output
     /// for the machine's write timeout (it stopped reading).
     pub fn is_stalled_peer(&self) -> bool {

@@ -1,6 +1,8 @@
-//! Failed guesses per source, sans-IO: after a session from a source fails
-//! in the secure handshake (a wrong code, or a peer that left before
-//! confirming the key), the server refuses that source until a deadline
+//! Failed guesses per source, sans-IO: after a session from a source spent
+//! a guess at the code (its peer sent a whole hello, so it got this side's
+//! key confirmation, and never confirmed its own: a wrong code, or a peer
+//! that left, reset or stalled after its hello; see
+//! [`Handshake`](crate::secure::Handshake)), the server refuses that source until a deadline
 //! that doubles with each failure, so an online guesser gains nothing by
 //! trying faster, while other sources are served as usual. Memory is
 //! bounded: a source is forgotten a while after its refusal ends, and at
@@ -44,8 +46,17 @@ impl Penalties {
     }
 
     /// Whether `source` is refused at `now`.
+    #[cfg(test)]
     pub(crate) fn is_refused(&self, now: Instant, source: IpAddr) -> bool {
-        self.sources.get(&source).is_some_and(|p| now < p.until)
+        self.refused_for(now, source).is_some()
+    }
+
+    /// How much longer `source` is refused at `now`, if it is.
+    pub(crate) fn refused_for(&self, now: Instant, source: IpAddr) -> Option<Duration> {
+        self.sources
+            .get(&source)
+            .filter(|p| now < p.until)
+            .map(|p| p.until - now)
     }
 
     /// A session from `source` failed a guess at `now`: it is refused for

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use super::listen::{source_of, AcceptBackoff, Limits, Refusals};
 use super::penalty::Penalties;
 use super::shutdown::{ServeReport, ABORT_WAIT};
+use crate::secure::{refusal_notice, REFUSAL_LEN, REFUSED_AFTER_GUESSES};
 
 /// A session the core let in, until it is reported ended.
 pub(crate) type SessionId = u64;
@@ -58,9 +59,23 @@ pub(crate) type SessionId = u64;
 pub(crate) enum Admit {
     /// Start a session; report its end with this id.
     Start(SessionId),
-    /// Close it at once: its source runs its cap of sessions, or is
-    /// refused for failed guesses (counted).
+    /// Close it at once, without a byte: its source runs its cap of
+    /// sessions (counted).
     Refuse,
+    /// Send it this refusal notice and close it: its source is refused for
+    /// a while after failed guesses at the code (counted).
+    Penalized([u8; REFUSAL_LEN]),
+}
+
+impl Admit {
+    /// What a refused connection is sent before it is closed (nothing for
+    /// one beyond the per-source cap).
+    pub(crate) fn notice(&self) -> &[u8] {
+        match self {
+            Admit::Penalized(notice) => notice,
+            Admit::Start(_) | Admit::Refuse => &[],
+        }
+    }
 }
 
 /// What a stopping shell does next.
@@ -141,11 +156,11 @@ impl ServeCore {
     pub(crate) fn accepted(&mut self, now: Instant, peer: SocketAddr) -> Admit {
         self.backoff.after_success(now);
         let source = source_of(peer.ip());
-        if self.penalties.is_refused(now, source) {
+        if let Some(left) = self.penalties.refused_for(now, source) {
             if let Some(count) = self.penalized.refused(now) {
                 tracing::warn!(%peer, count, "closed connections from a source refused for a while after failed guesses at the code");
             }
-            return Admit::Refuse;
+            return Admit::Penalized(refusal_notice(REFUSED_AFTER_GUESSES, left));
         }
         let count = self.per_source.entry(source).or_insert(0);
         if *count >= self.limits.max_per_source {
@@ -167,12 +182,15 @@ impl ServeCore {
     /// Session `id` ended at `now` with `result`: frees its place and
     /// counts how it ended (aborted, if the shutdown had aborted it by then;
     /// not at all if its connection was cut, as it was counted unfinished
-    /// then). A failed guess refuses its source for a while: a failure the
-    /// error itself classifies so, or any failure (a reset too) of a
-    /// session whose machine says the peer spent a guess (`guessed`:
-    /// [`StreamMachine::failed_guess`](crate::machine::StreamMachine::failed_guess)).
-    /// An unknown id is ignored.
-    pub(crate) fn ended<E: SessionEnd>(
+    /// then). A failed session whose machine says the peer spent a guess
+    /// (`guessed`: [`StreamMachine::failed_guess`](crate::machine::StreamMachine::failed_guess),
+    /// for the secure channel [`Handshake::Unconfirmed`](crate::secure::Handshake::Unconfirmed))
+    /// refuses its source for a while, whatever the error (a reset too).
+    /// The error alone never does: a handshake timeout or an end of input
+    /// in the handshake says nothing of whether the peer ever sent a hello
+    /// (a scanner, a health check, a peer that only read our hello). An
+    /// unknown id is ignored.
+    pub(crate) fn ended<E>(
         &mut self,
         now: Instant,
         id: SessionId,
@@ -182,11 +200,9 @@ impl ServeCore {
         let Some(source) = self.sessions.remove(&id) else {
             return;
         };
-        if let Err(e) = result {
-            if guessed || e.is_failed_guess() {
-                let delay = self.penalties.failed(now, source);
-                tracing::info!(%source, ?delay, "failed guess at the code: source refused for a while");
-            }
+        if result.is_err() && guessed {
+            let delay = self.penalties.failed(now, source);
+            tracing::info!(%source, ?delay, "failed guess at the code: source refused for a while");
         }
         if let Some(count) = self.per_source.get_mut(&source) {
             *count -= 1;
@@ -256,24 +272,6 @@ impl ServeCore {
     }
 }
 
-/// How a session's failure is classified, for the penalty on guesses.
-pub(crate) trait SessionEnd {
-    /// Whether it may have been a failed guess at the code.
-    fn is_failed_guess(&self) -> bool;
-}
-
-impl SessionEnd for super::DriverError {
-    fn is_failed_guess(&self) -> bool {
-        super::DriverError::is_failed_guess(self)
-    }
-}
-
-impl SessionEnd for crate::Error {
-    fn is_failed_guess(&self) -> bool {
-        crate::Error::is_failed_guess(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +286,23 @@ mod tests {
     fn started(core: &mut ServeCore, now: Instant, ip: &str) -> SessionId {
         match core.accepted(now, peer(ip)) {
             Admit::Start(id) => id,
-            Admit::Refuse => panic!("{ip} was refused"),
+            refused => panic!("{ip} was refused: {refused:?}"),
+        }
+    }
+
+    /// Whether a connection from `ip` at `now` is refused for failed
+    /// guesses, with a notice saying for how many seconds.
+    fn penalized(core: &mut ServeCore, now: Instant, ip: &str) -> Option<u32> {
+        match core.accepted(now, peer(ip)) {
+            Admit::Penalized(notice) => {
+                assert_eq!(notice[..5], *b"EXFW\x01", "{notice:?}");
+                Some(u32::from_be_bytes(notice[5..].try_into().unwrap()))
+            }
+            Admit::Start(id) => {
+                core.ended(now, id, &OK, false);
+                None
+            }
+            Admit::Refuse => panic!("{ip} refused at its cap"),
         }
     }
 
@@ -500,26 +514,27 @@ mod tests {
         let t0 = Instant::now();
         let mut core = ServeCore::new(penalty_limits());
         let guess = started(&mut core, t0, "127.0.0.2");
-        core.ended(t0, guess, &WRONG_CODE, false);
-        assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
+        core.ended(t0, guess, &WRONG_CODE, true);
+        assert_eq!(penalized(&mut core, t0, "127.0.0.2"), Some(1));
         started(&mut core, t0, "127.0.0.3"); // a good sender elsewhere
         let t1 = t0 + SECOND;
         let guess = started(&mut core, t1, "127.0.0.2");
-        core.ended(t1, guess, &WRONG_CODE, false);
+        core.ended(t1, guess, &WRONG_CODE, true);
         assert_eq!(
-            core.accepted(t1 + SECOND, peer("127.0.0.2")),
-            Admit::Refuse,
-            "2 s now"
+            penalized(&mut core, t1 + SECOND, "127.0.0.2"),
+            Some(1),
+            "2 s now, 1 s of it left"
         );
         let t2 = t1 + 2 * SECOND;
         let guess = started(&mut core, t2, "127.0.0.2");
-        core.ended(t2, guess, &WRONG_CODE, false);
+        core.ended(t2, guess, &WRONG_CODE, true);
         let t3 = t2 + 4 * SECOND;
         let guess = started(&mut core, t3, "127.0.0.2");
-        core.ended(t3, guess, &WRONG_CODE, false);
+        core.ended(t3, guess, &WRONG_CODE, true);
         assert_eq!(
-            core.accepted(t3 + 3 * SECOND, peer("127.0.0.2")),
-            Admit::Refuse
+            penalized(&mut core, t3 + 2500 * MS, "127.0.0.2"),
+            Some(2),
+            "1.5 s left, rounded up"
         );
         started(&mut core, t3 + 4 * SECOND, "127.0.0.2"); // capped at 4 s
         core.stop(t3, Duration::ZERO);
@@ -561,7 +576,7 @@ mod tests {
         // A guesser that read the server's confirmation, then reset.
         let guesser = started(&mut core, t0, "127.0.0.2");
         core.ended(t0, guesser, &reset(), true);
-        assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
+        assert!(penalized(&mut core, t0, "127.0.0.2").is_some());
         // An honest sender cut mid-transfer: it resumes at once.
         let honest = started(&mut core, t0, "127.0.0.3");
         core.ended(t0, honest, &reset(), false);
@@ -573,17 +588,41 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_that_leaves_or_stalls_in_the_handshake_counts_as_a_failed_guess() {
+    fn only_the_machines_verdict_makes_a_guess_never_the_error_alone() {
         let t0 = Instant::now();
         let mut core = ServeCore::new(penalty_limits());
-        let left = started(&mut core, t0, "127.0.0.2");
         let state = crate::secure::HANDSHAKE_STATE;
-        let eof = crate::Error::Remote(crate::error::ProtocolError::UnexpectedEof { state });
-        core.ended(t0, left, &Err(eof), false);
-        assert_eq!(core.accepted(t0, peer("127.0.0.2")), Admit::Refuse);
-        let stalled = started(&mut core, t0, "127.0.0.3");
-        let timeout = crate::error::SecureError::HandshakeTimeout(SECOND);
-        core.ended(t0, stalled, &Err(crate::Error::Secure(timeout)), false);
-        assert_eq!(core.accepted(t0, peer("127.0.0.3")), Admit::Refuse);
+        let eof = || crate::Error::Remote(crate::error::ProtocolError::UnexpectedEof { state });
+        let timeout = || crate::Error::Secure(crate::error::SecureError::HandshakeTimeout(SECOND));
+        // A health check that read the server's hello and left, and a
+        // scanner that stayed silent until the handshake deadline: no hello
+        // from them, so no guess, however often.
+        for _ in 0..8 {
+            let left = started(&mut core, t0, "127.0.0.2");
+            core.ended(t0, left, &Err(eof()), false);
+            let stalled = started(&mut core, t0, "127.0.0.2");
+            core.ended(t0, stalled, &Err(timeout()), false);
+        }
+        assert_eq!(penalized(&mut core, t0, "127.0.0.2"), None);
+        // The same ends after the peer's whole hello: guesses.
+        let left = started(&mut core, t0, "127.0.0.3");
+        core.ended(t0, left, &Err(eof()), true);
+        assert!(penalized(&mut core, t0, "127.0.0.3").is_some());
+        let stalled = started(&mut core, t0, "127.0.0.4");
+        core.ended(t0, stalled, &Err(timeout()), true);
+        assert!(penalized(&mut core, t0, "127.0.0.4").is_some());
+    }
+
+    #[test]
+    fn a_source_at_its_cap_gets_no_notice_and_a_penalized_one_does() {
+        let t0 = Instant::now();
+        let mut core = ServeCore::new(limits(4, 1));
+        started(&mut core, t0, "127.0.0.2");
+        let capped = core.accepted(t0, peer("127.0.0.2"));
+        assert_eq!((&capped, capped.notice()), (&Admit::Refuse, &[][..]));
+        let guess = started(&mut core, t0, "127.0.0.3");
+        core.ended(t0, guess, &WRONG_CODE, true);
+        let penalized = core.accepted(t0, peer("127.0.0.3"));
+        assert_eq!(penalized.notice(), b"EXFW\x01\x00\x00\x00\x01");
     }
 }

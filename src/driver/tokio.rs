@@ -253,9 +253,14 @@ where
                 continue;
             }
         };
-        // Refused: dropped here, no task is ever started for it.
-        let Admit::Start(id) = served.core.accepted(Instant::now(), peer) else {
-            continue;
+        // Refused (told so if penalized, and closed here): no task is ever
+        // started for it.
+        let id = match served.core.accepted(Instant::now(), peer) {
+            Admit::Start(id) => id,
+            refused => {
+                super::listen::close_refused(socket2::SockRef::from(&stream), refused.notice());
+                continue;
+            }
         };
         let (make, abort, running) = (make.clone(), abort.clone(), shutdown.session());
         let task = served.tasks.spawn(async move {

@@ -75,16 +75,54 @@ pub fn start(side: Side, secret: &[u8], seed: [u8; 32]) -> Started {
 }
 
 /// Fails as soon as the first bytes show that no hello is coming: a
-/// plaintext echoxfer peer, or something else entirely.
-pub fn check_prefix(held: &[u8]) -> Result<(), SecureError> {
+/// plaintext echoxfer peer, or something else entirely. On the client, a
+/// server's refusal notice is let through (see [`take_refusal`]).
+pub fn check_prefix(side: Side, held: &[u8]) -> Result<(), SecureError> {
     let n = held.len().min(4);
     if held[..n] == SECURE_MAGIC[..n] {
+        return Ok(());
+    }
+    if side == Side::Client && held[..n] == REFUSAL_MAGIC[..n] {
         return Ok(());
     }
     if held[..n] == crate::codec::MAGIC[..n] {
         return Err(SecureError::PeerIsPlaintext);
     }
     Err(SecureError::BadHello("not an echoxfer secure hello"))
+}
+
+/// The first bytes of a refusal notice, which a server sends instead of its
+/// hello to a connection it refuses (docs/PROTOCOL.md, section 6).
+pub const REFUSAL_MAGIC: [u8; 4] = *b"EXFW";
+/// Bytes of a refusal notice: magic, reason, seconds (u32).
+pub const REFUSAL_LEN: usize = 4 + 1 + 4;
+/// A refusal notice's reason: failed guesses at the code from the
+/// connection's source address.
+pub const REFUSED_AFTER_GUESSES: u8 = 1;
+
+/// The refusal notice for `reason`, saying the refusal lasts `left` more
+/// (rounded up to a whole second, at least 1).
+pub fn refusal_notice(reason: u8, left: std::time::Duration) -> [u8; REFUSAL_LEN] {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    let secs = u32::try_from(secs.max(1)).unwrap_or(u32::MAX);
+    let mut notice = [0u8; REFUSAL_LEN];
+    notice[..4].copy_from_slice(&REFUSAL_MAGIC);
+    notice[4] = reason;
+    notice[5..].copy_from_slice(&secs.to_be_bytes());
+    notice
+}
+
+/// On the client, what the server sent instead of a hello: `None` if
+/// `held` is not (yet) a whole refusal notice, else the refusal.
+pub fn take_refusal(held: &[u8]) -> Option<SecureError> {
+    if held.len() < REFUSAL_LEN || held[..4] != REFUSAL_MAGIC {
+        return None;
+    }
+    let secs = u32::from_be_bytes(held[5..REFUSAL_LEN].try_into().expect("4 bytes"));
+    Some(SecureError::Refused {
+        reason: held[4],
+        retry_after: std::time::Duration::from_secs(secs.into()),
+    })
 }
 
 /// What the key schedule gives a side once it has the peer's hello.
@@ -117,7 +155,10 @@ impl Keys {
 
 /// Finishes the exchange with the peer's whole hello and derives the keys.
 pub fn finish(side: Side, started: Started, peer: &[u8]) -> Result<Keys, SecureError> {
-    check_prefix(&peer[..4])?;
+    if peer[..4] != SECURE_MAGIC {
+        check_prefix(Side::Server, &peer[..4])?;
+        return Err(SecureError::BadHello("not an echoxfer secure hello"));
+    }
     if peer[4] != SECURE_VERSION {
         return Err(SecureError::BadHello("unsupported secure version"));
     }
@@ -170,6 +211,7 @@ pub fn finish(side: Side, started: Started, peer: &[u8]) -> Result<Keys, SecureE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn keys(a_secret: &[u8], b_secret: &[u8]) -> (Keys, Keys) {
         let a = start(Side::Client, a_secret, [1; 32]);
@@ -200,12 +242,36 @@ mod tests {
             Err(SecureError::BadHello(_))
         ));
         assert_eq!(
-            check_prefix(b"EXFR\x02F"),
+            check_prefix(Side::Server, b"EXFR\x02F"),
             Err(SecureError::PeerIsPlaintext)
         );
-        assert_eq!(check_prefix(b"EXF"), Ok(()));
+        assert_eq!(check_prefix(Side::Server, b"EXF"), Ok(()));
         assert!(matches!(
-            check_prefix(b"GET "),
+            check_prefix(Side::Server, b"GET "),
+            Err(SecureError::BadHello(_))
+        ));
+    }
+
+    #[test]
+    fn a_refusal_notice_is_taken_by_a_client_only_and_rounds_its_time_up() {
+        let notice = refusal_notice(REFUSED_AFTER_GUESSES, Duration::from_millis(7_001));
+        assert_eq!(&notice[..], b"EXFW\x01\x00\x00\x00\x08");
+        assert_eq!(
+            refusal_notice(REFUSED_AFTER_GUESSES, Duration::ZERO)[5..],
+            1u32.to_be_bytes(),
+            "at least a second"
+        );
+        assert_eq!(check_prefix(Side::Client, &notice[..6]), Ok(()));
+        assert_eq!(take_refusal(&notice[..8]), None, "not whole yet");
+        assert_eq!(
+            take_refusal(&notice),
+            Some(SecureError::Refused {
+                reason: REFUSED_AFTER_GUESSES,
+                retry_after: Duration::from_secs(8)
+            })
+        );
+        assert!(matches!(
+            check_prefix(Side::Server, &notice),
             Err(SecureError::BadHello(_))
         ));
     }

@@ -5,16 +5,25 @@
 use bytes::{Buf, Bytes};
 
 use super::record::{self, KIND_CLOSE, KIND_DATA, RECORD_HEADER, TAG_LEN};
-use super::{handshake, Secure, State, CONFIRM_LEN, HELLO_LEN};
+use super::{handshake, Secure, Side, State, CONFIRM_LEN, HELLO_LEN};
 use crate::error::{Error, SecureError};
 use crate::machine::StreamMachine;
 
 impl<M: StreamMachine> Secure<M> {
     /// Takes the peer's hello once it is whole (failing at its first bytes
-    /// if they cannot start one): derives the keys and queues this side's
-    /// key confirmation. Returns whether it moved on.
+    /// if they cannot start one, and on the client at a whole refusal
+    /// notice): derives the keys and queues this side's key confirmation,
+    /// which is derived from the peer's own SPAKE2 message and so goes
+    /// only to a peer that sent one. Returns whether it moved on.
     pub(super) fn take_hello(&mut self) -> Result<bool, Error> {
-        handshake::check_prefix(self.rx.held())?;
+        handshake::check_prefix(self.side, self.rx.held())?;
+        if self.side == Side::Client && self.rx.held().starts_with(&handshake::REFUSAL_MAGIC) {
+            // The server refuses this connection: no hello is coming.
+            return match handshake::take_refusal(self.rx.held()) {
+                Some(refused) => Err(refused.into()),
+                None => Ok(false),
+            };
+        }
         if self.rx.len() < HELLO_LEN {
             return Ok(false);
         }

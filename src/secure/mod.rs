@@ -67,8 +67,12 @@
 //!   [`SecureError::Integrity`] (tampering or a cut connection). A plaintext
 //!   side meeting a secure peer fails with
 //!   [`CodecError::PeerExpectsEncryption`](crate::error::CodecError::PeerExpectsEncryption).
-//! * [`Secure::is_confirmed`] says whether the peer proved it knows the
-//!   code: a failure before that, on a server, is a failed guess.
+//! * [`Secure::handshake`] says how far the peer got ([`Handshake`]): a
+//!   session that ends [`Handshake::Unconfirmed`] (the peer's hello came,
+//!   its confirmation did not check out) spent a guess at the code; one
+//!   that ends [`Handshake::NoHello`] (nothing, part of a hello, or only
+//!   our hello read) did not. A client refused by a server's
+//!   [refusal notice](refusal_notice) fails with [`SecureError::Refused`].
 //! * The wrapped machine and its app: [`Secure::inner`], [`Secure::inner_mut`],
 //!   or `Borrow`/`BorrowMut`.
 
@@ -90,7 +94,10 @@ mod password;
 mod record;
 
 pub use config::SecureConfig;
-pub use handshake::{CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, SERVER_IDENTITY};
+pub use handshake::{
+    refusal_notice, CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSAL_MAGIC,
+    REFUSED_AFTER_GUESSES, SERVER_IDENTITY,
+};
 pub use password::{normalize_code, secret_file_password, PasswordError, MIN_SECRET_LEN};
 pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
 
@@ -116,6 +123,36 @@ const RECORDS_PER_BLOCK: usize = 4;
 /// Input a secure channel holds at most: two whole records (the next to
 /// open, and the one after it arriving).
 const RX_LIMIT: usize = 2 * RECORD_WIRE_LIMIT;
+
+/// How far the peer got in the handshake, as [`Secure::handshake`] says:
+/// what decides whether a session that ended spent a guess at the code.
+///
+/// A peer can check a guessed code only against something derived from
+/// its own SPAKE2 message: this side's key confirmation, which is sent only
+/// once the peer's whole hello arrived. This side's hello alone is a
+/// SPAKE2 message that tells nothing of the code, so a peer that only read
+/// it (a health check, a port scanner), or sent nothing, part of a hello
+/// or something else, has made no guess, whatever ended the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    /// No whole, valid hello from the peer: no guess.
+    NoHello,
+    /// The peer's hello arrived and this side's confirmation went out, but
+    /// the peer's own confirmation has not checked out (not yet, or never:
+    /// it was wrong, or the peer left, reset or stalled). A session that
+    /// ends so spent a guess: the peer can check one code offline.
+    Unconfirmed,
+    /// The peer's confirmation checked out: it knows the code.
+    Confirmed,
+}
+
+impl Handshake {
+    /// Whether a session that ended in this state spent a guess at the
+    /// code (see [`Handshake::Unconfirmed`]).
+    pub fn spent_guess(self) -> bool {
+        self == Handshake::Unconfirmed
+    }
+}
 
 /// Which end of the connection a side is: the roles of the key exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,9 +321,21 @@ impl<M: StreamMachine> Secure<M> {
     /// code, even if it never sends its own confirmation. A session that
     /// ends with this true and [`is_confirmed`](Self::is_confirmed) false
     /// used up a guess (a one-time code is spent); one that ends before it
-    /// (a port scanner, a plaintext peer) did not.
+    /// (a port scanner, a plaintext peer) did not. [`handshake`](Self::handshake)
+    /// says both at once.
     pub fn has_peer_hello(&self) -> bool {
         self.peer_hello
+    }
+
+    /// How far the peer got in the handshake: the verdict a server reads
+    /// when a session ends, whatever ended it (a reset says nothing of the
+    /// handshake), to tell a failed guess from a scanner or a cut transfer.
+    pub fn handshake(&self) -> Handshake {
+        match (self.peer_hello, self.confirmed) {
+            (_, true) => Handshake::Confirmed,
+            (true, false) => Handshake::Unconfirmed,
+            (false, false) => Handshake::NoHello,
+        }
     }
 
     /// The channel's own sticky error, once it failed (the wrapped
@@ -559,11 +608,9 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
 
     /// The peer's hello arrived (so it holds this side's key confirmation)
     /// and its own confirmation never checked out, whatever ended the
-    /// session (a reset too).
+    /// session (a reset too): [`Handshake::Unconfirmed`].
     fn failed_guess(&self) -> bool {
-        // The handshake deadline is cleared when, and only when, the
-        // peer's confirmation checks out.
-        self.peer_hello && self.handshake_deadline.is_some()
+        self.handshake().spent_guess()
     }
 }
 

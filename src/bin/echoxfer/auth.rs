@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::driver::DriverError;
 use echoxfer::error::{CodecError, ProtocolError, SecureError};
-use echoxfer::secure::{Secure, SecureConfig, Side, HANDSHAKE_STATE};
+use echoxfer::secure::{
+    Handshake, Secure, SecureConfig, Side, HANDSHAKE_STATE, REFUSED_AFTER_GUESSES,
+};
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
 use echoxfer::secure::secret_file_password;
@@ -293,11 +295,23 @@ impl<M: StreamMachine> Channel<M> {
         }
     }
 
-    /// Whether the session used up a guess at the code: the peer had this
-    /// side's key confirmation but did not confirm its own (a session that
-    /// failed after the confirmation, a transfer cut mid-way, did not).
+    /// How far the peer got in the secure handshake (`None` with
+    /// `--insecure`: no code involved).
+    pub fn handshake(&self) -> Option<Handshake> {
+        match self {
+            Channel::Plain(_) => None,
+            Channel::Secure(m) => Some(m.handshake()),
+        }
+    }
+
+    /// Whether the session used up a guess at the code: the peer sent its
+    /// whole hello, so it had this side's key confirmation, but did not
+    /// confirm its own ([`Handshake::Unconfirmed`]). A peer that sent no
+    /// whole hello (a scanner, a health check, one that only read our
+    /// hello) did not; nor did a session that failed after the
+    /// confirmation (a transfer cut mid-way).
     pub fn was_guessed_at(&self) -> bool {
-        self.failed_guess()
+        self.handshake().is_some_and(Handshake::spent_guess)
     }
 }
 
@@ -371,10 +385,7 @@ impl<M: StreamMachine> StreamMachine for Channel<M> {
     }
 
     fn failed_guess(&self) -> bool {
-        match self {
-            Channel::Plain(m) => m.failed_guess(),
-            Channel::Secure(m) => m.failed_guess(),
-        }
+        self.was_guessed_at()
     }
 }
 
@@ -404,16 +415,45 @@ fn machine_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Err
     }
 }
 
-/// A session's failure with `peer` said the way a user can act on: a wrong
-/// code, a secure side meeting a plaintext one (either way round), a peer
-/// that hung up in the handshake, a connection broken mid-session. `again`
-/// says what to run again after a wrong code. Other errors are returned as
-/// they are.
+/// Whether a command's error is the peer's "wrong code".
+pub fn is_wrong_code(e: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        machine_error(e),
+        Some(Error::Secure(SecureError::WrongCode))
+    )
+}
+
+/// A session's failure with `peer` said the way a user can act on: a
+/// server that refuses this address for a while (after failed guesses from
+/// it), a wrong code, a secure side meeting a plaintext one (either way
+/// round), a peer that hung up in the handshake, a connection broken
+/// mid-session. `again` says what to run again after a wrong code. Other
+/// errors are returned as they are.
 pub fn explain(
     e: Box<dyn std::error::Error + Send + Sync>,
     peer: &str,
     again: &str,
 ) -> Box<dyn std::error::Error + Send + Sync> {
+    // Before the reset test: a refusal notice is read before the reset a
+    // refusing server's close may cause.
+    if let Some(Error::Secure(SecureError::Refused {
+        reason,
+        retry_after,
+    })) = machine_error(&*e)
+    {
+        let secs = retry_after.as_secs();
+        return match *reason {
+            REFUSED_AFTER_GUESSES => format!(
+                "refused: the server at {peer} refuses this address for {secs} s after failed \
+                 code guesses from it; wait and try again"
+            ),
+            _ => format!(
+                "refused: the server at {peer} refuses this connection for {secs} s (reason \
+                 {reason}); wait and try again"
+            ),
+        }
+        .into();
+    }
     if e.downcast_ref::<DriverError>()
         .is_some_and(DriverError::is_broken_connection)
     {
@@ -443,8 +483,8 @@ pub fn explain(
         ),
         Error::Remote(ProtocolError::UnexpectedEof { state }) if *state == HANDSHAKE_STATE => {
             format!(
-                "{peer} closed the connection during the secure handshake: it may refuse this \
-                 address for a while after failed attempts (wrong codes), or be gone; check the \
+                "{peer} closed the connection during the secure handshake: it may run as many \
+                 sessions from this address as it allows, or be stopping or gone; check the \
                  code and try again later"
             )
         }
@@ -474,6 +514,20 @@ mod tests {
         };
         let text = explain(other.into(), "127.0.0.1:9", "run receive again").to_string();
         assert!(!text.contains("resumes"), "{text}");
+    }
+
+    #[test]
+    fn a_refusal_after_failed_guesses_says_for_how_long_and_not_that_the_network_cut_it() {
+        let refused = DriverError::Machine(Error::Secure(SecureError::Refused {
+            reason: REFUSED_AFTER_GUESSES,
+            retry_after: Duration::from_secs(31),
+        }));
+        let text = explain(refused.into(), "127.0.0.1:9", "run receive again").to_string();
+        assert_eq!(
+            text,
+            "refused: the server at 127.0.0.1:9 refuses this address for 31 s after failed code \
+             guesses from it; wait and try again"
+        );
     }
 
     #[test]
