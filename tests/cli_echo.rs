@@ -273,7 +273,9 @@ fn echo_serve_says_what_each_ctrl_c_does_and_exits_at_the_third() {
     stuck
         .set_write_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    stuck.write_all(b"EXFR\x02E").unwrap();
+    stuck
+        .write_all(&echoxfer::codec::Protocol::Echo.preamble())
+        .unwrap();
     let message: Vec<u8> = [0x11, 0, 0, 0xff, 0]
         .into_iter()
         .chain([b'x'; 0xff00])

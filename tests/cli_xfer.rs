@@ -133,14 +133,17 @@ fn once_exits_with_the_session_status_and_refuses_to_overwrite() {
     fs::write(&paths[0], content(777, 200)).unwrap();
     let (mut rx, addr, lines) = receiver(&d, &["--once", "--runtime", "tokio"]);
     let (status, out, err) = send(&addr, &paths, &[]);
-    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert_eq!(status.code(), Some(23), "a partial transfer: {out}\n{err}");
     assert!(out.contains("refused file-0.bin: Exists"), "{out}");
     assert!(
         out.contains("exists on the receiver") && out.contains("--overwrite"),
         "says where it exists and what would replace it: {out}"
     );
-    assert!(err.contains("1 of 1 entries not delivered"), "{err}");
-    assert_eq!(rx.wait().code(), Some(1));
+    assert!(
+        err.contains("partial transfer: 1 of 1 entries not delivered (1 refused)"),
+        "{err}"
+    );
+    assert_eq!(rx.wait().code(), Some(23));
     line_containing(&lines, "refused file-0.bin: Exists");
     assert_eq!(fs::read(d.dst.join("file-0.bin")).unwrap(), original);
 
@@ -566,10 +569,31 @@ fn a_folder_goes_across_then_a_second_run_is_up_to_date() {
     assert!(d.dst.join("album/2024/empty").is_dir());
     assert!(!d.dst.join("album/link").exists());
 
+    // rsync -a semantics: a mode or a time changed since is brought over
+    // without moving data, and counted.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    fs::set_permissions(root.join("cover.jpg"), fs::Permissions::from_mode(0o600)).unwrap();
+    let y2001 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(978_307_200);
+    fs::File::options()
+        .write(true)
+        .open(root.join("2024/été.txt"))
+        .unwrap()
+        .set_modified(y2001)
+        .unwrap();
     let (mut rx, addr, lines) = receiver(&d, &["--once", "--json"]);
     let (status, out, err) = send(&addr, std::slice::from_ref(&root), &["--json"]);
     assert!(status.success(), "{out}\n{err}");
     assert!(rx.wait().success());
+    let cover = fs::metadata(d.dst.join("album/cover.jpg")).unwrap();
+    assert_eq!(cover.mode() & 0o777, 0o600, "the new mode did not arrive");
+    let summer = fs::metadata(d.dst.join("album/2024/été.txt")).unwrap();
+    assert_eq!(summer.mtime(), 978_307_200, "the new time did not arrive");
+    assert!(
+        out.contains(
+            r#"{"path":"album/cover.jpg","kind":"file","size":70000,"outcome":"metadata updated","#
+        ),
+        "{out}"
+    );
     let objects: Vec<&str> = out.lines().collect();
     assert_eq!(objects.len(), 7, "six entries and a total: {out}");
     assert!(
@@ -579,19 +603,27 @@ fn a_folder_goes_across_then_a_second_run_is_up_to_date() {
         "{out}"
     );
     assert!(
-        out.contains(
-            r#"{"path":"album/2024/été.txt","kind":"file","size":6,"outcome":"up to date","#
-        ),
+        out.contains(r#"{"path":"album/2024/none","kind":"file","size":0,"outcome":"up to date","#),
         "{out}"
     );
     assert!(
         objects[6].starts_with(
-            r#"{"total":{"sent":0,"resumed":0,"up_to_date":3,"skipped":1,"refused":0"#
+            r#"{"total":{"sent":0,"resumed":0,"up_to_date":3,"metadata_updated":2,"skipped":1,"refused":0"#
         ),
         "{out}"
     );
     assert!(objects[6].contains(r#""bytes_moved":0,"#), "{out}");
-    line_containing(&lines, r#""up_to_date":3"#);
+    line_containing(&lines, r#""up_to_date":3,"metadata_updated":2"#);
+    // A third run: nothing left to update.
+    let (mut rx, addr, _lines) = receiver(&d, &["--once", "--quiet"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&root), &["--quiet"]);
+    assert!(status.success() && rx.wait().success(), "{out}\n{err}");
+    assert!(
+        out.starts_with(
+            "total: 0 sent (0 resumed), 3 up to date, 1 skipped, 0 refused, 3 directories;"
+        ),
+        "{out}"
+    );
 }
 
 /// Ctrl-C on a `receive --once` mid-folder: the sender is told why (not a
@@ -781,4 +813,35 @@ fn send_escapes_local_names_in_its_warnings() {
     assert!(!status.success());
     assert!(err.contains(r"gone\u{1b}[2J"), "{err:?}");
     assert!(!err.contains('\x1b'), "{err:?}");
+}
+
+/// A folder whose files cannot all be delivered: what can be sent is, the
+/// rest is named with its reason, and the run exits 23 (a partial
+/// transfer, as rsync says it), not 0 and not the failure status.
+#[test]
+fn a_run_that_leaves_files_behind_exits_23_and_says_how_many_and_why() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = dirs();
+    let tree = d.src.join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("ok.txt"), b"fine").unwrap();
+    // Not UTF-8: no receiver could take this name.
+    let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(tree.join(bad), b"x").unwrap();
+    // A link is left out by design, which is no failure.
+    std::os::unix::fs::symlink("ok.txt", tree.join("link")).unwrap();
+    let (mut rx, addr, _lines) = receiver(&d, &["--once"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&tree), &[]);
+    assert_eq!(status.code(), Some(23), "{out}\n{err}");
+    assert!(
+        err.contains("partial transfer: 1 of 3 entries not delivered (1 could not be offered or read when listed)"),
+        "{err}"
+    );
+    assert!(rx.wait().success(), "the receiver got all it was offered");
+    assert_eq!(fs::read(d.dst.join("tree/ok.txt")).unwrap(), b"fine");
+    // Only the link left out: a full delivery.
+    fs::remove_file(tree.join(bad)).unwrap();
+    let (mut rx, addr, _lines) = receiver(&d, &["--once"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&tree), &[]);
+    assert!(status.success() && rx.wait().success(), "{out}\n{err}");
 }

@@ -449,6 +449,42 @@ fn a_source_that_shrank_is_skipped_never_padded_and_the_session_goes_on() {
     );
 }
 
+#[test]
+fn a_source_that_vanished_after_the_listing_is_skipped_and_the_rest_arrives() {
+    let d = dirs();
+    let gone = write_src(&d, "gone.bin", &content(100_000, 1));
+    let kept = write_src(&d, "kept.bin", &content(100_000, 2));
+    let tx = SenderApp::open(
+        &[gone.clone(), kept],
+        &TransferConfig::default().path_limits(),
+    )
+    .unwrap();
+    fs::remove_file(&gone).unwrap();
+    let rx = ReceiverApp::new(Store::new(&d.dst, false).unwrap());
+    let Run { outcome, tx, .. } = run_session(
+        tx.role(small_transfer()),
+        tx,
+        rx,
+        Cutter::whole(),
+        None,
+        None,
+    );
+    assert!(outcome.a.is_ok() && outcome.b.is_ok(), "{outcome:?}");
+    match &tx.report()[0].outcome {
+        Outcome::Unreadable { message } => assert!(message.contains("vanished"), "{message}"),
+        other => panic!("the vanished file is {other:?}"),
+    }
+    assert_eq!(
+        fs::read(d.dst.join("kept.bin")).unwrap(),
+        content(100_000, 2)
+    );
+    assert_eq!(
+        entries(&d.dst),
+        ["kept.bin"],
+        "nothing left of the vanished file"
+    );
+}
+
 // ---- Trees, metadata, up-to-date files and group commit (the store alone) ----
 
 fn path(parts: &[&str]) -> SafePath {
@@ -670,7 +706,11 @@ fn an_identical_existing_file_keeps_its_content_and_inode_and_takes_the_offered_
         };
         assert_eq!(committed, expected);
         let after = fs::metadata(&existing).unwrap();
-        assert_eq!(after.ino(), before.ino(), "replaced (overwrite {overwrite})");
+        assert_eq!(
+            after.ino(),
+            before.ino(),
+            "replaced (overwrite {overwrite})"
+        );
         assert_eq!(after.mtime(), 5);
         assert_eq!(after.mtime_nsec(), 5);
         assert_eq!(after.mode() & 0o7777, 0o600 & !umask());
@@ -989,4 +1029,98 @@ fn a_cut_session_still_saves_the_files_it_verified_and_the_next_run_finds_them_u
         .filter(|f| matches!(f.outcome, Outcome::UpToDate { .. }))
         .count();
     assert_eq!(up_to_date, saved.len());
+}
+
+// ---- Concurrent senders, --overwrite resumes, partials anywhere, free space ----
+
+/// Two sessions receive the same name at once (each its own partial): the
+/// one that commits second finds the name taken.
+fn raced(dst: &std::path::Path, ours: &[u8], theirs: &[u8]) -> Result<PathBuf, RejectReason> {
+    let store = Store::new(dst, false).unwrap().unnamed_below(0);
+    let (mut incoming, _) = store
+        .prepare(&path(&["dup.bin"]), ours.len() as u64, Meta::default())
+        .unwrap();
+    incoming.start(0).unwrap();
+    incoming.write_at(0, ours).unwrap();
+    fs::write(dst.join("dup.bin"), theirs).unwrap();
+    incoming.commit().map_err(|r| r.reason)
+}
+
+#[test]
+fn a_verified_file_whose_name_was_taken_meanwhile_leaves_no_partial_either_way() {
+    let d = dirs();
+    // The same content won the race: this one is up to date, dropped.
+    let same = raced(&d.dst, b"identical", b"identical");
+    assert_eq!(same, Ok(d.dst.join("dup.bin")));
+    assert_eq!(entries(&d.dst), ["dup.bin"], "a stray partial was left");
+    // Other content won: refused, the receiver's file kept, ours dropped.
+    fs::remove_file(d.dst.join("dup.bin")).unwrap();
+    let other = raced(&d.dst, b"ours!", b"THEIR");
+    assert_eq!(other, Err(RejectReason::Exists));
+    assert_eq!(fs::read(d.dst.join("dup.bin")).unwrap(), b"THEIR");
+    assert_eq!(entries(&d.dst), ["dup.bin"], "a stray partial was left");
+}
+
+#[test]
+fn overwrite_resumes_a_newer_partial_beside_an_old_file_of_the_same_size() {
+    let d = dirs();
+    let name = SafeName::new(b"v.iso", 255).unwrap();
+    fs::write(d.dst.join("v.iso"), b"old version!").unwrap();
+    // A cut transfer of the new version left 4 bytes.
+    fs::write(d.dst.join(Store::partial_name(&name)), b"new ").unwrap();
+    let store = Store::new(&d.dst, true).unwrap().unnamed_below(0);
+    let (mut incoming, resume) = store
+        .prepare(&path(&["v.iso"]), 12, Meta::default())
+        .unwrap();
+    match resume {
+        Resume::From { have, hasher } => {
+            assert_eq!((have, hasher.finalize()), (4, blake3::hash(b"new ")));
+        }
+        other => panic!("the partial was thrown away: {other:?}"),
+    }
+    incoming.start(4).unwrap();
+    incoming.write_at(4, b"version!").unwrap();
+    incoming.commit().unwrap();
+    assert_eq!(fs::read(d.dst.join("v.iso")).unwrap(), b"new version!");
+    assert_eq!(entries(&d.dst), ["v.iso"]);
+    // A partial that only repeats the old file's start adds nothing: the
+    // old file is compared whole (it may be up to date).
+    fs::write(d.dst.join(Store::partial_name(&name)), b"new ").unwrap();
+    let (_, resume) = store
+        .prepare(&path(&["v.iso"]), 12, Meta::default())
+        .unwrap();
+    assert!(
+        matches!(resume, Resume::Complete { replace: true, .. }),
+        "{resume:?}"
+    );
+}
+
+#[test]
+fn partials_are_counted_in_every_folder_not_only_the_top() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
+    for parts in [&["top.bin"][..], &["a", "b", "deep.bin"]] {
+        let (mut incoming, _) = store.prepare(&path(parts), 10, Meta::default()).unwrap();
+        incoming.start(0).unwrap();
+        incoming.write_at(0, b"abc").unwrap();
+    }
+    assert_eq!(store.partials().unwrap(), (2, 6));
+}
+
+#[test]
+fn the_free_space_check_counts_a_sparse_partial_by_its_blocks_not_its_length() {
+    let d = dirs();
+    let store = Store::new(&d.dst, false).unwrap().unnamed_below(0);
+    let free = store.free_space().unwrap();
+    let name = SafeName::new(b"sparse.img", 255).unwrap();
+    // A partial whose length is all holes: resuming it still needs every
+    // byte of the file on disk (holes were not data written).
+    let part = fs::File::create(d.dst.join(Store::partial_name(&name))).unwrap();
+    part.set_len(free + (1 << 30)).unwrap();
+    let size = free + (2 << 30);
+    let refused = store
+        .prepare(&path(&["sparse.img"]), size, Meta::default())
+        .unwrap_err();
+    assert_eq!(refused.reason, RejectReason::Disk);
+    assert!(refused.message.contains("not enough space"), "{refused:?}");
 }

@@ -370,7 +370,14 @@ fn offer_of_size_zero_is_accepted_and_verified_empty() {
     feed_frame(&mut m, Frame::Quit);
     let d = drain(&mut m);
     let hash = *blake3::hash(b"").as_bytes();
-    assert_eq!(d.sent, vec![Frame::Saved { id: 0, flags: 0, hash }]);
+    assert_eq!(
+        d.sent,
+        vec![Frame::Saved {
+            id: 0,
+            flags: 0,
+            hash
+        }]
+    );
     assert_eq!(d.done, Some(Ok(())));
 }
 
@@ -864,4 +871,130 @@ fn frames_after_an_offer_wait_for_the_decision() {
         d.events[..],
         [ReceiverEvent::Start { from: 0, .. }]
     ));
+}
+
+// ---- Confirmations checked, a Quit that needs no Flush, files given up ----
+
+/// Feeds `frames` to `to` (its preamble went earlier).
+fn forward(frames: &[Frame], to: &mut impl StreamMachine) {
+    let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode_to_vec()).collect();
+    feed(to, &wire);
+}
+
+/// The `Saved` a receiver sends for the file whose content hashes to `hash`.
+fn saved(hash: [u8; 32]) -> Frame {
+    Frame::Saved {
+        id: 0,
+        flags: 0,
+        hash,
+    }
+}
+
+#[test]
+fn a_saved_that_does_not_echo_the_ends_hash_is_refused_and_the_file_never_counts_delivered() {
+    // A receiver that confirms before it read the file's `End` cannot know
+    // its hash: its `Saved` (here right after the `Accept`, with the hash
+    // of nothing) is a protocol error, not a delivery.
+    let mut m = sending(3);
+    let (_, _, request) = read_request(drain(&mut m).events);
+    m.push_chunk(request, Bytes::from_static(b"abc")).unwrap();
+    feed_frame(&mut m, saved(*blake3::hash(b"").as_bytes()));
+    let d = drain(&mut m);
+    assert!(d.sent.iter().any(|f| matches!(f, Frame::End { .. })));
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, SenderEvent::Delivered { .. })));
+    assert_eq!(d.done, remote(ProtocolError::SavedMismatch { id: 0 }));
+    // The right hash is a delivery.
+    let mut m = sending(3);
+    let (_, _, request) = read_request(drain(&mut m).events);
+    m.push_chunk(request, Bytes::from_static(b"abc")).unwrap();
+    feed_frame(&mut m, saved(*blake3::hash(b"abc").as_bytes()));
+    let d = drain(&mut m);
+    assert!(d
+        .events
+        .iter()
+        .any(|e| matches!(e, SenderEvent::Delivered { file: 0, .. })));
+}
+
+#[test]
+fn quit_after_end_without_flush_asks_the_app_to_commit_at_once_and_ends_once_saved() {
+    // PROTOCOL §4: a receiver holding verified, unconfirmed files at `Quit`
+    // confirms them, then ends: it must not wait for a `Flush` that a
+    // third-party sender never sends.
+    let mut m = receiving(3);
+    feed_frame(&mut m, Frame::Data(Bytes::from_static(b"abc")));
+    feed_frame(&mut m, end_of_f(3, *blake3::hash(b"abc").as_bytes()));
+    feed_frame(&mut m, Frame::Quit);
+    let d = drain(&mut m);
+    let flush_at = d.events.iter().position(|e| *e == ReceiverEvent::Flush);
+    assert!(flush_at.is_some(), "no Flush asked: {:?}", d.events);
+    assert_eq!(d.done, None, "ended before its save was answered");
+    m.saved(save_request(d.events)).unwrap();
+    let d = drain(&mut m);
+    let hash = *blake3::hash(b"abc").as_bytes();
+    assert_eq!(d.sent, vec![saved(hash)]);
+    assert_eq!(d.done, Some(Ok(())));
+}
+
+#[test]
+fn a_sender_that_cannot_read_a_file_skips_it_and_the_receiver_goes_on_with_the_next() {
+    let names: Vec<_> = [&b"a"[..], b"b"]
+        .iter()
+        .map(|n| FileSpec::file(SafeName::new(n, 255).unwrap(), 4))
+        .collect();
+    let mut tx = Sender::new(
+        SenderRole::new(names, small_transfer()),
+        small_limits(),
+        Instant::now(),
+    );
+    let mut rx = receiver();
+    // (`drain` leaves out the receiver's `Window`: the same one goes by hand.)
+    feed(&mut rx, &Protocol::File.preamble());
+    drain(&mut rx);
+    feed(&mut tx, &wire(&[WINDOW]));
+    // Frames go both ways until both are done; the receiver accepts and
+    // saves everything; the sender's first read of "a" gives 2 bytes, its
+    // second fails (the file vanished): it gives the file up.
+    let (mut rx_events, mut reads) = (Vec::new(), 0);
+    for _ in 0..100 {
+        let d = drain(&mut tx);
+        forward(&d.sent, &mut rx);
+        for e in d.events {
+            if let SenderEvent::Read {
+                file, request, len, ..
+            } = e
+            {
+                reads += 1;
+                match (file, reads) {
+                    (0, 1) => tx.push_chunk(request, Bytes::from_static(b"ab")).unwrap(),
+                    (0, _) => tx.unreadable(request).unwrap(),
+                    _ => tx.push_chunk(request, Bytes::from(vec![7; len])).unwrap(),
+                }
+            }
+        }
+        let d = drain(&mut rx);
+        forward(&d.sent, &mut tx);
+        for e in d.events {
+            match e {
+                ReceiverEvent::Offer { request, .. } => rx.accept(request, Resume::Fresh).unwrap(),
+                ReceiverEvent::Verified { request, .. } => rx.saved(request).unwrap(),
+                e => rx_events.push(e),
+            }
+        }
+        if rx.is_closed() && tx.is_closed() {
+            break;
+        }
+    }
+    assert_eq!(rx.error(), None);
+    assert_eq!(tx.error(), None);
+    assert!(
+        rx_events.contains(&ReceiverEvent::Skipped { id: 0, kept: false }),
+        "{rx_events:?}"
+    );
+    assert!(rx_events.contains(&ReceiverEvent::Start { id: 1, from: 0 }));
+    assert!(rx_events.contains(&ReceiverEvent::Finished));
+    assert_eq!(rx.role().files_saved(), 1);
+    assert_eq!(rx.role().refusals(), 0, "a file given up is not a refusal");
 }

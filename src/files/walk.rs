@@ -89,6 +89,16 @@ pub enum SkipReason {
     Unreadable(String),
 }
 
+impl SkipReason {
+    /// Whether leaving it out is a failure to deliver what the user gave
+    /// (a name that cannot be offered, something that cannot be read),
+    /// rather than a rule applied by design (links are never followed,
+    /// special files never sent).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, SkipReason::BadName(_) | SkipReason::Unreadable(_))
+    }
+}
+
 /// Walks `roots` (files and directories, see the module docs) into the
 /// entries to offer.
 ///

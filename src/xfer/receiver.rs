@@ -728,7 +728,12 @@ impl Framed<ReceiverRole> {
         self.confirm(request, SAVED_METADATA, "metadata_updated")
     }
 
-    fn confirm(&mut self, request: SaveRequest, flags: u8, call: &'static str) -> Result<(), Error> {
+    fn confirm(
+        &mut self,
+        request: SaveRequest,
+        flags: u8,
+        call: &'static str,
+    ) -> Result<(), Error> {
         self.command(|role, link| {
             let number = role.requests.answer_numbered(request)?;
             let Some((id, hash)) = role.saving.remove(&number) else {

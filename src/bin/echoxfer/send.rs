@@ -44,13 +44,16 @@ pub fn send(a: SendArgs) -> CmdResult {
     session.finish();
     result?;
     let totals = session.app.totals();
-    let skipped = session.app.skipped().len() as u64;
-    let missing = totals.left_behind() + skipped;
+    // Links and special files are left out by design (and said so);
+    // names that cannot be offered and unreadable entries were not delivered.
+    let skipped = session.app.skipped();
+    let failed = skipped.iter().filter(|s| s.why.is_failure()).count() as u64;
+    let missing = totals.left_behind() + failed;
     if missing > 0 {
-        let given = session.app.report().len() as u64 + skipped;
-        let why = term::left_behind(&totals, skipped);
+        let given = session.app.report().len() as u64 + failed;
+        let why = term::left_behind(&totals, failed);
         return Err(Box::new(term::PartialTransfer(format!(
-            "partial transfer: {missing} of {given} entries not delivered ({why}); fix what is named above and send again: what arrived is found up to date"
+            "partial transfer: {missing} of {given} entries not delivered ({why}); see the lines above for each"
         ))));
     }
     Ok(())

@@ -75,7 +75,7 @@ impl Partial {
     }
 
     /// Removes its name, if it has one and still is this file.
-    fn unlink(&self, dir: &Dir) -> io::Result<()> {
+    pub(super) fn unlink(&self, dir: &Dir) -> io::Result<()> {
         if self.name.is_empty() {
             return Ok(());
         }
@@ -99,6 +99,13 @@ impl Partial {
     /// Its length.
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Bytes of disk it occupies (blocks, so holes count for nothing).
+    pub(super) fn allocated(&self) -> u64 {
+        self.file
+            .metadata()
+            .map_or(0, |m| m.blocks().saturating_mul(512).min(self.len))
     }
 
     /// Where a transfer of `size` bytes resumes: from what it holds if that
@@ -243,16 +250,6 @@ impl Incoming {
         self
     }
 
-    /// Bytes of disk its partial file already occupies (blocks, so holes
-    /// count for nothing).
-    pub(super) fn allocated(&self) -> u64 {
-        self.partial.as_ref().map_or(0, |p| {
-            p.file
-                .metadata()
-                .map_or(0, |m| m.blocks().saturating_mul(512).min(p.len))
-        })
-    }
-
     /// The file's own name (the last component of its path).
     pub fn name(&self) -> &SafeName {
         self.path.file_name()
@@ -380,7 +377,8 @@ impl Incoming {
         }
         let want = self.meta.mtime;
         let nanos = i64::from(want.nanos);
-        let same_time = st.mtime() == want.secs && (st.mtime_nsec() == nanos || st.mtime_nsec() == 0);
+        let same_time =
+            st.mtime() == want.secs && (st.mtime_nsec() == nanos || st.mtime_nsec() == 0);
         if !same_time {
             set_times(file, want)?;
             changed = true;

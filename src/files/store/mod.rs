@@ -38,8 +38,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use commit::{Committed, Incoming};
 use commit::Partial;
+pub use commit::{Committed, Incoming};
 use hashes::HashCache;
 use tree::{Dir, ParentCache};
 
@@ -247,9 +247,9 @@ impl Store {
         match self.look_at_final(&dir, path, size)? {
             Found::Complete(hasher, file) if overwrite => {
                 let mut partial = Partial::claim(&dir, path.file_name())?;
+                self.check_room_for(size, &partial, &dir)?;
                 if let Some(resume) = self.newer_partial(&mut partial, &file, size)? {
                     let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
-                    self.check_room(size, &incoming)?;
                     return Ok((incoming, resume));
                 }
                 partial.truncate()?;
@@ -278,9 +278,10 @@ impl Store {
             }
         }
         let mut partial = Partial::claim(&dir, path.file_name())?;
+        // Before the partial is hashed: a file that cannot fit costs nothing.
+        self.check_room_for(size, &partial, &dir)?;
         let resume = partial.resume_point(size, &self.inner.hashes)?;
         let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
-        self.check_room(size, &incoming)?;
         Ok((incoming, resume))
     }
 
@@ -304,7 +305,9 @@ impl Store {
             return Ok(None);
         };
         let hashes = &self.inner.hashes;
-        let old = hashes.hash_prefix(complete, held).map_err(|e| Refusal::disk("cannot read the file here", &e))?;
+        let old = hashes
+            .hash_prefix(complete, held)
+            .map_err(|e| Refusal::disk("cannot read the file here", &e))?;
         Ok((old.0.finalize() != hasher.finalize()).then_some(resume))
     }
 
@@ -463,19 +466,29 @@ impl Store {
         std::mem::take(&mut *unsynced)
     }
 
+    /// [`check_room`](Self::check_room) for the file whose partial file
+    /// is `partial` (in `dir`); a refused claim leaves no empty partial.
+    fn check_room_for(&self, size: u64, partial: &Partial, dir: &Dir) -> Result<(), Refusal> {
+        let refused = self.check_room(size, partial.allocated());
+        if refused.is_err() && partial.len() == 0 {
+            let _ = partial.unlink(dir);
+        }
+        refused
+    }
+
     /// Refuses a file of `size` bytes that cannot fit: more than the file
-    /// system has free for us beyond the blocks its partial file already
-    /// has. Counted by blocks, not by the partial's length, so holes (a
+    /// system has free for us beyond the `allocated` bytes of disk its
+    /// partial file already has. Counted by blocks, not by the partial's length, so holes (a
     /// sparse file's, or a peer's `Hole` frames) are not taken for data
     /// already written: every byte of the offered size may need a block,
     /// however a resume began. (Best effort: others may fill the disk
     /// meanwhile; a write that fails later still ends the session with the
     /// reason.)
-    fn check_room(&self, size: u64, incoming: &Incoming) -> Result<(), Refusal> {
+    fn check_room(&self, size: u64, allocated: u64) -> Result<(), Refusal> {
         let Ok(free) = self.free_space() else {
             return Ok(());
         };
-        let need = size.saturating_sub(incoming.allocated());
+        let need = size.saturating_sub(allocated);
         if need > free {
             return Err(Refusal::new(
                 RejectReason::Disk,

@@ -277,12 +277,12 @@ impl std::fmt::Display for PartialTransfer {
 impl std::error::Error for PartialTransfer {}
 
 /// What was left behind and why, for a partial transfer's message:
-/// `skipped` entries the listing left out, then every outcome that is
-/// not a delivery.
+/// `skipped` entries the listing could not offer or read, then every
+/// outcome that is not a delivery.
 pub fn left_behind(t: &Totals, skipped: u64) -> String {
     let mut why = Vec::new();
     for (n, what) in [
-        (skipped, "skipped when listed (see the warnings above)"),
+        (skipped, "could not be offered or read when listed"),
         (t.unreadable, "unreadable"),
         (t.refused, "refused"),
         (t.discarded, "discarded (hash mismatch)"),
