@@ -113,6 +113,12 @@ pub const SECURE_VERSION: u8 = 1;
 /// names when the connection ends during the secure handshake.
 pub const HANDSHAKE_STATE: &str = "the secure handshake";
 
+/// What an [`Integrity`](crate::error::SecureError::Integrity) failure says
+/// when the stream ended, after the handshake, without the peer's close
+/// record: a truncation, which is also what a peer that was killed (or
+/// whose host went away) looks like; an application may word it so.
+pub const TRUNCATED: &str = "the connection ended without the peer's close record (truncated)";
+
 /// Output of the wrapped machine this large is sealed straight from where
 /// it is (see `Secure::push_plain`); smaller output is gathered first.
 const DIRECT_FROM: usize = 16 * 1024;
@@ -439,12 +445,7 @@ impl<M: StreamMachine> Secure<M> {
                 return None;
             }
             // Every whole record is processed; no close record came.
-            self.fail(
-                SecureError::Integrity(
-                    "the connection ended without the peer's close record (truncated)",
-                )
-                .into(),
-            );
+            self.fail(SecureError::Integrity(TRUNCATED).into());
             return None;
         }
         Some(Output::Wait(deadline))
