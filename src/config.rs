@@ -207,7 +207,19 @@ pub struct TransferConfig {
     /// File receiver: most entries one session may offer (default 2^20);
     /// each further offer is refused with `TooMany`.
     pub max_files: u64,
+    /// File receiver: bytes of holes (`Hole` frames) one session may send
+    /// beyond [`HOLE_BYTES_PER_DATA_BYTE`] times the file data it sent
+    /// (default 64 GiB). The receiver hashes every zero a hole stands for,
+    /// so this bounds the work a peer buys with bytes it did not send
+    /// (13 KB of `Hole` frames would otherwise cost minutes of hashing); a
+    /// real sparse file, whose holes come with data, passes. Beyond it the
+    /// session fails with `TooManyHoles`.
+    pub hole_allowance: u64,
 }
+
+/// Bytes of holes a session may send per byte of file data it sent, on
+/// top of [`TransferConfig::hole_allowance`].
+pub const HOLE_BYTES_PER_DATA_BYTE: u64 = 1024;
 
 impl Default for TransferConfig {
     fn default() -> Self {
@@ -220,6 +232,7 @@ impl Default for TransferConfig {
             max_depth: 64,
             max_path_len: 4096,
             max_files: 1 << 20,
+            hole_allowance: 64 << 30,
         }
     }
 }
@@ -254,6 +267,7 @@ impl TransferConfig {
             ("max_depth", self.max_depth as u128),
             ("max_path_len", self.max_path_len as u128),
             ("max_files", u128::from(self.max_files)),
+            ("hole_allowance", u128::from(self.hole_allowance)),
         ])?;
         require(
             self.max_name_len <= self.max_path_len && self.max_name_len <= usize::from(u16::MAX),

@@ -230,6 +230,13 @@ pub enum ProtocolError {
         /// The receiver's `max_refusals`.
         max: u64,
     },
+    /// More bytes of holes than the receiver's `hole_allowance` (plus
+    /// their share of the data sent) in one session.
+    #[error("more than {allowance} bytes of holes (plus 1024 per byte of data) in one session; raise the receiver's hole allowance to send such sparse files")]
+    TooManyHoles {
+        /// The receiver's `hole_allowance`.
+        allowance: u64,
+    },
     /// A frame about another entry than the protocol allows next (offer
     /// ids count up from 0; `Begin`, `Accept` and `End` come in offer order).
     #[error("frame for entry {id} out of order (expected entry {expected})")]

@@ -1019,6 +1019,19 @@ fn a_cut_session_still_saves_the_files_it_verified_and_the_next_run_finds_them_u
         "nothing was saved after the cut: {confirmed} confirmed, {} saved",
         saved.len()
     );
+    // The sender's summary never contradicts the receiver's: each file the
+    // receiver saved is, for the sender, confirmed or sent but
+    // unconfirmed, never "incomplete"; what it counts as saved, the
+    // receiver saved.
+    for f in first.tx.report() {
+        let there = saved.contains(&f.name);
+        match &f.outcome {
+            Outcome::Saved { .. } => assert!(there, "{} confirmed, not saved", f.name),
+            Outcome::Pending => assert!(!there, "{} saved, yet incomplete", f.name),
+            Outcome::Unconfirmed => assert_eq!(f.from + f.moved, f.size),
+            other => panic!("{}: {other:?}", f.name),
+        }
+    }
     let second = send(&paths, &store, None, None);
     ok(&second);
     assert_received(&d, &paths);

@@ -998,3 +998,42 @@ fn a_sender_that_cannot_read_a_file_skips_it_and_the_receiver_goes_on_with_the_n
     assert_eq!(rx.role().files_saved(), 1);
     assert_eq!(rx.role().refusals(), 0, "a file given up is not a refusal");
 }
+
+#[test]
+fn holes_beyond_the_allowance_and_their_share_of_the_data_end_the_session() {
+    // 13 KB of `Hole` frames must not buy minutes of hashing: holes are
+    // allowed up to `hole_allowance` plus 1024 bytes per data byte sent.
+    let transfer = TransferConfig {
+        max_file_size: 1 << 40,
+        hole_allowance: 1 << 20,
+        ..small_transfer()
+    };
+    let start = |size: u64| {
+        let mut m = Receiver::new(
+            ReceiverRole::new(transfer.clone()),
+            small_limits(),
+            Instant::now(),
+        );
+        feed(&mut m, &wire(&[offer(b"f", size)]));
+        let d = drain(&mut m);
+        m.accept(offer_request(d.events), Resume::Fresh).unwrap();
+        feed_frame(&mut m, Frame::Begin { id: 0, from: 0 });
+        m
+    };
+    let hole = |len| Frame::Hole { len };
+    // Holes alone: the allowance, then one byte more fails.
+    let mut m = start(4 << 20);
+    feed_frame(&mut m, hole(1 << 20));
+    assert_eq!(drain(&mut m).done, None);
+    feed_frame(&mut m, hole(1));
+    let too_many = ProtocolError::TooManyHoles { allowance: 1 << 20 };
+    assert_eq!(drain(&mut m).done, remote(too_many));
+    // With data, holes earn 1024 bytes per byte: a sparse file passes.
+    let mut m = start(4 << 20);
+    feed_frame(&mut m, Frame::Data(Bytes::from(vec![1; 1024])));
+    feed_frame(&mut m, hole(1 << 20));
+    feed_frame(&mut m, hole(1 << 20));
+    let d = drain(&mut m);
+    assert_eq!(d.done, None, "a sparse file with data was refused");
+    assert_eq!(m.role().bytes_received(), 1024);
+}

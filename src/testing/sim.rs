@@ -465,6 +465,7 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
             ProtocolError::NoFileBegun(_) | ProtocolError::BadSkip { .. } => "no-file-begun",
             ProtocolError::QuitInFlight { .. } => "quit-in-flight",
             ProtocolError::SavedMismatch { .. } => "saved-mismatch",
+            ProtocolError::TooManyHoles { .. } => "too-many-holes",
         },
         DriverError::Machine(Error::TimedOut(_)) => "timeout",
         DriverError::Machine(Error::HashMismatch) => "hash-mismatch",

@@ -15,7 +15,7 @@ use super::entry::{show_offered_path, EntryKind, FileSpec, Meta, Mtime, SafePath
 use super::request::{OfferRequest, Requests, SaveRequest};
 use crate::codec::{clip_text, Frame, FrameLimits, Protocol, RejectReason};
 use crate::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE, SAVED_METADATA};
-use crate::config::{SessionLimits, TransferConfig};
+use crate::config::{SessionLimits, TransferConfig, HOLE_BYTES_PER_DATA_BYTE};
 use crate::error::{ConfigError, Error, ProtocolError, UsageError};
 use crate::session::{Framed, Link, Role};
 
@@ -206,6 +206,8 @@ pub struct ReceiverRole {
     finished: bool,
     files_saved: u64,
     bytes_received: u64,
+    /// Bytes of holes received in this session.
+    hole_bytes: u64,
     /// Offers refused so far, by the machine or the application.
     refusals: u64,
     requests: Requests,
@@ -233,6 +235,7 @@ impl ReceiverRole {
             finished: false,
             files_saved: 0,
             bytes_received: 0,
+            hole_bytes: 0,
             refusals: 0,
             requests: Requests::default(),
         }
@@ -451,11 +454,18 @@ impl ReceiverRole {
     }
 
     fn on_hole(&mut self, link: &mut Link<ReceiverEvent>, len: u64) -> Result<(), Error> {
+        let holes = self.hole_bytes.saturating_add(len);
+        let allowance = self.config.hole_allowance;
+        let earned = self.bytes_received.saturating_mul(HOLE_BYTES_PER_DATA_BYTE);
         let t = self
             .current
             .as_mut()
             .ok_or(ProtocolError::NoFileBegun("Hole"))?;
         let end = t.advance(len)?;
+        if holes > allowance.saturating_add(earned) {
+            return Err(ProtocolError::TooManyHoles { allowance }.into());
+        }
+        self.hole_bytes = holes;
         super::hash_zeros(&mut t.hasher, len);
         link.emit(ReceiverEvent::Hole { offset: t.at, len });
         t.at = end;

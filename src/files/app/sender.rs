@@ -196,6 +196,20 @@ impl SenderApp {
         entries.iter().map(|e| e.spec.clone()).collect()
     }
 
+    /// Files listed that are hard links to a file listed before them
+    /// (same device and inode): each is sent as a separate copy, and
+    /// arrives as one (hard links are not kept).
+    pub fn hard_links(&self) -> usize {
+        let Some(reader) = &self.reader else { return 0 };
+        let mut seen = std::collections::HashSet::new();
+        reader
+            .entries
+            .iter()
+            .filter(|e| e.spec.kind == crate::xfer::EntryKind::File)
+            .filter(|e| !seen.insert(e.dev_ino))
+            .count()
+    }
+
     /// What the listing skipped (symbolic links, special files, names
     /// that cannot be offered), each with its reason.
     pub fn skipped(&self) -> &[Skipped] {
