@@ -71,9 +71,10 @@ fn start_receiver(d: &Dirs, args: &[&str], prints_code: bool) -> Started {
         .args(args)
         .stderr(Stdio::piped());
     let (mut guard, code, addr, lines) = if prints_code {
-        let (guard, code, lines) = spawn_until(cmd, "code:");
-        let addr = line_containing(&lines, "listening on");
-        let addr = addr.trim_start_matches("listening on").trim().to_string();
+        // The code comes once the listener is bound.
+        let (guard, addr, lines) = spawn_until(cmd, "listening on");
+        let code = line_containing(&lines, "code:");
+        let code = code.trim_start_matches("code:").trim().to_string();
         (guard, Some(code), addr, lines)
     } else {
         let (guard, addr, lines) = spawn_until(cmd, "listening on");

@@ -62,6 +62,21 @@ fn run(mut cmd: Command) -> (ExitStatus, String, String) {
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
+/// The lines of `r`, as they come.
+fn lines_of(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in io::BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut s = Vec::new();
@@ -580,7 +595,20 @@ fn a_folder_goes_across_then_a_second_run_is_up_to_date() {
         .unwrap()
         .set_modified(y2001)
         .unwrap();
-    let (mut rx, addr, lines) = receiver(&d, &["--once", "--json"]);
+    // With --json, stdout holds JSON alone: `listening on` is on stderr.
+    let mut cmd = bin();
+    cmd.args(["receive", "--once", "--json", "--code", CODE])
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(&d.dst)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut rx = Guard {
+        child: cmd.spawn().unwrap(),
+    };
+    let lines = lines_of(rx.child.stdout.take().unwrap());
+    let err_lines = lines_of(rx.child.stderr.take().unwrap());
+    let addr = line_containing(&err_lines, "listening on");
+    let addr = addr.trim_start_matches("listening on").trim().to_string();
     let (status, out, err) = send(&addr, std::slice::from_ref(&root), &["--json"]);
     assert!(status.success(), "{out}\n{err}");
     assert!(rx.wait().success());

@@ -22,5 +22,8 @@ pub type EchoServer = Framed<Server>;
 /// The framed echo client machine: sends messages, checks every reply.
 pub type EchoClient = Framed<Client>;
 
-/// The greeting a native echo server sends unless told otherwise.
-pub const DEFAULT_GREETING: &str = "echoxfer echo: send messages; Exit ends the session";
+/// The greeting a native echo server sends unless told otherwise: it
+/// names what `echoxfer echo connect` ends a session on (a line `exit`,
+/// or the end of its input).
+pub const DEFAULT_GREETING: &str =
+    "echoxfer echo: each line you type comes back; a line `exit` (or Ctrl-D) ends the session";

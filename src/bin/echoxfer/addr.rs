@@ -1,6 +1,6 @@
-//! `HOST:PORT` as every address flag takes it (`--listen`, `--to`,
-//! `--addr`): an IP address or a host name, resolved with the system's
-//! resolver (`std::net::ToSocketAddrs`) when the arguments are parsed, so a
+//! `HOST:PORT` as every address flag takes it (`--listen`, `--to`, and
+//! `--addr`, their older spelling for echo and UDP): an IP address or a
+//! host name, resolved with the system's resolver (`std::net::ToSocketAddrs`) when the arguments are parsed, so a
 //! name that does not resolve is refused at once, named, with what to do.
 //!
 //! What is done with several resolved addresses (in the resolver's order):
@@ -27,6 +27,12 @@ impl HostPort {
     /// error names it and says what to do. For clap's `value_parser`.
     pub fn parse(text: &str) -> Result<HostPort, String> {
         let hint = "give HOST:PORT, e.g. localhost:9999, 192.0.2.7:9999 or [::1]:9999";
+        if let Some((ip, port)) = bare_ipv6_with_port(text) {
+            return Err(format!(
+                "{text:?} is ambiguous: an IPv6 address takes its port after brackets, \
+                 [{ip}]:{port} (give {ip} and port {port} so)"
+            ));
+        }
         if !has_port(text) {
             return Err(format!("{text:?} has no port: {hint}"));
         }
@@ -96,6 +102,15 @@ fn has_port(text: &str) -> bool {
         && (bracketed || !host.contains(':'))
 }
 
+/// `::1:9999` as an IPv6 address and a port, without the brackets that
+/// tell them apart (`[::1]:9999`): the address and the port, if the text
+/// before the last colon is an IPv6 address and the rest a port.
+fn bare_ipv6_with_port(text: &str) -> Option<(&str, &str)> {
+    let (ip, port) = text.rsplit_once(':')?;
+    let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    (is_port && ip.parse::<std::net::Ipv6Addr>().is_ok()).then_some((ip, port))
+}
+
 impl From<SocketAddr> for HostPort {
     fn from(addr: SocketAddr) -> HostPort {
         HostPort {
@@ -141,6 +156,14 @@ mod tests {
                 "{text}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn an_ipv6_address_with_a_port_and_no_brackets_is_explained_with_them() {
+        let e = HostPort::parse("::1:9999").unwrap_err();
+        assert!(e.contains("[::1]:9999") && !e.contains("no port"), "{e}");
+        let e = HostPort::parse("fe80::1:443").unwrap_err();
+        assert!(e.contains("[fe80::1]:443"), "{e}");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub enum EchoCommand {
 pub struct EchoServeArgs {
     /// Address to listen on, HOST:PORT (a name listens on the first address it
     /// resolves to that binds; port 0 picks a free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    #[arg(long = "listen", alias = "addr", default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
     pub addr: HostPort,
     /// Protocol to speak.
     #[arg(long, value_enum, default_value_t = EchoMode::Native)]
@@ -159,7 +159,7 @@ pub enum Preset {
 #[derive(Debug, Args)]
 pub struct EchoConnectArgs {
     /// Server address, HOST:PORT (each address a name resolves to is tried in turn).
-    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    #[arg(long = "to", alias = "addr", default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
     pub addr: HostPort,
     /// Speak the legacy seed echo protocol (no framing, no integrity check).
     #[arg(long, conflicts_with_all = ["code", "secret_file", "insecure"])]
@@ -186,7 +186,7 @@ pub enum UdpCommand {
 pub struct UdpServeArgs {
     /// Address to listen on, HOST:PORT (a name listens on the first address it
     /// resolves to that binds; port 0 picks a free port; the real one is printed).
-    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    #[arg(long = "listen", alias = "addr", default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
     pub addr: HostPort,
     /// Be the legacy seed sink: print each datagram, one per line, never reply.
     #[arg(long)]
@@ -197,7 +197,7 @@ pub struct UdpServeArgs {
 #[derive(Debug, Args)]
 pub struct UdpSendArgs {
     /// Server address, HOST:PORT (a name: the first address it resolves to).
-    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    #[arg(long = "to", alias = "addr", default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
     pub addr: HostPort,
 }
 
@@ -298,7 +298,7 @@ pub struct ReceiveArgs {
 #[derive(Debug, Args)]
 pub struct UdpPingArgs {
     /// Server address, HOST:PORT (a name: the first address it resolves to).
-    #[arg(long, default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
+    #[arg(long = "to", alias = "addr", default_value = "127.0.0.1:8888", value_parser = HostPort::parse)]
     pub addr: HostPort,
     /// Probes to send.
     #[arg(long, default_value_t = 10)]
@@ -310,8 +310,10 @@ pub struct UdpPingArgs {
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
     /// Bytes per probe, 12 (the probe header) to 65507 (the largest UDP
-    /// payload over IPv4); anything else is refused, never adjusted.
-    #[arg(long, default_value_t = 64, value_parser = parse_probe_size)]
+    /// payload over IPv4); anything else is refused, never adjusted
+    /// (`--size` is an older spelling).
+    #[arg(long = "size-bytes", alias = "size", value_name = "BYTES", default_value_t = 64,
+          value_parser = parse_probe_size)]
     pub size: usize,
 }
 
@@ -321,8 +323,14 @@ pub struct DemoArgs {
     /// Echo messages to exchange.
     #[arg(long, default_value_t = 10_000)]
     pub messages: usize,
-    /// Size of the file to transfer, in MiB (0 skips the file transfer).
-    #[arg(long, default_value_t = 64)]
+    /// Size of the file to transfer, in MiB (0 skips the file transfer;
+    /// `--size` is an older spelling).
+    #[arg(
+        long = "size-mib",
+        alias = "size",
+        value_name = "MIB",
+        default_value_t = 64
+    )]
     pub size: u64,
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use echoxfer::driver::DriverError;
 use echoxfer::error::{CodecError, ProtocolError, SecureError};
 use echoxfer::secure::{
-    Handshake, Secure, SecureConfig, Side, HANDSHAKE_STATE, REFUSED_AFTER_GUESSES,
+    Handshake, Secure, SecureConfig, Side, HANDSHAKE_STATE, REFUSED_AFTER_GUESSES, TRUNCATED,
 };
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
@@ -24,6 +24,7 @@ use echoxfer::secure::secret_file_password;
 use crate::addr::HostPort;
 use crate::args::SecureArgs;
 use crate::net::CmdResult;
+use crate::term;
 
 mod code;
 
@@ -234,17 +235,21 @@ pub fn for_server(
             other => return Err(code::long_running_refusal(command, other.is_some(), once).into()),
         }
     }
+    // Printed once the listener is bound: a port in use prints no code.
     let code = match given {
         Some(code) => code,
         None => {
             let code = new_code()?;
-            println!("code: {code}");
+            term::after_listening(term::info_out(), format!("code: {code}"));
             code
         }
     };
-    eprintln!(
-        "on the other side, run `{peer_command}` and type the code when it asks (or set \
-         {CODE_ENV} in its environment): not --code, which other users can see in ps"
+    term::after_listening(
+        term::Out::Stderr,
+        format!(
+            "on the other side, run `{peer_command}` and type the code when it asks (or set \
+             {CODE_ENV} in its environment): not --code, which other users can see in ps"
+        ),
     );
     Ok(Auth::Secret(code.into_bytes()))
 }
@@ -423,16 +428,50 @@ pub fn is_wrong_code(e: &(dyn std::error::Error + 'static)) -> bool {
     )
 }
 
+/// What kind of session failed, for [`explain`]: what to do next differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// `send`: the receiver's one-time code is used up after a wrong one.
+    Send,
+    /// `receive` (`--once`, `--stdio`).
+    Receive,
+    /// `echo connect`: messages, no files.
+    Echo,
+}
+
+impl Session {
+    /// What to run again after a wrong code.
+    fn again(self) -> &'static str {
+        match self {
+            Session::Send => "run receive again",
+            Session::Receive => "run receive again",
+            Session::Echo => "try again",
+        }
+    }
+
+    /// What is left after a cut session, and how to go on.
+    fn after_cut(self) -> &'static str {
+        match self {
+            Session::Send | Session::Receive => {
+                "files already saved stay, partial files are kept, and sending the same files \
+                 again resumes"
+            }
+            Session::Echo => "connect again to go on",
+        }
+    }
+}
+
 /// A session's failure with `peer` said the way a user can act on: a
 /// server that refuses this address for a while (after failed guesses from
 /// it), a wrong code, a secure side meeting a plaintext one (either way
-/// round), a peer that hung up in the handshake, a connection broken
-/// mid-session. `again` says what to run again after a wrong code. Other
-/// errors are returned as they are.
+/// round), a peer of the other protocol, a peer that hung up in the
+/// handshake, a peer that went away mid-session (reset, or an end of
+/// stream without its close record: stopped or killed, not tampering).
+/// Other errors are returned as they are.
 pub fn explain(
     e: Box<dyn std::error::Error + Send + Sync>,
     peer: &str,
-    again: &str,
+    session: Session,
 ) -> Box<dyn std::error::Error + Send + Sync> {
     // Before the reset test: a refusal notice is read before the reset a
     // refusing server's close may cause.
@@ -454,13 +493,13 @@ pub fn explain(
         }
         .into();
     }
+    let after_cut = session.after_cut();
     if e.downcast_ref::<DriverError>()
         .is_some_and(DriverError::is_broken_connection)
     {
         return format!(
             "the connection with {peer} broke ({e}): the other side stopped or the network cut \
-             it; files already saved stay, partial files are kept, and sending the same files \
-             again resumes"
+             it; {after_cut}"
         )
         .into();
     }
@@ -470,7 +509,12 @@ pub fn explain(
     let text = match m {
         Error::Secure(SecureError::WrongCode) => format!(
             "wrong code: {peer} was given a different code or secret (a one-time code is now \
-             used up); check the code and {again}"
+             used up); check the code and {}",
+            session.again()
+        ),
+        Error::Secure(SecureError::Integrity(what)) if *what == TRUNCATED => format!(
+            "the peer at {peer} closed the connection without ending the session (it was \
+             stopped or killed, or its network went away); {after_cut}"
         ),
         Error::Secure(SecureError::PeerIsPlaintext) => format!(
             "{peer} speaks plaintext (it runs with --insecure) and this side requires \
@@ -481,6 +525,18 @@ pub fn explain(
             "{peer} requires an encrypted session and this side runs with --insecure: drop \
              --insecure and give --code CODE (the code it printed) or --secret-file FILE"
         ),
+        Error::Remote(ProtocolError::Codec(CodecError::WrongProtocol { found, .. })) => {
+            match other_protocol(*found) {
+                Some(text) => format!("{peer}: {text}"),
+                None => return e,
+            }
+        }
+        Error::PeerFailed { message, .. } if other_protocol_message(message).is_some() => {
+            format!(
+                "{peer}: {}",
+                other_protocol_message(message).expect("checked")
+            )
+        }
         Error::Remote(ProtocolError::UnexpectedEof { state }) if *state == HANDSHAKE_STATE => {
             format!(
                 "{peer} closed the connection during the secure handshake: it may run as many \
@@ -493,6 +549,35 @@ pub fn explain(
     text.into()
 }
 
+/// What a peer that speaks the other protocol (its preamble's protocol
+/// byte) runs, and what to do.
+fn other_protocol(found: u8) -> Option<&'static str> {
+    match found {
+        b'F' => Some(
+            "that port runs `echoxfer receive` (file transfer), not an echo server: use \
+             `echoxfer send` there, or give echo connect the address of an `echoxfer echo serve`",
+        ),
+        b'E' => Some(
+            "that port runs `echoxfer echo serve`, not a file receiver: use `echoxfer echo \
+             connect` there, or give send the address of an `echoxfer receive`",
+        ),
+        _ => None,
+    }
+}
+
+/// The same, from the peer's own error report (it saw our preamble
+/// first): `peer speaks protocol 0x45, ...` names what this side speaks.
+fn other_protocol_message(message: &str) -> Option<&'static str> {
+    if message.contains("peer speaks protocol 0x45") {
+        // It got our echo preamble: it is a file receiver.
+        other_protocol(b'F')
+    } else if message.contains("peer speaks protocol 0x46") {
+        other_protocol(b'E')
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -503,7 +588,7 @@ mod tests {
             context: "writing to the peer",
             source: std::io::ErrorKind::BrokenPipe.into(),
         };
-        let text = explain(broken.into(), "127.0.0.1:9", "run receive again").to_string();
+        let text = explain(broken.into(), "127.0.0.1:9", Session::Send).to_string();
         assert!(
             text.contains("127.0.0.1:9") && text.contains("again resumes"),
             "{text}"
@@ -512,8 +597,26 @@ mod tests {
             context: "reading from the peer",
             source: std::io::ErrorKind::PermissionDenied.into(),
         };
-        let text = explain(other.into(), "127.0.0.1:9", "run receive again").to_string();
+        let text = explain(other.into(), "127.0.0.1:9", Session::Send).to_string();
         assert!(!text.contains("resumes"), "{text}");
+    }
+
+    #[test]
+    fn a_truncation_is_a_peer_that_went_away_and_a_bad_record_stays_an_integrity_failure() {
+        let cut = DriverError::Machine(Error::Secure(SecureError::Integrity(TRUNCATED)));
+        let text = explain(cut.into(), "127.0.0.1:9", Session::Receive).to_string();
+        assert!(
+            text.contains("closed the connection without ending the session")
+                && !text.contains("tampered")
+                && !text.contains('\n'),
+            "{text}"
+        );
+        let echo = DriverError::Machine(Error::Secure(SecureError::Integrity(TRUNCATED)));
+        let text = explain(echo.into(), "127.0.0.1:9", Session::Echo).to_string();
+        assert!(!text.contains("file"), "echo says nothing of files: {text}");
+        let forged = DriverError::Machine(Error::Secure(SecureError::Integrity("not authentic")));
+        let text = explain(forged.into(), "127.0.0.1:9", Session::Receive).to_string();
+        assert!(text.contains("integrity failure"), "{text}");
     }
 
     #[test]
@@ -522,7 +625,7 @@ mod tests {
             reason: REFUSED_AFTER_GUESSES,
             retry_after: Duration::from_secs(31),
         }));
-        let text = explain(refused.into(), "127.0.0.1:9", "run receive again").to_string();
+        let text = explain(refused.into(), "127.0.0.1:9", Session::Send).to_string();
         assert_eq!(
             text,
             "refused: the server at 127.0.0.1:9 refuses this address for 31 s after failed code \

@@ -98,12 +98,52 @@ fn dispatch(command: Command) -> CmdResult {
     }
 }
 
-/// `error: ...`, then one `caused by: ...` line per underlying cause.
+/// `error: ...`, then one `caused by: ...` line per underlying cause that
+/// says something new: a cause whose text the line above already holds
+/// (an application's error is `application: X`, caused by `X`) is not
+/// repeated, nor is the driver's `application: ` prefix shown.
 fn print_error_chain(e: &(dyn std::error::Error + 'static)) {
-    eprintln!("error: {e}");
+    for line in error_lines(e) {
+        eprintln!("{line}");
+    }
+}
+
+/// The lines [`print_error_chain`] prints, each free of line breaks (a
+/// message's embedded newline would split it: shown as a space).
+fn error_lines(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    let one_line = |text: String| text.replace(['\n', '\r'], " ");
+    let mut said = one_line(e.to_string());
+    if let Some(rest) = said.strip_prefix("application: ") {
+        said = rest.to_string();
+    }
+    let mut lines = vec![format!("error: {said}")];
     let mut source = e.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        let text = one_line(cause.to_string());
+        if !said.contains(&text) {
+            lines.push(format!("  caused by: {text}"));
+            said = text;
+        }
         source = cause.source();
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_application_error_prints_once_without_the_driver_prefix() {
+        let e = echoxfer::driver::DriverError::Io {
+            context: "application",
+            source: std::io::Error::other("cannot write out.bin: disk full"),
+        };
+        assert_eq!(error_lines(&e), ["error: cannot write out.bin: disk full"]);
+        let e = echoxfer::driver::DriverError::Io {
+            context: "reading from the peer",
+            source: std::io::Error::other("two\nlines"),
+        };
+        assert_eq!(error_lines(&e), ["error: reading from the peer: two lines"]);
     }
 }

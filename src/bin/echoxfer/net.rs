@@ -40,12 +40,29 @@ pub fn bind_announced(addr: &HostPort) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// A client that could not connect at all: no session ran, nothing was
+/// offered (a command prints no summary then).
+#[derive(Debug)]
+pub struct NotConnected(pub String);
+
+impl std::fmt::Display for NotConnected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotConnected {}
+
 /// Connects to `to` without Nagle's delay, trying each of its addresses
-/// in turn; the error names the address and `server`, what should be
-/// listening there.
+/// in turn; the error ([`NotConnected`]) names the address and `server`,
+/// what should be listening there.
 pub fn connect(to: &HostPort, server: &str) -> CmdResult<TcpStream> {
-    let stream = TcpStream::connect(to.addrs())
-        .map_err(|e| format!("cannot connect to {to}: {e} (is {server} running there?)"))?;
+    let stream = TcpStream::connect(to.addrs()).map_err(|e| {
+        NotConnected(format!(
+            "cannot connect to {to}: {} (is {server} running there?)",
+            echoxfer::error::io_text(&e)
+        ))
+    })?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }
@@ -76,6 +93,32 @@ pub struct Driver {
     tokio: Option<tokio::runtime::Runtime>,
     /// Ctrl-C aborts a single session (else it exits at once).
     abort_on_ctrl_c: bool,
+    /// What a Ctrl-C tells the peer, and what it says here.
+    ctrl_c: CtrlC,
+}
+
+/// What the first Ctrl-C in a single session tells the peer (the abort's
+/// reason) and the user.
+#[derive(Debug, Clone, Copy)]
+pub struct CtrlC {
+    /// Sent to the peer.
+    pub reason: &'static str,
+    /// Printed here.
+    pub note: &'static str,
+}
+
+impl CtrlC {
+    /// A file transfer's: verified files are saved, partials kept.
+    pub const FILES: CtrlC = CtrlC {
+        reason: "stopped with Ctrl-C; the same send again resumes it",
+        note: "stopping: the peer is told why (files already verified are saved, partial files \
+               are kept for a resume); press Ctrl-C again to exit at once",
+    };
+    /// An echo conversation's.
+    pub const ECHO: CtrlC = CtrlC {
+        reason: "the client stopped with Ctrl-C",
+        note: "stopping: the server is told why; press Ctrl-C again to exit at once",
+    };
 }
 
 impl Driver {
@@ -88,7 +131,14 @@ impl Driver {
         Ok(Driver {
             tokio,
             abort_on_ctrl_c: true,
+            ctrl_c: CtrlC::FILES,
         })
+    }
+
+    /// What a Ctrl-C tells the peer and the user (a file transfer's unless told).
+    pub fn ctrl_c_says(mut self, ctrl_c: CtrlC) -> Driver {
+        self.ctrl_c = ctrl_c;
+        self
     }
 
     /// Ctrl-C exits at once rather than aborting the session: for clients
@@ -103,7 +153,7 @@ impl Driver {
     /// [`stop_session_on_ctrl_c`]).
     fn session_abort(&self, wake: Option<TcpStream>) -> Abort {
         match self.abort_on_ctrl_c {
-            true => stop_session_on_ctrl_c(wake),
+            true => stop_session_on_ctrl_c(wake, self.ctrl_c),
             false => Abort::new(),
         }
     }
@@ -288,14 +338,14 @@ where
     let shutdown = Shutdown::new();
     stop_on_ctrl_c(&shutdown)?;
     let report = driver.serve(addr, limits, &shutdown, make)?;
-    println!("{}", term::stopped(&report));
+    term::info(&term::stopped(&report));
     Ok(())
 }
 
 /// The single session this process runs now (a client's, or `receive
 /// --once`'s), for Ctrl-C to stop: its abort handle, and its socket, which
 /// is shut for reading to wake a blocked read.
-static CURRENT: Mutex<Option<(Abort, Option<TcpStream>)>> = Mutex::new(None);
+static CURRENT: Mutex<Option<(Abort, Option<TcpStream>, CtrlC)>> = Mutex::new(None);
 
 /// Ctrl-C presses so far (a client's handler only).
 static PRESSES: AtomicU8 = AtomicU8::new(0);
@@ -309,19 +359,16 @@ pub fn stopped_by_user() -> bool {
 /// Ctrl-C during a single session: the first press aborts it (the peer is
 /// told why, and the files already verified are still saved), a second
 /// exits at once. Returns the session's abort handle.
-fn stop_session_on_ctrl_c(wake: Option<TcpStream>) -> Abort {
+fn stop_session_on_ctrl_c(wake: Option<TcpStream>, ctrl_c: CtrlC) -> Abort {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
         // A process that serves has its own handler; this one is for clients.
         let _ = ctrlc::set_handler(move || {
             let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
             match (PRESSES.fetch_add(1, Ordering::SeqCst), current.as_ref()) {
-                (0, Some((abort, wake))) => {
-                    eprintln!(
-                        "stopping: the peer is told why (files already verified are saved, \
-                         partial files are kept for a resume); press Ctrl-C again to exit at once"
-                    );
-                    abort.request("stopped with Ctrl-C; the same send again resumes it");
+                (0, Some((abort, wake, says))) => {
+                    eprintln!("{}", says.note);
+                    abort.request(says.reason);
                     if let Some(socket) = wake {
                         // Wakes a blocked read, so the abort is seen at once.
                         let _ = socket.shutdown(Side::Read);
@@ -335,7 +382,7 @@ fn stop_session_on_ctrl_c(wake: Option<TcpStream>) -> Abort {
         });
     });
     let abort = Abort::new();
-    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some((abort.clone(), wake));
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some((abort.clone(), wake, ctrl_c));
     abort
 }
 

@@ -5,12 +5,15 @@
 
 mod legacy;
 
+use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use echoxfer::driver::Limits;
+use echoxfer::error::sanitize;
 use echoxfer::files::{ReceiverApp, Store, Totals};
 use echoxfer::xfer::{Receiver, ReceiverRole};
 use echoxfer::{SessionLimits, TransferConfig};
@@ -29,6 +32,9 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     if a.legacy {
         return legacy::receive(a);
     }
+    if a.json {
+        term::reserve_stdout_for_json();
+    }
     let ui = Ui::new(a.quiet || a.json);
     let summary = Summary::new(a.quiet, a.json);
     let limits = Limits {
@@ -38,6 +44,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     };
     limits.validate()?;
     let config = SessionLimits::default();
+    prepare_dir(&a.dir)?;
     let store = Store::new(&a.dir, a.overwrite).map_err(|e| {
         format!(
             "cannot use {} as the destination: {e} (create it, or pick another with --dir)",
@@ -50,7 +57,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         let (mut machine, session) = once_session(&store, &config, &auth, ui, Out::Stderr);
         let mut session = session.summary(summary);
         let result = net::run_client(&mut machine, &mut session, Peer::Stdio, a.runtime)
-            .map_err(|e| auth::explain(e, &Peer::Stdio.name(), "try again"));
+            .map_err(|e| auth::explain(e, &Peer::Stdio.name(), auth::Session::Receive));
         return settle_once(result, session);
     }
     let lifetime = if a.once {
@@ -85,8 +92,65 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         let tracked = Tracked::new(app, "received", ui, Out::Stdout, label).summary(summary);
         (machine, tracked.tallied(tally.clone()))
     })?;
-    println!("{}", files.line());
+    term::info(&files.line());
     Ok(())
+}
+
+/// Makes sure `--dir` can take files before anything listens: a missing
+/// last component is created (as rsync does), missing parents are not
+/// (say how); a file in its place, or a directory this user cannot write
+/// into, is refused with what to do.
+fn prepare_dir(dir: &Path) -> CmdResult {
+    let shown = sanitize(dir.as_os_str().as_encoded_bytes());
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(format!(
+                "cannot receive into {shown}: it is not a directory (give --dir a directory, \
+                 or a new name to create)"
+            )
+            .into())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match std::fs::create_dir(dir) {
+            Ok(()) => term::line(Out::Stderr, &format!("created the directory {shown}")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(format!(
+                    "cannot create {shown}: its parent directory does not exist (receive creates \
+                     only the last component of --dir: run `mkdir -p {shown}` first, or pick \
+                     another --dir)"
+                )
+                .into())
+            }
+            Err(e) => return Err(unusable_dir(&shown, &e).into()),
+        },
+        Err(e) => return Err(unusable_dir(&shown, &e).into()),
+    }
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("cannot use {shown}: the path holds a NUL byte"))?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(unusable_dir(&shown, &io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+/// Why `--dir` cannot take files, and what to do.
+fn unusable_dir(shown: &str, e: &io::Error) -> String {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOTDIR) => {
+            "a part of the path is a file, not a directory: pick another --dir".to_string()
+        }
+        Some(libc::EACCES | libc::EPERM) => format!(
+            "make it writable (e.g. `chmod u+wx {shown}`), run as a user who can write there, or \
+             pick another --dir"
+        ),
+        Some(libc::EROFS) => "it is on a read-only file system: pick another --dir".to_string(),
+        _ => "pick another --dir".to_string(),
+    };
+    format!(
+        "cannot receive into {shown}: {} ({hint})",
+        echoxfer::error::io_text(e)
+    )
 }
 
 /// Says what interrupted transfers left in the directory: partial files are
@@ -164,7 +228,7 @@ fn receive_once(
             session.finish();
             return Err(spent_code(&*e, peer));
         }
-        let e = auth::explain(e, &peer.to_string(), "run receive again");
+        let e = auth::explain(e, &peer.to_string(), auth::Session::Receive);
         if session.app.totals() == Totals::default() && !net::stopped_by_user() {
             term::note(
                 ui,

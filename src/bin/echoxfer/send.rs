@@ -19,6 +19,7 @@ use crate::args::SendArgs;
 use crate::auth::{self, Channel};
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, Out, Summary, Tracked, Ui};
+use echoxfer::secure::Handshake;
 
 /// `echoxfer send`.
 pub fn send(a: SendArgs) -> CmdResult {
@@ -26,7 +27,7 @@ pub fn send(a: SendArgs) -> CmdResult {
         return legacy::send(a);
     }
     if a.dry_run {
-        return dry_run(&a.files);
+        return dry_run(&a.files, Summary::new(a.quiet, a.json));
     }
     let auth = auth::for_client(&a.auth, "send", !a.stdio)?;
     let ui = Ui::new(a.quiet || a.json);
@@ -39,9 +40,24 @@ pub fn send(a: SendArgs) -> CmdResult {
     let mut session =
         Tracked::new(app, "sent", ui, out, "send".into()).summary(Summary::new(a.quiet, a.json));
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive`");
-    let result = net::run_client(&mut machine, &mut session, peer, a.runtime)
-        .map_err(|e| auth::explain(e, &peer.name(), "run receive again"));
-    session.finish();
+    let result = net::run_client(&mut machine, &mut session, peer, a.runtime);
+    // A session that never reached the receiver (nothing listens there, a
+    // wrong code) offered nothing: no summary of files "incomplete".
+    let reached = match &result {
+        Ok(()) => true,
+        Err(e) => {
+            e.downcast_ref::<net::NotConnected>().is_none()
+                && machine
+                    .handshake()
+                    .is_none_or(|h| h == Handshake::Confirmed)
+        }
+    };
+    let result = result.map_err(|e| auth::explain(e, &peer.name(), auth::Session::Send));
+    if reached {
+        session.finish();
+    } else {
+        session.discard();
+    }
     result?;
     let totals = session.app.totals();
     // Links and special files are left out by design (and said so);
@@ -83,8 +99,10 @@ fn shown(path: &Path) -> String {
 }
 
 /// `send --dry-run`: what would be offered, checked as a real run checks
-/// it (readable, a valid name), then a total; nothing is sent.
-fn dry_run(paths: &[PathBuf]) -> CmdResult {
+/// it (readable, a valid name), then a total; nothing is sent. `--quiet`
+/// prints the total alone, `--json` an object per entry and one for the
+/// total (docs/CLI.md).
+fn dry_run(paths: &[PathBuf], mode: Summary) -> CmdResult {
     let app = list(paths, &TransferConfig::default())?;
     let report = app.report();
     for f in report {
@@ -93,19 +111,46 @@ fn dry_run(paths: &[PathBuf]) -> CmdResult {
             EntryKind::Directory => "directory".to_string(),
             EntryKind::File => format!("{} bytes", f.size),
         };
-        println!("would send {} ({what}) from {}", f.name, shown(path));
+        match mode {
+            Summary::Total => {}
+            Summary::Lines => println!("would send {} ({what}) from {}", f.name, shown(path)),
+            Summary::Json => println!("{}", dry_json(&f.name, f.kind, f.size, &shown(path))),
+        }
     }
     let bytes: u64 = report.iter().map(|f| f.size).sum();
     let dirs = report
         .iter()
         .filter(|f| f.kind == EntryKind::Directory)
         .count();
-    println!(
-        "total: {} files, {dirs} directories, {bytes} bytes, {} skipped (dry run: nothing sent)",
-        report.len() - dirs,
-        app.skipped().len()
-    );
+    let (files, skipped) = (report.len() - dirs, app.skipped().len());
+    println!("{}", dry_total(mode, files, dirs, bytes, skipped));
     Ok(())
+}
+
+/// One entry of `send --dry-run --json`.
+fn dry_json(name: &str, kind: EntryKind, size: u64, local: &str) -> String {
+    let kind = match kind {
+        EntryKind::Directory => "directory",
+        EntryKind::File => "file",
+    };
+    format!(
+        "{{\"path\":{},\"kind\":\"{kind}\",\"size\":{size},\"outcome\":\"would send\",\"local\":{}}}",
+        term::json_str(name),
+        term::json_str(local)
+    )
+}
+
+/// The total of `send --dry-run`, as a line or as JSON.
+fn dry_total(mode: Summary, files: usize, dirs: usize, bytes: u64, skipped: usize) -> String {
+    if mode == Summary::Json {
+        format!(
+            "{{\"total\":{{\"dry_run\":true,\"files\":{files},\"directories\":{dirs},\"bytes\":{bytes},\"skipped\":{skipped}}}}}"
+        )
+    } else {
+        format!(
+            "total: {files} files, {dirs} directories, {bytes} bytes, {skipped} skipped (dry run: nothing sent)"
+        )
+    }
 }
 
 /// Opens every path once before the session, so that one that cannot be

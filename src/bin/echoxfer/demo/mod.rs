@@ -24,7 +24,7 @@ use crate::auth::{self, Auth, Channel};
 use crate::net::{self, CmdResult};
 use crate::term;
 
-/// `echoxfer demo`: an echo session, then (unless `--size 0`) a file
+/// `echoxfer demo`: an echo session, then (unless `--size-mib 0`) a file
 /// transfer, then a folder sent twice (the second run a no-op).
 pub fn run(a: DemoArgs) -> CmdResult {
     let code = auth::new_code()?;

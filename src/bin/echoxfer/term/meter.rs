@@ -13,8 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::out::{bars, line, Out, Ui};
 use super::summary::rate;
 
-/// Done and total bytes, read from some app's counters.
-pub type Counter = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// Done, total and moved bytes, read from some app's counters: `done`
+/// counts resumed prefixes and files found up to date, `moved` only the
+/// bytes this session moved (what a rate is made of).
+pub type Counter = Arc<dyn Fn() -> (u64, u64, u64) + Send + Sync>;
 
 /// Simple counters for apps that keep none shareable (legacy mode).
 #[derive(Debug, Default)]
@@ -27,10 +29,8 @@ impl Bytes {
     pub fn counter(self: &Arc<Self>) -> Counter {
         let me = self.clone();
         Arc::new(move || {
-            (
-                me.done.load(Ordering::Relaxed),
-                me.total.load(Ordering::Relaxed),
-            )
+            let done = me.done.load(Ordering::Relaxed);
+            (done, me.total.load(Ordering::Relaxed), done)
         })
     }
 }
@@ -160,11 +160,13 @@ impl Shown {
             return next;
         }
         state.next = Some(now + self.every());
-        let (done, total) = (self.counter)();
+        let (done, total, moved) = (self.counter)();
         let label = lock(&self.label).clone();
+        let secs = state.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
         match &state.bar {
             Some(bar) => {
                 bar.set_message(label);
+                bar.set_prefix(rate_and_eta(done, total, moved, secs));
                 if (total > 0) != (state.drawn.1 > 0) {
                     bar.set_style(style(total > 0));
                 }
@@ -172,15 +174,7 @@ impl Shown {
                 bar.set_position(done);
             }
             None if (done, total) != state.drawn => {
-                let secs = state.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-                let rate = rate(done, secs);
-                let text = if total > 0 {
-                    let pct = 100.0 * done as f64 / total as f64;
-                    format!("{label}: {done} of {total} bytes ({pct:.0}%), {rate}")
-                } else {
-                    format!("{label}: {done} bytes, {rate}")
-                };
-                line(Out::Stderr, &text);
+                line(Out::Stderr, &plain_line(&label, done, total, moved, secs));
             }
             None => {}
         }
@@ -245,12 +239,39 @@ impl Ticker {
     }
 }
 
-/// The bar's look: with a known total, a bar and an ETA; without, a count.
+/// A plain progress line: how far, and the rate of the bytes this session
+/// moved (a resumed prefix or a file found up to date moved nothing, and
+/// does not inflate it).
+fn plain_line(label: &str, done: u64, total: u64, moved: u64, secs: f64) -> String {
+    let rate = rate(moved, secs);
+    if total > 0 {
+        let pct = 100.0 * done as f64 / total as f64;
+        format!("{label}: {done} of {total} bytes ({pct:.0}%), {rate}")
+    } else {
+        format!("{label}: {done} bytes, {rate}")
+    }
+}
+
+/// The bar's rate (of the bytes moved, as [`plain_line`]) and, with a
+/// known total, the time left at that rate.
+fn rate_and_eta(done: u64, total: u64, moved: u64, secs: f64) -> String {
+    let shown = rate(moved, secs);
+    let per_sec = if secs > 0.0 { moved as f64 / secs } else { 0.0 };
+    if total == 0 || per_sec <= 0.0 {
+        return shown;
+    }
+    let left = total.saturating_sub(done) as f64 / per_sec;
+    format!("{shown} ETA {}s", left.ceil() as u64)
+}
+
+/// The bar's look: with a known total, a bar; without, a count. The rate
+/// (and ETA) is ours, in the prefix: indicatif's own would count a resumed
+/// prefix as moved.
 fn style(known_total: bool) -> ProgressStyle {
     let template = if known_total {
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {prefix}"
     } else {
-        "{msg} {spinner} {bytes} {bytes_per_sec}"
+        "{msg} {spinner} {bytes} {prefix}"
     };
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -269,7 +290,7 @@ mod meter_tests {
         (
             Arc::new(move || {
                 let _ = lock(&tx).send(());
-                (1, 2)
+                (1, 2, 1)
             }),
             rx,
         )
@@ -281,6 +302,20 @@ mod meter_tests {
             .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
             .filter(|name| name.trim() == "echoxfer-ticker")
             .count()
+    }
+
+    #[test]
+    fn the_rate_of_a_resumed_transfer_counts_only_the_bytes_moved() {
+        // 1 GB resumed, then 2 MB moved in 2 s: 1 MB/s, not 501.
+        let text = plain_line("sending a", 1_002_000_000, 2_000_000_000, 2_000_000, 2.0);
+        assert_eq!(
+            text,
+            "sending a: 1002000000 of 2000000000 bytes (50%), 1.0 MB/s"
+        );
+        assert_eq!(
+            rate_and_eta(1_002_000_000, 2_000_000_000, 2_000_000, 2.0),
+            "1.0 MB/s ETA 998s"
+        );
     }
 
     #[test]

@@ -11,9 +11,11 @@ mod tracked;
 
 pub use meter::{Bytes, Meter};
 pub use out::{
-    announce, legacy_warning, line, note, peer_line, peer_line_lossy, stopped, udp_stopped, Out, Ui,
+    after_listening, announce, info, info_out, legacy_warning, line, note, peer_line,
+    peer_line_lossy, reserve_stdout_for_json, stopped, udp_stopped, Out, Ui,
 };
 pub use summary::{
-    all_delivered, hex, left_behind, rate, FileTally, PartialTransfer, Summary, PARTIAL_EXIT,
+    all_delivered, hex, json_str, left_behind, rate, FileTally, PartialTransfer, Summary,
+    PARTIAL_EXIT,
 };
 pub use tracked::Tracked;

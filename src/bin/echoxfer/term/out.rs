@@ -6,7 +6,8 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use echoxfer::driver::ServeReport;
 use echoxfer::echo::UdpServerStats;
@@ -97,10 +98,52 @@ pub fn peer_line_lossy(text: &[u8]) {
     line(Out::Stdout, &sanitize(text));
 }
 
-/// Prints the bound address, so scripts and tests that asked for port 0 learn the real one.
+/// Whether stdout holds the JSON summaries alone (`--json`).
+static JSON_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Keeps stdout for `--json`'s objects alone: from now on the lines a
+/// command prints for people (`listening on`, `code:`, `stopped:`,
+/// `files:`) go to stderr.
+pub fn reserve_stdout_for_json() {
+    JSON_ONLY.store(true, Ordering::Relaxed);
+}
+
+/// Where a line for people goes: stdout, unless `--json` keeps it for
+/// JSON alone (then stderr).
+pub fn info_out() -> Out {
+    if JSON_ONLY.load(Ordering::Relaxed) {
+        Out::Stderr
+    } else {
+        Out::Stdout
+    }
+}
+
+/// Prints a line for people (see [`info_out`]).
+pub fn info(text: &str) {
+    line(info_out(), text);
+}
+
+/// Lines printed right after `listening on`: a code is printed only once
+/// its listener is bound (a port in use prints no code).
+static AFTER_LISTENING: Mutex<Vec<(Out, String)>> = Mutex::new(Vec::new());
+
+/// Prints `text` to `out` once the listener is bound (see [`announce`]).
+pub fn after_listening(out: Out, text: String) {
+    AFTER_LISTENING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((out, text));
+}
+
+/// Prints the bound address, so scripts and tests that asked for port 0
+/// learn the real one, then what waited for it (the code, and what the
+/// other side runs).
 pub fn announce(addr: SocketAddr) {
-    println!("listening on {addr}");
-    let _ = io::stdout().flush();
+    info(&format!("listening on {addr}"));
+    let queued = std::mem::take(&mut *AFTER_LISTENING.lock().unwrap_or_else(|p| p.into_inner()));
+    for (out, text) in queued {
+        line(out, &text);
+    }
 }
 
 /// Every `--legacy` command says this once, on stderr, before it starts.

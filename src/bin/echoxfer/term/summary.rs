@@ -84,6 +84,23 @@ pub fn summarize(
     lines
 }
 
+/// The lines of the entries that were not delivered (refused, discarded,
+/// unreadable, unconfirmed, incomplete), with why: what `--quiet` still
+/// prints, on stderr.
+pub fn problems(verb: &str, report: &[FileReport]) -> Vec<String> {
+    let failed: Vec<FileReport> = report
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f.outcome,
+                Outcome::Saved { .. } | Outcome::UpToDate { .. } | Outcome::MetadataUpdated { .. }
+            )
+        })
+        .cloned()
+        .collect();
+    file_lines(verb, &failed)
+}
+
 /// One line per file (directories are counted in the total only).
 fn file_lines(verb: &str, report: &[FileReport]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -186,7 +203,7 @@ fn total_line(verb: &str, t: &Totals, skipped: u64, elapsed: Duration) -> String
 }
 
 /// A string as a JSON string literal.
-fn json_str(s: &str) -> String {
+pub fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

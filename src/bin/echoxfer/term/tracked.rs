@@ -5,6 +5,7 @@
 
 use std::borrow::BorrowMut;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,8 @@ use echoxfer::xfer::{Receiver, ReceiverEvent, Sender, SenderEvent};
 use echoxfer::Machine;
 
 use super::meter::{Counter, Meter};
-use super::out::{line, note, Out, Ui};
-use super::summary::{summarize, FileTally, Summary};
+use super::out::{line, Out, Ui};
+use super::summary::{problems, summarize, FileTally, Summary};
 
 /// The file apps' common face, for [`Tracked`].
 pub trait Reported {
@@ -64,7 +65,6 @@ impl Reported for ReceiverApp {
 pub struct Tracked<A: Reported> {
     pub app: A,
     verb: &'static str,
-    ui: Ui,
     out: Out,
     summary: Summary,
     /// The session's first event.
@@ -73,22 +73,31 @@ pub struct Tracked<A: Reported> {
     summarized: bool,
     /// Where a server totals its sessions' files.
     tally: Option<Arc<FileTally>>,
+    /// Bytes accounted for without moving (resumed prefixes, files found
+    /// up to date): left out of the rate.
+    unmoved: Arc<AtomicU64>,
 }
 
 impl<A: Reported> Tracked<A> {
     pub fn new(app: A, verb: &'static str, ui: Ui, out: Out, label: String) -> Self {
         let progress = app.progress();
-        let counter: Counter = Arc::new(move || (progress.done(), progress.total()));
+        let unmoved = Arc::new(AtomicU64::new(0));
+        let skipped = unmoved.clone();
+        let counter: Counter = Arc::new(move || {
+            let done = progress.done();
+            let moved = done.saturating_sub(skipped.load(Ordering::Relaxed));
+            (done, progress.total(), moved)
+        });
         Tracked {
             app,
             verb,
-            ui,
             out,
             summary: Summary::Lines,
             started: None,
             meter: Some(Meter::pending(ui, label, counter)),
             summarized: false,
             tally: None,
+            unmoved,
         }
     }
 
@@ -108,7 +117,18 @@ impl<A: Reported> Tracked<A> {
         self.started.get_or_insert_with(Instant::now);
     }
 
-    /// Stops the meter and prints the summary (once).
+    /// Stops the meter and prints nothing: the session never reached the
+    /// peer (no connection, a wrong code), so no entry was offered and a
+    /// summary would only list every file as incomplete.
+    pub fn discard(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.finish();
+        }
+        self.summarized = true;
+    }
+
+    /// Stops the meter and prints the summary (once). With `--quiet`, the
+    /// entries not delivered are still named, with why, on stderr.
     pub fn finish(&mut self) {
         if let Some(meter) = self.meter.take() {
             meter.finish();
@@ -124,26 +144,24 @@ impl<A: Reported> Tracked<A> {
         let elapsed = self.started.map_or(Duration::ZERO, |s| s.elapsed());
         let report = self.app.report();
         let skipped = self.app.skipped();
+        if self.summary == Summary::Total {
+            for l in problems(self.verb, &report) {
+                line(Out::Stderr, &l);
+            }
+        }
         for l in summarize(self.verb, &report, &totals, skipped, elapsed, self.summary) {
             line(self.out, &l);
         }
     }
 
-    fn starting(&self, verb: &str, name: &str, size: u64, from: u64) {
+    /// A file starts: the meter shows its name (a bar redraws it; a plain
+    /// meter prints a line every few seconds, never one per file).
+    fn starting(&self, verb: &str, name: &str, from: u64) {
+        self.unmoved.fetch_add(from, Ordering::Relaxed);
         let name = sanitize(name.as_bytes());
         if let Some(meter) = &self.meter {
             meter.relabel(format!("{verb} {name}"));
         }
-        // Nothing moves for a file found up to date: the summary says so.
-        if self.ui != Ui::Plain || (from == size && size > 0) {
-            return;
-        }
-        let resume = if from > 0 {
-            format!(", resuming from {from}")
-        } else {
-            String::new()
-        };
-        note(self.ui, &format!("{verb} {name} ({size} bytes{resume})"));
     }
 }
 
@@ -165,8 +183,8 @@ where
         self.app.on_event(m, now, event)?;
         if let Some((file, from)) = started {
             if let Some(f) = SenderApp::report(&self.app).get(file) {
-                let (name, size) = (f.name.clone(), f.size);
-                self.starting("sending", &name, size, from);
+                let name = f.name.clone();
+                self.starting("sending", &name, from);
             }
         }
         self.record();
@@ -196,8 +214,8 @@ where
         if let Some((id, from)) = started {
             // Accepted already (the offer's work is done), so it is open.
             if let Some(f) = self.app.in_flight(id) {
-                let (name, size) = (f.name.clone(), f.size);
-                self.starting("receiving", &name, size, from);
+                let name = f.name.clone();
+                self.starting("receiving", &name, from);
             }
         }
         self.record();
