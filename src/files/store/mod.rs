@@ -27,6 +27,7 @@
 //! [`Resume::Complete`]: if it is the same, it is left exactly as it is.
 
 mod commit;
+mod group;
 mod hashes;
 mod tree;
 
