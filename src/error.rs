@@ -156,6 +156,9 @@ fn refusal_text(reason: u8, retry_after: std::time::Duration) -> String {
             "the server refuses this address for {secs} s after failed code guesses from it; \
              wait and try again"
         ),
+        crate::secure::REFUSED_AT_SOURCE_CAP => "the server already runs as many sessions from \
+             this address as it allows (its max_per_source); wait for one to end and try again"
+            .to_string(),
         _ => format!(
             "the server refuses this connection for {secs} s (reason {reason}); wait and try again"
         ),

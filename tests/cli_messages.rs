@@ -382,7 +382,8 @@ fn receive_creates_the_last_component_of_dir_and_refuses_what_cannot_take_files(
         "127.0.0.1:0",
         "--dir",
     ])
-    .arg(&new);
+    .arg(&new)
+    .stderr(Stdio::null());
     let (rx, _, _) = spawn_until(cmd, "listening on");
     assert!(new.is_dir(), "--dir's last component was not created");
     drop(rx);
@@ -553,4 +554,39 @@ fn echo_and_udp_take_listen_and_to_and_sizes_name_their_unit() {
         c
     });
     assert!(status.success() && out.contains("--size-mib"), "{out}");
+}
+
+/// Over `--max-per-source`, a client hears that limit and its flag, not
+/// "closed the connection during the handshake".
+#[test]
+fn a_client_over_the_per_source_cap_hears_the_limit_and_its_flag() {
+    let mut cmd = bin();
+    cmd.args([
+        "echo",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-per-source",
+        "1",
+    ])
+    .args(["--code", "7-echo-acorn-bell"])
+    .stderr(Stdio::null());
+    let (_server, addr, _) = spawn_until(cmd, "listening on");
+    let (first, _stdin) = idle_client(&addr);
+    first.out.recv_timeout(BOUND).expect("a greeting");
+    let mut cmd = bin();
+    cmd.args([
+        "echo",
+        "connect",
+        "--to",
+        &addr,
+        "--code",
+        "7-echo-acorn-bell",
+    ]);
+    let (status, _, err) = run(cmd);
+    assert!(!status.success());
+    assert!(
+        err.contains("--max-per-source") && err.contains("refused"),
+        "{err}"
+    );
 }

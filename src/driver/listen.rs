@@ -103,6 +103,12 @@ pub struct Limits {
     /// (default 4096; about 100 bytes each). When full, the source whose
     /// refusal ends first is forgotten to make room.
     pub max_guessing_sources: usize,
+    /// Whether a connection from a source at its cap gets a refusal notice
+    /// (reason [`REFUSED_AT_SOURCE_CAP`](crate::secure::REFUSED_AT_SOURCE_CAP);
+    /// docs/PROTOCOL.md, section 6) before it is closed, so that a secure
+    /// client can say why (default false: closed without a byte, as a
+    /// server of a protocol without notices, RFC 862 say, must).
+    pub notify_at_cap: bool,
 }
 
 impl Default for Limits {
@@ -115,6 +121,7 @@ impl Default for Limits {
             max_guess_delay: Duration::from_secs(300),
             forget_guesses_after: Duration::from_secs(600),
             max_guessing_sources: 4096,
+            notify_at_cap: false,
         }
     }
 }

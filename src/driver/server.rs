@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use super::listen::{source_of, AcceptBackoff, Limits, Refusals};
 use super::penalty::Penalties;
 use super::shutdown::{ServeReport, ABORT_WAIT};
-use crate::secure::{refusal_notice, REFUSAL_LEN, REFUSED_AFTER_GUESSES};
+use crate::secure::{refusal_notice, REFUSAL_LEN, REFUSED_AFTER_GUESSES, REFUSED_AT_SOURCE_CAP};
 
 /// A session the core let in, until it is reported ended.
 pub(crate) type SessionId = u64;
@@ -65,6 +65,9 @@ pub(crate) enum Admit {
     /// Send it this refusal notice and close it: its source is refused for
     /// a while after failed guesses at the code (counted).
     Penalized([u8; REFUSAL_LEN]),
+    /// Send it this refusal notice and close it: its source runs its cap of
+    /// sessions, and the server sends notices (`Limits::notify_at_cap`; counted).
+    AtCap([u8; REFUSAL_LEN]),
 }
 
 impl Admit {
@@ -72,7 +75,7 @@ impl Admit {
     /// one beyond the per-source cap).
     pub(crate) fn notice(&self) -> &[u8] {
         match self {
-            Admit::Penalized(notice) => notice,
+            Admit::Penalized(notice) | Admit::AtCap(notice) => notice,
             Admit::Start(_) | Admit::Refuse => &[],
         }
     }
@@ -165,6 +168,10 @@ impl ServeCore {
         let count = self.per_source.entry(source).or_insert(0);
         if *count >= self.limits.max_per_source {
             self.refusals.refuse(now, peer, self.limits.max_per_source);
+            if self.limits.notify_at_cap {
+                let notice = refusal_notice(REFUSED_AT_SOURCE_CAP, Duration::from_secs(1));
+                return Admit::AtCap(notice);
+            }
             return Admit::Refuse;
         }
         *count += 1;
@@ -302,7 +309,7 @@ mod tests {
                 core.ended(now, id, &OK, false);
                 None
             }
-            Admit::Refuse => panic!("{ip} refused at its cap"),
+            Admit::Refuse | Admit::AtCap(_) => panic!("{ip} refused at its cap"),
         }
     }
 
@@ -624,5 +631,12 @@ mod tests {
         core.ended(t0, guess, &WRONG_CODE, true);
         let penalized = core.accepted(t0, peer("127.0.0.3"));
         assert_eq!(penalized.notice(), b"EXFW\x01\x00\x00\x00\x01");
+        let mut core = ServeCore::new(Limits {
+            notify_at_cap: true,
+            ..limits(4, 1)
+        });
+        started(&mut core, t0, "127.0.0.2");
+        let capped = core.accepted(t0, peer("127.0.0.2"));
+        assert_eq!(capped.notice(), b"EXFW\x02\x00\x00\x00\x01");
     }
 }

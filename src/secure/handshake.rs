@@ -99,6 +99,10 @@ pub const REFUSAL_LEN: usize = 4 + 1 + 4;
 /// A refusal notice's reason: failed guesses at the code from the
 /// connection's source address.
 pub const REFUSED_AFTER_GUESSES: u8 = 1;
+/// A refusal notice's reason: the connection's source address already runs
+/// as many sessions as the server allows from one address (its
+/// `max_per_source`); the seconds are a hint (1): a session may end soon.
+pub const REFUSED_AT_SOURCE_CAP: u8 = 2;
 
 /// The refusal notice for `reason`, saying the refusal lasts `left` more
 /// (rounded up to a whole second, at least 1).

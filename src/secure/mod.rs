@@ -96,7 +96,7 @@ mod record;
 pub use config::SecureConfig;
 pub use handshake::{
     refusal_notice, CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSAL_MAGIC,
-    REFUSED_AFTER_GUESSES, SERVER_IDENTITY,
+    REFUSED_AFTER_GUESSES, REFUSED_AT_SOURCE_CAP, SERVER_IDENTITY,
 };
 pub use password::{normalize_code, secret_file_password, PasswordError, MIN_SECRET_LEN};
 pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};

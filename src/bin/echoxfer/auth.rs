@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use echoxfer::driver::DriverError;
+use echoxfer::driver::{DriverError, Limits};
 use echoxfer::error::{CodecError, ProtocolError, SecureError};
 use echoxfer::secure::{
-    Handshake, Secure, SecureConfig, Side, HANDSHAKE_STATE, REFUSED_AFTER_GUESSES, TRUNCATED,
+    Handshake, Secure, SecureConfig, Side, HANDSHAKE_STATE, REFUSED_AFTER_GUESSES,
+    REFUSED_AT_SOURCE_CAP, TRUNCATED,
 };
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
@@ -150,6 +151,19 @@ pub enum Auth {
     Insecure,
     /// The secure channel, keyed by this secret (a code or a file's content).
     Secret(Vec<u8>),
+}
+
+impl Auth {
+    /// A server's `limits` for this authentication: a secure server tells
+    /// a client over `--max-per-source` why it is refused (a refusal
+    /// notice, which a secure client reads and explains); a plaintext one
+    /// closes such a connection without a byte, as before.
+    pub fn server_limits(&self, limits: Limits) -> Limits {
+        Limits {
+            notify_at_cap: matches!(self, Auth::Secret(_)),
+            ..limits
+        }
+    }
 }
 
 /// What a side that connects (`send`, `echo connect`, `receive --stdio`)
@@ -485,6 +499,11 @@ pub fn explain(
             REFUSED_AFTER_GUESSES => format!(
                 "refused: the server at {peer} refuses this address for {secs} s after failed \
                  code guesses from it; wait and try again"
+            ),
+            REFUSED_AT_SOURCE_CAP => format!(
+                "refused: the server at {peer} already runs as many sessions from this address \
+                 as its --max-per-source limit allows; wait for one of them to end, or have the \
+                 server raise --max-per-source (e.g. many clients behind one address)"
             ),
             _ => format!(
                 "refused: the server at {peer} refuses this connection for {secs} s (reason \

@@ -48,6 +48,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
             };
             let peer = "echoxfer echo connect --to ADDRESS";
             let auth = auth::for_server(&a.auth, &a.addr, peer, lifetime)?;
+            let limits = auth.server_limits(limits);
             serve_machines(&a.addr, a.runtime, limits, move |now| {
                 let role = Server::new(greeting.clone(), EchoConfig::default());
                 let server = EchoServer::new(role, SessionLimits::default(), now)

@@ -78,6 +78,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let tally = files.clone();
     // One budget for the half-received frames of all sessions.
     let budget = limits.new_recv_budget();
+    let limits = auth.server_limits(limits);
     net::serve_sessions(&a.listen, a.runtime, limits, move |now| {
         let n = sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let machine = Receiver::new(
