@@ -38,16 +38,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Drain each side into the other until both are done. A real transport
     // would write the transmits to a socket and read the other side's.
+    // What each side sent that the other has not taken yet.
     let mut done = (None, None);
+    let (mut to_receiver, mut to_sender) = (Vec::new(), Vec::new());
     while done.0.is_none() || done.1.is_none() {
-        let to_receiver = drain(&mut sender, &mut done.0, |m, e| {
+        let sent = drain(&mut sender, &mut done.0, |m, e| {
             answer_sender(m, e, &content)
         })?;
-        let to_sender = drain(&mut receiver, &mut done.1, |m, e| store(m, e, &mut stored))?;
-        feed(&mut receiver, &to_receiver, piece)?;
-        feed(&mut sender, &to_sender, piece)?;
-        if to_receiver.is_empty() && to_sender.is_empty() && (done.0.is_none() || done.1.is_none())
-        {
+        to_receiver.extend_from_slice(&sent);
+        let replied = drain(&mut receiver, &mut done.1, |m, e| store(m, e, &mut stored))?;
+        to_sender.extend_from_slice(&replied);
+        let taken = feed(&mut receiver, &mut to_receiver, piece)?
+            + feed(&mut sender, &mut to_sender, piece)?;
+        let quiet = sent.is_empty() && replied.is_empty() && taken == 0;
+        if quiet && (done.0.is_none() || done.1.is_none()) {
             return Err("both sides wait on each other: stuck".into());
         }
     }
@@ -79,18 +83,26 @@ fn drain<M: StreamMachine>(
     }
 }
 
-/// Hands `bytes` to `m` in pieces, never more than it has room for.
+/// Hands `m` what it takes of `bytes`, in pieces of at most `piece`, and
+/// removes that from `bytes`; returns how much it took. A machine takes
+/// what fits its bounded buffers and says how much (`handle_input`'s
+/// count): the rest waits until its output has been drained.
 fn feed<M: StreamMachine>(
     m: &mut M,
-    mut bytes: &[u8],
+    bytes: &mut Vec<u8>,
     piece: usize,
-) -> Result<(), echoxfer::Error> {
-    while !bytes.is_empty() {
-        let n = piece.min(bytes.len()).min(m.input_room().max(1));
-        m.handle_input(Instant::now(), &bytes[..n])?;
-        bytes = &bytes[n..];
+) -> Result<usize, echoxfer::Error> {
+    let mut taken = 0;
+    while taken < bytes.len() {
+        let n = piece.min(bytes.len() - taken);
+        let k = m.handle_input(Instant::now(), &bytes[taken..taken + n])?;
+        taken += k;
+        if k < n {
+            break;
+        }
     }
-    Ok(())
+    bytes.drain(..taken);
+    Ok(taken)
 }
 
 /// The sender's application: its one "file" is `content`.

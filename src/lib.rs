@@ -26,7 +26,10 @@
 //!     let mut events = Vec::new();
 //!     loop {
 //!         match from.poll_output() {
-//!             Output::Transmit(bytes) => to.handle_input(now, &bytes).unwrap(),
+//!             // Small transmits: each fits `to` at once (`handle_input`
+//!             // says how much it took; see the README for a loop that
+//!             // feeds the rest later).
+//!             Output::Transmit(bytes) => assert_eq!(to.handle_input(now, &bytes), Ok(bytes.len())),
 //!             Output::Event(e) => events.push(e),
 //!             Output::Wait(_) | Output::Done(_) => return events,
 //!         }

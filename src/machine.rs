@@ -110,20 +110,25 @@ pub trait StreamMachine: Machine<Transmit = Bytes> {
     /// bytes are discarded, and a failed machine answers its sticky error.
     fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error>;
 
-    /// Bytes from the peer, in order, cut anywhere. At most
-    /// [`input_room`](Self::input_room) bytes at once; more is a
-    /// [`UsageError::InputOverflow`](crate::UsageError::InputOverflow).
-    /// An `Err` is sticky: the machine has failed, and further output drains
-    /// what tells the peer why.
+    /// Bytes from the peer, in order, cut anywhere. The machine takes as
+    /// many as it has room for now ([`input_room`](Self::input_room)) and
+    /// says how many, as rustls's `read_tls` does: more input than fits is
+    /// never an error. Feed the rest after draining the output
+    /// ([`poll_output`](Machine::poll_output) until `Wait`) and answering
+    /// what it asked; `Ok(0)` for non-empty input means exactly that.
+    /// After a normal end, input is taken and discarded. An `Err` is
+    /// sticky: the machine has failed, and further output drains what tells
+    /// the peer why.
     ///
     /// A convenience for callers that already hold the bytes: it copies
-    /// them into [`input_buffer`](Self::input_buffer) and commits them, so
-    /// both ways of feeding a machine behave identically.
-    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+    /// what fits into [`input_buffer`](Self::input_buffer) and commits it,
+    /// so both ways of feeding a machine behave identically.
+    fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<usize, Error> {
         let buf = self.input_buffer(data.len());
         let n = buf.len().min(data.len());
         buf[..n].copy_from_slice(&data[..n]);
-        self.commit_input(now, data.len())
+        self.commit_input(now, n)?;
+        Ok(n)
     }
 
     /// The peer closed its sending side.

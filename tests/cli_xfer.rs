@@ -873,3 +873,26 @@ fn a_run_that_leaves_files_behind_exits_23_and_says_how_many_and_why() {
     let (status, out, err) = send(&addr, std::slice::from_ref(&tree), &[]);
     assert!(status.success() && rx.wait().success(), "{out}\n{err}");
 }
+
+/// Hard links are not kept (a documented choice): each name arrives as a
+/// copy of its own, and `send` says so before it starts.
+#[test]
+fn hard_links_arrive_as_separate_copies_and_send_says_so() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let tree = d.src.join("linked");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("a.txt"), b"same bytes").unwrap();
+    fs::hard_link(tree.join("a.txt"), tree.join("b.txt")).unwrap();
+    let (mut rx, addr, _lines) = receiver(&d, &["--once"]);
+    let (status, out, err) = send(&addr, std::slice::from_ref(&tree), &[]);
+    assert!(status.success() && rx.wait().success(), "{out}\n{err}");
+    assert!(
+        err.contains("note: 1 files are hard links to others sent here; each goes as a separate copy"),
+        "{err}"
+    );
+    let a = fs::metadata(d.dst.join("linked/a.txt")).unwrap();
+    let b = fs::metadata(d.dst.join("linked/b.txt")).unwrap();
+    assert_ne!(a.ino(), b.ino());
+    assert_eq!(fs::read(d.dst.join("linked/b.txt")).unwrap(), b"same bytes");
+}

@@ -73,16 +73,9 @@ impl Machine for SeedReceiver {
     }
 }
 
-impl StreamMachine for SeedReceiver {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        self.inbox.resize(max.min(1024), 0);
-        &mut self.inbox
-    }
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        let read = std::mem::take(&mut self.inbox);
-        self.handle_input(now, &read[..n])
-    }
-    fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), Error> {
+impl SeedReceiver {
+    /// One read of the seed script's socket.
+    fn take_read(&mut self, data: &[u8]) -> Result<(), Error> {
         if self.quit {
             return Ok(());
         }
@@ -94,6 +87,18 @@ impl StreamMachine for SeedReceiver {
             self.tx.push_back(Bytes::from_static(b"success"));
         }
         Ok(())
+    }
+}
+
+impl StreamMachine for SeedReceiver {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        self.inbox.resize(max.min(1024), 0);
+        &mut self.inbox
+    }
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        let read = std::mem::take(&mut self.inbox);
+        let _ = now;
+        self.take_read(&read[..n])
     }
     fn handle_eof(&mut self, _: Instant) {
         self.eof = true;
@@ -165,16 +170,9 @@ impl Machine for SeedSender {
     }
 }
 
-impl StreamMachine for SeedSender {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        self.inbox.resize(max.min(1024), 0);
-        &mut self.inbox
-    }
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        let read = std::mem::take(&mut self.inbox);
-        self.handle_input(now, &read[..n])
-    }
-    fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), Error> {
+impl SeedSender {
+    /// One read of the seed script's socket.
+    fn take_read(&mut self, data: &[u8]) -> Result<(), Error> {
         if self.done || !self.waiting {
             return Ok(());
         }
@@ -186,6 +184,18 @@ impl StreamMachine for SeedSender {
             self.next();
         }
         Ok(())
+    }
+}
+
+impl StreamMachine for SeedSender {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        self.inbox.resize(max.min(1024), 0);
+        &mut self.inbox
+    }
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        let read = std::mem::take(&mut self.inbox);
+        let _ = now;
+        self.take_read(&read[..n])
     }
     fn handle_eof(&mut self, _: Instant) {
         if !self.done {

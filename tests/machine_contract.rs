@@ -29,7 +29,10 @@ use echoxfer::{Error, Machine, Output, ProtocolError, StreamMachine, UsageError}
 enum Seen {
     Transmit(Bytes),
     Event(String),
-    Input(Result<(), Error>),
+    /// How many bytes an input took, or the error it met.
+    Input(Result<usize, Error>),
+    /// How far the input went (what the caller moved past).
+    Taken(usize),
     Wait(Option<Instant>),
     Done(Result<(), Error>),
 }
@@ -40,6 +43,9 @@ enum Path {
     HandleInput,
     /// `input_buffer(ask)` with `ask` at least the piece, then a commit.
     Buffer,
+    /// `handle_input` with everything left, far more than fits: it takes
+    /// what fits (the cuts are ignored).
+    Overfeed,
 }
 
 /// Drains `m`, answering its requests with `answer`, and checks on the way
@@ -104,7 +110,6 @@ where
         }
         let n = (*cuts.next().unwrap()).clamp(1, room).min(rest.len());
         let (piece, tail) = rest.split_at(n);
-        rest = tail;
         let r = match path {
             Path::HandleInput => m.handle_input(now, piece),
             Path::Buffer => {
@@ -115,10 +120,26 @@ where
                     buf.len()
                 );
                 buf[..n].copy_from_slice(piece);
-                m.commit_input(now, n)
+                m.commit_input(now, n).map(|()| n)
             }
+            Path::Overfeed => m.handle_input(now, rest),
         };
+        let taken = match (path, &r) {
+            (Path::Overfeed, Ok(taken)) => {
+                assert_eq!(
+                    *taken,
+                    room.min(rest.len()),
+                    "too much input took less than fits"
+                );
+                *taken
+            }
+            (Path::Overfeed, Err(_)) => room.min(rest.len()),
+            _ => n,
+        };
+        rest = &rest[taken..];
+        let _ = tail;
         log.push(Seen::Input(r));
+        log.push(Seen::Taken(taken));
         drain(&mut m, &mut log, &mut answer);
         // Time moves between pieces, but slowly enough that a frame cut
         // into 1-byte pieces (at most 1500 here) stays within the 30 s
@@ -237,6 +258,28 @@ where
     (direct, buffered)
 }
 
+/// Runs one machine fed everything at once (`Path::Overfeed`), then fed
+/// the pieces it took, one call each: what it did must be the same.
+fn overfed_and_piecewise<M: StreamMachine>(
+    make: impl Fn() -> M,
+    wire: &[u8],
+    answer: impl Fn(&mut M, M::Event) + Copy,
+) -> (Vec<Seen>, Vec<Seen>)
+where
+    M::Event: std::fmt::Debug + PartialEq,
+{
+    let overfed = run(make(), wire, &[1], Path::Overfeed, answer);
+    let taken: Vec<usize> = (overfed.iter())
+        .filter_map(|s| match s {
+            Seen::Taken(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    let cuts = if taken.is_empty() { vec![1] } else { taken };
+    let piecewise = run(make(), wire, &cuts, Path::HandleInput, answer);
+    (overfed, piecewise)
+}
+
 fn answer_legacy_sender(m: &mut LegacyFileSender, e: SenderEvent) {
     if let SenderEvent::Read { offset, len } = e {
         m.provide(offset, Bytes::from(vec![b'x'; len])).unwrap();
@@ -289,6 +332,49 @@ proptest! {
         prop_assert_eq!(a, b);
         let acks = b"success".repeat(noise.len() % 9);
         let (a, b) = both_ways(|| LegacyFileSender::new(3000, unframed(), now), &acks, &cuts, answer_legacy_sender);
+        prop_assert_eq!(a, b);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// rustls's `read_tls` contract, on every stream machine: handed far
+    /// more than fits, a machine takes exactly what fits, says how much,
+    /// never fails for it, and does what it would have done fed those
+    /// pieces one call each.
+    #[test]
+    fn too_much_input_is_never_fatal_a_machine_takes_what_fits_as_if_fed_in_pieces(
+        content in proptest::collection::vec(any::<u8>(), 0..20_000),
+        messages in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..1000), 0..12),
+        noise in proptest::collection::vec(any::<u8>(), 0..20_000),
+        data_frame in 1usize..4000,
+    ) {
+        let now = t0();
+        let cfg = config;
+        let wire = receiver_wire(&content, data_frame);
+        let (a, b) = overfed_and_piecewise(|| Receiver::new(ReceiverRole::new(transfer()), cfg(), now), &wire, answer_receiver);
+        let verified = |s: &Seen| matches!(s, Seen::Event(e) if e.starts_with("Verified"));
+        prop_assert!(a.iter().any(verified), "{a:?}");
+        prop_assert_eq!(a, b);
+        let wire = echo_wire(&messages);
+        let (a, b) = overfed_and_piecewise(|| EchoServer::new(Server::new("hi", echo()), cfg(), now), &wire, no_answer);
+        prop_assert!(!a.iter().any(|s| matches!(s, Seen::Input(Err(_)))), "{a:?}");
+        prop_assert_eq!(a, b);
+        let mut wire = Protocol::Echo.preamble().to_vec();
+        wire.extend(Frame::Greeting(Bytes::from_static(b"hi")).encode_to_vec());
+        wire.extend(&noise);
+        let (a, b) = overfed_and_piecewise(|| EchoClient::new(Client::new(echo()), cfg(), now), &wire, no_answer);
+        prop_assert_eq!(a, b);
+        let (a, b) = overfed_and_piecewise(|| RawEcho::new(unframed(), now), &noise, no_answer);
+        prop_assert_eq!(a, b);
+        let (a, b) = overfed_and_piecewise(|| LegacyEchoServer::new("hello", unframed(), now), &noise, no_answer);
+        prop_assert_eq!(a, b);
+        let (a, b) = overfed_and_piecewise(|| LegacyEchoClient::new(unframed(), now), &noise, no_answer);
+        prop_assert_eq!(a, b);
+        let mut wire = content.clone();
+        wire.extend(b"quit");
+        let (a, b) = overfed_and_piecewise(|| LegacyFileReceiver::new(unframed(), now), &wire, no_answer);
         prop_assert_eq!(a, b);
     }
 }
@@ -436,12 +522,16 @@ fn input_after_a_normal_end_is_discarded<M: StreamMachine>(mut m: M, end: &[u8])
 where
     M::Event: std::fmt::Debug + PartialEq,
 {
-    assert_eq!(m.handle_input(t0(), end), Ok(()));
+    assert_eq!(m.handle_input(t0(), end), Ok(end.len()));
     assert_eq!(end_of(&mut m), Some(Ok(())), "no normal end");
     let n = m.input_buffer(5).len();
     assert!(n > 0, "a machine that ended still reads (and drops) input");
     assert_eq!(m.commit_input(t0(), n), Ok(()));
-    assert_eq!(m.handle_input(t0(), b"late"), Ok(()));
+    assert_eq!(
+        m.handle_input(t0(), b"late"),
+        Ok(4),
+        "late input is taken and dropped"
+    );
     assert_eq!(
         m.poll_output(),
         Output::Done(Ok(())),

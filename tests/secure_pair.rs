@@ -882,3 +882,85 @@ fn an_aborted_side_that_meets_the_end_of_input_ends_with_its_abort_and_the_peer_
     );
     assert!(b.app.disk.files.is_empty());
 }
+
+/// Hands `m` everything in `wire` at once, as a transport that delivered
+/// it in one read would: it takes what fits (two records' worth for the
+/// secure layer) and says how much, never failing for the rest.
+fn feed_everything<M: StreamMachine>(m: &mut M, wire: &mut Vec<u8>, now: Instant) {
+    let room = m.input_room();
+    let taken = m
+        .handle_input(now, wire)
+        .expect("too much input is never fatal");
+    assert_eq!(taken, room.min(wire.len()), "took less than fits");
+    wire.drain(..taken);
+}
+
+#[test]
+fn a_secure_machine_handed_far_more_than_two_records_takes_what_fits_and_the_file_arrives() {
+    // An embedder's loop fed 300 KB at once and got InputOverflow for good.
+    use echoxfer::xfer::{FileSpec, ReceiverEvent, Resume, SenderEvent, SenderRole};
+    use echoxfer::{SessionLimits, TransferConfig};
+    let now = Instant::now();
+    let size = 1_000_000;
+    let name = SafeName::new(NAME.as_bytes(), 64).unwrap();
+    let role = SenderRole::new(
+        vec![FileSpec::file(name, size as u64)],
+        TransferConfig::default(),
+    );
+    let sender = Sender::new(role, SessionLimits::default(), now);
+    let mut a = Secure::client(sender, CODE, SecureConfig::default(), now, seed(1));
+    let receiver = Receiver::new(
+        ReceiverRole::new(TransferConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    let mut b = Secure::server(receiver, CODE, SecureConfig::default(), now, seed(2));
+    let content: Vec<u8> = (0..size).map(|i| (i % 239) as u8).collect();
+    let (mut to_a, mut to_b, mut received) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut most_waiting, mut sender_done) = (0, false);
+    for _ in 0..10_000 {
+        let (events, done) = drain_into(&mut a, &mut to_b);
+        sender_done |= done;
+        for e in events {
+            if let SenderEvent::Read {
+                offset,
+                len,
+                request,
+                ..
+            } = e
+            {
+                let chunk = Bytes::from(content[offset as usize..][..len].to_vec());
+                a.inner_mut().push_chunk(request, chunk).unwrap();
+            }
+        }
+        most_waiting = most_waiting.max(to_b.len());
+        feed_everything(&mut b, &mut to_b, now);
+        let (events, _) = drain_into(&mut b, &mut to_a);
+        for e in events {
+            match e {
+                ReceiverEvent::Offer { request, .. } => {
+                    b.inner_mut().accept(request, Resume::Fresh).unwrap()
+                }
+                ReceiverEvent::Write { data, .. } => received.extend_from_slice(&data),
+                ReceiverEvent::Verified { request, .. } => b.inner_mut().saved(request).unwrap(),
+                _ => {}
+            }
+        }
+        feed_everything(&mut a, &mut to_a, now);
+        if sender_done && b.inner().role().files_saved() == 1 {
+            break;
+        }
+    }
+    // A secure side holds at most two records (131 112 bytes).
+    assert!(
+        most_waiting > 200_000,
+        "never more than fits was handed over: {most_waiting}"
+    );
+    assert!(
+        received == content,
+        "{} of {} bytes arrived intact",
+        received.len(),
+        size
+    );
+    assert_eq!(b.inner().role().files_saved(), 1);
+}

@@ -746,12 +746,9 @@ mod tests {
             &mut self.inbox
         }
 
-        fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), crate::Error> {
+        fn commit_input(&mut self, _: Instant, n: usize) -> Result<(), crate::Error> {
             let read = std::mem::take(&mut self.inbox);
-            self.handle_input(now, &read[..n])
-        }
-
-        fn handle_input(&mut self, _: Instant, data: &[u8]) -> Result<(), crate::Error> {
+            let data = &read[..n];
             self.log
                 .push(format!("input:{}", String::from_utf8_lossy(data)));
             if data.starts_with(b"ERR") {

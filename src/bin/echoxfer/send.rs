@@ -34,6 +34,11 @@ pub fn send(a: SendArgs) -> CmdResult {
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
     let app = list(&a.files, &transfer)?;
+    let links = app.hard_links();
+    if links > 0 {
+        let note = format!("note: {links} files are hard links to others sent here; each goes as a separate copy (hard links are not kept)");
+        term::line(Out::Stderr, &note);
+    }
     let now = Instant::now();
     let sender = Sender::new(app.role(transfer), SessionLimits::default(), now);
     let mut machine = Channel::client(sender, &auth, now);
@@ -105,12 +110,24 @@ fn shown(path: &Path) -> String {
 fn dry_run(paths: &[PathBuf], mode: Summary) -> CmdResult {
     let app = list(paths, &TransferConfig::default())?;
     let report = app.report();
+    let mut unreadable = 0;
     for f in report {
         let path = f.path.as_deref().unwrap_or(Path::new("?"));
         let what = match f.kind {
             EntryKind::Directory => "directory".to_string(),
             EntryKind::File => format!("{} bytes", f.size),
         };
+        // As a real run would: a file that cannot be opened is skipped.
+        if f.kind == EntryKind::File {
+            if let Err(e) = File::open(path) {
+                unreadable += 1;
+                let why = echoxfer::error::io_text(&e);
+                // A warning, as a real run gives: stdout stays the listing.
+                let line = format!("warning: would skip {}: {why}", shown(path));
+                term::line(Out::Stderr, &line);
+                continue;
+            }
+        }
         match mode {
             Summary::Total => {}
             Summary::Lines => println!("would send {} ({what}) from {}", f.name, shown(path)),
@@ -122,7 +139,10 @@ fn dry_run(paths: &[PathBuf], mode: Summary) -> CmdResult {
         .iter()
         .filter(|f| f.kind == EntryKind::Directory)
         .count();
-    let (files, skipped) = (report.len() - dirs, app.skipped().len());
+    let (files, skipped) = (
+        report.len() - dirs - unreadable,
+        app.skipped().len() + unreadable,
+    );
     println!("{}", dry_total(mode, files, dirs, bytes, skipped));
     Ok(())
 }

@@ -175,7 +175,7 @@ impl SenderModel {
                 }
             }
         }
-        assert_eq!(r, Ok(()));
+        assert_eq!(r, Ok(bytes.len()));
     }
 
     /// Drains the sender, answering reads, and checks every output.
