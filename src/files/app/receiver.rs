@@ -1,8 +1,9 @@
 //! The receiver's app: decides offers and stores files, every file-system
 //! call off the driver's event loop. Verified files are made durable in
-//! groups (group commit): when the sender says it waits (`Flush`), when
-//! a group reaches [`COMMIT_FILES`] files or [`COMMIT_BYTES`] bytes, and
-//! when the session ends.
+//! groups (group commit): when the sender says it waits (`Flush`, acted on
+//! once the frames already read after it are taken in: see
+//! [`ReceiverApp`]'s `poll_work`), when a group reaches [`COMMIT_FILES`]
+//! files or [`COMMIT_BYTES`] bytes, and when the session ends.
 
 use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ pub struct ReceiverApp {
     progress: Arc<Progress>,
     /// Verified files in the group not yet committed, and their bytes.
     group: (usize, u64),
+    /// The sender said `Flush`; the group commit is not queued yet.
+    flush: bool,
 }
 
 /// The store and the files being received: what a work takes with it.
@@ -303,6 +306,7 @@ impl ReceiverApp {
             totals: Totals::default(),
             progress: Arc::new(Progress::default()),
             group: (0, 0),
+            flush: false,
         }
     }
 
@@ -536,7 +540,8 @@ where
             ReceiverEvent::Discard { id } => Op::Discard { id },
             ReceiverEvent::Skipped { id, kept } => Op::Skipped { id, kept },
             ReceiverEvent::Flush => {
-                self.queue_commit();
+                // Queued by `poll_work`, after what follows it in this read.
+                self.flush = true;
                 return Ok(());
             }
             ReceiverEvent::Finished => {
@@ -556,7 +561,23 @@ where
         self.queue_commit();
     }
 
+    /// A `Flush` queues the group commit here, at the end of the calls
+    /// asked for so far, unless the last of them decides an offer: then the
+    /// machine stopped at an `Offer` that came after the `Flush`, with the
+    /// rest of what was read still to take in, so the sender was not
+    /// waiting yet; the commit waits for the next call, after the decision,
+    /// when the machine has taken in what it holds or stopped at another
+    /// offer. So a sender that says `Flush` after every file costs one
+    /// group commit per read of its bytes, not one `fsync` per file; no
+    /// file is confirmed before its group is durable, and a `Flush` is
+    /// acted on before the receiver waits for the peer (the drivers ask
+    /// for work after every drain, and an offer decision never waits for
+    /// the peer).
     fn poll_work(&mut self) -> Option<Work<Self, M>> {
+        if self.flush && !matches!(self.queued.last(), Some(Op::Prepare { .. })) {
+            self.flush = false;
+            self.queue_commit();
+        }
         if self.queued.is_empty() {
             return None;
         }
