@@ -888,7 +888,9 @@ fn hard_links_arrive_as_separate_copies_and_send_says_so() {
     let (status, out, err) = send(&addr, std::slice::from_ref(&tree), &[]);
     assert!(status.success() && rx.wait().success(), "{out}\n{err}");
     assert!(
-        err.contains("note: 1 files are hard links to others sent here; each goes as a separate copy"),
+        err.contains(
+            "note: 1 files are hard links to others sent here; each goes as a separate copy"
+        ),
         "{err}"
     );
     let a = fs::metadata(d.dst.join("linked/a.txt")).unwrap();
