@@ -94,7 +94,7 @@ struct Inner {
 }
 
 /// Entries [`Store::partials`] looks at, at most.
-pub const PARTIALS_LOOKED_AT: usize = 100_000;
+const PARTIALS_LOOKED_AT: usize = 100_000;
 
 /// Files smaller than this (64 KiB) are written to an unnamed file and
 /// given their name when saved: no partial file, so nothing to resume
@@ -191,8 +191,8 @@ impl Store {
     }
 
     /// The partial files of interrupted transfers anywhere under the
-    /// directory (symbolic links are not followed; at most
-    /// [`PARTIALS_LOOKED_AT`] entries are looked at): how many, and how
+    /// directory (symbolic links are not followed; at most 100,000
+    /// entries are looked at): how many, and how
     /// many bytes they hold (a later `send` of the same file resumes from
     /// them).
     pub fn partials(&self) -> io::Result<(u64, u64)> {
