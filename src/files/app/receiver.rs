@@ -75,7 +75,7 @@ struct Verified {
     id: u32,
     request: SaveRequest,
     hash: [u8; 32],
-    incoming: Option<Incoming>,
+    incoming: Incoming,
 }
 
 /// One file-system call, with the request it answers.
@@ -198,7 +198,6 @@ impl Disk {
                 // An up-to-date file goes through the commit too: its
                 // content stays, its metadata may need updating.
                 debug_assert!(!up_to_date || incoming.is_up_to_date());
-                let incoming = Some(incoming);
                 self.group.push(Verified {
                     id,
                     request,
@@ -255,13 +254,11 @@ impl Disk {
     /// Makes the group durable together and gives each file its final name.
     fn commit(&mut self, did: &mut Vec<Did>) -> io::Result<()> {
         let group = mem::take(&mut self.group);
-        let (to_commit, unchanged): (Vec<_>, Vec<_>) =
-            group.into_iter().partition(|v| v.incoming.is_some());
-        let mut ids = Vec::with_capacity(to_commit.len());
-        let mut incomings = Vec::with_capacity(to_commit.len());
-        for v in to_commit {
+        let mut ids = Vec::with_capacity(group.len());
+        let mut incomings = Vec::with_capacity(group.len());
+        for v in group {
             ids.push((v.id, v.request, v.hash));
-            incomings.extend(v.incoming);
+            incomings.push(v.incoming);
         }
         let results = Store::commit_reported(incomings);
         for ((id, request, hash), saved) in ids.into_iter().zip(results) {
@@ -270,14 +267,6 @@ impl Disk {
                 hash,
                 request,
                 saved,
-            });
-        }
-        for v in unchanged {
-            did.push(Did::Committed {
-                id: v.id,
-                hash: v.hash,
-                request: v.request,
-                saved: Ok(Committed::UpToDate(std::path::PathBuf::new())),
             });
         }
         Ok(())

@@ -294,16 +294,20 @@ impl SenderApp {
             }
         }
     }
-}
 
-impl SenderApp {
     /// Records that `file` could not be read, and why.
     fn unreadable(&mut self, file: usize, e: &io::Error) {
+        let message = crate::error::io_text(e);
+        self.give_up(file, Outcome::Unreadable { message });
+    }
+
+    /// `file` will not be delivered: its `outcome`, and the rest of it
+    /// counts as done for the progress bar.
+    fn give_up(&mut self, file: usize, outcome: Outcome) {
         if let Some(report) = self.report.get_mut(file) {
-            self.progress
-                .add(report.size.saturating_sub(report.from + report.moved));
-            let message = crate::error::io_text(e);
-            report.outcome = Outcome::Unreadable { message };
+            let left = report.size.saturating_sub(report.from + report.moved);
+            self.progress.add(left);
+            report.outcome = outcome;
         }
     }
 
@@ -364,11 +368,7 @@ where
                 reason,
                 message,
             } => {
-                let report = &mut self.report[file];
-                // A refused file counts as done for the progress bar.
-                self.progress
-                    .add(report.size.saturating_sub(report.from + report.moved));
-                report.outcome = Outcome::Refused { reason, message };
+                self.give_up(file, Outcome::Refused { reason, message });
             }
         }
         Ok(())

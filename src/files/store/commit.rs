@@ -204,6 +204,13 @@ impl Committed {
             Committed::Saved(p) | Committed::UpToDate(p) | Committed::MetadataUpdated(p) => p,
         }
     }
+
+    /// Where the file is, taken.
+    pub fn into_path(self) -> PathBuf {
+        match self {
+            Committed::Saved(p) | Committed::UpToDate(p) | Committed::MetadataUpdated(p) => p,
+        }
+    }
 }
 
 impl Incoming {

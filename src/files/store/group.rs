@@ -32,10 +32,9 @@ impl Store {
     /// line with the offer's where they differ, made durable with the group.
     pub fn commit_all(batch: Vec<Incoming>) -> Vec<Result<PathBuf, Refusal>> {
         let reported = Store::commit_reported(batch);
-        let path = |c: Committed| match c {
-            Committed::Saved(p) | Committed::UpToDate(p) | Committed::MetadataUpdated(p) => p,
-        };
-        reported.into_iter().map(|r| r.map(path)).collect()
+        (reported.into_iter())
+            .map(|r| r.map(Committed::into_path))
+            .collect()
     }
 
     /// [`commit_all`](Store::commit_all), saying for each file how it

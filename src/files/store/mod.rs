@@ -24,7 +24,8 @@
 //! receiver's umask as a newly created file would be, and the offered
 //! modification time to the nanosecond. A file already present with the
 //! offered size is hashed whole and offered back as
-//! [`Resume::Complete`]: if it is the same, it is left exactly as it is.
+//! [`Resume::Complete`]: if it is the same, its content is left as it is
+//! and only a mode or time that differ from the offer's are set.
 
 mod commit;
 mod group;
@@ -248,8 +249,10 @@ impl Store {
         match self.look_at_final(&dir, path, size)? {
             Found::Complete(hasher, file) if overwrite => {
                 let mut partial = Partial::claim(&dir, path.file_name())?;
-                self.check_room_for(size, &partial, &dir)?;
                 if let Some(resume) = self.newer_partial(&mut partial, &file, size)? {
+                    // Only a resume writes for sure; a file compared may be
+                    // up to date, and needs no room (as without a partial).
+                    self.check_room(size, partial.allocated())?;
                     let incoming = Incoming::new(self.clone(), path, dir, size, meta, partial);
                     return Ok((incoming, resume));
                 }
