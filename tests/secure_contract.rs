@@ -1,0 +1,365 @@
+//! The secure channel's contract as its public API states it, one rule per
+//! test: what an empty secret or a bad config does, what counts as a
+//! guess at the code (`has_peer_hello`, `handshake`, `failed_guess`),
+//! what `error` names, and how a machine that failed or ended answers
+//! input, timeouts and `poll_timeout`. Echo machines inside, one fixed
+//! `Instant` per test (time is a value here), the wire in memory.
+
+use std::time::{Duration, Instant};
+
+use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
+use echoxfer::error::ConfigError;
+use echoxfer::secure::{Handshake, Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::{
+    EchoConfig, Error, Machine, Output, SecureError, SessionLimits, StreamMachine, UsageError,
+};
+
+const CODE: &[u8] = b"5-orbit-lantern";
+
+/// An echo client with one message and its close queued: it ends on its own
+/// once the server answers.
+fn echo_client(now: Instant) -> EchoClient {
+    let mut client = EchoClient::new(
+        Client::new(EchoConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    client.send(&b"under the channel"[..]).unwrap();
+    client.close().unwrap();
+    client
+}
+
+fn echo_server(now: Instant) -> EchoServer {
+    EchoServer::new(
+        Server::new("hi", EchoConfig::default()),
+        SessionLimits::default(),
+        now,
+    )
+}
+
+fn client(code: &[u8], now: Instant) -> Secure<EchoClient> {
+    Secure::client(
+        echo_client(now),
+        code,
+        SecureConfig::default(),
+        now,
+        [1; 32],
+    )
+}
+
+fn server(code: &[u8], now: Instant) -> Secure<EchoServer> {
+    Secure::server(
+        echo_server(now),
+        code,
+        SecureConfig::default(),
+        now,
+        [2; 32],
+    )
+}
+
+/// Drains `m`: the bytes it sent, and its result if it ended.
+fn drain<M: StreamMachine>(m: &mut M) -> (Vec<u8>, Option<Result<(), Error>>) {
+    let mut sent = Vec::new();
+    for _ in 0..10_000 {
+        match m.poll_output() {
+            Output::Transmit(bytes) => sent.extend_from_slice(&bytes),
+            Output::Event(_) => {}
+            Output::Wait(_) => return (sent, None),
+            Output::Done(result) => return (sent, Some(result)),
+        }
+    }
+    panic!("the machine did not settle");
+}
+
+/// Hands `m` all of `bytes` (it has room: everything here is small).
+fn feed<M: StreamMachine>(m: &mut M, now: Instant, bytes: &[u8]) -> Result<(), Error> {
+    let taken = m.handle_input(now, bytes)?;
+    assert_eq!(taken, bytes.len(), "a secure side holds two whole records");
+    Ok(())
+}
+
+/// Exchanges what both sides send until both ended (or nothing moves);
+/// returns their results.
+fn run<A: StreamMachine, B: StreamMachine>(
+    a: &mut A,
+    b: &mut B,
+    now: Instant,
+) -> (Option<Result<(), Error>>, Option<Result<(), Error>>) {
+    let (mut a_done, mut b_done) = (None, None);
+    for _ in 0..100 {
+        let (to_b, a_end) = drain(a);
+        a_done = a_done.or(a_end);
+        if b_done.is_none() && !to_b.is_empty() {
+            let _ = feed(b, now, &to_b);
+        }
+        let (to_a, b_end) = drain(b);
+        b_done = b_done.or(b_end);
+        if a_done.is_none() && !to_a.is_empty() {
+            let _ = feed(a, now, &to_a);
+        }
+        if (a_done.is_some() && b_done.is_some()) || (to_a.is_empty() && to_b.is_empty()) {
+            let (_, a_end) = drain(a);
+            let (_, b_end) = drain(b);
+            return (a_done.or(a_end), b_done.or(b_end));
+        }
+    }
+    panic!("the session did not settle");
+}
+
+fn empty_secret() -> Error {
+    UsageError::BadConfig(ConfigError::Inconsistent {
+        field: "secret",
+        rule: "(the code) must not be empty",
+    })
+    .into()
+}
+
+#[test]
+fn an_empty_secret_fails_the_machine_at_once_with_bad_config() {
+    let now = Instant::now();
+    let mut c = Secure::client(echo_client(now), b"", SecureConfig::default(), now, [1; 32]);
+    let mut s = Secure::server(echo_server(now), b"", SecureConfig::default(), now, [2; 32]);
+    assert_eq!(c.error(), Some(&empty_secret()));
+    assert_eq!(s.error(), Some(&empty_secret()));
+    // Not even a hello goes out: nothing to authenticate with.
+    assert_eq!(c.poll_output(), Output::Done(Err(empty_secret())));
+    assert_eq!(s.poll_output(), Output::Done(Err(empty_secret())));
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.handshake(), Handshake::NoHello);
+    assert!(!c.failed_guess());
+}
+
+#[test]
+fn a_one_byte_secret_is_enough_to_start_the_handshake() {
+    let now = Instant::now();
+    let mut c = client(b"x", now);
+    assert_eq!(c.error(), None);
+    assert!(
+        matches!(c.poll_output(), Output::Transmit(h) if h.len() == HELLO_LEN && h.starts_with(b"EXFS"))
+    );
+    assert_eq!(
+        c.poll_output(),
+        Output::Wait(Some(now + SecureConfig::default().handshake_timeout))
+    );
+}
+
+#[test]
+fn an_invalid_config_fails_the_machine_at_once_naming_the_field() {
+    let now = Instant::now();
+    let cases = [
+        (
+            SecureConfig {
+                max_record: 0,
+                ..SecureConfig::default()
+            },
+            ConfigError::Zero("max_record"),
+        ),
+        (
+            SecureConfig {
+                close_timeout: Duration::ZERO,
+                ..SecureConfig::default()
+            },
+            ConfigError::Zero("close_timeout"),
+        ),
+    ];
+    for (cfg, why) in cases {
+        let mut s = Secure::server(echo_server(now), CODE, cfg, now, [2; 32]);
+        let expected = Error::from(UsageError::BadConfig(why));
+        assert_eq!(s.poll_output(), Output::Done(Err(expected.clone())));
+        assert_eq!(s.error(), Some(&expected));
+    }
+}
+
+#[test]
+fn a_peer_that_only_read_our_hello_spent_no_guess() {
+    let now = Instant::now();
+    let mut s = server(CODE, now);
+    let (hello, end) = drain(&mut s);
+    assert_eq!((hello.len(), end), (HELLO_LEN, None), "our hello went out");
+    assert!(!s.has_peer_hello());
+    assert_eq!(s.handshake(), Handshake::NoHello);
+    assert!(!s.failed_guess());
+    // A health check: it reads our hello and leaves.
+    s.handle_eof(now);
+    let (sent, end) = drain(&mut s);
+    assert!(sent.is_empty());
+    assert!(
+        matches!(&end, Some(Err(e)) if *e != SecureError::WrongCode.into()),
+        "a connection cut in the handshake, not a wrong code: {end:?}"
+    );
+    assert!(!s.has_peer_hello(), "no hello came");
+    assert_eq!(s.handshake(), Handshake::NoHello);
+    assert!(!s.handshake().spent_guess());
+    assert!(!s.failed_guess(), "a health check is not a guess");
+}
+
+#[test]
+fn a_peer_that_sent_part_of_a_hello_or_something_else_spent_no_guess() {
+    let now = Instant::now();
+    let (client_hello, _) = drain(&mut client(CODE, now));
+    let mut s = server(CODE, now);
+    drain(&mut s);
+    feed(&mut s, now, &client_hello[..HELLO_LEN - 1]).unwrap();
+    assert_eq!(drain(&mut s), (Vec::new(), None), "no confirmation yet");
+    assert!(!s.has_peer_hello(), "one byte short of a hello");
+    s.handle_eof(now);
+    assert!(matches!(drain(&mut s).1, Some(Err(_))));
+    assert!(!s.has_peer_hello());
+    assert_eq!(s.handshake(), Handshake::NoHello);
+    assert!(!s.failed_guess());
+
+    let mut s = server(CODE, now);
+    drain(&mut s);
+    let scanner = feed(&mut s, now, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(
+        matches!(scanner, Err(Error::Secure(SecureError::BadHello(_)))),
+        "{scanner:?}"
+    );
+    assert!(!s.has_peer_hello());
+    assert_eq!(s.handshake(), Handshake::NoHello);
+    assert!(!s.failed_guess());
+}
+
+#[test]
+fn a_peer_whose_whole_hello_arrived_holds_a_guess_until_its_confirmation_checks_out() {
+    let now = Instant::now();
+    let mut c = client(CODE, now);
+    let mut s = server(CODE, now);
+    let (client_hello, _) = drain(&mut c);
+    let (server_hello, _) = drain(&mut s);
+    feed(&mut s, now, &client_hello).unwrap();
+    let (confirm, _) = drain(&mut s);
+    assert_eq!(confirm.len(), CONFIRM_LEN, "our confirmation went out");
+    assert!(s.has_peer_hello());
+    assert!(!s.is_confirmed());
+    assert_eq!(s.handshake(), Handshake::Unconfirmed);
+    assert!(s.handshake().spent_guess());
+    assert!(s.failed_guess(), "were it to end now, a guess was spent");
+
+    feed(&mut c, now, &server_hello).unwrap();
+    feed(&mut c, now, &confirm).unwrap();
+    assert!(c.is_confirmed() && c.has_peer_hello());
+    let (client_confirm, _) = drain(&mut c);
+    feed(&mut s, now, &client_confirm).unwrap();
+    assert!(s.is_confirmed());
+    assert!(s.has_peer_hello(), "stays true");
+    assert_eq!(s.handshake(), Handshake::Confirmed);
+    assert!(!s.handshake().spent_guess());
+    assert!(!s.failed_guess(), "the peer knows the code");
+}
+
+#[test]
+fn error_names_the_channels_own_failure() {
+    let now = Instant::now();
+    let mut c = client(b"5-orbit-lanterm", now);
+    let mut s = server(CODE, now);
+    assert_eq!((c.error(), s.error()), (None, None));
+    let wrong = Error::from(SecureError::WrongCode);
+    let (c_end, s_end) = run(&mut c, &mut s, now);
+    assert_eq!(c_end, Some(Err(wrong.clone())));
+    assert_eq!(s_end, Some(Err(wrong.clone())));
+    assert_eq!(c.error(), Some(&wrong));
+    assert_eq!(s.error(), Some(&wrong));
+    // Each side got the other's hello: each spent a guess.
+    assert_eq!(c.handshake(), Handshake::Unconfirmed);
+    assert_eq!(s.handshake(), Handshake::Unconfirmed);
+
+    // A silent peer: the handshake's timeout is the channel's failure.
+    let cfg = SecureConfig {
+        handshake_timeout: Duration::from_secs(4),
+        ..SecureConfig::default()
+    };
+    let mut s = Secure::server(echo_server(now), CODE, cfg, now, [2; 32]);
+    drain(&mut s);
+    assert_eq!(s.error(), None);
+    s.handle_timeout(now + Duration::from_secs(4));
+    let timeout = Error::from(SecureError::HandshakeTimeout(Duration::from_secs(4)));
+    assert_eq!(s.error(), Some(&timeout));
+    assert_eq!(drain(&mut s), (Vec::new(), Some(Err(timeout))));
+}
+
+#[test]
+fn the_wrapped_machines_own_failure_is_its_result_not_the_channels_error() {
+    let now = Instant::now();
+    let mut c = client(CODE, now);
+    let mut s = server(CODE, now);
+    // The handshake only: the hellos, then the confirmations.
+    for _ in 0..2 {
+        let (to_s, _) = drain(&mut c);
+        let (to_c, _) = drain(&mut s);
+        feed(&mut s, now, &to_s).unwrap();
+        feed(&mut c, now, &to_c).unwrap();
+    }
+    assert!(c.is_confirmed() && s.is_confirmed());
+    s.abort("the operator stopped it".into());
+    s.handle_eof(now);
+    let (_, end) = drain(&mut s);
+    assert_eq!(
+        end,
+        Some(Err(Error::Aborted("the operator stopped it".into())))
+    );
+    assert_eq!(s.error(), None, "the channel itself did not fail");
+    assert_eq!(s.handshake(), Handshake::Confirmed);
+}
+
+#[test]
+fn a_machine_that_failed_has_no_deadline_and_answers_every_input_with_its_error() {
+    let now = Instant::now();
+    let mut c = client(b"5-orbit-lanterm", now);
+    let mut s = server(CODE, now);
+    let (_, s_end) = run(&mut c, &mut s, now);
+    let wrong = Error::from(SecureError::WrongCode);
+    assert_eq!(s_end, Some(Err(wrong.clone())));
+    assert_eq!(s.poll_timeout(), None, "Done: no deadline");
+    s.handle_timeout(now + Duration::from_secs(3600));
+    assert_eq!(s.poll_timeout(), None);
+    assert!(
+        s.input_room() > 0,
+        "it keeps reading, so the peer is never blocked"
+    );
+    for _ in 0..3 {
+        assert_eq!(s.handle_input(now, &[0x17; 1000]), Err(wrong.clone()));
+    }
+    assert_eq!(drain(&mut s), (Vec::new(), Some(Err(wrong))));
+
+    // Failed before the peer's whole hello, with the handshake's deadline
+    // still ahead: no deadline either.
+    let mut s = server(CODE, now);
+    drain(&mut s);
+    assert!(feed(&mut s, now, b"EXFQ").is_err());
+    assert_eq!(s.poll_timeout(), None);
+    assert!(matches!(
+        drain(&mut s).1,
+        Some(Err(Error::Secure(SecureError::BadHello(_))))
+    ));
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_machine_that_ended_takes_input_and_discards_it() {
+    let now = Instant::now();
+    let mut c = client(CODE, now);
+    let mut s = server(CODE, now);
+    let (c_end, s_end) = run(&mut c, &mut s, now);
+    assert_eq!((c_end, s_end), (Some(Ok(())), Some(Ok(()))));
+    for (name, end) in [
+        ("client", ended(&mut c, now)),
+        ("server", ended(&mut s, now)),
+    ] {
+        assert!(end, "the {name} kept its clean end");
+    }
+}
+
+/// Hands an ended `m` far more than two records' worth of bytes; whether
+/// it took every piece whole, stayed `Done(Ok)` and without a deadline.
+fn ended<M: StreamMachine>(m: &mut M, now: Instant) -> bool {
+    assert_eq!(m.poll_timeout(), None, "Done: no deadline");
+    let piece = [0x17u8; 4096];
+    for _ in 0..100 {
+        assert!(m.input_room() >= piece.len(), "room: {}", m.input_room());
+        assert_eq!(m.handle_input(now, &piece), Ok(piece.len()));
+        m.handle_timeout(now + Duration::from_secs(60));
+        assert_eq!(m.poll_timeout(), None);
+    }
+    matches!(m.poll_output(), Output::Done(Ok(())))
+}
