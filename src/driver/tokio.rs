@@ -1,6 +1,9 @@
 //! The tokio driver: one task per connection, the same server core and the
 //! same sans-IO loop as the blocking driver ([`super::core`]), and
-//! `select!` between input, the machine's deadline and an abort. Apps run inline on the task: keep them short.
+//! `select!` between input, the machine's deadline and an abort. Apps run
+//! inline on the task: keep them short, and hand what waits to the driver
+//! as a [`Work`](super::Work): a blocking job runs on tokio's blocking
+//! pool, an async one as a task of its own ([`spawn_work`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::task::{self, JoinError, JoinSet};
+use tokio::task::{self, JoinError, JoinHandle, JoinSet};
 
 use super::core::{Next, StreamCore};
 use super::datagram::{DatagramCore, DatagramNext};
 use super::server::{Admit, ServeCore, SessionId, StopStep};
 use super::shutdown::{ServeReport, Shutdown, SHUTDOWN_REASON};
-use super::{Abort, App, DriverError, Finish, Limits};
+use super::work::Job;
+use super::{Abort, App, DriverError, Finish, Limits, Work};
 use crate::machine::{DatagramMachine, StreamMachine};
 
 /// Runs one session of `machine` over `io` to its end, handing every event
@@ -34,13 +38,13 @@ where
     run_stream_until(machine, io, app, &Abort::new()).await
 }
 
-/// The application's [`Work`](super::Work) runs on tokio's blocking pool
-/// (hence `'static`: it may outlive a cancelled session's future), never
-/// on a runtime worker.
-///
 /// [`run_stream`] that also ends when `abort` is requested: the machine is
 /// aborted at once (telling the peer why) and the session ends as its
 /// protocol says.
+///
+/// The application's [`Work`](super::Work) runs off the session's task
+/// (see [`spawn_work`]; hence `'static`: it may outlive a cancelled
+/// session's future, and then runs to its end unawaited).
 pub async fn run_stream_until<M, T, A>(
     machine: &mut M,
     io: &mut T,
@@ -53,7 +57,7 @@ where
     A: App<M> + 'static,
 {
     let mut core = StreamCore::new(machine, app, abort);
-    // The application's work, on tokio's blocking pool.
+    // The application's work: a task, or a job on tokio's blocking pool.
     let mut running = None;
     // One timer and one abort watch for the whole session: making either
     // anew for every read or write (a timer-wheel entry, a waiter in the
@@ -114,7 +118,7 @@ where
             }
             Next::Work => {
                 if let Some(work) = core.take_work() {
-                    running = Some(tokio::task::spawn_blocking(move || work.run()));
+                    running = Some(spawn_work(work));
                 }
             }
             Next::AwaitWork => {
@@ -141,6 +145,23 @@ where
             }
             Next::Done(result) => return result,
         }
+    }
+}
+
+/// Starts the application's `work` off the session's task: a blocking job
+/// on tokio's blocking pool (`spawn_blocking`), so no runtime worker waits
+/// on a disk; an async job ([`Work::future`](super::Work::future)) as a
+/// task of its own (`tokio::spawn`), so an answer owed holds no thread,
+/// blocking or not. Either way the session awaits the handle, which
+/// yields the work's [`Finish`] (or the panic that ended it).
+pub fn spawn_work<A, M>(work: Work<A, M>) -> JoinHandle<Finish<A, M>>
+where
+    A: 'static,
+    M: 'static,
+{
+    match work.into_job() {
+        Job::Blocking(job) => task::spawn_blocking(job),
+        Job::Async(job) => task::spawn(job),
     }
 }
 
@@ -343,9 +364,9 @@ impl Served {
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown`
 /// completes. The loop is [`DatagramCore`]'s;
-/// the application's [`Work`](super::Work) runs on tokio's blocking pool
-/// (hence `'static`, as for [`run_stream`]), and a shutdown waits for a
-/// work that is running.
+/// the application's [`Work`](super::Work) runs off the loop's task, as
+/// [`spawn_work`] says (hence `'static`, as for [`run_stream`]), and a
+/// shutdown waits for a work that is running.
 pub async fn run_datagram<M, A>(
     machine: &mut M,
     socket: &UdpSocket,
@@ -383,7 +404,7 @@ where
             }
             DatagramNext::Work => {
                 if let Some(work) = core.take_work() {
-                    running = Some(tokio::task::spawn_blocking(move || work.run()));
+                    running = Some(spawn_work(work));
                 }
             }
             DatagramNext::AwaitWork => {
