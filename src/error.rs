@@ -111,13 +111,24 @@ pub enum SecureError {
     #[error("wrong code: the peer used a different code or secret; check the code and try again")]
     WrongCode,
     /// A record failed authentication or is malformed (a byte flipped,
-    /// dropped, duplicated or reordered on the way), or the stream ended
-    /// without the peer's close record (a truncation).
+    /// dropped, duplicated or reordered on the way).
     #[error("integrity failure on the encrypted channel: {0}; the connection was tampered with or broken, try again")]
     Integrity(&'static str),
+    /// The stream ended, after the handshake, without the peer's close
+    /// record: a truncation, which is also what a peer that was killed (or
+    /// whose host or network went away) looks like.
+    #[error("the connection ended without the peer's close record (truncated): the peer stopped or the network cut it, try again")]
+    Truncated,
+    /// The connection ended during the handshake, before the peer's key
+    /// confirmation checked out: a peer that left, a server that refused
+    /// the connection without a notice, or one stopping.
+    /// [`Secure::handshake`](crate::secure::Secure::handshake) says whether
+    /// the session spent a guess at the code.
+    #[error("the connection ended during the secure handshake")]
+    HandshakeCut,
     /// The peer speaks plaintext echoxfer while this side expects an
     /// encrypted session.
-    #[error("the peer sent a plaintext session but this side expects an encrypted one: give the peer the same code (or secret), or use --insecure on both sides")]
+    #[error("the peer sent a plaintext session but this side expects an encrypted one: give the peer the same code (or secret), or run both sides unencrypted")]
     PeerIsPlaintext,
     /// The peer's secure hello is not one this version understands (bad
     /// magic, version or side).
@@ -132,35 +143,46 @@ pub enum SecureError {
     NonceExhausted,
     /// The server sent a refusal notice instead of its hello (docs/PROTOCOL.md,
     /// section 6, "Refusal notice"): it refuses connections from this
-    /// side's address for `retry_after` (rounded up to a second).
-    /// `reason` is the notice's reason byte:
-    /// [`REFUSED_AFTER_GUESSES`](crate::secure::REFUSED_AFTER_GUESSES), failed
-    /// guesses at the code from this address; others are reserved. The
-    /// notice is not authenticated (it comes before any key): it says
+    /// side's address for `retry_after` (rounded up to a second), for
+    /// `reason`. The notice is not authenticated (it comes before any key): it says
     /// nothing an on-path attacker could not also do by cutting the
     /// connection.
     #[error("{}", refusal_text(*.reason, *.retry_after))]
     Refused {
-        /// Why (the notice's reason byte).
-        reason: u8,
+        /// Why.
+        reason: RefusalReason,
         /// How long the server says it refuses this address.
         retry_after: std::time::Duration,
     },
 }
 
+/// Why a server refuses a connection before its handshake, as its
+/// refusal notice says (docs/PROTOCOL.md, section 6, gives each reason's
+/// byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// Failed guesses at the code from the connection's source address.
+    FailedGuesses,
+    /// The source address already runs as many sessions as the server
+    /// allows from one address; one may end soon.
+    SourceCap,
+    /// A reason this version does not know (reserved): its byte.
+    Unknown(u8),
+}
+
 /// What a [`SecureError::Refused`] says.
-fn refusal_text(reason: u8, retry_after: std::time::Duration) -> String {
+fn refusal_text(reason: RefusalReason, retry_after: std::time::Duration) -> String {
     let secs = retry_after.as_secs();
     match reason {
-        crate::secure::REFUSED_AFTER_GUESSES => format!(
+        RefusalReason::FailedGuesses => format!(
             "the server refuses this address for {secs} s after failed code guesses from it; \
              wait and try again"
         ),
-        crate::secure::REFUSED_AT_SOURCE_CAP => "the server already runs as many sessions from \
-             this address as it allows (its max_per_source); wait for one to end and try again"
+        RefusalReason::SourceCap => "the server already runs as many sessions from this \
+             address as it allows (its max_per_source); wait for one to end and try again"
             .to_string(),
-        _ => format!(
-            "the server refuses this connection for {secs} s (reason {reason}); wait and try again"
+        RefusalReason::Unknown(byte) => format!(
+            "the server refuses this connection for {secs} s (reason {byte}); wait and try again"
         ),
     }
 }

@@ -42,9 +42,9 @@ fn secure_receiver(code: &[u8], cfg: SecureConfig, now: Instant, s: u8) -> Secur
 fn is_integrity(r: &Result<(), DriverError>) -> bool {
     matches!(
         r,
-        Err(DriverError::Machine(Error::Secure(SecureError::Integrity(
-            _
-        ))))
+        Err(DriverError::Machine(Error::Secure(
+            SecureError::Integrity(_) | SecureError::Truncated
+        )))
     )
 }
 

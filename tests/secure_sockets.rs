@@ -23,6 +23,7 @@ use echoxfer::secure::{
 use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, Error, Machine, Output, SecureError, SessionLimits, TransferConfig};
+use echoxfer::error::RefusalReason;
 use socket2::{Domain, SockRef, Socket, Type};
 
 mod common;
@@ -442,7 +443,7 @@ mod guessers {
                     reason,
                     retry_after,
                 }))) => {
-                    assert_eq!(reason, REFUSED_AFTER_GUESSES);
+                    assert_eq!(reason, RefusalReason::FailedGuesses);
                     assert!(
                         (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&retry_after),
                         "{retry_after:?}"

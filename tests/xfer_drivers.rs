@@ -442,7 +442,7 @@ fn blocking_sender_is_told_the_receivers_disk_is_full() {
     assert_told_disk_full(sent);
     let received = rx.join().unwrap();
     assert!(
-        matches!(&received, Err(DriverError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC)),
+        matches!(&received, Err(DriverError::App(source)) if source.raw_os_error() == Some(libc::ENOSPC)),
         "{received:?}"
     );
     assert!(!d.dst.join("file-0.bin").exists());

@@ -461,10 +461,12 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             if stalled {
                 self.out = Batch::default();
                 self.writing = None;
+                let waited = now.saturating_duration_since(progress.last);
+                let stalled = DriverError::StalledPeer { waited };
                 match &mut self.ending {
                     Some(Err(_)) => {}
-                    Some(result) => *result = Err(DriverError::stalled_peer()),
-                    None => self.failed = Some(DriverError::stalled_peer()),
+                    Some(result) => *result = Err(stalled),
+                    None => self.failed = Some(stalled),
                 }
             }
             return;
@@ -510,10 +512,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
 
     fn app_failure(&mut self, source: io::Error) {
         self.machine.abort(source.to_string());
-        self.app_failed = Some(DriverError::Io {
-            context: "application",
-            source,
-        });
+        self.app_failed = Some(DriverError::App(source));
     }
 
     /// The session ends with `result`, once the application's remaining
@@ -1004,10 +1003,7 @@ mod tests {
         core.closed(t(0.0));
         assert!(matches!(
             core.next(t(0.0)),
-            Next::Done(Err(DriverError::Io {
-                context: "application",
-                ..
-            }))
+            Next::Done(Err(DriverError::App(_)))
         ));
     }
 
@@ -1059,8 +1055,7 @@ mod tests {
         assert!(matches!(core.next(t(0.0)), Next::Close));
         core.closed(t(0.0));
         match core.next(t(0.0)) {
-            Next::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "application");
+            Next::Done(Err(DriverError::App(source))) => {
                 assert_eq!(source.to_string(), "disk full");
             }
             other => panic!("the app's failure is the result: {other:?}"),

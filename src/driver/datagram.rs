@@ -176,10 +176,7 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
     fn app_failure(&mut self, source: io::Error) {
         // The first failure stands; later events are dropped with the loop.
         if !matches!(self.ending, Some(Err(_))) {
-            self.ending = Some(Err(DriverError::Io {
-                context: "application",
-                source,
-            }));
+            self.ending = Some(Err(DriverError::App(source)));
         }
     }
 
@@ -411,8 +408,7 @@ mod tests {
         };
         let mut core = DatagramCore::new(&mut fake, &mut app);
         match core.next(t(0.0)) {
-            DatagramNext::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "application");
+            DatagramNext::Done(Err(DriverError::App(source))) => {
                 assert_eq!(source.to_string(), "disk full");
             }
             other => panic!("the app's failure is the result: {other:?}"),

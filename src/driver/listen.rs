@@ -104,7 +104,7 @@ pub struct Limits {
     /// refusal ends first is forgotten to make room.
     pub max_guessing_sources: usize,
     /// Whether a connection from a source at its cap gets a refusal notice
-    /// (reason [`REFUSED_AT_SOURCE_CAP`](crate::secure::REFUSED_AT_SOURCE_CAP);
+    /// (reason [`RefusalReason::SourceCap`](crate::error::RefusalReason::SourceCap);
     /// docs/PROTOCOL.md, section 6) before it is closed, so that a secure
     /// client can say why (default false: closed without a byte, as a
     /// server of a protocol without notices, RFC 862 say, must).

@@ -78,20 +78,33 @@ impl<M: Machine> App<M> for Ignore {
     }
 }
 
-/// Why a driven session ended badly.
+/// Why a driven session ended badly: each cause its own variant, so that
+/// a server or a CLI tells them apart by matching, never by text.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The machine failed (the peer broke the protocol, timed out, ...).
     #[error(transparent)]
     Machine(#[from] crate::Error),
-    /// The transport or the application failed.
+    /// The transport failed.
     #[error("{context}: {source}")]
     Io {
-        /// What the driver was doing.
+        /// What the driver was doing ("reading from the peer", ...).
         context: &'static str,
         /// The underlying error.
         #[source]
         source: io::Error,
+    },
+    /// The application failed: its [`App::on_event`], or the result of its
+    /// [`Work`], returned this error (a full disk, say). The machine was
+    /// aborted and told the peer why.
+    #[error(transparent)]
+    App(io::Error),
+    /// The peer took none of our output for `waited`, the machine's
+    /// [`write_timeout`](StreamMachine::write_timeout) (it stopped reading).
+    #[error("writing to the peer, which took nothing for {waited:?} (it stopped reading)")]
+    StalledPeer {
+        /// How long the last write waited without progress.
+        waited: std::time::Duration,
     },
 }
 
@@ -100,15 +113,10 @@ impl DriverError {
         move |source| DriverError::Io { context, source }
     }
 
-    /// The peer took none of our output for the machine's write timeout.
-    pub(crate) fn stalled_peer() -> DriverError {
-        DriverError::io(STALLED_PEER)(io::ErrorKind::TimedOut.into())
-    }
-
     /// Whether the session ended because the peer took none of our output
-    /// for the machine's write timeout (it stopped reading).
+    /// for the machine's write timeout ([`DriverError::StalledPeer`]).
     pub fn is_stalled_peer(&self) -> bool {
-        matches!(self, DriverError::Io { context, .. } if *context == STALLED_PEER)
+        matches!(self, DriverError::StalledPeer { .. })
     }
 
     /// Whether the peer reset or closed the connection under a read or a
@@ -117,8 +125,6 @@ impl DriverError {
         matches!(self, DriverError::Io { source, .. } if core::is_reset(source))
     }
 }
-
-const STALLED_PEER: &str = "writing to the peer, which stopped reading";
 
 /// Asks a running session to end from outside (a server shutting down, a
 /// user's Ctrl-C): the driver aborts the machine with the reason, which

@@ -49,7 +49,8 @@ use std::time::{Duration, Instant};
 use super::listen::{source_of, AcceptBackoff, Limits, Refusals};
 use super::penalty::Penalties;
 use super::shutdown::{ServeReport, ABORT_WAIT};
-use crate::secure::{refusal_notice, REFUSAL_LEN, REFUSED_AFTER_GUESSES, REFUSED_AT_SOURCE_CAP};
+use crate::error::RefusalReason;
+use crate::secure::{refusal_notice, REFUSAL_LEN};
 
 /// A session the core let in, until it is reported ended.
 pub(crate) type SessionId = u64;
@@ -163,13 +164,13 @@ impl ServeCore {
             if let Some(count) = self.penalized.refused(now) {
                 tracing::warn!(%peer, count, "closed connections from a source refused for a while after failed guesses at the code");
             }
-            return Admit::Penalized(refusal_notice(REFUSED_AFTER_GUESSES, left));
+            return Admit::Penalized(refusal_notice(RefusalReason::FailedGuesses, left));
         }
         let count = self.per_source.entry(source).or_insert(0);
         if *count >= self.limits.max_per_source {
             self.refusals.refuse(now, peer, self.limits.max_per_source);
             if self.limits.notify_at_cap {
-                let notice = refusal_notice(REFUSED_AT_SOURCE_CAP, Duration::from_secs(1));
+                let notice = refusal_notice(RefusalReason::SourceCap, Duration::from_secs(1));
                 return Admit::AtCap(notice);
             }
             return Admit::Refuse;
@@ -598,8 +599,7 @@ mod tests {
     fn only_the_machines_verdict_makes_a_guess_never_the_error_alone() {
         let t0 = Instant::now();
         let mut core = ServeCore::new(penalty_limits());
-        let state = crate::secure::HANDSHAKE_STATE;
-        let eof = || crate::Error::Remote(crate::error::ProtocolError::UnexpectedEof { state });
+        let eof = || crate::Error::Secure(crate::error::SecureError::HandshakeCut);
         let timeout = || crate::Error::Secure(crate::error::SecureError::HandshakeTimeout(SECOND));
         // A health check that read the server's hello and left, and a
         // scanner that stayed silent until the handshake deadline: no hello

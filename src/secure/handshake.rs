@@ -11,7 +11,7 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 use super::record::Direction;
 use super::{Side, SECURE_MAGIC, SECURE_VERSION};
-use crate::error::SecureError;
+use crate::error::{RefusalReason, SecureError};
 
 /// Bytes of a SPAKE2 (Ed25519) message: the side byte and a point.
 const SPAKE_MSG_LEN: usize = 33;
@@ -104,14 +104,32 @@ pub const REFUSED_AFTER_GUESSES: u8 = 1;
 /// `max_per_source`); the seconds are a hint (1): a session may end soon.
 pub const REFUSED_AT_SOURCE_CAP: u8 = 2;
 
+/// A refusal reason's byte on the wire.
+fn reason_byte(reason: RefusalReason) -> u8 {
+    match reason {
+        RefusalReason::FailedGuesses => REFUSED_AFTER_GUESSES,
+        RefusalReason::SourceCap => REFUSED_AT_SOURCE_CAP,
+        RefusalReason::Unknown(byte) => byte,
+    }
+}
+
+/// The reason a refusal notice's byte stands for.
+fn reason_of(byte: u8) -> RefusalReason {
+    match byte {
+        REFUSED_AFTER_GUESSES => RefusalReason::FailedGuesses,
+        REFUSED_AT_SOURCE_CAP => RefusalReason::SourceCap,
+        other => RefusalReason::Unknown(other),
+    }
+}
+
 /// The refusal notice for `reason`, saying the refusal lasts `left` more
 /// (rounded up to a whole second, at least 1).
-pub fn refusal_notice(reason: u8, left: std::time::Duration) -> [u8; REFUSAL_LEN] {
+pub fn refusal_notice(reason: RefusalReason, left: std::time::Duration) -> [u8; REFUSAL_LEN] {
     let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
     let secs = u32::try_from(secs.max(1)).unwrap_or(u32::MAX);
     let mut notice = [0u8; REFUSAL_LEN];
     notice[..4].copy_from_slice(&REFUSAL_MAGIC);
-    notice[4] = reason;
+    notice[4] = reason_byte(reason);
     notice[5..].copy_from_slice(&secs.to_be_bytes());
     notice
 }
@@ -124,7 +142,7 @@ pub fn take_refusal(held: &[u8]) -> Option<SecureError> {
     }
     let secs = u32::from_be_bytes(held[5..REFUSAL_LEN].try_into().expect("4 bytes"));
     Some(SecureError::Refused {
-        reason: held[4],
+        reason: reason_of(held[4]),
         retry_after: std::time::Duration::from_secs(secs.into()),
     })
 }
@@ -258,10 +276,10 @@ mod tests {
 
     #[test]
     fn a_refusal_notice_is_taken_by_a_client_only_and_rounds_its_time_up() {
-        let notice = refusal_notice(REFUSED_AFTER_GUESSES, Duration::from_millis(7_001));
+        let notice = refusal_notice(RefusalReason::FailedGuesses, Duration::from_millis(7_001));
         assert_eq!(&notice[..], b"EXFW\x01\x00\x00\x00\x08");
         assert_eq!(
-            refusal_notice(REFUSED_AFTER_GUESSES, Duration::ZERO)[5..],
+            refusal_notice(RefusalReason::FailedGuesses, Duration::ZERO)[5..],
             1u32.to_be_bytes(),
             "at least a second"
         );
@@ -270,7 +288,7 @@ mod tests {
         assert_eq!(
             take_refusal(&notice),
             Some(SecureError::Refused {
-                reason: REFUSED_AFTER_GUESSES,
+                reason: RefusalReason::FailedGuesses,
                 retry_after: Duration::from_secs(8)
             })
         );

@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::error::{ConfigError, Error, ProtocolError, SecureError, UsageError};
+use crate::error::{ConfigError, Error, SecureError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
 
@@ -108,16 +108,6 @@ use record::{Direction, RECORD_WIRE_LIMIT};
 pub const SECURE_MAGIC: [u8; 4] = *b"EXFS";
 /// The secure channel's wire version.
 pub const SECURE_VERSION: u8 = 1;
-
-/// The state an [`UnexpectedEof`](crate::error::ProtocolError::UnexpectedEof)
-/// names when the connection ends during the secure handshake.
-pub const HANDSHAKE_STATE: &str = "the secure handshake";
-
-/// What an [`Integrity`](crate::error::SecureError::Integrity) failure says
-/// when the stream ended, after the handshake, without the peer's close
-/// record: a truncation, which is also what a peer that was killed (or
-/// whose host went away) looks like; an application may word it so.
-pub const TRUNCATED: &str = "the connection ended without the peer's close record (truncated)";
 
 /// Output of the wrapped machine this large is sealed straight from where
 /// it is (see `Secure::push_plain`); smaller output is gathered first.
@@ -445,7 +435,7 @@ impl<M: StreamMachine> Secure<M> {
                 return None;
             }
             // Every whole record is processed; no close record came.
-            self.fail(SecureError::Integrity(TRUNCATED).into());
+            self.fail(SecureError::Truncated.into());
             return None;
         }
         Some(Output::Wait(deadline))
@@ -457,8 +447,7 @@ impl<M: StreamMachine> Secure<M> {
             return None;
         }
         if self.eof {
-            let state = HANDSHAKE_STATE;
-            self.fail(ProtocolError::UnexpectedEof { state }.into());
+            self.fail(SecureError::HandshakeCut.into());
             return None;
         }
         Some(Output::Wait(self.handshake_deadline))

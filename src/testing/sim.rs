@@ -475,6 +475,8 @@ fn failure_kind(e: &DriverError) -> Result<&'static str, String> {
         DriverError::Machine(Error::Secure(e)) => match e {
             SecureError::WrongCode => "wrong-code",
             SecureError::Integrity(_) => "integrity",
+            SecureError::Truncated => "truncated",
+            SecureError::HandshakeCut => "handshake-cut",
             SecureError::BadHello(_) => "bad-hello",
             SecureError::HandshakeTimeout(_) => "handshake-timeout",
             // Both sides of every simulated session are secure, no

@@ -13,11 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::driver::{DriverError, Limits};
-use echoxfer::error::{CodecError, ProtocolError, SecureError};
-use echoxfer::secure::{
-    Handshake, Secure, SecureConfig, Side, HANDSHAKE_STATE, REFUSED_AFTER_GUESSES,
-    REFUSED_AT_SOURCE_CAP, TRUNCATED,
-};
+use echoxfer::error::{CodecError, ProtocolError, RefusalReason, SecureError};
+use echoxfer::secure::{Handshake, Secure, SecureConfig, Side};
 use echoxfer::{Error, Machine, Output, StreamMachine};
 
 use echoxfer::secure::secret_file_password;
@@ -496,18 +493,18 @@ pub fn explain(
     {
         let secs = retry_after.as_secs();
         return match *reason {
-            REFUSED_AFTER_GUESSES => format!(
+            RefusalReason::FailedGuesses => format!(
                 "refused: the server at {peer} refuses this address for {secs} s after failed \
                  code guesses from it; wait and try again"
             ),
-            REFUSED_AT_SOURCE_CAP => format!(
+            RefusalReason::SourceCap => format!(
                 "refused: the server at {peer} already runs as many sessions from this address \
                  as its --max-per-source limit allows; wait for one of them to end, or have the \
                  server raise --max-per-source (e.g. many clients behind one address)"
             ),
-            _ => format!(
+            RefusalReason::Unknown(byte) => format!(
                 "refused: the server at {peer} refuses this connection for {secs} s (reason \
-                 {reason}); wait and try again"
+                 {byte}); wait and try again"
             ),
         }
         .into();
@@ -531,7 +528,7 @@ pub fn explain(
              used up); check the code and {}",
             session.again()
         ),
-        Error::Secure(SecureError::Integrity(what)) if *what == TRUNCATED => format!(
+        Error::Secure(SecureError::Truncated) => format!(
             "the peer at {peer} closed the connection without ending the session (it was \
              stopped or killed, or its network went away); {after_cut}"
         ),
@@ -556,7 +553,7 @@ pub fn explain(
                 other_protocol_message(message).expect("checked")
             )
         }
-        Error::Remote(ProtocolError::UnexpectedEof { state }) if *state == HANDSHAKE_STATE => {
+        Error::Secure(SecureError::HandshakeCut) => {
             format!(
                 "{peer} closed the connection during the secure handshake: it may run as many \
                  sessions from this address as it allows, or be stopping or gone; check the \
@@ -622,7 +619,7 @@ mod tests {
 
     #[test]
     fn a_truncation_is_a_peer_that_went_away_and_a_bad_record_stays_an_integrity_failure() {
-        let cut = DriverError::Machine(Error::Secure(SecureError::Integrity(TRUNCATED)));
+        let cut = DriverError::Machine(Error::Secure(SecureError::Truncated));
         let text = explain(cut.into(), "127.0.0.1:9", Session::Receive).to_string();
         assert!(
             text.contains("closed the connection without ending the session")
@@ -630,7 +627,7 @@ mod tests {
                 && !text.contains('\n'),
             "{text}"
         );
-        let echo = DriverError::Machine(Error::Secure(SecureError::Integrity(TRUNCATED)));
+        let echo = DriverError::Machine(Error::Secure(SecureError::Truncated));
         let text = explain(echo.into(), "127.0.0.1:9", Session::Echo).to_string();
         assert!(!text.contains("file"), "echo says nothing of files: {text}");
         let forged = DriverError::Machine(Error::Secure(SecureError::Integrity("not authentic")));
@@ -641,7 +638,7 @@ mod tests {
     #[test]
     fn a_refusal_after_failed_guesses_says_for_how_long_and_not_that_the_network_cut_it() {
         let refused = DriverError::Machine(Error::Secure(SecureError::Refused {
-            reason: REFUSED_AFTER_GUESSES,
+            reason: RefusalReason::FailedGuesses,
             retry_after: Duration::from_secs(31),
         }));
         let text = explain(refused.into(), "127.0.0.1:9", Session::Send).to_string();

@@ -100,8 +100,7 @@ fn dispatch(command: Command) -> CmdResult {
 
 /// `error: ...`, then one `caused by: ...` line per underlying cause that
 /// says something new: a cause whose text the line above already holds
-/// (an application's error is `application: X`, caused by `X`) is not
-/// repeated, nor is the driver's `application: ` prefix shown.
+/// is not repeated.
 fn print_error_chain(e: &(dyn std::error::Error + 'static)) {
     for line in error_lines(e) {
         eprintln!("{line}");
@@ -113,9 +112,6 @@ fn print_error_chain(e: &(dyn std::error::Error + 'static)) {
 fn error_lines(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
     let one_line = |text: String| text.replace(['\n', '\r'], " ");
     let mut said = one_line(e.to_string());
-    if let Some(rest) = said.strip_prefix("application: ") {
-        said = rest.to_string();
-    }
     let mut lines = vec![format!("error: {said}")];
     let mut source = e.source();
     while let Some(cause) = source {
@@ -135,10 +131,9 @@ mod tests {
 
     #[test]
     fn an_application_error_prints_once_without_the_driver_prefix() {
-        let e = echoxfer::driver::DriverError::Io {
-            context: "application",
-            source: std::io::Error::other("cannot write out.bin: disk full"),
-        };
+        let e = echoxfer::driver::DriverError::App(std::io::Error::other(
+            "cannot write out.bin: disk full",
+        ));
         assert_eq!(error_lines(&e), ["error: cannot write out.bin: disk full"]);
         let e = echoxfer::driver::DriverError::Io {
             context: "reading from the peer",

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::{drain, small_limits, small_transfer, Input};
 use crate::driver::App;
-use crate::error::{Error, ProtocolError, SecureError};
+use crate::error::{Error, SecureError};
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN, RECORD_LIMIT, TAG_LEN};
 use crate::testing::mem::{MemDisk, MemReceiver, MemSender};
@@ -129,7 +129,6 @@ fn assert_typed(done: &Result<(), Error>) {
     match done {
         Ok(()) => {}
         Err(Error::Secure(_)) => {}
-        Err(Error::Remote(ProtocolError::UnexpectedEof { .. })) => {}
         Err(Error::Local(_)) => {}
         // The wrapped machine's own deadlines, as the input moves the clock.
         Err(Error::TimedOut(_) | Error::TooSlow { .. }) => {}

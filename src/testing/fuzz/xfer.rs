@@ -445,7 +445,7 @@ fn session(
     // The in-memory apps fail only when a machine asks what it must not
     // (a write for another name, a verified file whose content differs).
     for side in [&outcome.a, &outcome.b] {
-        if let Err(crate::driver::DriverError::Io { source, .. }) = side {
+        if let Err(crate::driver::DriverError::App(source)) = side {
             panic!("an app caught a machine breaking an invariant: {source}");
         }
     }

@@ -176,7 +176,7 @@ fn is_integrity(result: &Result<(), DriverError>) -> bool {
     matches!(
         result,
         Err(DriverError::Machine(crate::Error::Secure(
-            crate::error::SecureError::Integrity(_)
+            crate::error::SecureError::Integrity(_) | crate::error::SecureError::Truncated
         )))
     )
 }
