@@ -78,6 +78,7 @@
 
 use std::borrow::{Borrow, BorrowMut};
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -86,13 +87,17 @@ use crate::error::{ConfigError, Error, SecureError, UsageError};
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
 
+mod channel;
 mod config;
 mod handshake;
 mod incoming;
 mod outgoing;
 mod password;
 mod record;
+#[cfg(feature = "os-rng")]
+mod seed;
 
+pub use channel::Channel;
 pub use config::SecureConfig;
 pub use handshake::{
     refusal_notice, CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSAL_MAGIC,
@@ -100,6 +105,8 @@ pub use handshake::{
 };
 pub use password::{normalize_code, secret_file_password, PasswordError, MIN_SECRET_LEN};
 pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
+#[cfg(feature = "os-rng")]
+pub use seed::{os_seed, SeedError, SEED_LEN};
 
 use handshake::{Keys, Started};
 use record::{Direction, RECORD_WIRE_LIMIT};
@@ -612,6 +619,31 @@ impl<M> Borrow<M> for Secure<M> {
 
 impl<M> BorrowMut<M> for Secure<M> {
     fn borrow_mut(&mut self) -> &mut M {
+        &mut self.inner
+    }
+}
+
+/// `Secure<M>` dereferences to `M`, so `M`'s requests are answered on the
+/// channel itself: `secure.accept(request, resume)`, `secure.push_chunk(..)`,
+/// `secure.send(..)` (as rustls's connections dereference to
+/// `ConnectionCommon`). Methods of `Secure` itself come first: its own
+/// ([`handshake`](Secure::handshake), [`error`](Secure::error), ...) and,
+/// with the trait in scope, those of [`Machine`] and [`StreamMachine`]
+/// (`poll_output`, `handle_input`, `abort`, ...), so the channel, not the
+/// wrapped machine, gets the transport's bytes and the timers. To reach a
+/// method of `M` that `Secure` shadows (`M`'s own `error`, say), call it
+/// on [`inner`](Secure::inner).
+impl<M> Deref for Secure<M> {
+    type Target = M;
+
+    fn deref(&self) -> &M {
+        &self.inner
+    }
+}
+
+/// As `Deref`: `M`'s commands and answers, on the channel itself.
+impl<M> DerefMut for Secure<M> {
+    fn deref_mut(&mut self) -> &mut M {
         &mut self.inner
     }
 }

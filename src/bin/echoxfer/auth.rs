@@ -5,19 +5,17 @@
 //! a secure side meeting a plaintext one. The cryptography is the
 //! library's (`echoxfer::secure`); this only chooses and explains.
 
-use std::borrow::{Borrow, BorrowMut};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
 use echoxfer::driver::{DriverError, Limits};
 use echoxfer::error::{CodecError, ProtocolError, RefusalReason, SecureError};
-use echoxfer::secure::{Handshake, Secure, SecureConfig, Side};
-use echoxfer::{Error, Machine, Output, StreamMachine};
+use echoxfer::secure::{SecureConfig, Side};
+use echoxfer::{Error, StreamMachine};
 
-use echoxfer::secure::secret_file_password;
+use echoxfer::secure::{self, secret_file_password};
 
 use crate::addr::HostPort;
 use crate::args::SecureArgs;
@@ -27,6 +25,8 @@ use crate::term;
 mod code;
 
 pub use code::CODE_ENV;
+/// A session's machine, behind the secure channel or plain: the library's.
+pub use echoxfer::secure::Channel;
 
 /// The code words, one per line (256: each word is 8 bits of a code).
 const WORD_LIST: &str = include_str!("words.txt");
@@ -265,160 +265,39 @@ pub fn for_server(
     Ok(Auth::Secret(code.into_bytes()))
 }
 
-/// A session's machine, behind the secure channel or plain.
-// One per session, and nearly always `Secure`: boxing it would only add an
-// indirection to every call.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Channel<M> {
-    /// `--insecure`: the machine's bytes as they are.
-    Plain(M),
-    /// Authenticated and encrypted.
-    Secure(Secure<M>),
-}
+impl Auth {
+    /// The secure channel's password; `None` with `--insecure`.
+    pub fn secret(&self) -> Option<&[u8]> {
+        match self {
+            Auth::Insecure => None,
+            Auth::Secret(secret) => Some(secret),
+        }
+    }
 
-impl<M: StreamMachine> Channel<M> {
-    /// `machine` on the side that connected.
-    pub fn client(machine: M, auth: &Auth, now: Instant) -> Channel<M> {
-        Channel::new(machine, auth, now, Side::Client)
+    /// `machine` on the side that connected, behind the secure channel
+    /// (or plain with `--insecure`).
+    pub fn client_channel<M: StreamMachine>(&self, machine: M, now: Instant) -> Channel<M> {
+        self.channel(Side::Client, machine, now)
     }
 
     /// `machine` on the side that accepted.
-    pub fn server(machine: M, auth: &Auth, now: Instant) -> Channel<M> {
-        Channel::new(machine, auth, now, Side::Server)
+    pub fn server_channel<M: StreamMachine>(&self, machine: M, now: Instant) -> Channel<M> {
+        self.channel(Side::Server, machine, now)
     }
 
-    fn new(machine: M, auth: &Auth, now: Instant, side: Side) -> Channel<M> {
-        let Auth::Secret(secret) = auth else {
+    fn channel<M: StreamMachine>(&self, side: Side, machine: M, now: Instant) -> Channel<M> {
+        let config = SecureConfig::default();
+        let Some(secret) = self.secret() else {
             return Channel::Plain(machine);
         };
-        match random_bytes() {
-            Ok(seed) => Channel::Secure(Secure::new(
-                side,
-                machine,
-                secret,
-                SecureConfig::default(),
-                now,
-                seed,
-            )),
+        match secure::os_seed() {
+            Ok(seed) => Channel::new(side, machine, Some(secret), config, now, seed),
             Err(e) => {
                 // No seed, no session: an empty secret fails it at once,
                 // with a typed error, rather than running it on a weak seed.
                 tracing::error!("{e}");
-                let config = SecureConfig::default();
-                Channel::Secure(Secure::new(side, machine, b"", config, now, [0; 32]))
+                Channel::new(side, machine, Some(b""), config, now, [0; 32])
             }
-        }
-    }
-
-    /// How far the peer got in the secure handshake (`None` with
-    /// `--insecure`: no code involved).
-    pub fn handshake(&self) -> Option<Handshake> {
-        match self {
-            Channel::Plain(_) => None,
-            Channel::Secure(m) => Some(m.handshake()),
-        }
-    }
-
-    /// Whether the session used up a guess at the code: the peer sent its
-    /// whole hello, so it had this side's key confirmation, but did not
-    /// confirm its own ([`Handshake::Unconfirmed`]). A peer that sent no
-    /// whole hello (a scanner, a health check, one that only read our
-    /// hello) did not; nor did a session that failed after the
-    /// confirmation (a transfer cut mid-way).
-    pub fn was_guessed_at(&self) -> bool {
-        self.handshake().is_some_and(Handshake::spent_guess)
-    }
-}
-
-impl<M: StreamMachine> Machine for Channel<M> {
-    type Transmit = Bytes;
-    type Event = M::Event;
-
-    fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Channel::Plain(m) => m.handle_timeout(now),
-            Channel::Secure(m) => m.handle_timeout(now),
-        }
-    }
-
-    fn poll_output(&mut self) -> Output<Bytes, M::Event> {
-        match self {
-            Channel::Plain(m) => m.poll_output(),
-            Channel::Secure(m) => m.poll_output(),
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Channel::Plain(m) => m.poll_timeout(),
-            Channel::Secure(m) => m.poll_timeout(),
-        }
-    }
-}
-
-impl<M: StreamMachine> StreamMachine for Channel<M> {
-    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
-        match self {
-            Channel::Plain(m) => m.input_buffer(max),
-            Channel::Secure(m) => m.input_buffer(max),
-        }
-    }
-
-    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
-        match self {
-            Channel::Plain(m) => m.commit_input(now, n),
-            Channel::Secure(m) => m.commit_input(now, n),
-        }
-    }
-
-    fn handle_eof(&mut self, now: Instant) {
-        match self {
-            Channel::Plain(m) => m.handle_eof(now),
-            Channel::Secure(m) => m.handle_eof(now),
-        }
-    }
-
-    fn abort(&mut self, reason: String) {
-        match self {
-            Channel::Plain(m) => m.abort(reason),
-            Channel::Secure(m) => m.abort(reason),
-        }
-    }
-
-    fn input_room(&self) -> usize {
-        match self {
-            Channel::Plain(m) => m.input_room(),
-            Channel::Secure(m) => m.input_room(),
-        }
-    }
-
-    fn write_timeout(&self) -> Option<Duration> {
-        match self {
-            Channel::Plain(m) => m.write_timeout(),
-            Channel::Secure(m) => m.write_timeout(),
-        }
-    }
-
-    fn failed_guess(&self) -> bool {
-        self.was_guessed_at()
-    }
-}
-
-impl<M> Borrow<M> for Channel<M> {
-    fn borrow(&self) -> &M {
-        match self {
-            Channel::Plain(m) => m,
-            Channel::Secure(m) => m.borrow(),
-        }
-    }
-}
-
-impl<M> BorrowMut<M> for Channel<M> {
-    fn borrow_mut(&mut self) -> &mut M {
-        match self {
-            Channel::Plain(m) => m,
-            Channel::Secure(m) => m.borrow_mut(),
         }
     }
 }
@@ -596,6 +475,8 @@ fn other_protocol_message(message: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

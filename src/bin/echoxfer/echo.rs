@@ -53,7 +53,7 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
                 let role = Server::new(greeting.clone(), EchoConfig::default());
                 let server = EchoServer::new(role, SessionLimits::default(), now)
                     .with_recv_budget(budget.clone());
-                Channel::server(server, &auth, now)
+                auth.server_channel(server, now)
             })
         }
         EchoMode::Rfc862 => {
@@ -95,7 +95,7 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
         SessionLimits::default(),
         now,
     );
-    let mut client = Channel::client(client, &auth, now);
+    let mut client = auth.client_channel(client, now);
     let stream = net::connect(&a.addr, "`echoxfer echo serve`")?;
     let watched = Arc::new(stream.try_clone()?);
     let stdin = File::from(io::stdin().as_fd().try_clone_to_owned()?);

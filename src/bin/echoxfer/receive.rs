@@ -87,7 +87,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             now,
         )
         .with_recv_budget(budget.clone());
-        let machine = Channel::server(machine, &auth, now);
+        let machine = auth.server_channel(machine, now);
         let app = ReceiverApp::new(store.clone());
         let label = format!("session {n}");
         let tracked = Tracked::new(app, "received", ui, Out::Stdout, label).summary(summary);
@@ -191,7 +191,7 @@ fn once_session(
         config.clone(),
         now,
     );
-    let machine = Channel::server(machine, auth, now);
+    let machine = auth.server_channel(machine, now);
     // One session of the command line's own: entries are listed up to a
     // bound that keeps a hostile sender's million tiny files from costing
     // more than a few MiB (the rest are counted).
@@ -225,7 +225,7 @@ fn receive_once(
         let Err(e) = result else {
             return settle_once(Ok(()), session);
         };
-        if machine.was_guessed_at() {
+        if machine.handshake().is_some_and(|h| h.spent_guess()) {
             session.finish();
             return Err(spent_code(&*e, peer));
         }

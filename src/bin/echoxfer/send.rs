@@ -16,7 +16,7 @@ use echoxfer::xfer::{EntryKind, Sender};
 use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::args::SendArgs;
-use crate::auth::{self, Channel};
+use crate::auth;
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, Out, Summary, Tracked, Ui};
 use echoxfer::secure::Handshake;
@@ -41,7 +41,7 @@ pub fn send(a: SendArgs) -> CmdResult {
     }
     let now = Instant::now();
     let sender = Sender::new(app.role(transfer), SessionLimits::default(), now);
-    let mut machine = Channel::client(sender, &auth, now);
+    let mut machine = auth.client_channel(sender, now);
     let mut session =
         Tracked::new(app, "sent", ui, out, "send".into()).summary(Summary::new(a.quiet, a.json));
     let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive`");

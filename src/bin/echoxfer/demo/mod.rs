@@ -68,7 +68,7 @@ fn echo_demo(messages: usize, auth: &Auth) -> CmdResult {
                     SessionLimits::default(),
                     now,
                 );
-                (Channel::server(server, &auth, now), Ignore)
+                (auth.server_channel(server, now), Ignore)
             })
         })
     };
@@ -79,7 +79,7 @@ fn echo_demo(messages: usize, auth: &Auth) -> CmdResult {
         SessionLimits::default(),
         now,
     );
-    let mut client = Channel::client(client, auth, now);
+    let mut client = auth.client_channel(client, now);
     let inner: &mut EchoClient = client.borrow_mut();
     inner.send(message(0))?;
     let mut next = 1;
@@ -201,7 +201,7 @@ fn transfer(path: &Path, dst: &Path, auth: &Auth) -> CmdResult<Session> {
             SessionLimits::default(),
             now,
         );
-        let mut machine = Channel::server(machine, &server_auth, now);
+        let mut machine = server_auth.server_channel(machine, now);
         let mut app = ReceiverApp::new(store);
         let r = blocking::run_stream(&mut machine, &mut stream, &mut app);
         Ok((r.map_err(|e| e.to_string()), app))
@@ -213,7 +213,7 @@ fn transfer(path: &Path, dst: &Path, auth: &Auth) -> CmdResult<Session> {
         let now = Instant::now();
         let config = TransferConfig::default();
         let machine = Sender::new(app.role(config), SessionLimits::default(), now);
-        let mut machine = Channel::client(machine, auth, now);
+        let mut machine = auth.client_channel(machine, now);
         blocking::run_stream(&mut machine, &mut stream, &mut app)?;
         Ok(app)
     })();
