@@ -16,6 +16,7 @@ use echoxfer::driver::blocking::ServeReport;
 use echoxfer::driver::listen::{self, Limits};
 use echoxfer::driver::{blocking, DriverError, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+use echoxfer::error::RefusalReason;
 use echoxfer::files::{ReceiverApp, SenderApp, Store};
 use echoxfer::secure::{
     Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSED_AFTER_GUESSES,
@@ -23,7 +24,6 @@ use echoxfer::secure::{
 use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, Error, Machine, Output, SecureError, SessionLimits, TransferConfig};
-use echoxfer::error::RefusalReason;
 use socket2::{Domain, SockRef, Socket, Type};
 
 mod common;
