@@ -13,7 +13,7 @@
 //! |----------------------|---------------------------------------------------------|-------------|
 //! | `Send(datagram)`     | sends the payload to its peer (best effort)             | [`sent`](DatagramCore::sent) |
 //! | `Receive { until }`  | receives one datagram into [`receive_buffer`](DatagramCore::receive_buffer), giving up at `until` (`None`: no limit) or at a shutdown | [`received`](DatagramCore::received), [`receive_failed`](DatagramCore::receive_failed), [`timed_out`](DatagramCore::timed_out) or [`stop`](DatagramCore::stop) |
-//! | `Work`               | takes the application's [`Work`] with [`take_work`](DatagramCore::take_work) and runs it where blocking is harmless (in place, or on a blocking pool) | [`worked`](DatagramCore::worked), once it has run |
+//! | `Work`               | takes the application's [`Work`] with [`take_work`](DatagramCore::take_work) and runs it as its kind says ([`Work::into_job`]): in place, or off the loop (a blocking job on a blocking pool, an async one as a task) | [`worked`](DatagramCore::worked), once it has run |
 //! | `AwaitWork`          | waits for the work it runs                              | [`worked`](DatagramCore::worked) |
 //! | `Done(result)`       | stops; the loop is over                                 | nothing |
 //!
@@ -65,7 +65,8 @@ pub enum DatagramNext {
         until: Option<Instant>,
     },
     /// Take the application's work ([`DatagramCore::take_work`]) and run it
-    /// where it may block; report [`DatagramCore::worked`] once it has run.
+    /// as its kind says (a blocking job where it may block, an async one
+    /// polled); report [`DatagramCore::worked`] once it has run.
     Work,
     /// Wait for the running work, then report [`DatagramCore::worked`].
     AwaitWork,

@@ -36,10 +36,13 @@ pub trait App<M: Machine> {
     /// One event from the machine. An `Err` ends the session with that error.
     fn on_event(&mut self, machine: &mut M, now: Instant, event: M::Event) -> io::Result<()>;
 
-    /// Work that may block, for the driver to run off its event loop (see
-    /// [`work`]): asked for whenever the machine has nothing more to say.
-    /// While it runs, the machine gets no input; its [`Finish`] then
-    /// answers what the work was for. The default has none.
+    /// An answer that cannot be given at once, for the driver to prepare
+    /// off its event loop (see [`work`]): a call that may block
+    /// ([`Work::new`], on the tokio driver a job on its blocking pool) or a
+    /// future ([`Work::future`], on the tokio driver a task of its own, so
+    /// an answer owed holds no thread). Asked for whenever the machine has
+    /// nothing more to say. While it runs, the machine gets no input; its
+    /// [`Finish`] then answers what the work was for. The default has none.
     fn poll_work(&mut self) -> Option<Work<Self, M>>
     where
         Self: Sized,

@@ -2,7 +2,7 @@
 //! same sans-IO loop as the blocking driver ([`super::core`]), and
 //! `select!` between input, the machine's deadline and an abort. Apps run
 //! inline on the task: keep them short, and hand what waits to the driver
-//! as a [`Work`](super::Work): a blocking job runs on tokio's blocking
+//! as a [`Work`]: a blocking job runs on tokio's blocking
 //! pool, an async one as a task of its own ([`spawn_work`]).
 
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ where
 /// aborted at once (telling the peer why) and the session ends as its
 /// protocol says.
 ///
-/// The application's [`Work`](super::Work) runs off the session's task
+/// The application's [`Work`] runs off the session's task
 /// (see [`spawn_work`]; hence `'static`: it may outlive a cancelled
 /// session's future, and then runs to its end unawaited).
 pub async fn run_stream_until<M, T, A>(
@@ -150,7 +150,7 @@ where
 
 /// Starts the application's `work` off the session's task: a blocking job
 /// on tokio's blocking pool (`spawn_blocking`), so no runtime worker waits
-/// on a disk; an async job ([`Work::future`](super::Work::future)) as a
+/// on a disk; an async job ([`Work::future`]) as a
 /// task of its own (`tokio::spawn`), so an answer owed holds no thread,
 /// blocking or not. Either way the session awaits the handle, which
 /// yields the work's [`Finish`] (or the panic that ended it).
@@ -364,7 +364,7 @@ impl Served {
 
 /// Runs a datagram machine on `socket` until it is done or `shutdown`
 /// completes. The loop is [`DatagramCore`]'s;
-/// the application's [`Work`](super::Work) runs off the loop's task, as
+/// the application's [`Work`] runs off the loop's task, as
 /// [`spawn_work`] says (hence `'static`, as for [`run_stream`]), and a
 /// shutdown waits for a work that is running.
 pub async fn run_datagram<M, A>(
