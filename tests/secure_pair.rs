@@ -729,18 +729,16 @@ fn a_large_chunk_is_sealed_from_where_it_is_in_whole_records_and_arrives_intact(
                 assert_eq!(len, size, "one read for the whole file");
                 let chunk = Bytes::from(content[offset as usize..][..len].to_vec());
                 chunks += 1;
-                a.inner_mut().push_chunk(request, chunk).unwrap();
+                a.push_chunk(request, chunk).unwrap();
             }
         }
         feed_some(&mut b, &mut to_b, now);
         let (events, _) = drain_into(&mut b, &mut to_a);
         for e in events {
             match e {
-                ReceiverEvent::Offer { request, .. } => {
-                    b.inner_mut().accept(request, Resume::Fresh).unwrap()
-                }
+                ReceiverEvent::Offer { request, .. } => b.accept(request, Resume::Fresh).unwrap(),
                 ReceiverEvent::Write { data, .. } => received.extend_from_slice(&data),
-                ReceiverEvent::Verified { request, .. } => b.inner_mut().saved(request).unwrap(),
+                ReceiverEvent::Verified { request, .. } => b.saved(request).unwrap(),
                 _ => {}
             }
         }
@@ -750,7 +748,7 @@ fn a_large_chunk_is_sealed_from_where_it_is_in_whole_records_and_arrives_intact(
         }
     }
     assert_eq!(received, content);
-    assert_eq!(b.inner().role().files_saved(), 1);
+    assert_eq!(b.role().files_saved(), 1);
     assert_eq!(chunks, 1);
     let lengths = record_lengths(&sent);
     let whole = [RECORD_LIMIT, RECORD_LIMIT, RECORD_LIMIT, 3392];
@@ -788,9 +786,7 @@ fn an_ended_side_waits_for_the_peers_close_record_at_most_close_timeout() {
             a_done |= done;
             for e in events {
                 if let SenderEvent::Read { request, .. } = e {
-                    a.inner_mut()
-                        .push_chunk(request, Bytes::from_static(b"abc"))
-                        .unwrap();
+                    a.push_chunk(request, Bytes::from_static(b"abc")).unwrap();
                 }
             }
             feed_some(&mut b, &mut to_b, now);
@@ -799,11 +795,9 @@ fn an_ended_side_waits_for_the_peers_close_record_at_most_close_timeout() {
             for e in events {
                 match e {
                     ReceiverEvent::Offer { request, .. } => {
-                        b.inner_mut().accept(request, Resume::Fresh).unwrap()
+                        b.accept(request, Resume::Fresh).unwrap()
                     }
-                    ReceiverEvent::Verified { request, .. } => {
-                        b.inner_mut().saved(request).unwrap()
-                    }
+                    ReceiverEvent::Verified { request, .. } => b.saved(request).unwrap(),
                     _ => {}
                 }
             }
@@ -930,7 +924,7 @@ fn a_secure_machine_handed_far_more_than_two_records_takes_what_fits_and_the_fil
             } = e
             {
                 let chunk = Bytes::from(content[offset as usize..][..len].to_vec());
-                a.inner_mut().push_chunk(request, chunk).unwrap();
+                a.push_chunk(request, chunk).unwrap();
             }
         }
         most_waiting = most_waiting.max(to_b.len());
@@ -938,16 +932,14 @@ fn a_secure_machine_handed_far_more_than_two_records_takes_what_fits_and_the_fil
         let (events, _) = drain_into(&mut b, &mut to_a);
         for e in events {
             match e {
-                ReceiverEvent::Offer { request, .. } => {
-                    b.inner_mut().accept(request, Resume::Fresh).unwrap()
-                }
+                ReceiverEvent::Offer { request, .. } => b.accept(request, Resume::Fresh).unwrap(),
                 ReceiverEvent::Write { data, .. } => received.extend_from_slice(&data),
-                ReceiverEvent::Verified { request, .. } => b.inner_mut().saved(request).unwrap(),
+                ReceiverEvent::Verified { request, .. } => b.saved(request).unwrap(),
                 _ => {}
             }
         }
         feed_everything(&mut a, &mut to_a, now);
-        if sender_done && b.inner().role().files_saved() == 1 {
+        if sender_done && b.role().files_saved() == 1 {
             break;
         }
     }
@@ -962,5 +954,142 @@ fn a_secure_machine_handed_far_more_than_two_records_takes_what_fits_and_the_fil
         received.len(),
         size
     );
-    assert_eq!(b.inner().role().files_saved(), 1);
+    assert_eq!(b.role().files_saved(), 1);
+}
+
+/// Moves what each side sends to the other until both are quiet or
+/// ended; returns the events of each and everything `a` sent. How each
+/// ended is left to the caller (`poll_output` keeps saying it).
+fn exchange<A: StreamMachine, B: StreamMachine>(
+    a: &mut A,
+    b: &mut B,
+    now: Instant,
+) -> (Vec<A::Event>, Vec<B::Event>, Vec<u8>) {
+    fn drain<M: StreamMachine>(m: &mut M, wire: &mut Vec<u8>, events: &mut Vec<M::Event>) {
+        loop {
+            match m.poll_output() {
+                Output::Transmit(t) => wire.extend_from_slice(&t),
+                Output::Event(e) => events.push(e),
+                Output::Wait(_) | Output::Done(_) => return,
+            }
+        }
+    }
+    let (mut events_a, mut events_b, mut sent_by_a) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for _ in 0..100 {
+        let before = (sent_by_a.len(), to_a.len(), to_b.len());
+        let from = to_b.len();
+        drain(a, &mut to_b, &mut events_a);
+        sent_by_a.extend_from_slice(&to_b[from..]);
+        let taken = b.handle_input(now, &to_b).unwrap_or(to_b.len());
+        to_b.drain(..taken);
+        drain(b, &mut to_a, &mut events_b);
+        let taken = a.handle_input(now, &to_a).unwrap_or(to_a.len());
+        to_a.drain(..taken);
+        if before == (sent_by_a.len(), to_a.len(), to_b.len()) && to_a.is_empty() {
+            return (events_a, events_b, sent_by_a);
+        }
+    }
+    panic!("the two sides did not settle");
+}
+
+fn echo_pair(now: Instant) -> (echoxfer::echo::EchoClient, echoxfer::echo::EchoServer) {
+    use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
+    use echoxfer::{EchoConfig, SessionLimits};
+    let limits = SessionLimits::default();
+    let client = EchoClient::new(Client::new(EchoConfig::default()), limits.clone(), now);
+    let server = EchoServer::new(Server::new("hi", EchoConfig::default()), limits, now);
+    (client, server)
+}
+
+/// `Secure<M>` dereferences to `M`: `M`'s commands are called on the
+/// channel (`EchoClient::close` too, though `Secure` has a private method
+/// of that name) and their output goes out sealed, while `poll_output`
+/// and the other trait methods stay the channel's.
+#[test]
+fn a_secure_machine_takes_its_inner_machines_commands_and_keeps_the_machine_methods() {
+    use echoxfer::echo::ClientEvent;
+    let now = Instant::now();
+    let (client, server) = echo_pair(now);
+    let mut a = Secure::client(client, CODE, SecureConfig::default(), now, seed(1));
+    let mut b = Secure::server(server, CODE, SecureConfig::default(), now, seed(2));
+    a.send(&b"over the channel"[..]).unwrap();
+    a.close().unwrap();
+    let (events, _, wire) = exchange(&mut a, &mut b, now);
+    assert_eq!(&wire[..4], b"EXFS", "the channel's hello goes first");
+    assert!(!contains(&wire, b"over the channel") && !contains(&wire, b"EXFR"));
+    assert_eq!(
+        events,
+        [
+            ClientEvent::Greeted(Bytes::from_static(b"hi")),
+            ClientEvent::Reply(Bytes::from_static(b"over the channel")),
+            ClientEvent::Closed
+        ]
+    );
+    assert_eq!(a.poll_output(), Output::Done(Ok(())));
+    assert_eq!(b.poll_output(), Output::Done(Ok(())));
+}
+
+/// `error()` on a secure machine is the channel's own (it shadows the
+/// inner machine's); the inner machine's is on `inner()`.
+#[test]
+fn error_on_a_secure_machine_is_the_channels_and_the_inner_machines_is_on_inner() {
+    let now = Instant::now();
+    let (client, server) = echo_pair(now);
+    let mut a = Secure::client(
+        client,
+        b"another code",
+        SecureConfig::default(),
+        now,
+        seed(1),
+    );
+    let mut b = Secure::server(server, CODE, SecureConfig::default(), now, seed(2));
+    exchange(&mut a, &mut b, now);
+    assert_eq!(a.error(), Some(&Error::Secure(SecureError::WrongCode)));
+    assert_eq!(a.inner().error(), None, "the echo client never ran");
+}
+
+/// A `Channel` given a secret runs behind the secure channel (seeded from
+/// the OS) and talks to a secure peer; one given none runs plain and
+/// talks to a plain peer. Either way its machine's commands are called on it.
+#[test]
+fn a_channel_with_a_secret_runs_secure_and_one_without_runs_plain() {
+    use echoxfer::echo::ClientEvent;
+    use echoxfer::secure::{Channel, Handshake};
+    for secret in [Some(CODE), None] {
+        let now = Instant::now();
+        let (client, server) = echo_pair(now);
+        let cfg = SecureConfig::default();
+        let mut a = Channel::client(client, secret, cfg.clone(), now).expect("seeded");
+        let mut b = Channel::server(server, secret, cfg, now).expect("seeded");
+        assert_eq!(a.is_secure(), secret.is_some());
+        a.send(&b"hello"[..]).unwrap();
+        a.close().unwrap();
+        let (events, _, wire) = exchange(&mut a, &mut b, now);
+        assert!(events.contains(&ClientEvent::Reply(Bytes::from_static(b"hello"))));
+        assert_eq!(a.poll_output(), Output::Done(Ok(())));
+        assert_eq!(b.poll_output(), Output::Done(Ok(())));
+        match secret {
+            Some(_) => {
+                assert_eq!(&wire[..4], b"EXFS");
+                assert!(!contains(&wire, b"hello"), "the message crossed in clear");
+                assert_eq!(a.handshake(), Some(Handshake::Confirmed));
+                assert_eq!(b.handshake(), Some(Handshake::Confirmed));
+            }
+            None => {
+                assert!(contains(&wire, b"EXFR") && contains(&wire, b"hello"));
+                assert_eq!(a.handshake(), None);
+                assert!(!a.failed_guess());
+            }
+        }
+    }
+}
+
+/// Two sessions never share a seed.
+#[test]
+fn os_seeds_are_fresh_each_time() {
+    use echoxfer::secure::os_seed;
+    let (one, two) = (os_seed().unwrap(), os_seed().unwrap());
+    assert_ne!(one, two);
+    assert_ne!(one, [0; 32]);
 }
