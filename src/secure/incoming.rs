@@ -4,8 +4,10 @@
 
 use bytes::{Buf, Bytes};
 
+use super::phase::{Input, Phase};
+use super::record::Direction;
 use super::record::{self, KIND_CLOSE, KIND_DATA, RECORD_HEADER, TAG_LEN};
-use super::{handshake, Secure, Side, State, CONFIRM_LEN, HELLO_LEN};
+use super::{handshake, Handshake, Secure, Side, CONFIRM_LEN, HELLO_LEN};
 use crate::error::{Error, SecureError};
 use crate::machine::StreamMachine;
 
@@ -27,14 +29,21 @@ impl<M: StreamMachine> Secure<M> {
         if self.rx.len() < HELLO_LEN {
             return Ok(false);
         }
-        let State::Hello(started) = std::mem::replace(&mut self.state, State::Gone) else {
-            unreachable!("take_hello runs in the hello state")
+        // The key exchange spends this side's state, success or not.
+        let Phase::Hello(started) = std::mem::replace(&mut self.phase, Phase::Ended(Ok(()))) else {
+            unreachable!("take_hello runs in the hello phase")
         };
-        let keys = handshake::finish(self.side, started, &self.rx.held()[..HELLO_LEN])?;
+        let keys = match handshake::finish(self.side, started, &self.rx.held()[..HELLO_LEN]) {
+            Ok(keys) => keys,
+            Err(e) => {
+                self.enter_failed(e.into());
+                return Ok(true);
+            }
+        };
         self.rx.data().advance(HELLO_LEN);
-        self.peer_hello = true;
+        self.verdict = Handshake::Unconfirmed;
         self.out.push_back(Bytes::copy_from_slice(&keys.confirm));
-        self.state = State::Confirm(keys);
+        self.phase = Phase::Confirm(keys);
         Ok(true)
     }
 
@@ -44,16 +53,19 @@ impl<M: StreamMachine> Secure<M> {
         if self.rx.len() < CONFIRM_LEN {
             return Ok(false);
         }
-        let State::Confirm(keys) = std::mem::replace(&mut self.state, State::Gone) else {
-            unreachable!("take_confirm runs in the confirm state")
+        let Phase::Confirm(keys) = &self.phase else {
+            unreachable!("take_confirm runs in the confirm phase")
         };
         keys.check_confirm(&self.rx.held()[..CONFIRM_LEN])?;
         self.rx.data().advance(CONFIRM_LEN);
-        self.handshake_deadline = None;
-        self.confirmed = true;
-        self.state = State::Open {
+        let Phase::Confirm(keys) = std::mem::replace(&mut self.phase, Phase::Ended(Ok(()))) else {
+            unreachable!("checked above")
+        };
+        self.verdict = Handshake::Confirmed;
+        self.phase = Phase::Open {
             send: keys.send,
             recv: keys.recv,
+            input: Input::Running,
         };
         Ok(true)
     }
@@ -67,9 +79,15 @@ impl<M: StreamMachine> Secure<M> {
         if self.rx.len() < RECORD_HEADER {
             return Ok(false);
         }
-        if self.input_over {
-            return Err(SecureError::Integrity("bytes after the peer's close record").into());
-        }
+        let inner_runs = match self.phase {
+            Phase::Open {
+                input: Input::Over, ..
+            } => {
+                return Err(SecureError::Integrity("bytes after the peer's close record").into());
+            }
+            Phase::Open { .. } => true,
+            _ => false,
+        };
         let (kind, len) = record::parse_header(&self.rx.held()[..RECORD_HEADER])?;
         let whole = RECORD_HEADER + len + TAG_LEN;
         if self.rx.len() < whole {
@@ -77,23 +95,21 @@ impl<M: StreamMachine> Secure<M> {
             self.rx.reserve(whole - self.rx.len());
             return Ok(false);
         }
-        let inner_runs = self.ended.is_none();
         if inner_runs && kind == KIND_DATA && len > 0 && self.open_into_inner(len)? {
             self.rx.data().advance(whole);
             return Ok(true);
         }
-        let State::Open { recv, .. } = &mut self.state else {
-            unreachable!("take_record runs in the open state")
-        };
         self.opened.resize(len + TAG_LEN, 0);
         let (head, sealed) = self.rx.held()[..whole].split_at(RECORD_HEADER);
-        recv.open_into(head, sealed, &mut self.opened)?;
+        receiving(&mut self.phase).open_into(head, sealed, &mut self.opened)?;
         self.rx.data().advance(whole);
         if kind == KIND_CLOSE {
-            self.input_over = true;
-            match inner_runs {
-                true => self.inner.handle_eof(self.now),
-                false => self.stop_closing(),
+            match &mut self.phase {
+                Phase::Open { input, .. } => {
+                    *input = Input::Over;
+                    self.inner.handle_eof(self.now);
+                }
+                _ => self.stop_closing(),
             }
         } else if inner_runs {
             self.pending = Some((0, len));
@@ -110,9 +126,7 @@ impl<M: StreamMachine> Secure<M> {
     /// the bytes. Returns whether it did; nothing reaches the inner machine
     /// unless the record authenticated.
     fn open_into_inner(&mut self, len: usize) -> Result<bool, Error> {
-        let State::Open { recv, .. } = &mut self.state else {
-            unreachable!("take_record runs in the open state")
-        };
+        let recv = receiving(&mut self.phase);
         let (head, sealed) =
             self.rx.held()[..RECORD_HEADER + len + TAG_LEN].split_at(RECORD_HEADER);
         let out = self.inner.input_buffer(len + TAG_LEN);
@@ -142,5 +156,14 @@ impl<M: StreamMachine> Secure<M> {
         let _ = self.inner.commit_input(self.now, n);
         self.pending = (start + n < end).then_some((start + n, end));
         true
+    }
+}
+
+/// The direction the peer's records are opened with: records are taken
+/// only while they flow (open, or closing).
+fn receiving(phase: &mut Phase) -> &mut Direction {
+    match phase {
+        Phase::Open { recv, .. } | Phase::Closing { recv, .. } => recv,
+        _ => unreachable!("records are taken in the open and closing phases"),
     }
 }

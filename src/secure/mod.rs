@@ -31,10 +31,11 @@
 //! docs/PROTOCOL.md ("Secure channel") gives the wire byte by byte, and
 //! SECURITY.md the threat model.
 //!
-//! This file holds the channel's states and the machine contract; the
-//! peer's bytes are taken in `incoming`, this side's output is sealed in
-//! `outgoing`, the key exchange is `handshake` and the record format and
-//! cipher `record`.
+//! This file holds the machine contract; the channel's states are one
+//! table in `phase` (`Hello`, `Confirm`, `Open`, `Closing`, then `Ended`
+//! or `Failed`), the peer's bytes are taken in `incoming`, this side's
+//! output is sealed in `outgoing`, the key exchange is `handshake` and the
+//! record format and cipher `record`.
 //!
 //! # Using it (a CLI, a server)
 //!
@@ -93,6 +94,7 @@ mod handshake;
 mod incoming;
 mod outgoing;
 mod password;
+mod phase;
 mod record;
 #[cfg(feature = "os-rng")]
 mod seed;
@@ -108,8 +110,8 @@ pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
 #[cfg(feature = "os-rng")]
 pub use seed::{os_seed, SeedError, SEED_LEN};
 
-use handshake::{Keys, Started};
-use record::{Direction, RECORD_WIRE_LIMIT};
+use phase::{Input, Phase};
+use record::RECORD_WIRE_LIMIT;
 
 /// The first bytes of a secure hello (a plaintext session starts `EXFR`).
 pub const SECURE_MAGIC: [u8; 4] = *b"EXFS";
@@ -175,19 +177,6 @@ impl Side {
     }
 }
 
-/// Where the handshake is.
-#[derive(Debug)]
-enum State {
-    /// Waiting for the peer's hello.
-    Hello(Started),
-    /// Waiting for the peer's confirmation.
-    Confirm(Keys),
-    /// Both confirmations checked: records flow.
-    Open { send: Direction, recv: Direction },
-    /// Over (failed, or the keys are no longer needed).
-    Gone,
-}
-
 /// A stream machine `M` behind the secure channel (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Secure<M> {
@@ -195,7 +184,15 @@ pub struct Secure<M> {
     side: Side,
     config: SecureConfig,
     now: Instant,
-    state: State,
+    /// Where the channel is: the one table of its states (`phase`).
+    phase: Phase,
+    /// How far the peer got in the handshake; only ever moves forward, and
+    /// outlives the handshake (a server reads it when the session ends).
+    verdict: Handshake,
+    /// Until when the handshake may take (read in the handshake phases).
+    handshake_deadline: Instant,
+    /// The transport's end of input: a fact about the input, not a state.
+    eof: bool,
     /// The peer's bytes, read straight into it.
     rx: RecvBuf,
     /// A record opened here because the inner machine had no room for all
@@ -209,25 +206,6 @@ pub struct Secure<M> {
     staging: Vec<u8>,
     /// Where records are sealed, one after another, each split off sealed.
     block: BytesMut,
-    handshake_deadline: Option<Instant>,
-    /// The transport's end of input.
-    eof: bool,
-    /// The peer's hello was taken (and this side's confirmation queued).
-    peer_hello: bool,
-    /// The peer's key confirmation checked out (stays so, whatever follows).
-    confirmed: bool,
-    /// The wrapped machine's input is over (it was given its EOF): the
-    /// peer's close record arrived, or, after this side's abort, the end of
-    /// the connection did. No record may follow.
-    input_over: bool,
-    /// The inner machine was aborted (by its application, or a shutdown).
-    aborted: bool,
-    /// The inner machine ended with this (our close record is queued).
-    ended: Option<Result<(), Error>>,
-    /// Until when, after `ended`, the channel waits for the peer's close
-    /// record (None once it came, or the wait is over).
-    closing: Option<Instant>,
-    failure: Option<Error>,
 }
 
 impl<M: StreamMachine> Secure<M> {
@@ -274,22 +252,16 @@ impl<M: StreamMachine> Secure<M> {
             side,
             now,
             out: VecDeque::from([Bytes::copy_from_slice(&started.hello)]),
-            state: State::Hello(started),
+            phase: Phase::Hello(started),
             rx: RecvBuf::default(),
             opened: Vec::new(),
             pending: None,
             staging: Vec::new(),
             block: BytesMut::new(),
-            handshake_deadline: Some(now + config.handshake_timeout),
+            handshake_deadline: now + config.handshake_timeout,
             config,
+            verdict: Handshake::NoHello,
             eof: false,
-            peer_hello: false,
-            confirmed: false,
-            input_over: false,
-            aborted: false,
-            ended: None,
-            closing: None,
-            failure: None,
         };
         if let Err(e) = valid {
             this.out.clear();
@@ -316,7 +288,7 @@ impl<M: StreamMachine> Secure<M> {
     /// Whether the peer has proved it knows the secret (its key
     /// confirmation checked). Stays true once true.
     pub fn is_confirmed(&self) -> bool {
-        self.confirmed
+        self.verdict == Handshake::Confirmed
     }
 
     /// Whether the peer's hello arrived, so that this side's key
@@ -327,83 +299,22 @@ impl<M: StreamMachine> Secure<M> {
     /// (a port scanner, a plaintext peer) did not. [`handshake`](Self::handshake)
     /// says both at once.
     pub fn has_peer_hello(&self) -> bool {
-        self.peer_hello
+        self.verdict != Handshake::NoHello
     }
 
     /// How far the peer got in the handshake: the verdict a server reads
     /// when a session ends, whatever ended it (a reset says nothing of the
     /// handshake), to tell a failed guess from a scanner or a cut transfer.
     pub fn handshake(&self) -> Handshake {
-        match (self.peer_hello, self.confirmed) {
-            (_, true) => Handshake::Confirmed,
-            (true, false) => Handshake::Unconfirmed,
-            (false, false) => Handshake::NoHello,
-        }
+        self.verdict
     }
 
     /// The channel's own sticky error, once it failed (the wrapped
     /// machine's errors come out of [`Machine::poll_output`] as its `Done`).
     pub fn error(&self) -> Option<&Error> {
-        self.failure.as_ref()
-    }
-
-    fn fail(&mut self, error: Error) {
-        if self.ended.is_some() {
-            // The session's result stands; only the wait for the peer's
-            // close record ends.
-            tracing::debug!(%error, "secure channel failed while closing");
-            self.stop_closing();
-            return;
-        }
-        if self.failure.is_some() {
-            return;
-        }
-        tracing::debug!(%error, "secure channel failed");
-        if matches!(self.state, State::Open { .. }) {
-            // Nothing more goes out under keys the session no longer trusts.
-            self.out.clear();
-        }
-        // During the handshake, the hello and confirmation already queued
-        // still go: with them the peer sees "wrong code" too.
-        self.state = State::Gone;
-        self.staging.clear();
-        self.rx.clear();
-        self.pending = None;
-        self.failure = Some(error);
-    }
-
-    /// Over: failed, or ended and no longer waiting for the peer's close.
-    fn is_over(&self) -> bool {
-        self.failure.is_some() || (self.ended.is_some() && self.closing.is_none())
-    }
-
-    /// The close exchange is over: the keys and held input go.
-    fn stop_closing(&mut self) {
-        self.closing = None;
-        self.state = State::Gone;
-        self.rx.clear();
-        self.pending = None;
-    }
-
-    /// Works through held input: the handshake, then records into the inner
-    /// machine as far as it has room. Returns whether anything happened.
-    fn process(&mut self) -> bool {
-        let mut progressed = false;
-        loop {
-            let step = match self.state {
-                State::Hello(_) => self.take_hello(),
-                State::Confirm(_) => self.take_confirm(),
-                State::Open { .. } => self.take_record(),
-                State::Gone => Ok(false),
-            };
-            match step {
-                Ok(true) => progressed = true,
-                Ok(false) => return progressed,
-                Err(e) => {
-                    self.fail(e);
-                    return true;
-                }
-            }
+        match &self.phase {
+            Phase::Failed(e) => Some(e),
+            _ => None,
         }
     }
 
@@ -417,7 +328,26 @@ impl<M: StreamMachine> Secure<M> {
             self.stop_closing();
             return None;
         }
-        Some(Output::Wait(self.closing))
+        Some(Output::Wait(self.poll_timeout()))
+    }
+
+    /// The wrapped machine's next output, sealed, or the channel's answer
+    /// once it waits.
+    fn poll_inner(&mut self) -> Option<Output<Bytes, M::Event>> {
+        match self.inner.poll_output() {
+            Output::Transmit(bytes) => {
+                if let Err(e) = self.push_plain(&bytes) {
+                    self.fail(e);
+                }
+                None
+            }
+            Output::Event(event) => Some(Output::Event(event)),
+            Output::Wait(deadline) => self.on_inner_wait(deadline),
+            Output::Done(result) => {
+                self.close(result);
+                None
+            }
+        }
     }
 
     /// The channel's answer once the inner machine waits.
@@ -432,12 +362,15 @@ impl<M: StreamMachine> Secure<M> {
         if !self.out.is_empty() {
             return None;
         }
-        if self.eof && !self.input_over && self.pending.is_none() {
-            if self.aborted {
+        let Phase::Open { input, .. } = &mut self.phase else {
+            return None;
+        };
+        if self.eof && *input != Input::Over && self.pending.is_none() {
+            if *input == Input::Aborted {
                 // Ours to end, and the end of input may be our own doing
                 // (a driver shuts its reading side to wake a read): the
                 // inner machine ends as its protocol says, no tampering.
-                self.input_over = true;
+                *input = Input::Over;
                 self.inner.handle_eof(self.now);
                 return None;
             }
@@ -457,7 +390,7 @@ impl<M: StreamMachine> Secure<M> {
             self.fail(SecureError::HandshakeCut.into());
             return None;
         }
-        Some(Output::Wait(self.handshake_deadline))
+        Some(Output::Wait(Some(self.handshake_deadline)))
     }
 }
 
@@ -478,20 +411,16 @@ impl<M: StreamMachine> Machine for Secure<M> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
-        if self.is_over() {
-            return;
-        }
-        if self.ended.is_some() {
-            if self.closing.is_some_and(|t| t <= self.now) {
-                self.stop_closing();
+        match &self.phase {
+            Phase::Hello(_) | Phase::Confirm(_) => {
+                if self.handshake_deadline <= self.now {
+                    let limit = self.config.handshake_timeout;
+                    self.fail(SecureError::HandshakeTimeout(limit).into());
+                }
             }
-            return;
-        }
-        if let State::Open { .. } = self.state {
-            return self.inner.handle_timeout(now);
-        }
-        if self.handshake_deadline.is_some_and(|t| t <= self.now) {
-            self.fail(SecureError::HandshakeTimeout(self.config.handshake_timeout).into());
+            Phase::Open { .. } => self.inner.handle_timeout(now),
+            Phase::Closing { until, .. } if *until <= self.now => self.stop_closing(),
+            Phase::Closing { .. } | Phase::Ended(_) | Phase::Failed(_) => {}
         }
     }
 
@@ -500,49 +429,25 @@ impl<M: StreamMachine> Machine for Secure<M> {
             if let Some(bytes) = self.out.pop_front() {
                 return Output::Transmit(bytes);
             }
-            if let Some(e) = &self.failure {
-                return Output::Done(Err(e.clone()));
-            }
-            if let Some(result) = &self.ended {
-                if self.closing.is_none() {
-                    return Output::Done(result.clone());
-                }
-                match self.on_closing_wait() {
-                    Some(out) => return out,
-                    None => continue,
-                }
-            }
-            if !matches!(self.state, State::Open { .. }) {
-                match self.on_handshake_wait() {
-                    Some(out) => return out,
-                    None => continue,
-                }
-            }
-            match self.inner.poll_output() {
-                Output::Transmit(bytes) => {
-                    if let Err(e) = self.push_plain(&bytes) {
-                        self.fail(e);
-                    }
-                }
-                Output::Event(event) => return Output::Event(event),
-                Output::Wait(deadline) => {
-                    if let Some(out) = self.on_inner_wait(deadline) {
-                        return out;
-                    }
-                }
-                Output::Done(result) => self.close(result),
+            let answer = match &self.phase {
+                Phase::Failed(e) => return Output::Done(Err(e.clone())),
+                Phase::Ended(result) => return Output::Done(result.clone()),
+                Phase::Hello(_) | Phase::Confirm(_) => self.on_handshake_wait(),
+                Phase::Open { .. } => self.poll_inner(),
+                Phase::Closing { .. } => self.on_closing_wait(),
+            };
+            if let Some(out) = answer {
+                return out;
             }
         }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_over() {
-            return None;
-        }
-        match self.state {
-            State::Open { .. } if self.ended.is_some() => self.closing,
-            State::Open { .. } => self.inner.poll_timeout(),
-            _ => self.handshake_deadline,
+        match &self.phase {
+            Phase::Hello(_) | Phase::Confirm(_) => Some(self.handshake_deadline),
+            Phase::Open { .. } => self.inner.poll_timeout(),
+            Phase::Closing { until, .. } => Some(*until),
+            Phase::Ended(_) | Phase::Failed(_) => None,
         }
     }
 }
@@ -555,13 +460,17 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
 
     fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
         self.now = self.now.max(now);
-        if let Some(e) = &self.failure {
-            self.rx.discard();
-            return Err(e.clone());
-        }
-        if self.is_over() {
-            self.rx.discard();
-            return Ok(());
+        match &self.phase {
+            Phase::Failed(e) => {
+                let e = e.clone();
+                self.rx.discard();
+                return Err(e);
+            }
+            Phase::Ended(_) => {
+                self.rx.discard();
+                return Ok(());
+            }
+            _ => {}
         }
         if let Err(room) = self.rx.commit(n) {
             let e = Error::from(UsageError::InputOverflow { len: n, room });
@@ -569,7 +478,7 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
             return Err(e);
         }
         self.process();
-        self.failure.clone().map_or(Ok(()), Err)
+        self.error().cloned().map_or(Ok(()), Err)
     }
 
     fn handle_eof(&mut self, now: Instant) {
@@ -578,25 +487,28 @@ impl<M: StreamMachine> StreamMachine for Secure<M> {
     }
 
     fn abort(&mut self, reason: String) {
-        if self.ended.is_some() {
-            return self.stop_closing();
-        }
-        match self.state {
+        match &mut self.phase {
             // The inner machine tells the peer why, in a record.
-            State::Open { .. } => {
-                self.aborted = true;
+            Phase::Open { input, .. } => {
+                if *input == Input::Running {
+                    *input = Input::Aborted;
+                }
                 self.inner.abort(reason)
             }
-            _ => self.fail(Error::Aborted(reason)),
+            Phase::Hello(_) | Phase::Confirm(_) => self.fail(Error::Aborted(reason)),
+            // The session's result stands; only the wait for the peer's
+            // close record ends.
+            Phase::Closing { .. } => self.stop_closing(),
+            Phase::Ended(_) | Phase::Failed(_) => {}
         }
     }
 
     fn input_room(&self) -> usize {
-        if self.is_over() {
+        match self.phase {
             // Keep reading (and discarding) so the peer is never blocked.
-            return RECORD_WIRE_LIMIT;
+            Phase::Ended(_) | Phase::Failed(_) => RECORD_WIRE_LIMIT,
+            _ => RX_LIMIT.saturating_sub(self.rx.len()),
         }
-        RX_LIMIT.saturating_sub(self.rx.len())
     }
 
     fn write_timeout(&self) -> Option<Duration> {

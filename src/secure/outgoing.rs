@@ -2,8 +2,9 @@
 //! from where it is, small output gathered first; and the close record.
 //! Touches `Secure`'s send side only.
 
+use super::phase::{Input, Phase};
 use super::record::{self, KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_WIRE_LIMIT, TAG_LEN};
-use super::{Secure, State, DIRECT_FROM, RECORDS_PER_BLOCK};
+use super::{Secure, DIRECT_FROM, RECORDS_PER_BLOCK};
 use crate::error::Error;
 use crate::machine::StreamMachine;
 
@@ -50,8 +51,8 @@ impl<M: StreamMachine> Secure<M> {
 
     /// Seals `plain` as a record of `kind` and queues it.
     fn seal(&mut self, kind: u8, plain: &[u8]) -> Result<(), Error> {
-        let State::Open { send, .. } = &mut self.state else {
-            unreachable!("records are sealed in the open state")
+        let Phase::Open { send, .. } = &mut self.phase else {
+            unreachable!("records are sealed in the open phase")
         };
         let wire = RECORD_HEADER + plain.len() + TAG_LEN;
         if self.block.capacity() < wire {
@@ -77,16 +78,22 @@ impl<M: StreamMachine> Secure<M> {
         let sealed = self
             .seal_staging()
             .and_then(|()| self.seal(KIND_CLOSE, &[]));
-        match sealed {
-            Ok(()) => {
-                self.pending = None;
-                self.ended = Some(result);
-                self.closing = Some(self.now + self.config.close_timeout);
-                if self.input_over || self.eof {
-                    self.stop_closing();
-                }
-            }
-            Err(e) => self.fail(e),
+        if let Err(e) = sealed {
+            return self.fail(e);
+        }
+        let until = self.now + self.config.close_timeout;
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended(Ok(())));
+        let Phase::Open { recv, input, .. } = phase else {
+            unreachable!("the inner machine ends in the open phase")
+        };
+        self.pending = None;
+        self.phase = Phase::Closing {
+            recv,
+            result,
+            until,
+        };
+        if input == Input::Over || self.eof {
+            self.stop_closing();
         }
     }
 }
