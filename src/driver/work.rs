@@ -117,8 +117,6 @@ impl<A, M> Work<A, M> {
     where
         J: Future<Output = F> + Send + 'static,
         F: FnOnce(&mut A, &mut M, Instant) -> io::Result<()> + Send + 'static,
-        A: 'static,
-        M: 'static,
     {
         Work {
             job: Job::Async(Box::pin(async move {
