@@ -46,8 +46,8 @@
 //! use echoxfer::{SessionLimits, TransferConfig};
 //!
 //! let now = Instant::now();
-//! // 32 bytes from the OS's CSPRNG (`getrandom`, or rand's `rng()`), fresh
-//! // for every session; a fixed seed only in tests.
+//! // 32 bytes from a CSPRNG, fresh for every session: `os_seed()?` (feature
+//! // `os-rng`) or your own; a fixed seed only in tests.
 //! let seed = [7u8; 32];
 //! let role = ReceiverRole::new(TransferConfig::default());
 //! let receiver = Receiver::new(role, SessionLimits::default(), now);
@@ -62,9 +62,9 @@
 //! * The side that **connected** is [`Secure::client`], the side that
 //!   **accepted** is [`Secure::server`], for echo and file transfer alike.
 //! * Failures the CLI should tell apart are [`Error::Secure`] values:
-//!   [`SecureError::WrongCode`] ("wrong code": end a `--once` receiver, count a
+//!   [`SecureError::WrongCode`] ("wrong code": end a one-session receiver, count a
 //!   failed guess against the source address), [`SecureError::PeerIsPlaintext`]
-//!   (the peer used `--insecure`), [`SecureError::HandshakeTimeout`],
+//!   (the peer runs without encryption), [`SecureError::HandshakeTimeout`],
 //!   [`SecureError::Integrity`] (tampering or a cut connection). A plaintext
 //!   side meeting a secure peer fails with
 //!   [`CodecError::PeerExpectsEncryption`](crate::error::CodecError::PeerExpectsEncryption).
@@ -74,8 +74,12 @@
 //!   that ends [`Handshake::NoHello`] (nothing, part of a hello, or only
 //!   our hello read) did not. A client refused by a server's
 //!   [refusal notice](refusal_notice) fails with [`SecureError::Refused`].
-//! * The wrapped machine and its app: [`Secure::inner`], [`Secure::inner_mut`],
-//!   or `Borrow`/`BorrowMut`.
+//! * `M`'s requests are answered on the channel itself: `Secure<M>`
+//!   dereferences to `M` (`machine.accept(request, resume)`), while its own
+//!   methods and those of [`Machine`] and [`StreamMachine`] come first (see
+//!   its `Deref` impl). [`Secure::inner`], [`Secure::inner_mut`] and
+//!   `Borrow`/`BorrowMut` reach `M` too; the apps take any of them.
+//! * Secure or plain by a choice made at run time: [`Channel`].
 
 use std::borrow::{Borrow, BorrowMut};
 use std::collections::VecDeque;
