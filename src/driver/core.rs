@@ -70,6 +70,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::slot::WorkSlot;
 use super::{Abort, App, DriverError, Finish, Work};
 use crate::machine::{Output, StreamMachine};
 
@@ -120,41 +121,78 @@ pub enum Next {
 
 /// The sans-IO stream loop around one machine and its application (see the
 /// [module docs](self) for the contract).
+///
+/// Its state is a small table: the session's [`Phase`] (running, salvaging
+/// the peer's last words, ending, finished), the transmit batch's
+/// [`Sending`] state, and the application's work slot.
 pub struct StreamCore<'a, M, A> {
     machine: &'a mut M,
     app: &'a mut A,
     abort: Abort,
-    aborted: bool,
+    /// The abort request was acted on (it is acted on once).
+    abort_applied: bool,
+    phase: Phase,
     out: Batch,
-    eof: bool,
-    app_failed: Option<DriverError>,
-    /// The application's work, until the shell takes it.
-    work: Option<Work<A, M>>,
-    /// The shell runs the application's work.
-    working: bool,
+    sending: Sending,
+    work: WorkSlot<A, M>,
+    /// The application failed: the session's result, once the machine
+    /// (aborted, so that it tells the peer why) has ended.
+    app_failure: Option<DriverError>,
     write_limit: Option<Duration>,
-    /// While a batch is being written: when the peer last took bytes (or
-    /// the batch began), and when the current write was handed out.
-    writing: Option<Progress>,
-    /// A batch was written and not yet flushed.
-    unflushed: bool,
-    /// The write failed on a reset: the error, and until when the peer's
-    /// last words may come.
-    salvaging: Option<(DriverError, Instant)>,
-    /// The machine ended: the result, once the batch is out and the
-    /// transport closed.
-    ending: Option<Result<(), DriverError>>,
-    closed: bool,
-    /// The session failed at the transport: ends at once.
-    failed: Option<DriverError>,
-    finished: bool,
     /// How much the next read asks for (see [`READ_START`]).
     read_size: usize,
     /// How much the last [`read_buffer`](StreamCore::read_buffer) handed out.
     offered: usize,
 }
 
+/// Where a session is.
+enum Phase {
+    /// The machine runs: the peer's bytes are read, its output written.
+    /// `peer_closed`: the peer has shut its sending side (only the
+    /// machine's timer is left to wait for).
+    Running { peer_closed: bool },
+    /// A write failed on a reset: one more read, until `until`, of what the
+    /// peer said before it went; then `after`, with the peer's reason if
+    /// it said one, else with `error`.
+    Salvaging {
+        error: DriverError,
+        until: Instant,
+        after: AfterSalvage,
+    },
+    /// The session ends with `result` once the application's remaining work
+    /// has run, the batch is out and flushed, and (`close`) the sending
+    /// side is shut.
+    Ending {
+        result: Result<(), DriverError>,
+        close: bool,
+    },
+    /// `Done` was handed out.
+    Finished,
+}
+
+/// What a salvage leads to.
 #[derive(Clone, Copy)]
+enum AfterSalvage {
+    /// The session was running: it fails at the transport.
+    Fail,
+    /// The session was ending already: it ends with the error instead.
+    End { close: bool },
+}
+
+/// The transmit batch's state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    /// Nothing handed out (the batch may be gathering).
+    Idle,
+    /// The batch is being written: its progress clock.
+    Writing(Progress),
+    /// The batch was written and not yet flushed.
+    Unflushed,
+}
+
+/// A batch's write progress: when the peer last took bytes (or the batch
+/// began), and when the current write was handed out.
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Progress {
     last: Instant,
     attempt: Instant,
@@ -169,20 +207,13 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             machine,
             app,
             abort: abort.clone(),
-            aborted: false,
+            abort_applied: false,
+            phase: Phase::Running { peer_closed: false },
             out: Batch::default(),
-            eof: false,
-            app_failed: None,
-            work: None,
-            working: false,
+            sending: Sending::Idle,
+            work: WorkSlot::Empty,
+            app_failure: None,
             write_limit,
-            writing: None,
-            unflushed: false,
-            salvaging: None,
-            ending: None,
-            closed: false,
-            failed: None,
-            finished: false,
             read_size: READ_START,
             offered: 0,
         }
@@ -192,7 +223,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     /// for one (tokio's `select!`) must keep waiting for it until the core
     /// has applied it, even if it was requested just before the wait began.
     pub fn awaits_abort(&self) -> bool {
-        !self.aborted
+        !self.abort_applied
     }
 
     /// The machine's write timeout (a zero limit, from a config the machine
@@ -202,99 +233,110 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         self.write_limit
     }
 
-    /// What to do next, at `now`.
+    /// What to do next, at `now`: the phase's own answer, after what every
+    /// phase but the last two does first (write and flush the batch, run
+    /// and await the application's work).
     pub fn next(&mut self, now: Instant) -> Next {
         loop {
-            if self.finished {
-                return Next::Done(Err(DriverError::io("polling an ended session")(
-                    io::ErrorKind::NotConnected.into(),
-                )));
-            }
-            if let Some(error) = self.failed.take() {
-                // The transport is broken: nothing more goes out, and no
-                // `Close`; the application still finishes what it holds.
-                self.out = Batch::default();
-                self.unflushed = false;
-                self.closed = true;
-                self.end(Err(error));
-                continue;
-            }
-            if let Some((_, until)) = &self.salvaging {
-                return Next::Read {
-                    max: READ_CHUNK,
-                    until: Some(*until),
-                };
+            match &self.phase {
+                Phase::Finished => {
+                    return Next::Done(Err(DriverError::io("polling an ended session")(
+                        io::ErrorKind::NotConnected.into(),
+                    )))
+                }
+                Phase::Salvaging { until, .. } => {
+                    return Next::Read {
+                        max: READ_CHUNK,
+                        until: Some(*until),
+                    }
+                }
+                Phase::Running { .. } | Phase::Ending { .. } => {}
             }
             if !self.out.is_empty() {
                 return self.write(now);
             }
-            if self.unflushed {
+            if self.sending == Sending::Unflushed {
                 return Next::Flush;
             }
-            if self.working {
+            if self.work.is_running() {
                 return Next::AwaitWork;
             }
-            if self.work.is_some() {
+            if self.work.is_ready() {
                 return Next::Work;
             }
-            if self.ending.is_some() {
-                // What the application still has to do (write out the last
-                // data it was given) is done before the session ends.
-                if self.app_failed.is_none() {
-                    if let Some(work) = self.app.poll_work() {
-                        self.work = Some(work);
-                        continue;
-                    }
-                }
-                // The application failed in work done after the machine
-                // ended: its error is the session's.
-                if let Some(error) = self.app_failed.take() {
-                    self.ending = Some(Err(error));
-                }
-                if !self.closed {
-                    return Next::Close;
-                }
-                self.finished = true;
-                return Next::Done(self.ending.take().expect("checked"));
-            }
-            self.apply_abort();
-            let step = self.drain(now);
-            if self.app_failed.is_none() {
-                self.work = self.app.poll_work();
-            }
-            match step {
-                Step::Done(result) if self.work.is_some() => self.end(result),
-                // The work runs first; the machine is asked again after it.
-                _ if self.work.is_some() => {}
-                Step::Flush => {}
-                Step::Done(result) => self.end(result),
-                // Whatever was gathered goes out before the core waits.
-                Step::Wait(_) if !self.out.is_empty() => {}
-                Step::Wait(Some(deadline)) if deadline <= now => self.machine.handle_timeout(now),
-                Step::Wait(deadline) if self.eof => match deadline {
-                    // The peer is gone and the machine still waits: only its timer can end it.
-                    Some(deadline) => return Next::Sleep(deadline),
-                    None => {
-                        self.failed = Some(DriverError::io("waiting after EOF")(
-                            io::ErrorKind::UnexpectedEof.into(),
-                        ))
-                    }
-                },
-                Step::Wait(until) => {
-                    let max = self.machine.input_room().clamp(1, self.read_size);
-                    return Next::Read { max, until };
-                }
+            let next = match self.phase {
+                Phase::Ending { .. } => self.next_ending(),
+                _ => self.next_running(now),
+            };
+            if let Some(next) = next {
+                return next;
             }
         }
     }
 
+    /// The machine runs: drain it, then write, work, fire its timer, sleep
+    /// or read. `None`: ask again.
+    fn next_running(&mut self, now: Instant) -> Option<Next> {
+        self.apply_abort();
+        let step = self.drain(now);
+        if self.app_failure.is_none() {
+            self.work.ask(self.app);
+        }
+        let peer_closed = matches!(self.phase, Phase::Running { peer_closed: true });
+        match step {
+            Step::Done(result) => self.end(result, true),
+            // The work runs first; the machine is asked again after it.
+            _ if self.work.is_ready() => {}
+            Step::Flush => {}
+            // Whatever was gathered goes out before the core waits.
+            Step::Wait(_) if !self.out.is_empty() => {}
+            Step::Wait(Some(deadline)) if deadline <= now => self.machine.handle_timeout(now),
+            // The peer is gone and the machine still waits: only its timer can end it.
+            Step::Wait(Some(deadline)) if peer_closed => return Some(Next::Sleep(deadline)),
+            Step::Wait(None) if peer_closed => self.fail(DriverError::io("waiting after EOF")(
+                io::ErrorKind::UnexpectedEof.into(),
+            )),
+            Step::Wait(until) => {
+                let max = self.machine.input_room().clamp(1, self.read_size);
+                return Some(Next::Read { max, until });
+            }
+        }
+        None
+    }
+
+    /// The session ends: what the application still has to do (write out
+    /// the last data it was given) is done first, then the close, then
+    /// `Done`. `None`: ask again.
+    fn next_ending(&mut self) -> Option<Next> {
+        if self.app_failure.is_none() && self.work.ask(self.app) {
+            return None;
+        }
+        if let Phase::Ending { close: true, .. } = self.phase {
+            return Some(Next::Close);
+        }
+        let Phase::Ending { result, .. } = std::mem::replace(&mut self.phase, Phase::Finished)
+        else {
+            unreachable!("next_ending runs in the ending phase")
+        };
+        // The application's failure (in its events or its work, even after
+        // the machine ended) is the session's result.
+        Some(Next::Done(match self.app_failure.take() {
+            Some(error) => Err(error),
+            None => result,
+        }))
+    }
+
     /// Hands out a write of the batch, starting its progress clock.
     fn write(&mut self, now: Instant) -> Next {
-        let progress = self.writing.get_or_insert(Progress {
-            last: now,
-            attempt: now,
-        });
+        let mut progress = match self.sending {
+            Sending::Writing(progress) => progress,
+            _ => Progress {
+                last: now,
+                attempt: now,
+            },
+        };
         progress.attempt = now;
+        self.sending = Sending::Writing(progress);
         Next::Write {
             until: self.write_limit.map(|limit| progress.last + limit),
         }
@@ -309,26 +351,24 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     /// The last write took `n` bytes of [`transmit`](Self::transmit). Zero
     /// means the transport will take nothing more, and fails the session.
     pub fn wrote(&mut self, now: Instant, n: usize) {
-        let _ = now;
         if n == 0 {
             return self.write_error(now, io::ErrorKind::WriteZero.into());
         }
         self.out.consume(n.min(self.out.len));
-        if let Some(progress) = &mut self.writing {
+        if let Sending::Writing(progress) = &mut self.sending {
             // A write that returns a count after waiting may have taken
             // the bytes as it began.
             progress.last = progress.attempt;
         }
         if self.out.is_empty() {
-            self.writing = None;
-            self.unflushed = true;
+            self.sending = Sending::Unflushed;
         }
     }
 
     /// The flush asked for by [`Next::Flush`] succeeded.
     pub fn flushed(&mut self, now: Instant) {
         let _ = now;
-        self.unflushed = false;
+        self.sending = Sending::Idle;
     }
 
     /// The last write or flush failed with `error`. `WouldBlock` and
@@ -344,9 +384,9 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     }
 
     fn write_error(&mut self, now: Instant, error: io::Error) {
-        let context = match self.writing {
-            Some(_) => "writing to the peer",
-            None => "flushing to the peer",
+        let context = match self.sending {
+            Sending::Writing(_) => "writing to the peer",
+            _ => "flushing to the peer",
         };
         let reset = is_reset(&error);
         let error = DriverError::Io {
@@ -354,15 +394,22 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             source: error,
         };
         self.out = Batch::default();
-        self.writing = None;
-        self.unflushed = false;
-        match &mut self.ending {
+        self.sending = Sending::Idle;
+        let after = match &mut self.phase {
             // Best effort once the session has failed: its own error stands.
-            Some(Err(_)) => {}
-            _ if reset => self.salvaging = Some((error, now + SALVAGE_WAIT)),
-            Some(result) => *result = Err(error),
-            None => self.failed = Some(error),
-        }
+            Phase::Ending { result: Err(_), .. } => return,
+            Phase::Ending { result, .. } if !reset => return *result = Err(error),
+            Phase::Ending { close, .. } => AfterSalvage::End { close: *close },
+            Phase::Running { .. } if !reset => return self.fail(error),
+            Phase::Running { .. } => AfterSalvage::Fail,
+            Phase::Salvaging { .. } | Phase::Finished => return,
+        };
+        let until = now + SALVAGE_WAIT;
+        self.phase = Phase::Salvaging {
+            error,
+            until,
+            after,
+        };
     }
 
     /// The machine's own receive buffer for the read of [`Next::Read`]
@@ -389,7 +436,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         self.apply_abort();
         // A failure is sticky in the machine and comes out as its `Done`.
         let _ = self.machine.commit_input(now, n);
-        if self.salvaging.is_some() {
+        if self.is_salvaging() {
             self.salvage(now, &[]);
         }
     }
@@ -413,7 +460,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             return self.eof(now);
         }
         self.apply_abort();
-        if self.salvaging.is_some() {
+        if self.is_salvaging() {
             return self.salvage(now, data);
         }
         // A failure is sticky in the machine and comes out as its `Done`.
@@ -425,10 +472,12 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         // An abort may shut the transport for reading to wake a read: the
         // abort is acted on before that is taken for the peer's end.
         self.apply_abort();
-        if self.salvaging.is_some() {
+        if self.is_salvaging() {
             return self.salvage(now, &[]);
         }
-        self.eof = true;
+        if let Phase::Running { peer_closed } = &mut self.phase {
+            *peer_closed = true;
+        }
         self.machine.handle_eof(now);
     }
 
@@ -439,8 +488,8 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         match error.kind() {
             io::ErrorKind::Interrupted => {}
             _ if is_timeout(&error) => self.timed_out(now),
-            _ if self.salvaging.is_some() => self.salvage(now, &[]),
-            _ => self.failed = Some(DriverError::io("reading from the peer")(error)),
+            _ if self.is_salvaging() => self.salvage(now, &[]),
+            _ => self.fail(DriverError::io("reading from the peer")(error)),
         }
     }
 
@@ -448,58 +497,55 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     /// nothing to report. Early calls are harmless.
     pub fn timed_out(&mut self, now: Instant) {
         self.apply_abort();
-        if let Some((_, until)) = &self.salvaging {
-            if now >= *until {
+        if let Phase::Salvaging { until, .. } = self.phase {
+            if now >= until {
                 self.salvage(now, &[]);
             }
             return;
         }
-        if let Some(progress) = self.writing {
-            let stalled = self
-                .write_limit
-                .is_none_or(|limit| now.saturating_duration_since(progress.last) >= limit);
-            if stalled {
-                self.out = Batch::default();
-                self.writing = None;
-                let waited = now.saturating_duration_since(progress.last);
-                let stalled = DriverError::StalledPeer { waited };
-                match &mut self.ending {
-                    Some(Err(_)) => {}
-                    Some(result) => *result = Err(stalled),
-                    None => self.failed = Some(stalled),
-                }
-            }
+        let Sending::Writing(progress) = self.sending else {
+            return self.machine.handle_timeout(now);
+        };
+        let waited = now.saturating_duration_since(progress.last);
+        if self.write_limit.is_some_and(|limit| waited < limit) {
             return;
         }
-        self.machine.handle_timeout(now);
+        self.out = Batch::default();
+        self.sending = Sending::Idle;
+        let stalled = DriverError::StalledPeer { waited };
+        match &mut self.phase {
+            Phase::Ending { result: Err(_), .. } => {}
+            Phase::Ending { result, .. } => *result = Err(stalled),
+            _ => self.fail(stalled),
+        }
     }
 
     /// The sending side is shut, as [`Next::Close`] asked.
     pub fn closed(&mut self, now: Instant) {
         let _ = now;
-        self.closed = true;
+        if let Phase::Ending { close, .. } = &mut self.phase {
+            *close = false;
+        }
     }
 
     /// The application's work that [`Next::Work`] announced, to run; the
     /// core then awaits it ([`Next::AwaitWork`]) until
     /// [`worked`](Self::worked). `None` if there is none.
     pub fn take_work(&mut self) -> Option<Work<A, M>> {
-        let work = self.work.take()?;
-        self.working = true;
-        Some(work)
+        self.work.take()
     }
 
     /// The work has run and produced `finish`, which is applied now. An
     /// error is the application's failure: the machine is aborted (it tells
     /// the peer why) and the session ends with that error.
     pub fn worked(&mut self, now: Instant, finish: Finish<A, M>) {
-        self.working = false;
+        self.work.done();
         self.apply_abort();
-        if self.app_failed.is_some() {
+        if self.app_failure.is_some() {
             return;
         }
         if let Err(source) = finish.apply(self.app, self.machine, now) {
-            self.app_failure(source);
+            self.app_failed(source);
         }
     }
 
@@ -510,29 +556,51 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         self.apply_abort();
     }
 
-    fn app_failure(&mut self, source: io::Error) {
+    fn app_failed(&mut self, source: io::Error) {
         self.machine.abort(source.to_string());
-        self.app_failed = Some(DriverError::App(source));
+        self.app_failure = Some(DriverError::App(source));
     }
 
-    /// The session ends with `result`, once the application's remaining
-    /// work has run; the application hears of it first.
-    fn end(&mut self, result: Result<(), DriverError>) {
+    /// The session ends with `result` (and `close`s the transport first),
+    /// once the application's remaining work has run; the application
+    /// hears of it first.
+    fn end(&mut self, result: Result<(), DriverError>, close: bool) {
         self.app.on_end(&result);
-        self.ending = Some(result);
+        self.phase = Phase::Ending { result, close };
+    }
+
+    /// The session failed at the transport: nothing more goes out, and no
+    /// `Close`; the application still finishes what it holds.
+    fn fail(&mut self, error: DriverError) {
+        self.out = Batch::default();
+        self.sending = Sending::Idle;
+        self.end(Err(error), false);
+    }
+
+    fn is_salvaging(&self) -> bool {
+        matches!(self.phase, Phase::Salvaging { .. })
     }
 
     fn apply_abort(&mut self) {
-        self.abort.apply(self.machine, &mut self.aborted);
+        self.abort.apply(self.machine, &mut self.abort_applied);
     }
 
     /// Feeds the machine what the peer sent before its reset, and ends.
     fn salvage(&mut self, now: Instant, input: &[u8]) {
-        let (error, _) = self.salvaging.take().expect("salvaging");
+        let Phase::Salvaging { error, after, .. } =
+            std::mem::replace(&mut self.phase, Phase::Finished)
+        else {
+            unreachable!("salvage runs in the salvaging phase")
+        };
         let error = salvage(self.machine, now, input).map_or(error, DriverError::Machine);
-        match &mut self.ending {
-            Some(result) => *result = Err(error),
-            None => self.failed = Some(error),
+        match after {
+            AfterSalvage::Fail => self.fail(error),
+            AfterSalvage::End { close } => {
+                self.phase = Phase::Ending {
+                    result: Err(error),
+                    close,
+                }
+            }
         }
     }
 
@@ -552,15 +620,15 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
                         return Step::Flush;
                     }
                 }
-                Output::Event(_) if self.app_failed.is_some() => {}
+                Output::Event(_) if self.app_failure.is_some() => {}
                 Output::Event(e) => {
                     if let Err(source) = self.app.on_event(self.machine, now, e) {
-                        self.app_failure(source);
+                        self.app_failed(source);
                     }
                 }
                 Output::Wait(deadline) => return Step::Wait(deadline),
                 Output::Done(result) => {
-                    return Step::Done(match self.app_failed.take() {
+                    return Step::Done(match self.app_failure.take() {
                         Some(error) => Err(error),
                         None => result.map_err(DriverError::from),
                     })

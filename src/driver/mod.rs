@@ -25,6 +25,7 @@ pub mod listen;
 mod penalty;
 pub(crate) mod server;
 pub mod shutdown;
+mod slot;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod work;
