@@ -69,6 +69,7 @@ mod recv_buf;
 pub mod secure;
 pub mod session;
 pub mod unframed;
+mod wire;
 pub mod xfer;
 
 #[cfg(feature = "testing")]

@@ -9,6 +9,7 @@ use bytes::{Buf, BytesMut};
 
 use super::frame::bounds;
 use super::{CodecError, Frame, Protocol, HEADER_LEN, MAGIC, PREAMBLE_LEN, VERSION};
+use crate::wire::SECURE_MAGIC;
 
 /// The limits a decoder checks each header against. Per frame type (see
 /// `docs/PROTOCOL.md`): `Message` and `Greeting` at most `max_message`,
@@ -161,7 +162,7 @@ impl FrameDecoder {
     fn check_partial_magic(&self, src: &[u8]) -> Result<(), CodecError> {
         let n = src.len().min(MAGIC.len());
         if src[..n] != MAGIC[..n] {
-            if src[..n] == crate::secure::SECURE_MAGIC[..] {
+            if src[..n] == SECURE_MAGIC[..] {
                 return Err(CodecError::PeerExpectsEncryption);
             }
             let mut seen = [0u8; 4];
@@ -244,6 +245,19 @@ mod tests {
         let mut buf = BytesMut::from(&b"G"[..]);
         let mut dec = FrameDecoder::new(Protocol::Echo, 1024);
         assert!(matches!(dec.decode(&mut buf), Err(CodecError::BadMagic(_))));
+    }
+
+    #[test]
+    fn a_secure_hello_is_told_from_other_garbage() {
+        let mut dec = FrameDecoder::new(Protocol::Echo, 1024);
+        let mut buf = BytesMut::from(&b"EXFS\x01A"[..]);
+        assert_eq!(dec.decode(&mut buf), Err(CodecError::PeerExpectsEncryption));
+        // Its first three bytes are a plaintext preamble's too: no verdict yet.
+        let mut dec = FrameDecoder::new(Protocol::Echo, 1024);
+        let mut buf = BytesMut::from(&b"EXF"[..]);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        let mut buf = BytesMut::from(&b"EXFW"[..]);
+        assert_eq!(dec.decode(&mut buf), Err(CodecError::BadMagic(*b"EXFW")));
     }
 
     #[test]

@@ -14,8 +14,7 @@ pub use frame::{
     SAVED_METADATA,
 };
 
-/// The four bytes that open every native connection.
-pub const MAGIC: [u8; 4] = *b"EXFR";
+pub use crate::wire::MAGIC;
 /// The wire version this crate speaks.
 pub const VERSION: u8 = 3;
 /// Bytes in the preamble: magic, version, protocol.
@@ -61,7 +60,7 @@ pub enum CodecError {
     #[error("bad magic {0:02x?}: not an echoxfer peer")]
     BadMagic([u8; 4]),
     /// The peer opened with the secure channel's hello
-    /// ([`crate::secure::SECURE_MAGIC`]): it expects an encrypted session
+    /// ([`SECURE_MAGIC`](crate::secure::SECURE_MAGIC)): it expects an encrypted session
     /// and this side is plaintext.
     #[error("the peer expects an encrypted session but this side is plaintext: drop --insecure and give both sides the same code")]
     PeerExpectsEncryption,

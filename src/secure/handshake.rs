@@ -10,8 +10,13 @@ use sha2::{Digest, Sha256};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 use super::record::Direction;
-use super::{Side, SECURE_MAGIC, SECURE_VERSION};
+use super::{Side, SECURE_VERSION};
 use crate::error::{RefusalReason, SecureError};
+use crate::wire::{MAGIC, SECURE_MAGIC};
+
+// The public `secure::SECURE_MAGIC` must be the magic the codec (below
+// this layer) recognises, kept in `crate::wire`.
+const _: () = assert!(u32::from_be_bytes(super::SECURE_MAGIC) == u32::from_be_bytes(SECURE_MAGIC));
 
 /// Bytes of a SPAKE2 (Ed25519) message: the side byte and a point.
 const SPAKE_MSG_LEN: usize = 33;
@@ -85,7 +90,7 @@ pub fn check_prefix(side: Side, held: &[u8]) -> Result<(), SecureError> {
     if side == Side::Client && held[..n] == REFUSAL_MAGIC[..n] {
         return Ok(());
     }
-    if held[..n] == crate::codec::MAGIC[..n] {
+    if held[..n] == MAGIC[..n] {
         return Err(SecureError::PeerIsPlaintext);
     }
     Err(SecureError::BadHello("not an echoxfer secure hello"))
