@@ -38,9 +38,15 @@
 //!   failure: the core decides from `now` whether the limit is reached;
 //! - the application's work: asked for (with [`App::poll_work`]) whenever
 //!   the machine has drained, handed out before anything is read, and
-//!   awaited before the session ends; while it runs, the machine gets no
-//!   input and none of its timers fire, and only output already gathered
-//!   is written;
+//!   awaited before the session ends; while it runs, none of the
+//!   machine's timers fire (a slow disk is not the peer's fault), it is
+//!   not drained, and only output already gathered is written. A shell
+//!   that can wait for two things at once may meanwhile read the peer's
+//!   next bytes into the machine's buffer, as far as
+//!   [`read_while_working`](StreamCore::read_while_working) allows: the
+//!   network and the disk then overlap, bounded by the machine's own
+//!   back-pressure (its input room), and what was read is decoded once the
+//!   work is done;
 //! - the application's failure: the machine is aborted (it tells the peer
 //!   why) and still driven to its end, and the session returns the
 //!   application's error;
@@ -112,6 +118,10 @@ pub enum Next {
     Work,
     /// Wait for the running work, then report [`StreamCore::worked`] (or
     /// [`StreamCore::woken`] if an abort request woke the shell first).
+    /// Meanwhile the shell may read, if
+    /// [`StreamCore::read_while_working`] says how much, and report the
+    /// read as for [`Next::Read`] (then ask `next` again: the work is still
+    /// awaited).
     AwaitWork,
     /// Shut the sending side, then report [`StreamCore::closed`].
     Close,
@@ -526,6 +536,23 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         if let Phase::Ending { close, .. } = &mut self.phase {
             *close = false;
         }
+    }
+
+    /// While [`Next::AwaitWork`] awaits the application's work: how many
+    /// bytes the shell may read meanwhile into
+    /// [`read_buffer`](Self::read_buffer), reporting with
+    /// [`filled`](Self::filled) (or [`eof`](Self::eof),
+    /// [`read_failed`](Self::read_failed)) as after [`Next::Read`]. `None`
+    /// when the machine has no room (its back-pressure: it is drained only
+    /// once the work is done), the peer has closed, the session is ending,
+    /// or no work runs. The read has no deadline of its own: the work's end
+    /// (or an abort) ends the wait.
+    pub fn read_while_working(&self) -> Option<usize> {
+        if !self.work.is_running() || !matches!(self.phase, Phase::Running { peer_closed: false }) {
+            return None;
+        }
+        let room = self.machine.input_room();
+        (room > 0).then(|| room.min(self.read_size))
     }
 
     /// The application's work that [`Next::Work`] announced, to run; the
@@ -1054,6 +1081,42 @@ mod tests {
             "no timer fired, no input: {:?}",
             fake.log
         );
+    }
+
+    #[test]
+    fn while_work_runs_the_shell_may_read_ahead_into_the_machine_which_is_drained_only_after() {
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(1));
+        let mut app = Worker::default();
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert_eq!(core.read_while_working(), None, "no work runs yet");
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let work = core.take_work().expect("work");
+        assert!(matches!(core.next(t(0.0)), Next::AwaitWork));
+        // The machine has room (100): a read may go on meanwhile.
+        let max = core.read_while_working().expect("room to read ahead");
+        assert_eq!(max, 100);
+        core.read_buffer(max)[..4].copy_from_slice(b"next");
+        core.filled(t(0.5), 4);
+        // Still awaiting the work: no drain, no timer.
+        assert!(matches!(core.next(t(0.5)), Next::AwaitWork));
+        core.worked(t(1.0), work.run());
+        assert!(matches!(core.next(t(1.0)), Next::Read { .. }));
+        drop(core);
+        assert_eq!(fake.log, ["input:next"], "read ahead, no timer fired");
+        assert_eq!(app.finished, [1]);
+        // A machine without room is not read ahead: its back-pressure holds.
+        let mut full = Fake {
+            room: Some(0),
+            ..Fake::default()
+        };
+        full.outputs.push_back(Output::Event(1));
+        let mut app = Worker::default();
+        let mut core = StreamCore::new(&mut full, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let _work = core.take_work().expect("work");
+        assert_eq!(core.read_while_working(), None);
     }
 
     #[test]

@@ -42,8 +42,10 @@ pub trait App<M: Machine> {
     /// ([`Work::new`], on the tokio driver a job on its blocking pool) or a
     /// future ([`Work::future`], on the tokio driver a task of its own, so
     /// an answer owed holds no thread). Asked for whenever the machine has
-    /// nothing more to say. While it runs, the machine gets no input; its
-    /// [`Finish`] then answers what the work was for. The default has none.
+    /// nothing more to say. While it runs, the machine gets no timer and no
+    /// event is drained from it (a driver may read ahead into its buffer,
+    /// as far as its input room allows: see [`core`]); its [`Finish`] then
+    /// answers what the work was for. The default has none.
     fn poll_work(&mut self) -> Option<Work<Self, M>>
     where
         Self: Sized,
