@@ -132,9 +132,87 @@ pub enum Next {
 /// The sans-IO stream loop around one machine and its application (see the
 /// [module docs](self) for the contract).
 ///
-/// Its state is a small table: the session's [`Phase`] (running, salvaging
-/// the peer's last words, ending, finished), the transmit batch's
-/// [`Sending`] state, and the application's work slot.
+/// Its state is a small table: the session's phase (running, salvaging
+/// the peer's last words, ending, finished), the transmit batch's state
+/// (idle, writing, unflushed), and the application's work slot.
+///
+/// # A shell of one's own
+///
+/// A shell is a loop that does what [`next`](Self::next) says on its
+/// transport and reports back. This one runs an echo client and server
+/// over two in-memory pipes, switching sides whenever one would block:
+///
+/// ```
+/// use std::collections::VecDeque;
+/// use std::time::Instant;
+/// use echoxfer::driver::core::{Next, StreamCore};
+/// use echoxfer::driver::{Abort, App, DriverError, Ignore};
+/// use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+/// use echoxfer::{EchoConfig, SessionLimits, StreamMachine};
+///
+/// /// Runs `core` until it would block reading `inbox`: `Some` once it is done.
+/// fn shell<M: StreamMachine, A: App<M>>(
+///     core: &mut StreamCore<'_, M, A>,
+///     inbox: &mut VecDeque<u8>,
+///     outbox: &mut VecDeque<u8>,
+///     peer_closed: bool,
+/// ) -> Option<Result<(), DriverError>> {
+///     loop {
+///         let now = Instant::now();
+///         match core.next(now) {
+///             Next::Write { .. } => {
+///                 let n: usize = core.transmit().iter().map(|s| s.len()).sum();
+///                 outbox.extend(core.transmit().iter().flat_map(|s| s.iter()));
+///                 core.wrote(now, n);
+///             }
+///             Next::Flush => core.flushed(now),
+///             Next::Read { .. } if inbox.is_empty() && peer_closed => core.filled(now, 0),
+///             Next::Read { .. } if inbox.is_empty() => return None, // would block
+///             Next::Read { max, .. } => {
+///                 let n = max.min(inbox.len());
+///                 let buf = core.read_buffer(n);
+///                 for (b, byte) in buf.iter_mut().zip(inbox.drain(..n)) {
+///                     *b = byte;
+///                 }
+///                 core.filled(now, n);
+///             }
+///             Next::Work => {
+///                 // In place: this shell may block.
+///                 let work = core.take_work().expect("announced");
+///                 core.worked(now, work.run());
+///             }
+///             Next::AwaitWork => unreachable!("work runs in place here"),
+///             // A real shell waits until then, and reports `timed_out`.
+///             Next::Sleep(_) => return None,
+///             Next::Close => core.closed(now),
+///             Next::Done(result) => return Some(result),
+///         }
+///     }
+/// }
+///
+/// let now = Instant::now();
+/// let mut server = EchoServer::new(Server::new("hi", EchoConfig::default()), SessionLimits::default(), now);
+/// let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
+/// client.send(&b"ping"[..]).unwrap();
+/// client.close().unwrap();
+/// let mut heard = Vec::new();
+/// let mut on_event = |_: &mut EchoClient, _: Instant, e: ClientEvent| {
+///     heard.push(e);
+///     Ok(())
+/// };
+/// let (abort, mut ignore) = (Abort::new(), Ignore);
+/// let mut c = StreamCore::new(&mut client, &mut on_event, &abort);
+/// let mut s = StreamCore::new(&mut server, &mut ignore, &abort);
+/// let (mut to_server, mut to_client) = (VecDeque::new(), VecDeque::new());
+/// let (mut c_done, mut s_done) = (None, None);
+/// for _ in 0..10 {
+///     c_done = c_done.or_else(|| shell(&mut c, &mut to_client, &mut to_server, s_done.is_some()));
+///     s_done = s_done.or_else(|| shell(&mut s, &mut to_server, &mut to_client, c_done.is_some()));
+/// }
+/// assert!(matches!(c_done, Some(Ok(()))) && matches!(s_done, Some(Ok(()))));
+/// drop(c);
+/// assert!(heard.contains(&ClientEvent::Reply(bytes::Bytes::from_static(b"ping"))));
+/// ```
 pub struct StreamCore<'a, M, A> {
     machine: &'a mut M,
     app: &'a mut A,
