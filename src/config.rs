@@ -237,10 +237,24 @@ impl Default for TransferConfig {
     }
 }
 
+/// How deep and how long an offered path may be: what a
+/// [`SafePath`](crate::xfer::SafePath) is checked against (from
+/// [`TransferConfig::path_limits`]). Also at
+/// [`xfer::PathLimits`](crate::xfer::PathLimits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathLimits {
+    /// Longest component, in bytes.
+    pub max_name_len: usize,
+    /// Most components.
+    pub max_depth: usize,
+    /// Longest path, in bytes, components joined with `/`.
+    pub max_path_len: usize,
+}
+
 impl TransferConfig {
     /// The limits offered paths are checked against.
-    pub fn path_limits(&self) -> crate::xfer::PathLimits {
-        crate::xfer::PathLimits {
+    pub fn path_limits(&self) -> PathLimits {
+        PathLimits {
             max_name_len: self.max_name_len,
             max_depth: self.max_depth,
             max_path_len: self.max_path_len,

@@ -12,17 +12,7 @@ use std::fmt;
 use bytes::{BufMut, BytesMut};
 
 use super::names::{NameError, SafeName};
-
-/// How deep and how long an offered path may be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathLimits {
-    /// Longest component, in bytes.
-    pub max_name_len: usize,
-    /// Most components.
-    pub max_depth: usize,
-    /// Longest path, in bytes, components joined with `/`.
-    pub max_path_len: usize,
-}
+use crate::config::PathLimits;
 
 /// A relative path of one or more [`SafeName`] components.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

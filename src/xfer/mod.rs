@@ -19,9 +19,12 @@ mod receiver;
 pub mod request;
 mod sender;
 
+// Defined with the rest of the configuration (config is below xfer);
+// re-exported here, where paths are checked against it.
+pub use crate::config::PathLimits;
 pub use entry::{
-    encode_raw_path, show_offered_path, EntryKind, FileSpec, Meta, Mtime, PathError, PathLimits,
-    SafePath, MODE_BITS,
+    encode_raw_path, show_offered_path, EntryKind, FileSpec, Meta, Mtime, PathError, SafePath,
+    MODE_BITS,
 };
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
