@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use echoxfer::driver::blocking;
-use echoxfer::legacy::files::SendFromFile;
+use echoxfer::files::legacy::SendFromFile;
 use echoxfer::legacy::LegacyFileSender;
 use echoxfer::UnframedConfig;
 

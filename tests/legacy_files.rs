@@ -1,4 +1,4 @@
-//! The legacy file app (`echoxfer::legacy::files`): the final name appears
+//! The legacy file app (`echoxfer::files::legacy`): the final name appears
 //! only at completion, never over an existing file unless asked, and an
 //! incomplete transfer leaves nothing behind.
 
@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use echoxfer::driver::work::work_in_place;
 use echoxfer::driver::App;
-use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
+use echoxfer::files::legacy::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent};
 use echoxfer::{Machine, Output, UnframedConfig};
 

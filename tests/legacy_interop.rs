@@ -25,7 +25,7 @@ use rand_chacha::ChaCha8Rng;
 
 use echoxfer::driver::blocking::{self, ServeReport};
 use echoxfer::driver::{tokio as tdriver, Ignore};
-use echoxfer::legacy::files::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
+use echoxfer::files::legacy::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
     LegacyUdpSender, LegacyUdpSink, SinkEvent, GREETING_BLOCKING, GREETING_THREADED,

@@ -2,12 +2,14 @@
 //! receiver's destination directory ([`Store`]), a sender's files
 //! ([`walk`] of the paths given, then a [`Source`] for each file), and
 //! the [`App`](crate::driver::App)s that answer the machines' events with
-//! them ([`SenderApp`], [`ReceiverApp`]). Touches
+//! them ([`SenderApp`], [`ReceiverApp`]); and, in [`legacy`], the apps of
+//! the legacy file machines ([`crate::legacy`]). Touches
 //! `std::fs` and nothing else; no sockets, no clocks, no threads.
 //! Unix only: the store relies on `openat`-style calls that never follow
 //! symbolic links.
 
 mod app;
+pub mod legacy;
 mod source;
 mod store;
 mod walk;

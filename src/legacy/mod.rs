@@ -30,9 +30,11 @@
 //! * `udp`: [`LegacyUdpSink`], [`LegacyUdpSender`]. Pure machines.
 //! * `file`: [`LegacyFileSender`], [`LegacyFileReceiver`]. Pure machines;
 //!   file data comes and goes only through events the application answers.
-//! * [`files`]: the small `std::fs` application that answers the file
-//!   machines' events (temp file, atomic move into place). The only module
-//!   here that touches the file system; no module here touches sockets.
+//!
+//! No module here touches the file system or sockets, nor depends on the
+//! drivers: the small `std::fs` application that answers the file
+//! machines' events (temp file, atomic move into place) is
+//! [`files::legacy`](crate::files::legacy), with the other apps.
 //!
 //! **Legacy mode has no integrity check**: no names, no sizes, no
 //! checksums on the wire. Front ends print [`NO_INTEGRITY_WARNING`] once.
@@ -46,7 +48,6 @@
 
 mod echo;
 mod file;
-pub mod files;
 mod udp;
 
 pub use echo::{

@@ -281,7 +281,7 @@ pub struct ReceiveArgs {
     #[command(flatten)]
     pub auth: SecureArgs,
     /// File name for `--legacy` (the seed protocol carries none).
-    #[arg(long, requires = "legacy", default_value = echoxfer::legacy::files::DEFAULT_NAME)]
+    #[arg(long, requires = "legacy", default_value = echoxfer::files::legacy::DEFAULT_NAME)]
     pub name: String,
     /// Most sessions served at once; more wait in the backlog.
     #[arg(long, default_value_t = echoxfer::driver::Limits::default().max_connections,

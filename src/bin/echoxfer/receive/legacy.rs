@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use echoxfer::driver::{App, Work};
-use echoxfer::legacy::files::ReceiveToDir;
+use echoxfer::files::legacy::ReceiveToDir;
 use echoxfer::legacy::{LegacyFileReceiver, ReceiverEvent};
 use echoxfer::UnframedConfig;
 

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use echoxfer::driver::{App, Work};
 use echoxfer::error::sanitize;
-use echoxfer::legacy::files::SendFromFile;
+use echoxfer::files::legacy::SendFromFile;
 use echoxfer::legacy::{LegacyFileSender, SenderEvent};
 use echoxfer::UnframedConfig;
 

@@ -1,8 +1,10 @@
-//! The small `std::fs` application for the legacy file machines: it answers
-//! [`LegacyFileSender`]'s reads from a file, and writes
-//! [`LegacyFileReceiver`]'s data to a temporary file that gets its final
-//! name only when the sender said `quit`. The only module of
-//! [`legacy`](super) that touches the file system (and it opens no sockets).
+//! The small `std::fs` application for the legacy file machines
+//! ([`crate::legacy`]): it answers [`LegacyFileSender`]'s reads from a
+//! file, and writes [`LegacyFileReceiver`]'s data to a temporary file that
+//! gets its final name only when the sender said `quit`. It opens no
+//! sockets. It lives here, with the other apps, rather than in `legacy`:
+//! the machines do not depend on the drivers whose [`App`] contract it
+//! implements.
 //!
 //! Receiving: the temporary file is created in the target directory with
 //! `create_new` (never reusing or following an existing path); at
@@ -25,8 +27,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::file::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
 use crate::driver::{App, Work};
+use crate::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
 
 /// The name the seed receiver writes to.
 pub const DEFAULT_NAME: &str = "file";
