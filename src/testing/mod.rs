@@ -3,10 +3,12 @@
 
 pub mod fuzz;
 mod mem;
+mod outcome;
 mod pair;
 
 pub use mem::{file_offer, MemAccepted, MemDisk, MemReceiver, MemSender};
-pub use pair::{Cutter, Pair, PairOutcome, Stuck};
+pub use outcome::{PairOutcome, Stuck};
+pub use pair::{Cutter, Pair};
 pub mod netem;
 pub mod sim;
 mod tamper;

@@ -9,8 +9,9 @@
 use std::time::Instant;
 
 use super::netem::{Impairments, Netem};
+use super::outcome::{PairOutcome, Stuck};
 use super::sim::Sim;
-use crate::driver::{App, DriverError};
+use crate::driver::App;
 use crate::machine::StreamMachine;
 
 /// The payload of one TCP segment on Ethernet: the most a torn write
@@ -63,25 +64,6 @@ impl Cutter {
             imp: Impairments::none(),
         }
     }
-}
-
-/// How a pair's run ended: each side's final result.
-#[derive(Debug)]
-pub struct PairOutcome {
-    /// Side A's result: its machine's `Done`, or its app's error.
-    pub a: Result<(), DriverError>,
-    /// Side B's result.
-    pub b: Result<(), DriverError>,
-    /// When A and B ended, in virtual time.
-    pub ended: (Instant, Instant),
-}
-
-/// A pair that made no progress within its step bound: a livelock or deadlock.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("pair stuck after {steps} steps")]
-pub struct Stuck {
-    /// Steps taken.
-    pub steps: usize,
 }
 
 /// Two stream machines joined in memory, with a virtual clock.

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::netem::{Impairments, Netem, Trickle};
-use super::pair::{PairOutcome, Stuck};
+use super::outcome::{PairOutcome, Stuck};
 use crate::config::SessionLimits;
 use crate::driver::core::{Next, StreamCore};
 use crate::driver::{Abort, App, DriverError};
