@@ -363,3 +363,61 @@ fn ended<M: StreamMachine>(m: &mut M, now: Instant) -> bool {
     }
     matches!(m.poll_output(), Output::Done(Ok(())))
 }
+
+#[test]
+fn during_the_handshake_the_deadline_is_the_handshakes_and_once_open_the_wrapped_machines() {
+    let now = Instant::now();
+    let limits = SessionLimits {
+        idle_timeout: Duration::from_secs(30),
+        ..SessionLimits::default()
+    };
+    let cfg = SecureConfig {
+        handshake_timeout: Duration::from_secs(7),
+        ..SecureConfig::default()
+    };
+    let inner = EchoServer::new(Server::new("hi", EchoConfig::default()), limits, now);
+    let mut s = Secure::server(inner, CODE, cfg, now, [2; 32]);
+    let mut c = client(CODE, now);
+    let (server_hello, _) = drain(&mut s);
+    feed(&mut c, now, &server_hello).unwrap();
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(7)));
+    assert_eq!(
+        s.write_timeout(),
+        Some(Duration::from_secs(30)),
+        "the wrapped machine's, from the start"
+    );
+    assert_eq!(s.write_timeout(), s.inner().write_timeout());
+    // The client's hello and confirmation, then the server's confirmation.
+    let (to_s, _) = drain(&mut c);
+    feed(&mut s, now, &to_s).unwrap();
+    let (to_c, _) = drain(&mut s);
+    feed(&mut c, now, &to_c).unwrap();
+    assert!(s.is_confirmed() && c.is_confirmed());
+    let (_, end) = drain(&mut s);
+    assert_eq!(end, None);
+    let inner_deadline = s.inner().poll_timeout();
+    assert!(inner_deadline.is_some_and(|t| t > now + Duration::from_secs(7)));
+    assert_eq!(s.poll_timeout(), inner_deadline, "the handshake's is over");
+    // The handshake's deadline passing changes nothing now.
+    s.handle_timeout(now + Duration::from_secs(7));
+    assert_eq!(drain(&mut s).1, None);
+    assert_eq!(s.error(), None);
+    // The wrapped machine's own does: its failure, not the channel's.
+    // The wrapped machine's own does: it fails (and lingers, then the
+    // channel waits for the peer's close record), its failure, not the
+    // channel's.
+    let mut end = None;
+    for _ in 0..10 {
+        let at = s.poll_timeout().expect("a live session has a deadline");
+        s.handle_timeout(at);
+        end = drain(&mut s).1;
+        if end.is_some() {
+            break;
+        }
+    }
+    assert!(
+        matches!(end, Some(Err(ref e)) if !matches!(e, Error::Secure(_))),
+        "{end:?}"
+    );
+    assert_eq!(s.error(), None);
+}
