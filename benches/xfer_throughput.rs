@@ -1,19 +1,32 @@
-//! File-transfer throughput and memory: echoxfer (`send` / `receive` as
-//! two processes, BLAKE3 verification and fsync on) against a tuned raw
-//! socket copy of the same bytes to disk (128 KiB reads and writes, fsync
-//! at the end, as `socat -b 131072` plus `sync`), side by side in one run.
-//! Prints throughputs, their ratio, and each echoxfer process's peak RSS.
-//! echoxfer runs twice per round: encrypted (the default: a code, SPAKE2,
-//! AES-256-GCM records) and plaintext (`--insecure`), and the ratio of the
-//! two is printed too.
-//! Asserts that the received file is identical; asserts nothing about speed.
+//! File-transfer throughput, CPU and memory: echoxfer (`send` / `receive`
+//! as two processes, BLAKE3 verification and fsync on) against a tuned raw
+//! socket copy of the same bytes to disk (the baseline: 128 KiB reads and
+//! writes over loopback, fsync at the end, as `socat -b 131072` plus
+//! `sync`), interleaved in one run. echoxfer runs three ways: encrypted on
+//! the blocking driver (the default: a code, SPAKE2, AES-256-GCM records),
+//! plaintext (`--insecure`), and encrypted on the tokio driver
+//! (`--runtime tokio` on both sides). When `socat` is installed, the real
+//! `socat -u -b 131072` (then an fsync of the output) runs as one more
+//! contender.
+//!
+//! Each round runs every contender once, in rotating order, with `sync`
+//! before each run; every output is checked (BLAKE3 of the whole file) and
+//! removed at once, on every file system. Prints each run (time, rate,
+//! each echoxfer process's CPU and peak RSS), then per ratio the median of
+//! the per-round ratios with min and max, the median over undisturbed
+//! rounds and the per-round list: each contender against the baseline,
+//! encrypted / plaintext, tokio / blocking, and encrypted / socat. CPU
+//! seconds per GiB, per side, for the process runs. See
+//! `benches/common/rounds.rs` for the order and the "disturbed" rule.
+//! Asserts that every received file is identical; asserts nothing about
+//! speed.
 //!
 //! `cargo bench --bench xfer_throughput` (env: `SIZE` in MiB, default 1024;
-//! `ROUNDS`, default 5, alternating which goes first; `BENCH_DIR=/dev/shm`
-//! to take the disk out, in which case each output is removed once
-//! checked, so that the runs do not fill memory). Prints the median and
-//! the range of each, their ratios, and encrypted / plaintext per round
-//! (the two run next to each other) with its median.
+//! `ROUNDS`, default 5; `WARMUP` rounds, default 1; `BENCH_DIR=/dev/shm`
+//! to take the disk out).
+
+#[path = "common/rounds.rs"]
+mod rounds;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -23,15 +36,10 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rounds::{contender, env, wait_cost, Plan, Sample};
+
 const BLOCK: usize = 128 * 1024;
 const MIB: u64 = 1024 * 1024;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Writes `size` pseudo-random bytes (BLAKE3 in XOF mode: fast, repeatable).
 fn make_source(path: &Path, size: u64) {
@@ -90,52 +98,48 @@ fn baseline(src: &Path, dst: &Path) -> Duration {
     start.elapsed()
 }
 
-/// What one process cost: peak resident set size (KiB) and CPU seconds
-/// (user, system).
-struct Cost {
-    rss_kib: u64,
-    user: f64,
-    sys: f64,
+fn have_socat() -> bool {
+    Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
-impl std::fmt::Display for Cost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "peak RSS {} KiB, CPU {:.2} s user + {:.2} s sys",
-            self.rss_kib, self.user, self.sys
-        )
-    }
+/// `socat -u -b 131072` both ends (listener to a file, file to a
+/// connection), then an fsync of the file, as the baseline does.
+fn socat(src: &Path, dst: &Path) -> (Duration, rounds::Cost, rounds::Cost) {
+    // A free port: socat cannot say which one it bound.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = Instant::now();
+    let receiver = Command::new("socat")
+        .args(["-u", "-b", "131072"])
+        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"))
+        .arg(format!("CREATE:{}", dst.display()))
+        .spawn()
+        .unwrap();
+    let sender = Command::new("socat")
+        .args(["-u", "-b", "131072"])
+        .arg(format!("OPEN:{},rdonly", src.display()))
+        .arg(format!("TCP:127.0.0.1:{port},retry=1000,interval=0.002"))
+        .spawn()
+        .unwrap();
+    let send = wait_cost(sender);
+    let recv = wait_cost(receiver);
+    File::open(dst).unwrap().sync_all().unwrap();
+    (start.elapsed(), send, recv)
 }
 
-fn seconds(t: libc::timeval) -> f64 {
-    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
-}
-
-/// Waits for a child and returns what it cost.
-fn wait_cost(child: std::process::Child) -> Cost {
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting on our own child; the pointers are valid for the call.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(pid > 0, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: {status}"
-    );
-    Cost {
-        rss_kib: usage.ru_maxrss as u64,
-        user: seconds(usage.ru_utime),
-        sys: seconds(usage.ru_stime),
-    }
-}
-
-/// How an echoxfer run authenticates: the flags both sides get.
+/// How an echoxfer run goes: the flags both sides get.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Encrypted,
     Plaintext,
+    EncryptedTokio,
 }
 
 impl Mode {
@@ -143,6 +147,7 @@ impl Mode {
         match self {
             Mode::Encrypted => &["--code", "1-bench-acorn-bell"],
             Mode::Plaintext => &["--insecure"],
+            Mode::EncryptedTokio => &["--code", "1-bench-acorn-bell", "--runtime", "tokio"],
         }
     }
 
@@ -150,12 +155,13 @@ impl Mode {
         match self {
             Mode::Encrypted => "encrypted",
             Mode::Plaintext => "plaintext",
+            Mode::EncryptedTokio => "encrypted-tokio",
         }
     }
 }
 
 /// echoxfer `receive --once` and `send` as two processes.
-fn echoxfer(src: &Path, dir: &Path, mode: Mode) -> (Duration, Cost, Cost) {
+fn echoxfer(src: &Path, dir: &Path, mode: Mode) -> (Duration, rounds::Cost, rounds::Cost) {
     let bin = env!("CARGO_BIN_EXE_echoxfer");
     let start = Instant::now();
     let mut receiver = Command::new(bin)
@@ -184,6 +190,7 @@ fn echoxfer(src: &Path, dir: &Path, mode: Mode) -> (Duration, Cost, Cost) {
         .args(["send", "--quiet", "--to", &addr])
         .args(mode.flags())
         .arg(src)
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let send = wait_cost(sender);
@@ -191,85 +198,10 @@ fn echoxfer(src: &Path, dir: &Path, mode: Mode) -> (Duration, Cost, Cost) {
     (start.elapsed(), send, recv)
 }
 
-/// Starts each timed run with no dirty pages left by the previous one, so
-/// neither side pays for the other's write-back. Outputs are kept until the
-/// end of the run: deleting a freshly written GiB on a `discard` mount
-/// makes the next run pay for the trim.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
-fn mb_per_s(size: u64, t: Duration) -> f64 {
-    size as f64 / 1e6 / t.as_secs_f64()
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// Timed runs of both methods, in alternating order so that neither always
-/// follows the other.
-struct Runs {
-    baseline: Vec<Duration>,
-    ours: Vec<Duration>,
-    plaintext: Vec<Duration>,
-}
-
-fn run_baseline(work: &Path, src: &Path, round: u64, want: blake3::Hash, remove: bool) -> Duration {
-    let dst = work.join(format!("baseline-{round}.bin"));
-    settle();
-    let t = baseline(src, &dst);
-    assert_eq!(hash_file(&dst), want, "baseline copy differs");
-    if remove {
-        std::fs::remove_file(&dst).unwrap();
-    }
-    println!(
-        "round {round}: baseline raw copy + fsync: {:>8.1} MB/s",
-        mb_per_s(file_len(src), t)
-    );
-    t
-}
-
-fn run_ours(
-    work: &Path,
-    src: &Path,
-    round: u64,
-    want: blake3::Hash,
-    mode: Mode,
-    remove: bool,
-) -> Duration {
-    let dir = work.join(format!("echoxfer-{}-{round}", mode.name()));
-    std::fs::create_dir(&dir).unwrap();
-    settle();
-    let (t, send, recv) = echoxfer(src, &dir, mode);
-    assert_eq!(
-        hash_file(&dir.join("source.bin")),
-        want,
-        "received file differs"
-    );
-    if remove {
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-    println!(
-        "round {round}: echoxfer {:<9} (BLAKE3 + fsync): {:>8.1} MB/s  sender {send}; receiver {recv}",
-        mode.name(),
-        mb_per_s(file_len(src), t)
-    );
-    t
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().len()
-}
-
 fn main() {
     let size = env("SIZE", 1024) * MIB;
-    let rounds = env("ROUNDS", 5);
+    let plan = Plan::from_env(5, Some(size), move |t| rounds::mb_per_s(size, t));
     // BENCH_DIR=/dev/shm takes the disk out and leaves the protocol's CPU cost.
-    // Outputs in memory are removed once checked, so the runs do not fill it.
-    let remove_outputs = std::env::var_os("BENCH_DIR").is_some();
     let work = match std::env::var_os("BENCH_DIR") {
         Some(dir) => tempfile::tempdir_in(dir).unwrap(),
         None => tempfile::tempdir().unwrap(),
@@ -277,86 +209,71 @@ fn main() {
     let src: PathBuf = work.path().join("source.bin");
     make_source(&src, size);
     let want = hash_file(&src);
+    let socat_here = have_socat();
     println!(
-        "file transfer of {} MiB over loopback to disk, {rounds} rounds",
-        size / MIB
+        "file transfer of {} MiB over loopback into {}, {} rounds after {} warm-up; socat {}",
+        size / MIB,
+        work.path().display(),
+        plan.rounds,
+        plan.warmup,
+        if socat_here {
+            "installed: timed too"
+        } else {
+            "not installed: not timed"
+        }
     );
-    let mut runs = Runs {
-        baseline: Vec::new(),
-        ours: Vec::new(),
-        plaintext: Vec::new(),
-    };
     let w = work.path();
-    for round in 0..rounds {
-        // Each of the three goes first in turn.
-        for step in 0..3 {
-            match (round + step) % 3 {
-                0 => runs
-                    .baseline
-                    .push(run_baseline(w, &src, round, want, remove_outputs)),
-                1 => runs.ours.push(run_ours(
-                    w,
-                    &src,
-                    round,
-                    want,
-                    Mode::Encrypted,
-                    remove_outputs,
-                )),
-                _ => runs.plaintext.push(run_ours(
-                    w,
-                    &src,
-                    round,
-                    want,
-                    Mode::Plaintext,
-                    remove_outputs,
-                )),
+    let (src, want) = (&src, want);
+    let run_ours = |mode: Mode| {
+        move || {
+            let dir = w.join(format!("echoxfer-{}", mode.name()));
+            std::fs::create_dir(&dir).unwrap();
+            let (time, send, recv) = echoxfer(src, &dir, mode);
+            let got = dir.join("source.bin");
+            assert_eq!(
+                hash_file(&got),
+                want,
+                "echoxfer {}: file differs",
+                mode.name()
+            );
+            std::fs::remove_dir_all(&dir).unwrap();
+            Sample {
+                time,
+                sides: Some((send, recv)),
             }
         }
+    };
+    let mut contenders = vec![
+        contender("raw copy + fsync", || {
+            let dst = w.join("baseline.bin");
+            let t = baseline(src, &dst);
+            assert_eq!(hash_file(&dst), want, "baseline copy differs");
+            std::fs::remove_file(&dst).unwrap();
+            Sample::time(t)
+        }),
+        contender("encrypted (blocking)", run_ours(Mode::Encrypted)),
+        contender("plaintext (blocking)", run_ours(Mode::Plaintext)),
+        contender("encrypted (tokio)", run_ours(Mode::EncryptedTokio)),
+    ];
+    if socat_here {
+        contenders.push(contender("socat + fsync", || {
+            let dst = w.join("socat.bin");
+            let (time, send, recv) = socat(src, &dst);
+            assert_eq!(hash_file(&dst), want, "socat copy differs");
+            std::fs::remove_file(&dst).unwrap();
+            Sample {
+                time,
+                sides: Some((send, recv)),
+            }
+        }));
     }
-    report(size, &mut runs);
-}
-
-/// The ratio of medians is the figure to quote: a shared virtual disk
-/// bursts and throttles, and the median of alternating runs rides over it.
-fn report(size: u64, runs: &mut Runs) {
-    // Per round, before the sorting below: the two echoxfer runs of a
-    // round run next to each other, so their ratio rides over slower spells.
-    let mut per_round: Vec<f64> = (runs.plaintext.iter().zip(&runs.ours))
-        .map(|(p, o)| p.as_secs_f64() / o.as_secs_f64())
-        .collect();
-    let listed: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
-    per_round.sort_by(f64::total_cmp);
-    let (base, ours) = (median(&mut runs.baseline), median(&mut runs.ours));
-    let plain = median(&mut runs.plaintext);
-    for (name, times, med) in [
-        ("baseline", &runs.baseline, base),
-        ("echoxfer encrypted", &runs.ours, ours),
-        ("echoxfer plaintext (--insecure)", &runs.plaintext, plain),
-    ] {
-        // Sorted by `median`: slowest last.
-        println!(
-            "{name}: median {:.1} MB/s (range {:.1}-{:.1})",
-            mb_per_s(size, med),
-            mb_per_s(size, times[times.len() - 1]),
-            mb_per_s(size, times[0])
-        );
+    let runs = rounds::run(&plan, &mut contenders);
+    // Encrypted / plaintext, tokio / blocking (both encrypted), and
+    // encrypted against the real socat.
+    let mut pairs = vec![(1, 2), (3, 1)];
+    if socat_here {
+        pairs.push((1, 4));
+        pairs.push((3, 4));
     }
-    println!(
-        "ratio echoxfer encrypted / baseline (medians of {} rounds): {:.2}",
-        runs.ours.len(),
-        base.as_secs_f64() / ours.as_secs_f64()
-    );
-    println!(
-        "ratio echoxfer plaintext / baseline: {:.2}",
-        base.as_secs_f64() / plain.as_secs_f64()
-    );
-    println!(
-        "ratio echoxfer encrypted / plaintext (same run): {:.2}",
-        plain.as_secs_f64() / ours.as_secs_f64()
-    );
-    println!(
-        "ratio echoxfer encrypted / plaintext per round: {}; median {:.2}",
-        listed.join(", "),
-        per_round[per_round.len() / 2]
-    );
+    rounds::report(&plan, &runs, &pairs);
 }
