@@ -57,8 +57,11 @@ fn server(code: &[u8], now: Instant) -> Secure<EchoServer> {
     )
 }
 
+/// How a machine ended: its `Done`.
+type Ended = Result<(), Error>;
+
 /// Drains `m`: the bytes it sent, and its result if it ended.
-fn drain<M: StreamMachine>(m: &mut M) -> (Vec<u8>, Option<Result<(), Error>>) {
+fn drain<M: StreamMachine>(m: &mut M) -> (Vec<u8>, Option<Ended>) {
     let mut sent = Vec::new();
     for _ in 0..10_000 {
         match m.poll_output() {
@@ -84,7 +87,7 @@ fn run<A: StreamMachine, B: StreamMachine>(
     a: &mut A,
     b: &mut B,
     now: Instant,
-) -> (Option<Result<(), Error>>, Option<Result<(), Error>>) {
+) -> (Option<Ended>, Option<Ended>) {
     let (mut a_done, mut b_done) = (None, None);
     for _ in 0..100 {
         let (to_b, a_end) = drain(a);
