@@ -1,24 +1,35 @@
 //! Folders: many small files, echoxfer against `tar c | socat | tar x`
-//! followed by `sync`, side by side in one run; and the same folder over a
-//! slow link (a 20 ms round trip through a delaying relay in this process:
-//! this kernel has no netem). Prints each run's time and the ratios of medians.
-//! Asserts that every received tree is identical to its source (paths,
-//! content, permission bits and modification times); asserts nothing about
-//! speed.
+//! followed by `sync -f` (syncfs on the receiving file system), interleaved
+//! in one run; and the same kind of folder over a slow link (a 20 ms round
+//! trip through a delaying relay in this process: this kernel has no
+//! netem). echoxfer runs twice per round, as two processes from the
+//! receiver's start to both exits: secure (the default: a code, SPAKE2,
+//! AES-256-GCM records) and plaintext (`--insecure`; the baseline encrypts
+//! nothing). Both verify every file (BLAKE3) and make each durable before
+//! it gets its name (group commit); the baseline makes nothing durable
+//! until its final `sync -f`. If `socat` is missing, in-process copies
+//! stand in for it (the same bytes through the same loopback socket).
+//! rsync (daemon over loopback, `-rWtp --fsync`) is a contender too when
+//! installed.
 //!
-//! Received trees are kept until the end: removing 10,000 files makes
-//! the file system slow to create files for a while after, which would
-//! weigh on whichever ran next.
+//! Each round runs every contender once, in rotating order, with `sync`
+//! before each run; every received tree is checked and removed at once.
+//! Prints each run, then per ratio the median of the per-round ratios
+//! with min and max, the median over undisturbed rounds and the per-round
+//! list (each contender against the baseline, secure / plaintext), and
+//! each echoxfer side's CPU seconds (per GiB and per run). See
+//! `benches/common/rounds.rs` for the order and the "disturbed" rule.
+//! Asserts that every received tree is identical to its source (paths,
+//! content, permission bits and modification times; tar and rsync to the
+//! second); asserts nothing about speed.
 //!
 //! `cargo bench --bench folder` (env: `FILES`, default 10000, in 20
-//! directories, 4 KiB each; `ROUNDS`, default 3, alternating which goes
-//! first; `SLOW_FILES`, default 500, for the slow link). echoxfer runs with
-//! `--insecure` here (the baseline encrypts nothing either) and with its
-//! defaults otherwise: BLAKE3 on every file, each made durable before it
-//! gets its name (group commit). The baseline makes nothing durable until
-//! its final `sync`. If `socat` is missing, a TCP relay in this process
-//! stands in for it (the same bytes through the same loopback socket).
-//! rsync (daemon over loopback, `-rW --fsync`) is timed too when installed.
+//! directories, 4 KiB each; `ROUNDS`, default 5; `WARMUP` rounds, default
+//! 1; `SLOW_FILES`, default 500, for the slow link, one plaintext run;
+//! `BENCH_DIR`, default the system's temporary directory).
+
+#[path = "common/rounds.rs"]
+mod rounds;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -30,12 +41,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use rounds::{contender, env, sync, syncfs, wait_cost, Cost, Plan, Sample};
+
+/// The code both sides get for a secure run.
+const CODE: &str = "1-bench-acorn-bell";
 
 /// Writes `files` files of 4 KiB in 20 directories under `root/tree`, with
 /// a few modes and distinct times, so that metadata is checked too.
@@ -83,11 +92,6 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, (blake3::Hash, u32, i64, i64)> {
     out
 }
 
-fn sync() {
-    // SAFETY: sync has no arguments and no memory effects.
-    unsafe { libc::sync() };
-}
-
 /// Reads a child's stdout until a line holding `listening on ADDR`.
 fn listening(child: &mut Child) -> String {
     let out = child.stdout.take().unwrap();
@@ -103,22 +107,19 @@ fn listening(child: &mut Child) -> String {
     panic!("no 'listening on' line");
 }
 
-/// echoxfer `receive --once` and `send`, the sender to `via(addr)`.
+/// echoxfer `receive --once` and `send`, both with `flags`, the sender
+/// to `via(addr)`. Timed from the receiver's start until both have exited.
 fn echoxfer(
     tree: &Path,
     dst: &Path,
+    flags: &[&str],
     via: impl FnOnce(&str) -> (String, Option<Child>),
-) -> Duration {
+) -> (Duration, Cost, Cost) {
     let bin = env!("CARGO_BIN_EXE_echoxfer");
+    let start = Instant::now();
     let mut rx = Command::new(bin)
-        .args([
-            "receive",
-            "--once",
-            "--insecure",
-            "--quiet",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["receive", "--once", "--quiet", "--listen", "127.0.0.1:0"])
+        .args(flags)
         .arg("--dir")
         .arg(dst)
         .stdout(Stdio::piped())
@@ -127,28 +128,31 @@ fn echoxfer(
         .unwrap();
     let addr = listening(&mut rx);
     let (to, proxy) = via(&addr);
-    let start = Instant::now();
-    let status = Command::new(bin)
-        .args(["send", "--insecure", "--quiet", "--to", &to])
+    let tx = Command::new(bin)
+        .args(["send", "--quiet", "--to", &to])
+        .args(flags)
         .arg(tree)
         .stdout(Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
-    assert!(status.success(), "send failed");
-    assert!(rx.wait().unwrap().success(), "receive failed");
+    let send = wait_cost(tx);
+    let recv = wait_cost(rx);
     let took = start.elapsed();
     if let Some(mut p) = proxy {
         let _ = p.kill();
         let _ = p.wait();
     }
-    took
+    (took, send, recv)
 }
 
 fn direct(addr: &str) -> (String, Option<Child>) {
     (addr.to_string(), None)
 }
 
-/// `tar c -C src tree | <loopback TCP> | tar x -C dst`, then `sync`.
+/// `tar c -C src tree | socat | tar x -C dst`, then `sync -f dst`. With
+/// `socat`, the real one at both ends (`socat -u - TCP:...` and `socat -u
+/// TCP-LISTEN:... EXEC:tar x`); without, copies in this process between
+/// the tar processes and one loopback connection.
 fn tar_pipe(src: &Path, dst: &Path, socat: bool) -> Duration {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -158,7 +162,7 @@ fn tar_pipe(src: &Path, dst: &Path, socat: bool) -> Duration {
         Command::new("socat")
             .args([
                 "-u",
-                &format!("TCP-LISTEN:{port},reuseaddr"),
+                &format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"),
                 &format!("EXEC:tar x -C {}", dst.display()),
             ])
             .spawn()
@@ -186,7 +190,27 @@ fn tar_pipe(src: &Path, dst: &Path, socat: bool) -> Duration {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = tar.stdout.take().unwrap();
+    let out = tar.stdout.take().unwrap();
+    if socat {
+        let status = Command::new("socat")
+            .args(["-u", "-"])
+            .arg(format!("TCP:127.0.0.1:{port},retry=1000,interval=0.002"))
+            .stdin(out)
+            .status()
+            .unwrap();
+        assert!(status.success(), "socat (sending) failed");
+    } else {
+        relay_out(out, port, start);
+    }
+    assert!(tar.wait().unwrap().success());
+    assert!(untar.wait().unwrap().success());
+    syncfs(dst);
+    start.elapsed()
+}
+
+/// Copies `out` into a connection to `port` (128 KiB at a time), retrying
+/// the connect until the other side listens.
+fn relay_out(mut out: impl Read, port: u16, start: Instant) {
     let mut sock = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(s) => break s,
@@ -204,11 +228,6 @@ fn tar_pipe(src: &Path, dst: &Path, socat: bool) -> Duration {
         }
         sock.write_all(&buf[..n]).unwrap();
     }
-    drop(sock);
-    assert!(tar.wait().unwrap().success());
-    assert!(untar.wait().unwrap().success());
-    sync();
-    start.elapsed()
 }
 
 /// rsync daemon over loopback, `-rW --fsync` (whole files, each synced).
@@ -298,93 +317,114 @@ fn slow_link(addr: &str) -> (String, Option<Child>) {
     (delay_relay(addr, Duration::from_millis(10)), None)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+type Snapshot = BTreeMap<PathBuf, (blake3::Hash, u32, i64, i64)>;
+
+/// A snapshot with times to the second (tar and rsync keep no more here).
+fn to_seconds(m: &Snapshot) -> Vec<(PathBuf, (blake3::Hash, u32, i64))> {
+    m.iter()
+        .map(|(p, v)| (p.clone(), (v.0, v.1, v.2)))
+        .collect()
 }
 
 fn main() {
     let files = env("FILES", 10_000);
-    let rounds = env("ROUNDS", 3).max(1);
-    let work = tempfile::tempdir().unwrap();
-    let tree = make_tree(work.path(), files);
+    let bytes = files * 4096;
+    let plan = Plan::from_env(5, Some(bytes), move |t| {
+        format!("{:.0} files/s", files as f64 / t.as_secs_f64())
+    });
+    let work = match std::env::var_os("BENCH_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let w = work.path();
+    let tree = make_tree(w, files);
     let want = snapshot(&tree);
+    sync();
     let socat = Command::new("socat").arg("-V").output().is_ok();
+    let have_rsync = Command::new("rsync").arg("--version").output().is_ok();
     println!(
-        "{files} files of 4 KiB in 20 directories, {rounds} rounds; baseline: tar c | {} | tar x, then sync",
-        if socat { "socat" } else { "TCP relay (no socat here)" }
+        "{files} files of 4 KiB in 20 directories under {}, {} rounds after {} warm-up; baseline: tar c | {} | tar x, then sync -f; rsync {}",
+        w.display(),
+        plan.rounds,
+        plan.warmup,
+        if socat {
+            "socat"
+        } else {
+            "TCP relay in this process (no socat here)"
+        },
+        if have_rsync { "timed too" } else { "not installed, not timed" }
     );
-    let (mut ours, mut base, mut rs) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let run_ours = || {
-            let dst = work.path().join(format!("ours-{round}"));
+    let (tree, want) = (&tree, &want);
+    let ours = |name: &'static str, flags: &'static [&'static str]| {
+        move || {
+            let dst = w.join(format!("echoxfer-{name}"));
             fs::create_dir(&dst).unwrap();
-            sync();
-            let t = echoxfer(&tree, &dst, direct);
+            let (time, send, recv) = echoxfer(tree, &dst, flags, direct);
             assert!(
-                snapshot(&dst.join("tree")) == want,
-                "echoxfer's tree differs"
+                snapshot(&dst.join("tree")) == *want,
+                "echoxfer {name}: tree differs"
             );
-            t
-        };
-        let run_base = || {
-            let dst = work.path().join(format!("tar-{round}"));
+            fs::remove_dir_all(&dst).unwrap();
+            Sample {
+                time,
+                sides: Some((send, recv)),
+            }
+        }
+    };
+    let mut contenders = vec![
+        contender("tar|socat|tar + sync -f", || {
+            let dst = w.join("tar");
             fs::create_dir(&dst).unwrap();
-            sync();
-            let t = tar_pipe(work.path(), &dst, socat);
-            // tar keeps times to the second only.
-            let seconds = |m: &BTreeMap<PathBuf, (blake3::Hash, u32, i64, i64)>| {
-                m.iter()
-                    .map(|(p, v)| (p.clone(), (v.0, v.1, v.2)))
-                    .collect::<Vec<_>>()
-            };
+            let t = tar_pipe(w, &dst, socat);
             assert!(
-                seconds(&snapshot(&dst.join("tree"))) == seconds(&want),
+                to_seconds(&snapshot(&dst.join("tree"))) == to_seconds(want),
                 "tar's tree differs"
             );
-            t
-        };
-        let (a, b) = if round % 2 == 0 {
-            let a = run_ours();
-            (a, run_base())
-        } else {
-            let b = run_base();
-            (run_ours(), b)
-        };
-        println!(
-            "round {round}: echoxfer {:>6.2} s   tar|socat|tar+sync {:>6.2} s   ratio {:.2}",
-            a.as_secs_f64(),
-            b.as_secs_f64(),
-            a.as_secs_f64() / b.as_secs_f64()
-        );
-        ours.push(a.as_secs_f64());
-        base.push(b.as_secs_f64());
-        let dst = work.path().join(format!("rsync-{round}"));
-        fs::create_dir(&dst).unwrap();
-        sync();
-        if let Some(t) = rsync(work.path(), &dst, work.path()) {
-            println!(
-                "round {round}: rsync -rW --fsync (daemon) {:>6.2} s",
-                t.as_secs_f64()
+            fs::remove_dir_all(&dst).unwrap();
+            Sample::time(t)
+        }),
+        contender("echoxfer secure", ours("secure", &["--code", CODE])),
+        contender("echoxfer plaintext", ours("plaintext", &["--insecure"])),
+    ];
+    if have_rsync {
+        contenders.push(contender("rsync -rWtp --fsync", || {
+            let dst = w.join("rsync");
+            fs::create_dir(&dst).unwrap();
+            let t = rsync(w, &dst, w).expect("rsync ran");
+            assert!(
+                to_seconds(&snapshot(&dst.join("tree"))) == to_seconds(want),
+                "rsync's tree differs"
             );
-            rs.push(t.as_secs_f64());
-        }
+            fs::remove_dir_all(&dst).unwrap();
+            Sample::time(t)
+        }));
     }
-    let (o, b) = (median(ours), median(base));
+    let runs = rounds::run(&plan, &mut contenders);
+    let mut pairs = vec![(1, 2)];
+    if have_rsync {
+        pairs.push((1, 3));
+    }
+    rounds::report(&plan, &runs, &pairs);
+    for i in [1, 2] {
+        let per_run = |f: fn(&(Cost, Cost)) -> f64| {
+            let v: Vec<f64> = runs.sides[i].iter().flatten().map(f).collect();
+            rounds::median(&v)
+        };
+        let (tx, rx) = (per_run(|s| s.0.cpu()), per_run(|s| s.1.cpu()));
+        println!(
+            "  CPU s per run, {}: sender {tx:.2}, receiver {rx:.2} (medians; {:.1} MiB a run)",
+            runs.names[i],
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
     println!(
-        "median: echoxfer {o:.2} s, tar|socat|tar+sync {b:.2} s: ratio {:.2} (target <= 2.0)",
-        o / b
+        "target: echoxfer at most twice the baseline's time, i.e. a speed ratio against it of at least 0.50"
     );
-    if rs.is_empty() {
-        println!("rsync: not installed here, not timed");
-    } else {
-        let r = median(rs);
-        println!("median: rsync {r:.2} s: echoxfer / rsync {:.2}", o / r);
-    }
-    slow(work.path());
+    slow(w);
 }
 
-/// The same kind of folder, smaller, over a 20 ms round trip.
+/// The same kind of folder, smaller, over a 20 ms round trip (plaintext,
+/// one run).
 fn slow(work: &Path) {
     let files = env("SLOW_FILES", 500);
     let root = work.join("slow");
@@ -393,11 +433,13 @@ fn slow(work: &Path) {
     let want = snapshot(&tree);
     let dst = root.join("dst");
     fs::create_dir(&dst).unwrap();
-    let t = echoxfer(&tree, &dst, slow_link);
+    sync();
+    let (t, _, _) = echoxfer(&tree, &dst, &["--insecure"], slow_link);
     assert!(
         snapshot(&dst.join("tree")) == want,
         "the slow link's tree differs"
     );
+    fs::remove_dir_all(&root).unwrap();
     println!(
         "slow link (20 ms round trip): {files} files of 4 KiB in {:.2} s (target <= 1 s; {:.1} round trips' worth)",
         t.as_secs_f64(),
