@@ -1,9 +1,28 @@
 //! Echo round trips per second: echoxfer's native echo on the blocking and
-//! tokio drivers against a minimal thread-per-connection `std::net` echo,
-//! side by side in one run. Prints ratios; asserts nothing about speed.
+//! tokio drivers (echoxfer's blocking-driver client at the other end)
+//! against a minimal thread-per-connection `std::net` echo with a plain
+//! `std::net` client, interleaved in one run. Not criterion: a run is
+//! `CONNS` connections at once, each sending a 64-byte message and waiting
+//! for it back `TRIPS` times, timed from a barrier that starts them all
+//! until the last finishes; the servers are started once and kept.
 //!
-//! `cargo bench --bench echo_rtt` (env: `CONNS`, default 50; `ROUNDS` per
-//! connection, default 2000; message size 64 bytes).
+//! Each round runs the three once, in rotating order (`sync` before each
+//! run, as the other benches do). The ratio of a server to the std one is
+//! its round trips per second over the std server's (the std server's time
+//! over its time) in the same round; the report gives the median of the
+//! per-round ratios with min and max, the median over undisturbed rounds
+//! and the per-round list, for blocking / std, tokio / std and tokio /
+//! blocking. See `benches/common/rounds.rs` for the order and the
+//! "disturbed" rule. Each client waits for every reply before it sends
+//! the next (and echoxfer's closes only with none in flight); a failed
+//! session panics. Asserts nothing about speed.
+//!
+//! `cargo bench --bench echo_rtt` (env: `CONNS`, default 50; `TRIPS` per
+//! connection, default 2000; `ROUNDS`, default 5; `WARMUP` rounds,
+//! default 1).
+
+#[path = "common/rounds.rs"]
+mod rounds;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,15 +33,9 @@ use std::time::{Duration, Instant};
 use echoxfer::driver::{blocking, App, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::{EchoConfig, SessionLimits};
+use rounds::{contender, env, Plan, Sample};
 
 const MSG: usize = 64;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The baseline: read what comes, write it back, a thread per connection.
 fn baseline_server() -> SocketAddr {
@@ -45,12 +58,12 @@ fn baseline_server() -> SocketAddr {
     addr
 }
 
-fn baseline_client(addr: SocketAddr, rounds: usize) {
+fn baseline_client(addr: SocketAddr, trips: u64) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
     let msg = [7u8; MSG];
     let mut back = [0u8; MSG];
-    for _ in 0..rounds {
+    for _ in 0..trips {
         s.write_all(&msg).unwrap();
         s.read_exact(&mut back).unwrap();
     }
@@ -102,7 +115,7 @@ fn tokio_server() -> SocketAddr {
 
 /// One message in flight at a time, the next sent on each reply.
 struct Lockstep {
-    left: usize,
+    left: u64,
 }
 
 impl App<EchoClient> for Lockstep {
@@ -122,7 +135,7 @@ impl App<EchoClient> for Lockstep {
     }
 }
 
-fn machine_client(addr: SocketAddr, rounds: usize) {
+fn machine_client(addr: SocketAddr, trips: u64) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
     let mut client = EchoClient::new(
@@ -130,18 +143,19 @@ fn machine_client(addr: SocketAddr, rounds: usize) {
         SessionLimits::default(),
         Instant::now(),
     );
-    blocking::run_stream(&mut client, &mut s, &mut Lockstep { left: rounds }).unwrap();
+    blocking::run_stream(&mut client, &mut s, &mut Lockstep { left: trips }).unwrap();
 }
 
-/// Runs `conns` clients at once; returns round trips per second.
-fn measure(conns: usize, rounds: usize, client: fn(SocketAddr, usize), addr: SocketAddr) -> f64 {
-    let start = Arc::new(Barrier::new(conns + 1));
+/// Runs `conns` clients at once, `trips` round trips each; returns the
+/// time from their common start until the last is done.
+fn measure(conns: u64, trips: u64, client: fn(SocketAddr, u64), addr: SocketAddr) -> Duration {
+    let start = Arc::new(Barrier::new(conns as usize + 1));
     let handles: Vec<_> = (0..conns)
         .map(|_| {
             let start = start.clone();
             thread::spawn(move || {
                 start.wait();
-                client(addr, rounds)
+                client(addr, trips)
             })
         })
         .collect();
@@ -150,21 +164,33 @@ fn measure(conns: usize, rounds: usize, client: fn(SocketAddr, usize), addr: Soc
     for h in handles {
         h.join().unwrap();
     }
-    (conns * rounds) as f64 / t.elapsed().as_secs_f64()
+    t.elapsed()
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported here.
     let conns = env("CONNS", 50);
-    let rounds = env("ROUNDS", 2000);
-    println!("echo round trips, {conns} connections x {rounds} rounds of {MSG}-byte messages");
-    let base = measure(conns, rounds, baseline_client, baseline_server());
-    println!("baseline std::net thread-per-connection: {base:>10.0} rt/s");
-    for (name, addr) in [("blocking", blocking_server()), ("tokio", tokio_server())] {
-        let rate = measure(conns, rounds, machine_client, addr);
-        println!(
-            "echoxfer {name:<8} (machines both ends): {rate:>10.0} rt/s  ratio {:.2}",
-            rate / base
-        );
-    }
+    let trips = env("TRIPS", 2000);
+    let total = (conns * trips) as f64;
+    let plan = Plan::from_env(5, None, move |t| {
+        format!("{:.0} rt/s", total / t.as_secs_f64())
+    });
+    println!(
+        "echo round trips, {conns} connections x {trips} round trips of {MSG}-byte messages, {} rounds after {} warm-up",
+        plan.rounds, plan.warmup
+    );
+    let (base, block, tokio) = (baseline_server(), blocking_server(), tokio_server());
+    let mut contenders = vec![
+        contender("std::net thread-per-connection", || {
+            Sample::time(measure(conns, trips, baseline_client, base))
+        }),
+        contender("echoxfer blocking", || {
+            Sample::time(measure(conns, trips, machine_client, block))
+        }),
+        contender("echoxfer tokio", || {
+            Sample::time(measure(conns, trips, machine_client, tokio))
+        }),
+    ];
+    let runs = rounds::run(&plan, &mut contenders);
+    rounds::report(&plan, &runs, &[(2, 1)]);
 }

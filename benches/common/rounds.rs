@@ -286,7 +286,7 @@ pub fn report(plan: &Plan, runs: &Runs, pairs: &[(usize, usize)]) -> Vec<f64> {
     let width = runs.names.iter().map(String::len).max().unwrap_or(0);
     println!();
     println!(
-        "summary of {rounds} rounds (contenders interleaved, order rotating; outputs removed and sync before each run)"
+        "summary of {rounds} rounds (contenders interleaved, order rotating, sync before each run)"
     );
     for i in 0..n {
         let t = secs(&runs.times[i]);
