@@ -1,17 +1,30 @@
 //! What the secure channel costs: a file transfer of `SIZE` MiB (default
 //! 1024) over loopback TCP with the blocking driver, encrypted
-//! (`Secure<Sender>` / `Secure<Receiver>`) against plaintext, in the same
-//! run and in alternating order, with in-memory apps (the content is a
-//! shared buffer, the receiver hashes and drops it) so that only the
-//! protocol and the channel are measured; and the handshake's time on
-//! loopback (connect, key exchange, both confirmations, an echo `Exit`,
-//! the close records); and the record cipher alone on one core, the one
-//! the channel uses (snow's ring-backed AES-256-GCM) beside RustCrypto's
-//! `aes-gcm`, sealing `SIZE` MiB in 64 KiB records.
-//! Prints throughputs and their ratio; asserts delivery, not speed.
+//! (`Secure<Sender>` / `Secure<Receiver>`) against plaintext, with
+//! in-memory apps (the content is a shared buffer, the receiver counts and
+//! drops it) so that only the protocol and the channel are measured; the
+//! handshake's time on loopback (connect, key exchange, both
+//! confirmations, an echo `Exit`, the close records); and the record
+//! cipher alone on one core, the one the channel uses (snow's ring-backed
+//! AES-256-GCM) beside RustCrypto's `aes-gcm`, sealing `SIZE` MiB in 64 KiB
+//! records.
 //!
-//! `cargo bench --bench secure_throughput` (env: `SIZE` in MiB, `ROUNDS`,
-//! default 3; `HANDSHAKES`, default 200).
+//! The transfers and the ciphers run in interleaved rounds (rotating
+//! order, `sync` before each run; see `benches/common/rounds.rs`, which
+//! also says when a round is "disturbed"), and the report gives, per
+//! ratio, the median of the per-round ratios with min and max and the
+//! per-round list: encrypted / plaintext, ring / aes-gcm. The handshakes
+//! alternate plaintext and encrypted sessions, and the handshake's cost is
+//! the median of the differences of neighbouring pairs. Asserts delivery
+//! (every byte counted, the file confirmed) and that both ciphers seal to
+//! the same record; asserts nothing about speed.
+//!
+//! `cargo bench --bench secure_throughput` (env: `SIZE` in MiB; `ROUNDS`,
+//! default 5; `WARMUP` rounds, default 1; `HANDSHAKES`, default 200 of
+//! each).
+
+#[path = "common/rounds.rs"]
+mod rounds;
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -26,18 +39,12 @@ use echoxfer::secure::{Secure, SecureConfig};
 use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender};
 use echoxfer::{EchoConfig, Machine, SessionLimits, StreamMachine, TransferConfig};
+use rounds::{contender, env, Plan, Sample};
 
 const MIB: u64 = 1024 * 1024;
 const CODE: &[u8] = b"5-bench-code";
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Accepts the offer and hashes what arrives, keeping nothing.
+/// Accepts the offer and counts what arrives, keeping nothing.
 #[derive(Default)]
 struct Sink {
     got: u64,
@@ -159,63 +166,62 @@ fn run<M: StreamMachine>(m: M, secure: bool, server: bool, stream: &mut TcpStrea
     blocking::run_stream(&mut m, stream, &mut Ignore).unwrap();
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn median(v: &[Duration]) -> Duration {
+    Duration::from_secs_f64(rounds::median(
+        &v.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+    ))
 }
 
 fn main() {
     let size = env("SIZE", 1024) * MIB;
-    let rounds = env("ROUNDS", 3);
+    let plan = Plan::from_env(5, None, move |t| rounds::mb_per_s(size, t));
     let content = Bytes::from(
         (0..size)
             .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 13) as u8)
             .collect::<Vec<u8>>(),
     );
     println!(
-        "file transfer of {} MiB over loopback, in memory, {rounds} rounds",
-        size / MIB
+        "file transfer of {} MiB over loopback, in memory, {} rounds after {} warm-up",
+        size / MIB,
+        plan.rounds,
+        plan.warmup
     );
+    let content = &content;
+    let mut contenders = vec![
+        contender("plaintext", || Sample::time(transfer(content, false))),
+        contender("encrypted", || Sample::time(transfer(content, true))),
+    ];
+    let runs = rounds::run(&plan, &mut contenders);
+    rounds::report(&plan, &runs, &[]);
+    println!();
+    let n = env("HANDSHAKES", 200);
     let (mut plain, mut enc) = (Vec::new(), Vec::new());
-    for round in 0..rounds {
-        let order = if round % 2 == 0 {
-            [false, true]
+    for i in 0..n {
+        // Alternating which goes first.
+        if i % 2 == 0 {
+            plain.push(echo_session(false));
+            enc.push(echo_session(true));
         } else {
-            [true, false]
-        };
-        for secure in order {
-            let t = transfer(&content, secure);
-            let mbs = size as f64 / 1e6 / t.as_secs_f64();
-            let what = if secure { "encrypted" } else { "plaintext" };
-            println!("round {round}: {what:9} {mbs:>8.1} MB/s");
-            if secure {
-                enc.push(t)
-            } else {
-                plain.push(t)
-            }
+            enc.push(echo_session(true));
+            plain.push(echo_session(false));
         }
     }
-    let (p, e) = (median(plain), median(enc));
+    let diffs: Vec<f64> = (plain.iter().zip(&enc))
+        .map(|(p, e)| e.as_secs_f64() - p.as_secs_f64())
+        .collect();
+    let (p, e) = (median(&plain), median(&enc));
     println!(
-        "median: plaintext {:.1} MB/s, encrypted {:.1} MB/s, ratio encrypted / plaintext {:.2}",
-        size as f64 / 1e6 / p.as_secs_f64(),
-        size as f64 / 1e6 / e.as_secs_f64(),
-        p.as_secs_f64() / e.as_secs_f64()
+        "open-and-close echo session on loopback ({n} of each, alternating): median plaintext {p:?}, encrypted {e:?}; handshake cost (median of pairwise differences) {:?}",
+        Duration::from_secs_f64(rounds::median(&diffs).max(0.0))
     );
-    let n = env("HANDSHAKES", 200);
-    let plain: Vec<_> = (0..n).map(|_| echo_session(false)).collect();
-    let enc: Vec<_> = (0..n).map(|_| echo_session(true)).collect();
-    let (p, e) = (median(plain), median(enc));
-    println!(
-        "open-and-close echo session on loopback (median of {n}): plaintext {p:?}, encrypted {e:?}, handshake cost {:?}",
-        e.saturating_sub(p)
-    );
+    println!();
     ciphers(size as usize);
 }
 
 /// Seals `size` bytes in 64 KiB records with each AES-256-GCM, one core,
-/// counter nonces as the channel makes them; prints GB/s. Each cipher's
-/// output is checked to open with the other (the same construction).
+/// counter nonces as the channel makes them, in interleaved rounds; prints
+/// GB/s. The last record is checked to seal the same with both (the same
+/// construction).
 fn ciphers(size: usize) {
     use aes_gcm::aead::{AeadInOut, KeyInit};
     use snow::params::CipherChoice;
@@ -223,30 +229,53 @@ fn ciphers(size: usize) {
     const RECORD: usize = 64 * 1024;
     let key = [5u8; 32];
     let records = size / RECORD;
-    let mut plain = vec![7u8; RECORD];
-    let mut out = vec![0u8; RECORD + 16];
+    let sealed = (records * RECORD) as u64;
+    let plan = Plan::from_env(5, None, move |t| {
+        format!("{:.2} GB/s", sealed as f64 / 1e9 / t.as_secs_f64())
+    });
+    println!(
+        "sealing {} MiB in 64 KiB records, one core, {} rounds after {} warm-up",
+        sealed / MIB,
+        plan.rounds,
+        plan.warmup
+    );
     let mut ring = RingResolver
         .resolve_cipher(&CipherChoice::AESGCM)
         .expect("AES-GCM");
     ring.set(&key);
+    let rust = aes_gcm::Aes256Gcm::new(&key.into());
     let nonce = |n: u64| {
         let mut b = [0u8; 12];
         b[4..].copy_from_slice(&n.to_be_bytes());
         b
     };
-    let t = Instant::now();
-    for n in 0..records as u64 {
-        ring.encrypt(n, b"head", &plain, &mut out);
-    }
-    let ring_t = t.elapsed();
-    let rust = aes_gcm::Aes256Gcm::new(&key.into());
-    let t = Instant::now();
-    for n in 0..records as u64 {
-        let tag = rust.encrypt_inout_detached(&nonce(n).into(), b"head", (&mut plain[..]).into());
-        std::hint::black_box(tag.expect("sealed"));
-    }
-    let rust_t = t.elapsed();
+    let mut contenders = vec![
+        contender("RustCrypto aes-gcm", || {
+            let mut plain = vec![7u8; RECORD];
+            let t = Instant::now();
+            for n in 0..records as u64 {
+                let tag =
+                    rust.encrypt_inout_detached(&nonce(n).into(), b"head", (&mut plain[..]).into());
+                std::hint::black_box(tag.expect("sealed"));
+            }
+            Sample::time(t.elapsed())
+        }),
+        contender("snow ring", || {
+            let plain = vec![7u8; RECORD];
+            let mut out = vec![0u8; RECORD + 16];
+            let t = Instant::now();
+            for n in 0..records as u64 {
+                ring.encrypt(n, b"head", &plain, &mut out);
+            }
+            std::hint::black_box(&out);
+            Sample::time(t.elapsed())
+        }),
+    ];
+    let runs = rounds::run(&plan, &mut contenders);
+    rounds::report(&plan, &runs, &[]);
+    drop(contenders);
     // The last record both ways: the same ciphertext and tag.
+    let mut out = vec![0u8; RECORD + 16];
     ring.encrypt(records as u64 - 1, b"head", &vec![7u8; RECORD], &mut out);
     let mut again = vec![7u8; RECORD];
     let last = rust
@@ -257,11 +286,4 @@ fn ciphers(size: usize) {
         )
         .expect("sealed");
     assert_eq!((&out[..RECORD], &out[RECORD..]), (&again[..], &last[..]));
-    let gbs = |t: Duration| (records * RECORD) as f64 / 1e9 / t.as_secs_f64();
-    println!(
-        "sealing {} MiB in 64 KiB records, one core: snow's ring AES-256-GCM {:.2} GB/s, RustCrypto aes-gcm {:.2} GB/s",
-        records * RECORD / MIB as usize,
-        gbs(ring_t),
-        gbs(rust_t)
-    );
 }
