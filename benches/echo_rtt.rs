@@ -20,6 +20,10 @@
 //! `cargo bench --bench echo_rtt` (env: `CONNS`, default 50; `TRIPS` per
 //! connection, default 2000; `ROUNDS`, default 5; `WARMUP` rounds,
 //! default 1).
+//!
+//! `cargo test` does not build it; `cargo test --benches` (or
+//! `--all-targets`) builds it and it returns at once: it runs only when
+//! given `--bench`, as `cargo bench` does.
 
 #[path = "common/rounds.rs"]
 mod rounds;
@@ -168,6 +172,9 @@ fn measure(conns: u64, trips: u64, client: fn(SocketAddr, u64), addr: SocketAddr
 }
 
 fn main() {
+    if rounds::not_benching() {
+        return;
+    }
     // `cargo bench` passes `--bench`; a filter argument is not supported here.
     let conns = env("CONNS", 50);
     let trips = env("TRIPS", 2000);

@@ -27,6 +27,10 @@
 //! directories, 4 KiB each; `ROUNDS`, default 5; `WARMUP` rounds, default
 //! 1; `SLOW_FILES`, default 500, for the slow link, one plaintext run;
 //! `BENCH_DIR`, default the system's temporary directory).
+//!
+//! `cargo test` does not build it; `cargo test --benches` (or
+//! `--all-targets`) builds it and it returns at once: it runs only when
+//! given `--bench`, as `cargo bench` does.
 
 #[path = "common/rounds.rs"]
 mod rounds;
@@ -327,6 +331,9 @@ fn to_seconds(m: &Snapshot) -> Vec<(PathBuf, (blake3::Hash, u32, i64))> {
 }
 
 fn main() {
+    if rounds::not_benching() {
+        return;
+    }
     let files = env("FILES", 10_000);
     let bytes = files * 4096;
     let plan = Plan::from_env(5, Some(bytes), move |t| {

@@ -22,6 +22,10 @@
 //! `cargo bench --bench secure_throughput` (env: `SIZE` in MiB; `ROUNDS`,
 //! default 5; `WARMUP` rounds, default 1; `HANDSHAKES`, default 200 of
 //! each).
+//!
+//! `cargo test` does not build it; `cargo test --benches` (or
+//! `--all-targets`) builds it and it returns at once: it runs only when
+//! given `--bench`, as `cargo bench` does.
 
 #[path = "common/rounds.rs"]
 mod rounds;
@@ -173,6 +177,9 @@ fn median(v: &[Duration]) -> Duration {
 }
 
 fn main() {
+    if rounds::not_benching() {
+        return;
+    }
     let size = env("SIZE", 1024) * MIB;
     let plan = Plan::from_env(5, None, move |t| rounds::mb_per_s(size, t));
     let content = Bytes::from(

@@ -24,6 +24,10 @@
 //! `cargo bench --bench xfer_throughput` (env: `SIZE` in MiB, default 1024;
 //! `ROUNDS`, default 5; `WARMUP` rounds, default 1; `BENCH_DIR=/dev/shm`
 //! to take the disk out).
+//!
+//! `cargo test` does not build it; `cargo test --benches` (or
+//! `--all-targets`) builds it and it returns at once: it runs only when
+//! given `--bench`, as `cargo bench` does.
 
 #[path = "common/rounds.rs"]
 mod rounds;
@@ -199,6 +203,9 @@ fn echoxfer(src: &Path, dir: &Path, mode: Mode) -> (Duration, rounds::Cost, roun
 }
 
 fn main() {
+    if rounds::not_benching() {
+        return;
+    }
     let size = env("SIZE", 1024) * MIB;
     let plan = Plan::from_env(5, Some(size), move |t| rounds::mb_per_s(size, t));
     // BENCH_DIR=/dev/shm takes the disk out and leaves the protocol's CPU cost.

@@ -40,6 +40,23 @@ pub const GIB: f64 = (1u64 << 30) as f64;
 /// round disturbed (and any run is listed as slow).
 pub const DISTURBED: f64 = 1.5;
 
+/// True unless the bench was started by `cargo bench`, which passes
+/// `--bench`: `cargo test --benches` (or `--all-targets`) builds a
+/// `harness = false` bench and runs its `main` with no arguments, and a
+/// bench must not run there; it says so and the caller returns.
+pub fn not_benching() -> bool {
+    if std::env::args().skip(1).any(|a| a == "--bench") {
+        return false;
+    }
+    let arg0 = std::env::args().next().unwrap_or_default();
+    let name = std::path::Path::new(&arg0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or(arg0);
+    println!("{name}: a bench, not run without --bench (`cargo bench` passes it)");
+    true
+}
+
 /// An environment variable parsed as a number, or `default`.
 pub fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
