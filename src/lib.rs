@@ -64,6 +64,7 @@ pub mod error;
 #[cfg(unix)]
 pub mod files;
 pub mod legacy;
+mod link;
 mod machine;
 mod recv_buf;
 pub mod secure;

@@ -4,7 +4,6 @@
 //! A role (echo server, echo client, sender, receiver) only says what each
 //! frame means in each state; [`Framed`] does the rest. Pure: no I/O.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use bytes::Bytes;
 use crate::codec::{clip_text, Frame, FrameDecoder, FrameLimits, Protocol, HEADER_LEN};
 use crate::config::SessionLimits;
 use crate::error::{sanitize, ConfigError, Error, ProtocolError, UsageError};
+use crate::link::LinkCore;
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
 
@@ -69,35 +69,29 @@ pub trait Role {
 #[derive(Debug)]
 pub struct Link<E> {
     limits: SessionLimits,
-    now: Instant,
-    tx: VecDeque<Bytes>,
-    tx_bytes: usize,
-    events: VecDeque<E>,
+    /// The output queue, the events and the clock (shared with the
+    /// unframed link).
+    core: LinkCore<E>,
 }
 
 impl<E> Link<E> {
     /// Queues a frame for the peer. Payloads are queued by reference, not copied.
     pub fn send(&mut self, frame: &Frame) {
         let (head, body) = frame.encode();
-        self.push(head);
+        self.core.push(head);
         if let Some(body) = body {
-            self.push(body);
+            self.core.push(body);
         }
-    }
-
-    fn push(&mut self, bytes: Bytes) {
-        self.tx_bytes += bytes.len();
-        self.tx.push_back(bytes);
     }
 
     /// Tells the application something.
     pub fn emit(&mut self, event: E) {
-        self.events.push_back(event);
+        self.core.emit(event);
     }
 
     /// Whether the output queue is below the configured `send_buffer`.
     pub fn has_room(&self) -> bool {
-        self.tx_bytes < self.limits.send_buffer
+        self.core.queued() < self.limits.send_buffer
     }
 
     /// The session's limits in force (a role's own config is the role's).
@@ -107,7 +101,7 @@ impl<E> Link<E> {
 
     /// The latest time the driver reported.
     pub fn now(&self) -> Instant {
-        self.now
+        self.core.now()
     }
 }
 
@@ -160,13 +154,11 @@ impl<R: Role> Framed<R> {
     pub fn new(mut role: R, limits: SessionLimits, now: Instant) -> Self {
         let frame_limits = limits.validate().and_then(|()| role.frame_limits(&limits));
         let mut link = Link {
-            now,
-            tx: VecDeque::new(),
-            tx_bytes: 0,
-            events: VecDeque::new(),
+            core: LinkCore::new(now),
             limits,
         };
-        link.push(Bytes::copy_from_slice(&R::PROTOCOL.preamble()));
+        link.core
+            .push(Bytes::copy_from_slice(&R::PROTOCOL.preamble()));
         let started = role.start(&mut link);
         let decode_limits = frame_limits
             .clone()
@@ -278,7 +270,7 @@ impl<R: Role> Framed<R> {
             // A bad config is not trusted for a linger either.
             let trusted = !matches!(error, Error::Local(UsageError::BadConfig(_)));
             if trusted && !self.eof {
-                self.linger_deadline = Some(self.link.now + self.link.limits.linger);
+                self.linger_deadline = Some(self.link.now() + self.link.limits.linger);
             }
         }
         tracing::debug!(%error, "session failed");
@@ -299,15 +291,15 @@ impl<R: Role> Framed<R> {
     /// Until when a failed machine still waits for the peer's EOF.
     fn lingering(&self) -> Option<Instant> {
         let until = self.linger_deadline.filter(|_| self.failure.is_some());
-        until.filter(|&t| !self.eof && self.link.now < t)
+        until.filter(|&t| !self.eof && self.link.now() < t)
     }
 
     fn advance_clock(&mut self, now: Instant) {
-        self.link.now = self.link.now.max(now);
+        self.link.core.tick(now);
     }
 
     fn touch(&mut self) {
-        self.idle_deadline = self.link.now + self.link.limits.idle_timeout;
+        self.idle_deadline = self.link.now() + self.link.limits.idle_timeout;
     }
 
     /// The earliest deadline of a live session.
@@ -331,7 +323,7 @@ impl<R: Role> Framed<R> {
             (Some(self.idle_deadline), Error::TimedOut(cfg.idle_timeout)),
         ]
         .into_iter()
-        .filter_map(|(at, error)| at.filter(|&at| at <= self.link.now).map(|at| (at, error)))
+        .filter_map(|(at, error)| at.filter(|&at| at <= self.link.now()).map(|at| (at, error)))
         .min_by_key(|(at, _)| *at)
         .map(|(_, error)| error)
     }
@@ -394,7 +386,7 @@ impl<R: Role> Framed<R> {
         if self.decoder.preamble_done() {
             self.handshake_deadline = None;
         }
-        let late_at = self.link.now + self.link.limits.frame_timeout;
+        let late_at = self.link.now() + self.link.limits.frame_timeout;
         self.frame_deadline = (starved && self.decoder.in_frame(self.rx.held()))
             .then(|| self.frame_deadline.unwrap_or(late_at));
     }
@@ -460,12 +452,11 @@ impl<R: Role> Machine for Framed<R> {
 
     fn poll_output(&mut self) -> Output<Bytes, R::Event> {
         loop {
-            if let Some(bytes) = self.link.tx.pop_front() {
-                self.link.tx_bytes -= bytes.len();
+            if let Some(bytes) = self.link.core.pop_transmit() {
                 self.touch();
                 return Output::Transmit(bytes);
             }
-            if let Some(event) = self.link.events.pop_front() {
+            if let Some(event) = self.link.core.pop_event() {
                 return Output::Event(event);
             }
             if self.is_closed() {
@@ -477,13 +468,16 @@ impl<R: Role> Machine for Framed<R> {
             if self.link.has_room() {
                 self.role.on_writable(&mut self.link);
             }
-            let produced = !self.link.tx.is_empty() || !self.link.events.is_empty();
+            let produced = self.link.core.has_output();
             if self.process() || produced {
                 continue;
             }
-            if self.eof {
+            if self.eof && !self.role.awaits_app() {
                 // Every frame before the EOF is processed and the role still
-                // expected more: the transfer was cut, not finished.
+                // expected more: the transfer was cut, not finished. (While
+                // the role awaits its application, frames read before the
+                // EOF may still wait behind the answer: a driver that reads
+                // ahead meets the EOF before they are taken in.)
                 let state = self.role.state_name();
                 self.fail(ProtocolError::UnexpectedEof { state }.into());
                 continue;

@@ -13,13 +13,13 @@
 //! and one connection of the server's cap. Nor is there an `Error` frame to
 //! protect, hence no lingering close: a failed machine ends at once.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::config::UnframedConfig;
 use crate::error::{Error, UsageError};
+use crate::link::LinkCore;
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::recv_buf::RecvBuf;
 
@@ -29,13 +29,11 @@ use crate::recv_buf::RecvBuf;
 #[derive(Debug)]
 pub struct UnframedLink<E> {
     pub(crate) config: UnframedConfig,
-    /// The latest time the driver reported.
-    pub(crate) now: Instant,
     /// When the peer counts as stalled, if the machine is waiting for it.
     pub(crate) idle_deadline: Instant,
-    tx: VecDeque<Bytes>,
-    tx_bytes: usize,
-    events: VecDeque<E>,
+    /// The output queue, the events and the clock (shared with the framed
+    /// link).
+    core: LinkCore<E>,
     result: Option<Result<(), Error>>,
     /// Peer input, read straight into it; reads are split off it.
     pub(crate) rx: RecvBuf,
@@ -53,10 +51,7 @@ impl<E> UnframedLink<E> {
         UnframedLink {
             idle_deadline: now + config.idle_timeout,
             config,
-            now,
-            tx: VecDeque::new(),
-            tx_bytes: 0,
-            events: VecDeque::new(),
+            core: LinkCore::new(now),
             result,
             rx: RecvBuf::default(),
         }
@@ -66,34 +61,38 @@ impl<E> UnframedLink<E> {
     /// session is over: what was queued before still goes out).
     pub(crate) fn send(&mut self, bytes: Bytes) {
         if !bytes.is_empty() && !self.is_over() {
-            self.tx_bytes += bytes.len();
-            self.tx.push_back(bytes);
+            self.core.push(bytes);
         }
     }
 
     /// Tells the application something.
     pub(crate) fn emit(&mut self, event: E) {
-        self.events.push_back(event);
+        self.core.emit(event);
     }
 
     /// Bytes queued for the peer and not yet handed out.
     pub(crate) fn queued(&self) -> usize {
-        self.tx_bytes
+        self.core.queued()
+    }
+
+    /// The latest time the driver reported.
+    pub(crate) fn now(&self) -> Instant {
+        self.core.now()
     }
 
     /// Moves the clock forward (never back).
     fn tick(&mut self, now: Instant) {
-        self.now = self.now.max(now);
+        self.core.tick(now);
     }
 
     /// The peer showed signs of life: restart the idle timer.
     pub(crate) fn touch(&mut self) {
-        self.idle_deadline = self.now + self.config.idle_timeout;
+        self.idle_deadline = self.now() + self.config.idle_timeout;
     }
 
     /// Whether the idle timer has run out.
     fn idle_expired(&self) -> bool {
-        self.now >= self.idle_deadline
+        self.now() >= self.idle_deadline
     }
 
     /// Whether the session is over.
@@ -176,11 +175,10 @@ impl<E> UnframedLink<E> {
     /// The next output: transmits, then events, then the end or a wait
     /// until `deadline`.
     fn poll(&mut self, deadline: Option<Instant>) -> Output<Bytes, E> {
-        if let Some(bytes) = self.tx.pop_front() {
-            self.tx_bytes -= bytes.len();
+        if let Some(bytes) = self.core.pop_transmit() {
             return Output::Transmit(bytes);
         }
-        if let Some(e) = self.events.pop_front() {
+        if let Some(e) = self.core.pop_event() {
             return Output::Event(e);
         }
         match &self.result {
@@ -190,13 +188,53 @@ impl<E> UnframedLink<E> {
     }
 }
 
+/// The seal on [`UnframedRole`]: a public trait in a crate-private module,
+/// so code outside this crate cannot name it, hence cannot implement it.
+pub(crate) mod sealed {
+    /// Implemented by this crate's unframed roles only.
+    pub trait Sealed {}
+}
+
 /// The protocol logic of one role on an unframed connection: its
 /// transition table. The role says what a read, the peer's EOF, a timer and
 /// a chance to move on mean in its state, which deadline of its own it
 /// keeps, when it waits for the peer and how much it reads at once;
 /// [`Unframed`] does the rest (clock, idle timer, sticky result, `abort`,
 /// receive buffer, drain order), once for every role.
-pub trait UnframedRole {
+///
+/// **Sealed**: only this crate's roles implement it ([`RawRole`](crate::echo::RawRole)
+/// and the legacy stream roles, such as
+/// [`LegacyServerRole`](crate::legacy::LegacyServerRole)). It is public so
+/// that their machine types can be named (`Unframed<RawRole>` is
+/// [`RawEcho`](crate::echo::RawEcho)), but a role needs what the crate keeps
+/// to itself: every method of [`UnframedLink`] (reading the received bytes,
+/// queueing output, ending the session) is crate-private, and so is the
+/// constructor of [`Unframed`]. A protocol of your own implements the
+/// framed [`Role`](crate::session::Role), whose [`Link`](crate::session::Link)
+/// and [`Framed::new`](crate::session::Framed::new) are public, or
+/// [`StreamMachine`] directly.
+///
+/// ```compile_fail
+/// use echoxfer::unframed::{UnframedLink, UnframedRole};
+/// use echoxfer::Error;
+///
+/// struct Mine;
+///
+/// // error: the trait bound `Mine: Sealed` is not satisfied
+/// impl UnframedRole for Mine {
+///     type Event = ();
+///     fn on_read(&mut self, _: &mut UnframedLink<()>) -> Result<(), Error> {
+///         Ok(())
+///     }
+///     fn on_eof(&mut self, _: &mut UnframedLink<()>) -> Result<(), Error> {
+///         Ok(())
+///     }
+///     fn input_room(&self, _: &UnframedLink<()>) -> usize {
+///         1024
+///     }
+/// }
+/// ```
+pub trait UnframedRole: sealed::Sealed {
     /// What this role tells its application.
     type Event;
 
@@ -359,6 +397,8 @@ mod tests {
         waiting: bool,
         own: Option<Instant>,
     }
+
+    impl sealed::Sealed for Probe {}
 
     impl UnframedRole for Probe {
         type Event = ();

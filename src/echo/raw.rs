@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use crate::config::UnframedConfig;
 use crate::error::Error;
-use crate::unframed::{Unframed, UnframedLink, UnframedRole};
+use crate::unframed::{sealed, Unframed, UnframedLink, UnframedRole};
 
 /// What the raw echo machine tells its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ impl RawEcho {
         Unframed::with_role(RawRole, config, now)
     }
 }
+
+impl sealed::Sealed for RawRole {}
 
 /// The transition table: a read is echoed, the peer's EOF ends the session.
 impl UnframedRole for RawRole {

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::{piece_len, EXIT, PIECE_MAX};
 use crate::config::UnframedConfig;
 use crate::error::{Error, ProtocolError, UsageError};
-use crate::unframed::{Unframed, UnframedLink, UnframedRole};
+use crate::unframed::{sealed, Unframed, UnframedLink, UnframedRole};
 
 /// What the legacy echo server tells its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,8 @@ impl LegacyEchoServer {
         Unframed::with_role(LegacyServerRole { greeting }, config, now)
     }
 }
+
+impl sealed::Sealed for LegacyServerRole {}
 
 /// The transition table: greet; echo each read, or end at `exit`; the
 /// client's EOF ends the session quietly, as with the seed server.
@@ -240,6 +242,8 @@ impl LegacyClientRole {
     }
 }
 
+impl sealed::Sealed for LegacyClientRole {}
+
 /// The transition table: wait for the greeting (until the server has been
 /// quiet), then send each line in pieces and check each echo.
 impl UnframedRole for LegacyClientRole {
@@ -248,7 +252,7 @@ impl UnframedRole for LegacyClientRole {
     fn on_read(&mut self, link: &mut ClientLink) -> Result<(), Error> {
         link.touch();
         if !self.greeted {
-            self.greeting_deadline = Some(link.now + link.config.legacy_ack_delay);
+            self.greeting_deadline = Some(link.now() + link.config.legacy_ack_delay);
         }
         self.step(link);
         Ok(())
@@ -271,7 +275,7 @@ impl UnframedRole for LegacyClientRole {
     }
 
     fn on_timeout(&mut self, link: &mut ClientLink) {
-        if self.greeting_deadline.is_some_and(|d| link.now >= d) {
+        if self.greeting_deadline.is_some_and(|d| link.now() >= d) {
             // The server has been quiet since its first bytes: that was the greeting.
             self.greeting_complete(link);
         }

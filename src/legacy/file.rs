@@ -47,7 +47,7 @@ use bytes::{Bytes, BytesMut};
 use super::{piece_len, tears_word, PIECE_MAX, QUIT, SUCCESS};
 use crate::config::UnframedConfig;
 use crate::error::{Error, ProtocolError, UsageError};
-use crate::unframed::{Unframed, UnframedLink, UnframedRole};
+use crate::unframed::{sealed, Unframed, UnframedLink, UnframedRole};
 
 /// What the legacy file sender asks of, and tells, its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,10 +204,10 @@ impl LegacySenderRole {
         if self.next >= self.size || self.guard {
             match self.settle_deadline {
                 None => {
-                    self.settle_deadline = Some(link.now + link.config.legacy_quit_settle);
+                    self.settle_deadline = Some(link.now() + link.config.legacy_quit_settle);
                     return;
                 }
-                Some(d) if link.now >= d => {
+                Some(d) if link.now() >= d => {
                     self.settle_deadline = None;
                     self.guard = false;
                 }
@@ -229,6 +229,8 @@ impl LegacySenderRole {
         link.touch();
     }
 }
+
+impl sealed::Sealed for LegacySenderRole {}
 
 /// The transition table: send a piece, wait for its `success`, and `quit`
 /// once the acks have settled; the receiver's EOF before that is an error.
@@ -261,7 +263,7 @@ impl UnframedRole for LegacySenderRole {
             link.touch();
             if self.settle_deadline.is_some() {
                 // The receiver is still reading: start the quiet period over.
-                self.settle_deadline = Some(link.now + link.config.legacy_quit_settle);
+                self.settle_deadline = Some(link.now() + link.config.legacy_quit_settle);
             }
         }
         Ok(())
@@ -352,6 +354,8 @@ impl LegacyReceiverRole {
     }
 }
 
+impl sealed::Sealed for LegacyReceiverRole {}
+
 /// The transition table: write and ack each read, end at `quit`; an EOF
 /// before `quit` is an incomplete transfer.
 impl UnframedRole for LegacyReceiverRole {
@@ -386,7 +390,7 @@ impl UnframedRole for LegacyReceiverRole {
         if ends_line {
             self.ack(link);
         } else {
-            self.ack_deadline = Some(link.now + link.config.legacy_ack_delay);
+            self.ack_deadline = Some(link.now() + link.config.legacy_ack_delay);
         }
         Ok(())
     }
@@ -397,7 +401,7 @@ impl UnframedRole for LegacyReceiverRole {
     }
 
     fn on_timeout(&mut self, link: &mut ReceiverLink) {
-        if self.ack_deadline.is_some_and(|d| link.now >= d) {
+        if self.ack_deadline.is_some_and(|d| link.now() >= d) {
             self.ack(link);
         }
     }

@@ -13,7 +13,7 @@ use crate::error::{Error, SecureError};
 use crate::secure::{Secure, SecureConfig};
 use crate::testing::fuzz::{small_limits, small_transfer};
 use crate::testing::{MemDisk, MemReceiver, MemSender};
-use crate::unframed::{Unframed, UnframedLink, UnframedRole};
+use crate::unframed::{sealed, Unframed, UnframedLink, UnframedRole};
 use crate::xfer::{Receiver, ReceiverRole, SafeName, Sender};
 
 /// One secure file transfer from `seed`, recorded byte for byte on its way
@@ -121,6 +121,8 @@ fn record_transfer(sim: &mut Sim, name: &SafeName, data: &Bytes) -> Result<Vec<u
 /// back until the peer closes.
 #[derive(Debug)]
 struct Replay(Option<Bytes>);
+
+impl sealed::Sealed for Replay {}
 
 impl UnframedRole for Replay {
     type Event = ();
