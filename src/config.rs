@@ -439,10 +439,7 @@ impl UdpConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
-    use crate::driver::Limits;
 
     #[test]
     fn default_config_is_valid() {
@@ -452,7 +449,6 @@ mod tests {
         assert_eq!(TransferConfig::default().validate(&session), Ok(()));
         assert_eq!(UnframedConfig::default().validate(), Ok(()));
         assert_eq!(UdpConfig::default().validate(), Ok(()));
-        assert_eq!(Limits::default().validate(), Ok(()));
     }
 
     #[test]
@@ -462,15 +458,6 @@ mod tests {
             ..SessionLimits::default()
         };
         assert_eq!(cfg.validate(), Err(ConfigError::Zero("max_frame")));
-    }
-
-    #[test]
-    fn a_zero_per_source_cap_is_refused() {
-        let limits = Limits {
-            max_per_source: 0,
-            ..Limits::default()
-        };
-        assert_eq!(limits.validate(), Err(ConfigError::Zero("max_per_source")));
     }
 
     #[test]
@@ -562,40 +549,6 @@ mod tests {
             no_refusals.validate(&base()),
             Err(ConfigError::Zero("max_refusals"))
         );
-        let no_budget = Limits {
-            recv_budget: 0,
-            ..Limits::default()
-        };
-        assert_eq!(no_budget.validate(), Err(ConfigError::Zero("recv_budget")));
-    }
-
-    #[test]
-    fn a_budget_too_small_for_one_session_is_refused() {
-        use crate::echo::{EchoServer, Server};
-        use crate::session::RecvBudget;
-        use crate::{Error, UsageError};
-        let limits = SessionLimits {
-            recv_allowance: 1024,
-            ..SessionLimits::default()
-        };
-        let server = EchoServer::new(
-            Server::new("hi", EchoConfig::default()),
-            limits,
-            Instant::now(),
-        );
-        let server = server.with_recv_budget(RecvBudget::new(1024));
-        let Some(Error::Local(UsageError::BadConfig(e))) = server.error() else {
-            panic!("a session whose budget cannot hold one frame must fail at once");
-        };
-        assert_eq!(e.field(), "recv_budget");
-        // A budget that covers it leaves the session alone.
-        let fine = EchoServer::new(
-            Server::new("hi", EchoConfig::default()),
-            SessionLimits::default(),
-            Instant::now(),
-        );
-        let fine = fine.with_recv_budget(crate::driver::Limits::default().new_recv_budget());
-        assert_eq!(fine.error(), None);
     }
 
     #[test]
@@ -825,72 +778,6 @@ mod tests {
             ..base()
         };
         assert_eq!(one_try.validate(), Ok(()));
-    }
-
-    #[test]
-    fn server_limits_refuse_each_zero_field_by_name() {
-        let cases = vec![
-            (
-                "max_connections",
-                Limits {
-                    max_connections: 0,
-                    ..Limits::default()
-                },
-            ),
-            (
-                "max_per_source",
-                Limits {
-                    max_per_source: 0,
-                    ..Limits::default()
-                },
-            ),
-            (
-                "recv_budget",
-                Limits {
-                    recv_budget: 0,
-                    ..Limits::default()
-                },
-            ),
-            (
-                "guess_delay",
-                Limits {
-                    guess_delay: Duration::ZERO,
-                    ..Limits::default()
-                },
-            ),
-            (
-                "max_guess_delay",
-                Limits {
-                    max_guess_delay: Duration::ZERO,
-                    ..Limits::default()
-                },
-            ),
-            (
-                "forget_guesses_after",
-                Limits {
-                    forget_guesses_after: Duration::ZERO,
-                    ..Limits::default()
-                },
-            ),
-            (
-                "max_guessing_sources",
-                Limits {
-                    max_guessing_sources: 0,
-                    ..Limits::default()
-                },
-            ),
-        ];
-        assert_zero_refused("Limits", cases, Limits::validate);
-    }
-
-    #[test]
-    fn a_guess_delay_cap_below_the_first_delay_is_refused() {
-        let limits = Limits {
-            guess_delay: Duration::from_secs(10),
-            max_guess_delay: Duration::from_secs(5),
-            ..Limits::default()
-        };
-        assert_eq!(limits.validate().unwrap_err().field(), "max_guess_delay");
     }
 
     #[test]

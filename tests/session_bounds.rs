@@ -465,3 +465,29 @@ fn a_greeting_longer_than_any_client_accepts_fails_the_server_at_start() {
     let sent = poll_all(&mut server).bytes;
     assert!(sent.len() < 2048, "{} bytes sent", sent.len());
 }
+
+#[test]
+fn a_budget_too_small_for_one_session_is_refused() {
+    let limits = SessionLimits {
+        recv_allowance: 1024,
+        ..SessionLimits::default()
+    };
+    let server = EchoServer::new(
+        Server::new("hi", EchoConfig::default()),
+        limits,
+        Instant::now(),
+    );
+    let server = server.with_recv_budget(RecvBudget::new(1024));
+    let Some(Error::Local(UsageError::BadConfig(e))) = server.error() else {
+        panic!("a session whose budget cannot hold one frame must fail at once");
+    };
+    assert_eq!(e.field(), "recv_budget");
+    // A budget that covers it leaves the session alone.
+    let fine = EchoServer::new(
+        Server::new("hi", EchoConfig::default()),
+        SessionLimits::default(),
+        Instant::now(),
+    );
+    let fine = fine.with_recv_budget(Limits::default().new_recv_budget());
+    assert_eq!(fine.error(), None);
+}

@@ -433,4 +433,86 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
+
+    #[test]
+    fn default_limits_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_zero_per_source_cap_is_refused() {
+        let limits = Limits {
+            max_per_source: 0,
+            ..Limits::default()
+        };
+        assert_eq!(limits.validate(), Err(ConfigError::Zero("max_per_source")));
+    }
+
+    #[test]
+    fn server_limits_refuse_each_zero_field_by_name() {
+        let cases = vec![
+            (
+                "max_connections",
+                Limits {
+                    max_connections: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_per_source",
+                Limits {
+                    max_per_source: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "recv_budget",
+                Limits {
+                    recv_budget: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "guess_delay",
+                Limits {
+                    guess_delay: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_guess_delay",
+                Limits {
+                    max_guess_delay: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "forget_guesses_after",
+                Limits {
+                    forget_guesses_after: Duration::ZERO,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_guessing_sources",
+                Limits {
+                    max_guessing_sources: 0,
+                    ..Limits::default()
+                },
+            ),
+        ];
+        for (field, limits) in cases {
+            assert_eq!(limits.validate(), Err(ConfigError::Zero(field)), "{field}");
+        }
+    }
+
+    #[test]
+    fn a_guess_delay_cap_below_the_first_delay_is_refused() {
+        let limits = Limits {
+            guess_delay: Duration::from_secs(10),
+            max_guess_delay: Duration::from_secs(5),
+            ..Limits::default()
+        };
+        assert_eq!(limits.validate().unwrap_err().field(), "max_guess_delay");
+    }
 }
