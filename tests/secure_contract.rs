@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
 use echoxfer::error::ConfigError;
-use echoxfer::secure::{Handshake, Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::secure::{Channel, Handshake, Secure, SecureConfig, Side, CONFIRM_LEN, HELLO_LEN};
 use echoxfer::{
     EchoConfig, Error, Machine, Output, SecureError, SessionLimits, StreamMachine, UsageError,
 };
@@ -423,4 +423,142 @@ fn during_the_handshake_the_deadline_is_the_handshakes_and_once_open_the_wrapped
         "{end:?}"
     );
     assert_eq!(s.error(), None);
+}
+
+// ------------------------------------------------ Channel: secure or plain
+
+fn channel_client(secret: Option<&[u8]>, now: Instant) -> Channel<EchoClient> {
+    let cfg = SecureConfig::default();
+    Channel::new(Side::Client, echo_client(now), secret, cfg, now, [1; 32])
+}
+
+fn channel_server(secret: Option<&[u8]>, now: Instant) -> Channel<EchoServer> {
+    let cfg = SecureConfig::default();
+    Channel::new(Side::Server, echo_server(now), secret, cfg, now, [2; 32])
+}
+
+#[test]
+fn a_channel_with_a_secret_runs_secure_and_one_without_runs_plain() {
+    let now = Instant::now();
+    let (mut c, mut s) = (
+        channel_client(Some(CODE), now),
+        channel_server(Some(CODE), now),
+    );
+    assert!(c.is_secure() && s.is_secure());
+    assert_eq!(c.handshake(), Some(Handshake::NoHello));
+    assert_eq!(run(&mut c, &mut s, now), (Some(Ok(())), Some(Ok(()))));
+    assert_eq!(s.handshake(), Some(Handshake::Confirmed));
+    assert!(!s.failed_guess());
+
+    let (mut c, mut s) = (channel_client(None, now), channel_server(None, now));
+    assert!(!c.is_secure() && !s.is_secure());
+    assert_eq!(c.handshake(), None, "no secret, no handshake");
+    let (first, _) = drain(&mut c);
+    assert!(!first.starts_with(b"EXFS"), "plain bytes: {first:?}");
+    feed(&mut s, now, &first).unwrap();
+    assert_eq!(run(&mut c, &mut s, now), (Some(Ok(())), Some(Ok(()))));
+    assert!(!s.failed_guess(), "a plain session spends no guess");
+
+    let secure = Secure::client(
+        echo_client(now),
+        CODE,
+        SecureConfig::default(),
+        now,
+        [1; 32],
+    );
+    assert!(Channel::from(secure).is_secure());
+}
+
+#[test]
+fn a_secure_channel_answers_as_its_secure_machine_and_a_plain_one_as_its_machine() {
+    let now = Instant::now();
+    let cfg = SecureConfig::default();
+    let (mut ch, mut bare) = (
+        channel_server(Some(CODE), now),
+        Secure::server(echo_server(now), CODE, cfg, now, [2; 32]),
+    );
+    assert_eq!(drain(&mut ch), drain(&mut bare), "the same hello");
+    assert_eq!(ch.poll_timeout(), bare.poll_timeout());
+    assert_eq!(
+        ch.poll_timeout(),
+        Some(now + SecureConfig::default().handshake_timeout)
+    );
+    assert_eq!(ch.input_room(), bare.input_room());
+    assert_eq!(ch.write_timeout(), bare.write_timeout());
+    assert_eq!(
+        ch.write_timeout(),
+        Some(SessionLimits::default().idle_timeout)
+    );
+    assert!(!ch.failed_guess());
+    // A guesser's hello: the channel holds a failed guess, as the machine does.
+    let (hello, _) = drain(&mut client(b"1-wrong-guess", now));
+    feed(&mut ch, now, &hello).unwrap();
+    assert_eq!(drain(&mut ch).0.len(), CONFIRM_LEN);
+    assert!(ch.failed_guess());
+    assert_eq!(ch.handshake(), Some(Handshake::Unconfirmed));
+    // Its timers are the machine's.
+    ch.handle_timeout(now + SecureConfig::default().handshake_timeout);
+    assert_eq!(
+        drain(&mut ch).1,
+        Some(Err(SecureError::HandshakeTimeout(cfg_timeout()).into()))
+    );
+    // Its input too: a failed channel answers its error.
+    assert_eq!(
+        ch.handle_input(now, b"more"),
+        Err(SecureError::HandshakeTimeout(cfg_timeout()).into())
+    );
+
+    // The end of input and an abort reach the machine.
+    let mut ch = channel_server(Some(CODE), now);
+    drain(&mut ch);
+    ch.handle_eof(now);
+    assert!(matches!(drain(&mut ch).1, Some(Err(Error::Secure(_)))));
+    let mut ch = channel_server(Some(CODE), now);
+    drain(&mut ch);
+    ch.abort("shutting down".into());
+    assert_eq!(
+        drain(&mut ch).1,
+        Some(Err(Error::Aborted("shutting down".into())))
+    );
+
+    // Plain: the machine itself.
+    let mut plain = channel_client(None, now);
+    let mut bare = echo_client(now);
+    assert_eq!(drain(&mut plain), drain(&mut bare));
+    assert_eq!(plain.poll_timeout(), bare.poll_timeout());
+    assert!(plain.poll_timeout().is_some());
+    assert_eq!(plain.input_room(), bare.input_room());
+    assert!(plain.input_room() > 1);
+    assert_eq!(plain.write_timeout(), bare.write_timeout());
+    assert_eq!(plain.inner().role().in_flight(), 1, "the message queued");
+    plain.abort("shutting down".into());
+    let (why, _) = drain(&mut plain);
+    assert!(contains(&why, b"shutting down"), "it tells the peer why");
+    plain.handle_eof(now);
+    assert_eq!(
+        drain(&mut plain).1,
+        Some(Err(Error::Aborted("shutting down".into())))
+    );
+    let mut plain = channel_client(None, now);
+    drain(&mut plain);
+    plain.handle_timeout(plain.poll_timeout().unwrap());
+    let (why, _) = drain(&mut plain);
+    assert!(!why.is_empty(), "it tells the peer it timed out");
+    plain.handle_eof(now);
+    assert!(
+        matches!(drain(&mut plain).1, Some(Err(Error::TooSlow { .. }))),
+        "timed out"
+    );
+    let mut plain = channel_client(None, now);
+    drain(&mut plain);
+    plain.handle_eof(now);
+    assert!(matches!(drain(&mut plain).1, Some(Err(_))), "cut");
+}
+
+fn cfg_timeout() -> Duration {
+    SecureConfig::default().handshake_timeout
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
