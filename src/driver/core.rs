@@ -15,8 +15,8 @@
 //! | `Flush`           | flushes the transport                                 | [`flushed`](StreamCore::flushed) or [`write_failed`](StreamCore::write_failed) |
 //! | `Read { max, until }` | one read of at most `max` bytes, giving up at `until` (`None`: no limit) | [`read`](StreamCore::read), [`eof`](StreamCore::eof), [`read_failed`](StreamCore::read_failed) or [`timed_out`](StreamCore::timed_out) |
 //! | `Sleep(t)`        | waits until `t` (the peer has gone; only a timer is left) | [`timed_out`](StreamCore::timed_out)        |
-//! | `Work`            | takes the application's [`Work`] with [`take_work`](StreamCore::take_work) and runs it where blocking is harmless (in place, or on a blocking pool while it goes on with the next `next`) | [`worked`](StreamCore::worked), once it has run |
-//! | `AwaitWork`       | waits for the work it runs (and for an abort request, if it can) | [`worked`](StreamCore::worked), or [`woken`](StreamCore::woken) for the abort |
+//! | `Work`            | takes the application's [`Work`] with [`take_work`](StreamCore::take_work) and runs it as its kind says (in place; or off the loop, a blocking job on a blocking pool, an async one as a task, while it goes on with the next `next`) | [`worked`](StreamCore::worked), once it has run |
+//! | `AwaitWork`       | waits for the work it runs (and for an abort request, if it can); meanwhile it may read as far as [`read_while_working`](StreamCore::read_while_working) allows | [`worked`](StreamCore::worked), or [`woken`](StreamCore::woken) for the abort; a read as for `Read` |
 //! | `Close`           | shuts its sending side (best effort)                  | [`closed`](StreamCore::closed)                  |
 //! | `Done(result)`    | stops; the session is over                            | nothing                                         |
 //!
@@ -236,9 +236,7 @@ pub struct StreamCore<'a, M, A> {
 /// Where a session is.
 enum Phase {
     /// The machine runs: the peer's bytes are read, its output written.
-    /// `peer_closed`: the peer has shut its sending side (only the
-    /// machine's timer is left to wait for).
-    Running { peer_closed: bool },
+    Running { peer: Peer },
     /// A write failed on a reset: one more read, until `until`, of what the
     /// peer said before it went; then `after`, with the peer's reason if
     /// it said one, else with `error`.
@@ -256,6 +254,20 @@ enum Phase {
     },
     /// `Done` was handed out.
     Finished,
+}
+
+/// The peer's sending side, as the machine knows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Open: its bytes are read.
+    Open,
+    /// Its end was read ahead while the application's work ran: the
+    /// machine is told once it waits for input again, where it would have
+    /// met the end without the read-ahead (a machine that awaits its
+    /// application's answer may still hold frames sent before the end).
+    ClosedUnseen,
+    /// Closed, and the machine told: only its timer is left to wait for.
+    Closed,
 }
 
 /// What a salvage leads to.
@@ -296,7 +308,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             app,
             abort: abort.clone(),
             abort_applied: false,
-            phase: Phase::Running { peer_closed: false },
+            phase: Phase::Running { peer: Peer::Open },
             out: Batch::default(),
             sending: Sending::Idle,
             work: WorkSlot::Empty,
@@ -370,7 +382,10 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         if self.app_failure.is_none() {
             self.work.ask(self.app);
         }
-        let peer_closed = matches!(self.phase, Phase::Running { peer_closed: true });
+        let peer = match self.phase {
+            Phase::Running { peer } => peer,
+            _ => Peer::Open,
+        };
         match step {
             Step::Done(result) => self.end(result, true),
             // The work runs first; the machine is asked again after it.
@@ -379,11 +394,17 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             // Whatever was gathered goes out before the core waits.
             Step::Wait(_) if !self.out.is_empty() => {}
             Step::Wait(Some(deadline)) if deadline <= now => self.machine.handle_timeout(now),
+            // The machine waits for input: the end read ahead is its now.
+            Step::Wait(_) if peer == Peer::ClosedUnseen => self.peer_closed(now),
             // The peer is gone and the machine still waits: only its timer can end it.
-            Step::Wait(Some(deadline)) if peer_closed => return Some(Next::Sleep(deadline)),
-            Step::Wait(None) if peer_closed => self.fail(DriverError::io("waiting after EOF")(
-                io::ErrorKind::UnexpectedEof.into(),
-            )),
+            Step::Wait(Some(deadline)) if peer == Peer::Closed => {
+                return Some(Next::Sleep(deadline))
+            }
+            Step::Wait(None) if peer == Peer::Closed => {
+                self.fail(DriverError::io("waiting after EOF")(
+                    io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
             Step::Wait(until) => {
                 let max = self.machine.input_room().clamp(1, self.read_size);
                 return Some(Next::Read { max, until });
@@ -563,8 +584,20 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         if self.is_salvaging() {
             return self.salvage(now, &[]);
         }
-        if let Phase::Running { peer_closed } = &mut self.phase {
-            *peer_closed = true;
+        if matches!(self.phase, Phase::Running { .. }) && self.work.is_running() {
+            // Read ahead: told once the machine waits for input again.
+            self.phase = Phase::Running {
+                peer: Peer::ClosedUnseen,
+            };
+            return;
+        }
+        self.peer_closed(now);
+    }
+
+    /// The machine is told of the peer's end.
+    fn peer_closed(&mut self, now: Instant) {
+        if let Phase::Running { peer } = &mut self.phase {
+            *peer = Peer::Closed;
         }
         self.machine.handle_eof(now);
     }
@@ -626,7 +659,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     /// or no work runs. The read has no deadline of its own: the work's end
     /// (or an abort) ends the wait.
     pub fn read_while_working(&self) -> Option<usize> {
-        if !self.work.is_running() || !matches!(self.phase, Phase::Running { peer_closed: false }) {
+        if !self.work.is_running() || !matches!(self.phase, Phase::Running { peer: Peer::Open }) {
             return None;
         }
         let room = self.machine.input_room();
@@ -1184,6 +1217,23 @@ mod tests {
         drop(core);
         assert_eq!(fake.log, ["input:next"], "read ahead, no timer fired");
         assert_eq!(app.finished, [1]);
+        // The peer's end, read ahead, reaches the machine only once it
+        // waits for input again: where it would have met it without.
+        let mut fake = Fake::default();
+        fake.outputs.push_back(Output::Event(1));
+        let mut app = Worker::default();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let work = core.take_work().expect("work");
+        assert!(matches!(core.next(t(0.0)), Next::AwaitWork));
+        let max = core.read_while_working().expect("room");
+        let _ = core.read_buffer(max);
+        core.filled(t(0.5), 0);
+        assert_eq!(core.read_while_working(), None, "nothing after the end");
+        core.worked(t(1.0), work.run());
+        let _ = core.next(t(1.0));
+        drop(core);
+        assert_eq!(fake.log, ["eof"], "told after the work, once it waited");
         // A machine without room is not read ahead: its back-pressure holds.
         let mut full = Fake {
             room: Some(0),

@@ -46,6 +46,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::slot::WorkSlot;
 use super::{App, DriverError, Finish, Work};
 use crate::machine::{Datagram, DatagramMachine, Output};
 
@@ -83,10 +84,8 @@ pub struct DatagramCore<'a, M, A> {
     buf: Vec<u8>,
     /// The machine's deadline at its last wait.
     deadline: Option<Instant>,
-    /// The application's work, until the shell takes it.
-    work: Option<Work<A, M>>,
-    /// The shell runs the application's work.
-    working: bool,
+    /// The application's work: asked for, handed out, awaited.
+    work: WorkSlot<A, M>,
     /// The peer of the datagram last handed out, for the log of a failed send.
     sending_to: Option<SocketAddr>,
     /// How the loop ends, once it does (after any work owed).
@@ -103,8 +102,7 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
             app,
             buf: vec![0; DATAGRAM_MAX],
             deadline: None,
-            work: None,
-            working: false,
+            work: WorkSlot::Empty,
             sending_to: None,
             ending: None,
             stopped: false,
@@ -120,10 +118,10 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
                     io::ErrorKind::NotConnected.into(),
                 )));
             }
-            if self.working {
+            if self.work.is_running() {
                 return DatagramNext::AwaitWork;
             }
-            if self.work.is_some() {
+            if self.work.is_ready() {
                 return DatagramNext::Work;
             }
             if let Some(result) = self.ending.take() {
@@ -143,8 +141,7 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
                     }
                 }
                 Output::Wait(deadline) => {
-                    self.work = self.app.poll_work();
-                    if self.work.is_some() {
+                    if self.work.ask(self.app) {
                         continue;
                     }
                     match deadline {
@@ -163,12 +160,9 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
     /// Ends with `result`, once the application has done the work it still
     /// owes (writing out what it was given) if the loop ends well.
     fn end(&mut self, result: Result<(), DriverError>) -> DatagramNext {
-        if result.is_ok() {
-            if let Some(work) = self.app.poll_work() {
-                self.work = Some(work);
-                self.ending = Some(result);
-                return DatagramNext::Work;
-            }
+        if result.is_ok() && self.work.ask(self.app) {
+            self.ending = Some(result);
+            return DatagramNext::Work;
         }
         self.finished = true;
         DatagramNext::Done(result)
@@ -235,15 +229,13 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
     /// run; the core then awaits it until [`worked`](Self::worked). `None`
     /// if there is none.
     pub fn take_work(&mut self) -> Option<Work<A, M>> {
-        let work = self.work.take()?;
-        self.working = true;
-        Some(work)
+        self.work.take()
     }
 
     /// The work has run and produced `finish`, which is applied now. An
     /// error is the application's failure, which ends the loop.
     pub fn worked(&mut self, now: Instant, finish: Finish<A, M>) {
-        self.working = false;
+        self.work.done();
         if let Err(source) = finish.apply(self.app, self.machine, now) {
             self.app_failure(source);
         }

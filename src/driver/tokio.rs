@@ -125,15 +125,33 @@ where
                 let Some(job) = running.as_mut() else {
                     unreachable!("the core awaits only work this loop started")
                 };
-                tokio::select! {
-                    done = job => {
+                // While the disk works, the network goes on: the peer's
+                // next bytes are read into the machine's buffer, as far as
+                // its room allows (decoded once the work is done).
+                let ahead = core.read_while_working();
+                let buf: &mut [u8] = match ahead {
+                    Some(max) => core.read_buffer(max),
+                    None => &mut [],
+                };
+                let awaited = tokio::select! {
+                    biased;
+                    done = job => Awaited::Worked(done),
+                    read = io.read(buf), if ahead.is_some() => Awaited::Read(read),
+                    () = &mut aborted, if watch_abort => Awaited::Abort,
+                };
+                match awaited {
+                    Awaited::Worked(done) => {
                         running = None;
                         let finish = done.unwrap_or_else(|e| {
-                            Finish::failed(io::Error::other(format!("the application's work failed: {e}")))
+                            Finish::failed(io::Error::other(format!(
+                                "the application's work failed: {e}"
+                            )))
                         });
                         core.worked(Instant::now(), finish);
                     }
-                    () = &mut aborted, if watch_abort => {
+                    Awaited::Read(Ok(n)) => core.filled(Instant::now(), n),
+                    Awaited::Read(Err(e)) => core.read_failed(Instant::now(), e),
+                    Awaited::Abort => {
                         abort_seen = true;
                         core.woken(Instant::now());
                     }
@@ -169,6 +187,13 @@ where
 enum Woke {
     Read(io::Result<usize>),
     Deadline,
+    Abort,
+}
+
+/// What ended a wait for the application's work (`T`: the work's result).
+enum Awaited<T> {
+    Worked(T),
+    Read(io::Result<usize>),
     Abort,
 }
 

@@ -23,10 +23,12 @@
 //!
 //! Either way, the job's result is a closure applied to the application
 //! and its machine back on the session's own thread or task (a
-//! [`Finish`]). While a work runs, the stream core hands its machine no
-//! input and fires none of its timers (a slow disk or service is not the
-//! peer's fault); it only writes what was already queued, and applies an
-//! abort request.
+//! [`Finish`]). While a work runs, the stream core fires none of its
+//! machine's timers (a slow disk or service is not the peer's fault) and
+//! drains nothing from it; it only writes what was already queued, applies
+//! an abort request and, with a shell that can wait for two things at
+//! once, reads ahead into the machine's buffer as far as its input room
+//! allows ([`StreamCore::read_while_working`](super::core::StreamCore::read_while_working)).
 
 use std::fmt;
 use std::future::Future;
