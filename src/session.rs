@@ -472,12 +472,9 @@ impl<R: Role> Machine for Framed<R> {
             if self.process() || produced {
                 continue;
             }
-            if self.eof && !self.role.awaits_app() {
+            if self.eof {
                 // Every frame before the EOF is processed and the role still
-                // expected more: the transfer was cut, not finished. (While
-                // the role awaits its application, frames read before the
-                // EOF may still wait behind the answer: a driver that reads
-                // ahead meets the EOF before they are taken in.)
+                // expected more: the transfer was cut, not finished.
                 let state = self.role.state_name();
                 self.fail(ProtocolError::UnexpectedEof { state }.into());
                 continue;
