@@ -214,7 +214,7 @@ pub(crate) mod sealed {
 /// and [`Framed::new`](crate::session::Framed::new) are public, or
 /// [`StreamMachine`] directly.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use echoxfer::unframed::{UnframedLink, UnframedRole};
 /// use echoxfer::Error;
 ///
