@@ -21,8 +21,12 @@
 //! disk, the CPU) was slow then, whatever the other contenders did. The
 //! report names those rounds and also gives each ratio's median over the
 //! undisturbed ones. Runs of other contenders more than 1.5x their own
-//! median are listed too, as slow runs, but do not mark a round: that rule
-//! would drop a contender's own bad runs and flatter it.
+//! median in an undisturbed round are listed too, as slow runs, but do not
+//! mark the round: that rule would drop a contender's own bad runs and
+//! flatter it.
+//!
+//! A bench runs only when given `--bench` (as `cargo bench` does): see
+//! `not_benching`.
 //!
 //! Untimed warm-up rounds (`WARMUP`, default 1) come first, so that no
 //! contender pays for cold caches (the binary, the source file's pages).
@@ -366,7 +370,7 @@ pub fn report(plan: &Plan, runs: &Runs, pairs: &[(usize, usize)]) -> Vec<f64> {
         let t = secs(&runs.times[i]);
         let m = median(&t);
         for (r, x) in t.iter().enumerate() {
-            if *x > DISTURBED * m {
+            if *x > DISTURBED * m && !bad[r] {
                 slow.push(format!(
                     "{} in round {r} ({:.1}x its median)",
                     runs.names[i],
@@ -377,7 +381,7 @@ pub fn report(plan: &Plan, runs: &Runs, pairs: &[(usize, usize)]) -> Vec<f64> {
     }
     if !slow.is_empty() {
         println!(
-            "slow runs (over {DISTURBED}x the contender's own median; rounds not marked): {}",
+            "slow runs in undisturbed rounds (over {DISTURBED}x the contender's own median; they mark no round): {}",
             slow.join(", ")
         );
     }
