@@ -54,6 +54,35 @@
 //! ]);
 //! assert_eq!(client.poll_output(), Output::Done(Ok(())));
 //! ```
+//!
+//! # What is stable
+//!
+//! The API this crate keeps across versions (breaking it is a major
+//! version):
+//!
+//! * the machine contract: [`Machine`], [`StreamMachine`],
+//!   [`DatagramMachine`], [`Output`], [`Datagram`];
+//! * the machines, their commands, events and typed requests:
+//!   [`echo`] (native TCP echo, RFC 862 UDP echo and ping), [`xfer`]
+//!   (file sender and receiver), [`legacy`] (the teaching scripts' sentinel
+//!   protocol), and [`secure`] ([`Secure`](secure::Secure),
+//!   [`Channel`](secure::Channel), [`SecureConfig`](secure::SecureConfig),
+//!   [`Handshake`](secure::Handshake), [`normalize_code`](secure::normalize_code));
+//! * the configs (one per concern, each with documented defaults) and the
+//!   errors ([`Error`], [`error`], [`driver::DriverError`]);
+//! * the drivers and what they run: [`driver::App`], [`driver::Work`],
+//!   [`driver::Abort`], [`driver::blocking`], the tokio driver, and the
+//!   sans-IO loops a shell of one's own drives ([`driver::core::StreamCore`],
+//!   [`driver::datagram::DatagramCore`]);
+//! * the file layer ([`files`]): the store, the walk and the apps the CLI
+//!   runs on.
+//!
+//! Not stable: [`codec`] (the frames, for peers and harnesses; the wire
+//! itself is versioned and specified in docs/PROTOCOL.md, which is what an
+//! implementation in another language follows), [`session`] and
+//! [`unframed`] (the framing under the machines), and `testing` (feature
+//! `testing`: the pair, the simulator and the fuzz harnesses). Tuning
+//! constants and the wire's sizes are the crate's own.
 #![deny(missing_docs)]
 
 pub mod codec;

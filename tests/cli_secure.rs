@@ -19,7 +19,8 @@ use std::time::Instant;
 use echoxfer::driver::{blocking, DriverError, Ignore};
 use echoxfer::echo::{Client, EchoClient};
 use echoxfer::error::SecureError;
-use echoxfer::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::secure::{Secure, SecureConfig};
+use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN};
 use echoxfer::{EchoConfig, Error, Machine, Output, SessionLimits};
 use socket2::{Domain, Socket, Type};
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
 use echoxfer::error::ConfigError;
-use echoxfer::secure::{Channel, Handshake, Secure, SecureConfig, Side, CONFIRM_LEN, HELLO_LEN};
+use echoxfer::secure::{Channel, Handshake, Secure, SecureConfig, Side};
+use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN};
 use echoxfer::{
     EchoConfig, Error, Machine, Output, SecureError, SessionLimits, StreamMachine, UsageError,
 };

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::driver::{App, DriverError};
 use echoxfer::error::CodecError;
-use echoxfer::secure::{Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN, RECORD_HEADER, TAG_LEN};
+use echoxfer::secure::{Secure, SecureConfig};
 use echoxfer::testing::fuzz::{small_limits, small_transfer};
+use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN, RECORD_HEADER, TAG_LEN};
 use echoxfer::testing::{Cutter, MemDisk, MemReceiver, MemSender, Pair};
 use echoxfer::xfer::{Receiver, ReceiverRole, SafeName, Sender};
 use echoxfer::{Error, Machine, Output, ProtocolError, SecureError, StreamMachine};
@@ -695,7 +696,7 @@ fn record_lengths(wire: &[u8]) -> Vec<usize> {
 /// arrives intact.
 #[test]
 fn a_large_chunk_is_sealed_from_where_it_is_in_whole_records_and_arrives_intact() {
-    use echoxfer::secure::RECORD_LIMIT;
+    use echoxfer::testing::wire::RECORD_LIMIT;
     use echoxfer::xfer::{FileSpec, ReceiverEvent, Resume, SenderEvent, SenderRole};
     use echoxfer::{SessionLimits, TransferConfig};
     let now = Instant::now();

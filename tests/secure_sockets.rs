@@ -18,9 +18,8 @@ use echoxfer::driver::{blocking, DriverError, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::error::RefusalReason;
 use echoxfer::files::{ReceiverApp, SenderApp, Store};
-use echoxfer::secure::{
-    Secure, SecureConfig, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSED_AFTER_GUESSES,
-};
+use echoxfer::secure::{Secure, SecureConfig};
+use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSED_AFTER_GUESSES};
 use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, Error, Machine, Output, SecureError, SessionLimits, TransferConfig};

@@ -54,7 +54,7 @@
 //!   before any input is handed to the machine;
 //! - the salvage after a reset: when a write fails because the peer reset
 //!   the connection, the core asks for one more read (for at most
-//!   [`SALVAGE_WAIT`]) of what the peer sent before it went, usually an
+//!   one second) of what the peer sent before it went, usually an
 //!   `Error` frame that says why, and ends with the peer's reason if it is
 //!   there, else with the write's failure.
 //!
@@ -81,17 +81,17 @@ use super::{Abort, App, DriverError, Finish, Work};
 use crate::machine::{Output, StreamMachine};
 
 /// Bytes gathered before one vectored write.
-pub const WRITE_BATCH: usize = 256 * 1024;
+pub(crate) const WRITE_BATCH: usize = 256 * 1024;
 /// The most bytes the core asks a shell to read at once; a buffer this
 /// size serves every [`Next::Read`].
-pub const READ_CHUNK: usize = 256 * 1024;
+pub(crate) const READ_CHUNK: usize = 256 * 1024;
 /// The first read size: what an idle or chatty connection needs. Reads go
 /// into the machine's own buffer, which is real memory once handed out, so
-/// the size grows (doubling, up to [`READ_CHUNK`]) only while reads come
+/// the size grows (doubling, up to 256 KiB) only while reads come
 /// back full, as a bulk transfer's do, and shrinks again when they do not.
-pub const READ_START: usize = 16 * 1024;
+pub(crate) const READ_START: usize = 16 * 1024;
 /// How long the core waits for the peer's last words after a failed write.
-pub const SALVAGE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const SALVAGE_WAIT: Duration = Duration::from_secs(1);
 
 /// What the shell does next.
 #[derive(Debug)]
@@ -227,7 +227,7 @@ pub struct StreamCore<'a, M, A> {
     /// (aborted, so that it tells the peer why) has ended.
     app_failure: Option<DriverError>,
     write_limit: Option<Duration>,
-    /// How much the next read asks for (see [`READ_START`]).
+    /// How much the next read asks for (see `READ_START`).
     read_size: usize,
     /// How much the last [`read_buffer`](StreamCore::read_buffer) handed out.
     offered: usize,

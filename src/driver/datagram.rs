@@ -52,7 +52,7 @@ use crate::machine::{Datagram, DatagramMachine, Output};
 
 /// The largest datagram the core receives whole: a UDP payload cannot be
 /// larger, so the receive buffer is this size.
-pub const DATAGRAM_MAX: usize = 65_536;
+pub(crate) const DATAGRAM_MAX: usize = 65_536;
 
 /// What the shell does next.
 #[derive(Debug)]
@@ -186,7 +186,7 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
     }
 
     /// Where the shell receives the datagram of [`DatagramNext::Receive`]
-    /// ([`DATAGRAM_MAX`] bytes, enough for any).
+    /// (64 KiB, enough for any).
     pub fn receive_buffer(&mut self) -> &mut [u8] {
         &mut self.buf
     }

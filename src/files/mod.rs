@@ -14,10 +14,7 @@ mod source;
 mod store;
 mod walk;
 
-pub use app::{
-    FileReport, Outcome, Progress, ReceiverApp, SenderApp, Totals, COMMIT_BYTES, COMMIT_FILES,
-    REPORT_LISTED,
-};
+pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, Totals};
 pub use source::Source;
 pub use store::{Committed, Incoming, Refusal, Store, UNNAMED_BELOW};
 pub use walk::{walk, SkipReason, Skipped, Walk, WalkEntry};

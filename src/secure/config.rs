@@ -12,7 +12,7 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecureConfig {
     /// The most plaintext bytes this side puts in one record (default
-    /// 64 KiB, at most [`RECORD_LIMIT`], the most a peer accepts). Smaller
+    /// 64 KiB, also the most, since it is the most a peer accepts). Smaller
     /// records cost more tags and headers; larger ones are refused.
     pub max_record: usize,
     /// How long the key exchange and both key confirmations may take,

@@ -73,7 +73,7 @@
 //!   its confirmation did not check out) spent a guess at the code; one
 //!   that ends [`Handshake::NoHello`] (nothing, part of a hello, or only
 //!   our hello read) did not. A client refused by a server's
-//!   [refusal notice](refusal_notice) fails with [`SecureError::Refused`].
+//!   refusal notice (docs/PROTOCOL.md, section 6) fails with [`SecureError::Refused`].
 //! * `M`'s requests are answered on the channel itself: `Secure<M>`
 //!   dereferences to `M` (`machine.accept(request, resume)`), while its own
 //!   methods and those of [`Machine`] and [`StreamMachine`] come first (see
@@ -94,23 +94,22 @@ use crate::recv_buf::RecvBuf;
 
 mod channel;
 mod config;
-mod handshake;
+pub(crate) mod handshake;
 mod incoming;
 mod outgoing;
 mod password;
 mod phase;
-mod record;
+pub(crate) mod record;
 #[cfg(feature = "os-rng")]
 mod seed;
 
 pub use channel::Channel;
 pub use config::SecureConfig;
-pub use handshake::{
-    refusal_notice, CLIENT_IDENTITY, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSAL_MAGIC,
-    REFUSED_AFTER_GUESSES, REFUSED_AT_SOURCE_CAP, SERVER_IDENTITY,
-};
+// The wire's sizes and bytes are the crate's own (docs/PROTOCOL.md gives
+// them to implementers); harnesses reach them through `testing::wire`.
+pub(crate) use handshake::{refusal_notice, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN};
 pub use password::{normalize_code, secret_file_password, PasswordError, MIN_SECRET_LEN};
-pub use record::{KIND_CLOSE, KIND_DATA, RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
+pub(crate) use record::{RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
 #[cfg(feature = "os-rng")]
 pub use seed::{os_seed, SeedError, SEED_LEN};
 

@@ -12,3 +12,13 @@ pub use pair::{Cutter, Pair};
 pub mod netem;
 pub mod sim;
 mod tamper;
+
+/// The secure channel's wire sizes and reason bytes, for harnesses that
+/// cut, alter or forge its bytes. Not part of the stable API: an
+/// implementer reads them in docs/PROTOCOL.md, section 6.
+pub mod wire {
+    pub use crate::secure::handshake::{
+        CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSED_AFTER_GUESSES, REFUSED_AT_SOURCE_CAP,
+    };
+    pub use crate::secure::record::{RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
+}

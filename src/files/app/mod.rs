@@ -12,7 +12,7 @@
 mod receiver;
 mod sender;
 
-pub use receiver::{ReceiverApp, COMMIT_BYTES, COMMIT_FILES, REPORT_LISTED};
+pub use receiver::ReceiverApp;
 pub use sender::SenderApp;
 
 use std::io;

@@ -2,8 +2,8 @@
 //! call off the driver's event loop. Verified files are made durable in
 //! groups (group commit): when the sender says it waits (`Flush`, acted on
 //! once the frames already read after it are taken in: see
-//! [`ReceiverApp`]'s `poll_work`), when a group reaches [`COMMIT_FILES`]
-//! files or [`COMMIT_BYTES`] bytes, and when the session ends.
+//! [`ReceiverApp`]'s `poll_work`), when a group reaches 128 files or
+//! 64 MiB, and when the session ends.
 
 use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
@@ -24,12 +24,12 @@ use crate::xfer::{
 };
 
 /// Verified files held for one group commit, at most.
-pub const COMMIT_FILES: usize = 128;
+pub(crate) const COMMIT_FILES: usize = 128;
 /// Bytes of verified files held for one group commit, at most (64 MiB).
-pub const COMMIT_BYTES: u64 = 64 << 20;
+pub(crate) const COMMIT_BYTES: u64 = 64 << 20;
 /// Finished entries a [`ReceiverApp`] lists in its report by default;
 /// later ones are only counted in its [`Totals`].
-pub const REPORT_LISTED: usize = 1000;
+pub(crate) const REPORT_LISTED: usize = 1000;
 /// Directories whose modification time is set when the session ends, at
 /// most (creating files in a directory changes its time, so it is set last).
 const DIR_TIMES_KEPT: usize = 10_000;
@@ -300,7 +300,7 @@ impl ReceiverApp {
     }
 
     /// Lists up to `n` finished entries in [`report`](Self::report)
-    /// (default [`REPORT_LISTED`]); the rest are only counted.
+    /// (default 1000); the rest are only counted.
     pub fn list_up_to(mut self, n: usize) -> Self {
         self.listed = n;
         self
