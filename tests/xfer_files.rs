@@ -77,7 +77,7 @@ fn existing_file_is_refused_and_left_untouched_without_overwrite() {
         Outcome::Refused {
             reason: RejectReason::Exists,
             message,
-        } => assert!(message.contains("--overwrite"), "says how: {message}"),
+        } => assert!(message.contains("told to overwrite"), "says how: {message}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(entries(&d.dst), vec!["a.txt"]);

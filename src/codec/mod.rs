@@ -62,7 +62,7 @@ pub enum CodecError {
     /// The peer opened with the secure channel's hello
     /// ([`SECURE_MAGIC`](crate::secure::SECURE_MAGIC)): it expects an encrypted session
     /// and this side is plaintext.
-    #[error("the peer expects an encrypted session but this side is plaintext: drop --insecure and give both sides the same code")]
+    #[error("the peer expects an encrypted session but this side is plaintext: run both sides encrypted, with the same code")]
     PeerExpectsEncryption,
     /// The peer speaks a wire version this crate does not.
     #[error("unsupported wire version {0} (this side speaks {VERSION})")]

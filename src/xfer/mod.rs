@@ -22,6 +22,8 @@ mod sender;
 // Defined with the rest of the configuration (config is below xfer);
 // re-exported here, where paths are checked against it.
 pub use crate::config::PathLimits;
+// Why a receiver refuses an offer: a wire value the app sees in its events.
+pub use crate::codec::RejectReason;
 pub use entry::{
     encode_raw_path, show_offered_path, EntryKind, FileSpec, Meta, Mtime, PathError, SafePath,
     MODE_BITS,

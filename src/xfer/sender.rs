@@ -575,7 +575,7 @@ impl Framed<SenderRole> {
                     link.emit(SenderEvent::Rejected {
                         file: a.file,
                         reason: RejectReason::Exists,
-                        message: "a different file of that name exists on the receiver, which keeps it unless it runs with --overwrite".into(),
+                        message: "a different file of that name exists on the receiver, which keeps it unless told to overwrite".into(),
                     });
                     role.finish_one();
                 }

@@ -299,7 +299,7 @@ impl Incoming {
         let partial = self.partial.as_mut().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                "the receiver keeps the existing file: it runs without --overwrite",
+                "the receiver keeps the existing file: it is not told to overwrite",
             )
         })?;
         partial.set_len(from)?;
@@ -428,7 +428,7 @@ impl Incoming {
         }
         Err(Refusal::new(
             RejectReason::Exists,
-            format!("a different file named {} appeared meanwhile on the receiver, which keeps it unless it runs with --overwrite", self.path),
+            format!("a different file named {} appeared meanwhile on the receiver, which keeps it unless told to overwrite", self.path),
         ))
     }
 

@@ -270,7 +270,7 @@ impl Store {
             Found::Other if !overwrite => {
                 return Err(Refusal::new(
                     RejectReason::Exists,
-                    format!("a file named {path} exists on the receiver, which keeps it unless it runs with --overwrite"),
+                    format!("a file named {path} exists on the receiver, which keeps it unless told to overwrite"),
                 ))
             }
             Found::Other | Found::Nothing => {}

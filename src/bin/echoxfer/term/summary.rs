@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use echoxfer::error::sanitize;
 use echoxfer::files::{FileReport, Outcome, Totals};
-use echoxfer::xfer::EntryKind;
+use echoxfer::xfer::{EntryKind, RejectReason};
 
 /// Throughput in decimal megabytes per second.
 pub fn rate(bytes: u64, secs: f64) -> String {
@@ -140,8 +140,13 @@ fn file_lines(verb: &str, report: &[FileReport]) -> Vec<String> {
             }
             Outcome::Refused { reason, message } => {
                 refused_shown += 1;
+                // The library's message names no flag: the CLI says which.
+                let how = match reason {
+                    RejectReason::Exists => " (the receiver replaces it when run with --overwrite)",
+                    _ => "",
+                };
                 format!(
-                    "refused {name}: {reason:?}: {}",
+                    "refused {name}: {reason:?}: {}{how}",
                     sanitize(message.as_bytes())
                 )
             }
