@@ -1,7 +1,10 @@
 //! Echo round trips per second: echoxfer's native echo on the blocking and
-//! tokio drivers (echoxfer's blocking-driver client at the other end)
-//! against a minimal thread-per-connection `std::net` echo with a plain
-//! `std::net` client, interleaved in one run. Not criterion: a run is
+//! tokio drivers against a minimal thread-per-connection `std::net` echo,
+//! each driven by the same plain `std::net` client loop (for echoxfer it
+//! speaks the framed protocol: preamble, greeting, then a `Message` frame
+//! out and its echo back per round trip), interleaved in one run; and once
+//! more with echoxfer's own client machine against the blocking server,
+//! which shows what the client machine costs. Not criterion: a run is
 //! `CONNS` connections at once, each sending a 64-byte message and waiting
 //! for it back `TRIPS` times, timed from a barrier that starts them all
 //! until the last finishes; the servers are started once and kept.
@@ -34,6 +37,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use echoxfer::codec::{Frame, Protocol, HEADER_LEN, PREAMBLE_LEN};
 use echoxfer::driver::{blocking, App, Ignore};
 use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 use echoxfer::{EchoConfig, SessionLimits};
@@ -71,6 +75,32 @@ fn baseline_client(addr: SocketAddr, trips: u64) {
         s.write_all(&msg).unwrap();
         s.read_exact(&mut back).unwrap();
     }
+}
+
+/// The same plain `std::net` loop as [`baseline_client`], speaking the
+/// framed protocol: the echoxfer servers then face the very load generator
+/// the std server does, so their ratios measure the servers alone.
+fn framed_client(addr: SocketAddr, trips: u64) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&Protocol::Echo.preamble()).unwrap();
+    // The server's preamble, then its greeting frame.
+    let mut head = [0u8; PREAMBLE_LEN + HEADER_LEN];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes(head[PREAMBLE_LEN + 1..].try_into().unwrap());
+    let mut greeting = vec![0u8; len as usize];
+    s.read_exact(&mut greeting).unwrap();
+    let msg = Frame::Message(vec![7u8; MSG].into()).encode_to_vec();
+    let mut back = vec![0u8; msg.len()];
+    for _ in 0..trips {
+        s.write_all(&msg).unwrap();
+        s.read_exact(&mut back).unwrap();
+    }
+    assert_eq!(back, msg, "the reply echoes the message");
+    s.write_all(&Frame::Exit.encode_to_vec()).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, Frame::Bye.encode_to_vec(), "a clean end");
 }
 
 fn make(now: Instant) -> (EchoServer, Ignore) {
@@ -192,12 +222,16 @@ fn main() {
             Sample::time(measure(conns, trips, baseline_client, base))
         }),
         contender("echoxfer blocking", || {
-            Sample::time(measure(conns, trips, machine_client, block))
+            Sample::time(measure(conns, trips, framed_client, block))
         }),
         contender("echoxfer tokio", || {
-            Sample::time(measure(conns, trips, machine_client, tokio))
+            Sample::time(measure(conns, trips, framed_client, tokio))
+        }),
+        // echoxfer at both ends: the client machine's own cost shows here.
+        contender("echoxfer client + blocking", || {
+            Sample::time(measure(conns, trips, machine_client, block))
         }),
     ];
     let runs = rounds::run(&plan, &mut contenders);
-    rounds::report(&plan, &runs, &[(2, 1)]);
+    rounds::report(&plan, &runs, &[(2, 1), (3, 1)]);
 }
