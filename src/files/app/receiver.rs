@@ -447,7 +447,8 @@ impl ReceiverApp {
             }
             Did::Skipped { id, kept: true } => {
                 let reason = RejectReason::Exists;
-                let message = "differs from the file here, which is kept (overwriting is off)".into();
+                let message =
+                    "differs from the file here, which is kept (overwriting is off)".into();
                 self.finish(id, Outcome::Refused { reason, message });
                 Ok(())
             }
