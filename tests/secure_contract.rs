@@ -563,3 +563,141 @@ fn cfg_timeout() -> Duration {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[test]
+fn a_side_that_ended_waits_for_the_peers_close_record_until_close_timeout_and_no_less() {
+    let now = Instant::now();
+    let cfg = SecureConfig {
+        close_timeout: Duration::from_secs(5),
+        ..SecureConfig::default()
+    };
+    let mut c = client(CODE, now);
+    let mut s = Secure::server(echo_server(now), CODE, cfg, now, [2; 32]);
+    let until = now + Duration::from_secs(5);
+    // The client's message and exit reach the server, whose session ends;
+    // the client's close record never comes.
+    let mut closing = false;
+    for _ in 0..10 {
+        let (to_s, _) = drain(&mut c);
+        feed(&mut s, now, &to_s).unwrap();
+        let (to_c, end) = drain(&mut s);
+        assert_eq!(end, None, "the server waits for the client's close record");
+        if s.poll_timeout() == Some(until) {
+            closing = true;
+            break;
+        }
+        feed(&mut c, now, &to_c).unwrap();
+    }
+    assert!(closing, "the server's session ended");
+    s.handle_timeout(now + Duration::from_secs(1));
+    assert_eq!(drain(&mut s), (Vec::new(), None), "early: still waiting");
+    assert_eq!(s.poll_timeout(), Some(until));
+    s.handle_timeout(until);
+    assert_eq!(drain(&mut s), (Vec::new(), Some(Ok(()))));
+}
+
+/// Net bytes this thread holds on the heap: a failed or ended machine's
+/// memory, measured while it is fed (deterministic: no timing involved).
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        let _ = LIVE.try_with(|live| live.set(live.get() + n));
+    }
+
+    /// Bytes allocated by this thread and not freed (by it) since it began.
+    pub fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+
+    // SAFETY: every call is passed to the system allocator unchanged; the
+    // count beside it allocates nothing.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let p = unsafe { System.alloc_zeroed(layout) };
+            if !p.is_null() {
+                add(layout.size() as isize);
+            }
+            p
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            add(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let p = unsafe { System.realloc(ptr, layout, new_size) };
+            if !p.is_null() {
+                add(new_size as isize - layout.size() as isize);
+            }
+            p
+        }
+    }
+}
+
+#[global_allocator]
+static HEAP: heap::Counting = heap::Counting;
+
+/// Reads `total` bytes into `m` as a driver does (`input_buffer`, then
+/// `commit_input`); returns the most heap this thread held beyond what it
+/// held before, and every commit's result.
+fn read_into<M: StreamMachine>(m: &mut M, now: Instant, total: usize) -> (isize, Vec<Ended>) {
+    let before = heap::live();
+    let (mut most, mut results, mut read) = (0, Vec::new(), 0);
+    while read < total {
+        let n = m.input_buffer(64 * 1024).len();
+        assert!(n > 0, "it keeps reading");
+        results.push(m.commit_input(now, n));
+        read += n;
+        most = most.max(heap::live() - before);
+    }
+    (most, results)
+}
+
+#[test]
+fn a_machine_that_ended_or_failed_holds_none_of_what_it_reads() {
+    const TOTAL: usize = 16 << 20;
+    const BOUND: isize = 1 << 20;
+    let now = Instant::now();
+    let mut c = client(CODE, now);
+    let mut s = server(CODE, now);
+    assert_eq!(run(&mut c, &mut s, now), (Some(Ok(())), Some(Ok(()))));
+    let (most, results) = read_into(&mut s, now, TOTAL);
+    assert!(results.iter().all(Result::is_ok), "ended: taken");
+    assert!(
+        most < BOUND,
+        "an ended machine kept {most} bytes of 16 MiB read"
+    );
+    assert_eq!(drain(&mut s).1, Some(Ok(())));
+
+    let mut c = client(b"5-orbit-lanterm", now);
+    let mut s = server(CODE, now);
+    let (_, s_end) = run(&mut c, &mut s, now);
+    let wrong = Error::from(SecureError::WrongCode);
+    assert_eq!(s_end, Some(Err(wrong.clone())));
+    let (most, results) = read_into(&mut s, now, TOTAL);
+    assert!(
+        results.iter().all(|r| *r == Err(wrong.clone())),
+        "failed: its error"
+    );
+    assert!(
+        most < BOUND,
+        "a failed machine kept {most} bytes of 16 MiB read"
+    );
+}
