@@ -136,7 +136,7 @@ fn tokio_server() -> SocketAddr {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
-        rt.block_on(echoxfer::driver::tokio::serve(
+        rt.block_on(echoxfer::driver::async_tokio::serve(
             listener,
             4096,
             Duration::from_secs(1),

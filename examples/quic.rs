@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::tokio::run_stream;
+use echoxfer::driver::async_tokio::run_stream;
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{SessionLimits, TransferConfig};

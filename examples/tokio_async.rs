@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::codec::RejectReason;
-use echoxfer::driver::tokio::run_stream;
+use echoxfer::driver::async_tokio::run_stream;
 use echoxfer::driver::{App, Work};
 use echoxfer::xfer::{FileSpec, OfferRequest, Receiver, ReceiverEvent, ReceiverRole, Resume};
 use echoxfer::xfer::{SafeName, Sender, SenderEvent, SenderRole};

@@ -4,7 +4,7 @@
 //! state machines: bytes and events in, bytes and events out, time passed
 //! in as a value. Thin drivers put them on sockets: [`driver::blocking`]
 //! (`std::net`, a thread per connection) and, with the `tokio` feature,
-//! `driver::tokio`.
+//! `driver::async_tokio`.
 //!
 //! Every machine keeps the same contract ([`Machine`], [`StreamMachine`],
 //! [`DatagramMachine`]): feed input with `handle_input(now, bytes)` (or
@@ -72,7 +72,7 @@
 //!   errors ([`Error`], [`error`], [`driver::DriverError`]);
 //! * the drivers and what they run: [`driver::App`], [`driver::Work`],
 //!   [`driver::Abort`], [`driver::blocking`], the tokio driver, and the
-//!   sans-IO loops a shell of one's own drives ([`driver::core::StreamCore`],
+//!   sans-IO loops a shell of one's own drives ([`driver::stream::StreamCore`],
 //!   [`driver::datagram::DatagramCore`]);
 //! * the file layer ([`files`]): the store, the walk and the apps the CLI
 //!   runs on.

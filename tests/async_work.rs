@@ -178,8 +178,8 @@ fn the_tokio_driver_runs_an_async_work_as_a_task_while_the_blocking_pool_is_held
         let (mut one_end, mut other_end) = tokio::io::duplex(64 * 1024);
         let session = async {
             tokio::join!(
-                echoxfer::driver::tokio::run_stream(&mut sender, &mut one_end, &mut tx),
-                echoxfer::driver::tokio::run_stream(&mut receiver, &mut other_end, &mut rx),
+                echoxfer::driver::async_tokio::run_stream(&mut sender, &mut one_end, &mut tx),
+                echoxfer::driver::async_tokio::run_stream(&mut receiver, &mut other_end, &mut rx),
             )
         };
         let ended = tokio::time::timeout(BOUND, session).await;

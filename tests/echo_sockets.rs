@@ -70,7 +70,7 @@ fn start_server(driver: Driver) -> RunningServer {
             let tx = echoxfer::driver::Shutdown::new();
             let rx = tx.clone();
             let handle = thread::spawn(move || {
-                rt.block_on(echoxfer::driver::tokio::serve(
+                rt.block_on(echoxfer::driver::async_tokio::serve(
                     listener,
                     1024,
                     Duration::from_secs(5),
@@ -285,7 +285,7 @@ fn ping_stats(driver: Driver) -> echoxfer::echo::PingStats {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     };
-                    rt.block_on(echoxfer::driver::tokio::run_datagram(
+                    rt.block_on(echoxfer::driver::async_tokio::run_datagram(
                         &mut server,
                         &socket,
                         &mut Ignore,
@@ -472,7 +472,8 @@ fn run_one<M: echoxfer::StreamMachine + 'static>(
             rt.block_on(async {
                 stream.set_nonblocking(true).unwrap();
                 let mut stream = tokio::net::TcpStream::from_std(stream).unwrap();
-                echoxfer::driver::tokio::run_stream(&mut server, &mut stream, &mut Ignore).await
+                echoxfer::driver::async_tokio::run_stream(&mut server, &mut stream, &mut Ignore)
+                    .await
             })
         }
     }

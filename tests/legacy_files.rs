@@ -10,7 +10,7 @@ use bytes::Bytes;
 use echoxfer::driver::work::work_in_place;
 use echoxfer::driver::App;
 use echoxfer::files::legacy::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
-use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent};
+use echoxfer::legacy::{LegacyFileReceiver, LegacyFileSender, LegacyReceiverEvent};
 use echoxfer::{Machine, Output, UnframedConfig};
 
 mod common;
@@ -23,7 +23,7 @@ fn write(
     now: Instant,
     data: &[u8],
 ) -> io::Result<()> {
-    let event = ReceiverEvent::Write {
+    let event = LegacyReceiverEvent::Write {
         offset: 0,
         data: Bytes::copy_from_slice(data),
     };
@@ -39,7 +39,7 @@ fn receive(app: &mut ReceiveToDir, data: &[u8]) -> io::Result<()> {
     app.on_event(
         &mut m,
         now,
-        ReceiverEvent::Complete {
+        LegacyReceiverEvent::Complete {
             size: data.len() as u64,
             blake3: *blake3::hash(data).as_bytes(),
         },

@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use echoxfer::driver::blocking::{self, ServeReport};
-use echoxfer::driver::{tokio as tdriver, Ignore};
+use echoxfer::driver::{async_tokio as tdriver, Ignore};
 use echoxfer::files::legacy::{ReceiveToDir, SendFromFile, DEFAULT_NAME};
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,

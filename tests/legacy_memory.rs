@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use echoxfer::driver::{App, Ignore};
 use echoxfer::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
-    LegacyServerEvent, ReceiverEvent, SenderEvent, GREETING_BLOCKING, PIECE_MAX,
+    LegacyReceiverEvent, LegacySenderEvent, LegacyServerEvent, GREETING_BLOCKING, PIECE_MAX,
 };
 use echoxfer::testing::{Cutter, Pair};
 use echoxfer::{Error, Machine, Output, ProtocolError, StreamMachine, UdpConfig, UnframedConfig};
@@ -212,8 +212,13 @@ impl StreamMachine for SeedSender {
 struct Source<'a>(&'a [u8]);
 
 impl App<LegacyFileSender> for Source<'_> {
-    fn on_event(&mut self, m: &mut LegacyFileSender, _: Instant, e: SenderEvent) -> io::Result<()> {
-        if let SenderEvent::Read { offset, len } = e {
+    fn on_event(
+        &mut self,
+        m: &mut LegacyFileSender,
+        _: Instant,
+        e: LegacySenderEvent,
+    ) -> io::Result<()> {
+        if let LegacySenderEvent::Read { offset, len } = e {
             let start = offset as usize;
             let data = Bytes::copy_from_slice(&self.0[start..start + len]);
             m.provide(offset, data).map_err(io::Error::other)?;
@@ -234,14 +239,14 @@ impl App<LegacyFileReceiver> for Sink {
         &mut self,
         _: &mut LegacyFileReceiver,
         _: Instant,
-        e: ReceiverEvent,
+        e: LegacyReceiverEvent,
     ) -> io::Result<()> {
         match e {
-            ReceiverEvent::Write { offset, data } => {
+            LegacyReceiverEvent::Write { offset, data } => {
                 assert_eq!(offset, self.data.len() as u64, "writes in order");
                 self.data.extend_from_slice(&data);
             }
-            ReceiverEvent::Complete { size, blake3 } => self.complete = Some((size, blake3)),
+            LegacyReceiverEvent::Complete { size, blake3 } => self.complete = Some((size, blake3)),
         }
         Ok(())
     }
@@ -434,7 +439,7 @@ fn sender_parses_split_and_glued_acks_and_refuses_other_bytes() {
     let mut pieces = 0;
     let mut feed = |s: &mut LegacyFileSender| loop {
         match s.poll_output() {
-            Output::Event(SenderEvent::Read { offset, len }) => {
+            Output::Event(LegacySenderEvent::Read { offset, len }) => {
                 s.provide(offset, Bytes::from(vec![b'x'; len])).unwrap()
             }
             Output::Transmit(_) => pieces += 1,
@@ -462,7 +467,7 @@ fn quit_waits_for_the_acks_to_settle() {
     let cfg = UnframedConfig::default();
     let t0 = Instant::now();
     let mut s = LegacyFileSender::new(4, cfg.clone(), t0);
-    let Output::Event(SenderEvent::Read { offset, .. }) = s.poll_output() else {
+    let Output::Event(LegacySenderEvent::Read { offset, .. }) = s.poll_output() else {
         panic!("asks for data first")
     };
     s.provide(offset, Bytes::from_static(b"data")).unwrap();

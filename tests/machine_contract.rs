@@ -15,7 +15,7 @@ use echoxfer::codec::{Frame, Protocol};
 use echoxfer::echo::{Client, EchoClient, EchoServer, RawEcho, Server};
 use echoxfer::error::ConfigError;
 use echoxfer::legacy::{
-    LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender, SenderEvent,
+    LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender, LegacySenderEvent,
 };
 use echoxfer::xfer::{
     encode_raw_path, offer_digest, FileSpec, Receiver, ReceiverEvent, ReceiverRole, Resume,
@@ -280,8 +280,8 @@ where
     (overfed, piecewise)
 }
 
-fn answer_legacy_sender(m: &mut LegacyFileSender, e: SenderEvent) {
-    if let SenderEvent::Read { offset, len } = e {
+fn answer_legacy_sender(m: &mut LegacyFileSender, e: LegacySenderEvent) {
+    if let LegacySenderEvent::Read { offset, len } = e {
         m.provide(offset, Bytes::from(vec![b'x'; len])).unwrap();
     }
 }
@@ -486,7 +486,9 @@ fn unframed_reads_go_out_from_the_memory_they_were_read_into() {
     let mut rx = LegacyFileReceiver::new(unframed(), t0());
     let range = read_into(&mut rx, b"line\n");
     let write = std::iter::from_fn(|| match rx.poll_output() {
-        Output::Event(echoxfer::legacy::ReceiverEvent::Write { data, .. }) => Some(Some(data)),
+        Output::Event(echoxfer::legacy::LegacyReceiverEvent::Write { data, .. }) => {
+            Some(Some(data))
+        }
         Output::Wait(_) | Output::Done(_) => None,
         _ => Some(None),
     })

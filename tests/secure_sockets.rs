@@ -155,12 +155,12 @@ async fn tokio_secure_files_arrive_and_a_wrong_code_fails_both_sides_with_nothin
         let server = async {
             let (mut stream, _) = listener.accept().await.unwrap();
             let (mut m, mut app) = secure_receiver(&store, code);
-            echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await
+            echoxfer::driver::async_tokio::run_stream(&mut m, &mut stream, &mut app).await
         };
         let client = async {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (mut m, mut app) = secure_sender(&paths, CODE);
-            echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await
+            echoxfer::driver::async_tokio::run_stream(&mut m, &mut stream, &mut app).await
         };
         let both = async { tokio::join!(server, client) };
         let (received, sent) = tokio::time::timeout(Duration::from_secs(60), both)
@@ -229,7 +229,8 @@ mod guessers {
                 rt.block_on(async {
                     listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    echoxfer::driver::tokio::serve(listener, limits, grace, shutdown, make).await
+                    echoxfer::driver::async_tokio::serve(listener, limits, grace, shutdown, make)
+                        .await
                 })
                 .unwrap()
             }

@@ -74,7 +74,7 @@ fn start(driver: Driver, listener: std::net::TcpListener, limits: Limits) -> Run
                 rt.block_on(async {
                     listener.set_nonblocking(true).unwrap();
                     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                    echoxfer::driver::tokio::serve(listener, limits, grace, rx, make).await
+                    echoxfer::driver::async_tokio::serve(listener, limits, grace, rx, make).await
                 })
                 .unwrap()
             });

@@ -53,7 +53,7 @@ fn serve(
             rt.block_on(async {
                 listener.set_nonblocking(true).unwrap();
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                echoxfer::driver::tokio::serve(listener, 8, grace, shutdown, make).await
+                echoxfer::driver::async_tokio::serve(listener, 8, grace, shutdown, make).await
             })
             .unwrap()
         }

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use echoxfer::echo::{PingEvent, Refusal, UdpEchoServer, UdpEvent, UdpPing, REFUSED_SOURCE_PORTS};
+use echoxfer::echo::{
+    PingEvent, ReplyRefusal, UdpEchoServer, UdpEvent, UdpPing, REFUSED_SOURCE_PORTS,
+};
 use echoxfer::{Datagram, DatagramMachine, Machine, Output, UdpConfig};
 use proptest::prelude::*;
 
@@ -121,7 +123,7 @@ fn service_ports_are_never_answered() {
             let (sent, events) = drain(&mut server);
             assert!(sent.is_empty(), "answered {from}");
             assert!(
-                matches!(events[..], [UdpEvent::Refused { reason: Refusal::ServicePort, peer, len: 6 }] if peer == from),
+                matches!(events[..], [UdpEvent::Refused { reason: ReplyRefusal::ServicePort, peer, len: 6 }] if peer == from),
                 "{from}: {events:?}"
             );
         }
@@ -151,7 +153,7 @@ fn sources_that_cannot_send_are_never_answered() {
             matches!(
                 events[..],
                 [UdpEvent::Refused {
-                    reason: Refusal::BadAddress,
+                    reason: ReplyRefusal::BadAddress,
                     ..
                 }]
             ),
@@ -181,7 +183,7 @@ fn a_flood_from_one_source_is_capped_at_burst_plus_rate_times_time() {
                 matches!(
                     e,
                     UdpEvent::Refused {
-                        reason: Refusal::RateLimited,
+                        reason: ReplyRefusal::RateLimited,
                         ..
                     }
                 )

@@ -63,7 +63,7 @@ async fn send_tokio(
     paths: &[PathBuf],
 ) -> (Result<(), DriverError>, SenderApp) {
     let (mut m, mut app) = sender(paths);
-    let r = echoxfer::driver::tokio::run_stream(&mut m, io, &mut app).await;
+    let r = echoxfer::driver::async_tokio::run_stream(&mut m, io, &mut app).await;
     (r, app)
 }
 
@@ -252,7 +252,7 @@ async fn tokio_receive_one(
 ) -> (Result<(), DriverError>, Vec<FileReport>) {
     let (mut stream, _) = listener.accept().await.unwrap();
     let (mut m, mut app) = receiver(store, Instant::now());
-    let r = echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await;
+    let r = echoxfer::driver::async_tokio::run_stream(&mut m, &mut stream, &mut app).await;
     (r, app.report().to_vec())
 }
 
@@ -264,7 +264,7 @@ async fn tokio_several_files_in_one_session() {
     let addr = listener.local_addr().unwrap();
     let store = Store::new(&d.dst, false).unwrap();
     let stop = echoxfer::driver::Shutdown::new();
-    let server = tokio::spawn(echoxfer::driver::tokio::serve(
+    let server = tokio::spawn(echoxfer::driver::async_tokio::serve(
         listener,
         4,
         Duration::from_secs(10),
@@ -459,7 +459,7 @@ async fn tokio_sender_is_told_the_receivers_disk_is_full() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let (mut m, app) = receiver(&store, Instant::now());
         let mut app = FillsUp { app, room: 1 << 20 };
-        echoxfer::driver::tokio::run_stream(&mut m, &mut stream, &mut app).await
+        echoxfer::driver::async_tokio::run_stream(&mut m, &mut stream, &mut app).await
     });
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sent, _) = send_tokio(&mut stream, &paths).await;
@@ -535,7 +535,7 @@ fn tokio_file_system_work_never_runs_on_the_runtime_thread_nor_stalls_it() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         });
-        let receiving = echoxfer::driver::tokio::run_stream(&mut rx, &mut b, &mut app);
+        let receiving = echoxfer::driver::async_tokio::run_stream(&mut rx, &mut b, &mut app);
         let (sent, received) = tokio::join!(send_tokio(&mut a, &paths), receiving);
         sent.0.unwrap();
         received.unwrap();

@@ -224,7 +224,7 @@ fn tokio_many_flushes_in_one_read_make_a_few_group_commits_not_one_per_file() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(echoxfer::driver::tokio::run_stream(m, t, app))
+        rt.block_on(echoxfer::driver::async_tokio::run_stream(m, t, app))
     });
     assert!(
         commits <= 2,

@@ -9,10 +9,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::core::{Next, StreamCore};
 use super::datagram::{DatagramCore, DatagramNext};
 use super::server::{Admit, ServeCore, SessionId, StopStep};
 use super::shutdown::SHUTDOWN_REASON;
+use super::stream::{Next, StreamCore};
 use super::{Abort, App, DriverError, Limits};
 use crate::machine::{DatagramMachine, StreamMachine};
 

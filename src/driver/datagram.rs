@@ -205,7 +205,7 @@ impl<'a, M: DatagramMachine, A: App<M>> DatagramCore<'a, M, A> {
     pub fn receive_failed(&mut self, now: Instant, error: io::Error) {
         match error.kind() {
             io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused => {}
-            _ if super::core::is_timeout(&error) => self.timed_out(now),
+            _ if super::stream::is_timeout(&error) => self.timed_out(now),
             _ => self.ending = Some(Err(DriverError::io("receiving a datagram")(error))),
         }
     }

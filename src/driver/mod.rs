@@ -1,10 +1,12 @@
 //! Drivers: the plumbing that puts machines on real I/O. The stream loop is
-//! written once, sans-IO, in [`core`]; each I/O style ([`blocking`], and
-//! `tokio` with that feature, and the simulator in `testing`) is a thin
+//! written once, sans-IO, in [`stream`]; each I/O style ([`blocking`], and
+//! `async_tokio` with the `tokio` feature, and the simulator in `testing`) is a thin
 //! shell around it, generic over the machine contract; no protocol logic
 //! lives here. Serving (admission, the stop sequence, the report) is
 //! likewise written once, sans-IO, in the server core that both `serve`s
 //! drive, and the datagram loop is written once, sans-IO, in [`datagram`].
+//! (The modules are named `stream` and `async_tokio`, not `core` and
+//! `tokio`, so that inside this crate those names stay the crates'.)
 //!
 //! What a session does with its machine's events (print a reply, write a
 //! chunk, answer an offer) is an [`App`], so the same loop serves every
@@ -18,16 +20,16 @@ pub use listen::Limits;
 pub use shutdown::{ServeReport, Shutdown};
 pub use work::{Finish, Work};
 
+#[cfg(feature = "tokio")]
+pub mod async_tokio;
 pub mod blocking;
-pub mod core;
 pub mod datagram;
 pub mod listen;
 mod penalty;
 pub(crate) mod server;
 pub mod shutdown;
 mod slot;
-#[cfg(feature = "tokio")]
-pub mod tokio;
+pub mod stream;
 pub mod work;
 
 /// The application side of a session: it reacts to the machine's events,
@@ -44,7 +46,7 @@ pub trait App<M: Machine> {
     /// an answer owed holds no thread). Asked for whenever the machine has
     /// nothing more to say. While it runs, the machine gets no timer and no
     /// event is drained from it (a driver may read ahead into its buffer,
-    /// as far as its input room allows: see [`core`]); its [`Finish`] then
+    /// as far as its input room allows: see [`stream`]); its [`Finish`] then
     /// answers what the work was for. The default has none.
     fn poll_work(&mut self) -> Option<Work<Self, M>>
     where
@@ -128,7 +130,7 @@ impl DriverError {
     /// Whether the peer reset or closed the connection under a read or a
     /// write (the session was cut, not refused).
     pub fn is_broken_connection(&self) -> bool {
-        matches!(self, DriverError::Io { source, .. } if core::is_reset(source))
+        matches!(self, DriverError::Io { source, .. } if stream::is_reset(source))
     }
 }
 

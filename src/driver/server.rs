@@ -10,7 +10,7 @@
 //! `serve` over a trait would force one of them into the other's shape (the
 //! blocking server onto an executor, or the tokio one behind a blocking
 //! facade). The stream loop already solved the same problem with a sans-IO
-//! core ([`super::core`]); serving follows it: the decisions are plain
+//! core ([`super::stream`]); serving follows it: the decisions are plain
 //! values fed the time, so they are unit-tested with a fake clock, and each
 //! shell keeps the waiting its runtime does best (a condvar and threads, or
 //! `select!` over a `JoinSet`).

@@ -28,7 +28,7 @@
 //! drains nothing from it; it only writes what was already queued, applies
 //! an abort request and, with a shell that can wait for two things at
 //! once, reads ahead into the machine's buffer as far as its input room
-//! allows ([`StreamCore::read_while_working`](super::core::StreamCore::read_while_working)).
+//! allows ([`StreamCore::read_while_working`](super::stream::StreamCore::read_while_working)).
 
 use std::fmt;
 use std::future::Future;

@@ -9,7 +9,7 @@ mod udp;
 
 pub use client::{Client, ClientEvent};
 pub use raw::{RawEcho, RawEvent, RawRole};
-pub use reply_limit::{refused_source, Refusal, REFUSED_SOURCE_PORTS};
+pub use reply_limit::{refused_source, ReplyRefusal, REFUSED_SOURCE_PORTS};
 pub use server::{Server, ServerEvent};
 pub use udp::{
     PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats, MIN_PROBE_SIZE,

@@ -26,7 +26,7 @@ pub const REFUSED_SOURCE_PORTS: [u16; 14] = [
 
 /// Why the UDP echo server sent no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum ReplyRefusal {
     /// The source port is 0, below 1024 or in [`REFUSED_SOURCE_PORTS`]: a
     /// service that would answer the reply.
     ServicePort,
@@ -37,26 +37,26 @@ pub enum Refusal {
     RateLimited,
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for ReplyRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Refusal::ServicePort => "its source port is a service port",
-            Refusal::BadAddress => "its source address cannot send",
-            Refusal::RateLimited => "its source is over its reply rate",
+            ReplyRefusal::ServicePort => "its source port is a service port",
+            ReplyRefusal::BadAddress => "its source address cannot send",
+            ReplyRefusal::RateLimited => "its source is over its reply rate",
         })
     }
 }
 
 /// Why a datagram from `peer` must never be answered, whatever the rate.
-pub fn refused_source(peer: SocketAddr) -> Option<Refusal> {
+pub fn refused_source(peer: SocketAddr) -> Option<ReplyRefusal> {
     let port = peer.port();
     if port < 1024 || REFUSED_SOURCE_PORTS.contains(&port) {
-        return Some(Refusal::ServicePort);
+        return Some(ReplyRefusal::ServicePort);
     }
     let ip = canonical(peer.ip());
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     if ip.is_unspecified() || ip.is_multicast() || broadcast {
-        return Some(Refusal::BadAddress);
+        return Some(ReplyRefusal::BadAddress);
     }
     None
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::reply_limit::{refused_source, Refusal, ReplyLimiter};
+use super::reply_limit::{refused_source, ReplyLimiter, ReplyRefusal};
 use crate::config::UdpConfig;
 use crate::machine::{Datagram, DatagramMachine, Machine, Output};
 
@@ -44,7 +44,7 @@ pub enum UdpEvent {
         /// Its size.
         len: usize,
         /// Why.
-        reason: Refusal,
+        reason: ReplyRefusal,
     },
 }
 
@@ -55,11 +55,11 @@ pub struct UdpServerStats {
     pub echoed: u64,
     /// Datagrams dropped for a full queue or their size.
     pub dropped: u64,
-    /// Datagrams from a service port ([`Refusal::ServicePort`]).
+    /// Datagrams from a service port ([`ReplyRefusal::ServicePort`]).
     pub refused_port: u64,
-    /// Datagrams from an address that cannot send ([`Refusal::BadAddress`]).
+    /// Datagrams from an address that cannot send ([`ReplyRefusal::BadAddress`]).
     pub refused_address: u64,
-    /// Datagrams over their source's reply rate ([`Refusal::RateLimited`]).
+    /// Datagrams over their source's reply rate ([`ReplyRefusal::RateLimited`]).
     pub rate_limited: u64,
     /// Events left out because `UdpConfig::datagram_queue` were waiting.
     pub events_dropped: u64,
@@ -109,11 +109,11 @@ impl UdpEchoServer {
         self.events.push_back(event);
     }
 
-    fn refuse(&mut self, peer: SocketAddr, len: usize, reason: Refusal) {
+    fn refuse(&mut self, peer: SocketAddr, len: usize, reason: ReplyRefusal) {
         let count = match reason {
-            Refusal::ServicePort => &mut self.stats.refused_port,
-            Refusal::BadAddress => &mut self.stats.refused_address,
-            Refusal::RateLimited => &mut self.stats.rate_limited,
+            ReplyRefusal::ServicePort => &mut self.stats.refused_port,
+            ReplyRefusal::BadAddress => &mut self.stats.refused_address,
+            ReplyRefusal::RateLimited => &mut self.stats.rate_limited,
         };
         *count += 1;
         self.emit(UdpEvent::Refused { peer, len, reason });
@@ -153,7 +153,7 @@ impl DatagramMachine for UdpEchoServer {
             return self.emit(UdpEvent::Dropped { peer, len });
         }
         if !self.limiter.allow(now, peer) {
-            return self.refuse(peer, len, Refusal::RateLimited);
+            return self.refuse(peer, len, ReplyRefusal::RateLimited);
         }
         let payload = Bytes::copy_from_slice(data);
         self.queue.push_back(Datagram { peer, payload });

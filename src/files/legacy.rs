@@ -8,7 +8,7 @@
 //!
 //! Receiving: the temporary file is created in the target directory with
 //! `create_new` (never reusing or following an existing path); at
-//! [`ReceiverEvent::Complete`] it is `sync_all`ed and moved into place,
+//! [`LegacyReceiverEvent::Complete`] it is `sync_all`ed and moved into place,
 //! without overwrite by `hard_link(tmp, final)` + removing `tmp` (which
 //! fails if the final name exists, atomically), with overwrite by
 //! `rename`. An incomplete session (error, cut connection) removes the
@@ -28,7 +28,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::driver::{App, Work};
-use crate::legacy::{LegacyFileReceiver, LegacyFileSender, ReceiverEvent, SenderEvent};
+use crate::legacy::{LegacyFileReceiver, LegacyFileSender, LegacyReceiverEvent, LegacySenderEvent};
 
 /// The name the seed receiver writes to.
 pub const DEFAULT_NAME: &str = "file";
@@ -224,11 +224,11 @@ impl App<LegacyFileReceiver> for ReceiveToDir {
         &mut self,
         _: &mut LegacyFileReceiver,
         _: Instant,
-        event: ReceiverEvent,
+        event: LegacyReceiverEvent,
     ) -> io::Result<()> {
         self.queued.push(match event {
-            ReceiverEvent::Write { offset, data } => Op::Write { offset, data },
-            ReceiverEvent::Complete { size, blake3 } => Op::Complete { size, blake3 },
+            LegacyReceiverEvent::Write { offset, data } => Op::Write { offset, data },
+            LegacyReceiverEvent::Complete { size, blake3 } => Op::Complete { size, blake3 },
         });
         Ok(())
     }
@@ -307,11 +307,11 @@ impl App<LegacyFileSender> for SendFromFile {
         &mut self,
         _: &mut LegacyFileSender,
         _: Instant,
-        event: SenderEvent,
+        event: LegacySenderEvent,
     ) -> io::Result<()> {
         match event {
-            SenderEvent::Read { offset, len } => self.asked = Some((offset, len)),
-            SenderEvent::Progress { acked, .. } => self.acked = acked,
+            LegacySenderEvent::Read { offset, len } => self.asked = Some((offset, len)),
+            LegacySenderEvent::Progress { acked, .. } => self.acked = acked,
         }
         Ok(())
     }

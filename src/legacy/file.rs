@@ -36,7 +36,7 @@
 //! that data, or `...qui` + `t...` as one read; it then keeps the word as
 //! data and never stops, or stops early. The receiver cannot tell a data
 //! read that is exactly `quit` from the end. Neither side can check the
-//! content: compare the BLAKE3 [`ReceiverEvent::Complete`] reports with the
+//! content: compare the BLAKE3 [`LegacyReceiverEvent::Complete`] reports with the
 //! source by hand, or use the native protocol.
 
 use std::collections::VecDeque;
@@ -51,7 +51,7 @@ use crate::unframed::{sealed, Unframed, UnframedLink, UnframedRole};
 
 /// What the legacy file sender asks of, and tells, its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SenderEvent {
+pub enum LegacySenderEvent {
     /// Read `len` bytes of the file at `offset` and hand them to
     /// [`LegacyFileSender::provide`].
     Read {
@@ -118,7 +118,7 @@ impl LegacyFileSender {
         Unframed::with_role(role, config, now)
     }
 
-    /// Answers [`SenderEvent::Read`]: `data` must be exactly the bytes asked
+    /// Answers [`LegacySenderEvent::Read`]: `data` must be exactly the bytes asked
     /// for. Refused, changing nothing, with [`UsageError::Closed`] once the
     /// session is over, [`UsageError::WrongState`] if no read was asked
     /// for, and [`Error::SourceChanged`] if the data is not the range asked
@@ -148,7 +148,7 @@ impl LegacyFileSender {
     }
 }
 
-type SenderLink = UnframedLink<SenderEvent>;
+type SenderLink = UnframedLink<LegacySenderEvent>;
 
 impl LegacySenderRole {
     /// One whole `success` arrived: it acks the oldest unacked piece, if any
@@ -162,7 +162,7 @@ impl LegacySenderRole {
                 .expect("one end per unacked piece");
             self.acked_end = end;
             let size = self.size;
-            link.emit(SenderEvent::Progress { acked: end, size });
+            link.emit(LegacySenderEvent::Progress { acked: end, size });
         }
     }
 
@@ -195,7 +195,7 @@ impl LegacySenderRole {
                 let len = (PIECE_MAX - self.buf.len())
                     .min(usize::try_from(self.size - offset).unwrap_or(PIECE_MAX));
                 self.read_pending = Some((offset, len));
-                link.emit(SenderEvent::Read { offset, len });
+                link.emit(LegacySenderEvent::Read { offset, len });
             }
             return;
         }
@@ -235,7 +235,7 @@ impl sealed::Sealed for LegacySenderRole {}
 /// The transition table: send a piece, wait for its `success`, and `quit`
 /// once the acks have settled; the receiver's EOF before that is an error.
 impl UnframedRole for LegacySenderRole {
-    type Event = SenderEvent;
+    type Event = LegacySenderEvent;
 
     fn start(&mut self, link: &mut SenderLink) {
         self.step(link);
@@ -295,7 +295,7 @@ impl UnframedRole for LegacySenderRole {
 
 /// What the legacy file receiver tells its application.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReceiverEvent {
+pub enum LegacyReceiverEvent {
     /// Write `data` at `offset` (reads come in order: `offset` is the sum
     /// of all earlier writes).
     Write {
@@ -318,8 +318,8 @@ pub enum ReceiverEvent {
 ///
 /// `input_room()` is at most [`PIECE_MAX`], so each `handle_input` is one
 /// `recv(1024)`. A read that is exactly `quit` ends the session `Ok` with
-/// [`ReceiverEvent::Complete`]; any other read becomes a
-/// [`ReceiverEvent::Write`] and is acked with `success` (at once when it
+/// [`LegacyReceiverEvent::Complete`]; any other read becomes a
+/// [`LegacyReceiverEvent::Write`] and is acked with `success` (at once when it
 /// ends a line, else after `legacy_ack_delay` of quiet, one ack for the
 /// burst; see the module docs). An end of stream before `quit` is
 /// [`ProtocolError::UnexpectedEof`]: the transfer is incomplete.
@@ -345,7 +345,7 @@ impl LegacyFileReceiver {
     }
 }
 
-type ReceiverLink = UnframedLink<ReceiverEvent>;
+type ReceiverLink = UnframedLink<LegacyReceiverEvent>;
 
 impl LegacyReceiverRole {
     fn ack(&mut self, link: &mut ReceiverLink) {
@@ -359,7 +359,7 @@ impl sealed::Sealed for LegacyReceiverRole {}
 /// The transition table: write and ack each read, end at `quit`; an EOF
 /// before `quit` is an incomplete transfer.
 impl UnframedRole for LegacyReceiverRole {
-    type Event = ReceiverEvent;
+    type Event = LegacyReceiverEvent;
 
     fn on_read(&mut self, link: &mut ReceiverLink) -> Result<(), Error> {
         // One read, written from the memory it was read into.
@@ -369,7 +369,7 @@ impl UnframedRole for LegacyReceiverRole {
             // An ack still held back is for a read the sender did not wait
             // for; the seed receiver does not ack `quit` either.
             self.ack_deadline = None;
-            link.emit(ReceiverEvent::Complete {
+            link.emit(LegacyReceiverEvent::Complete {
                 size: self.received,
                 blake3: *self.hasher.finalize().as_bytes(),
             });
@@ -386,7 +386,7 @@ impl UnframedRole for LegacyReceiverRole {
         }
         self.hasher.update(&data);
         let ends_line = data.ends_with(b"\n");
-        link.emit(ReceiverEvent::Write { offset, data });
+        link.emit(LegacyReceiverEvent::Write { offset, data });
         if ends_line {
             self.ack(link);
         } else {

@@ -55,8 +55,8 @@ pub use echo::{
     LegacyServerRole,
 };
 pub use file::{
-    LegacyFileReceiver, LegacyFileSender, LegacyReceiverRole, LegacySenderRole, ReceiverEvent,
-    SenderEvent,
+    LegacyFileReceiver, LegacyFileSender, LegacyReceiverEvent, LegacyReceiverRole,
+    LegacySenderEvent, LegacySenderRole,
 };
 pub use udp::{LegacyUdpSender, LegacyUdpSink, SenderDatagramEvent, SinkEvent};
 

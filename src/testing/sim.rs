@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use super::netem::{Impairments, Netem, Trickle};
 use super::outcome::{PairOutcome, Stuck};
 use crate::config::SessionLimits;
-use crate::driver::core::{Next, StreamCore};
+use crate::driver::stream::{Next, StreamCore};
 use crate::driver::{Abort, App, DriverError};
 use crate::machine::StreamMachine;
 use crate::secure::{Secure, SecureConfig, RECORD_HEADER, TAG_LEN};

@@ -173,10 +173,13 @@ impl Driver {
             Some(rt) => rt.block_on(async {
                 stream.set_nonblocking(true)?;
                 let mut stream = tokio::net::TcpStream::from_std(stream)?;
-                Ok(
-                    echoxfer::driver::tokio::run_stream_until(machine, &mut stream, app, &abort)
-                        .await?,
+                Ok(echoxfer::driver::async_tokio::run_stream_until(
+                    machine,
+                    &mut stream,
+                    app,
+                    &abort,
                 )
+                .await?)
             }),
         };
         session_over();
@@ -197,7 +200,7 @@ impl Driver {
             Some(rt) => rt.block_on(async {
                 let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
                 Ok(
-                    echoxfer::driver::tokio::run_stream_until(machine, &mut io, app, &abort)
+                    echoxfer::driver::async_tokio::run_stream_until(machine, &mut io, app, &abort)
                         .await?,
                 )
             }),
@@ -223,11 +226,12 @@ impl Driver {
         match &self.tokio {
             None => blocking::serve(bind_announced(addr)?, limits, GRACE, shutdown, make),
             Some(rt) => rt.block_on(async {
-                let listener =
-                    addr.bind_first(|a| echoxfer::driver::tokio::bind(a, listen::DEFAULT_BACKLOG))?;
+                let listener = addr.bind_first(|a| {
+                    echoxfer::driver::async_tokio::bind(a, listen::DEFAULT_BACKLOG)
+                })?;
                 term::announce(listener.local_addr()?);
                 let shutdown = shutdown.clone();
-                echoxfer::driver::tokio::serve(listener, limits, GRACE, shutdown, make).await
+                echoxfer::driver::async_tokio::serve(listener, limits, GRACE, shutdown, make).await
             }),
         }
     }

@@ -13,8 +13,9 @@ use crate::config::{UdpConfig, UnframedConfig};
 use crate::error::{Error, ProtocolError, UsageError};
 use crate::legacy::{
     LegacyClientEvent, LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender,
-    LegacyServerEvent, LegacyUdpSender, LegacyUdpSink, ReceiverEvent, SenderDatagramEvent,
-    SenderEvent, SinkEvent, EXIT, GREETING_BLOCKING, GREETING_THREADED, PIECE_MAX, QUIT, SUCCESS,
+    LegacyReceiverEvent, LegacySenderEvent, LegacyServerEvent, LegacyUdpSender, LegacyUdpSink,
+    SenderDatagramEvent, SinkEvent, EXIT, GREETING_BLOCKING, GREETING_THREADED, PIECE_MAX, QUIT,
+    SUCCESS,
 };
 use crate::machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 use crate::testing::{Cutter, Pair};

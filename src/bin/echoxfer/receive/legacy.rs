@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use echoxfer::driver::{App, Work};
 use echoxfer::files::legacy::ReceiveToDir;
-use echoxfer::legacy::{LegacyFileReceiver, ReceiverEvent};
+use echoxfer::legacy::{LegacyFileReceiver, LegacyReceiverEvent};
 use echoxfer::UnframedConfig;
 
 use crate::args::ReceiveArgs;
@@ -28,9 +28,9 @@ impl App<LegacyFileReceiver> for Receiving {
         &mut self,
         m: &mut LegacyFileReceiver,
         now: Instant,
-        e: ReceiverEvent,
+        e: LegacyReceiverEvent,
     ) -> io::Result<()> {
-        if let ReceiverEvent::Write { data, .. } = &e {
+        if let LegacyReceiverEvent::Write { data, .. } = &e {
             self.bytes
                 .done
                 .fetch_add(data.len() as u64, Ordering::Relaxed);

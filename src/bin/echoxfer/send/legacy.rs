@@ -12,7 +12,7 @@ use std::time::Instant;
 use echoxfer::driver::{App, Work};
 use echoxfer::error::sanitize;
 use echoxfer::files::legacy::SendFromFile;
-use echoxfer::legacy::{LegacyFileSender, SenderEvent};
+use echoxfer::legacy::{LegacyFileSender, LegacySenderEvent};
 use echoxfer::UnframedConfig;
 
 use crate::args::SendArgs;
@@ -30,9 +30,9 @@ impl App<LegacyFileSender> for Sending {
         &mut self,
         m: &mut LegacyFileSender,
         now: Instant,
-        e: SenderEvent,
+        e: LegacySenderEvent,
     ) -> io::Result<()> {
-        if let SenderEvent::Progress { acked, size } = &e {
+        if let LegacySenderEvent::Progress { acked, size } = &e {
             self.bytes.done.store(*acked, Ordering::Relaxed);
             self.bytes.total.store(*size, Ordering::Relaxed);
         }

@@ -138,11 +138,11 @@ impl RxSeen {
         for e in d.events {
             assert!(self.complete.is_none(), "event after Complete");
             match e {
-                ReceiverEvent::Write { offset, data } => {
+                LegacyReceiverEvent::Write { offset, data } => {
                     assert_eq!(offset, self.written.len() as u64, "write not contiguous");
                     self.written.extend_from_slice(&data);
                 }
-                ReceiverEvent::Complete { size, blake3 } => {
+                LegacyReceiverEvent::Complete { size, blake3 } => {
                     assert!(matches!(result, Some(Ok(()))), "Complete without quit");
                     assert_eq!(size, self.written.len() as u64);
                     assert_eq!(blake3, *blake3::hash(&self.written).as_bytes());

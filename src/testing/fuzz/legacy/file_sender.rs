@@ -189,7 +189,7 @@ impl SenderModel {
             let mut answered = false;
             for e in d.events {
                 match e {
-                    SenderEvent::Read { offset, len } => {
+                    LegacySenderEvent::Read { offset, len } => {
                         assert_eq!(offset, self.next_read, "reads not contiguous");
                         assert!(len > 0 && len <= PIECE_MAX, "read of {len}");
                         let end = offset as usize + len;
@@ -200,7 +200,7 @@ impl SenderModel {
                             .expect("the exact range is accepted");
                         answered = true;
                     }
-                    SenderEvent::Progress { acked, size } => {
+                    LegacySenderEvent::Progress { acked, size } => {
                         assert_eq!(size, self.content.len() as u64);
                         assert!(acked >= self.progress && acked <= size, "progress {acked}");
                         assert!(self.pieces.contains(&(acked as usize)), "not a piece end");

@@ -145,7 +145,7 @@ pub enum Next {
 /// ```
 /// use std::collections::VecDeque;
 /// use std::time::Instant;
-/// use echoxfer::driver::core::{Next, StreamCore};
+/// use echoxfer::driver::stream::{Next, StreamCore};
 /// use echoxfer::driver::{Abort, App, DriverError, Ignore};
 /// use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
 /// use echoxfer::{EchoConfig, SessionLimits, StreamMachine};

@@ -1,5 +1,5 @@
 //! The tokio driver: one task per connection, the same server core and the
-//! same sans-IO loop as the blocking driver ([`super::core`]), and
+//! same sans-IO loop as the blocking driver ([`super::stream`]), and
 //! `select!` between input, the machine's deadline and an abort. Apps run
 //! inline on the task: keep them short, and hand what waits to the driver
 //! as a [`Work`]: a blocking job runs on tokio's blocking
@@ -15,10 +15,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::{self, JoinError, JoinHandle, JoinSet};
 
-use super::core::{Next, StreamCore};
 use super::datagram::{DatagramCore, DatagramNext};
 use super::server::{Admit, ServeCore, SessionId, StopStep};
 use super::shutdown::{ServeReport, Shutdown, SHUTDOWN_REASON};
+use super::stream::{Next, StreamCore};
 use super::work::Job;
 use super::{Abort, App, DriverError, Finish, Limits, Work};
 use crate::machine::{DatagramMachine, StreamMachine};
