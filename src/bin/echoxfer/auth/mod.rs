@@ -29,7 +29,7 @@ pub use code::CODE_ENV;
 pub use echoxfer::secure::Channel;
 
 /// The code words, one per line (256: each word is 8 bits of a code).
-const WORD_LIST: &str = include_str!("words.txt");
+const WORD_LIST: &str = include_str!("../words.txt");
 
 /// Words in a code after its number.
 const CODE_WORDS: usize = 3;
