@@ -701,3 +701,27 @@ fn a_machine_that_ended_or_failed_holds_none_of_what_it_reads() {
         "a failed machine kept {most} bytes of 16 MiB read"
     );
 }
+
+#[test]
+fn every_os_seed_is_fresh_and_so_is_every_os_seeded_channels_hello() {
+    use echoxfer::secure::{os_seed, SEED_LEN};
+    let (a, b) = (os_seed().unwrap(), os_seed().unwrap());
+    assert_eq!(a.len(), SEED_LEN);
+    // Equal by chance once in 2^256.
+    assert_ne!(a, b, "a seed is never reused");
+    assert_ne!(a, [0; SEED_LEN]);
+
+    let now = Instant::now();
+    let cfg = SecureConfig::default();
+    let hello = |m: Channel<EchoClient>| drain(&mut { m }).0;
+    let one = Channel::client(echo_client(now), Some(CODE), cfg.clone(), now).unwrap();
+    let two = Channel::client(echo_client(now), Some(CODE), cfg.clone(), now).unwrap();
+    assert!(one.is_secure() && two.is_secure());
+    let (one, two) = (hello(one), hello(two));
+    assert_eq!((one.len(), two.len()), (HELLO_LEN, HELLO_LEN));
+    assert_ne!(one, two, "each session draws its own SPAKE2 scalar");
+    let server = Channel::server(echo_server(now), Some(CODE), cfg.clone(), now).unwrap();
+    assert!(server.is_secure());
+    let plain = Channel::client(echo_client(now), None, cfg, now).unwrap();
+    assert!(!plain.is_secure(), "no secret: plain, and no seed needed");
+}
