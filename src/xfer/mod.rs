@@ -31,7 +31,8 @@ pub use entry::{
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
 pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
-pub use sender::{offer_frame, SenderEvent, SenderRole};
+pub(crate) use sender::offer_frame;
+pub use sender::{SenderEvent, SenderRole};
 
 use crate::codec::{Frame, FrameLimits};
 use crate::config::{SessionLimits, TransferConfig};

@@ -444,7 +444,7 @@ fn id_of(file: usize) -> u32 {
 }
 
 /// The `Offer` of entry number `file`.
-pub fn offer_frame(file: usize, spec: &FileSpec) -> Frame {
+pub(crate) fn offer_frame(file: usize, spec: &FileSpec) -> Frame {
     let mut path = bytes::BytesMut::with_capacity(spec.path.encoded_len());
     spec.path.encode(&mut path);
     Frame::Offer {
