@@ -14,10 +14,6 @@ use super::{Side, SECURE_VERSION};
 use crate::error::{RefusalReason, SecureError};
 use crate::wire::{MAGIC, SECURE_MAGIC};
 
-// The public `secure::SECURE_MAGIC` must be the magic the codec (below
-// this layer) recognises, kept in `crate::wire`.
-const _: () = assert!(u32::from_be_bytes(super::SECURE_MAGIC) == u32::from_be_bytes(SECURE_MAGIC));
-
 /// Bytes of a SPAKE2 (Ed25519) message: the side byte and a point.
 const SPAKE_MSG_LEN: usize = 33;
 /// Bytes of a hello: magic, version, SPAKE2 message.

@@ -109,6 +109,7 @@ pub use config::SecureConfig;
 // them to implementers); harnesses reach them through `testing::wire`.
 pub(crate) use handshake::{refusal_notice, CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN};
 pub use password::{normalize_code, secret_file_password, PasswordError, MIN_SECRET_LEN};
+#[cfg(feature = "testing")]
 pub(crate) use record::{RECORD_HEADER, RECORD_LIMIT, TAG_LEN};
 #[cfg(feature = "os-rng")]
 pub use seed::{os_seed, SeedError, SEED_LEN};
@@ -116,8 +117,9 @@ pub use seed::{os_seed, SeedError, SEED_LEN};
 use phase::{Input, Phase};
 use record::RECORD_WIRE_LIMIT;
 
-/// The first bytes of a secure hello (a plaintext session starts `EXFR`).
-pub const SECURE_MAGIC: [u8; 4] = *b"EXFS";
+// The first bytes of a secure hello (a plaintext session starts `EXFR`):
+// kept with the codec's magic, below this layer, which recognises both.
+pub use crate::wire::SECURE_MAGIC;
 /// The secure channel's wire version.
 pub const SECURE_VERSION: u8 = 1;
 

@@ -31,6 +31,7 @@ pub use entry::{
 pub use names::{NameError, SafeName, PARTIAL_SUFFIX};
 pub use receiver::{ReceiverEvent, ReceiverRole, Resume};
 pub use request::{ChunkRequest, OfferRequest, PrefixRequest, Request, SaveRequest};
+#[cfg(feature = "testing")]
 pub(crate) use sender::offer_frame;
 pub use sender::{SenderEvent, SenderRole};
 
