@@ -220,10 +220,11 @@ fn session(mut input: Input<'_>) {
     }
     if let Err(e) = &b_done {
         // After an honest handshake, the only way to fail is an
-        // alteration caught by the records (or the stall it caused).
+        // alteration caught by the records (a dropped close record is a
+        // truncation), or the stall it caused.
         let caught = matches!(
             e,
-            Error::Secure(SecureError::Integrity(_))
+            Error::Secure(SecureError::Integrity(_) | SecureError::Truncated)
                 | Error::TimedOut(_)
                 | Error::TooSlow { .. }
                 | Error::PeerFailed { .. }
