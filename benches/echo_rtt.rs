@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use echoxfer::codec::{Frame, Protocol, HEADER_LEN, PREAMBLE_LEN};
 use echoxfer::driver::{blocking, App, Ignore};
-use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+use echoxfer::echo::{Client, ClientEvent, ClientRole, Server, ServerRole};
 use echoxfer::{EchoConfig, SessionLimits};
 use rounds::{contender, env, Plan, Sample};
 
@@ -103,10 +103,10 @@ fn framed_client(addr: SocketAddr, trips: u64) {
     assert_eq!(rest, Frame::Bye.encode_to_vec(), "a clean end");
 }
 
-fn make(now: Instant) -> (EchoServer, Ignore) {
+fn make(now: Instant) -> (Server, Ignore) {
     (
-        EchoServer::new(
-            Server::new("bench", EchoConfig::default()),
+        Server::new(
+            ServerRole::new("bench", EchoConfig::default()),
             SessionLimits::default(),
             now,
         ),
@@ -152,8 +152,8 @@ struct Lockstep {
     left: u64,
 }
 
-impl App<EchoClient> for Lockstep {
-    fn on_event(&mut self, c: &mut EchoClient, _: Instant, e: ClientEvent) -> std::io::Result<()> {
+impl App<Client> for Lockstep {
+    fn on_event(&mut self, c: &mut Client, _: Instant, e: ClientEvent) -> std::io::Result<()> {
         if matches!(e, ClientEvent::Closed) {
             return Ok(());
         }
@@ -172,8 +172,8 @@ impl App<EchoClient> for Lockstep {
 fn machine_client(addr: SocketAddr, trips: u64) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
-    let mut client = EchoClient::new(
-        Client::new(EchoConfig::default()),
+    let mut client = Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         Instant::now(),
     );

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use echoxfer::codec::RejectReason;
 use echoxfer::driver::{blocking, App, Ignore};
-use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
+use echoxfer::echo::{self, ClientRole, ServerRole};
 use echoxfer::secure::{Secure, SecureConfig};
 use echoxfer::testing::MemSender;
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, Sender};
@@ -134,8 +134,8 @@ fn echo_session(secure: bool) -> Duration {
     let server = thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let now = Instant::now();
-        let m = EchoServer::new(
-            Server::new("hi", EchoConfig::default()),
+        let m = echo::Server::new(
+            ServerRole::new("hi", EchoConfig::default()),
             SessionLimits::default(),
             now,
         );
@@ -143,8 +143,8 @@ fn echo_session(secure: bool) -> Duration {
     });
     let start = Instant::now();
     let now = Instant::now();
-    let mut c = EchoClient::new(
-        Client::new(EchoConfig::default()),
+    let mut c = echo::Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         now,
     );

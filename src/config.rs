@@ -4,7 +4,7 @@
 //! | struct | concern | taken by |
 //! |---|---|---|
 //! | [`SessionLimits`] | one framed session: memory, deadlines, linger | [`Framed::new`](crate::session::Framed::new) (every framed machine) |
-//! | [`EchoConfig`] | the framed echo protocol | [`echo::Server::new`](crate::echo::Server::new), [`echo::Client::new`](crate::echo::Client::new) |
+//! | [`EchoConfig`] | the framed echo protocol | [`echo::ServerRole::new`](crate::echo::ServerRole::new), [`echo::ClientRole::new`](crate::echo::ClientRole::new) |
 //! | [`TransferConfig`] | the file-transfer protocol | [`SenderRole::new`](crate::xfer::SenderRole::new), [`ReceiverRole::new`](crate::xfer::ReceiverRole::new) |
 //! | [`UnframedConfig`] | RFC 862 echo and the legacy stream protocols | [`RawEcho::new`](crate::echo::RawEcho::new), the `Legacy*::new` stream machines |
 //! | [`UdpConfig`] | UDP echo, probes and the legacy UDP sender | [`UdpEchoServer::new`](crate::echo::UdpEchoServer::new), [`UdpPing::new`](crate::echo::UdpPing::new), [`LegacyUdpSender::new`](crate::legacy::LegacyUdpSender::new) |
@@ -136,8 +136,8 @@ impl SessionLimits {
 }
 
 /// The framed echo protocol's own limits. Taken by
-/// [`echo::Server::new`](crate::echo::Server::new) and
-/// [`echo::Client::new`](crate::echo::Client::new).
+/// [`echo::ServerRole::new`](crate::echo::ServerRole::new) and
+/// [`echo::ClientRole::new`](crate::echo::ClientRole::new).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EchoConfig {
     /// Largest echo message (and greeting), in bytes (default 64 KiB). At

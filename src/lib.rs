@@ -17,7 +17,7 @@
 //! ```
 //! use std::time::Instant;
 //! use bytes::Bytes;
-//! use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+//! use echoxfer::echo::{Client, ClientEvent, ClientRole, Server, ServerRole};
 //! use echoxfer::{EchoConfig, Machine, Output, SessionLimits, StreamMachine};
 //!
 //! /// Moves all that `from` wants to send into `to`; returns `from`'s events.
@@ -37,8 +37,8 @@
 //! }
 //!
 //! let now = Instant::now();
-//! let mut server = EchoServer::new(Server::new("hello", EchoConfig::default()), SessionLimits::default(), now);
-//! let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
+//! let mut server = Server::new(ServerRole::new("hello", EchoConfig::default()), SessionLimits::default(), now);
+//! let mut client = Client::new(ClientRole::new(EchoConfig::default()), SessionLimits::default(), now);
 //! client.send(&b"exit"[..]).unwrap(); // any bytes, even the word `exit`
 //! client.close().unwrap();
 //!

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::Instant;
 
 use echoxfer::driver::{blocking, DriverError, Ignore};
-use echoxfer::echo::{Client, EchoClient};
+use echoxfer::echo::{Client, ClientRole};
 use echoxfer::error::SecureError;
 use echoxfer::secure::{Secure, SecureConfig};
 use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN};
@@ -188,8 +188,8 @@ fn guess_from(source: [u8; 4], addr: SocketAddr) -> bool {
     let mut stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(BOUND)).unwrap();
     let now = Instant::now();
-    let client = EchoClient::new(
-        Client::new(EchoConfig::default()),
+    let client = Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         now,
     );
@@ -291,8 +291,8 @@ fn session_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
 /// offline, and leaves.
 fn hello_and_leave(stream: &mut TcpStream) {
     let now = Instant::now();
-    let client = EchoClient::new(
-        Client::new(EchoConfig::default()),
+    let client = Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         now,
     );

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol};
-use echoxfer::echo::{EchoServer, Server};
+use echoxfer::echo::{Server, ServerRole};
 use echoxfer::{EchoConfig, ErrorCode, Machine, SessionLimits, StreamMachine};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
@@ -90,7 +90,7 @@ impl ReferenceStateMachine for Model {
 }
 
 struct Sut {
-    server: EchoServer,
+    server: Server,
     now: Instant,
     /// What the server sent, decoded, and how it ended.
     wire: Wire,
@@ -114,7 +114,7 @@ impl StateMachineTest for EchoServerTest {
 
     fn init_test(_: &Phase) -> Sut {
         let now = Instant::now();
-        let mut server = EchoServer::new(Server::new("hi", echo()), config(), now);
+        let mut server = Server::new(ServerRole::new("hi", echo()), config(), now);
         server
             .handle_input(now, &Protocol::Echo.preamble())
             .unwrap();

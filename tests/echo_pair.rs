@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::driver::{DriverError, Ignore};
-use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server, ServerEvent};
+use echoxfer::echo::{Client, ClientEvent, ClientRole, Server, ServerEvent, ServerRole};
 use echoxfer::error::CodecError;
 use echoxfer::testing::{Cutter, Pair};
 use echoxfer::{EchoConfig, Error, ProtocolError, SessionLimits};
@@ -31,8 +31,8 @@ struct Recorder {
     closed: bool,
 }
 
-impl echoxfer::driver::App<EchoClient> for Recorder {
-    fn on_event(&mut self, _: &mut EchoClient, _: Instant, e: ClientEvent) -> std::io::Result<()> {
+impl echoxfer::driver::App<Client> for Recorder {
+    fn on_event(&mut self, _: &mut Client, _: Instant, e: ClientEvent) -> std::io::Result<()> {
         match e {
             ClientEvent::Greeted(g) => self.greeting = Some(g),
             ClientEvent::Reply(r) => self.replies.push(r),
@@ -44,16 +44,16 @@ impl echoxfer::driver::App<EchoClient> for Recorder {
 
 fn run_echo(messages: &[Vec<u8>], cutter: Cutter) -> (Recorder, Vec<ServerEvent>) {
     let now = Instant::now();
-    let mut client = EchoClient::new(Client::new(echo()), config(), now);
+    let mut client = Client::new(ClientRole::new(echo()), config(), now);
     for m in messages {
         client.send(m.clone()).expect("window has room");
     }
     client.close().unwrap();
-    let server = EchoServer::new(Server::new("hi", echo()), config(), now);
+    let server = Server::new(ServerRole::new("hi", echo()), config(), now);
     let mut pair = Pair::new(client, server, now, cutter);
     let mut rec = Recorder::default();
     let mut server_events = Vec::new();
-    let mut on_server = |_: &mut EchoServer, _: Instant, e: ServerEvent| {
+    let mut on_server = |_: &mut Server, _: Instant, e: ServerEvent| {
         server_events.push(e);
         Ok(())
     };
@@ -108,7 +108,7 @@ proptest! {
         for m in &after {
             wire.extend(echoxfer::codec::Frame::Message(Bytes::from(m.clone())).encode_to_vec());
         }
-        let mut server = EchoServer::new(Server::new("hi", echo()), config(), now);
+        let mut server = Server::new(ServerRole::new("hi", echo()), config(), now);
         let mut echoed = 0;
         let mut fed = 0;
         use echoxfer::{Machine, Output, StreamMachine};
@@ -131,7 +131,7 @@ proptest! {
 fn oversized_message_is_a_typed_remote_error_for_the_server() {
     use echoxfer::{Machine, Output, StreamMachine};
     let now = Instant::now();
-    let mut server = EchoServer::new(Server::new("hi", echo()), config(), now);
+    let mut server = Server::new(ServerRole::new("hi", echo()), config(), now);
     let mut wire = echoxfer::codec::Protocol::Echo.preamble().to_vec();
     wire.extend(echoxfer::codec::Frame::Message(Bytes::from(vec![1u8; 4096])).encode_to_vec());
     let err = server.handle_input(now, &wire).unwrap_err();
@@ -172,8 +172,8 @@ fn stalled_client_is_dropped_by_the_idle_timer_in_virtual_time() {
         ..config()
     };
     // A client that never closes: the server must time out by itself.
-    let client = EchoClient::new(Client::new(echo()), cfg.clone(), now);
-    let server = EchoServer::new(Server::new("hi", echo()), cfg, now);
+    let client = Client::new(ClientRole::new(echo()), cfg.clone(), now);
+    let server = Server::new(ServerRole::new("hi", echo()), cfg, now);
     let mut pair = Pair::new(client, server, now, Cutter::whole());
     let outcome = pair
         .run(&mut Ignore, &mut Ignore, 10_000)
@@ -191,7 +191,7 @@ fn a_client_that_never_reads_replies_meets_back_pressure_not_growth() {
     use echoxfer::StreamMachine;
     let now = Instant::now();
     let cfg = config();
-    let mut server = EchoServer::new(Server::new("hi", echo()), cfg.clone(), now);
+    let mut server = Server::new(ServerRole::new("hi", echo()), cfg.clone(), now);
     let mut wire = echoxfer::codec::Protocol::Echo.preamble().to_vec();
     let frame = echoxfer::codec::Frame::Message(Bytes::from(vec![7u8; 2000])).encode_to_vec();
     let mut fed = 0usize;
@@ -215,10 +215,10 @@ fn a_client_that_never_reads_replies_meets_back_pressure_not_growth() {
 #[test]
 fn cut_connection_before_bye_is_an_error_for_the_client() {
     let now = Instant::now();
-    let mut client = EchoClient::new(Client::new(echo()), config(), now);
+    let mut client = Client::new(ClientRole::new(echo()), config(), now);
     client.send(&b"hello"[..]).unwrap();
     client.close().unwrap();
-    let server = EchoServer::new(Server::new("hi", echo()), config(), now);
+    let server = Server::new(ServerRole::new("hi", echo()), config(), now);
     let mut pair = Pair::new(client, server, now, Cutter::random(1, 3)).cut_after(8);
     let outcome = pair.run(&mut Ignore, &mut Ignore, 10_000).expect("ends");
     assert!(

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use echoxfer::codec::{Frame, FrameDecoder, Protocol};
 use echoxfer::driver::{blocking, App, Ignore};
 use echoxfer::echo::{
-    Client, ClientEvent, EchoClient, EchoServer, PingEvent, Server, UdpEchoServer, UdpPing,
+    Client, ClientEvent, ClientRole, PingEvent, Server, ServerRole, UdpEchoServer, UdpPing,
 };
 use echoxfer::{EchoConfig, ErrorCode, SessionLimits, UdpConfig};
 
@@ -36,9 +36,13 @@ struct RunningServer {
     stop: Box<dyn FnOnce() -> echoxfer::driver::blocking::ServeReport>,
 }
 
-fn make(now: Instant) -> (EchoServer, Ignore) {
+fn make(now: Instant) -> (Server, Ignore) {
     (
-        EchoServer::new(Server::new("hello", EchoConfig::default()), config(), now),
+        Server::new(
+            ServerRole::new("hello", EchoConfig::default()),
+            config(),
+            now,
+        ),
         Ignore,
     )
 }
@@ -107,8 +111,8 @@ fn msg(client: usize, i: usize) -> Bytes {
     }
 }
 
-impl App<EchoClient> for Pinger {
-    fn on_event(&mut self, c: &mut EchoClient, _: Instant, e: ClientEvent) -> std::io::Result<()> {
+impl App<Client> for Pinger {
+    fn on_event(&mut self, c: &mut Client, _: Instant, e: ClientEvent) -> std::io::Result<()> {
         match e {
             ClientEvent::Greeted(_) => self.greeted = true,
             ClientEvent::Reply(_) => self.replies += 1,
@@ -128,7 +132,11 @@ impl App<EchoClient> for Pinger {
 
 fn run_client(addr: SocketAddr, count: usize) -> Pinger {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
+    let mut client = Client::new(
+        ClientRole::new(EchoConfig::default()),
+        config(),
+        Instant::now(),
+    );
     let mut app = Pinger {
         sent: 0,
         count,
@@ -336,20 +344,23 @@ fn a_failing_server_app_aborts_the_session_and_the_client_is_told_why() {
     let addr = listener.local_addr().unwrap();
     let server = thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut machine = EchoServer::new(
-            Server::new("hello", EchoConfig::default()),
+        let mut machine = Server::new(
+            ServerRole::new("hello", EchoConfig::default()),
             config(),
             Instant::now(),
         );
         let mut app =
-            |_: &mut EchoServer,
-             _: Instant,
-             _: echoxfer::echo::ServerEvent|
-             -> std::io::Result<()> { Err(std::io::Error::other("disk on fire")) };
+            |_: &mut Server, _: Instant, _: echoxfer::echo::ServerEvent| -> std::io::Result<()> {
+                Err(std::io::Error::other("disk on fire"))
+            };
         blocking::run_stream(&mut machine, &mut stream, &mut app)
     });
     let mut stream = TcpStream::connect(addr).unwrap();
-    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
+    let mut client = Client::new(
+        ClientRole::new(EchoConfig::default()),
+        config(),
+        Instant::now(),
+    );
     client.send(&b"hi"[..]).unwrap();
     let err = blocking::run_stream(&mut client, &mut stream, &mut Ignore).unwrap_err();
     match err {
@@ -397,7 +408,7 @@ const STALL: Duration = Duration::from_secs(2);
 /// progress while its idle timer (input) runs far longer, so only the
 /// driver's write bound can end a session whose peer stopped reading.
 struct WriteBound {
-    inner: EchoServer,
+    inner: Server,
     write_timeout: Duration,
 }
 
@@ -452,8 +463,8 @@ fn serve_one(driver: Driver, listener: TcpListener) -> Result<(), echoxfer::driv
         ..SessionLimits::default()
     };
     let stream = listener.accept().unwrap().0;
-    let server = EchoServer::new(
-        Server::new("hello", EchoConfig::default()),
+    let server = Server::new(
+        ServerRole::new("hello", EchoConfig::default()),
         config,
         Instant::now(),
     );
@@ -536,8 +547,8 @@ fn a_client_that_never_reads_is_dropped_after_one_write_timeout(driver: Driver) 
             idle_timeout: BOUND,
             ..SessionLimits::default()
         };
-        let inner = EchoServer::new(
-            Server::new("hello", EchoConfig::default()),
+        let inner = Server::new(
+            ServerRole::new("hello", EchoConfig::default()),
             config,
             Instant::now(),
         );
@@ -583,7 +594,7 @@ impl Pipeliner {
         Bytes::from(vec![(i % 251) as u8; 60_000])
     }
 
-    fn fill(&mut self, c: &mut EchoClient) -> std::io::Result<()> {
+    fn fill(&mut self, c: &mut Client) -> std::io::Result<()> {
         while self.sent < self.count {
             match c.send(Self::message(self.sent)) {
                 Ok(()) => self.sent += 1,
@@ -598,8 +609,8 @@ impl Pipeliner {
     }
 }
 
-impl App<EchoClient> for Pipeliner {
-    fn on_event(&mut self, c: &mut EchoClient, _: Instant, e: ClientEvent) -> std::io::Result<()> {
+impl App<Client> for Pipeliner {
+    fn on_event(&mut self, c: &mut Client, _: Instant, e: ClientEvent) -> std::io::Result<()> {
         match e {
             ClientEvent::Reply(r) => {
                 assert_eq!(r, Self::message(self.replies), "reply {}", self.replies);
@@ -618,7 +629,11 @@ impl App<EchoClient> for Pipeliner {
 fn pipelined_large_messages_all_come_back(driver: Driver) {
     let server = start_server(driver);
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), Instant::now());
+    let mut client = Client::new(
+        ClientRole::new(EchoConfig::default()),
+        config(),
+        Instant::now(),
+    );
     let mut app = Pipeliner {
         sent: 0,
         replies: 0,

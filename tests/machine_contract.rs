@@ -12,7 +12,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use echoxfer::codec::{Frame, Protocol};
-use echoxfer::echo::{Client, EchoClient, EchoServer, RawEcho, Server};
+use echoxfer::echo::{self, ClientRole, RawEcho, ServerRole};
 use echoxfer::error::ConfigError;
 use echoxfer::legacy::{
     LegacyEchoClient, LegacyEchoServer, LegacyFileReceiver, LegacyFileSender, LegacySenderEvent,
@@ -307,12 +307,12 @@ proptest! {
         prop_assert!(a.iter().any(verified), "{a:?}");
         prop_assert_eq!(a, b);
         let wire = echo_wire(&messages);
-        let (a, b) = both_ways(|| EchoServer::new(Server::new("hi", echo()), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| echo::Server::new(ServerRole::new("hi", echo()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = Protocol::Echo.preamble().to_vec();
         wire.extend(Frame::Greeting(Bytes::from_static(b"hi")).encode_to_vec());
         wire.extend(&noise);
-        let (a, b) = both_ways(|| EchoClient::new(Client::new(echo()), cfg(), now), &wire, &cuts, no_answer);
+        let (a, b) = both_ways(|| echo::Client::new(ClientRole::new(echo()), cfg(), now), &wire, &cuts, no_answer);
         prop_assert_eq!(a, b);
         let mut wire = Protocol::File.preamble().to_vec();
         wire.extend(&noise);
@@ -358,13 +358,13 @@ proptest! {
         prop_assert!(a.iter().any(verified), "{a:?}");
         prop_assert_eq!(a, b);
         let wire = echo_wire(&messages);
-        let (a, b) = overfed_and_piecewise(|| EchoServer::new(Server::new("hi", echo()), cfg(), now), &wire, no_answer);
+        let (a, b) = overfed_and_piecewise(|| echo::Server::new(ServerRole::new("hi", echo()), cfg(), now), &wire, no_answer);
         prop_assert!(!a.iter().any(|s| matches!(s, Seen::Input(Err(_)))), "{a:?}");
         prop_assert_eq!(a, b);
         let mut wire = Protocol::Echo.preamble().to_vec();
         wire.extend(Frame::Greeting(Bytes::from_static(b"hi")).encode_to_vec());
         wire.extend(&noise);
-        let (a, b) = overfed_and_piecewise(|| EchoClient::new(Client::new(echo()), cfg(), now), &wire, no_answer);
+        let (a, b) = overfed_and_piecewise(|| echo::Client::new(ClientRole::new(echo()), cfg(), now), &wire, no_answer);
         prop_assert_eq!(a, b);
         let (a, b) = overfed_and_piecewise(|| RawEcho::new(unframed(), now), &noise, no_answer);
         prop_assert_eq!(a, b);
@@ -561,7 +561,7 @@ fn framed_and_unframed_machines_treat_input_after_the_end_alike() {
     let now = t0();
     let exit = echo_wire(&[]);
     input_after_a_normal_end_is_discarded(
-        EchoServer::new(Server::new("hi", echo()), config(), now),
+        echo::Server::new(ServerRole::new("hi", echo()), config(), now),
         &exit,
     );
     input_after_a_normal_end_is_discarded(LegacyEchoServer::new("hi", unframed(), now), b"exit");
@@ -571,7 +571,7 @@ fn framed_and_unframed_machines_treat_input_after_the_end_alike() {
     input_after_a_normal_end_is_discarded(raw, b"");
 
     input_after_a_failure_answers_the_sticky_error(
-        EchoServer::new(Server::new("hi", echo()), config(), now),
+        echo::Server::new(ServerRole::new("hi", echo()), config(), now),
         b"GARBAGE",
     );
     input_after_a_failure_answers_the_sticky_error(

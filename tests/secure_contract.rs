@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
+use echoxfer::echo::{self, ClientRole, ServerRole};
 use echoxfer::error::ConfigError;
 use echoxfer::secure::{Channel, Handshake, Secure, SecureConfig, Side};
 use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN};
@@ -19,9 +19,9 @@ const CODE: &[u8] = b"5-orbit-lantern";
 
 /// An echo client with one message and its close queued: it ends on its own
 /// once the server answers.
-fn echo_client(now: Instant) -> EchoClient {
-    let mut client = EchoClient::new(
-        Client::new(EchoConfig::default()),
+fn echo_client(now: Instant) -> echo::Client {
+    let mut client = echo::Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         now,
     );
@@ -30,15 +30,15 @@ fn echo_client(now: Instant) -> EchoClient {
     client
 }
 
-fn echo_server(now: Instant) -> EchoServer {
-    EchoServer::new(
-        Server::new("hi", EchoConfig::default()),
+fn echo_server(now: Instant) -> echo::Server {
+    echo::Server::new(
+        ServerRole::new("hi", EchoConfig::default()),
         SessionLimits::default(),
         now,
     )
 }
 
-fn client(code: &[u8], now: Instant) -> Secure<EchoClient> {
+fn client(code: &[u8], now: Instant) -> Secure<echo::Client> {
     Secure::client(
         echo_client(now),
         code,
@@ -48,7 +48,7 @@ fn client(code: &[u8], now: Instant) -> Secure<EchoClient> {
     )
 }
 
-fn server(code: &[u8], now: Instant) -> Secure<EchoServer> {
+fn server(code: &[u8], now: Instant) -> Secure<echo::Server> {
     Secure::server(
         echo_server(now),
         code,
@@ -379,7 +379,7 @@ fn during_the_handshake_the_deadline_is_the_handshakes_and_once_open_the_wrapped
         handshake_timeout: Duration::from_secs(7),
         ..SecureConfig::default()
     };
-    let inner = EchoServer::new(Server::new("hi", EchoConfig::default()), limits, now);
+    let inner = echo::Server::new(ServerRole::new("hi", EchoConfig::default()), limits, now);
     let mut s = Secure::server(inner, CODE, cfg, now, [2; 32]);
     let mut c = client(CODE, now);
     let (server_hello, _) = drain(&mut s);
@@ -428,12 +428,12 @@ fn during_the_handshake_the_deadline_is_the_handshakes_and_once_open_the_wrapped
 
 // ------------------------------------------------ Channel: secure or plain
 
-fn channel_client(secret: Option<&[u8]>, now: Instant) -> Channel<EchoClient> {
+fn channel_client(secret: Option<&[u8]>, now: Instant) -> Channel<echo::Client> {
     let cfg = SecureConfig::default();
     Channel::new(Side::Client, echo_client(now), secret, cfg, now, [1; 32])
 }
 
-fn channel_server(secret: Option<&[u8]>, now: Instant) -> Channel<EchoServer> {
+fn channel_server(secret: Option<&[u8]>, now: Instant) -> Channel<echo::Server> {
     let cfg = SecureConfig::default();
     Channel::new(Side::Server, echo_server(now), secret, cfg, now, [2; 32])
 }
@@ -713,7 +713,7 @@ fn every_os_seed_is_fresh_and_so_is_every_os_seeded_channels_hello() {
 
     let now = Instant::now();
     let cfg = SecureConfig::default();
-    let hello = |m: Channel<EchoClient>| drain(&mut { m }).0;
+    let hello = |m: Channel<echo::Client>| drain(&mut { m }).0;
     let one = Channel::client(echo_client(now), Some(CODE), cfg.clone(), now).unwrap();
     let two = Channel::client(echo_client(now), Some(CODE), cfg.clone(), now).unwrap();
     assert!(one.is_secure() && two.is_secure());

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::driver::{App, DriverError};
+use echoxfer::echo;
 use echoxfer::error::CodecError;
 use echoxfer::secure::{Secure, SecureConfig};
 use echoxfer::testing::fuzz::{small_limits, small_transfer};
@@ -994,17 +995,17 @@ fn exchange<A: StreamMachine, B: StreamMachine>(
     panic!("the two sides did not settle");
 }
 
-fn echo_pair(now: Instant) -> (echoxfer::echo::EchoClient, echoxfer::echo::EchoServer) {
-    use echoxfer::echo::{Client, EchoClient, EchoServer, Server};
+fn echo_pair(now: Instant) -> (echo::Client, echo::Server) {
+    use echoxfer::echo::{ClientRole, ServerRole};
     use echoxfer::{EchoConfig, SessionLimits};
     let limits = SessionLimits::default();
-    let client = EchoClient::new(Client::new(EchoConfig::default()), limits.clone(), now);
-    let server = EchoServer::new(Server::new("hi", EchoConfig::default()), limits, now);
+    let client = echo::Client::new(ClientRole::new(EchoConfig::default()), limits.clone(), now);
+    let server = echo::Server::new(ServerRole::new("hi", EchoConfig::default()), limits, now);
     (client, server)
 }
 
 /// `Secure<M>` dereferences to `M`: `M`'s commands are called on the
-/// channel (`EchoClient::close` too, though `Secure` has a private method
+/// channel (`echo::Client::close` too, though `Secure` has a private method
 /// of that name) and their output goes out sealed, while `poll_output`
 /// and the other trait methods stay the channel's.
 #[test]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use echoxfer::driver::blocking::ServeReport;
 use echoxfer::driver::listen::{self, Limits};
 use echoxfer::driver::{blocking, DriverError, Ignore};
-use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+use echoxfer::echo::{self, ClientEvent, ClientRole, ServerRole};
 use echoxfer::error::RefusalReason;
 use echoxfer::files::{ReceiverApp, SenderApp, Store};
 use echoxfer::secure::{Secure, SecureConfig};
@@ -117,17 +117,17 @@ fn blocking_secure_echo_round_trips() {
     let server = thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let now = Instant::now();
-        let m = EchoServer::new(Server::new("hi", EchoConfig::default()), config(), now);
+        let m = echo::Server::new(ServerRole::new("hi", EchoConfig::default()), config(), now);
         let mut m = Secure::server(m, CODE, SecureConfig::default(), now, seed());
         blocking::run_stream(&mut m, &mut stream, &mut Ignore)
     });
     let now = Instant::now();
-    let mut client = EchoClient::new(Client::new(EchoConfig::default()), config(), now);
+    let mut client = echo::Client::new(ClientRole::new(EchoConfig::default()), config(), now);
     client.send(&b"secret words"[..]).unwrap();
     client.close().unwrap();
     let mut m = Secure::client(client, CODE, SecureConfig::default(), now, seed());
     let mut seen = Vec::new();
-    let mut app = |_: &mut Secure<EchoClient>, _: Instant, e: ClientEvent| {
+    let mut app = |_: &mut Secure<echo::Client>, _: Instant, e: ClientEvent| {
         seen.push(e);
         Ok(())
     };

@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use echoxfer::codec::{Frame, FrameDecoder, Protocol};
 use echoxfer::driver::listen::{self, Limits, DEFAULT_BACKLOG};
 use echoxfer::driver::{blocking, Ignore};
-use echoxfer::echo::{EchoServer, Server};
+use echoxfer::echo::{Server, ServerRole};
 use echoxfer::{EchoConfig, SessionLimits};
 use socket2::{Domain, Socket, Type};
 
@@ -31,13 +31,13 @@ enum Driver {
     Tokio,
 }
 
-fn make(now: Instant) -> (EchoServer, Ignore) {
+fn make(now: Instant) -> (Server, Ignore) {
     let config = SessionLimits {
         idle_timeout: BOUND,
         ..SessionLimits::default()
     };
     (
-        EchoServer::new(Server::new("hello", EchoConfig::default()), config, now),
+        Server::new(ServerRole::new("hello", EchoConfig::default()), config, now),
         Ignore,
     )
 }

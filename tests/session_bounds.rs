@@ -10,7 +10,7 @@ use bytes::Bytes;
 use echoxfer::codec::{Frame, Protocol};
 use echoxfer::driver::Limits;
 use echoxfer::driver::{App, DriverError};
-use echoxfer::echo::{EchoServer, Server};
+use echoxfer::echo::{self, ServerRole};
 use echoxfer::error::{CodecError, ErrorCode, ProtocolError, UsageError};
 use echoxfer::session::{Framed, RecvBudget, Role};
 use echoxfer::testing::fuzz::{small_limits, small_transfer};
@@ -28,8 +28,8 @@ use common::drain::{offer_request, poll_all};
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn echo_server(config: SessionLimits, now: Instant) -> EchoServer {
-    EchoServer::new(Server::new("hi", EchoConfig::default()), config, now)
+fn echo_server(config: SessionLimits, now: Instant) -> echo::Server {
+    echo::Server::new(ServerRole::new("hi", EchoConfig::default()), config, now)
 }
 
 fn header(kind: u8, len: u32) -> Vec<u8> {
@@ -304,7 +304,7 @@ fn bytes_alone_do_not_restart_the_idle_timer_only_whole_frames_do() {
 fn wait_reports_the_earliest_deadline() {
     let t0 = Instant::now();
     let mut server = echo_server(SessionLimits::default(), t0);
-    let wait = |s: &mut EchoServer| loop {
+    let wait = |s: &mut echo::Server| loop {
         match s.poll_output() {
             Output::Wait(t) => return t,
             Output::Done(r) => panic!("{r:?}"),
@@ -328,7 +328,7 @@ fn wait_reports_the_earliest_deadline() {
 // ------------------------------------------------------------- lingering close
 
 /// A server that failed on a frame the client must not send, and what it sent.
-fn failed_server(now: Instant) -> (EchoServer, Vec<u8>) {
+fn failed_server(now: Instant) -> (echo::Server, Vec<u8>) {
     let mut server = echo_server(SessionLimits::default(), now);
     let mut wire = Protocol::Echo.preamble().to_vec();
     wire.extend(Frame::Bye.encode_to_vec());
@@ -449,8 +449,8 @@ fn a_greeting_longer_than_any_client_accepts_fails_the_server_at_start() {
     let config = SessionLimits::default();
     let echo = EchoConfig::default();
     let greeting = vec![b'g'; echo.max_message + 1];
-    let mut server = EchoServer::new(
-        Server::new(greeting, EchoConfig::default()),
+    let mut server = echo::Server::new(
+        ServerRole::new(greeting, EchoConfig::default()),
         config.clone(),
         now,
     );
@@ -472,8 +472,8 @@ fn a_budget_too_small_for_one_session_is_refused() {
         recv_allowance: 1024,
         ..SessionLimits::default()
     };
-    let server = EchoServer::new(
-        Server::new("hi", EchoConfig::default()),
+    let server = echo::Server::new(
+        ServerRole::new("hi", EchoConfig::default()),
         limits,
         Instant::now(),
     );
@@ -483,8 +483,8 @@ fn a_budget_too_small_for_one_session_is_refused() {
     };
     assert_eq!(e.field(), "recv_budget");
     // A budget that covers it leaves the session alone.
-    let fine = EchoServer::new(
-        Server::new("hi", EchoConfig::default()),
+    let fine = echo::Server::new(
+        ServerRole::new("hi", EchoConfig::default()),
         SessionLimits::default(),
         Instant::now(),
     );

@@ -147,7 +147,7 @@ pub enum Next {
 /// use std::time::Instant;
 /// use echoxfer::driver::stream::{Next, StreamCore};
 /// use echoxfer::driver::{Abort, App, DriverError, Ignore};
-/// use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+/// use echoxfer::echo::{Client, ClientEvent, ClientRole, Server, ServerRole};
 /// use echoxfer::{EchoConfig, SessionLimits, StreamMachine};
 ///
 /// /// Runs `core` until it would block reading `inbox`: `Some` once it is done.
@@ -191,12 +191,12 @@ pub enum Next {
 /// }
 ///
 /// let now = Instant::now();
-/// let mut server = EchoServer::new(Server::new("hi", EchoConfig::default()), SessionLimits::default(), now);
-/// let mut client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
+/// let mut server = Server::new(ServerRole::new("hi", EchoConfig::default()), SessionLimits::default(), now);
+/// let mut client = Client::new(ClientRole::new(EchoConfig::default()), SessionLimits::default(), now);
 /// client.send(&b"ping"[..]).unwrap();
 /// client.close().unwrap();
 /// let mut heard = Vec::new();
-/// let mut on_event = |_: &mut EchoClient, _: Instant, e: ClientEvent| {
+/// let mut on_event = |_: &mut Client, _: Instant, e: ClientEvent| {
 ///     heard.push(e);
 ///     Ok(())
 /// };

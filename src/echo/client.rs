@@ -28,9 +28,9 @@ enum State {
     Closed,
 }
 
-/// The echo client role. Use it as [`EchoClient`](super::EchoClient).
+/// The echo client role. Use it as [`Client`](super::Client).
 #[derive(Debug)]
-pub struct Client {
+pub struct ClientRole {
     state: State,
     greeted: bool,
     /// Messages sent and not yet echoed, oldest first (shared, not copied).
@@ -40,18 +40,18 @@ pub struct Client {
     config: EchoConfig,
 }
 
-impl Default for Client {
+impl Default for ClientRole {
     fn default() -> Self {
         Self::new(EchoConfig::default())
     }
 }
 
-impl Client {
+impl ClientRole {
     /// A client role within `config` (validated by
     /// [`Framed::new`](crate::session::Framed::new)); messages may be sent
     /// before the greeting arrives.
     pub fn new(config: EchoConfig) -> Self {
-        Client {
+        ClientRole {
             state: State::AwaitGreeting,
             greeted: false,
             pending: VecDeque::new(),
@@ -97,7 +97,7 @@ fn wire_len(msg: &Bytes) -> usize {
     msg.len() + crate::codec::HEADER_LEN
 }
 
-impl Role for Client {
+impl Role for ClientRole {
     type Event = ClientEvent;
     const PROTOCOL: Protocol = Protocol::Echo;
 
@@ -147,7 +147,7 @@ impl Role for Client {
     }
 }
 
-impl Framed<Client> {
+impl Framed<ClientRole> {
     /// Queues one message. Refused, changing nothing, if it is larger than
     /// `max_message`, if it would take the bytes awaiting replies beyond
     /// `echo_window` or the output is full ([`UsageError::WouldBlock`]:

@@ -7,10 +7,10 @@ mod reply_limit;
 mod server;
 mod udp;
 
-pub use client::{Client, ClientEvent};
+pub use client::{ClientEvent, ClientRole};
 pub use raw::{RawEcho, RawEvent, RawRole};
 pub use reply_limit::{refused_source, ReplyRefusal, REFUSED_SOURCE_PORTS};
-pub use server::{Server, ServerEvent};
+pub use server::{ServerEvent, ServerRole};
 pub use udp::{
     PingEvent, PingStats, UdpEchoServer, UdpEvent, UdpPing, UdpServerStats, MIN_PROBE_SIZE,
 };
@@ -18,9 +18,9 @@ pub use udp::{
 use crate::session::Framed;
 
 /// The framed echo server machine: greets, echoes every message, ends on `Exit`.
-pub type EchoServer = Framed<Server>;
+pub type Server = Framed<ServerRole>;
 /// The framed echo client machine: sends messages, checks every reply.
-pub type EchoClient = Framed<Client>;
+pub type Client = Framed<ClientRole>;
 
 /// The greeting a native echo server sends unless told otherwise: it
 /// names what `echoxfer echo connect` ends a session on (a line `exit`,

@@ -16,19 +16,19 @@ pub enum ServerEvent {
     ClientExited,
 }
 
-/// The echo server role. Use it as [`EchoServer`](super::EchoServer).
+/// The echo server role. Use it as [`Server`](super::Server).
 #[derive(Debug)]
-pub struct Server {
+pub struct ServerRole {
     greeting: Bytes,
     open: bool,
     config: EchoConfig,
 }
 
-impl Server {
+impl ServerRole {
     /// A server role that greets with `greeting`, within `config`
     /// (validated by [`Framed::new`](crate::session::Framed::new)).
     pub fn new(greeting: impl Into<Bytes>, config: EchoConfig) -> Self {
-        Server {
+        ServerRole {
             greeting: greeting.into(),
             open: true,
             config,
@@ -36,7 +36,7 @@ impl Server {
     }
 }
 
-impl Role for Server {
+impl Role for ServerRole {
     type Event = ServerEvent;
     const PROTOCOL: Protocol = Protocol::Echo;
 

@@ -27,20 +27,20 @@ use crate::machine::{Machine, Output, StreamMachine};
 ///
 /// ```
 /// use std::time::Instant;
-/// use echoxfer::echo::{Client, EchoClient};
+/// use echoxfer::echo::{self, ClientRole};
 /// use echoxfer::secure::{normalize_code, Channel, SecureConfig, Side};
 /// use echoxfer::{EchoConfig, SessionLimits};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let now = Instant::now();
-/// let client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
+/// let client = echo::Client::new(ClientRole::new(EchoConfig::default()), SessionLimits::default(), now);
 /// // `None` for a plaintext session; the seed is then unused.
 /// let code = normalize_code("7-crossover-clockwork")?;
 /// let seed = [7u8; 32]; // `secure::os_seed()?` outside tests
 /// let mut channel =
 ///     Channel::new(Side::Client, client, Some(code.as_bytes()), SecureConfig::default(), now, seed);
 /// assert!(channel.is_secure());
-/// channel.send(&b"hello"[..])?; // `EchoClient::send`, through `Deref`
+/// channel.send(&b"hello"[..])?; // `echo::Client::send`, through `Deref`
 /// # Ok(())
 /// # }
 /// ```

@@ -22,13 +22,13 @@ pub const SEED_LEN: usize = 32;
 ///
 /// ```
 /// # use std::time::Instant;
-/// # use echoxfer::echo::{Client, EchoClient};
+/// # use echoxfer::echo::{Client, ClientRole};
 /// # use echoxfer::{EchoConfig, SessionLimits};
 /// use echoxfer::secure::{normalize_code, os_seed, Secure, SecureConfig};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let now = Instant::now();
-/// # let client = EchoClient::new(Client::new(EchoConfig::default()), SessionLimits::default(), now);
+/// # let client = Client::new(ClientRole::new(EchoConfig::default()), SessionLimits::default(), now);
 /// let code = normalize_code(" 7-Crossover-Clockwork ")?;
 /// let secure = Secure::client(client, code.as_bytes(), SecureConfig::default(), now, os_seed()?);
 /// # let _ = secure;

@@ -106,7 +106,9 @@ impl<E> Link<E> {
 }
 
 /// A framed connection driven by a [`Role`]: this is the machine that
-/// drivers and tests hold (`EchoServer`, `EchoClient`, `Sender`, `Receiver`).
+/// drivers and tests hold ([`echo::Server`](crate::echo::Server),
+/// [`echo::Client`](crate::echo::Client), [`xfer::Sender`](crate::xfer::Sender),
+/// [`xfer::Receiver`](crate::xfer::Receiver)).
 ///
 /// What bounds a session, for every role and every driver:
 /// * memory: each frame's header is checked against its type's limit

@@ -13,7 +13,7 @@ use super::{drain, jump, small_echo, small_limits, start, Input};
 use crate::codec::{Frame, FrameDecoder, FrameLimits, Protocol};
 use crate::config::SessionLimits;
 use crate::driver::{App, DriverError};
-use crate::echo::{Client, ClientEvent, EchoClient, EchoServer, Server, ServerEvent};
+use crate::echo::{Client, ClientEvent, ClientRole, Server, ServerEvent, ServerRole};
 use crate::error::{Error, ErrorCode, ProtocolError, UsageError};
 use crate::testing::{Cutter, Pair};
 use crate::{Machine, StreamMachine};
@@ -192,7 +192,7 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
     let cuts = input.take(ncuts).to_vec();
     let steps = script(mode, &mut input, Protocol::Echo);
     let mut now = start();
-    let mut server = EchoServer::new(Server::new(GREETING, small_echo()), config.clone(), now);
+    let mut server = Server::new(ServerRole::new(GREETING, small_echo()), config.clone(), now);
     let mut reference = Reference {
         decoder: FrameDecoder::with_limits(
             Protocol::Echo,
@@ -218,7 +218,7 @@ fn server_hostile(mode: u8, mut input: Input<'_>) {
     let mut events = Vec::new();
     let mut done = None;
     let mut cut = cuts.iter().cycle();
-    let mut check = |server: &mut EchoServer, reference: &mut Reference, now: Instant| {
+    let mut check = |server: &mut Server, reference: &mut Reference, now: Instant| {
         let d = drain(server);
         if !d.transmits.is_empty() && reference.end.is_none() {
             // Sending counts as activity.
@@ -338,7 +338,7 @@ fn expected_frames(reference: &Reference, sent: &[Frame]) -> Vec<Frame> {
 fn client_hostile(mode: u8, mut input: Input<'_>) {
     let config = small_limits();
     let mut now = start();
-    let mut client = EchoClient::new(Client::new(small_echo()), config.clone(), now);
+    let mut client = Client::new(ClientRole::new(small_echo()), config.clone(), now);
     let mut sent: Vec<Bytes> = Vec::new();
     for _ in 0..input.byte() % 8 {
         let n = usize::from(input.byte());
@@ -367,7 +367,7 @@ fn client_hostile(mode: u8, mut input: Input<'_>) {
     let mut greeted = 0;
     let mut closed = false;
     let mut done = None;
-    let mut check = |client: &mut EchoClient| {
+    let mut check = |client: &mut Client| {
         let d = drain(client);
         for t in &d.transmits {
             out.extend_from_slice(t);
@@ -475,7 +475,7 @@ impl ClientApp {
         }
     }
 
-    pub(crate) fn pump(&mut self, m: &mut EchoClient) {
+    pub(crate) fn pump(&mut self, m: &mut Client) {
         while let Some(msg) = self.queue.front() {
             match m.send(msg.clone()) {
                 Ok(()) => self.sent.push(msg.clone()),
@@ -495,8 +495,8 @@ impl ClientApp {
     }
 }
 
-impl App<EchoClient> for ClientApp {
-    fn on_event(&mut self, m: &mut EchoClient, _: Instant, e: ClientEvent) -> io::Result<()> {
+impl App<Client> for ClientApp {
+    fn on_event(&mut self, m: &mut Client, _: Instant, e: ClientEvent) -> io::Result<()> {
         assert!(!self.closed, "event after Closed: {e:?}");
         match e {
             ClientEvent::Greeted(g) => {
@@ -540,12 +540,12 @@ fn pair(mut input: Input<'_>) {
     }
     let now = start();
     let mut client_app = ClientApp::new(queue);
-    let mut client = EchoClient::new(Client::new(echo.clone()), config.clone(), now);
+    let mut client = Client::new(ClientRole::new(echo.clone()), config.clone(), now);
     client_app.pump(&mut client);
-    let server = EchoServer::new(Server::new(GREETING, echo), config, now);
+    let server = Server::new(ServerRole::new(GREETING, echo), config, now);
     let mut echoed = Vec::new();
     let mut exited = false;
-    let mut server_app = |_: &mut EchoServer, _: Instant, e: ServerEvent| {
+    let mut server_app = |_: &mut Server, _: Instant, e: ServerEvent| {
         assert!(!exited, "server event after ClientExited");
         match e {
             ServerEvent::Echoed(n) => echoed.push(n),

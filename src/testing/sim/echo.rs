@@ -14,7 +14,7 @@ pub fn echo_session(seed: u64) -> Result<SimReport, String> {
 }
 
 fn echo_inner(seed: u64) -> Result<SimReport, String> {
-    use crate::echo::{Client, EchoClient, EchoServer, Server};
+    use crate::echo::{Client, ClientRole, Server, ServerRole};
     use crate::testing::fuzz::echo::{ClientApp, GREETING};
     use bytes::Bytes;
 
@@ -40,11 +40,11 @@ fn echo_inner(seed: u64) -> Result<SimReport, String> {
         queue.push_back(Bytes::from(msg));
     }
     let bytes = queue.iter().map(|m| m.len() as u64).sum();
-    let mut client = EchoClient::new(Client::new(echo.clone()), config.clone(), start);
+    let mut client = Client::new(ClientRole::new(echo.clone()), config.clone(), start);
     let mut app = ClientApp::new(queue);
     app.check_greeting = imp.corrupt_chance == 0.0;
     app.pump(&mut client);
-    let mut server = EchoServer::new(Server::new(GREETING, echo), config.clone(), start);
+    let mut server = Server::new(ServerRole::new(GREETING, echo), config.clone(), start);
     let mut ignore = crate::driver::Ignore;
     let (outcome, link) = sim
         .connect(
@@ -169,7 +169,7 @@ fn trickled_echo(
     links: Links<'_>,
     (client_config, server_config): (SessionLimits, SessionLimits),
 ) -> Result<(PairOutcome, LinkReport), Stuck> {
-    use crate::echo::{Client, EchoClient, EchoServer, Server};
+    use crate::echo::{Client, ClientRole, Server, ServerRole};
     use crate::testing::fuzz::echo::{ClientApp, GREETING};
 
     let queue = (0..sim.rng.random_range(2..6))
@@ -179,10 +179,10 @@ fn trickled_echo(
         })
         .collect();
     let now = sim.now;
-    let mut client = EchoClient::new(Client::new(small_echo()), client_config, now);
+    let mut client = Client::new(ClientRole::new(small_echo()), client_config, now);
     let mut app = ClientApp::new(queue);
     app.pump(&mut client);
-    let mut server = EchoServer::new(Server::new(GREETING, small_echo()), server_config, now);
+    let mut server = Server::new(ServerRole::new(GREETING, small_echo()), server_config, now);
     let mut ignore = crate::driver::Ignore;
     sim.connect_links(
         (&mut client, &mut app),

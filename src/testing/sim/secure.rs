@@ -233,20 +233,20 @@ fn wrong_code_echo(
     links: Links<'_>,
     config: &SecureConfig,
 ) -> Result<WrongCodeRun, String> {
-    use crate::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+    use crate::echo::{Client, ClientEvent, ClientRole, Server, ServerRole};
     use crate::testing::fuzz::echo::GREETING;
 
     let now = sim.now;
-    let mut client = EchoClient::new(Client::new(small_echo()), small_limits(), now);
+    let mut client = Client::new(ClientRole::new(small_echo()), small_limits(), now);
     client
         .send(bytes::Bytes::from_static(b"for your eyes only"))
         .map_err(|e| e.to_string())?;
     client.close().map_err(|e| e.to_string())?;
-    let server = EchoServer::new(Server::new(GREETING, small_echo()), small_limits(), now);
+    let server = Server::new(ServerRole::new(GREETING, small_echo()), small_limits(), now);
     let mut a = Secure::client(client, client_code, config.clone(), now, sim.rng.random());
     let mut b = Secure::server(server, server_code, config.clone(), now, sim.rng.random());
     let mut events = Vec::new();
-    let mut app = |_: &mut Secure<EchoClient>, _: Instant, e: ClientEvent| {
+    let mut app = |_: &mut Secure<Client>, _: Instant, e: ClientEvent| {
         events.push(e);
         Ok(())
     };

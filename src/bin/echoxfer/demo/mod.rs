@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use echoxfer::driver::{blocking, Ignore};
-use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, Server};
+use echoxfer::echo::{self, ClientEvent, ClientRole, ServerRole};
 use echoxfer::files::{FileReport, Outcome, ReceiverApp, SenderApp, Store};
 use echoxfer::xfer::{Receiver, ReceiverRole, Sender};
 use echoxfer::{EchoConfig, SessionLimits, TransferConfig};
@@ -63,8 +63,8 @@ fn echo_demo(messages: usize, auth: &Auth) -> CmdResult {
         let auth = auth.clone();
         thread::spawn(move || {
             blocking::serve(listener, 4, Duration::from_secs(1), &shutdown, move |now| {
-                let server = EchoServer::new(
-                    Server::new("echoxfer demo", EchoConfig::default()),
+                let server = echo::Server::new(
+                    ServerRole::new("echoxfer demo", EchoConfig::default()),
                     SessionLimits::default(),
                     now,
                 );
@@ -74,20 +74,20 @@ fn echo_demo(messages: usize, auth: &Auth) -> CmdResult {
     };
     let mut stream = net::connect(&addr.into(), SERVER_THREAD)?;
     let now = Instant::now();
-    let client = EchoClient::new(
-        Client::new(EchoConfig::default()),
+    let client = echo::Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         now,
     );
     let mut client = auth.client_channel(client, now);
-    let inner: &mut EchoClient = client.borrow_mut();
+    let inner: &mut echo::Client = client.borrow_mut();
     inner.send(message(0))?;
     let mut next = 1;
     let mut replies = 0;
     let started = Instant::now();
     let mut app =
-        |c: &mut Channel<EchoClient>, _: Instant, e: ClientEvent| -> std::io::Result<()> {
-            let c: &mut EchoClient = c.borrow_mut();
+        |c: &mut Channel<echo::Client>, _: Instant, e: ClientEvent| -> std::io::Result<()> {
+            let c: &mut echo::Client = c.borrow_mut();
             if let ClientEvent::Reply(r) = e {
                 if r != message(replies) {
                     return Err(std::io::Error::other(format!("reply {replies} differs")));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use echoxfer::driver::{App, Ignore, Limits, Work};
-use echoxfer::echo::{Client, ClientEvent, EchoClient, EchoServer, RawEcho, Server};
+use echoxfer::echo::{self, ClientEvent, ClientRole, RawEcho, ServerRole};
 use echoxfer::{EchoConfig, SessionLimits, StreamMachine, UnframedConfig};
 
 use crate::addr::HostPort;
@@ -50,8 +50,8 @@ pub fn serve(a: EchoServeArgs) -> CmdResult {
             let auth = auth::for_server(&a.auth, &a.addr, peer, lifetime)?;
             let limits = auth.server_limits(limits);
             serve_machines(&a.addr, a.runtime, limits, move |now| {
-                let role = Server::new(greeting.clone(), EchoConfig::default());
-                let server = EchoServer::new(role, SessionLimits::default(), now)
+                let role = ServerRole::new(greeting.clone(), EchoConfig::default());
+                let server = echo::Server::new(role, SessionLimits::default(), now)
                     .with_recv_budget(budget.clone());
                 auth.server_channel(server, now)
             })
@@ -90,8 +90,8 @@ pub fn connect(a: EchoConnectArgs) -> CmdResult {
     }
     let auth = auth::for_client(&a.auth, "echo connect", true)?;
     let now = Instant::now();
-    let client = EchoClient::new(
-        Client::new(EchoConfig::default()),
+    let client = echo::Client::new(
+        ClientRole::new(EchoConfig::default()),
         SessionLimits::default(),
         now,
     );
@@ -182,8 +182,8 @@ fn wait_for_line(lines: &mut BufReader<File>, socket: &TcpStream) -> io::Result<
 
 impl LineClient {
     /// Sends `line`, or ends the session at `exit` or the end of stdin.
-    fn send(client: &mut Channel<EchoClient>, line: Option<String>) -> io::Result<()> {
-        let client: &mut EchoClient = client.borrow_mut();
+    fn send(client: &mut Channel<echo::Client>, line: Option<String>) -> io::Result<()> {
+        let client: &mut echo::Client = client.borrow_mut();
         let result = match line {
             Some(line) if line != "exit" => client.send(line.into_bytes()),
             _ => client.close(),
@@ -192,10 +192,10 @@ impl LineClient {
     }
 }
 
-impl App<Channel<EchoClient>> for LineClient {
+impl App<Channel<echo::Client>> for LineClient {
     fn on_event(
         &mut self,
-        _: &mut Channel<EchoClient>,
+        _: &mut Channel<echo::Client>,
         _: Instant,
         event: ClientEvent,
     ) -> io::Result<()> {
@@ -216,7 +216,7 @@ impl App<Channel<EchoClient>> for LineClient {
         Ok(())
     }
 
-    fn poll_work(&mut self) -> Option<Work<Self, Channel<EchoClient>>> {
+    fn poll_work(&mut self) -> Option<Work<Self, Channel<echo::Client>>> {
         if !self.want_line {
             return None;
         }
@@ -227,7 +227,7 @@ impl App<Channel<EchoClient>> for LineClient {
         let socket = self.socket.clone();
         Some(Work::new(move || {
             let waited = wait_for_line(&mut lines, &socket);
-            move |app: &mut LineClient, client: &mut Channel<EchoClient>, _: Instant| {
+            move |app: &mut LineClient, client: &mut Channel<echo::Client>, _: Instant| {
                 app.lines = Some(lines);
                 match waited? {
                     Waited::Socket => {
