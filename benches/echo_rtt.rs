@@ -4,25 +4,28 @@
 //! speaks the framed protocol: preamble, greeting, then a `Message` frame
 //! out and its echo back per round trip), interleaved in one run; and once
 //! more with echoxfer's own client machine against the blocking server,
-//! which shows what the client machine costs. Not criterion: a run is
+//! which shows what the client machine costs; and a minimal tokio
+//! read/write loop (a task per connection, the std client), which shows
+//! how much of the tokio server's cost is tokio's own. Not criterion: a run is
 //! `CONNS` connections at once, each sending a 64-byte message and waiting
 //! for it back `TRIPS` times, timed from a barrier that starts them all
 //! until the last finishes; the servers are started once and kept.
 //!
-//! Each round runs the three once, in rotating order (`sync` before each
+//! Each round runs the five once, in rotating order (`sync` before each
 //! run, as the other benches do). The ratio of a server to the std one is
 //! its round trips per second over the std server's (the std server's time
 //! over its time) in the same round; the report gives the median of the
 //! per-round ratios with min and max, the median over undisturbed rounds
-//! and the per-round list, for blocking / std, tokio / std and tokio /
-//! blocking. See `benches/common/rounds.rs` for the order and the
+//! and the per-round list, for each against std, and for tokio / blocking,
+//! echoxfer tokio / the tokio loop and the client machine's pair. See `benches/common/rounds.rs` for the order and the
 //! "disturbed" rule. Each client waits for every reply before it sends
 //! the next (and echoxfer's closes only with none in flight); a failed
 //! session panics. Asserts nothing about speed.
 //!
 //! `cargo bench --bench echo_rtt` (env: `CONNS`, default 50; `TRIPS` per
 //! connection, default 2000; `ROUNDS`, default 5; `WARMUP` rounds,
-//! default 1).
+//! default 1; `ONLY=<index>` runs one contender alone `ROUNDS` times, for
+//! a profiler).
 //!
 //! `cargo test` does not build it; `cargo test --benches` (or
 //! `--all-targets`) builds it and it returns at once: it runs only when
@@ -147,6 +150,36 @@ fn tokio_server() -> SocketAddr {
     addr
 }
 
+/// tokio's own floor: read what comes, write it back, a task per
+/// connection on the same multi-threaded runtime the echoxfer tokio server
+/// runs on. What echoxfer's tokio server costs beyond tokio shows against
+/// this one.
+fn tokio_minimal_server() -> SocketAddr {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                s.set_nodelay(true).unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        if s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        })
+    });
+    addr
+}
+
 /// One message in flight at a time, the next sent on each reply.
 struct Lockstep {
     left: u64,
@@ -217,6 +250,7 @@ fn main() {
         plan.rounds, plan.warmup
     );
     let (base, block, tokio) = (baseline_server(), blocking_server(), tokio_server());
+    let tokio_floor = tokio_minimal_server();
     let mut contenders = vec![
         contender("std::net thread-per-connection", || {
             Sample::time(measure(conns, trips, baseline_client, base))
@@ -231,7 +265,13 @@ fn main() {
         contender("echoxfer client + blocking", || {
             Sample::time(measure(conns, trips, machine_client, block))
         }),
+        contender("tokio read/write loop", || {
+            Sample::time(measure(conns, trips, baseline_client, tokio_floor))
+        }),
     ];
+    if rounds::only(&plan, &mut contenders) {
+        return;
+    }
     let runs = rounds::run(&plan, &mut contenders);
-    rounds::report(&plan, &runs, &[(2, 1), (3, 1)]);
+    rounds::report(&plan, &runs, &[(2, 1), (2, 4), (3, 1)]);
 }

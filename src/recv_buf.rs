@@ -10,19 +10,33 @@
 //! end of `data` without copying (`BytesMut::unsplit` of neighbours). Only
 //! when `spare` is too short does a new block get allocated (and zeroed,
 //! once: safe Rust cannot read into uninitialised memory); what `data`
-//! then holds, the start of one frame, moves to its front. Old blocks live
-//! on only as long as the payloads split off them.
+//! then holds, the start of one frame, moves to its front.
+//!
+//! A block is taken back once every payload split off it is dropped. While
+//! payloads of the last block are still held (by an application's work, as
+//! a driver reads ahead while the disk writes them, or by events not yet
+//! handed out), one of the blocks before it, kept on standby, is taken back
+//! instead: a few blocks take turns, memory already faulted in, rather than
+//! a fresh allocation (mapped, zeroed, faulted in and unmapped again) per
+//! block. A buffer keeps at most [`STANDBY`] blocks besides its own.
 
 use bytes::BytesMut;
 
 /// The least a new block for reads holds (see [`RecvBuf::writable`]).
 const READ_BLOCK: usize = 64 * 1024;
 
+/// How many earlier blocks a buffer keeps to take back: one for the work
+/// running, one for the events decoded meanwhile, one spare.
+const STANDBY: usize = 3;
+
 /// Held input plus the initialised room after it.
 #[derive(Debug, Default)]
 pub(crate) struct RecvBuf {
     data: BytesMut,
     spare: BytesMut,
+    /// Earlier blocks, empty, kept to be taken back once the payloads
+    /// split off them are dropped (oldest first).
+    standby: Vec<BytesMut>,
     /// Length of the slice last handed out by [`writable`](Self::writable).
     offered: usize,
 }
@@ -74,13 +88,33 @@ impl RecvBuf {
         block.unsplit(std::mem::take(&mut self.spare));
         block.truncate(held);
         // Once every payload split off this block has been dropped (the
-        // application wrote them), `reserve` takes the block back: memory
-        // already faulted in, not a fresh allocation per frame. Otherwise
-        // it allocates, and the one copy left is the start of a frame.
-        block.reserve(additional);
+        // application wrote them), the block is taken back in place.
+        if !block.try_reclaim(additional) {
+            block = self.next_block(block, held + additional);
+        }
         block.resize(held + additional, 0);
         self.spare = block.split_off(held);
         self.data = block;
+    }
+
+    /// A block for `len` bytes that starts with what `current` holds (the
+    /// start of one frame, the one copy left), when `current` is still in
+    /// use: a standby block whose payloads are gone, else a new one.
+    /// `current` goes on standby (the oldest one is let go past
+    /// [`STANDBY`]).
+    fn next_block(&mut self, mut current: BytesMut, len: usize) -> BytesMut {
+        let free = self.standby.iter_mut().position(|b| b.try_reclaim(len));
+        let mut next = match free {
+            Some(i) => self.standby.remove(i),
+            None => BytesMut::with_capacity(len),
+        };
+        next.extend_from_slice(&current);
+        current.clear();
+        if self.standby.len() == STANDBY {
+            self.standby.remove(0);
+        }
+        self.standby.push(current);
+        next
     }
 
     /// The held input, for decoding and splitting payloads off.
@@ -156,6 +190,54 @@ mod tests {
         drop(b.data().split_to(100).freeze());
         b.reserve(100);
         assert_eq!(b.writable(100).as_ptr(), second, "taken back once unused");
+    }
+
+    #[test]
+    fn two_blocks_alternate_while_the_payloads_of_the_last_one_are_still_held() {
+        let mut b = RecvBuf::default();
+        let fill = |b: &mut RecvBuf| {
+            b.reserve(1000);
+            b.writable(1000).fill(1);
+            b.commit(1000).unwrap();
+            let at = b.held().as_ptr();
+            (at, b.data().split_to(1000).freeze())
+        };
+        let (first, one) = fill(&mut b);
+        let (second, two) = fill(&mut b);
+        assert_ne!(second, first, "the first block's payload is still held");
+        drop(one);
+        // The work wrote the first block's payload and holds the second's.
+        let (third, three) = fill(&mut b);
+        assert_eq!(third, first, "the first block, on standby, is taken back");
+        drop(two);
+        let (fourth, _four) = fill(&mut b);
+        assert_eq!(fourth, second, "and then the second");
+        drop(three);
+    }
+
+    #[test]
+    fn a_standby_block_still_in_use_is_not_taken_and_the_held_bytes_move_to_the_new_one() {
+        let mut b = RecvBuf::default();
+        b.reserve(1000);
+        b.writable(1000).fill(1);
+        b.commit(1000).unwrap();
+        let first = b.held().as_ptr();
+        let one = b.data().split_to(999).freeze();
+        // One byte is held (the start of a frame); the payload pins the block.
+        b.reserve(5000);
+        let second = b.held().as_ptr();
+        assert_ne!(second, first);
+        assert_eq!(b.held(), [1]);
+        let two = b.data().split_to(1).freeze();
+        b.writable(5000).fill(2);
+        b.commit(5000).unwrap();
+        let _rest = b.data().split_to(5000).freeze();
+        b.reserve(5000);
+        let third = b.held().as_ptr();
+        assert_ne!(third, first, "the standby's payload is still held");
+        assert_ne!(third, second, "and so is the current one's");
+        assert_eq!(b.writable(5000).len(), 5000);
+        drop((one, two));
     }
 
     #[test]

@@ -210,6 +210,30 @@ pub struct Runs {
     pub sides: Vec<Vec<Option<(Cost, Cost)>>>,
 }
 
+/// For a profiler: with `ONLY=<index>` set, runs that contender alone,
+/// `plan.rounds` times, printing each time, and returns true (the bench
+/// then returns, with no report). `perf record` or `perf stat` around such
+/// a run sees one contender's costs and nothing else's.
+pub fn only(plan: &Plan, contenders: &mut [Contender]) -> bool {
+    let Some(i) = std::env::var("ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return false;
+    };
+    let c = &mut contenders[i];
+    for round in 0..plan.rounds {
+        let s = (c.run)();
+        println!(
+            "only {i}, round {round}: {} {:.3} s  {}",
+            c.name,
+            s.time.as_secs_f64(),
+            (plan.rate)(s.time)
+        );
+    }
+    true
+}
+
 /// Runs the warm-up and the timed rounds, printing a line per run.
 /// Contender 0 is the baseline.
 pub fn run(plan: &Plan, contenders: &mut [Contender]) -> Runs {

@@ -66,8 +66,10 @@ where
     let aborted = abort.wait();
     tokio::pin!(aborted);
     let mut abort_seen = false;
+    // The clock is read once per wait, as it ends: the core's steps
+    // between two waits share one reading.
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
         let watch_abort = !abort_seen && core.awaits_abort();
         match core.next(now) {
             Next::Write { until } => {
@@ -76,22 +78,27 @@ where
                     let parts = core.transmit();
                     tokio::select! {
                         biased;
-                        written = io.write_vectored(&parts) => Some(written),
+                        written = write_parts(io, &parts) => Some(written),
                         // Without a write limit, a timer left from a read
                         // must not end a write.
                         () = timer.fired(), if until.is_some() && timer.is_armed() => None,
                     }
                 };
+                now = Instant::now();
                 match written {
-                    Some(Ok(n)) => core.wrote(Instant::now(), n),
-                    Some(Err(e)) => core.write_failed(Instant::now(), e),
-                    None => core.timed_out(Instant::now()),
+                    Some(Ok(n)) => core.wrote(now, n),
+                    Some(Err(e)) => core.write_failed(now, e),
+                    None => core.timed_out(now),
                 }
             }
-            Next::Flush => match io.flush().await {
-                Ok(()) => core.flushed(Instant::now()),
-                Err(e) => core.write_failed(Instant::now(), e),
-            },
+            Next::Flush => {
+                let flushed = io.flush().await;
+                now = Instant::now();
+                match flushed {
+                    Ok(()) => core.flushed(now),
+                    Err(e) => core.write_failed(now, e),
+                }
+            }
             Next::Read { max, until } => {
                 timer.arm(until);
                 // Straight into the machine's own buffer.
@@ -104,17 +111,19 @@ where
                     // after the core last looked, it must still end this wait.)
                     () = &mut aborted, if watch_abort => Woke::Abort,
                 };
+                now = Instant::now();
                 match woke {
-                    Woke::Read(Ok(n)) => core.filled(Instant::now(), n),
-                    Woke::Read(Err(e)) => core.read_failed(Instant::now(), e),
-                    Woke::Deadline => core.timed_out(Instant::now()),
+                    Woke::Read(Ok(n)) => core.filled(now, n),
+                    Woke::Read(Err(e)) => core.read_failed(now, e),
+                    Woke::Deadline => core.timed_out(now),
                     Woke::Abort => abort_seen = true,
                 }
             }
             Next::Sleep(until) => {
                 timer.arm(Some(until));
                 timer.fired().await;
-                core.timed_out(Instant::now());
+                now = Instant::now();
+                core.timed_out(now);
             }
             Next::Work => {
                 if let Some(work) = core.take_work() {
@@ -139,6 +148,7 @@ where
                     read = io.read(buf), if ahead.is_some() => Awaited::Read(read),
                     () = &mut aborted, if watch_abort => Awaited::Abort,
                 };
+                now = Instant::now();
                 match awaited {
                     Awaited::Worked(done) => {
                         running = None;
@@ -147,19 +157,20 @@ where
                                 "the application's work failed: {e}"
                             )))
                         });
-                        core.worked(Instant::now(), finish);
+                        core.worked(now, finish);
                     }
-                    Awaited::Read(Ok(n)) => core.filled(Instant::now(), n),
-                    Awaited::Read(Err(e)) => core.read_failed(Instant::now(), e),
+                    Awaited::Read(Ok(n)) => core.filled(now, n),
+                    Awaited::Read(Err(e)) => core.read_failed(now, e),
                     Awaited::Abort => {
                         abort_seen = true;
-                        core.woken(Instant::now());
+                        core.woken(now);
                     }
                 }
             }
             Next::Close => {
                 let _ = io.shutdown().await;
-                core.closed(Instant::now());
+                now = Instant::now();
+                core.closed(now);
             }
             Next::Done(result) => return result,
         }
@@ -180,6 +191,18 @@ where
     match work.into_job() {
         Job::Blocking(job) => task::spawn_blocking(job),
         Job::Async(job) => task::spawn(job),
+    }
+}
+
+/// One write of `parts`: a plain write when there is one part (on a
+/// socket, `send` costs less than a `writev` of one buffer).
+async fn write_parts<T>(io: &mut T, parts: &[std::io::IoSlice<'_>]) -> io::Result<usize>
+where
+    T: AsyncWrite + Unpin,
+{
+    match parts {
+        [one] => io.write(one).await,
+        parts => io.write_vectored(parts).await,
     }
 }
 

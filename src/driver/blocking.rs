@@ -91,6 +91,16 @@ impl<R: Read, W: Write> Transport for Duplex<R, W> {
     }
 }
 
+/// One write of `parts`: a plain write when there is one part. (On a
+/// socket a vectored write of one buffer costs more than a plain one:
+/// `writev` goes through the file layer, `send` straight to the socket.)
+fn write_parts<W: Write + ?Sized>(writer: &mut W, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+    match parts {
+        [one] => writer.write(one),
+        parts => writer.write_vectored(parts),
+    }
+}
+
 /// Runs one session of `machine` over `transport` to its end, handing every
 /// event to `app`. Returns the machine's final result.
 pub fn run_stream<M, T, A>(
@@ -124,40 +134,55 @@ where
         .set_write_timeout(core.write_timeout().map(write_step))
         .map_err(DriverError::io("setting the write timeout"))?;
     let mut armed = ReadTimeout::default();
+    // The clock is read once per wait, as it ends: the core's steps
+    // between two waits share one reading.
+    let mut now = Instant::now();
     loop {
-        let now = Instant::now();
         match core.next(now) {
-            Next::Write { .. } => match transport.write_vectored(&core.transmit()) {
-                Ok(n) => core.wrote(Instant::now(), n),
-                Err(e) => core.write_failed(Instant::now(), e),
-            },
-            Next::Flush => match transport.flush() {
-                Ok(()) => core.flushed(Instant::now()),
-                Err(e) => core.write_failed(Instant::now(), e),
-            },
+            Next::Write { .. } => {
+                let written = write_parts(transport, &core.transmit());
+                now = Instant::now();
+                match written {
+                    Ok(n) => core.wrote(now, n),
+                    Err(e) => core.write_failed(now, e),
+                }
+            }
+            Next::Flush => {
+                let flushed = transport.flush();
+                now = Instant::now();
+                match flushed {
+                    Ok(()) => core.flushed(now),
+                    Err(e) => core.write_failed(now, e),
+                }
+            }
             Next::Read { max, until } => {
                 armed.arm(transport, until.map(|t| t.saturating_duration_since(now)))?;
                 // Straight into the machine's own buffer.
-                match transport.read(core.read_buffer(max)) {
-                    Ok(n) => core.filled(Instant::now(), n),
-                    Err(e) => core.read_failed(Instant::now(), e),
+                let read = transport.read(core.read_buffer(max));
+                now = Instant::now();
+                match read {
+                    Ok(n) => core.filled(now, n),
+                    Err(e) => core.read_failed(now, e),
                 }
             }
             Next::Sleep(until) => {
                 thread::sleep(until.saturating_duration_since(now));
-                core.timed_out(Instant::now());
+                now = Instant::now();
+                core.timed_out(now);
             }
             // In place: this thread is the session's own.
             Next::Work => {
                 if let Some(work) = core.take_work() {
                     let finish = work.run();
-                    core.worked(Instant::now(), finish);
+                    now = Instant::now();
+                    core.worked(now, finish);
                 }
             }
             Next::AwaitWork => unreachable!("work runs in place, so it is never awaited"),
             Next::Close => {
                 let _ = transport.shutdown_write();
-                core.closed(Instant::now());
+                now = Instant::now();
+                core.closed(now);
             }
             Next::Done(result) => return result,
         }
