@@ -36,15 +36,75 @@ pub struct SenderApp {
     progress: Arc<Progress>,
 }
 
+/// How far a read of a file without holes reaches past the chunk asked
+/// for: the machine asks a chunk at a time (256 KiB by default), and the
+/// next asks of the same file are answered from what was read ahead,
+/// without a read and, on a driver that reads on another thread, without
+/// a hand-off to it and back. One `pread` and one hand-off per MiB, not
+/// per chunk.
+const READ_AHEAD: usize = 1024 * 1024;
+
 /// The entries, and the one file open now.
 #[derive(Debug)]
 struct Reader {
     entries: Arc<[WalkEntry]>,
     /// The file open now, and whether it may have holes (asked once).
     open: Option<(usize, Source, bool)>,
+    /// What was read past the last chunk asked for.
+    ahead: Option<Ahead>,
+}
+
+/// Bytes of `file` from `offset` on, read ahead of the machine's asks.
+#[derive(Debug)]
+struct Ahead {
+    file: usize,
+    offset: u64,
+    data: Bytes,
 }
 
 impl Reader {
+    /// The `len` bytes of `file` at `offset`, if they were all read ahead.
+    /// An ask that does not continue what was read ahead lets it go.
+    fn take_ahead(&mut self, file: usize, offset: u64, len: usize) -> Option<Bytes> {
+        let ahead = self.ahead.take()?;
+        if ahead.file != file || ahead.offset != offset || ahead.data.len() < len {
+            return None;
+        }
+        let Ahead { mut data, .. } = ahead;
+        let chunk = data.split_to(len);
+        if !data.is_empty() {
+            self.ahead = Some(Ahead {
+                file,
+                offset: offset + len as u64,
+                data,
+            });
+        }
+        Some(chunk)
+    }
+
+    /// Reads the chunk at `offset` of `file` (see [`read_chunk`]), and for
+    /// a file without holes up to [`READ_AHEAD`] bytes more of it, kept for
+    /// the next asks.
+    fn read_and_ahead(&mut self, file: usize, offset: u64, len: usize) -> io::Result<Chunk> {
+        self.ahead = None;
+        let (source, sparse) = self.source(file)?;
+        if sparse {
+            return read_chunk(source, sparse, offset, len);
+        }
+        let listed_rest = source.spec().size.saturating_sub(offset);
+        let want = usize::try_from(listed_rest).map_or(READ_AHEAD, |rest| rest.min(READ_AHEAD));
+        let mut data = source.read_at(offset, len.max(want))?;
+        if data.len() > len {
+            let rest = data.split_off(len);
+            self.ahead = Some(Ahead {
+                file,
+                offset: offset + len as u64,
+                data: rest,
+            });
+        }
+        Ok(Chunk::Data(data))
+    }
+
     /// The source of entry `file`, opened if it is not the one open.
     fn source(&mut self, file: usize) -> io::Result<(&Source, bool)> {
         if self.open.as_ref().map(|(f, ..)| *f) != Some(file) {
@@ -119,9 +179,7 @@ impl Read {
             } => Got::Chunk {
                 file,
                 request,
-                chunk: reader
-                    .source(file)
-                    .and_then(|(s, sparse)| read_chunk(s, sparse, offset, len)),
+                chunk: reader.read_and_ahead(file, offset, len),
             },
         }
     }
@@ -172,6 +230,7 @@ impl SenderApp {
             reader: Some(Reader {
                 entries: entries.into(),
                 open: None,
+                ahead: None,
             }),
             asked: None,
             report,
@@ -328,7 +387,7 @@ impl<M> App<M> for SenderApp
 where
     M: Machine<Event = SenderEvent> + BorrowMut<Sender> + 'static,
 {
-    fn on_event(&mut self, _: &mut M, _: Instant, event: SenderEvent) -> io::Result<()> {
+    fn on_event(&mut self, m: &mut M, _: Instant, event: SenderEvent) -> io::Result<()> {
         match event {
             SenderEvent::HashPrefix { file, len, request } => {
                 self.asked = Some(Read::Prefix { file, len, request });
@@ -339,6 +398,17 @@ where
                 len,
                 request,
             } => {
+                let ahead = self.reader.as_mut();
+                if let Some(data) = ahead.and_then(|r| r.take_ahead(file, offset, len)) {
+                    // Read already: answered now, with no work.
+                    let chunk = Ok(Chunk::Data(data));
+                    let got = Got::Chunk {
+                        file,
+                        request,
+                        chunk,
+                    };
+                    return self.answer(m.borrow_mut(), got);
+                }
                 self.asked = Some(Read::Chunk {
                     file,
                     offset,
@@ -388,5 +458,71 @@ where
                 app.answer(m.borrow_mut(), got)
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::walk::walk;
+
+    const KIB: usize = 1024;
+
+    /// A reader over one file of `len` patterned bytes, and the bytes.
+    fn reader_over(dir: &Path, len: usize) -> (Reader, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.join("f"), &bytes).unwrap();
+        let listed = walk(&[dir.join("f")], &TransferConfig::default().path_limits()).unwrap();
+        let reader = Reader {
+            entries: listed.entries.into(),
+            open: None,
+            ahead: None,
+        };
+        (reader, bytes)
+    }
+
+    #[test]
+    fn the_chunks_after_a_read_come_from_what_it_read_ahead_and_match_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut reader, bytes) = reader_over(tmp.path(), 3 * READ_AHEAD + 100);
+        let chunk = 256 * KIB;
+        let Ok(Chunk::Data(first)) = reader.read_and_ahead(0, 0, chunk) else {
+            panic!("a file without holes reads as data");
+        };
+        assert_eq!(&first[..], &bytes[..chunk]);
+        // A MiB was read: the next three chunks are there, the fourth is not.
+        for k in 1..4 {
+            let at = k * chunk;
+            let got = reader.take_ahead(0, at as u64, chunk).expect("read ahead");
+            assert_eq!(&got[..], &bytes[at..at + chunk], "chunk {k}");
+        }
+        assert!(reader.take_ahead(0, READ_AHEAD as u64, chunk).is_none());
+        // Near the end, no read reaches past the listed size.
+        let tail = 3 * READ_AHEAD - chunk;
+        let Ok(Chunk::Data(got)) = reader.read_and_ahead(0, tail as u64, chunk) else {
+            panic!("data");
+        };
+        assert_eq!(&got[..], &bytes[tail..tail + chunk]);
+        let last = reader.ahead.as_ref().map(|a| a.data.len());
+        assert_eq!(last, Some(100), "read ahead up to the listed size only");
+    }
+
+    #[test]
+    fn an_ask_that_does_not_continue_what_was_read_ahead_lets_it_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut reader, _) = reader_over(tmp.path(), 2 * READ_AHEAD);
+        let chunk = 256 * KIB;
+        reader.read_and_ahead(0, 0, chunk).unwrap();
+        // A resumed or repeated ask elsewhere in the file: a read, afresh.
+        assert!(reader.take_ahead(0, 0, chunk).is_none());
+        assert!(reader.ahead.is_none(), "what was read ahead is dropped");
+        reader.read_and_ahead(0, 0, chunk).unwrap();
+        // A longer chunk than what is left ahead is not answered in part.
+        assert!(reader.take_ahead(0, chunk as u64, READ_AHEAD).is_none());
+        reader.read_and_ahead(0, 0, chunk).unwrap();
+        assert!(
+            reader.take_ahead(1, chunk as u64, chunk).is_none(),
+            "another file"
+        );
     }
 }
