@@ -136,7 +136,7 @@ where
                 };
                 // While the disk works, the network goes on: the peer's
                 // next bytes are read into the machine's buffer, as far as
-                // its room allows (decoded once the work is done).
+                // the core allows (handed out once the work is done).
                 let ahead = core.read_while_working();
                 let buf: &mut [u8] = match ahead {
                     Some(max) => core.read_buffer(max),

@@ -45,8 +45,9 @@
 //!   next bytes into the machine's buffer, as far as
 //!   [`read_while_working`](StreamCore::read_while_working) allows: the
 //!   network and the disk then overlap, bounded by the machine's own
-//!   back-pressure (its input room), and what was read is decoded once the
-//!   work is done;
+//!   back-pressure (its input room) and by a MiB per work in all (what the
+//!   machine decodes meanwhile waits for the work as well); what was read
+//!   is handed out once the work is done;
 //! - the application's failure: the machine is aborted (it tells the peer
 //!   why) and still driven to its end, and the session returns the
 //!   application's error;
@@ -90,6 +91,12 @@ pub(crate) const READ_CHUNK: usize = 256 * 1024;
 /// the size grows (doubling, up to 256 KiB) only while reads come
 /// back full, as a bulk transfer's do, and shrinks again when they do not.
 pub(crate) const READ_START: usize = 16 * 1024;
+/// The most a shell may read, in all, while one application work runs
+/// ([`StreamCore::read_while_working`]). A machine decodes what it is
+/// given, and the events it decodes wait, undrained, until the work is
+/// done, so its input room alone would not bound what piles up behind a
+/// stalled disk; this does (a MiB: four reads of the largest size).
+pub(crate) const READ_AHEAD: usize = 4 * READ_CHUNK;
 /// How long the core waits for the peer's last words after a failed write.
 pub(crate) const SALVAGE_WAIT: Duration = Duration::from_secs(1);
 
@@ -231,6 +238,9 @@ pub struct StreamCore<'a, M, A> {
     read_size: usize,
     /// How much the last [`read_buffer`](StreamCore::read_buffer) handed out.
     offered: usize,
+    /// What a shell may still read while the running work runs (see
+    /// `READ_AHEAD`).
+    ahead_left: usize,
 }
 
 /// Where a session is.
@@ -316,6 +326,7 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
             write_limit,
             read_size: READ_START,
             offered: 0,
+            ahead_left: 0,
         }
     }
 
@@ -543,6 +554,9 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         }
         self.adapt_read_size(n);
         self.apply_abort();
+        if self.work.is_running() {
+            self.ahead_left = self.ahead_left.saturating_sub(n);
+        }
         // A failure is sticky in the machine and comes out as its `Done`.
         let _ = self.machine.commit_input(now, n);
         if self.is_salvaging() {
@@ -571,6 +585,9 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
         self.apply_abort();
         if self.is_salvaging() {
             return self.salvage(now, data);
+        }
+        if self.work.is_running() {
+            self.ahead_left = self.ahead_left.saturating_sub(data.len());
         }
         // A failure is sticky in the machine and comes out as its `Done`.
         let _ = self.machine.handle_input(now, data);
@@ -655,14 +672,16 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     /// [`filled`](Self::filled) (or [`eof`](Self::eof),
     /// [`read_failed`](Self::read_failed)) as after [`Next::Read`]. `None`
     /// when the machine has no room (its back-pressure: it is drained only
-    /// once the work is done), the peer has closed, the session is ending,
-    /// or no work runs. The read has no deadline of its own: the work's end
-    /// (or an abort) ends the wait.
+    /// once the work is done), a MiB has been read since the work started
+    /// (the events decoded meanwhile wait for the work too, and must not
+    /// pile up behind a stalled disk), the peer has closed, the session is
+    /// ending, or no work runs. The read has no deadline of its own: the
+    /// work's end (or an abort) ends the wait.
     pub fn read_while_working(&self) -> Option<usize> {
         if !self.work.is_running() || !matches!(self.phase, Phase::Running { peer: Peer::Open }) {
             return None;
         }
-        let room = self.machine.input_room();
+        let room = self.machine.input_room().min(self.ahead_left);
         (room > 0).then(|| room.min(self.read_size))
     }
 
@@ -670,7 +689,9 @@ impl<'a, M: StreamMachine, A: App<M>> StreamCore<'a, M, A> {
     /// core then awaits it ([`Next::AwaitWork`]) until
     /// [`worked`](Self::worked). `None` if there is none.
     pub fn take_work(&mut self) -> Option<Work<A, M>> {
-        self.work.take()
+        let work = self.work.take()?;
+        self.ahead_left = READ_AHEAD;
+        Some(work)
     }
 
     /// The work has run and produced `finish`, which is applied now. An
