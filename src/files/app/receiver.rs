@@ -53,6 +53,8 @@ pub struct ReceiverApp {
     group: (usize, u64),
     /// The sender said `Flush`; the group commit is not queued yet.
     flush: bool,
+    /// The session has ended: writes are no longer gathered.
+    ended: bool,
 }
 
 /// The store and the files being received: what a work takes with it.
@@ -77,6 +79,15 @@ struct Verified {
     hash: [u8; 32],
     incoming: Incoming,
 }
+
+/// Writes are handed to the disk a MiB at a time, or sooner with anything
+/// else queued (an offer, a file's end, a flush, the session's end): on a
+/// driver that runs work on another thread, each work costs a hand-off
+/// there and back, and a fast disk otherwise gets one per chunk. Held
+/// writes are the last bytes received, never acknowledged: what a cut
+/// connection leaves is still a prefix of the file, and `on_end` hands
+/// them out too.
+const WRITE_GROUP: usize = 1024 * 1024;
 
 /// One file-system call, with the request it answers.
 #[derive(Debug)]
@@ -296,6 +307,7 @@ impl ReceiverApp {
             progress: Arc::new(Progress::default()),
             group: (0, 0),
             flush: false,
+            ended: false,
         }
     }
 
@@ -470,6 +482,22 @@ impl ReceiverApp {
         }
     }
 
+    /// Whether all that is queued is writes of less than [`WRITE_GROUP`]
+    /// bytes, held back to go to the disk together with what follows.
+    fn gathers_writes(&self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let mut bytes = 0;
+        for op in &self.queued {
+            match op {
+                Op::Write { data, .. } => bytes += data.len(),
+                _ => return false,
+            }
+        }
+        bytes < WRITE_GROUP
+    }
+
     fn queue_commit(&mut self) {
         if self.group.0 > 0 {
             self.queued.push(Op::Commit);
@@ -548,6 +576,7 @@ where
     /// checked out, so they are saved (the sender, not told, finds them up
     /// to date next time) rather than lost with the connection.
     fn on_end(&mut self, _result: &Result<(), DriverError>) {
+        self.ended = true;
         self.queue_commit();
     }
 
@@ -568,7 +597,7 @@ where
             self.flush = false;
             self.queue_commit();
         }
-        if self.queued.is_empty() {
+        if self.queued.is_empty() || self.gathers_writes() {
             return None;
         }
         // Calls are handed out one batch at a time, so the disk is here.
