@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use echoxfer::echo::{self, ClientRole, ServerRole};
-use echoxfer::error::ConfigError;
+use echoxfer::error::{ConfigError, RefusalReason};
 use echoxfer::secure::{Channel, Handshake, Secure, SecureConfig, Side};
-use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN};
+use echoxfer::testing::wire::{CONFIRM_LEN, HELLO_LEN, REFUSAL_LEN, REFUSED_AT_SOURCE_CAP};
 use echoxfer::{
     EchoConfig, Error, Machine, Output, SecureError, SessionLimits, StreamMachine, UsageError,
 };
@@ -724,4 +724,123 @@ fn every_os_seed_is_fresh_and_so_is_every_os_seeded_channels_hello() {
     assert!(server.is_secure());
     let plain = Channel::client(echo_client(now), None, cfg, now).unwrap();
     assert!(!plain.is_secure(), "no secret: plain, and no seed needed");
+}
+
+/// A server's refusal notice (docs/PROTOCOL.md, section 6), byte by byte:
+/// `EXFW`, the reason, the seconds (u32, big-endian).
+fn refusal_notice(reason: u8, secs: u32) -> Vec<u8> {
+    let mut notice = b"EXFW".to_vec();
+    notice.push(reason);
+    notice.extend_from_slice(&secs.to_be_bytes());
+    assert_eq!(notice.len(), REFUSAL_LEN);
+    notice
+}
+
+#[test]
+fn a_client_that_reads_a_whole_refusal_notice_instead_of_a_hello_fails_with_its_reason() {
+    let now = Instant::now();
+    let notice = refusal_notice(REFUSED_AT_SOURCE_CAP, 3);
+    let mut c = client(CODE, now);
+    drain(&mut c);
+    feed(&mut c, now, &notice[..REFUSAL_LEN - 1]).unwrap();
+    assert_eq!(drain(&mut c), (Vec::new(), None), "not whole yet");
+    let refused = SecureError::Refused {
+        reason: RefusalReason::SourceCap,
+        retry_after: Duration::from_secs(3),
+    };
+    assert_eq!(
+        feed(&mut c, now, &notice[REFUSAL_LEN - 1..]),
+        Err(refused.clone().into())
+    );
+    assert_eq!(drain(&mut c), (Vec::new(), Some(Err(refused.into()))));
+    assert_eq!(c.handshake(), Handshake::NoHello, "no guess either way");
+    // A server is never refused: to it, a notice is no hello.
+    let mut s = server(CODE, now);
+    drain(&mut s);
+    assert!(matches!(
+        feed(&mut s, now, &notice),
+        Err(Error::Secure(SecureError::BadHello(_)))
+    ));
+}
+
+/// A client and a server whose handshake is done (both confirmed), with
+/// nothing sent under the keys yet.
+fn open_pair(now: Instant) -> (Secure<echo::Client>, Secure<echo::Server>) {
+    let (mut c, mut s) = (client(CODE, now), server(CODE, now));
+    let ((c_hello, _), (s_hello, _)) = (drain(&mut c), drain(&mut s));
+    feed(&mut c, now, &s_hello).unwrap();
+    feed(&mut s, now, &c_hello).unwrap();
+    let ((c_confirm, _), (s_confirm, _)) = (drain(&mut c), drain(&mut s));
+    assert_eq!(
+        (c_confirm.len(), s_confirm.len()),
+        (CONFIRM_LEN, CONFIRM_LEN)
+    );
+    feed(&mut c, now, &s_confirm).unwrap();
+    feed(&mut s, now, &c_confirm).unwrap();
+    assert!(c.is_confirmed() && s.is_confirmed());
+    (c, s)
+}
+
+#[test]
+fn a_record_header_of_unknown_kind_fails_the_channel_once_its_four_bytes_are_in() {
+    let now = Instant::now();
+    let (_, mut s) = open_pair(now);
+    feed(&mut s, now, &[9, 0, 0]).unwrap();
+    assert_eq!(s.error(), None, "three bytes are no header yet");
+    let unknown = Error::Secure(SecureError::Integrity("a record of unknown kind"));
+    assert_eq!(feed(&mut s, now, &[0]), Err(unknown.clone()));
+    assert_eq!(s.error(), Some(&unknown));
+}
+
+#[test]
+fn no_byte_may_follow_the_peers_close_record() {
+    let now = Instant::now();
+    let (mut c, mut s) = open_pair(now);
+    let (to_server, _) = drain(&mut c);
+    feed(&mut s, now, &to_server).unwrap();
+    // The server answers, ends, and says so: a close record (kind 2, no data).
+    let (mut to_client, _) = drain(&mut s);
+    let close = &to_client[to_client.len() - (4 + 16)..];
+    assert_eq!(close[..4], [2, 0, 0, 0], "the server's close record");
+    to_client.extend_from_slice(&[1, 0, 0, 0]);
+    assert_eq!(
+        feed(&mut c, now, &to_client),
+        Err(Error::Secure(SecureError::Integrity(
+            "bytes after the peer's close record"
+        )))
+    );
+}
+
+#[test]
+fn a_record_larger_than_the_wrapped_machines_room_is_handed_over_as_it_makes_room() {
+    let now = Instant::now();
+    // The server's echo session holds one small frame at a time, and stops
+    // taking input while two replies wait to be sent...
+    let small = SessionLimits {
+        max_frame: 1024,
+        recv_buffer: 1024 + 5,
+        send_buffer: 1000,
+        ..SessionLimits::default()
+    };
+    let cfg = EchoConfig {
+        max_message: 1000,
+        ..EchoConfig::default()
+    };
+    let inner = echo::Server::new(ServerRole::new("hi", cfg), small, now);
+    let mut s = Secure::server(inner, CODE, SecureConfig::default(), now, [2; 32]);
+    // ...and the client's four messages come in one record of 3.6 KB: the
+    // rest of it waits in the channel until the server's replies went out.
+    let mut inner = echo::Client::new(
+        ClientRole::new(EchoConfig::default()),
+        SessionLimits::default(),
+        now,
+    );
+    for byte in 0..4u8 {
+        inner.send(vec![byte; 900]).unwrap();
+    }
+    inner.close().unwrap();
+    let mut c = Secure::client(inner, CODE, SecureConfig::default(), now, [1; 32]);
+    let (c_end, s_end) = run(&mut c, &mut s, now);
+    assert_eq!(c_end, Some(Ok(())), "every message echoed");
+    assert_eq!(s_end, Some(Ok(())));
 }

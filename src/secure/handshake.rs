@@ -298,4 +298,14 @@ mod tests {
             Err(SecureError::BadHello(_))
         ));
     }
+
+    #[test]
+    fn the_key_exchange_debugs_as_its_state_name_and_never_shows_its_secrets() {
+        let a = start(Side::Client, b"x", [1; 32]);
+        let b = start(Side::Server, b"x", [2; 32]);
+        assert_eq!(format!("{a:?}"), "Started { .. }");
+        let bh = b.hello;
+        let keys = finish(Side::Client, a, &bh).unwrap();
+        assert_eq!(format!("{keys:?}"), "Keys { .. }");
+    }
 }

@@ -167,3 +167,83 @@ fn receiving(phase: &mut Phase) -> &mut Direction {
         _ => unreachable!("records are taken in the open and closing phases"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What the public API cannot forge: a record this crate never sends
+    //! but the wire allows (docs/PROTOCOL.md: data records carry 0 to
+    //! 65536 bytes), sealed with the peer's own keys.
+    use std::time::Instant;
+
+    use super::*;
+    use crate::echo::{self, ClientRole, ServerRole};
+    use crate::machine::Output;
+    use crate::{EchoConfig, SessionLimits};
+
+    /// What `m` sends until it waits; `Some` with its result if it ended.
+    fn drain<M: StreamMachine>(m: &mut M) -> (Vec<u8>, Option<Result<(), Error>>) {
+        let mut sent = Vec::new();
+        for _ in 0..10_000 {
+            match m.poll_output() {
+                Output::Transmit(bytes) => sent.extend_from_slice(&bytes),
+                Output::Event(_) => {}
+                Output::Wait(_) => return (sent, None),
+                Output::Done(result) => return (sent, Some(result)),
+            }
+        }
+        panic!("the machine did not settle");
+    }
+
+    fn feed<M: StreamMachine>(m: &mut M, now: Instant, bytes: &[u8]) {
+        assert_eq!(m.handle_input(now, bytes), Ok(bytes.len()));
+    }
+
+    #[test]
+    fn an_empty_data_record_is_taken_and_the_records_after_it_still_flow() {
+        let now = Instant::now();
+        let mut client = echo::Client::new(
+            ClientRole::new(EchoConfig::default()),
+            SessionLimits::default(),
+            now,
+        );
+        client.send(&b"after nothing"[..]).unwrap();
+        client.close().unwrap();
+        let server = echo::Server::new(
+            ServerRole::new("hi", EchoConfig::default()),
+            SessionLimits::default(),
+            now,
+        );
+        let config = super::super::SecureConfig::default;
+        let mut c = Secure::client(client, b"code", config(), now, [1; 32]);
+        let mut s = Secure::server(server, b"code", config(), now, [2; 32]);
+        for _ in 0..2 {
+            // Hellos, then confirmations.
+            let ((to_s, _), (to_c, _)) = (drain(&mut c), drain(&mut s));
+            feed(&mut c, now, &to_c);
+            feed(&mut s, now, &to_s);
+        }
+        assert!(c.is_confirmed() && s.is_confirmed());
+        let Phase::Open { send, .. } = &mut c.phase else {
+            panic!("the client is open");
+        };
+        let head = record::header(KIND_DATA, 0);
+        let mut empty = head.to_vec();
+        empty.resize(RECORD_HEADER + TAG_LEN, 0);
+        send.seal_into(&head, &[], &mut empty[RECORD_HEADER..])
+            .unwrap();
+        feed(&mut s, now, &empty);
+        let (mut c_end, mut s_end) = (None, None);
+        for _ in 0..10 {
+            let ((to_s, c_done), (to_c, s_done)) = (drain(&mut c), drain(&mut s));
+            (c_end, s_end) = (c_end.or(c_done), s_end.or(s_done));
+            if s_end.is_none() {
+                feed(&mut s, now, &to_s);
+            }
+            if c_end.is_none() {
+                feed(&mut c, now, &to_c);
+            }
+        }
+        assert_eq!(c_end, Some(Ok(())), "the message after it was echoed");
+        assert_eq!(s_end, Some(Ok(())));
+    }
+}

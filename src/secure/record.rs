@@ -217,4 +217,90 @@ mod tests {
         assert!(parse_header(&[KIND_CLOSE, 0, 0, 1]).is_err());
         assert!(parse_header(&[9, 0, 0, 0]).is_err());
     }
+
+    #[test]
+    fn a_record_carries_up_to_64_kib_and_the_wire_limit_is_the_largest_sealed_record() {
+        // 64 KiB exactly, by its bytes on the wire: 0x01_00_00.
+        assert_eq!(
+            parse_header(&[KIND_DATA, 0x01, 0x00, 0x00]),
+            Ok((KIND_DATA, 64 * 1024))
+        );
+        assert_eq!(RECORD_LIMIT, 64 * 1024);
+        let mut tx = Direction::new(&[3; 32]);
+        let h = header(KIND_DATA, RECORD_LIMIT);
+        let sealed = seal(&mut tx, &h, &vec![0x5a; RECORD_LIMIT]);
+        assert_eq!(h.len() + sealed.len(), RECORD_WIRE_LIMIT);
+    }
+
+    #[test]
+    fn sealing_needs_room_for_the_tag_spends_no_nonce_when_short_and_takes_a_larger_buffer() {
+        let mut tx = Direction::new(&[4; 32]);
+        let mut rx = Direction::new(&[4; 32]);
+        let h = header(KIND_DATA, 3);
+        let mut short = [0u8; 3 + TAG_LEN - 1];
+        assert_eq!(
+            tx.seal_into(&h, b"abc", &mut short),
+            Err(SecureError::Integrity(
+                "a record does not fit where it goes"
+            ))
+        );
+        let mut roomy = [0u8; 3 + TAG_LEN + 10];
+        assert_eq!(tx.seal_into(&h, b"abc", &mut roomy), Ok(3 + TAG_LEN));
+        // Record 0 still: the refused seal used no nonce.
+        let mut out = [0u8; 3 + TAG_LEN];
+        rx.open_into(&h, &roomy[..3 + TAG_LEN], &mut out).unwrap();
+        assert_eq!(&out[..3], b"abc");
+    }
+
+    #[test]
+    fn a_record_shorter_than_a_tag_or_larger_than_the_buffer_is_refused_before_a_nonce_is_spent() {
+        const DOES_NOT_FIT: SecureError =
+            SecureError::Integrity("a record does not fit where it goes");
+        let mut tx = Direction::new(&[6; 32]);
+        let mut rx = Direction::new(&[6; 32]);
+        let h = header(KIND_DATA, 3);
+        let sealed = seal(&mut tx, &h, b"abc");
+        let mut out = [0u8; 64];
+        assert_eq!(
+            rx.open_into(&h, &sealed[..TAG_LEN - 1], &mut out),
+            Err(DOES_NOT_FIT)
+        );
+        assert_eq!(
+            rx.open_into(&h, &sealed, &mut out[..sealed.len() - 1]),
+            Err(DOES_NOT_FIT)
+        );
+        // Still record 0, and a larger buffer is fine.
+        assert_eq!(rx.open_into(&h, &sealed, &mut out), Ok(()));
+        assert_eq!(&out[..3], b"abc");
+        // A record of no plaintext (a close record) is a tag alone.
+        let close = header(KIND_CLOSE, 0);
+        let empty = seal(&mut tx, &close, b"");
+        assert_eq!(empty.len(), TAG_LEN);
+        assert_eq!(rx.open_into(&close, &empty, &mut out[..TAG_LEN]), Ok(()));
+    }
+
+    #[test]
+    fn a_direction_debugs_as_its_record_counter_and_never_shows_its_key() {
+        let mut tx = Direction::new(&[5; 32]);
+        assert_eq!(format!("{tx:?}"), "Direction { counter: 0, .. }");
+        seal(&mut tx, &header(KIND_DATA, 1), b"x");
+        assert_eq!(format!("{tx:?}"), "Direction { counter: 1, .. }");
+    }
+
+    #[test]
+    fn a_refused_header_says_why_a_long_record_a_close_with_data_an_unknown_kind() {
+        assert_eq!(
+            parse_header(&[KIND_DATA, 0x01, 0x00, 0x01]),
+            Err(SecureError::Integrity("a record is longer than 64 KiB"))
+        );
+        assert_eq!(
+            parse_header(&[KIND_CLOSE, 0, 0, 1]),
+            Err(SecureError::Integrity("a close record carries data"))
+        );
+        assert_eq!(parse_header(&header(KIND_CLOSE, 0)), Ok((KIND_CLOSE, 0)));
+        assert_eq!(
+            parse_header(&[9, 0, 0, 0]),
+            Err(SecureError::Integrity("a record of unknown kind"))
+        );
+    }
 }
