@@ -1431,4 +1431,300 @@ mod tests {
             }))
         ));
     }
+
+    /// A fake that transmits `bytes`, then ends with `result`.
+    fn ending_after(bytes: &'static [u8], result: Result<(), crate::Error>) -> Fake {
+        let mut fake = Fake::sending(bytes);
+        fake.ended = Some(result);
+        fake
+    }
+
+    /// Answers `Close` with `closed` and returns the `Done` that follows.
+    fn closes_then_done<A: App<Fake>>(
+        core: &mut StreamCore<'_, Fake, A>,
+        now: Instant,
+    ) -> Result<(), DriverError> {
+        match core.next(now) {
+            Next::Close => core.closed(now),
+            other => panic!("the ending session closes first: {other:?}"),
+        }
+        match core.next(now) {
+            Next::Done(result) => result,
+            other => panic!("then it is done: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_core_awaits_an_abort_request_until_a_wake_has_applied_it_once() {
+        let mut fake = Fake::default();
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(core.awaits_abort(), "nothing applied yet");
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        assert!(core.awaits_abort(), "no request yet, so none applied");
+        abort.request("shutting down");
+        core.woken(t(0.5));
+        assert!(!core.awaits_abort(), "the wake applied it");
+        core.woken(t(0.6));
+        drop(core);
+        assert_eq!(fake.log, ["abort:shutting down"], "applied once");
+    }
+
+    #[test]
+    fn the_write_timeout_is_the_machines() {
+        let mut fake = Fake::default();
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert_eq!(core.write_timeout(), Some(WRITE_TIMEOUT));
+    }
+
+    #[test]
+    fn output_is_gathered_into_one_write_until_a_batch_of_256_kib_is_worth_writing() {
+        let part = || Output::Transmit(Bytes::from(vec![7u8; 100 * 1024]));
+        let mut fake = Fake::default();
+        fake.outputs.extend([part(), part(), part(), part()]);
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        let lens: Vec<usize> = core.transmit().iter().map(|s| s.len()).collect();
+        assert_eq!(
+            lens,
+            [100 * 1024; 3],
+            "gathered until past 256 KiB, no further"
+        );
+        core.wrote(t(0.0), 300 * 1024);
+        assert!(matches!(core.next(t(0.0)), Next::Flush));
+        core.flushed(t(0.0));
+        assert!(is_write(&core.next(t(0.0))), "the rest, drained only now");
+        assert_eq!(written(&core).len(), 100 * 1024);
+    }
+
+    #[test]
+    fn a_write_that_takes_nothing_or_fails_ends_the_session_at_once_without_close() {
+        // Zero bytes taken: the transport will take nothing more.
+        let mut fake = Fake::sending(b"data");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(0.0), io::ErrorKind::Interrupted.into());
+        assert!(
+            is_write(&core.next(t(0.0))),
+            "an interrupted write is retried"
+        );
+        core.wrote(t(0.0), 0);
+        match core.next(t(0.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "writing to the peer");
+                assert_eq!(source.kind(), io::ErrorKind::WriteZero);
+            }
+            other => panic!("a write of nothing fails the session: {other:?}"),
+        }
+        // A flush that fails: no reset, so nothing to salvage.
+        let mut fake = Fake::sending(b"data");
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.wrote(t(0.0), 4);
+        assert!(matches!(core.next(t(0.0)), Next::Flush));
+        core.write_failed(t(0.0), io::ErrorKind::PermissionDenied.into());
+        match core.next(t(0.0)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "flushing to the peer");
+                assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("a failed flush fails the session: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_while_ending_is_the_result_and_a_reset_then_reads_the_peers_reason() {
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        // The machine ended well; its last write fails: that is the result.
+        let mut fake = ending_after(b"bye", Ok(()));
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(0.0), io::ErrorKind::PermissionDenied.into());
+        match closes_then_done(&mut core, t(0.0)) {
+            Err(DriverError::Io { context, source }) => {
+                assert_eq!(context, "writing to the peer");
+                assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
+            }
+            other => panic!("the write's failure: {other:?}"),
+        }
+        // A reset under that write: the peer's last words are read first.
+        let mut fake = ending_after(b"bye", Ok(()));
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(1.0), io::ErrorKind::ConnectionReset.into());
+        match core.next(t(1.0)) {
+            Next::Read { until, .. } => assert_eq!(until, Some(t(1.0) + SALVAGE_WAIT)),
+            other => panic!("the core must read what the peer said: {other:?}"),
+        }
+        core.read(t(1.1), b"ERR");
+        match closes_then_done(&mut core, t(1.1)) {
+            Err(DriverError::Machine(crate::Error::PeerFailed { message, .. })) => {
+                assert_eq!(message, "disk full")
+            }
+            other => panic!("the peer's reason: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_peer_that_stalls_the_last_write_fails_an_ending_session_unless_it_failed_already() {
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut fake = ending_after(b"bye", Ok(()));
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Write { until: Some(u) } if u == t(8.0)));
+        core.timed_out(t(8.0));
+        match closes_then_done(&mut core, t(8.0)) {
+            Err(e) => assert!(e.is_stalled_peer(), "{e}"),
+            Ok(()) => panic!("a stalled peer is the result"),
+        }
+        // The machine's own failure stands.
+        let mut fake = ending_after(b"bye", Err(crate::Error::Aborted("gone".into())));
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.timed_out(t(8.0));
+        assert!(matches!(
+            closes_then_done(&mut core, t(8.0)),
+            Err(DriverError::Machine(crate::Error::Aborted(r))) if r == "gone"
+        ));
+    }
+
+    #[test]
+    fn a_read_the_machine_had_no_room_for_says_nothing_of_the_peers_end() {
+        let mut fake = Fake {
+            room: Some(0),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        let Next::Read { max, .. } = core.next(t(0.0)) else {
+            panic!("expected a read");
+        };
+        assert_eq!(max, 1, "a read asks for at least a byte");
+        assert!(core.read_buffer(max).is_empty(), "no room");
+        core.filled(t(0.0), 0);
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        drop(core);
+        assert!(fake.log.is_empty(), "no end told: {:?}", fake.log);
+    }
+
+    #[test]
+    fn a_read_that_brings_more_than_a_quarter_of_its_size_keeps_the_size() {
+        let mut fake = Fake {
+            room: Some(1 << 20),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        let k = 1024;
+        // Reads `n` bytes into the read asked for; returns its size.
+        let read = |core: &mut StreamCore<'_, Fake, super::super::Ignore>, n: usize| {
+            let Next::Read { max, .. } = core.next(t(0.0)) else {
+                panic!("expected a read");
+            };
+            core.read_buffer(max)[..n].fill(b'x');
+            core.filled(t(0.0), n);
+            max
+        };
+        assert_eq!(read(&mut core, 16 * k), 16 * k, "full");
+        assert_eq!(
+            read(&mut core, 8 * k + 1),
+            32 * k,
+            "grown after the full read"
+        );
+        assert_eq!(
+            read(&mut core, 8 * k),
+            32 * k,
+            "kept: more than a quarter came"
+        );
+        assert_eq!(read(&mut core, 1), 16 * k, "shrunk: a quarter came");
+    }
+
+    #[test]
+    fn a_read_that_times_out_or_would_block_is_a_timeout_not_a_failure() {
+        let mut fake = Fake {
+            deadline: Some(t(5.0)),
+            ..Fake::default()
+        };
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Read { until: Some(u), .. } if u == t(5.0)));
+        core.read_failed(t(1.0), io::ErrorKind::WouldBlock.into());
+        assert!(matches!(core.next(t(1.0)), Next::Read { .. }), "early");
+        core.read_failed(t(5.0), io::ErrorKind::TimedOut.into());
+        assert!(
+            matches!(core.next(t(5.0)), Next::Close),
+            "the machine's timer ended it"
+        );
+        drop(core);
+        assert_eq!(fake.log, ["timeout@1s", "timeout@5s"]);
+    }
+
+    #[test]
+    fn a_read_that_fails_while_salvaging_ends_with_the_writes_failure() {
+        let mut fake = Fake::sending(b"data");
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(is_write(&core.next(t(0.0))));
+        core.write_failed(t(0.0), io::ErrorKind::BrokenPipe.into());
+        assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
+        core.read_failed(t(0.1), io::ErrorKind::ConnectionReset.into());
+        match core.next(t(0.1)) {
+            Next::Done(Err(DriverError::Io { context, source })) => {
+                assert_eq!(context, "writing to the peer");
+                assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);
+            }
+            other => panic!("the write's failure, not the read's: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_written_in_pieces_goes_out_once_in_order_and_the_next_batch_is_gathered_anew() {
+        const PART: usize = 100 * 1024;
+        let mut fake = Fake::default();
+        let mut expected = Vec::new();
+        for i in 0..8u8 {
+            fake.outputs
+                .push_back(Output::Transmit(Bytes::from(vec![i; PART])));
+            expected.extend(std::iter::repeat_n(i, PART));
+        }
+        let mut app = super::super::Ignore;
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        let (mut sent, mut batches, mut fresh) = (Vec::new(), Vec::new(), true);
+        for _ in 0..1000 {
+            match core.next(t(0.0)) {
+                Next::Write { .. } => {
+                    let pending = written(&core);
+                    if fresh {
+                        batches.push(pending.len());
+                        fresh = false;
+                    }
+                    // A transport that takes 70 KiB at a time.
+                    let n = pending.len().min(70 * 1024);
+                    sent.extend_from_slice(&pending[..n]);
+                    core.wrote(t(0.0), n);
+                }
+                Next::Flush => {
+                    core.flushed(t(0.0));
+                    fresh = true;
+                }
+                Next::Read { .. } => break,
+                other => panic!("only writes until the machine waits: {other:?}"),
+            }
+        }
+        assert!(sent == expected, "every byte once, in order");
+        assert_eq!(batches, [3 * PART, 3 * PART, 2 * PART]);
+    }
 }
