@@ -21,7 +21,7 @@ use echoxfer::xfer::{encode_raw_path, offer_digest};
 use echoxfer::xfer::{
     OfferRequest, Receiver, ReceiverEvent, ReceiverRole, Resume, SafeName, SaveRequest,
 };
-use echoxfer::{Error, ErrorCode, Machine, StreamMachine, UsageError};
+use echoxfer::{Error, ErrorCode, Machine, ProtocolError, StreamMachine, UsageError};
 use echoxfer::{SessionLimits, TransferConfig};
 use proptest::prelude::*;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
@@ -732,4 +732,185 @@ prop_state_machine! {
     #![proptest_config(common::persisted("proptest-regressions/receiver_model.txt"))]
     #[test]
     fn receiver_matches_its_reference_model_after_every_step(sequential 1..60 => ReceiverTest);
+}
+
+/// A receiver whose app was just offered `f` (`size` bytes) as entry 0.
+fn offered(size: u64) -> (Receiver, Wire, Instant, OfferRequest) {
+    let now = Instant::now();
+    let mut rx = Receiver::new(ReceiverRole::new(transfer()), config(), now);
+    rx.handle_input(now, &Protocol::File.preamble()).unwrap();
+    let mut wire = Wire::new(Protocol::File);
+    rx.handle_input(now, &offer_frame(0, b"f", size).encode_to_vec())
+        .unwrap();
+    let (_, events) = wire.drain(&mut rx);
+    (rx, wire, now, common::drain::offer_request(events))
+}
+
+/// A receiver that offered `f` (`MAX_FILE` bytes) to its app and accepted
+/// it as a complete file here, which a different one may replace.
+fn accepted_complete() -> (Receiver, Wire, Instant) {
+    let (mut rx, wire, now, request) = offered(MAX_FILE);
+    let resume = Resume::Complete {
+        hasher: prefix_hasher(MAX_FILE),
+        replace: true,
+    };
+    rx.accept(request, resume).unwrap();
+    (rx, wire, now)
+}
+
+#[test]
+fn a_complete_file_here_begins_at_0_or_at_its_size_and_at_no_other_offset() {
+    for from in [1, MAX_FILE / 2, MAX_FILE - 1, MAX_FILE + 1] {
+        let (mut rx, mut wire, now) = accepted_complete();
+        let _ = rx.handle_input(now, &Frame::Begin { id: 0, from }.encode_to_vec());
+        let (_, events) = wire.drain(&mut rx);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ReceiverEvent::Start { .. })),
+            "from {from}: {events:?}"
+        );
+        let ended = wire.done.clone().or_else(|| rx.error().cloned().map(Err));
+        assert!(
+            matches!(
+                ended,
+                Some(Err(Error::Remote(ProtocolError::BadOffset { offset, .. }))) if offset == from
+            ),
+            "from {from}: {ended:?}"
+        );
+    }
+}
+
+#[test]
+fn a_complete_file_here_sent_again_from_0_is_verified_as_new_content_not_up_to_date() {
+    let (mut rx, mut wire, now) = accepted_complete();
+    let new = vec![FILL ^ 0xff; MAX_FILE as usize];
+    let hash = *blake3::hash(&new).as_bytes();
+    let offer = offer_digest(&offer_frame(0, b"f", MAX_FILE));
+    for f in [
+        Frame::Begin { id: 0, from: 0 },
+        Frame::Data(Bytes::from(new)),
+        Frame::End { id: 0, hash, offer },
+    ] {
+        rx.handle_input(now, &f.encode_to_vec()).unwrap();
+    }
+    let (_, events) = wire.drain(&mut rx);
+    assert_eq!(rx.error(), None);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ReceiverEvent::Verified { id: 0, hash: h, up_to_date: false, .. } if *h == hash
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_skip_naming_neither_the_file_begun_nor_the_next_accepted_one_fails_the_session() {
+    for begun in [false, true] {
+        let (mut rx, mut wire, now, request) = offered(10);
+        rx.accept(request, Resume::Fresh).unwrap();
+        if begun {
+            rx.handle_input(now, &Frame::Begin { id: 0, from: 0 }.encode_to_vec())
+                .unwrap();
+        }
+        let _ = rx.handle_input(now, &Frame::Skip { id: 1 }.encode_to_vec());
+        let (_, events) = wire.drain(&mut rx);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ReceiverEvent::Skipped { .. })),
+            "begun {begun}: {events:?}"
+        );
+        assert_eq!(
+            rx.error(),
+            Some(&Error::Remote(ProtocolError::BadSkip { id: 1 })),
+            "begun {begun}"
+        );
+    }
+}
+
+#[test]
+fn a_skip_before_begin_is_kept_and_a_refusal_only_for_a_complete_file_that_may_not_be_replaced() {
+    let cases = [
+        (Resume::Fresh, false),
+        (
+            Resume::From {
+                have: 4,
+                hasher: prefix_hasher(4),
+            },
+            false,
+        ),
+        (
+            Resume::Complete {
+                hasher: prefix_hasher(10),
+                replace: true,
+            },
+            false,
+        ),
+        (
+            Resume::Complete {
+                hasher: prefix_hasher(10),
+                replace: false,
+            },
+            true,
+        ),
+    ];
+    for (resume, kept) in cases {
+        let (mut rx, mut wire, now, request) = offered(10);
+        rx.accept(request, resume.clone()).unwrap();
+        rx.handle_input(now, &Frame::Skip { id: 0 }.encode_to_vec())
+            .unwrap();
+        let (_, events) = wire.drain(&mut rx);
+        assert_eq!(rx.error(), None, "{resume:?}");
+        assert_eq!(
+            events,
+            vec![ReceiverEvent::Skipped { id: 0, kept }],
+            "{resume:?}"
+        );
+        assert_eq!(rx.role().refusals(), u64::from(kept), "{resume:?}");
+        assert_eq!(rx.role().in_flight(), 0, "{resume:?}");
+    }
+}
+
+#[test]
+fn an_accept_of_a_complete_file_carries_its_flags_and_needs_the_whole_hash() {
+    use echoxfer::codec::{ACCEPT_COMPLETE, ACCEPT_REPLACE};
+    let cases = [
+        (
+            prefix_hasher(10),
+            true,
+            Some(ACCEPT_COMPLETE | ACCEPT_REPLACE),
+        ),
+        (prefix_hasher(10), false, Some(ACCEPT_COMPLETE)),
+        // A hasher that has not hashed the whole offered size.
+        (prefix_hasher(9), true, None),
+    ];
+    for (hasher, replace, flags) in cases {
+        let (mut rx, mut wire, _, request) = offered(10);
+        let answer = rx.accept(request, Resume::Complete { hasher, replace });
+        let (sent, _) = wire.drain(&mut rx);
+        let accepts: Vec<u8> = sent
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Accept {
+                    flags, have: 10, ..
+                } => Some(*flags),
+                _ => None,
+            })
+            .collect();
+        match flags {
+            Some(flags) => {
+                assert_eq!(answer, Ok(()), "replace {replace}");
+                assert_eq!(accepts, vec![flags], "replace {replace}");
+            }
+            None => {
+                assert_eq!(
+                    answer,
+                    Err(Error::Local(UsageError::BadResume { have: 9, size: 10 }))
+                );
+                assert!(accepts.is_empty(), "{sent:?}");
+            }
+        }
+    }
 }
