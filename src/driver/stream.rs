@@ -1703,7 +1703,7 @@ mod tests {
         let abort = Abort::new();
         let mut core = StreamCore::new(&mut fake, &mut app, &abort);
         let (mut sent, mut batches, mut fresh) = (Vec::new(), Vec::new(), true);
-        for _ in 0..1000 {
+        for _ in 0..100 {
             match core.next(t(0.0)) {
                 Next::Write { .. } => {
                     let pending = written(&core);
@@ -1726,5 +1726,31 @@ mod tests {
         }
         assert!(sent == expected, "every byte once, in order");
         assert_eq!(batches, [3 * PART, 3 * PART, 2 * PART]);
+    }
+
+    #[test]
+    fn a_shell_reads_at_most_a_mib_ahead_while_one_work_runs() {
+        let mut fake = Fake {
+            room: Some(1 << 30),
+            ..Fake::default()
+        };
+        fake.outputs.push_back(Output::Event(1));
+        let mut app = Worker::default();
+        let abort = Abort::new();
+        let mut core = StreamCore::new(&mut fake, &mut app, &abort);
+        assert!(matches!(core.next(t(0.0)), Next::Work));
+        let work = core.take_work().expect("work");
+        let mut ahead = 0;
+        for _ in 0..100 {
+            let Some(max) = core.read_while_working() else {
+                break;
+            };
+            core.read_buffer(max).fill(b'x');
+            core.filled(t(0.0), max);
+            ahead += max;
+        }
+        assert_eq!(ahead, 1024 * 1024, "a MiB, though the machine has room");
+        assert!(matches!(core.next(t(0.0)), Next::AwaitWork));
+        core.worked(t(1.0), work.run());
     }
 }
