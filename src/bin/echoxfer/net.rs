@@ -122,8 +122,31 @@ impl CtrlC {
 }
 
 impl Driver {
-    /// The driver for `runtime` (starts a tokio runtime if it is asked for).
+    /// The driver for single sessions on `runtime`. On tokio, a
+    /// current-thread runtime: the session's task then waits on its socket
+    /// itself. (`block_on` on a multi-threaded runtime waits on a worker
+    /// thread, which owns the sockets' readiness and wakes it for every
+    /// read: two context switches a wake-up.) Work still runs on the
+    /// runtime's blocking pool.
     pub fn new(runtime: Runtime) -> io::Result<Driver> {
+        let tokio = match runtime {
+            Runtime::Blocking => None,
+            Runtime::Tokio => Some(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+            ),
+        };
+        Ok(Driver {
+            tokio,
+            abort_on_ctrl_c: true,
+            ctrl_c: CtrlC::FILES,
+        })
+    }
+
+    /// The driver for a server on `runtime`: on tokio, a multi-threaded
+    /// runtime, whose workers run the sessions' tasks.
+    pub fn for_serving(runtime: Runtime) -> io::Result<Driver> {
         let tokio = match runtime {
             Runtime::Blocking => None,
             Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
@@ -338,7 +361,7 @@ where
     A: App<M> + Send + 'static,
     F: Fn(Instant) -> (M, A) + Send + Sync + 'static,
 {
-    let driver = Driver::new(runtime)?;
+    let driver = Driver::for_serving(runtime)?;
     let shutdown = Shutdown::new();
     stop_on_ctrl_c(&shutdown)?;
     let report = driver.serve(addr, limits, &shutdown, make)?;
