@@ -919,6 +919,76 @@ fn a_saved_that_does_not_echo_the_ends_hash_is_refused_and_the_file_never_counts
 }
 
 #[test]
+fn a_saved_for_a_file_not_yet_ended_is_an_unknown_entry_even_with_the_hash_of_nothing() {
+    // Only a directory is confirmed without an `End` (with the hash of
+    // nothing); a regular file whose bytes have not all gone out is not
+    // the receiver's to confirm, whatever hash it names.
+    let mut m = sending(3);
+    drain(&mut m);
+    feed_frame(&mut m, saved(*blake3::hash(b"").as_bytes()));
+    let d = drain(&mut m);
+    assert!(!d
+        .events
+        .iter()
+        .any(|e| matches!(e, SenderEvent::Delivered { .. })));
+    assert_eq!(d.done, remote(ProtocolError::UnknownEntry { id: 0 }));
+}
+
+/// What a `Saved` with `flags` says of `f` ("abc"), as `Delivered`'s
+/// `metadata_updated`: the file found complete and up to date at the
+/// receiver when `up_to_date`, else sent.
+fn metadata_updated(up_to_date: bool, flags: u8) -> bool {
+    let hash = *blake3::hash(b"abc").as_bytes();
+    let mut m = if up_to_date {
+        let mut m = sender(3);
+        let accept = Frame::Accept {
+            id: 0,
+            have: 3,
+            prefix: hash,
+            flags: echoxfer::codec::ACCEPT_COMPLETE,
+        };
+        feed(&mut m, &wire(&[WINDOW, accept]));
+        let request = drain(&mut m).events.into_iter().find_map(|e| match e {
+            SenderEvent::HashPrefix { request, .. } => Some(request),
+            _ => None,
+        });
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"abc");
+        m.prefix_hashed(request.expect("the prefix is asked"), hasher, 3)
+            .unwrap();
+        m
+    } else {
+        let mut m = sending(3);
+        let (_, _, request) = read_request(drain(&mut m).events);
+        m.push_chunk(request, Bytes::from_static(b"abc")).unwrap();
+        m
+    };
+    drain(&mut m);
+    feed_frame(&mut m, Frame::Saved { id: 0, flags, hash });
+    let d = drain(&mut m);
+    let delivered = d.events.iter().find_map(|e| match e {
+        SenderEvent::Delivered {
+            up_to_date: u,
+            metadata_updated,
+            ..
+        } => Some((*u, *metadata_updated)),
+        _ => None,
+    });
+    let (u, updated) = delivered.expect("delivered");
+    assert_eq!(u, up_to_date);
+    updated
+}
+
+#[test]
+fn only_an_up_to_date_file_saved_with_the_metadata_flag_counts_as_metadata_updated() {
+    use echoxfer::codec::SAVED_METADATA;
+    assert!(metadata_updated(true, SAVED_METADATA));
+    assert!(!metadata_updated(true, 0), "up to date, nothing changed");
+    assert!(!metadata_updated(false, SAVED_METADATA), "sent: saved anew");
+    assert!(!metadata_updated(false, 0));
+}
+
+#[test]
 fn quit_after_end_without_flush_asks_the_app_to_commit_at_once_and_ends_once_saved() {
     // PROTOCOL §4: a receiver holding verified, unconfirmed files at `Quit`
     // confirms them, then ends: it must not wait for a `Flush` that a
