@@ -934,6 +934,18 @@ fn a_saved_for_a_file_not_yet_ended_is_an_unknown_entry_even_with_the_hash_of_no
     assert_eq!(d.done, remote(ProtocolError::UnknownEntry { id: 0 }));
 }
 
+#[test]
+fn each_read_asks_a_chunk_and_the_last_one_only_what_is_left_of_the_file() {
+    let chunk = small_transfer().chunk_size;
+    let mut m = sending(chunk as u64 + 5);
+    let (offset, len, request) = read_request(drain(&mut m).events);
+    assert_eq!((offset, len), (0, chunk));
+    m.push_chunk(request, Bytes::from(vec![1u8; chunk]))
+        .unwrap();
+    let (offset, len, _) = read_request(drain(&mut m).events);
+    assert_eq!((offset, len), (chunk as u64, 5), "no read past the end");
+}
+
 /// What a `Saved` with `flags` says of `f` ("abc"), as `Delivered`'s
 /// `metadata_updated`: the file found complete and up to date at the
 /// receiver when `up_to_date`, else sent.
