@@ -914,3 +914,34 @@ fn an_accept_of_a_complete_file_carries_its_flags_and_needs_the_whole_hash() {
         }
     }
 }
+
+#[test]
+fn an_accepted_directory_is_saved_at_once_with_the_hash_of_nothing_and_counts_as_saved() {
+    let now = Instant::now();
+    let mut rx = Receiver::new(ReceiverRole::new(transfer()), config(), now);
+    rx.handle_input(now, &Protocol::File.preamble()).unwrap();
+    let mut wire = Wire::new(Protocol::File);
+    let dir = Frame::Offer {
+        id: 0,
+        kind: echoxfer::xfer::EntryKind::Directory.to_byte(),
+        mode: 0o755,
+        mtime_secs: 7,
+        mtime_nanos: 8,
+        size: 0,
+        path: encode_raw_path(&[b"d"]),
+    };
+    rx.handle_input(now, &dir.encode_to_vec()).unwrap();
+    let (_, events) = wire.drain(&mut rx);
+    let request = common::drain::offer_request(events);
+    assert_eq!(rx.role().files_saved(), 0);
+    rx.accept(request, Resume::Fresh).unwrap();
+    let (sent, _) = wire.drain(&mut rx);
+    let nothing = *blake3::Hasher::new().finalize().as_bytes();
+    let saved = Frame::Saved {
+        id: 0,
+        flags: 0,
+        hash: nothing,
+    };
+    assert_eq!(sent, vec![saved]);
+    assert_eq!(rx.role().files_saved(), 1);
+}
