@@ -945,3 +945,40 @@ fn an_accepted_directory_is_saved_at_once_with_the_hash_of_nothing_and_counts_as
     assert_eq!(sent, vec![saved]);
     assert_eq!(rx.role().files_saved(), 1);
 }
+
+#[test]
+fn an_up_to_date_file_whose_metadata_was_brought_in_line_is_confirmed_with_the_metadata_flag() {
+    let (mut rx, mut wire, now) = accepted_complete();
+    let hash = content_hash(MAX_FILE);
+    let offer = offer_digest(&offer_frame(0, b"f", MAX_FILE));
+    for f in [
+        Frame::Begin {
+            id: 0,
+            from: MAX_FILE,
+        },
+        Frame::End { id: 0, hash, offer },
+    ] {
+        rx.handle_input(now, &f.encode_to_vec()).unwrap();
+    }
+    let (_, events) = wire.drain(&mut rx);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            ReceiverEvent::Verified {
+                up_to_date: true,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    rx.metadata_updated(common::drain::save_request(events))
+        .unwrap();
+    let (sent, _) = wire.drain(&mut rx);
+    let saved = Frame::Saved {
+        id: 0,
+        flags: echoxfer::codec::SAVED_METADATA,
+        hash,
+    };
+    assert_eq!(sent, vec![saved]);
+    assert_eq!(rx.role().files_saved(), 1);
+}
