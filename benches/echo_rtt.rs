@@ -132,22 +132,34 @@ fn blocking_server() -> SocketAddr {
     addr
 }
 
-fn tokio_server() -> SocketAddr {
+/// Starts a multi-threaded tokio runtime on a thread of its own, running
+/// `serve` on a listener bound to loopback; returns the listener's address.
+fn on_tokio<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future,
+{
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
     thread::spawn(move || {
-        rt.block_on(echoxfer::driver::async_tokio::serve(
+        rt.block_on(serve(listener));
+    });
+    addr
+}
+
+fn tokio_server() -> SocketAddr {
+    on_tokio(|listener| {
+        echoxfer::driver::async_tokio::serve(
             listener,
             4096,
             Duration::from_secs(1),
             echoxfer::driver::Shutdown::new(),
             make,
-        ))
-    });
-    addr
+        )
+    })
 }
 
 /// tokio's own floor: read what comes, write it back, a task per
@@ -155,29 +167,21 @@ fn tokio_server() -> SocketAddr {
 /// runs on. What echoxfer's tokio server costs beyond tokio shows against
 /// this one.
 fn tokio_minimal_server() -> SocketAddr {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        rt.block_on(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                s.set_nodelay(true).unwrap();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = s.read(&mut buf).await {
-                        if s.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
+    on_tokio(|listener| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    if s.write_all(&buf[..n]).await.is_err() {
+                        break;
                     }
-                });
-            }
-        })
-    });
-    addr
+                }
+            });
+        }
+    })
 }
 
 /// One message in flight at a time, the next sent on each reply.

@@ -16,6 +16,9 @@ use echoxfer::testing::{file_offer, MemDisk, MemReceiver};
 use echoxfer::xfer::{Receiver, ReceiverEvent, ReceiverRole};
 use echoxfer::{SessionLimits, TransferConfig};
 
+mod common;
+use common::shell::{write_all, Peer};
+
 const MIB: usize = 1024 * 1024;
 
 /// The in-memory receiver app, plus one work (a stalled disk) asked for
@@ -71,23 +74,16 @@ fn while_the_disk_stalls_a_shell_reads_at_most_the_machines_buffer_ahead() {
     };
     let wire = sender_stream(64 * MIB, 256 * 1024);
     let mut core = StreamCore::new(&mut machine, &mut app, &Abort::new());
-    let mut at = 0;
+    let mut peer = Peer { wire: &wire, at: 0 };
     let mut held_work = None;
     let mut ahead = 0;
-    while at < wire.len() {
+    while !peer.is_read() {
         match core.next(now) {
-            Next::Write { .. } => {
-                let n = core.transmit().iter().map(|s| s.len()).sum();
-                core.wrote(now, n);
-            }
+            Next::Write { .. } => write_all(&mut core, now),
             Next::Flush => core.flushed(now),
             Next::Read { max, .. } => {
                 assert!(held_work.is_none(), "no plain read while the work runs");
-                let buf = core.read_buffer(max);
-                let n = buf.len().min(wire.len() - at);
-                buf[..n].copy_from_slice(&wire[at..at + n]);
-                core.filled(now, n);
-                at += n;
+                peer.read(&mut core, now, max);
             }
             Next::Work => held_work = core.take_work(),
             Next::AwaitWork => {
@@ -95,12 +91,7 @@ fn while_the_disk_stalls_a_shell_reads_at_most_the_machines_buffer_ahead() {
                 let Some(max) = core.read_while_working() else {
                     break;
                 };
-                let buf = core.read_buffer(max);
-                let n = buf.len().min(wire.len() - at);
-                buf[..n].copy_from_slice(&wire[at..at + n]);
-                core.filled(now, n);
-                at += n;
-                ahead += n;
+                ahead += peer.read(&mut core, now, max);
             }
             other => panic!("unexpected step {other:?}"),
         }

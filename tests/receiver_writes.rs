@@ -16,6 +16,9 @@ use echoxfer::testing::file_offer;
 use echoxfer::xfer::{Receiver, ReceiverRole, SafeName};
 use echoxfer::{SessionLimits, TransferConfig};
 
+mod common;
+use common::shell::{write_all, Peer};
+
 const KIB: usize = 1024;
 
 /// Feeds `wire` to a receiver over `dir`, then its end; returns how many
@@ -26,24 +29,16 @@ fn receive(dir: &std::path::Path, wire: &[u8], data_from: usize) -> usize {
     let mut machine = Receiver::new(role, SessionLimits::default(), now);
     let mut app = ReceiverApp::new(Store::new(dir, false).unwrap());
     let mut core = StreamCore::new(&mut machine, &mut app, &Abort::new());
-    let (mut at, mut works_mid_data) = (0, 0);
+    let mut peer = Peer { wire, at: 0 };
+    let mut works_mid_data = 0;
     loop {
         match core.next(now) {
-            Next::Write { .. } => {
-                let n = core.transmit().iter().map(|s| s.len()).sum();
-                core.wrote(now, n);
-            }
+            Next::Write { .. } => write_all(&mut core, now),
             Next::Flush => core.flushed(now),
-            Next::Read { max, .. } => {
-                // 4 KiB reads: every frame takes several.
-                let buf = core.read_buffer(max.min(4 * KIB));
-                let n = buf.len().min(wire.len() - at);
-                buf[..n].copy_from_slice(&wire[at..at + n]);
-                core.filled(now, n);
-                at += n;
-            }
+            // 4 KiB reads: every frame takes several.
+            Next::Read { max, .. } => _ = peer.read(&mut core, now, max.min(4 * KIB)),
             Next::Work => {
-                if at >= data_from && at < wire.len() {
+                if peer.at >= data_from && !peer.is_read() {
                     works_mid_data += 1;
                 }
                 let work = core.take_work().expect("work announced");

@@ -1015,6 +1015,18 @@ mod tests {
         core.transmit().iter().flat_map(|s| s.to_vec()).collect()
     }
 
+    /// `next` is the session's end with the I/O failure `kind` in
+    /// `context`; `why` names the rule if it is not.
+    fn assert_io_failure(next: Next, context: &str, kind: io::ErrorKind, why: &str) {
+        match next {
+            Next::Done(Err(DriverError::Io { context: c, source })) => {
+                assert_eq!(c, context, "{why}");
+                assert_eq!(source.kind(), kind, "{why}");
+            }
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+
     fn is_write(next: &Next) -> bool {
         matches!(next, Next::Write { .. })
     }
@@ -1131,13 +1143,12 @@ mod tests {
         let mut core = StreamCore::new(&mut fake, &mut app, &abort);
         assert!(matches!(core.next(t(0.0)), Next::Read { until: None, .. }));
         core.eof(t(1.0));
-        match core.next(t(1.0)) {
-            Next::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "waiting after EOF");
-                assert_eq!(source.kind(), io::ErrorKind::UnexpectedEof);
-            }
-            other => panic!("nothing can end it: {other:?}"),
-        }
+        assert_io_failure(
+            core.next(t(1.0)),
+            "waiting after EOF",
+            io::ErrorKind::UnexpectedEof,
+            "nothing can end it",
+        );
     }
 
     #[test]
@@ -1378,13 +1389,12 @@ mod tests {
         core.timed_out(t(0.5));
         assert!(matches!(core.next(t(0.5)), Next::Read { .. }), "early");
         core.timed_out(t(1.0));
-        match core.next(t(1.0)) {
-            Next::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "writing to the peer");
-                assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);
-            }
-            other => panic!("the write's failure: {other:?}"),
-        }
+        assert_io_failure(
+            core.next(t(1.0)),
+            "writing to the peer",
+            io::ErrorKind::BrokenPipe,
+            "the write's failure",
+        );
     }
 
     #[test]
@@ -1516,13 +1526,12 @@ mod tests {
             "an interrupted write is retried"
         );
         core.wrote(t(0.0), 0);
-        match core.next(t(0.0)) {
-            Next::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "writing to the peer");
-                assert_eq!(source.kind(), io::ErrorKind::WriteZero);
-            }
-            other => panic!("a write of nothing fails the session: {other:?}"),
-        }
+        assert_io_failure(
+            core.next(t(0.0)),
+            "writing to the peer",
+            io::ErrorKind::WriteZero,
+            "a write of nothing fails the session",
+        );
         // A flush that fails: no reset, so nothing to salvage.
         let mut fake = Fake::sending(b"data");
         let mut core = StreamCore::new(&mut fake, &mut app, &abort);
@@ -1530,13 +1539,12 @@ mod tests {
         core.wrote(t(0.0), 4);
         assert!(matches!(core.next(t(0.0)), Next::Flush));
         core.write_failed(t(0.0), io::ErrorKind::PermissionDenied.into());
-        match core.next(t(0.0)) {
-            Next::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "flushing to the peer");
-                assert_eq!(source.kind(), io::ErrorKind::PermissionDenied);
-            }
-            other => panic!("a failed flush fails the session: {other:?}"),
-        }
+        assert_io_failure(
+            core.next(t(0.0)),
+            "flushing to the peer",
+            io::ErrorKind::PermissionDenied,
+            "a failed flush fails the session",
+        );
     }
 
     #[test]
@@ -1680,13 +1688,12 @@ mod tests {
         core.write_failed(t(0.0), io::ErrorKind::BrokenPipe.into());
         assert!(matches!(core.next(t(0.0)), Next::Read { .. }));
         core.read_failed(t(0.1), io::ErrorKind::ConnectionReset.into());
-        match core.next(t(0.1)) {
-            Next::Done(Err(DriverError::Io { context, source })) => {
-                assert_eq!(context, "writing to the peer");
-                assert_eq!(source.kind(), io::ErrorKind::BrokenPipe);
-            }
-            other => panic!("the write's failure, not the read's: {other:?}"),
-        }
+        assert_io_failure(
+            core.next(t(0.1)),
+            "writing to the peer",
+            io::ErrorKind::BrokenPipe,
+            "the write's failure, not the read's",
+        );
     }
 
     #[test]

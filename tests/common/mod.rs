@@ -5,6 +5,7 @@ pub mod drain;
 pub mod files;
 pub mod process;
 pub mod session;
+pub mod shell;
 pub mod tree;
 
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
