@@ -137,11 +137,7 @@ impl Driver {
                     .build()?,
             ),
         };
-        Ok(Driver {
-            tokio,
-            abort_on_ctrl_c: true,
-            ctrl_c: CtrlC::FILES,
-        })
+        Ok(Driver::on(tokio))
     }
 
     /// The driver for a server on `runtime`: on tokio, a multi-threaded
@@ -151,11 +147,15 @@ impl Driver {
             Runtime::Blocking => None,
             Runtime::Tokio => Some(tokio::runtime::Runtime::new()?),
         };
-        Ok(Driver {
+        Ok(Driver::on(tokio))
+    }
+
+    fn on(tokio: Option<tokio::runtime::Runtime>) -> Driver {
+        Driver {
             tokio,
             abort_on_ctrl_c: true,
             ctrl_c: CtrlC::FILES,
-        })
+        }
     }
 
     /// What a Ctrl-C tells the peer and the user (a file transfer's unless told).
