@@ -81,6 +81,11 @@ pub enum Error {
     /// (see [`SecureError`]).
     #[error(transparent)]
     Secure(#[from] SecureError),
+    /// The magic-wormhole client failed: a wrong code, a mailbox server or
+    /// transit relay that broke its protocol, a peer whose messages do not
+    /// decrypt (see [`WormholeError`]).
+    #[error(transparent)]
+    Wormhole(#[from] WormholeError),
 }
 
 impl Error {
@@ -96,9 +101,58 @@ impl Error {
             Error::HashMismatch => ErrorCode::HashMismatch,
             Error::TooSlow { .. } => ErrorCode::Timeout,
             Error::Busy { .. } => ErrorCode::Busy,
-            Error::Secure(_) => ErrorCode::Protocol,
+            Error::Secure(_) | Error::Wormhole(_) => ErrorCode::Protocol,
         }
     }
+}
+
+/// Why a magic-wormhole session (the `wormhole` module, feature `wormhole`)
+/// failed. Whose fault it was is in the variant: the peer's (a wrong code,
+/// a message that does not decrypt or parse), the mailbox server's or the
+/// transit relay's (garbage, a refusal, a stall), never told apart by text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WormholeError {
+    /// The peer's first encrypted message did not decrypt: the two sides
+    /// typed different codes (or someone guessed and failed).
+    #[error(
+        "wrong code: the other side used a different code; check it and try again with a new code"
+    )]
+    WrongCode,
+    /// The mailbox server said no: its `error` message, or an `error` in
+    /// its welcome (the text is the server's, shown sanitised).
+    #[error("the mailbox server refused: {0}")]
+    Refused(String),
+    /// The mailbox server asks for a permission method this client does
+    /// not implement (a proof of work, say).
+    #[error("the mailbox server requires a permission this client does not support ({0}); use another mailbox server (--relay-url)")]
+    PermissionRequired(String),
+    /// The mailbox server sent something that breaks its protocol.
+    #[error("the mailbox server broke its protocol: {0}")]
+    BadServer(&'static str),
+    /// The WebSocket under the mailbox session failed (a bad upgrade, a
+    /// malformed frame, a message over the size limit).
+    #[error("the mailbox WebSocket failed: {0}")]
+    WebSocket(String),
+    /// The mailbox server took longer than the configured limit to answer.
+    #[error(
+        "the mailbox server did not answer within {0:?}; check the --relay-url, or try again later"
+    )]
+    ServerTimeout(std::time::Duration),
+    /// The mailbox connection ended before the session was over.
+    #[error("the mailbox server closed the connection {0}; try again")]
+    ServerClosed(&'static str),
+    /// The peer sent a message that decrypts but breaks the protocol
+    /// (malformed JSON, a missing key, too many out-of-order phases).
+    #[error("the other side broke the wormhole protocol: {0}")]
+    BadPeer(&'static str),
+    /// The peer sent an `error` message (its text, sanitised).
+    #[error("the other side reported an error: {0}")]
+    PeerError(String),
+    /// A transit connection failed its handshake or a record failed to
+    /// authenticate, arrived out of order or exceeded the size limit.
+    #[error("transit failed: {0}")]
+    Transit(&'static str),
 }
 
 /// Why a secure channel ([`crate::secure`]) failed. Each ends the session;

@@ -100,13 +100,15 @@ pub mod secure;
 pub mod session;
 pub mod unframed;
 mod wire;
+#[cfg(feature = "wormhole")]
+pub mod wormhole;
 pub mod xfer;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use config::{EchoConfig, SessionLimits, TransferConfig, UdpConfig, UnframedConfig};
-pub use error::{Error, ErrorCode, ProtocolError, SecureError, UsageError};
+pub use error::{Error, ErrorCode, ProtocolError, SecureError, UsageError, WormholeError};
 pub use machine::{Datagram, DatagramMachine, Machine, Output, StreamMachine};
 
 /// The README's examples, compiled and run as doc tests.
