@@ -153,6 +153,11 @@ pub enum WormholeError {
     /// authenticate, arrived out of order or exceeded the size limit.
     #[error("transit failed: {0}")]
     Transit(&'static str),
+    /// A wormhole code that is not one: what is wrong with it. A code is
+    /// a nameplate (decimal digits) and one or more words, joined by
+    /// hyphens (see `wormhole::code::Code`).
+    #[error("bad wormhole code: {0}; a code is a nameplate number and words joined by hyphens, like 7-guitarist-revenge")]
+    BadCode(&'static str),
 }
 
 /// Why a secure channel ([`crate::secure`]) failed. Each ends the session;
