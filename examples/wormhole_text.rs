@@ -1,6 +1,7 @@
 //! Sends or receives one text through a magic-wormhole mailbox, as
 //! `wormhole send --text` and `wormhole receive` do: any wormhole client
-//! is the other side.
+//! is the other side. The machine runs on the blocking driver; the roles
+//! are the library's apps, wrapped to print the code.
 //!
 //! ```text
 //! cargo run --example wormhole_text -- send ws://127.0.0.1:4000/v1 "hello"
@@ -11,11 +12,23 @@ use std::io;
 use std::net::TcpStream;
 use std::time::Instant;
 
-use echoxfer::driver::blocking::run_stream;
+use echoxfer::driver::{blocking::run_stream, App};
 use echoxfer::secure::os_seed;
 use echoxfer::wormhole::code::Code;
-use echoxfer::wormhole::transfer::{Answer, Offer, TransferMessage};
+use echoxfer::wormhole::text::{TextReceive, TextSend};
 use echoxfer::wormhole::{Wormhole, WormholeConfig, WormholeEvent};
+
+/// Prints the code, then lets the role act.
+struct ShowCode<A>(A);
+
+impl<A: App<Wormhole>> App<Wormhole> for ShowCode<A> {
+    fn on_event(&mut self, w: &mut Wormhole, now: Instant, event: WormholeEvent) -> io::Result<()> {
+        if let WormholeEvent::Code(code) = &event {
+            eprintln!("Wormhole code is: {code}");
+        }
+        self.0.on_event(w, now, event)
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,35 +46,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_default();
     let mut stream = TcpStream::connect(host)?;
     let now = Instant::now();
-    let sending = mode == "send";
-    let mut wormhole = match sending {
-        true => Wormhole::allocate(config, now, os_seed()?)?,
-        false => Wormhole::join(config, Code::parse(what)?, now, os_seed()?)?,
-    };
-    let text = what.clone();
-    let mut app = move |w: &mut Wormhole, now: Instant, event: WormholeEvent| -> io::Result<()> {
-        match event {
-            WormholeEvent::Code(code) => eprintln!("Wormhole code is: {code}"),
-            WormholeEvent::Verified { .. } if sending => {
-                let offer = TransferMessage::Offer(Offer::Message(text.clone()));
-                w.send(&offer.encode()).map_err(io::Error::other)?;
-            }
-            WormholeEvent::Message(bytes) => {
-                match TransferMessage::decode(&bytes).map_err(io::Error::other)? {
-                    TransferMessage::Offer(Offer::Message(text)) => {
-                        println!("{text}");
-                        w.send(&TransferMessage::Answer(Answer::text_received()).encode())
-                            .map_err(io::Error::other)?;
-                        w.close(now).map_err(io::Error::other)?;
-                    }
-                    TransferMessage::Answer(_) => w.close(now).map_err(io::Error::other)?,
-                    other => return Err(io::Error::other(format!("unexpected {other:?}"))),
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    };
-    run_stream(&mut wormhole, &mut stream, &mut app)?;
+    if mode == "send" {
+        let mut wormhole = Wormhole::allocate(config, now, os_seed()?)?;
+        run_stream(
+            &mut wormhole,
+            &mut stream,
+            &mut ShowCode(TextSend::new(what.as_str())),
+        )?;
+    } else {
+        let mut wormhole = Wormhole::join(config, Code::parse(what)?, now, os_seed()?)?;
+        let mut role = ShowCode(TextReceive::new());
+        run_stream(&mut wormhole, &mut stream, &mut role)?;
+        println!("{}", role.0.text().unwrap_or_default());
+    }
     Ok(())
 }

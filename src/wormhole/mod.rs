@@ -16,11 +16,13 @@
 //!   `mailbox` (the server protocol's commands and answers) and `ws` (the
 //!   WebSocket over the machine's buffers), both crate-private.
 //! * [`transfer`]: the file-transfer protocol's messages (offer, answer).
+//! * [`text`]: sending and receiving a text, as two apps of the machine.
 
 mod client;
 pub mod code;
 pub mod keys;
 mod mailbox;
+pub mod text;
 pub mod transfer;
 mod ws;
 

@@ -207,8 +207,16 @@ pub struct SendArgs {
     /// Files and directories to send, in order: each under its own name,
     /// a directory with everything under it (symbolic links and special
     /// files are skipped, never followed).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "text")]
     pub files: Vec<PathBuf>,
+    /// Send this text through a magic-wormhole mailbox instead of files:
+    /// a code is printed, and `echoxfer receive CODE` or any wormhole
+    /// client (`wormhole receive CODE`) prints the text.
+    #[arg(long, conflicts_with_all = ["files", "to", "stdio", "legacy", "dry_run", "code", "secret_file", "insecure"])]
+    pub text: Option<String>,
+    /// Where the wormhole meets (`--text`).
+    #[command(flatten)]
+    pub wormhole: WormholeArgs,
     /// Receiver address, HOST:PORT (each address a name resolves to is tried in turn).
     #[arg(long, default_value = "127.0.0.1:9999", value_parser = HostPort::parse)]
     pub to: HostPort,
@@ -238,9 +246,26 @@ pub struct SendArgs {
     pub auth: SecureArgs,
 }
 
+/// The magic-wormhole servers a code goes through.
+#[derive(Debug, Clone, Args)]
+pub struct WormholeArgs {
+    /// The mailbox server where the two sides meet (a ws:// URL; the same
+    /// variable as Python's wormhole sets it).
+    #[arg(long, env = "WORMHOLE_RELAY_URL", default_value = echoxfer::wormhole::PUBLIC_MAILBOX)]
+    pub relay_url: String,
+}
+
 /// `echoxfer receive`
 #[derive(Debug, Args)]
 pub struct ReceiveArgs {
+    /// A wormhole code (`7-guitarist-revenge`, from `echoxfer send --text`
+    /// or any wormhole client's `send`): receive through the mailbox
+    /// instead of listening.
+    #[arg(value_name = "CODE", conflicts_with_all = ["listen", "once", "stdio", "legacy", "code", "secret_file", "insecure"])]
+    pub wormhole_code: Option<String>,
+    /// Where the wormhole meets (with CODE).
+    #[command(flatten)]
+    pub wormhole: WormholeArgs,
     /// Address to listen on, HOST:PORT (a name listens on the first address it
     /// resolves to that binds; port 0 picks a free port; the real one is printed).
     #[arg(long, default_value = "127.0.0.1:9999", value_parser = HostPort::parse)]

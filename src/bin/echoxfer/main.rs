@@ -5,7 +5,8 @@
 //! The layers, each using only those below it:
 //! - one module per command ([`demo`], [`echo`], [`udp`], [`send`],
 //!   [`receive`]), each with its `--legacy` variant in a `legacy`
-//!   submodule; no command module uses another;
+//!   submodule, and [`wormhole`] for what goes through a mailbox
+//!   (`send --text`, `receive CODE`); no command module uses another;
 //! - [`auth`]: codes, secret files, the secure channel a session runs
 //!   in, and what a wrong code or a plaintext peer means to the user;
 //! - [`net`]: network plumbing (binding, connecting, stdio, the runtime,
@@ -23,6 +24,7 @@ mod receive;
 mod send;
 mod term;
 mod udp;
+mod wormhole;
 
 use std::process::ExitCode;
 
@@ -87,7 +89,9 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Udp(UdpCommand::Serve(a)) => udp::serve(a),
         Command::Udp(UdpCommand::Ping(a)) => udp::ping(a),
         Command::Udp(UdpCommand::Send(a)) => udp::send(a),
+        Command::Send(a) if a.text.is_some() => wormhole::send_text(a),
         Command::Send(a) => send::send(a),
+        Command::Receive(a) if a.wormhole_code.is_some() => wormhole::receive(a),
         Command::Receive(a) => receive::receive(a),
         Command::Secret(a) => auth::secret_command(a.file),
         Command::Completions(a) => {
