@@ -7,6 +7,7 @@ pub mod process;
 pub mod session;
 pub mod shell;
 pub mod tree;
+pub mod wormhole_servers;
 
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 
