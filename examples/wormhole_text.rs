@@ -15,7 +15,7 @@ use std::time::Instant;
 use echoxfer::driver::{blocking::run_stream, App};
 use echoxfer::secure::os_seed;
 use echoxfer::wormhole::code::Code;
-use echoxfer::wormhole::text::{TextReceive, TextSend};
+use echoxfer::wormhole::offer::{ReceiveOffer, Received, SendOffer};
 use echoxfer::wormhole::{Wormhole, WormholeConfig, WormholeEvent};
 
 /// Prints the code, then lets the role act.
@@ -51,13 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         run_stream(
             &mut wormhole,
             &mut stream,
-            &mut ShowCode(TextSend::new(what.as_str())),
+            &mut ShowCode(SendOffer::text(what.as_str())),
         )?;
     } else {
         let mut wormhole = Wormhole::join(config, Code::parse(what)?, now, os_seed()?)?;
-        let mut role = ShowCode(TextReceive::new());
+        let mut role = ShowCode(ReceiveOffer::text_only());
         run_stream(&mut wormhole, &mut stream, &mut role)?;
-        println!("{}", role.0.text().unwrap_or_default());
+        if let Some(Received::Text(text)) = role.0.received() {
+            println!("{text}");
+        }
     }
     Ok(())
 }

@@ -13,6 +13,8 @@ pub mod legacy;
 mod source;
 mod store;
 mod walk;
+#[cfg(feature = "wormhole")]
+pub mod wormhole;
 
 pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, Totals};
 pub use source::Source;

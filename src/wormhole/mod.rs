@@ -16,14 +16,15 @@
 //!   `mailbox` (the server protocol's commands and answers) and `ws` (the
 //!   WebSocket over the machine's buffers), both crate-private.
 //! * [`transfer`]: the file-transfer protocol's messages (offer, answer).
+//! * [`offer`]: the wormhole phase of a transfer (offer, accept or
+//!   decline), as two apps of the machine.
 //! * [`transit`]: the transit layer, one candidate connection as a machine: relay and transit handshakes, then SecretBox records; and the `transit` hints message.
-//! * [`text`]: sending and receiving a text, as two apps of the machine.
 
 mod client;
 pub mod code;
 pub mod keys;
 mod mailbox;
-pub mod text;
+pub mod offer;
 pub mod transfer;
 pub mod transit;
 mod ws;
@@ -41,6 +42,10 @@ pub const PUBLIC_TRANSIT_RELAY: &str = "tcp:transit.magic-wormhole.io:4001";
 /// The application id of `wormhole send`/`receive` (file-transfer protocol):
 /// both sides must use the same one to meet.
 pub const FILE_TRANSFER_APPID: &str = "lothar.com/wormhole/text-or-file-xfer";
+/// The purpose the file-transfer protocol derives its transit key for,
+/// whatever the app id ([`Wormhole::derive_key`]): Python's client fixed
+/// it to the file-transfer app id's (its bug 339), and every client follows.
+pub const TRANSIT_KEY_PURPOSE: &str = "lothar.com/wormhole/text-or-file-xfer/transit-key";
 
 /// How a [`Wormhole`] reaches its mailbox and what it says there.
 #[derive(Debug, Clone, PartialEq)]

@@ -61,7 +61,7 @@ impl Write for Pipe {
 }
 
 enum Stage {
-    Upgrading(MidHandshake<ClientHandshake<Pipe>>),
+    Upgrading(Box<MidHandshake<ClientHandshake<Pipe>>>),
     Open(Box<WebSocket<Pipe>>),
     /// Between stages (never seen from outside a call), or after a failure.
     Gone,
@@ -104,7 +104,7 @@ impl Ws {
             .max_frame_size(Some(MAX_MESSAGE));
         let stage =
             match tungstenite::client::client_with_config(request, Pipe::default(), Some(config)) {
-                Err(HandshakeError::Interrupted(mid)) => Stage::Upgrading(mid),
+                Err(HandshakeError::Interrupted(mid)) => Stage::Upgrading(Box::new(mid)),
                 Err(HandshakeError::Failure(e)) => return Err(ws_error(e)),
                 Ok((ws, _)) => Stage::Open(Box::new(ws)),
             };
@@ -162,8 +162,8 @@ impl Ws {
         let Stage::Upgrading(mid) = std::mem::replace(&mut self.stage, Stage::Gone) else {
             unreachable!("checked just above")
         };
-        match mid.handshake() {
-            Err(HandshakeError::Interrupted(mid)) => self.stage = Stage::Upgrading(mid),
+        match (*mid).handshake() {
+            Err(HandshakeError::Interrupted(mid)) => self.stage = Stage::Upgrading(Box::new(mid)),
             Err(HandshakeError::Failure(e)) => return Err(ws_error(e)),
             Ok((ws, _)) => {
                 self.stage = Stage::Open(Box::new(ws));

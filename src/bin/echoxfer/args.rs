@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::addr::HostPort;
 
+/// Where `send --legacy` (and `--stdio`, which ignores it) connects
+/// without `--to`.
+pub const DEFAULT_TO: &str = "127.0.0.1:9999";
+
 /// Sans-IO echo and file transfer, over TCP, UDP or any pipe.
 #[derive(Debug, Parser)]
 #[command(name = "echoxfer", version, about)]
@@ -217,9 +221,13 @@ pub struct SendArgs {
     /// Where the wormhole meets (`--text`).
     #[command(flatten)]
     pub wormhole: WormholeArgs,
-    /// Receiver address, HOST:PORT (each address a name resolves to is tried in turn).
-    #[arg(long, default_value = "127.0.0.1:9999", value_parser = HostPort::parse)]
-    pub to: HostPort,
+    /// Receiver address, HOST:PORT (each address a name resolves to is
+    /// tried in turn). Without it (and without --stdio), the file goes
+    /// through a magic-wormhole mailbox: a code is printed for
+    /// `echoxfer receive CODE` or any wormhole client; --legacy defaults
+    /// to 127.0.0.1:9999.
+    #[arg(long, value_parser = HostPort::parse)]
+    pub to: Option<HostPort>,
     /// Driver to run the session on.
     #[arg(long, value_enum, default_value_t = Runtime::Blocking)]
     pub runtime: Runtime,
@@ -253,6 +261,19 @@ pub struct WormholeArgs {
     /// variable as Python's wormhole sets it).
     #[arg(long, env = "WORMHOLE_RELAY_URL", default_value = echoxfer::wormhole::PUBLIC_MAILBOX)]
     pub relay_url: String,
+    /// The transit relay that carries the bytes when neither side can
+    /// reach the other (tcp:HOST:PORT; the same variable as Python's
+    /// wormhole sets it).
+    #[arg(long, env = "WORMHOLE_TRANSIT_HELPER", default_value = echoxfer::wormhole::PUBLIC_TRANSIT_RELAY)]
+    pub transit_helper: String,
+    /// Offer no direct connection (no listening port): the bytes go
+    /// through the transit relay unless this side reaches the other's.
+    #[arg(long)]
+    pub no_listen: bool,
+    /// The addresses to offer the other side for a direct connection
+    /// (repeatable; default: every non-loopback IPv4 address here).
+    #[arg(long, value_name = "IP")]
+    pub hint_addr: Vec<std::net::IpAddr>,
 }
 
 /// `echoxfer receive`

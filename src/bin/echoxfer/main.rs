@@ -90,6 +90,9 @@ fn dispatch(command: Command) -> CmdResult {
         Command::Udp(UdpCommand::Ping(a)) => udp::ping(a),
         Command::Udp(UdpCommand::Send(a)) => udp::send(a),
         Command::Send(a) if a.text.is_some() => wormhole::send_text(a),
+        Command::Send(a) if a.to.is_none() && !(a.stdio || a.legacy || a.dry_run) => {
+            wormhole::send_file(a)
+        }
         Command::Send(a) => send::send(a),
         Command::Receive(a) if a.wormhole_code.is_some() => wormhole::receive(a),
         Command::Receive(a) => receive::receive(a),

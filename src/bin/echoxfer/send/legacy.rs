@@ -64,7 +64,11 @@ pub fn send(a: SendArgs) -> CmdResult {
     let mut machine = LegacyFileSender::new(size, UnframedConfig::default(), Instant::now());
     let meter = Meter::start(ui, "send".into(), bytes.counter());
     let started = Instant::now();
-    let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive --legacy`");
+    let to = match &a.to {
+        Some(to) => to.clone(),
+        None => crate::addr::HostPort::parse(crate::args::DEFAULT_TO)?,
+    };
+    let peer = Peer::chosen(a.stdio, &to, "`echoxfer receive --legacy`");
     let result = net::run_client(&mut machine, &mut app, peer, a.runtime);
     let secs = started.elapsed().as_secs_f64();
     meter.finish();

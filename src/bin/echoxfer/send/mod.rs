@@ -44,7 +44,11 @@ pub fn send(a: SendArgs) -> CmdResult {
     let mut machine = auth.client_channel(sender, now);
     let mut session =
         Tracked::new(app, "sent", ui, out, "send".into()).summary(Summary::new(a.quiet, a.json));
-    let peer = Peer::chosen(a.stdio, &a.to, "`echoxfer receive`");
+    let to = match &a.to {
+        Some(to) => to.clone(),
+        None => crate::addr::HostPort::parse(crate::args::DEFAULT_TO)?,
+    };
+    let peer = Peer::chosen(a.stdio, &to, "`echoxfer receive`");
     let result = net::run_client(&mut machine, &mut session, peer, a.runtime);
     // A session that never reached the receiver (nothing listens there, a
     // wrong code) offered nothing: no summary of files "incomplete".

@@ -1,0 +1,315 @@
+//! A file's bytes through magic-wormhole transit (file-transfer protocol
+//! v1), as [`App`]s of the [`Transit`] machine: [`SendBytes`] streams a
+//! file as records and checks the receiver's SHA-256 acknowledgement;
+//! [`ReceiveBytes`] writes the records into the [`Store`]'s partial file,
+//! saves it under its final name only once all of it is there and
+//! durable, then acknowledges with its SHA-256.
+//!
+//! Several candidate connections race for each transfer (direct hints,
+//! relays); each runs its own copy of the app, and the first to connect
+//! wins the shared [`Race`]: only the winner touches the file. Touches
+//! `std::fs` and the store; no sockets, no clocks, no threads.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::Incoming;
+use crate::driver::{App, Work};
+use crate::error::WormholeError;
+use crate::wormhole::transit::{Role, Transit, TransitEvent};
+
+/// Bytes of file in one record. Python sends 16 KiB records and takes any
+/// size; larger records cost fewer system calls and seals.
+pub const RECORD_BYTES: usize = 256 * 1024;
+
+/// Which of the candidate connections carries the transfer: the first to
+/// [`claim`](Race::claim) it.
+#[derive(Debug, Clone, Default)]
+pub struct Race(Arc<AtomicBool>);
+
+impl Race {
+    /// A race nobody has won.
+    pub fn new() -> Race {
+        Race::default()
+    }
+
+    /// Claims the win: `true` for the first caller only.
+    pub fn claim(&self) -> bool {
+        !self.0.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether someone won.
+    pub fn is_won(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The receiver's last record: `{"ack": "ok", "sha256": HEX}`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ack {
+    ack: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+fn failed(error: WormholeError) -> io::Error {
+    io::Error::other(crate::Error::Wormhole(error))
+}
+
+fn usage(error: crate::UsageError) -> io::Error {
+    io::Error::other(crate::Error::from(error))
+}
+
+/// The sending side of one candidate connection.
+#[derive(Debug)]
+pub struct SendBytes {
+    path: PathBuf,
+    size: u64,
+    race: Race,
+    file: Option<File>,
+    sent: u64,
+    hasher: Sha256,
+    reading: bool,
+    won: bool,
+    confirmed: bool,
+}
+
+impl SendBytes {
+    /// Sends the `size` bytes of the file at `path` if this candidate wins
+    /// `race`.
+    pub fn new(path: PathBuf, size: u64, race: Race) -> SendBytes {
+        SendBytes {
+            path,
+            size,
+            race,
+            file: None,
+            sent: 0,
+            hasher: Sha256::new(),
+            reading: false,
+            won: false,
+            confirmed: false,
+        }
+    }
+
+    /// Whether this candidate won and the receiver confirmed the bytes.
+    pub fn confirmed(&self) -> bool {
+        self.confirmed
+    }
+
+    /// Whether this candidate carried the transfer.
+    pub fn won(&self) -> bool {
+        self.won
+    }
+
+    /// Bytes handed to transit so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    fn on_connected(&mut self, transit: &mut Transit) -> io::Result<()> {
+        if !self.race.claim() {
+            return transit.nevermind().map_err(usage);
+        }
+        let file = File::open(&self.path).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open {}: {e}", self.path.display()),
+            )
+        })?;
+        self.file = Some(file);
+        self.won = true;
+        transit.go().map_err(usage)
+    }
+
+    fn on_ack(&mut self, transit: &mut Transit, record: &[u8]) -> io::Result<()> {
+        let ack: Ack = serde_json::from_slice(record).map_err(|_| {
+            failed(WormholeError::BadPeer(
+                "a last record that is not the acknowledgement",
+            ))
+        })?;
+        if ack.ack != "ok" {
+            return Err(failed(WormholeError::PeerError(crate::error::sanitize(
+                ack.ack.as_bytes(),
+            ))));
+        }
+        if self.sent < self.size {
+            return Err(failed(WormholeError::BadPeer(
+                "an acknowledgement before the whole file was sent",
+            )));
+        }
+        let ours = hex::encode(self.hasher.clone().finalize());
+        if ack.sha256.is_some_and(|theirs| theirs != ours) {
+            return Err(failed(WormholeError::BadPeer(
+                "a SHA-256 of the file that is not what was sent",
+            )));
+        }
+        self.confirmed = true;
+        transit.close().map_err(usage)
+    }
+}
+
+/// The next chunk of the file, read off the driver's loop.
+fn read_chunk(mut file: File, want: usize) -> io::Result<(File, Vec<u8>)> {
+    let mut chunk = vec![0u8; want];
+    file.read_exact(&mut chunk).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("reading the file to send: {e} (did it shrink?)"),
+        )
+    })?;
+    Ok((file, chunk))
+}
+
+impl App<Transit> for SendBytes {
+    fn on_event(
+        &mut self,
+        transit: &mut Transit,
+        _now: Instant,
+        event: TransitEvent,
+    ) -> io::Result<()> {
+        match event {
+            TransitEvent::Connected => self.on_connected(transit),
+            TransitEvent::Record(record) => self.on_ack(transit, &record),
+        }
+    }
+
+    fn poll_work(&mut self) -> Option<Work<Self, Transit>> {
+        if self.reading || self.sent >= self.size {
+            return None;
+        }
+        let file = self.file.take()?;
+        self.reading = true;
+        let want = (self.size - self.sent).min(RECORD_BYTES as u64) as usize;
+        Some(Work::new(move || {
+            let read = read_chunk(file, want);
+            move |app: &mut SendBytes, transit: &mut Transit, _now: Instant| {
+                app.reading = false;
+                let (file, chunk) = read?;
+                app.file = Some(file);
+                app.hasher.update(&chunk);
+                app.sent += chunk.len() as u64;
+                transit.send_record(&chunk).map_err(usage)
+            }
+        }))
+    }
+}
+
+/// The receiving side of one candidate connection.
+#[derive(Debug)]
+pub struct ReceiveBytes {
+    incoming: Arc<Mutex<Option<Incoming>>>,
+    size: u64,
+    race: Race,
+    mine: Option<Incoming>,
+    won: bool,
+    received: u64,
+    hasher: Sha256,
+    saved: Option<PathBuf>,
+}
+
+impl ReceiveBytes {
+    /// Writes the `size` offered bytes into `incoming` (shared by the
+    /// candidates; the winner of `race` takes it).
+    pub fn new(incoming: Arc<Mutex<Option<Incoming>>>, size: u64, race: Race) -> ReceiveBytes {
+        ReceiveBytes {
+            incoming,
+            size,
+            race,
+            mine: None,
+            won: false,
+            received: 0,
+            hasher: Sha256::new(),
+            saved: None,
+        }
+    }
+
+    /// Where the file was saved, once it was.
+    pub fn saved(&self) -> Option<&PathBuf> {
+        self.saved.as_ref()
+    }
+
+    /// Whether this candidate carried the transfer.
+    pub fn won(&self) -> bool {
+        self.won
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    fn on_connected(&mut self, transit: &mut Transit) -> io::Result<()> {
+        debug_assert_eq!(transit.role(), Role::Receiver);
+        let taken = self
+            .incoming
+            .lock()
+            .map(|mut slot| slot.take())
+            .unwrap_or(None);
+        let (true, Some(mut incoming)) = (self.race.claim(), taken) else {
+            return Err(failed(WormholeError::Transit(
+                "a second connection said go",
+            )));
+        };
+        self.won = true;
+        incoming.start(0)?;
+        self.mine = Some(incoming);
+        self.finish_if_whole(transit)
+    }
+
+    fn on_record(&mut self, transit: &mut Transit, record: &[u8]) -> io::Result<()> {
+        let Some(incoming) = self.mine.as_mut() else {
+            return Err(failed(WormholeError::BadPeer(
+                "a record before the connection was chosen",
+            )));
+        };
+        if self.received + record.len() as u64 > self.size {
+            return Err(failed(WormholeError::BadPeer(
+                "more bytes than the offered size",
+            )));
+        }
+        incoming.write_at(self.received, record)?;
+        self.hasher.update(record);
+        self.received += record.len() as u64;
+        self.finish_if_whole(transit)
+    }
+
+    /// Saves the file once all of it is there, then acknowledges it.
+    fn finish_if_whole(&mut self, transit: &mut Transit) -> io::Result<()> {
+        if self.received < self.size {
+            return Ok(());
+        }
+        let Some(incoming) = self.mine.take() else {
+            return Ok(());
+        };
+        let path = incoming.commit().map_err(|r| io::Error::other(r.message))?;
+        self.saved = Some(path);
+        let ack = Ack {
+            ack: "ok".into(),
+            sha256: Some(hex::encode(self.hasher.clone().finalize())),
+        };
+        let record = serde_json::to_vec(&ack).expect("an acknowledgement always serialises");
+        transit.send_record(&record).map_err(usage)?;
+        transit.close().map_err(usage)
+    }
+}
+
+impl App<Transit> for ReceiveBytes {
+    fn on_event(
+        &mut self,
+        transit: &mut Transit,
+        _now: Instant,
+        event: TransitEvent,
+    ) -> io::Result<()> {
+        match event {
+            TransitEvent::Connected => self.on_connected(transit),
+            TransitEvent::Record(record) => self.on_record(transit, &record),
+        }
+    }
+}
