@@ -15,6 +15,8 @@ mod store;
 mod walk;
 #[cfg(feature = "wormhole")]
 pub mod wormhole;
+#[cfg(feature = "wormhole")]
+pub mod zip;
 
 pub use app::{FileReport, Outcome, Progress, ReceiverApp, SenderApp, Totals};
 pub use source::Source;

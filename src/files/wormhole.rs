@@ -1,9 +1,10 @@
 //! A file's bytes through magic-wormhole transit (file-transfer protocol
 //! v1), as [`App`]s of the [`Transit`] machine: [`SendBytes`] streams a
-//! file as records and checks the receiver's SHA-256 acknowledgement;
-//! [`ReceiveBytes`] writes the records into the [`Store`]'s partial file,
-//! saves it under its final name only once all of it is there and
-//! durable, then acknowledges with its SHA-256.
+//! file (or a folder's zip) as records and checks the receiver's SHA-256
+//! acknowledgement; [`ReceiveBytes`] writes the records into a [`Target`]
+//! (the store's partial file, saved under its final name only once all of
+//! it is there and durable; or a spool, a folder's zip unpacked once
+//! whole), then acknowledges with its SHA-256.
 //!
 //! Several candidate connections race for each transfer (direct hints,
 //! relays); each runs its own copy of the app, and the first to connect
@@ -11,7 +12,8 @@
 //! `std::fs` and the store; no sockets, no clocks, no threads.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,10 +69,13 @@ fn usage(error: crate::UsageError) -> io::Error {
     io::Error::other(crate::Error::from(error))
 }
 
+/// What a sender reads, shared by the candidates: the winner takes it.
+pub type SharedSource = Arc<Mutex<Option<File>>>;
+
 /// The sending side of one candidate connection.
 #[derive(Debug)]
 pub struct SendBytes {
-    path: PathBuf,
+    source: SharedSource,
     size: u64,
     race: Race,
     file: Option<File>,
@@ -82,11 +87,11 @@ pub struct SendBytes {
 }
 
 impl SendBytes {
-    /// Sends the `size` bytes of the file at `path` if this candidate wins
-    /// `race`.
-    pub fn new(path: PathBuf, size: u64, race: Race) -> SendBytes {
+    /// Sends the `size` bytes of `source` (read from where it stands) if
+    /// this candidate wins `race`.
+    pub fn new(source: SharedSource, size: u64, race: Race) -> SendBytes {
         SendBytes {
-            path,
+            source,
             size,
             race,
             file: None,
@@ -114,15 +119,14 @@ impl SendBytes {
     }
 
     fn on_connected(&mut self, transit: &mut Transit) -> io::Result<()> {
-        if !self.race.claim() {
+        let taken = self
+            .source
+            .lock()
+            .map(|mut slot| slot.take())
+            .unwrap_or(None);
+        let (true, Some(file)) = (self.race.claim(), taken) else {
             return transit.nevermind().map_err(usage);
-        }
-        let file = File::open(&self.path).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot open {}: {e}", self.path.display()),
-            )
-        })?;
+        };
         self.file = Some(file);
         self.won = true;
         transit.go().map_err(usage)
@@ -201,13 +205,53 @@ impl App<Transit> for SendBytes {
     }
 }
 
+/// Where received bytes go.
+pub enum Target {
+    /// A file, saved under its name once whole and durable.
+    File(Incoming),
+    /// A spool (an unnamed file), handed to `finish` once whole, rewound:
+    /// a folder's zip, say, to unpack. `finish` says where it landed.
+    Spool(File, Box<dyn FnOnce(File) -> io::Result<PathBuf> + Send>),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::File(incoming) => f.debug_tuple("File").field(incoming).finish(),
+            Target::Spool(file, _) => f.debug_tuple("Spool").field(file).finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Target {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Target::File(incoming) => incoming.write_at(offset, data),
+            Target::Spool(file, _) => file.write_all_at(data, offset),
+        }
+    }
+
+    fn finish(self) -> io::Result<PathBuf> {
+        match self {
+            Target::File(incoming) => incoming.commit().map_err(|r| io::Error::other(r.message)),
+            Target::Spool(mut file, finish) => {
+                file.rewind()?;
+                finish(file)
+            }
+        }
+    }
+}
+
+/// Where a receiver writes, shared by the candidates: the winner takes it.
+pub type SharedTarget = Arc<Mutex<Option<Target>>>;
+
 /// The receiving side of one candidate connection.
 #[derive(Debug)]
 pub struct ReceiveBytes {
-    incoming: Arc<Mutex<Option<Incoming>>>,
+    target: SharedTarget,
     size: u64,
     race: Race,
-    mine: Option<Incoming>,
+    mine: Option<Target>,
     won: bool,
     received: u64,
     hasher: Sha256,
@@ -215,11 +259,11 @@ pub struct ReceiveBytes {
 }
 
 impl ReceiveBytes {
-    /// Writes the `size` offered bytes into `incoming` (shared by the
+    /// Writes the `size` offered bytes into `target` (shared by the
     /// candidates; the winner of `race` takes it).
-    pub fn new(incoming: Arc<Mutex<Option<Incoming>>>, size: u64, race: Race) -> ReceiveBytes {
+    pub fn new(target: SharedTarget, size: u64, race: Race) -> ReceiveBytes {
         ReceiveBytes {
-            incoming,
+            target,
             size,
             race,
             mine: None,
@@ -230,7 +274,7 @@ impl ReceiveBytes {
         }
     }
 
-    /// Where the file was saved, once it was.
+    /// Where the file (or folder) was saved, once it was.
     pub fn saved(&self) -> Option<&PathBuf> {
         self.saved.as_ref()
     }
@@ -248,23 +292,25 @@ impl ReceiveBytes {
     fn on_connected(&mut self, transit: &mut Transit) -> io::Result<()> {
         debug_assert_eq!(transit.role(), Role::Receiver);
         let taken = self
-            .incoming
+            .target
             .lock()
             .map(|mut slot| slot.take())
             .unwrap_or(None);
-        let (true, Some(mut incoming)) = (self.race.claim(), taken) else {
+        let (true, Some(mut target)) = (self.race.claim(), taken) else {
             return Err(failed(WormholeError::Transit(
                 "a second connection said go",
             )));
         };
         self.won = true;
-        incoming.start(0)?;
-        self.mine = Some(incoming);
+        if let Target::File(incoming) = &mut target {
+            incoming.start(0)?;
+        }
+        self.mine = Some(target);
         self.finish_if_whole(transit)
     }
 
     fn on_record(&mut self, transit: &mut Transit, record: &[u8]) -> io::Result<()> {
-        let Some(incoming) = self.mine.as_mut() else {
+        let Some(target) = self.mine.as_mut() else {
             return Err(failed(WormholeError::BadPeer(
                 "a record before the connection was chosen",
             )));
@@ -274,7 +320,7 @@ impl ReceiveBytes {
                 "more bytes than the offered size",
             )));
         }
-        incoming.write_at(self.received, record)?;
+        target.write_at(self.received, record)?;
         self.hasher.update(record);
         self.received += record.len() as u64;
         self.finish_if_whole(transit)
@@ -285,11 +331,10 @@ impl ReceiveBytes {
         if self.received < self.size {
             return Ok(());
         }
-        let Some(incoming) = self.mine.take() else {
+        let Some(target) = self.mine.take() else {
             return Ok(());
         };
-        let path = incoming.commit().map_err(|r| io::Error::other(r.message))?;
-        self.saved = Some(path);
+        self.saved = Some(target.finish()?);
         let ack = Ack {
             ack: "ok".into(),
             sha256: Some(hex::encode(self.hasher.clone().finalize())),

@@ -5,14 +5,16 @@
 
 mod transit;
 
+use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use echoxfer::driver::App;
-use echoxfer::files::wormhole::{Race, ReceiveBytes, SendBytes};
-use echoxfer::files::{Incoming, Store};
+use echoxfer::files::wormhole::{Race, ReceiveBytes, SendBytes, SharedTarget, Target};
+use echoxfer::files::zip::{self, UnpackLimits};
+use echoxfer::files::{walk, Store};
 use echoxfer::secure::os_seed;
 use echoxfer::wormhole::code::Code;
 use echoxfer::wormhole::offer::{Policy, ReceiveOffer, Received, SendOffer};
@@ -38,41 +40,46 @@ pub fn send_text(a: SendArgs) -> CmdResult {
     Ok(())
 }
 
-/// `send FILE` without `--to`: one file, through the wormhole.
+/// `send PATH` without `--to`: one file, or one folder as a zip,
+/// through the wormhole.
 pub fn send_file(a: SendArgs) -> CmdResult {
-    let (path, filename, filesize) = one_file(&a.files)?;
-    let local = transit::local(&a.wormhole)?;
-    let offer = Offer::File {
-        filename: filename.clone(),
-        filesize,
+    let (source, offer, size) = what_to_send(&a.files)?;
+    let shown = match &offer {
+        Offer::File { filename, .. } => filename.clone(),
+        Offer::Directory {
+            dirname, numfiles, ..
+        } => format!("{dirname}/ ({numfiles} entries, zipped)"),
+        Offer::Message(_) => String::new(),
     };
+    let local = transit::local(&a.wormhole)?;
     let mut role = Shown(SendOffer::with_transit(offer, local.hints.clone()));
     let wormhole = meet(&a.wormhole, None, a.runtime, &mut role)?;
     let key = transit_key(&wormhole)?;
     let peer = role.0.peer_hints().cloned().unwrap_or_default();
     let race = Race::new();
+    let source = Arc::new(Mutex::new(Some(source)));
     let send = {
         let race = race.clone();
-        move || SendBytes::new(path.clone(), filesize, race.clone())
+        move || SendBytes::new(source.clone(), size, race.clone())
     };
     transit::race(local, &peer, Role::Sender, key, race, send, SendBytes::won)?;
-    eprintln!("sent {filename}: {filesize} bytes, confirmed by the receiver's SHA-256");
+    eprintln!("sent {shown}: {size} bytes, confirmed by the receiver's SHA-256");
     Ok(())
 }
 
-/// `receive CODE`: a text, or a file into `--dir`.
+/// `receive CODE`: a text, or a file or folder into `--dir`.
 pub fn receive(a: ReceiveArgs) -> CmdResult {
     let code = Code::parse(a.wormhole_code.as_deref().unwrap_or_default())?;
     let store = Store::new(&a.dir, a.overwrite)
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
     let local = transit::local(&a.wormhole)?;
-    let slot: Arc<Mutex<Option<Incoming>>> = Arc::default();
+    let slot: SharedTarget = Arc::default();
     let mut role = Shown(ReceiveOffer::new(
         local.hints.clone(),
         policy(store, slot.clone()),
     ));
     let wormhole = meet(&a.wormhole, Some(code), a.runtime, &mut role)?;
-    let filesize = match role.0.received() {
+    let size = match role.0.received() {
         Some(Received::Text(text)) => {
             println!("{text}");
             return Ok(());
@@ -81,6 +88,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
             return Err(format!("declined the offer: {reason}").into())
         }
         Some(Received::Accepted(Offer::File { filesize, .. })) => *filesize,
+        Some(Received::Accepted(Offer::Directory { zipsize, .. })) => *zipsize,
         _ => return Err("the sender closed the wormhole without an offer".into()),
     };
     let key = transit_key(&wormhole)?;
@@ -88,7 +96,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let race = Race::new();
     let receive = {
         let race = race.clone();
-        move || ReceiveBytes::new(slot.clone(), filesize, race.clone())
+        move || ReceiveBytes::new(slot.clone(), size, race.clone())
     };
     let done = transit::race(
         local,
@@ -103,7 +111,7 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         .saved()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    eprintln!("received {saved}: {filesize} bytes");
+    eprintln!("received {saved} ({size} bytes through transit)");
     Ok(())
 }
 
@@ -142,65 +150,158 @@ fn transit_key(wormhole: &Wormhole) -> CmdResult<[u8; 32]> {
         .ok_or("the wormhole closed before a key was agreed")?)
 }
 
-/// The one regular file a wormhole send takes: its path, name and size.
-fn one_file(paths: &[PathBuf]) -> CmdResult<(PathBuf, String, u64)> {
-    let direct = "send it directly instead (echoxfer receive --once there, echoxfer send --to HOST:PORT here)";
+/// What a wormhole send offers for `paths`: one regular file as it is,
+/// or one folder packed into a deflated zip (an unnamed temporary file).
+fn what_to_send(paths: &[PathBuf]) -> CmdResult<(File, Offer, u64)> {
+    let direct = "send them directly instead (echoxfer receive --once there, echoxfer send --to HOST:PORT here)";
     let [path] = paths else {
         return Err(format!(
-            "through the wormhole, echoxfer sends one file at a time so far; {direct}"
+            "through the wormhole, echoxfer sends one file or one folder at a time; {direct}"
         )
         .into());
     };
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_file() {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{} has no UTF-8 file name", path.display()))?
+        .to_owned();
+    if meta.is_file() {
+        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let filesize = meta.len();
+        return Ok((
+            file,
+            Offer::File {
+                filename: name,
+                filesize,
+            },
+            filesize,
+        ));
+    }
+    if !meta.is_dir() {
         return Err(format!(
-            "{} is not a regular file: folders through the wormhole come later; {direct}",
+            "{} is neither a file nor a folder (links are not followed)",
             path.display()
         )
         .into());
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{} has no UTF-8 file name", path.display()))?;
-    Ok((path.clone(), name.to_owned(), meta.len()))
+    let found = walk(
+        std::slice::from_ref(path),
+        &TransferConfig::default().path_limits(),
+    )?;
+    for skipped in &found.skipped {
+        eprintln!("skipped {}: {}", skipped.path.display(), skipped.why);
+    }
+    let spool = tempfile::tempfile()
+        .map_err(|e| format!("cannot make a temporary file for the zip: {e}"))?;
+    let (spool, packed) =
+        zip::pack(&found, spool).map_err(|e| format!("cannot zip {}: {e}", path.display()))?;
+    let offer = Offer::Directory {
+        mode: "zipfile/deflated".into(),
+        dirname: name,
+        zipsize: packed.zipsize,
+        numbytes: packed.numbytes,
+        numfiles: packed.numfiles,
+    };
+    Ok((spool, offer, packed.zipsize))
 }
 
-/// How a receiver decides on a file offer: its name must be a safe single
-/// name, the store must take it (no overwrite unless asked, room on the
-/// disk), and the claimed partial file waits in `slot` for transit.
-fn policy(store: Store, slot: Arc<Mutex<Option<Incoming>>>) -> Policy {
+/// How a receiver decides on an offer: a name that is one safe name, and
+/// the store's word (no overwrite unless asked, room on the disk). A file
+/// goes into its partial file; a folder's zip into an unnamed spool in
+/// the destination, unpacked through the store once whole. What is
+/// claimed waits in `slot` for transit.
+fn policy(store: Store, slot: SharedTarget) -> Policy {
     Box::new(move |offer| {
-        let Offer::File { filename, filesize } = offer else {
-            return Err("echoxfer cannot unpack a folder from the wormhole yet; send it as a file (a zip or tar), or directly with echoxfer".into());
+        let target = match offer {
+            Offer::File { filename, filesize } => file_target(&store, filename, *filesize)?,
+            Offer::Directory {
+                mode,
+                dirname,
+                zipsize,
+                numbytes,
+                ..
+            } => {
+                if !mode.starts_with("zipfile") {
+                    return Err(format!(
+                        "a folder in mode {mode:?}, which this receiver does not know"
+                    ));
+                }
+                folder_target(&store, dirname, *zipsize, *numbytes)?
+            }
+            Offer::Message(_) => return Err("a text where a file was expected".into()),
         };
-        let limits = TransferConfig::default().path_limits();
-        let name = SafeName::new(filename.as_bytes(), limits.max_name_len)
-            .map_err(|e| format!("the file name {filename:?} is refused here: {e}"))?;
-        let path = SafePath::single(name);
-        let (incoming, resume) = store
-            .prepare(&path, *filesize, file_meta())
-            .map_err(|r| r.message)?;
-        if matches!(resume, Resume::Complete { .. }) && !store.overwrite() {
-            return Err(format!("a file named {filename} exists on the receiver, which keeps it unless told to overwrite"));
-        }
         *slot
             .lock()
-            .map_err(|_| "internal error: a poisoned lock".to_string())? = Some(incoming);
+            .map_err(|_| "internal error: a poisoned lock".to_string())? = Some(target);
         Ok(())
     })
 }
 
-/// What a file received through the wormhole gets: the protocol carries
-/// no mode or time, so read-write for its owner and readable by others
-/// (narrowed by the umask), and the time it arrived.
-fn file_meta() -> Meta {
+fn safe_name(name: &str) -> Result<SafeName, String> {
+    let limits = TransferConfig::default().path_limits();
+    SafeName::new(name.as_bytes(), limits.max_name_len)
+        .map_err(|e| format!("the name {name:?} is refused here: {e}"))
+}
+
+fn file_target(store: &Store, filename: &str, filesize: u64) -> Result<Target, String> {
+    let path = SafePath::single(safe_name(filename)?);
+    let (incoming, resume) = store
+        .prepare(&path, filesize, arrival_meta(0o644))
+        .map_err(|r| r.message)?;
+    if matches!(resume, Resume::Complete { .. }) && !store.overwrite() {
+        return Err(format!("a file named {filename} exists on the receiver, which keeps it unless told to overwrite"));
+    }
+    Ok(Target::File(incoming))
+}
+
+fn folder_target(
+    store: &Store,
+    dirname: &str,
+    zipsize: u64,
+    numbytes: u64,
+) -> Result<Target, String> {
+    let name = safe_name(dirname)?;
+    if store.dir().join(name.as_str()).symlink_metadata().is_ok() && !store.overwrite() {
+        return Err(format!(
+            "{dirname} exists on the receiver, which keeps it unless told to overwrite"
+        ));
+    }
+    let free = store
+        .free_space()
+        .map_err(|e| format!("cannot tell the free space here: {e}"))?;
+    let needs = zipsize.saturating_add(numbytes);
+    if needs > free {
+        return Err(format!("the folder needs {needs} bytes (its zip, then its content) and the receiver has {free} free"));
+    }
+    let spool = tempfile::tempfile_in(store.dir())
+        .map_err(|e| format!("cannot make a spool for the zip: {e}"))?;
+    let store = store.clone();
+    let unpack = move |zipped: File| -> io::Result<PathBuf> {
+        let limits = UnpackLimits {
+            max_entries: 1_000_000,
+            max_bytes: numbytes.min(free.saturating_sub(zipsize)),
+        };
+        let paths = TransferConfig::default().path_limits();
+        let done = zip::unpack(zipped, &store, &name, limits, &paths, arrival_meta(0).mtime)?;
+        for skipped in &done.skipped {
+            eprintln!("left out {skipped}: a link or a special file");
+        }
+        Ok(store.dir().join(name.as_str()))
+    };
+    Ok(Target::Spool(spool, Box::new(unpack)))
+}
+
+/// What an entry received through the wormhole gets: the protocol
+/// carries no time (a zip only a local one, to two seconds), so the time
+/// it arrived, and `mode` (narrowed by the umask).
+fn arrival_meta(mode: u32) -> Meta {
     let since = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     Meta {
-        mode: 0o644,
+        mode,
         mtime: Mtime {
             secs: since.as_secs() as i64,
             nanos: since.subsec_nanos(),
