@@ -33,6 +33,10 @@ harness!(
     secure,
 );
 
+// The transit harness, with the wormhole client it belongs to.
+#[cfg(feature = "wormhole")]
+harness!(transit);
+
 /// Every seed input passes its harness (a fuzzer starts from them).
 #[test]
 fn seed_corpora_pass_their_harnesses() {

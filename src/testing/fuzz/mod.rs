@@ -10,6 +10,9 @@
 //! * `legacy_*`: one harness per legacy machine.
 //! * [`secure`]: the secure channel, fed hostile bytes raw or after an
 //!   honest handshake, and whole sessions altered after the handshake.
+//! * `transit` (feature `wormhole`): a wormhole transit connection fed
+//!   hostile bytes in record mode or from its first byte, and an honest
+//!   sender's records altered on the way.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,8 @@ pub(crate) mod echo;
 mod legacy;
 mod secure;
 mod seeds;
+#[cfg(feature = "wormhole")]
+mod transit;
 mod xfer;
 
 pub use codec::codec;
@@ -29,6 +34,8 @@ pub use legacy::{
 };
 pub use secure::secure;
 pub use seeds::{run, seed_corpora, TARGETS};
+#[cfg(feature = "wormhole")]
+pub use transit::transit;
 pub use xfer::{filexfer, receiver};
 
 /// Small session limits so that fuzz cases stay quick: 4 KiB frames.
