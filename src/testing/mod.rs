@@ -2,6 +2,9 @@
 //! harnesses (feature `testing`). Pure: memory and a virtual clock only.
 
 pub mod fuzz;
+// An in-memory mailbox server and a pump for wormhole clients (its docs are inside).
+#[cfg(feature = "wormhole")]
+pub mod mailbox;
 mod mem;
 mod outcome;
 mod pair;

@@ -1,0 +1,439 @@
+//! The wormhole client ([`Wormhole`]) against the in-memory mailbox server
+//! (`testing::mailbox`): two clients meet, agree on a key, exchange
+//! messages and close; wrong codes, hostile and failing servers, crowded
+//! nameplates; byte streams cut anywhere; hostile answers fuzzed. No
+//! network, and virtual time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use echoxfer::testing::mailbox::{
+    fuzz_server_answers, ClientId, Faults, MailboxServer, Recorded, Rendezvous, ServerConfig,
+};
+use echoxfer::wormhole::code::Code;
+use echoxfer::wormhole::{WormholeConfig, WormholeEvent};
+use echoxfer::{Error, WormholeError};
+use proptest::prelude::*;
+use serde_json::json;
+
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+fn config() -> WormholeConfig {
+    WormholeConfig {
+        mailbox_url: "ws://mailbox.test:4000/v1".into(),
+        answer_within: ANSWER_WITHIN,
+        ..WormholeConfig::default()
+    }
+}
+
+fn server(faults: Faults) -> MailboxServer {
+    MailboxServer::new(ServerConfig { motd: None, faults })
+}
+
+fn rendezvous(faults: Faults) -> Rendezvous {
+    Rendezvous::new(server(faults), std::time::Instant::now())
+}
+
+/// A allocates and prints its code; B joins with `code` (A's, by
+/// default, or what `typed` makes of it).
+fn meet(rv: &mut Rendezvous, typed: impl FnOnce(Code) -> Code) -> (ClientId, ClientId) {
+    let a = rv.allocate(config(), 1);
+    rv.run();
+    let code = rv.client(a).code().expect("A printed its code");
+    let b = rv.join(config(), typed(code), 2);
+    rv.run();
+    (a, b)
+}
+
+fn send(rv: &mut Rendezvous, id: ClientId, message: &str) {
+    rv.client_mut(id)
+        .wormhole
+        .send(message.as_bytes())
+        .expect("the session is open");
+}
+
+fn close(rv: &mut Rendezvous, id: ClientId) {
+    let now = rv.now;
+    rv.client_mut(id)
+        .wormhole
+        .close(now)
+        .expect("the session is open");
+}
+
+fn bytes(messages: &[&str]) -> Vec<Bytes> {
+    messages
+        .iter()
+        .map(|m| Bytes::copy_from_slice(m.as_bytes()))
+        .collect()
+}
+
+fn verifier(rv: &Rendezvous, id: ClientId) -> Option<[u8; 32]> {
+    rv.client(id).events.iter().find_map(|e| match e {
+        WormholeEvent::Keyed { verifier } => Some(*verifier),
+        _ => None,
+    })
+}
+
+fn failed_with(rv: &Rendezvous, id: ClientId) -> Option<WormholeError> {
+    match &rv.client(id).done {
+        Some(Err(Error::Wormhole(e))) => Some(e.clone()),
+        _ => None,
+    }
+}
+
+/// A whole happy session: messages sent before and after the key, both
+/// ways, then both close. Returns A and B.
+fn happy_session(rv: &mut Rendezvous) -> (ClientId, ClientId) {
+    let a = rv.allocate(config(), 1);
+    send(rv, a, "sent before the code was out");
+    rv.run();
+    let code = rv.client(a).code().expect("A printed its code");
+    let b = rv.join(config(), code, 2);
+    send(rv, b, "sent before B had the mailbox");
+    rv.run();
+    for m in ["one", "two", "three"] {
+        send(rv, a, m);
+    }
+    send(rv, b, "uno");
+    rv.run();
+    send(rv, b, "dos");
+    rv.run();
+    close(rv, a);
+    rv.run();
+    close(rv, b);
+    rv.run();
+    (a, b)
+}
+
+#[test]
+fn two_clients_meet_agree_on_one_verifier_and_both_are_verified() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = meet(&mut rv, |code| code);
+    let (va, vb) = (verifier(&rv, a), verifier(&rv, b));
+    assert!(va.is_some(), "A keyed: {:?}", rv.client(a).events);
+    assert_eq!(va, vb);
+    assert!(rv.client(a).verified() && rv.client(b).verified());
+    assert!(rv.client(a).wormhole.is_verified() && rv.client(b).wormhole.is_verified());
+    assert_eq!(
+        rv.client(a).wormhole.derive_key("transit"),
+        rv.client(b).wormhole.derive_key("transit")
+    );
+    assert!(rv.client(a).done.is_none() && rv.client(b).done.is_none());
+}
+
+#[test]
+fn messages_arrive_both_ways_in_order_and_exactly_once() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = happy_session(&mut rv);
+    assert_eq!(
+        rv.client(b).messages(),
+        bytes(&["sent before the code was out", "one", "two", "three"])
+    );
+    assert_eq!(
+        rv.client(a).messages(),
+        bytes(&["sent before B had the mailbox", "uno", "dos"])
+    );
+}
+
+#[test]
+fn messages_arrive_in_order_and_exactly_once_when_the_server_delivers_each_twice() {
+    let mut rv = rendezvous(Faults {
+        duplicate_messages: true,
+        ..Faults::default()
+    });
+    let (a, b) = happy_session(&mut rv);
+    assert_eq!(
+        rv.client(b).messages(),
+        bytes(&["sent before the code was out", "one", "two", "three"])
+    );
+    assert_eq!(
+        rv.client(a).messages(),
+        bytes(&["sent before B had the mailbox", "uno", "dos"])
+    );
+    for id in [a, b] {
+        let keyed = rv
+            .client(id)
+            .events
+            .iter()
+            .filter(|e| matches!(e, WormholeEvent::Keyed { .. }));
+        assert_eq!(keyed.count(), 1);
+        assert_eq!(rv.client(id).done, Some(Ok(())));
+    }
+}
+
+#[test]
+fn closing_releases_the_nameplate_and_closes_the_mailbox_with_mood_happy() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = happy_session(&mut rv);
+    assert_eq!(rv.client(a).done, Some(Ok(())));
+    assert_eq!(rv.client(b).done, Some(Ok(())));
+    assert_eq!(rv.server.nameplates(), Vec::<String>::new());
+    let sides = [a, b].map(|id| rv.client(id).wormhole.side().to_owned());
+    let mut moods = rv.server.moods();
+    moods.sort();
+    let mut expected: Vec<_> = sides
+        .iter()
+        .map(|s| (s.clone(), Some("happy".to_owned())))
+        .collect();
+    expected.sort();
+    assert_eq!(moods, expected);
+    for side in &sides {
+        let released = rv.server.log().iter().filter(
+            |r| matches!(r, Recorded::Released { side: s, nameplate } if s == side && nameplate == "1"),
+        );
+        assert_eq!(released.count(), 1, "{side} released nameplate 1 once");
+    }
+    // Neither side was told off by the server.
+    for id in [a, b] {
+        assert_eq!(rv.server.errors(rv.client(id).conn), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn the_nameplate_is_released_as_soon_as_both_sides_have_the_mailbox() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = meet(&mut rv, |code| code);
+    assert!(rv.client(a).verified() && rv.client(b).verified());
+    assert_eq!(rv.server.nameplates(), Vec::<String>::new());
+    // ... so the next allocation gets the same short nameplate.
+    let c = rv.allocate(config(), 3);
+    rv.run();
+    assert_eq!(
+        rv.client(c).code().map(|c| c.nameplate().to_owned()),
+        Some("1".into())
+    );
+}
+
+#[test]
+fn a_wrong_code_fails_both_sides_before_any_message_and_the_server_sees_scary() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    send(&mut rv, a, "secret for the right peer only");
+    rv.run();
+    let code = rv.client(a).code().expect("A printed its code");
+    let wrong = Code::parse(&format!("{}-not-these-words", code.nameplate())).unwrap();
+    assert_ne!(wrong, code);
+    let b = rv.join(config(), wrong, 2);
+    send(&mut rv, b, "secret for the right peer only");
+    rv.run();
+    for id in [a, b] {
+        assert_eq!(
+            failed_with(&rv, id),
+            Some(WormholeError::WrongCode),
+            "{:?}",
+            rv.client(id).done
+        );
+        assert!(rv.client(id).messages().is_empty());
+        assert!(!rv.client(id).verified());
+    }
+    let moods = rv.server.moods();
+    assert_eq!(moods.len(), 2, "{moods:?}");
+    assert!(
+        moods.iter().all(|(_, m)| m.as_deref() == Some("scary")),
+        "{moods:?}"
+    );
+    assert_eq!(rv.server.nameplates(), Vec::<String>::new());
+}
+
+#[test]
+fn a_server_that_sends_garbage_fails_the_client_with_bad_server() {
+    // Garbage from the first message on, and from later ones (after the
+    // welcome and its acks, mid-claim, once the mailbox is open).
+    for after in [0, 1, 3, 5, 8] {
+        let mut rv = rendezvous(Faults {
+            garbage_after: Some(after),
+            ..Faults::default()
+        });
+        let a = rv.allocate(config(), 1);
+        // Within `answer_within`: the client may wait that long for the
+        // answers it is owed before it ends (it does, when the garbage
+        // arrives with them in one read).
+        rv.advance(ANSWER_WITHIN);
+        assert!(
+            matches!(failed_with(&rv, a), Some(WormholeError::BadServer(_))),
+            "garbage after {after}: {:?}",
+            rv.client(a).done
+        );
+    }
+}
+
+#[test]
+fn a_server_that_stalls_fails_the_client_with_server_timeout_after_answer_within() {
+    // Silent from the start (no welcome), and after the welcome and the
+    // bind's ack (the allocation is never answered).
+    for after in [0, 2] {
+        let mut rv = rendezvous(Faults {
+            stall_after: Some(after),
+            ..Faults::default()
+        });
+        let a = rv.allocate(config(), 1);
+        rv.advance(ANSWER_WITHIN - Duration::from_millis(1));
+        assert_eq!(rv.client(a).done, None, "stalled after {after}: too early");
+        rv.advance(Duration::from_millis(1));
+        assert_eq!(
+            failed_with(&rv, a),
+            Some(WormholeError::ServerTimeout(ANSWER_WITHIN)),
+            "stalled after {after}"
+        );
+    }
+}
+
+#[test]
+fn waiting_for_the_other_side_has_no_time_limit() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    rv.advance(Duration::from_secs(3 * 3600));
+    assert_eq!(rv.client(a).done, None);
+    let code = rv.client(a).code().expect("A printed its code");
+    let b = rv.join(config(), code, 2);
+    rv.run();
+    assert!(rv.client(a).verified() && rv.client(b).verified());
+}
+
+#[test]
+fn a_welcome_error_fails_the_client_as_refused_with_the_servers_text() {
+    let mut rv = rendezvous(Faults {
+        welcome_error: Some("closed for maintenance".into()),
+        ..Faults::default()
+    });
+    let a = rv.allocate(config(), 1);
+    rv.advance(ANSWER_WITHIN * 2);
+    assert_eq!(
+        failed_with(&rv, a),
+        Some(WormholeError::Refused("closed for maintenance".into()))
+    );
+}
+
+#[test]
+fn a_permission_required_without_none_fails_the_client_with_permission_required() {
+    let mut rv = rendezvous(Faults {
+        permission_required: Some(json!({ "hashcash": { "bits": 6, "resource": "r" } })),
+        ..Faults::default()
+    });
+    let a = rv.allocate(config(), 1);
+    rv.advance(ANSWER_WITHIN * 2);
+    assert_eq!(
+        failed_with(&rv, a),
+        Some(WormholeError::PermissionRequired("hashcash".into()))
+    );
+}
+
+#[test]
+fn a_permission_required_that_offers_none_lets_the_clients_meet() {
+    let mut rv = rendezvous(Faults {
+        permission_required: Some(
+            json!({ "none": {}, "hashcash": { "bits": 6, "resource": "r" } }),
+        ),
+        ..Faults::default()
+    });
+    let (a, b) = meet(&mut rv, |code| code);
+    assert!(rv.client(a).verified() && rv.client(b).verified());
+}
+
+#[test]
+fn the_servers_motd_is_told_once_before_the_code() {
+    let mut rv = Rendezvous::new(
+        MailboxServer::new(ServerConfig {
+            motd: Some("donate\u{1b}[31m!".into()),
+            faults: Faults::default(),
+        }),
+        std::time::Instant::now(),
+    );
+    let a = rv.allocate(config(), 1);
+    rv.run();
+    let events = &rv.client(a).events;
+    assert!(
+        matches!(&events[0], WormholeEvent::Motd(m) if m.starts_with("donate") && !m.contains('\u{1b}')),
+        "{events:?}"
+    );
+    assert!(matches!(events[1], WormholeEvent::Code(_)), "{events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, WormholeEvent::Motd(_)))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn the_server_closing_the_websocket_mid_session_fails_the_client_with_server_closed() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = meet(&mut rv, |code| code);
+    let conn = rv.client(a).conn;
+    rv.server.close(conn);
+    rv.run();
+    assert!(
+        matches!(failed_with(&rv, a), Some(WormholeError::ServerClosed(_))),
+        "{:?}",
+        rv.client(a).done
+    );
+    assert_eq!(rv.client(b).done, None);
+}
+
+#[test]
+fn a_third_side_claiming_the_nameplate_is_refused_as_crowded() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    rv.run();
+    let code = rv.client(a).code().expect("A printed its code");
+    // B claims the nameplate but its messages have not reached A yet, so
+    // A still holds the nameplate: C is the third side.
+    let b = rv.join(config(), code.clone(), 2);
+    let c = rv.join(config(), code, 3);
+    rv.run();
+    // C ends once its claim's answer is overdue (it still counts on one).
+    rv.advance(ANSWER_WITHIN);
+    assert!(
+        matches!(failed_with(&rv, c), Some(WormholeError::Refused(ref e)) if e == "crowded"),
+        "{:?}",
+        rv.client(c).done
+    );
+    let c_side = rv.client(c).wormhole.side().to_owned();
+    assert!(rv
+        .server
+        .log()
+        .iter()
+        .any(|r| matches!(r, Recorded::Crowded { side } if *side == c_side)));
+    assert!(rv.client(a).verified() && rv.client(b).verified());
+    assert_eq!(verifier(&rv, a), verifier(&rv, b));
+}
+
+/// Everything the clients of a happy session told, and how they ended.
+type Told = Vec<(Vec<WormholeEvent>, Option<Result<(), Error>>)>;
+
+fn told(cut: Option<u64>) -> (Told, Vec<(String, Option<String>)>) {
+    let mut rv = rendezvous(Faults::default());
+    if let Some(seed) = cut {
+        rv.cut_streams(seed);
+    }
+    let (a, b) = happy_session(&mut rv);
+    let told = [a, b]
+        .map(|id| (rv.client(id).events.clone(), rv.client(id).done.clone()))
+        .to_vec();
+    let mut moods = rv.server.moods();
+    moods.sort();
+    (told, moods)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Cut anywhere, every byte stream (both ways, every client) gives the
+    /// same events, results and moods as whole hand-overs.
+    #[test]
+    fn events_do_not_depend_on_how_bytes_are_cut(seed in any::<u64>()) {
+        let whole = told(None);
+        prop_assert_eq!(whole.0[0].1.clone(), Some(Ok(())));
+        prop_assert_eq!(told(Some(seed)), whole);
+    }
+}
+
+/// Hostile server answers never make the client panic or break the
+/// machine contract (see `fuzz_server_answers`).
+#[test]
+fn fuzz_server_answers_never_panic_or_break_the_contract() {
+    bolero::check!()
+        .with_test_time(Duration::from_secs(3))
+        .for_each(fuzz_server_answers);
+}
