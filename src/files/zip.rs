@@ -19,7 +19,7 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use super::store::Store;
 use super::walk::Walk;
-use crate::xfer::{EntryKind, Meta, Mtime, PathLimits, SafeName, SafePath, MODE_BITS};
+use crate::xfer::{EntryKind, Meta, Mtime, PathLimits, Resume, SafeName, SafePath, MODE_BITS};
 
 /// What [`pack`] wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,9 +201,14 @@ pub fn unpack(
             mode: perm(mode, 0o644),
             mtime,
         };
-        let (mut incoming, _resume) = store
+        let (mut incoming, resume) = store
             .prepare(&path, size, meta)
             .map_err(|r| refused(r.message))?;
+        if matches!(resume, Resume::Complete { .. }) && !store.overwrite() {
+            return Err(refused(format!(
+                "a file named {path} exists on the receiver, which keeps it unless told to overwrite"
+            )));
+        }
         incoming.start(0)?;
         let written = copy_entry(&mut entry, &mut incoming, size.min(room), &path, &mut buf)?;
         if written != size {
