@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echoxfer::testing::mailbox::{
-    fuzz_server_answers, ClientId, Faults, MailboxServer, Recorded, Rendezvous, ServerConfig,
+    fuzz_server_answers, fuzz_session, ClientId, Faults, MailboxServer, Recorded, Rendezvous,
+    ServerConfig,
 };
 use echoxfer::wormhole::code::Code;
 use echoxfer::wormhole::{WormholeConfig, WormholeEvent};
@@ -142,6 +143,12 @@ fn messages_arrive_in_order_and_exactly_once_when_the_server_delivers_each_twice
         ..Faults::default()
     });
     let (a, b) = happy_session(&mut rv);
+    let mut once = rendezvous(Faults::default());
+    happy_session(&mut once);
+    for id in [a, b] {
+        let conn = rv.client(id).conn;
+        assert_eq!(rv.server.delivered(conn), 2 * once.server.delivered(conn));
+    }
     assert_eq!(
         rv.client(b).messages(),
         bytes(&["sent before the code was out", "one", "two", "three"])
@@ -397,6 +404,75 @@ fn a_third_side_claiming_the_nameplate_is_refused_as_crowded() {
         .any(|r| matches!(r, Recorded::Crowded { side } if *side == c_side)));
     assert!(rv.client(a).verified() && rv.client(b).verified());
     assert_eq!(verifier(&rv, a), verifier(&rv, b));
+}
+
+#[test]
+fn closing_before_the_peer_arrives_releases_the_nameplate_with_mood_lonely() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    rv.run();
+    close(&mut rv, a);
+    rv.run();
+    assert_eq!(rv.client(a).done, Some(Ok(())));
+    assert_eq!(rv.server.nameplates(), Vec::<String>::new());
+    let side = rv.client(a).wormhole.side().to_owned();
+    assert_eq!(rv.server.moods(), vec![(side, Some("lonely".to_owned()))]);
+}
+
+#[test]
+fn a_waiting_client_pings_the_server_every_keep_alive() {
+    let mut rv = rendezvous(Faults::default());
+    let every = config().keep_alive.expect("keep-alives by default");
+    let a = rv.allocate(config(), 1);
+    rv.run();
+    assert_eq!(rv.server.pings(rv.client(a).conn), 0);
+    rv.advance(every * 10);
+    assert_eq!(rv.server.pings(rv.client(a).conn), 10);
+    assert_eq!(rv.client(a).done, None);
+}
+
+#[test]
+fn a_server_that_stops_answering_the_close_does_not_change_how_the_session_went() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = meet(&mut rv, |code| code);
+    rv.server.set_faults(Faults {
+        stall_after: Some(0),
+        ..Faults::default()
+    });
+    close(&mut rv, a);
+    rv.run();
+    assert_eq!(rv.client(a).done, None, "A waits for the answers");
+    rv.advance(ANSWER_WITHIN);
+    assert_eq!(rv.client(a).done, Some(Ok(())));
+    assert_eq!(rv.client(b).done, None);
+}
+
+/// What the `wormhole_mailbox` fuzz target's seed (in `fuzz/corpus/`) plays.
+const FUZZ_SEED: &[u8] = &[
+    0, // A allocates
+    0, 0, // run
+    7, 0, // the peer joins with A's code
+    0, 0, // run
+    6, 1, // A sends [1; 5]
+    0, 0, // run
+    6, 0, // A closes
+    0, 0, // run
+];
+
+#[test]
+fn the_fuzz_seed_plays_a_whole_session_and_is_committed() {
+    let rv = fuzz_session(FUZZ_SEED);
+    let (a, peer) = (ClientId(0), ClientId(1));
+    assert!(rv.client(a).verified() && rv.client(peer).verified());
+    assert_eq!(
+        rv.client(peer).messages(),
+        vec![Bytes::from_static(&[1; 5])]
+    );
+    assert_eq!(rv.client(a).done, Some(Ok(())));
+    fuzz_server_answers(FUZZ_SEED);
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus/wormhole_mailbox/seed-session");
+    assert_eq!(std::fs::read(committed).ok().as_deref(), Some(FUZZ_SEED));
 }
 
 /// Everything the clients of a happy session told, and how they ended.

@@ -210,6 +210,10 @@ struct Conn {
     closed: bool,
     /// Messages sent on this connection (for [`Faults`]).
     sent: usize,
+    /// WebSocket pings the client sent (its keep-alives).
+    pings: usize,
+    /// `message`s delivered on this connection (repeats included).
+    delivered: usize,
 }
 
 struct Nameplate {
@@ -294,6 +298,8 @@ impl MailboxServer {
             mailbox: None,
             closed: false,
             sent: 0,
+            pings: 0,
+            delivered: 0,
         });
         ConnId(self.conns.len() - 1)
     }
@@ -356,6 +362,10 @@ impl MailboxServer {
             let payload = match ws.read() {
                 Ok(Message::Text(text)) => Bytes::from(text),
                 Ok(Message::Binary(bytes)) => bytes,
+                Ok(Message::Ping(_)) => {
+                    self.conns[conn.0].pings += 1;
+                    continue;
+                }
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                     let _ = ws.flush();
@@ -391,6 +401,23 @@ impl MailboxServer {
             let text = String::from_utf8_lossy(payload).into_owned();
             let _ = ws.send(Message::text(text));
         }
+    }
+
+    /// From now on the server misbehaves as `faults` say (counts are
+    /// still of every message sent on a connection since it opened).
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.config.faults = faults;
+    }
+
+    /// How many WebSocket pings (keep-alives) the client sent on `conn`.
+    pub fn pings(&self, conn: ConnId) -> usize {
+        self.conns[conn.0].pings
+    }
+
+    /// How many `message`s the server delivered on `conn` (repeats
+    /// included, the sender's own echoes too).
+    pub fn delivered(&self, conn: ConnId) -> usize {
+        self.conns[conn.0].delivered
     }
 
     /// Everything the server saw, in order.
@@ -687,6 +714,7 @@ impl MailboxServer {
             false => 1,
         };
         for _ in 0..times {
+            self.conns[conn].delivered += 1;
             self.send(conn, "message", message.clone());
         }
     }
@@ -1052,8 +1080,24 @@ fn forged(kind: u8, field: &str) -> Value {
 /// (checked by [`Rendezvous`]: bounded drains, `poll_timeout` as the last
 /// `Wait` said), plus: `Done` is final and repeats; at most one `Code`,
 /// `Keyed` and `Verified`; `Verified` comes after `Keyed`, and messages
-/// only after `Verified`.
+/// only after `Verified` (for the client and the peer alike).
 pub fn fuzz_server_answers(data: &[u8]) {
+    let mut rv = fuzz_session(data);
+    for c in &mut rv.clients {
+        check_events(&c.events);
+        if let Some(result) = c.done.clone() {
+            for _ in 0..2 {
+                assert_eq!(c.wormhole.poll_output(), Output::Done(result.clone()));
+                assert_eq!(c.wormhole.poll_timeout(), None);
+            }
+        }
+    }
+}
+
+/// The session [`fuzz_server_answers`] plays from `data`, run to its
+/// end (two virtual minutes after the input's last step): the fuzzed
+/// client is the first, the honest peer (if it came) the second.
+pub fn fuzz_session(data: &[u8]) -> Rendezvous {
     let mut input = data.iter().copied();
     let mut byte = move || input.next();
     let config = WormholeConfig {
@@ -1121,14 +1165,7 @@ pub fn fuzz_server_answers(data: &[u8]) {
         }
     }
     rv.advance(Duration::from_secs(120));
-    let c = rv.client_mut(a);
-    check_events(&c.events);
-    if let Some(result) = c.done.clone() {
-        for _ in 0..2 {
-            assert_eq!(c.wormhole.poll_output(), Output::Done(result.clone()));
-            assert_eq!(c.wormhole.poll_timeout(), None);
-        }
-    }
+    rv
 }
 
 /// The order of a client's events: see [`fuzz_server_answers`].
