@@ -1,6 +1,6 @@
 //! The transit handshakes and key derivations: the exact lines each side
 //! writes before records flow, all derived from the transit key with
-//! [`derive`] (HKDF-SHA256, no salt), byte for byte as Python
+//! [`derive`](crate::wormhole::keys::derive()) (HKDF-SHA256, no salt), byte for byte as Python
 //! magic-wormhole's `transit.py` builds them (`build_sender_handshake`,
 //! `build_receiver_handshake`, `build_sided_relay_handshake`,
 //! `Common._sender_record_key`), and the matcher that checks the peer's
