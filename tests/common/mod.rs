@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 pub mod drain;
-pub mod echoxfer_wormhole;
 pub mod files;
 pub mod process;
 pub mod session;
