@@ -308,11 +308,19 @@ proptest! {
 
     #[test]
     fn records_arrive_intact_whatever_the_cuts(
-        to_receiver in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..6),
+        small in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..6),
+        // Now and then one record larger than a read (64 KiB), whose
+        // buffer grows as its bytes arrive.
+        large in proptest::option::weighted(0.25, 64_000usize..200_000),
         back in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..3),
-        cuts in proptest::collection::vec(1usize..200, 1..16),
+        cuts in proptest::collection::vec(1usize..20_000, 1..16),
         relayed in any::<bool>(),
     ) {
+        let mut to_receiver = small;
+        if let Some(len) = large {
+            let at = len % (to_receiver.len() + 1);
+            to_receiver.insert(at, (0..len).map(|i| (i % 239) as u8).collect());
+        }
         let mut net = session(&to_receiver, &back, relayed, cuts);
         prop_assert_eq!(net.run(), [Ok(()), Ok(())]);
         check_intact(&net, &to_receiver, &back);
