@@ -15,7 +15,7 @@ use echoxfer::wormhole::code::Code;
 use echoxfer::wormhole::{WormholeConfig, WormholeEvent};
 use echoxfer::{Error, WormholeError};
 use proptest::prelude::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
@@ -473,6 +473,221 @@ fn the_fuzz_seed_plays_a_whole_session_and_is_committed() {
     let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus/wormhole_mailbox/seed-session");
     assert_eq!(std::fs::read(committed).ok().as_deref(), Some(FUZZ_SEED));
+}
+
+#[test]
+fn the_server_hanging_up_before_the_upgrade_fails_the_client_with_server_closed() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    rv.hang_up(a);
+    rv.run();
+    assert!(
+        matches!(failed_with(&rv, a), Some(WormholeError::ServerClosed(_))),
+        "{:?}",
+        rv.client(a).done
+    );
+}
+
+/// A raw WebSocket client's end of an in-memory connection.
+#[derive(Default)]
+struct Pipe {
+    input: Vec<u8>,
+    output: Vec<u8>,
+}
+
+impl std::io::Read for Pipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.input.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.input.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input.drain(..n);
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A raw WebSocket client on the in-memory server, to check the server
+/// protocol itself.
+struct Raw {
+    conn: echoxfer::testing::mailbox::ConnId,
+    ws: tungstenite::WebSocket<Pipe>,
+}
+
+impl Raw {
+    fn connect(server: &mut MailboxServer) -> (Raw, Vec<Value>) {
+        use tungstenite::handshake::HandshakeError;
+        let conn = server.connect();
+        let Err(HandshakeError::Interrupted(mut mid)) =
+            tungstenite::client::client("ws://mailbox.test:4000/v1", Pipe::default())
+        else {
+            panic!("the upgrade waits for the server");
+        };
+        let request = std::mem::take(&mut mid.get_mut().get_mut().output);
+        server.feed(conn, &request);
+        let answer = server
+            .take_output(conn)
+            .expect("the server answers the upgrade");
+        mid.get_mut().get_mut().input.extend_from_slice(&answer);
+        let Ok((ws, _)) = mid.handshake() else {
+            panic!("the upgrade completes")
+        };
+        let mut raw = Raw { conn, ws };
+        let first = raw.answers(server);
+        (raw, first)
+    }
+
+    /// Sends `payload` as one text message; the server's answers.
+    fn send(&mut self, server: &mut MailboxServer, payload: &str) -> Vec<Value> {
+        self.ws
+            .send(tungstenite::Message::text(payload))
+            .expect("the pipe takes it");
+        let bytes = std::mem::take(&mut self.ws.get_mut().output);
+        server.feed(self.conn, &bytes);
+        self.answers(server)
+    }
+
+    fn answers(&mut self, server: &mut MailboxServer) -> Vec<Value> {
+        if let Some(bytes) = server.take_output(self.conn) {
+            self.ws.get_mut().input.extend_from_slice(&bytes);
+        }
+        let mut answers = Vec::new();
+        while let Ok(message) = self.ws.read() {
+            let value: Value = serde_json::from_slice(&message.into_data()).expect("JSON");
+            assert!(value["server_tx"].is_f64(), "{value}");
+            answers.push(value);
+        }
+        answers
+    }
+}
+
+fn types(answers: &[Value]) -> Vec<&str> {
+    answers
+        .iter()
+        .map(|a| a["type"].as_str().unwrap_or("?"))
+        .collect()
+}
+
+#[test]
+fn the_server_welcomes_acks_every_command_and_answers_as_the_protocol_says() {
+    let mut server = MailboxServer::new(ServerConfig {
+        motd: Some("hi".into()),
+        faults: Faults::default(),
+    });
+    let (mut raw, welcome) = Raw::connect(&mut server);
+    assert_eq!(types(&welcome), ["welcome"]);
+    assert_eq!(welcome[0]["welcome"]["motd"], "hi");
+    let answers = raw.send(&mut server, r#"{"type": "allocate", "id": "0"}"#);
+    assert_eq!(types(&answers), ["ack", "error"]);
+    assert_eq!(answers[1]["error"], "must bind first");
+    assert_eq!(answers[1]["orig"], json!({"type": "allocate", "id": "0"}));
+    let answers = raw.send(
+        &mut server,
+        r#"{"type": "bind", "appid": "app", "side": "s1", "id": "1"}"#,
+    );
+    assert_eq!(types(&answers), ["ack"]);
+    assert_eq!(answers[0]["id"], "1");
+    let answers = raw.send(&mut server, r#"{"type": "nonsense", "id": "2"}"#);
+    assert_eq!(types(&answers), ["ack", "error"]);
+    assert_eq!(answers[1]["error"], "unknown type");
+    assert_eq!(answers[1]["orig"], json!({"type": "nonsense", "id": "2"}));
+    let answers = raw.send(&mut server, r#"{"type": "ping", "ping": 7}"#);
+    assert_eq!(types(&answers), ["ack", "pong"]);
+    assert_eq!(answers[1]["pong"], 7);
+    let answers = raw.send(&mut server, r#"{"type": "allocate"}"#);
+    assert_eq!(types(&answers), ["ack", "allocated"]);
+    assert_eq!(answers[1]["nameplate"], "1");
+    let answers = raw.send(&mut server, r#"{"type": "list"}"#);
+    assert_eq!(answers[1]["nameplates"], json!([{"id": "1"}]));
+    let answers = raw.send(&mut server, r#"{"type": "add", "phase": "x", "body": ""}"#);
+    assert_eq!(answers[1]["error"], "must open mailbox before adding");
+    let answers = raw.send(&mut server, r#"{"type": "claim", "nameplate": "1"}"#);
+    assert_eq!(types(&answers), ["ack", "claimed"]);
+    let mailbox = answers[1]["mailbox"]
+        .as_str()
+        .expect("a mailbox")
+        .to_owned();
+    let open = json!({"type": "open", "mailbox": mailbox}).to_string();
+    assert_eq!(types(&raw.send(&mut server, &open)), ["ack"]);
+    let add = r#"{"type": "add", "phase": "pake", "body": "abcd", "id": "5"}"#;
+    let answers = raw.send(&mut server, add);
+    assert_eq!(types(&answers), ["ack", "message"]);
+    assert_eq!(
+        (
+            &answers[1]["side"],
+            &answers[1]["phase"],
+            &answers[1]["body"],
+            &answers[1]["id"]
+        ),
+        (&json!("s1"), &json!("pake"), &json!("abcd"), &json!("5"))
+    );
+    let answers = raw.send(&mut server, r#"{"type": "release"}"#);
+    assert_eq!(types(&answers), ["ack", "released"]);
+    assert_eq!(server.nameplates(), Vec::<String>::new());
+    let answers = raw.send(&mut server, r#"{"type": "close", "mood": "happy"}"#);
+    assert_eq!(types(&answers), ["ack", "closed"]);
+    assert_eq!(
+        server.moods(),
+        [("s1".to_owned(), Some("happy".to_owned()))]
+    );
+    let answers = raw.send(&mut server, r#"{"no": "type"}"#);
+    assert_eq!(types(&answers), ["error"]);
+    assert_eq!(answers[0]["orig"], json!({"no": "type"}));
+    let answers = raw.send(&mut server, "not JSON");
+    assert_eq!(types(&answers), ["error"]);
+    assert_eq!(answers[0]["orig"], "not JSON");
+}
+
+#[test]
+fn the_server_delivers_stored_messages_on_open_then_live_ones_to_every_side() {
+    let mut server = MailboxServer::new(ServerConfig::default());
+    let (mut one, _) = Raw::connect(&mut server);
+    let (mut two, _) = Raw::connect(&mut server);
+    one.send(
+        &mut server,
+        r#"{"type": "bind", "appid": "app", "side": "s1"}"#,
+    );
+    two.send(
+        &mut server,
+        r#"{"type": "bind", "appid": "app", "side": "s2"}"#,
+    );
+    let claimed = one.send(&mut server, r#"{"type": "claim", "nameplate": "4"}"#);
+    let open = json!({"type": "open", "mailbox": claimed[1]["mailbox"]}).to_string();
+    one.send(&mut server, &open);
+    one.send(
+        &mut server,
+        r#"{"type": "add", "phase": "pake", "body": "01"}"#,
+    );
+    let claimed_too = two.send(&mut server, r#"{"type": "claim", "nameplate": "4"}"#);
+    assert_eq!(claimed_too[1]["mailbox"], claimed[1]["mailbox"]);
+    let stored = two.send(&mut server, &open);
+    assert_eq!(types(&stored), ["ack", "message"]);
+    assert_eq!(
+        (&stored[1]["side"], &stored[1]["body"]),
+        (&json!("s1"), &json!("01"))
+    );
+    let live = two.send(
+        &mut server,
+        r#"{"type": "add", "phase": "pake", "body": "02"}"#,
+    );
+    assert_eq!(types(&live), ["ack", "message"]);
+    let heard = one.answers(&mut server);
+    assert_eq!(types(&heard), ["message"]);
+    assert_eq!(
+        (&heard[0]["side"], &heard[0]["body"]),
+        (&json!("s2"), &json!("02"))
+    );
 }
 
 /// Everything the clients of a happy session told, and how they ended.
