@@ -37,6 +37,29 @@ harness!(
 #[cfg(feature = "wormhole")]
 harness!(transit);
 
+/// The transit target's seeds pass its harness, and `fuzz/corpus/transit/`
+/// holds exactly them (rewritten with `ECHOXFER_WRITE_CORPORA=1`).
+#[cfg(feature = "wormhole")]
+#[test]
+fn transit_seeds_pass_and_are_committed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/transit");
+    let write = std::env::var_os("ECHOXFER_WRITE_CORPORA").is_some();
+    for (name, data) in fuzz::transit_seeds() {
+        fuzz::transit(&data);
+        let path = root.join(format!("seed-{name}"));
+        if write {
+            std::fs::create_dir_all(&root).unwrap();
+            std::fs::write(&path, &data).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            committed == data,
+            "{} is stale: rerun with ECHOXFER_WRITE_CORPORA=1",
+            path.display()
+        );
+    }
+}
+
 /// Every seed input passes its harness (a fuzzer starts from them).
 #[test]
 fn seed_corpora_pass_their_harnesses() {

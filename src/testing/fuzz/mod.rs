@@ -35,7 +35,7 @@ pub use legacy::{
 pub use secure::secure;
 pub use seeds::{run, seed_corpora, TARGETS};
 #[cfg(feature = "wormhole")]
-pub use transit::transit;
+pub use transit::{transit, transit_seeds};
 pub use xfer::{filexfer, receiver};
 
 /// Small session limits so that fuzz cases stay quick: 4 KiB frames.

@@ -10,7 +10,8 @@ use super::{drain, jump, Input};
 use crate::error::{Error, WormholeError};
 use crate::machine::{Machine, StreamMachine};
 use crate::wormhole::transit::{
-    reasons, sender_handshake, Role, Transit, TransitConfig, TransitEvent, LEN_PREFIX, OVERHEAD,
+    reasons, receiver_handshake, sender_handshake, Role, Transit, TransitConfig, TransitEvent,
+    LEN_PREFIX, OVERHEAD,
 };
 
 const TK: [u8; 32] = [0x5a; 32];
@@ -44,18 +45,21 @@ pub fn transit(data: &[u8]) {
 }
 
 /// A receiver past `go` (or, `open` false, any side from its first
-/// byte), then hostile bytes in pieces the input chooses.
+/// byte), then hostile bytes in pieces the input chooses. The input may
+/// well contain the exact handshake (the harness's key is fixed, and the
+/// lines are checked byte by byte, which a fuzzer can follow): then the
+/// side connects, and a sender says go or nevermind as the input says.
 fn hostile(mut input: Input<'_>, open: bool) {
     let now = Instant::now();
     let mut t = now;
-    let mut m = if open {
+    let (mut m, lines) = if open {
         let mut m = Transit::new(config(Role::Receiver, false), now);
         let mut line = sender_handshake(&TK);
         line.extend_from_slice(b"go\n");
         assert_eq!(m.handle_input(now, &line), Ok(line.len()));
         let d = drain(&mut m);
         assert_eq!(d.events, vec![TransitEvent::Connected]);
-        m
+        (m, None)
     } else {
         let how = input.byte();
         let role = if how & 1 == 0 {
@@ -63,18 +67,56 @@ fn hostile(mut input: Input<'_>, open: bool) {
         } else {
             Role::Receiver
         };
-        Transit::new(config(role, how & 2 != 0), now)
+        let relayed = how & 2 != 0;
+        let mut lines = if relayed {
+            b"ok\n".to_vec()
+        } else {
+            Vec::new()
+        };
+        match role {
+            Role::Sender => lines.extend(receiver_handshake(&TK)),
+            Role::Receiver => {
+                lines.extend(sender_handshake(&TK));
+                lines.extend_from_slice(b"go\n");
+            }
+        }
+        (Transit::new(config(role, relayed), now), Some(lines))
     };
+    // The first bytes the machine took, as far as the lines go.
+    let mut taken = Vec::new();
     while !input.is_empty() {
         let piece = usize::from(input.u16()) % 9000 + 1;
         t += jump(input.byte());
         m.handle_timeout(t);
-        let bytes = input.take(piece);
-        let events = feed(&mut m, t, bytes);
-        let connected = events.contains(&TransitEvent::Connected);
-        assert!(!connected, "hostile bytes passed the handshake");
-        let record = events.iter().any(|e| matches!(e, TransitEvent::Record(_)));
-        assert!(!record, "hostile bytes opened as a record");
+        let mut bytes = input.take(piece);
+        while !bytes.is_empty() {
+            let (n, events) = feed(&mut m, t, bytes);
+            if let Some(lines) = &lines {
+                let keep = n.min(lines.len().saturating_sub(taken.len()));
+                taken.extend_from_slice(&bytes[..keep]);
+            }
+            bytes = &bytes[n..];
+            let mut decided = false;
+            for e in events {
+                let TransitEvent::Connected = e else {
+                    panic!("hostile bytes opened as a record");
+                };
+                let lines = lines.as_deref().expect("Connected twice");
+                assert_eq!(taken, lines, "Connected without the exact lines");
+                if m.role() == Role::Sender {
+                    decided = true;
+                    let chose = if input.byte() % 2 == 0 {
+                        m.go()
+                    } else {
+                        m.nevermind()
+                    };
+                    chose.expect("a decision once Connected");
+                }
+            }
+            if n == 0 && !decided {
+                break;
+            }
+        }
     }
     m.handle_eof(t);
     let done = drain(&mut m).done.expect("EOF ends the session");
@@ -82,23 +124,45 @@ fn hostile(mut input: Input<'_>, open: bool) {
 }
 
 /// Feeds `bytes` as the machine has room, checking the room's bound;
-/// returns the events.
-fn feed(m: &mut Transit, t: Instant, mut bytes: &[u8]) -> Vec<TransitEvent> {
+/// returns how many it took, and the events. It stops early only after
+/// the end, or when a sender waits for its decision (its room is then
+/// spent on what it holds).
+fn feed(m: &mut Transit, t: Instant, mut bytes: &[u8]) -> (usize, Vec<TransitEvent>) {
     let mut events = Vec::new();
+    let mut total = 0;
     while !bytes.is_empty() {
         let room = m.input_room();
         let limit = HELD_LIMIT.max(LEN_PREFIX + OVERHEAD + MAX_RECORD);
         assert!(room <= limit, "room {room} beyond one read or record");
         let took = m.handle_input(t, bytes);
         let d = drain(m);
+        let connected = d.events.contains(&TransitEvent::Connected);
         events.extend(d.events);
-        if took.is_err() || d.done.is_some() {
+        let Ok(n) = took else {
+            break;
+        };
+        total += n;
+        bytes = &bytes[n..];
+        if d.done.is_some() || connected {
             break;
         }
-        // Room is never withheld here: a record or a line whole is
-        // consumed at once, and no input here reaches a sender's decision.
-        let n = took.unwrap_or(0);
+        // A record or a line whole is consumed at once: only a sender's
+        // pending decision (after Connected) withholds room.
         assert!(n > 0, "no room, and nothing to drain");
+    }
+    (total, events)
+}
+
+/// Feeds all of `bytes` (the receiver is open: it never waits for a
+/// decision); returns the events.
+fn feed_all(m: &mut Transit, t: Instant, mut bytes: &[u8]) -> Vec<TransitEvent> {
+    let mut events = Vec::new();
+    while !bytes.is_empty() {
+        let (n, e) = feed(m, t, bytes);
+        events.extend(e);
+        if n == 0 {
+            break;
+        }
         bytes = &bytes[n..];
     }
     events
@@ -164,7 +228,7 @@ fn altered(mut input: Input<'_>) {
     wire.truncate(cut);
     let mut got = Vec::new();
     for piece in wire.chunks(777) {
-        for e in feed(&mut r, now, piece) {
+        for e in feed_all(&mut r, now, piece) {
             match e {
                 TransitEvent::Record(b) => got.push(b),
                 TransitEvent::Connected => panic!("Connected twice"),
@@ -192,6 +256,42 @@ fn altered(mut input: Input<'_>) {
     }
 }
 
+/// Seed inputs for the `transit` fuzz target (`fuzz/corpus/transit/`):
+/// `(file name, bytes)`. An honest stream of records, the same with a
+/// flip, hostile bytes after `go`, and the exact lines from the first
+/// byte for a sender and a relayed receiver, so a fuzzer starts past the
+/// handshake.
+pub fn transit_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let records = vec![2, 3, 10, 0, 0, 0x10, 0x10, 0];
+    let mut flipped = records.clone();
+    flipped.extend_from_slice(&[50, 0, 0xff, 0]);
+    let mut prefix = vec![0];
+    prefix.extend_from_slice(&[8, 0, 0]);
+    prefix.extend_from_slice(&[0, 0, 0, 0x30, 1, 2, 3, 4]);
+    let from_first = |how: u8, lines: Vec<u8>| {
+        let mut data = vec![1, how];
+        let len = (lines.len() + 4 - 1) as u16;
+        data.extend_from_slice(&len.to_le_bytes());
+        data.push(0);
+        data.extend_from_slice(&lines);
+        data.extend_from_slice(&[0, 0, 0, 0x29]);
+        data.push(0);
+        data
+    };
+    let sender = from_first(0, receiver_handshake(&TK));
+    let mut relayed = b"ok\n".to_vec();
+    relayed.extend(sender_handshake(&TK));
+    relayed.extend_from_slice(b"go\n");
+    let receiver = from_first(3, relayed);
+    vec![
+        ("records", records),
+        ("flipped", flipped),
+        ("prefix", prefix),
+        ("sender", sender),
+        ("relayed-receiver", receiver),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -204,5 +304,20 @@ mod tests {
         super::transit(&[0, 8, 0, 0, 0, 0, 0, 0x30, 1, 2, 3]);
         // From the first byte, a relayed receiver told something else.
         super::transit(&[1, 3, 4, 0, 0, b'n', b'o', b'\n', b'x']);
+    }
+
+    #[test]
+    fn the_exact_lines_connect_from_the_first_byte() {
+        // Mode 1, a direct sender, one piece: the receiver's handshake and
+        // 5 more bytes; then the decision byte (0: go).
+        let line = super::receiver_handshake(&super::TK);
+        let len = (line.len() + 5 - 1) as u16;
+        let mut data = vec![1, 0];
+        data.extend_from_slice(&len.to_le_bytes());
+        data.push(0);
+        data.extend_from_slice(&line);
+        data.extend_from_slice(b"abcde");
+        data.push(0);
+        super::transit(&data);
     }
 }
