@@ -13,7 +13,7 @@ use echoxfer::testing::mailbox::{
 };
 use echoxfer::wormhole::code::Code;
 use echoxfer::wormhole::{WormholeConfig, WormholeEvent};
-use echoxfer::{Error, WormholeError};
+use echoxfer::{Error, StreamMachine, WormholeError};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -447,6 +447,22 @@ fn a_server_that_stops_answering_the_close_does_not_change_how_the_session_went(
     assert_eq!(rv.client(b).done, None);
 }
 
+#[test]
+fn aborting_releases_the_nameplate_and_closes_the_mailbox_with_mood_errory() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    rv.run();
+    rv.client_mut(a).wormhole.abort("the disk is full".into());
+    rv.run();
+    assert_eq!(
+        rv.client(a).done,
+        Some(Err(Error::Aborted("the disk is full".into())))
+    );
+    assert_eq!(rv.server.nameplates(), Vec::<String>::new());
+    let side = rv.client(a).wormhole.side().to_owned();
+    assert_eq!(rv.server.moods(), vec![(side, Some("errory".to_owned()))]);
+}
+
 /// What the `wormhole_mailbox` fuzz target's seed (in `fuzz/corpus/`) plays.
 const FUZZ_SEED: &[u8] = &[
     0, // A allocates
@@ -717,6 +733,25 @@ proptest! {
         let whole = told(None);
         prop_assert_eq!(whole.0[0].1.clone(), Some(Ok(())));
         prop_assert_eq!(told(Some(seed)), whole);
+    }
+
+    /// Cut anywhere, a wrong code still fails both sides as WrongCode,
+    /// with no message delivered and both moods scary.
+    #[test]
+    fn a_wrong_code_fails_both_sides_however_bytes_are_cut(seed in any::<u64>()) {
+        let mut rv = rendezvous(Faults::default());
+        rv.cut_streams(seed);
+        let (a, b) = meet(&mut rv, |code| {
+            Code::parse(&format!("{}-not-these-words", code.nameplate())).unwrap()
+        });
+        for id in [a, b] {
+            prop_assert_eq!(failed_with(&rv, id), Some(WormholeError::WrongCode));
+            prop_assert!(rv.client(id).messages().is_empty());
+        }
+        let moods = rv.server.moods();
+        prop_assert_eq!(moods.len(), 2);
+        prop_assert!(moods.iter().all(|(_, m)| m.as_deref() == Some("scary")));
+        prop_assert_eq!(rv.server.nameplates(), Vec::<String>::new());
     }
 }
 
