@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod drain;
+pub mod echoxfer_wormhole;
 pub mod files;
 pub mod process;
 pub mod session;
