@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use echoxfer::testing::mailbox::{
-    fuzz_server_answers, fuzz_session, ClientId, Faults, MailboxServer, Recorded, Rendezvous,
-    ServerConfig,
+    fuzz_server_answers, fuzz_session, ClientId, EchoingMailbox, Faults, MailboxServer, Recorded,
+    Rendezvous, ServerConfig,
 };
 use echoxfer::wormhole::code::Code;
 use echoxfer::wormhole::{WormholeConfig, WormholeEvent};
@@ -704,6 +704,64 @@ fn the_server_delivers_stored_messages_on_open_then_live_ones_to_every_side() {
         (&heard[0]["side"], &heard[0]["body"]),
         (&json!("s2"), &json!("02"))
     );
+}
+
+/// In the simulator (latency, fragmentation, and on odd seeds stalls,
+/// corruption and cuts), against the server with an echoing peer inside:
+/// a clean link always gets the echo and ends both sides well (both
+/// moods happy, the nameplate released); no link ever leaves the pair
+/// stuck, and a client that ended well heard its echo.
+#[test]
+fn a_wormhole_in_the_simulator_gets_its_echo_on_clean_links_and_never_hangs() {
+    use echoxfer::testing::sim::Sim;
+    use echoxfer::wormhole::Wormhole;
+    let code = Code::parse("4-purple-sausages").unwrap();
+    for seed in 0..64u64 {
+        let mut sim = Sim::new(seed, std::time::Instant::now());
+        let imp = sim.random_impairments(seed % 2 == 1);
+        let clean = imp.corrupt_chance == 0.0 && imp.cut_chance == 0.0 && imp.stall_chance == 0.0;
+        let mut a = Wormhole::join(config(), code.clone(), sim.now, [seed as u8; 32]).unwrap();
+        let mut server = EchoingMailbox::new(config(), code.clone(), sim.now);
+        let mut heard = Vec::new();
+        let mut app = |w: &mut Wormhole, now, event| -> std::io::Result<()> {
+            match event {
+                WormholeEvent::Verified { .. } => {
+                    w.send(b"hello, simulator").map_err(std::io::Error::other)
+                }
+                WormholeEvent::Message(m) => {
+                    heard.push(m);
+                    w.close(now).map_err(std::io::Error::other)
+                }
+                _ => Ok(()),
+            }
+        };
+        let mut ignore = echoxfer::driver::Ignore;
+        let (outcome, _) = sim
+            .connect(
+                (&mut a, &mut app),
+                (&mut server, &mut ignore),
+                &imp,
+                1_000_000,
+            )
+            .unwrap_or_else(|stuck| panic!("seed {seed}: {stuck} on {imp:?}"));
+        if outcome.a.is_ok() {
+            assert_eq!(heard, bytes(&["hello, simulator"]), "seed {seed}");
+        }
+        if clean {
+            assert!(
+                outcome.a.is_ok() && outcome.b.is_ok(),
+                "seed {seed}: {outcome:?}"
+            );
+            assert_eq!(server.peer().messages(), bytes(&["hello, simulator"]));
+            let moods = server.server().moods();
+            assert_eq!(moods.len(), 2, "seed {seed}: {moods:?}");
+            assert!(
+                moods.iter().all(|(_, m)| m.as_deref() == Some("happy")),
+                "seed {seed}: {moods:?}"
+            );
+            assert_eq!(server.server().nameplates(), Vec::<String>::new());
+        }
+    }
 }
 
 /// Everything the clients of a happy session told, and how they ended.

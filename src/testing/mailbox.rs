@@ -15,14 +15,17 @@
 //!   bytes between them until nothing moves (optionally cutting every byte
 //!   stream at random points), collects each client's events and result,
 //!   and moves a virtual clock.
+//! * [`EchoingMailbox`]: the server with an echoing peer inside, as one
+//!   stream machine, for the simulator.
 //! * [`fuzz_server_answers`]: a fuzz harness (a client fed hostile
 //!   answers), behind `tests/wormhole_client.rs` and `fuzz/`'s `wormhole`
 //!   target.
 //!
 //! The simulator (`testing::sim`) runs a pair of stream machines joined by
 //! two links; a wormhole session has three parties (two clients and the
-//! mailbox server between them), so it does not run there yet: that needs
-//! the server connection as a stream machine and a three-party world.
+//! mailbox server between them), so [`EchoingMailbox`] packs the server
+//! and an honest peer into one stream machine: a [`Wormhole`] then runs
+//! there against it, over the simulator's impaired links.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
@@ -1039,6 +1042,139 @@ impl Rendezvous {
             moved = true;
         }
         moved
+    }
+}
+
+/// The mailbox server with an honest peer inside, as one stream machine
+/// whose byte stream is one outside client's connection: so a
+/// [`Wormhole`] runs in the simulator (`testing::sim`), which joins two
+/// stream machines. The peer joins `code`, sends every message it
+/// receives back, and closes after the first (or when the outside client
+/// hangs up); the machine is done (with the peer's result) once the peer
+/// is done and the outside client has hung up.
+#[derive(Debug)]
+pub struct EchoingMailbox {
+    rv: Rendezvous,
+    conn: ConnId,
+    peer: ClientId,
+    echoed: usize,
+    input: Vec<u8>,
+    client_gone: bool,
+    last_wait: Option<Instant>,
+}
+
+impl EchoingMailbox {
+    /// A server with one outside connection, and the peer inside joining
+    /// `code` with `config` at `now`.
+    pub fn new(config: WormholeConfig, code: Code, now: Instant) -> EchoingMailbox {
+        let mut rv = Rendezvous::new(MailboxServer::new(ServerConfig::default()), now);
+        let conn = rv.server.connect();
+        let peer = rv.join(config, code, 0xee);
+        let mut mailbox = EchoingMailbox {
+            rv,
+            conn,
+            peer,
+            echoed: 0,
+            input: Vec::new(),
+            client_gone: false,
+            last_wait: None,
+        };
+        mailbox.play();
+        mailbox
+    }
+
+    /// The peer inside.
+    pub fn peer(&self) -> &Client {
+        self.rv.client(self.peer)
+    }
+
+    /// The server.
+    pub fn server(&self) -> &MailboxServer {
+        &self.rv.server
+    }
+
+    /// Runs the server and the peer until nothing moves, the peer echoing.
+    fn play(&mut self) {
+        loop {
+            self.rv.run();
+            let now = self.rv.now;
+            let peer = self.rv.client_mut(self.peer);
+            let messages = peer.messages();
+            if peer.done.is_some() || messages.len() == self.echoed {
+                return;
+            }
+            for message in &messages[self.echoed..] {
+                let _ = peer.wormhole.send(message);
+            }
+            let _ = peer.wormhole.close(now);
+            self.echoed = messages.len();
+        }
+    }
+}
+
+impl Machine for EchoingMailbox {
+    type Transmit = Bytes;
+    type Event = std::convert::Infallible;
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if now > self.rv.now {
+            self.rv.advance(now - self.rv.now);
+        }
+        self.play();
+    }
+
+    fn poll_output(&mut self) -> Output<Bytes, std::convert::Infallible> {
+        if let Some(bytes) = self.rv.server.take_output(self.conn) {
+            return Output::Transmit(bytes);
+        }
+        if let (true, Some(result)) = (self.client_gone, self.peer().done.clone()) {
+            self.last_wait = None;
+            return Output::Done(result);
+        }
+        self.last_wait = match self.peer().done {
+            Some(_) => None,
+            None => self.peer().wormhole.poll_timeout(),
+        };
+        Output::Wait(self.last_wait)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.last_wait
+    }
+}
+
+impl StreamMachine for EchoingMailbox {
+    fn input_buffer(&mut self, max: usize) -> &mut [u8] {
+        self.input.resize(max.min(self.input_room()), 0);
+        &mut self.input
+    }
+
+    fn commit_input(&mut self, now: Instant, n: usize) -> Result<(), Error> {
+        if n > self.input.len() {
+            let (len, room) = (n, self.input.len());
+            return Err(crate::error::UsageError::InputOverflow { len, room }.into());
+        }
+        self.rv.now = self.rv.now.max(now);
+        self.rv.server.feed(self.conn, &self.input[..n]);
+        self.play();
+        Ok(())
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        self.client_gone = true;
+        self.rv.server.hang_up(self.conn);
+        // Nobody else will come: the peer gives up waiting (it would wait
+        // for the other side forever).
+        self.rv.now = self.rv.now.max(now);
+        let peer = self.rv.client_mut(self.peer);
+        if peer.done.is_none() {
+            let _ = peer.wormhole.close(now);
+        }
+        self.play();
+    }
+
+    fn input_room(&self) -> usize {
+        64 << 10
     }
 }
 
