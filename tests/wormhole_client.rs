@@ -793,6 +793,37 @@ proptest! {
         prop_assert_eq!(told(Some(seed)), whole);
     }
 
+    /// Whatever both sides send, whenever (before the key, between
+    /// hand-overs), with streams cut anywhere and deliveries doubled or
+    /// not: each side receives exactly what the other sent, in order, once.
+    #[test]
+    fn messages_arrive_in_order_exactly_once_whatever_the_sends_cuts_and_duplicates(
+        seed in any::<u64>(),
+        duplicate in any::<bool>(),
+        sends in proptest::collection::vec((any::<bool>(), 0..300usize, any::<bool>()), 0..24),
+    ) {
+        let mut rv = rendezvous(Faults { duplicate_messages: duplicate, ..Faults::default() });
+        rv.cut_streams(seed);
+        // B joins and sends may start before either side has the key.
+        let a = rv.allocate(config(), 1);
+        rv.run();
+        let code = rv.client(a).code().expect("A printed its code");
+        let b = rv.join(config(), code, 2);
+        let mut sent = (Vec::new(), Vec::new());
+        for (i, (from_a, len, pump)) in sends.into_iter().enumerate() {
+            let message = Bytes::from(vec![i as u8; len]);
+            let (from, log) = match from_a { true => (a, &mut sent.0), false => (b, &mut sent.1) };
+            rv.client_mut(from).wormhole.send(&message).expect("open");
+            log.push(message);
+            if pump {
+                rv.run();
+            }
+        }
+        rv.run();
+        prop_assert_eq!(rv.client(b).messages(), sent.0);
+        prop_assert_eq!(rv.client(a).messages(), sent.1);
+    }
+
     /// Cut anywhere, a wrong code still fails both sides as WrongCode,
     /// with no message delivered and both moods scary.
     #[test]
