@@ -139,6 +139,9 @@ fn feed(m: &mut Transit, t: Instant, mut bytes: &[u8]) -> (usize, Vec<TransitEve
         let connected = d.events.contains(&TransitEvent::Connected);
         events.extend(d.events);
         let Ok(n) = took else {
+            // It failed on these bytes, having taken what fit (the lines
+            // before a bad record among them, say).
+            total += room.min(bytes.len());
             break;
         };
         total += n;
@@ -304,6 +307,18 @@ mod tests {
         super::transit(&[0, 8, 0, 0, 0, 0, 0, 0x30, 1, 2, 3]);
         // From the first byte, a relayed receiver told something else.
         super::transit(&[1, 3, 4, 0, 0, b'n', b'o', b'\n', b'x']);
+    }
+
+    #[test]
+    fn lines_then_a_bad_record_in_one_read_count_as_taken() {
+        // Found by cargo fuzz: a relayed receiver given `ok`, the sender's
+        // handshake, `go` and a bad length prefix in one piece connects,
+        // then fails on the prefix in the same input.
+        let mut data = vec![1, 3, 0x60, 0, 0];
+        data.extend_from_slice(b"ok\n");
+        data.extend(super::sender_handshake(&super::TK));
+        data.extend_from_slice(b"go\nb\0\0)\0");
+        super::transit(&data);
     }
 
     #[test]
