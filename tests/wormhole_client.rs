@@ -252,10 +252,9 @@ fn a_server_that_sends_garbage_fails_the_client_with_bad_server() {
             ..Faults::default()
         });
         let a = rv.allocate(config(), 1);
-        // Within `answer_within`: the client may wait that long for the
-        // answers it is owed before it ends (it does, when the garbage
-        // arrives with them in one read).
-        rv.advance(ANSWER_WITHIN);
+        // At once: a server that sent garbage is owed no goodbye, and
+        // answers it still owes are not waited for.
+        rv.run();
         assert!(
             matches!(failed_with(&rv, a), Some(WormholeError::BadServer(_))),
             "garbage after {after}: {:?}",
@@ -388,9 +387,8 @@ fn a_third_side_claiming_the_nameplate_is_refused_as_crowded() {
     // A still holds the nameplate: C is the third side.
     let b = rv.join(config(), code.clone(), 2);
     let c = rv.join(config(), code, 3);
+    // C ends at once: the refusal answers its claim.
     rv.run();
-    // C ends once its claim's answer is overdue (it still counts on one).
-    rv.advance(ANSWER_WITHIN);
     assert!(
         matches!(failed_with(&rv, c), Some(WormholeError::Refused(ref e)) if e == "crowded"),
         "{:?}",
@@ -851,4 +849,37 @@ fn fuzz_server_answers_never_panic_or_break_the_contract() {
     bolero::check!()
         .with_test_time(Duration::from_secs(3))
         .for_each(fuzz_server_answers);
+}
+
+#[test]
+fn the_server_hanging_up_mid_session_fails_the_client_with_server_closed() {
+    let mut rv = rendezvous(Faults::default());
+    let (a, b) = meet(&mut rv, |code| code);
+    assert!(rv.client(a).verified() && rv.client(b).verified());
+    rv.hang_up(a);
+    rv.run();
+    assert!(
+        matches!(failed_with(&rv, a), Some(WormholeError::ServerClosed(_))),
+        "{:?}",
+        rv.client(a).done
+    );
+}
+
+#[test]
+fn closing_while_the_allocation_is_on_its_way_releases_the_nameplate() {
+    let mut rv = rendezvous(Faults::default());
+    let a = rv.allocate(config(), 1);
+    close(&mut rv, a);
+    rv.run();
+    assert_eq!(rv.client(a).done, Some(Ok(())));
+    assert_eq!(
+        rv.client(a).code(),
+        None,
+        "no code shown for a session closed first"
+    );
+    assert_eq!(
+        rv.server.nameplates(),
+        Vec::<String>::new(),
+        "the allocated nameplate is freed"
+    );
 }

@@ -298,11 +298,20 @@ impl Wormhole {
 
     /// Fails the session with `error`: frees the nameplate and mailbox
     /// (the server is told the mood) when the server can still hear it.
+    /// A server that broke its protocol, stalled or went away will not
+    /// answer a release or a close: the session ends at once. Otherwise
+    /// (the peer's fault, or the application's) the server hears the mood
+    /// and frees what this side holds first.
     fn fail(&mut self, error: impl Into<Error>, now: Instant) {
+        let error = error.into();
         match self.stage {
             Stage::Done(_) => {}
             Stage::Closing(_) => self.finish(),
-            _ => self.begin_closing(Err(error.into()), now),
+            _ if is_servers_fault(&error) => {
+                self.stage = Stage::Closing(Err(error));
+                self.finish();
+            }
+            _ => self.begin_closing(Err(error), now),
         }
     }
 
@@ -324,6 +333,10 @@ impl Wormhole {
     }
 
     fn on_allocated(&mut self, nameplate: String, now: Instant) -> Result<(), WormholeError> {
+        if let Stage::Closing(_) = self.stage {
+            // Closed while the allocation was on its way: free it.
+            return self.mailbox.release(&nameplate, now);
+        }
         let Stage::Allocating = self.stage else {
             return Err(WormholeError::BadServer("a nameplate nobody asked for"));
         };
@@ -341,6 +354,9 @@ impl Wormhole {
     }
 
     fn on_claimed(&mut self, mailbox: String) -> Result<(), WormholeError> {
+        if let Stage::Closing(_) = self.stage {
+            return Ok(()); // closed while claiming: the release is on its way
+        }
         let Stage::Claiming = self.stage else {
             return Err(WormholeError::BadServer("a mailbox nobody asked for"));
         };
@@ -496,6 +512,21 @@ impl Wormhole {
                 .min(),
         }
     }
+}
+
+/// Whether `error` means the mailbox server can no longer be talked to.
+fn is_servers_fault(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Wormhole(
+            WormholeError::BadServer(_)
+                | WormholeError::WebSocket(_)
+                | WormholeError::ServerTimeout(_)
+                | WormholeError::ServerClosed(_)
+                | WormholeError::Refused(_)
+                | WormholeError::PermissionRequired(_)
+        )
+    )
 }
 
 fn parse_pake(body: &[u8]) -> Result<Vec<u8>, WormholeError> {

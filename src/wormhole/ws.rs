@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 
 use bytes::Bytes;
 use tungstenite::client::IntoClientRequest;
+use tungstenite::error::ProtocolError;
 use tungstenite::handshake::client::ClientHandshake;
 use tungstenite::handshake::{HandshakeError, MidHandshake};
 use tungstenite::protocol::WebSocketConfig;
@@ -197,7 +198,11 @@ impl Ws {
                     let _ = ws.flush();
                     return Ok(None);
                 }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                ) => {
                     self.closed = true;
                     return Ok(None);
                 }
