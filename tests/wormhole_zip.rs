@@ -88,7 +88,11 @@ fn a_packed_folder_unpacks_identical_with_its_modes() {
     fs::write(root.join("sub/ü b.txt"), b"hi\n").unwrap();
     fs::write(root.join("sub/deeper/empty"), b"").unwrap();
     fs::set_permissions(root.join("a.bin"), fs::Permissions::from_mode(0o750)).unwrap();
-    let found = walk(&[root.clone()], &TransferConfig::default().path_limits()).unwrap();
+    let found = walk(
+        std::slice::from_ref(&root),
+        &TransferConfig::default().path_limits(),
+    )
+    .unwrap();
     let (zipped, packed) = pack(&found, tempfile::tempfile().unwrap()).unwrap();
     assert_eq!((packed.numbytes, packed.numfiles), (300_003, 5));
     assert_eq!(zipped.metadata().unwrap().len(), packed.zipsize);
