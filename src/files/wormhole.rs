@@ -196,6 +196,11 @@ impl App<Transit> for SendBytes {
             move |app: &mut SendBytes, transit: &mut Transit, _now: Instant| {
                 app.reading = false;
                 let (file, chunk) = read?;
+                if !transit.is_open() {
+                    // The connection ended while the chunk was read: the
+                    // machine's own error says why, not a refused send.
+                    return Ok(());
+                }
                 app.file = Some(file);
                 app.hasher.update(&chunk);
                 app.sent += chunk.len() as u64;
