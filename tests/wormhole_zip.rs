@@ -1,7 +1,7 @@
 //! Folders through the wormhole arrive as zips: `files::zip::unpack` lays
-//! one out through the store, and a hostile zip (the bug classes of
-//! ../shared/design/hostile-cases.md: zip slip, absolute paths, links,
-//! duplicates, bombs) gets a refusal, never a byte outside the
+//! one out through the store, and a hostile zip (the bug classes other
+//! tools shipped: zip slip, absolute paths, links, duplicates, bombs) gets
+//! a refusal, never a byte outside the
 //! destination, never a file under its final name that is not whole.
 #![cfg(unix)]
 

@@ -3,8 +3,8 @@
 //! a virtual clock only, so wormhole sessions are tested without a network
 //! and their timeouts without sleeping.
 //!
-//! * [`MailboxServer`]: the server protocol
-//!   (`/work/shared/reference/magic-wormhole-protocols/server-protocol.md`)
+//! * [`MailboxServer`]: the server protocol (magic-wormhole's
+//!   `server-protocol.md`)
 //!   over a server-side WebSocket (tungstenite's, on in-memory buffers):
 //!   welcome, bind, list, allocate, claim, release, open, add, close,
 //!   ping, an `ack` for every command and an `error` (with `orig`) for
