@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +69,9 @@ fn usage(error: crate::UsageError) -> io::Error {
     io::Error::other(crate::Error::from(error))
 }
 
+/// Bytes moved so far, for a progress meter to read (the winner counts).
+pub type Progress = Arc<AtomicU64>;
+
 /// What a sender reads, shared by the candidates: the winner takes it.
 pub type SharedSource = Arc<Mutex<Option<File>>>;
 
@@ -84,6 +87,7 @@ pub struct SendBytes {
     reading: bool,
     won: bool,
     confirmed: bool,
+    progress: Option<Progress>,
 }
 
 impl SendBytes {
@@ -100,7 +104,14 @@ impl SendBytes {
             reading: false,
             won: false,
             confirmed: false,
+            progress: None,
         }
+    }
+
+    /// Counts the bytes handed to transit in `progress` too.
+    pub fn with_progress(mut self, progress: Progress) -> SendBytes {
+        self.progress = Some(progress);
+        self
     }
 
     /// Whether this candidate won and the receiver confirmed the bytes.
@@ -204,6 +215,9 @@ impl App<Transit> for SendBytes {
                 app.file = Some(file);
                 app.hasher.update(&chunk);
                 app.sent += chunk.len() as u64;
+                if let Some(progress) = &app.progress {
+                    progress.store(app.sent, Ordering::Relaxed);
+                }
                 transit.send_record(&chunk).map_err(usage)
             }
         }))
@@ -261,6 +275,7 @@ pub struct ReceiveBytes {
     received: u64,
     hasher: Sha256,
     saved: Option<PathBuf>,
+    progress: Option<Progress>,
 }
 
 impl ReceiveBytes {
@@ -276,7 +291,14 @@ impl ReceiveBytes {
             received: 0,
             hasher: Sha256::new(),
             saved: None,
+            progress: None,
         }
+    }
+
+    /// Counts the bytes received in `progress` too.
+    pub fn with_progress(mut self, progress: Progress) -> ReceiveBytes {
+        self.progress = Some(progress);
+        self
     }
 
     /// Where the file (or folder) was saved, once it was.
@@ -328,6 +350,9 @@ impl ReceiveBytes {
         target.write_at(self.received, record)?;
         self.hasher.update(record);
         self.received += record.len() as u64;
+        if let Some(progress) = &self.progress {
+            progress.store(self.received, Ordering::Relaxed);
+        }
         self.finish_if_whole(transit)
     }
 

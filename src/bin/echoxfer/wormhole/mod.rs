@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use echoxfer::driver::App;
-use echoxfer::files::wormhole::{Race, ReceiveBytes, SendBytes, SharedTarget, Target};
+use echoxfer::files::wormhole::{Progress, Race, ReceiveBytes, SendBytes, SharedTarget, Target};
 use echoxfer::files::zip::{self, UnpackLimits};
 use echoxfer::files::{walk, Store};
 use echoxfer::secure::os_seed;
@@ -27,6 +27,7 @@ use echoxfer::TransferConfig;
 use crate::addr::HostPort;
 use crate::args::{ReceiveArgs, SendArgs, WormholeArgs};
 use crate::net::{run_client, CmdResult, Peer};
+use crate::term::{Meter, Ui};
 
 /// What the mailbox is, for messages that name it.
 const MAILBOX: &str = "the magic-wormhole mailbox server --relay-url names";
@@ -58,11 +59,14 @@ pub fn send_file(a: SendArgs) -> CmdResult {
     let peer = role.0.peer_hints().cloned().unwrap_or_default();
     let race = Race::new();
     let source = Arc::new(Mutex::new(Some(source)));
+    let (progress, meter) = meter(a.quiet || a.json, format!("sending {shown}"), size);
     let send = {
         let race = race.clone();
-        move || SendBytes::new(source.clone(), size, race.clone())
+        move || SendBytes::new(source.clone(), size, race.clone()).with_progress(progress.clone())
     };
-    transit::race(local, &peer, Role::Sender, key, race, send, SendBytes::won)?;
+    let sent = transit::race(local, &peer, Role::Sender, key, race, send, SendBytes::won);
+    meter.finish();
+    sent?;
     eprintln!("sent {shown}: {size} bytes, confirmed by the receiver's SHA-256");
     Ok(())
 }
@@ -94,9 +98,10 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let key = transit_key(&wormhole)?;
     let peer = role.0.peer_hints().cloned().unwrap_or_default();
     let race = Race::new();
+    let (progress, meter) = meter(a.quiet || a.json, "receiving".into(), size);
     let receive = {
         let race = race.clone();
-        move || ReceiveBytes::new(slot.clone(), size, race.clone())
+        move || ReceiveBytes::new(slot.clone(), size, race.clone()).with_progress(progress.clone())
     };
     let done = transit::race(
         local,
@@ -106,13 +111,28 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         race,
         receive,
         ReceiveBytes::won,
-    )?;
+    );
+    meter.finish();
+    let done = done?;
     let saved = done
         .saved()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     eprintln!("received {saved} ({size} bytes through transit)");
     Ok(())
+}
+
+/// A progress meter (a bar on a terminal, a sparse line otherwise,
+/// nothing when `quiet`) over `size` bytes, and the counter the winning
+/// candidate keeps for it.
+fn meter(quiet: bool, label: String, size: u64) -> (Progress, Meter) {
+    let progress = Progress::default();
+    let read = progress.clone();
+    let counter = Arc::new(move || {
+        let done = read.load(std::sync::atomic::Ordering::Relaxed);
+        (done, size, done)
+    });
+    (progress, Meter::start(Ui::new(quiet), label, counter))
 }
 
 /// Meets the other side through the mailbox and runs `role` there:
