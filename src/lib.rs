@@ -80,9 +80,13 @@
 //! Not stable: [`codec`] (the frames, for peers and harnesses; the wire
 //! itself is versioned and specified in docs/PROTOCOL.md, which is what an
 //! implementation in another language follows), [`session`] and
-//! [`unframed`] (the framing under the machines), and `testing` (feature
-//! `testing`: the pair, the simulator and the fuzz harnesses). Tuning
-//! constants and the wire's sizes are the crate's own.
+//! [`unframed`] (the framing under the machines), `testing` (feature
+//! `testing`: the pair, the simulator and the fuzz harnesses), and, for
+//! now, `wormhole` (feature `wormhole`, on by default: the magic-wormhole
+//! client, its machines and the file-transfer messages, new in this
+//! version; the protocols it speaks are magic-wormhole's and fixed, its
+//! Rust API may still change). Tuning constants and the wire's sizes are
+//! the crate's own.
 #![deny(missing_docs)]
 
 pub mod codec;
