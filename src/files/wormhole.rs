@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use super::store::Incoming;
 use crate::driver::{App, Work};
 use crate::error::WormholeError;
+use crate::wormhole::app_error;
 use crate::wormhole::transit::{Role, Transit, TransitEvent};
 
 /// Bytes of file in one record. Python sends 16 KiB records and takes any
@@ -59,14 +60,6 @@ struct Ack {
     ack: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sha256: Option<String>,
-}
-
-fn failed(error: WormholeError) -> io::Error {
-    io::Error::other(crate::Error::Wormhole(error))
-}
-
-fn usage(error: crate::UsageError) -> io::Error {
-    io::Error::other(crate::Error::from(error))
 }
 
 /// Bytes moved so far, for a progress meter to read (the winner counts).
@@ -136,37 +129,37 @@ impl SendBytes {
             .map(|mut slot| slot.take())
             .unwrap_or(None);
         let (true, Some(file)) = (self.race.claim(), taken) else {
-            return transit.nevermind().map_err(usage);
+            return transit.nevermind().map_err(app_error);
         };
         self.file = Some(file);
         self.won = true;
-        transit.go().map_err(usage)
+        transit.go().map_err(app_error)
     }
 
     fn on_ack(&mut self, transit: &mut Transit, record: &[u8]) -> io::Result<()> {
         let ack: Ack = serde_json::from_slice(record).map_err(|_| {
-            failed(WormholeError::BadPeer(
+            app_error(WormholeError::BadPeer(
                 "a last record that is not the acknowledgement",
             ))
         })?;
         if ack.ack != "ok" {
-            return Err(failed(WormholeError::PeerError(crate::error::sanitize(
+            return Err(app_error(WormholeError::PeerError(crate::error::sanitize(
                 ack.ack.as_bytes(),
             ))));
         }
         if self.sent < self.size {
-            return Err(failed(WormholeError::BadPeer(
+            return Err(app_error(WormholeError::BadPeer(
                 "an acknowledgement before the whole file was sent",
             )));
         }
         let ours = hex::encode(self.hasher.clone().finalize());
         if ack.sha256.is_some_and(|theirs| theirs != ours) {
-            return Err(failed(WormholeError::BadPeer(
+            return Err(app_error(WormholeError::BadPeer(
                 "a SHA-256 of the file that is not what was sent",
             )));
         }
         self.confirmed = true;
-        transit.close().map_err(usage)
+        transit.close().map_err(app_error)
     }
 }
 
@@ -218,7 +211,7 @@ impl App<Transit> for SendBytes {
                 if let Some(progress) = &app.progress {
                     progress.store(app.sent, Ordering::Relaxed);
                 }
-                transit.send_record(&chunk).map_err(usage)
+                transit.send_record(&chunk).map_err(app_error)
             }
         }))
     }
@@ -324,7 +317,7 @@ impl ReceiveBytes {
             .map(|mut slot| slot.take())
             .unwrap_or(None);
         let (true, Some(mut target)) = (self.race.claim(), taken) else {
-            return Err(failed(WormholeError::Transit(
+            return Err(app_error(WormholeError::Transit(
                 "a second connection said go",
             )));
         };
@@ -338,12 +331,12 @@ impl ReceiveBytes {
 
     fn on_record(&mut self, transit: &mut Transit, record: &[u8]) -> io::Result<()> {
         let Some(target) = self.mine.as_mut() else {
-            return Err(failed(WormholeError::BadPeer(
+            return Err(app_error(WormholeError::BadPeer(
                 "a record before the connection was chosen",
             )));
         };
         if self.received + record.len() as u64 > self.size {
-            return Err(failed(WormholeError::BadPeer(
+            return Err(app_error(WormholeError::BadPeer(
                 "more bytes than the offered size",
             )));
         }
@@ -370,8 +363,8 @@ impl ReceiveBytes {
             sha256: Some(hex::encode(self.hasher.clone().finalize())),
         };
         let record = serde_json::to_vec(&ack).expect("an acknowledgement always serialises");
-        transit.send_record(&record).map_err(usage)?;
-        transit.close().map_err(usage)
+        transit.send_record(&record).map_err(app_error)?;
+        transit.close().map_err(app_error)
     }
 }
 

@@ -28,7 +28,7 @@
 //! there against it, over the simulator's impaired links.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,6 +42,7 @@ use tungstenite::{Message, WebSocket};
 use crate::error::Error;
 use crate::machine::{Machine, Output, StreamMachine};
 use crate::wormhole::code::Code;
+use crate::wormhole::ws::Pipe;
 use crate::wormhole::{Wormhole, WormholeConfig, WormholeEvent};
 
 /// One connection to a [`MailboxServer`].
@@ -149,37 +150,6 @@ pub enum Recorded {
         /// The error's text.
         error: String,
     },
-}
-
-/// Bytes in, bytes out: what tungstenite reads from (WouldBlock when
-/// empty) and writes to.
-#[derive(Debug, Default)]
-struct Pipe {
-    input: Vec<u8>,
-    output: Vec<u8>,
-}
-
-impl Read for Pipe {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.input.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = self.input.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.input[..n]);
-        self.input.drain(..n);
-        Ok(n)
-    }
-}
-
-impl Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.output.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 enum Ws {
@@ -343,7 +313,7 @@ impl MailboxServer {
             return;
         }
         if let Some(pipe) = c.ws.pipe() {
-            pipe.input.extend_from_slice(data);
+            pipe.push_input(data);
         }
         if let Ws::Upgrading(_) = c.ws {
             let Ws::Upgrading(mid) = std::mem::replace(&mut c.ws, Ws::Broken) else {
@@ -389,11 +359,7 @@ impl MailboxServer {
     /// What the server sends on `conn` next, if anything (also after a
     /// hang-up, until what was written is taken).
     pub fn take_output(&mut self, conn: ConnId) -> Option<Bytes> {
-        let pipe = self.conns[conn.0].ws.pipe()?;
-        match pipe.output.is_empty() {
-            true => None,
-            false => Some(Bytes::from(std::mem::take(&mut pipe.output))),
-        }
+        self.conns[conn.0].ws.pipe()?.take_output()
     }
 
     /// Sends `payload` on `conn` as one WebSocket text message, whatever

@@ -27,13 +27,19 @@ mod mailbox;
 pub mod offer;
 pub mod transfer;
 pub mod transit;
-mod ws;
+pub(crate) mod ws;
 
 pub use client::{Wormhole, WormholeEvent};
 
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// An app's error for a wormhole failure (or a machine's refusal), so
+/// the driver ends the session with it as `DriverError::App`.
+pub(crate) fn app_error(error: impl Into<crate::Error>) -> std::io::Error {
+    std::io::Error::other(error.into())
+}
 
 /// The public mailbox server magic-wormhole's clients use by default.
 pub const PUBLIC_MAILBOX: &str = "ws://relay.magic-wormhole.io:4000/v1";

@@ -15,10 +15,7 @@ use super::transit::TransitHints;
 use super::{Wormhole, WormholeEvent};
 use crate::driver::App;
 use crate::error::WormholeError;
-
-fn failed(error: WormholeError) -> io::Error {
-    io::Error::other(crate::Error::Wormhole(error))
-}
+use crate::wormhole::app_error;
 
 fn send(wormhole: &mut Wormhole, message: TransferMessage) -> io::Result<()> {
     wormhole.send(&message.encode()).map_err(io::Error::other)
@@ -81,9 +78,9 @@ impl SendOffer {
         bytes: &[u8],
     ) -> io::Result<()> {
         let text = matches!(self.offer, Offer::Message(_));
-        match TransferMessage::decode(bytes).map_err(failed)? {
+        match TransferMessage::decode(bytes).map_err(app_error)? {
             TransferMessage::Transit(value) => {
-                self.peer_hints = Some(TransitHints::from_value(value).map_err(failed)?);
+                self.peer_hints = Some(TransitHints::from_value(value).map_err(app_error)?);
                 Ok(())
             }
             TransferMessage::Answer(Answer { message_ack, .. }) if text && is_ok(&message_ack) => {
@@ -94,8 +91,8 @@ impl SendOffer {
                 self.accepted = true;
                 close(wormhole, now)
             }
-            TransferMessage::Error(text) => Err(failed(WormholeError::PeerError(text))),
-            _ => Err(failed(WormholeError::BadPeer(
+            TransferMessage::Error(text) => Err(app_error(WormholeError::PeerError(text))),
+            _ => Err(app_error(WormholeError::BadPeer(
                 "an answer that does not fit the offer",
             ))),
         }
@@ -185,7 +182,7 @@ impl ReceiveOffer {
 
     fn on_offer(&mut self, wormhole: &mut Wormhole, now: Instant, offer: Offer) -> io::Result<()> {
         if self.received.is_some() {
-            return Err(failed(WormholeError::BadPeer("a second offer")));
+            return Err(app_error(WormholeError::BadPeer("a second offer")));
         }
         let received = match offer {
             Offer::Message(text) => {
@@ -222,14 +219,14 @@ impl App<Wormhole> for ReceiveOffer {
         let WormholeEvent::Message(bytes) = event else {
             return Ok(());
         };
-        match TransferMessage::decode(&bytes).map_err(failed)? {
+        match TransferMessage::decode(&bytes).map_err(app_error)? {
             TransferMessage::Offer(offer) => self.on_offer(wormhole, now, offer),
             TransferMessage::Transit(value) => {
-                self.peer_hints = Some(TransitHints::from_value(value).map_err(failed)?);
+                self.peer_hints = Some(TransitHints::from_value(value).map_err(app_error)?);
                 Ok(())
             }
-            TransferMessage::Error(text) => Err(failed(WormholeError::PeerError(text))),
-            TransferMessage::Answer(_) => Err(failed(WormholeError::BadPeer(
+            TransferMessage::Error(text) => Err(app_error(WormholeError::PeerError(text))),
+            TransferMessage::Answer(_) => Err(app_error(WormholeError::BadPeer(
                 "an answer sent to the receiver",
             ))),
         }

@@ -25,11 +25,26 @@ const MAX_UPGRADE: usize = 64 << 10;
 
 /// Bytes in, bytes out: what tungstenite reads from and writes to.
 #[derive(Debug, Default)]
-pub struct Pipe {
+pub(crate) struct Pipe {
     input: Vec<u8>,
     read_at: usize,
     eof: bool,
     output: Vec<u8>,
+}
+
+impl Pipe {
+    /// The other end's next bytes, for tungstenite to read.
+    pub(crate) fn push_input(&mut self, data: &[u8]) {
+        self.input.extend_from_slice(data);
+    }
+
+    /// What tungstenite wrote, if anything.
+    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
+        match self.output.is_empty() {
+            true => None,
+            false => Some(Bytes::from(std::mem::take(&mut self.output))),
+        }
+    }
 }
 
 impl Read for Pipe {
@@ -144,7 +159,7 @@ impl Ws {
             }
         }
         if let Some(pipe) = self.pipe() {
-            pipe.input.extend_from_slice(data);
+            pipe.push_input(data);
         }
         self.advance_upgrade()
     }
@@ -242,10 +257,6 @@ impl Ws {
 
     /// What to send to the server, if anything.
     pub fn take_output(&mut self) -> Option<Bytes> {
-        let pipe = self.pipe()?;
-        match pipe.output.is_empty() {
-            true => None,
-            false => Some(Bytes::from(std::mem::take(&mut pipe.output))),
-        }
+        self.pipe()?.take_output()
     }
 }
