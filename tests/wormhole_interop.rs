@@ -1,11 +1,12 @@
-//! The echoxfer CLI against Python's magic-wormhole (and against itself)
+//! The echoxfer CLI against Python's magic-wormhole (and a wrong code between two echoxfers)
 //! through a local mailbox server and transit relay
 //! (tests/common/wormhole_servers.rs): texts both ways; files both ways,
 //! direct (echoxfer offers `--hint-addr 127.0.0.1`, Python runs
 //! `--no-listen` and connects to it) and forced through the relay
 //! (`--no-listen` on both sides); echoxfer to echoxfer; a wrong code; the
 //! refusals a receiver sends back (an existing file or folder); folders
-//! both ways as the protocol's zip; an unreachable mailbox. Nothing here reaches the public servers: every
+//! both ways as the protocol's zip; an unreachable mailbox. echoxfer to
+//! echoxfer (the native protocol over transit) is tests/wormhole_native.rs. Nothing here reaches the public servers: every
 //! echoxfer run gets `--relay-url` and `--transit-helper`, and every
 //! Python run the harness's.
 //!
@@ -251,55 +252,6 @@ fn files_from_python_reach_echoxfer_byte_identical_through_the_relay() {
         "files_from_python_reach_echoxfer_byte_identical_through_the_relay",
         Route::Relay,
     );
-}
-
-/// `echoxfer send FILE` to `echoxfer receive CODE --dir`, both with
-/// `extra`, the mailbox of `servers` and the relay `transit_helper`.
-fn echoxfer_to_echoxfer(servers: &WormholeServers, transit_helper: &str, extra: &[&str]) {
-    let d = dirs();
-    let path = write_src(&d, "big.bin", &content(3 * 1024 * 1024 + 5, 3));
-    let mut args = extra.to_vec();
-    args.push(path.to_str().unwrap());
-    let mailbox = servers.mailbox_url();
-    let mut send = EchoWormhole::spawn(echoxfer_with(&mailbox, transit_helper, "send", &args));
-    let code = send.code();
-    let mut args = vec![code.as_str(), "--dir", d.dst.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let receive =
-        EchoWormhole::spawn(echoxfer_with(&mailbox, transit_helper, "receive", &args)).finish();
-    receive.success_stdout();
-    let send = send.finish();
-    send.success_stdout();
-    assert!(
-        send.stderr.contains("confirmed by the receiver"),
-        "{}",
-        send.stderr
-    );
-    assert!(same_file(&path, &d.dst.join("big.bin")));
-    assert_eq!(entries(&d.dst), ["big.bin"]);
-}
-
-#[test]
-fn a_file_goes_from_echoxfer_to_echoxfer_directly_with_no_relay_to_fall_back_on() {
-    let Some(servers) = WormholeServers::start(
-        "a_file_goes_from_echoxfer_to_echoxfer_directly_with_no_relay_to_fall_back_on",
-    ) else {
-        return;
-    };
-    // The only relay either side knows is a closed port: only the direct
-    // connection on 127.0.0.1 can carry the file.
-    let no_relay = format!("tcp:127.0.0.1:{}", closed_port());
-    echoxfer_to_echoxfer(&servers, &no_relay, &["--hint-addr", "127.0.0.1"]);
-}
-
-#[test]
-fn a_file_goes_from_echoxfer_to_echoxfer_through_the_relay_when_neither_listens() {
-    let Some(servers) = WormholeServers::start(
-        "a_file_goes_from_echoxfer_to_echoxfer_through_the_relay_when_neither_listens",
-    ) else {
-        return;
-    };
-    echoxfer_to_echoxfer(&servers, &servers.relay_hint(), &["--no-listen"]);
 }
 
 /// `code` with its words replaced by others (the same nameplate).

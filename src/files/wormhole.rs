@@ -15,7 +15,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,27 +32,7 @@ use crate::wormhole::transit::{Role, Transit, TransitEvent};
 /// size; larger records cost fewer system calls and seals.
 pub const RECORD_BYTES: usize = 256 * 1024;
 
-/// Which of the candidate connections carries the transfer: the first to
-/// [`claim`](Race::claim) it.
-#[derive(Debug, Clone, Default)]
-pub struct Race(Arc<AtomicBool>);
-
-impl Race {
-    /// A race nobody has won.
-    pub fn new() -> Race {
-        Race::default()
-    }
-
-    /// Claims the win: `true` for the first caller only.
-    pub fn claim(&self) -> bool {
-        !self.0.swap(true, Ordering::AcqRel)
-    }
-
-    /// Whether someone won.
-    pub fn is_won(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
+pub use crate::wormhole::transit::Race;
 
 /// The receiver's last record: `{"ack": "ok", "sha256": HEX}`.
 #[derive(Debug, Serialize, Deserialize)]

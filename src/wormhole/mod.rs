@@ -53,6 +53,11 @@ pub const FILE_TRANSFER_APPID: &str = "lothar.com/wormhole/text-or-file-xfer";
 /// it to the file-transfer app id's (its bug 339), and every client follows.
 pub const TRANSIT_KEY_PURPOSE: &str = "lothar.com/wormhole/text-or-file-xfer/transit-key";
 
+/// The purpose two echoxfer sides derive the native protocol's secret
+/// for ([`Wormhole::derive_key`]): its 32 bytes, as 64 lowercase hex
+/// digits, are the secure channel's password over the transit connection.
+pub const NATIVE_SECRET_PURPOSE: &str = "echoxfer/native-over-transit/v1/secret";
+
 /// How a [`Wormhole`] reaches its mailbox and what it says there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WormholeConfig {

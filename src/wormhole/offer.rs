@@ -6,11 +6,21 @@
 //! shows; both then close the wormhole. The two roles are [`App`]s of the
 //! [`Wormhole`] machine, so any driver runs them; they touch nothing but
 //! the machine. What follows an accepted file (transit) is the caller's.
+//!
+//! Between two echoxfer sides (each version phase carrying
+//! [`native_app_versions`](super::transfer::native_app_versions)), a
+//! sender made with [`SendOffer::files`] proposes the native protocol
+//! instead of an offer, and a receiver made
+//! [`with_native`](ReceiveOffer::with_native) accepts it with its hints:
+//! the native file protocol then runs over the transit connection, where
+//! it offers, refuses and resumes file by file itself.
 
 use std::io;
+
+use serde_json::Value;
 use std::time::Instant;
 
-use super::transfer::{Answer, Offer, TransferMessage};
+use super::transfer::{speaks_native, Answer, Native, Offer, TransferMessage, NATIVE_VERSION};
 use super::transit::TransitHints;
 use super::{Wormhole, WormholeEvent};
 use crate::driver::App;
@@ -29,21 +39,44 @@ fn is_ok(ack: &Option<String>) -> bool {
     ack.as_deref() == Some("ok")
 }
 
-/// The sending role: offers one text, file or directory once the peer
-/// has proved the code, and ends when the receiver answers.
-#[derive(Debug)]
+/// Makes the classic offer for a peer that does not speak the native
+/// protocol; `Err` is the reason the peer is told.
+pub type MakeOffer = Box<dyn FnOnce() -> Result<Offer, String> + Send>;
+
+/// What a sender offers.
+enum Offering {
+    /// This offer, to any peer.
+    Classic(Offer),
+    /// The native protocol to an echoxfer peer, else the offer made then.
+    NativeOr(MakeOffer),
+    /// The native protocol was proposed (or the offer made and sent).
+    Proposed { native: bool, text: bool },
+}
+
+/// The sending role: offers one text, file or directory (or proposes the
+/// native protocol) once the peer has proved the code, and ends when the
+/// receiver answers.
 pub struct SendOffer {
-    offer: Offer,
+    offering: Offering,
     hints: Option<TransitHints>,
     peer_hints: Option<TransitHints>,
     accepted: bool,
+}
+
+impl std::fmt::Debug for SendOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendOffer")
+            .field("native", &self.native())
+            .field("accepted", &self.accepted)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SendOffer {
     /// Offers a text; it travels in the offer itself.
     pub fn text(text: impl Into<String>) -> SendOffer {
         SendOffer {
-            offer: Offer::Message(text.into()),
+            offering: Offering::Classic(Offer::Message(text.into())),
             hints: None,
             peer_hints: None,
             accepted: false,
@@ -54,7 +87,22 @@ impl SendOffer {
     /// for its bytes (`hints`, sent before the offer).
     pub fn with_transit(offer: Offer, hints: TransitHints) -> SendOffer {
         SendOffer {
-            offer,
+            offering: Offering::Classic(offer),
+            hints: Some(hints),
+            peer_hints: None,
+            accepted: false,
+        }
+    }
+
+    /// Sends files: proposes the native protocol to a peer whose version
+    /// phase says it speaks it (see [`native`](Self::native)), and to any
+    /// other peer offers what `classic` makes then (one file, or a folder
+    /// as a zip: work a native peer never costs). `hints` go first either
+    /// way. The wormhole's own version phase should carry
+    /// [`native_app_versions`](super::transfer::native_app_versions).
+    pub fn files(hints: TransitHints, classic: MakeOffer) -> SendOffer {
+        SendOffer {
+            offering: Offering::NativeOr(classic),
             hints: Some(hints),
             peer_hints: None,
             accepted: false,
@@ -66,9 +114,54 @@ impl SendOffer {
         self.accepted
     }
 
+    /// Whether the native protocol was proposed (and, once
+    /// [`accepted`](Self::accepted), agreed): the transit connection then
+    /// carries it, not the classic records.
+    pub fn native(&self) -> bool {
+        matches!(self.offering, Offering::Proposed { native: true, .. })
+    }
+
     /// Where the receiver said to connect, if it said.
     pub fn peer_hints(&self) -> Option<&TransitHints> {
         self.peer_hints.as_ref()
+    }
+
+    /// The peer proved the code: hints, then the offer or the proposal.
+    fn on_verified(&mut self, wormhole: &mut Wormhole, peer_versions: &Value) -> io::Result<()> {
+        let placeholder = Offering::Proposed {
+            native: false,
+            text: false,
+        };
+        let offer = match std::mem::replace(&mut self.offering, placeholder) {
+            Offering::NativeOr(_) if speaks_native(peer_versions) => None,
+            Offering::NativeOr(make) => match make() {
+                Ok(offer) => Some(offer),
+                Err(reason) => {
+                    send(wormhole, TransferMessage::Error(reason.clone()))?;
+                    return Err(io::Error::other(reason));
+                }
+            },
+            Offering::Classic(offer) => Some(offer),
+            Offering::Proposed { .. } => {
+                return Err(app_error(WormholeError::BadPeer("a second version")))
+            }
+        };
+        if let Some(hints) = &self.hints {
+            send(wormhole, TransferMessage::Transit(hints.to_value()))?;
+        }
+        self.offering = Offering::Proposed {
+            native: offer.is_none(),
+            text: matches!(offer, Some(Offer::Message(_))),
+        };
+        match offer {
+            Some(offer) => send(wormhole, TransferMessage::Offer(offer)),
+            None => send(
+                wormhole,
+                TransferMessage::Echoxfer(Native {
+                    native: NATIVE_VERSION,
+                }),
+            ),
+        }
     }
 
     fn on_message(
@@ -77,25 +170,29 @@ impl SendOffer {
         now: Instant,
         bytes: &[u8],
     ) -> io::Result<()> {
-        let text = matches!(self.offer, Offer::Message(_));
-        match TransferMessage::decode(bytes).map_err(app_error)? {
+        let Offering::Proposed { native, text } = self.offering else {
+            return Err(app_error(WormholeError::BadPeer(
+                "a message before the version phase",
+            )));
+        };
+        let ack = match TransferMessage::decode(bytes).map_err(app_error)? {
             TransferMessage::Transit(value) => {
                 self.peer_hints = Some(TransitHints::from_value(value).map_err(app_error)?);
-                Ok(())
+                return Ok(());
             }
-            TransferMessage::Answer(Answer { message_ack, .. }) if text && is_ok(&message_ack) => {
-                self.accepted = true;
-                close(wormhole, now)
-            }
-            TransferMessage::Answer(Answer { file_ack, .. }) if !text && is_ok(&file_ack) => {
-                self.accepted = true;
-                close(wormhole, now)
-            }
-            TransferMessage::Error(text) => Err(app_error(WormholeError::PeerError(text))),
-            _ => Err(app_error(WormholeError::BadPeer(
+            TransferMessage::Error(text) => return Err(app_error(WormholeError::PeerError(text))),
+            TransferMessage::Answer(answer) if native => answer.native_ack,
+            TransferMessage::Answer(answer) if text => answer.message_ack,
+            TransferMessage::Answer(answer) => answer.file_ack,
+            _ => None,
+        };
+        if !is_ok(&ack) {
+            return Err(app_error(WormholeError::BadPeer(
                 "an answer that does not fit the offer",
-            ))),
+            )));
         }
+        self.accepted = true;
+        close(wormhole, now)
     }
 }
 
@@ -107,12 +204,7 @@ impl App<Wormhole> for SendOffer {
         event: WormholeEvent,
     ) -> io::Result<()> {
         match event {
-            WormholeEvent::Verified { .. } => {
-                if let Some(hints) = &self.hints {
-                    send(wormhole, TransferMessage::Transit(hints.to_value()))?;
-                }
-                send(wormhole, TransferMessage::Offer(self.offer.clone()))
-            }
+            WormholeEvent::Verified { app_versions } => self.on_verified(wormhole, &app_versions),
             WormholeEvent::Message(bytes) => self.on_message(wormhole, now, &bytes),
             _ => Ok(()),
         }
@@ -133,6 +225,8 @@ pub enum Received {
     Accepted(Offer),
     /// An offer the policy declined, with the reason the sender was given.
     Declined(Offer, String),
+    /// The native protocol, agreed: it runs over transit next.
+    Native,
 }
 
 /// The receiving role: takes one offer. A text is acknowledged; a file or
@@ -141,6 +235,7 @@ pub enum Received {
 pub struct ReceiveOffer {
     hints: TransitHints,
     policy: Policy,
+    native: bool,
     peer_hints: Option<TransitHints>,
     received: Option<Received>,
 }
@@ -160,6 +255,7 @@ impl ReceiveOffer {
         ReceiveOffer {
             hints,
             policy,
+            native: false,
             peer_hints: None,
             received: None,
         }
@@ -168,6 +264,14 @@ impl ReceiveOffer {
     /// A receiver that takes texts and declines everything else.
     pub fn text_only() -> ReceiveOffer {
         ReceiveOffer::new(TransitHints::new(), Box::new(|_| Err(TEXT_ONLY.to_owned())))
+    }
+
+    /// Also accepts the native protocol from an echoxfer sender (the
+    /// wormhole's own version phase must then carry
+    /// [`native_app_versions`](super::transfer::native_app_versions)).
+    pub fn with_native(mut self) -> ReceiveOffer {
+        self.native = true;
+        self
     }
 
     /// What was received, once the offer came.
@@ -204,6 +308,28 @@ impl ReceiveOffer {
         self.received = Some(received);
         close(wormhole, now)
     }
+
+    /// The sender proposes the native protocol: accepted with our hints
+    /// if we said we speak this version of it.
+    fn on_native(&mut self, wormhole: &mut Wormhole, now: Instant, n: Native) -> io::Result<()> {
+        if self.received.is_some() {
+            return Err(app_error(WormholeError::BadPeer("a second offer")));
+        }
+        if !self.native || n.native != NATIVE_VERSION {
+            let reason = format!(
+                "this receiver does not speak echoxfer's native protocol version {}",
+                n.native
+            );
+            send(wormhole, TransferMessage::Error(reason))?;
+            return Err(app_error(WormholeError::BadPeer(
+                "a native proposal this side never advertised",
+            )));
+        }
+        send(wormhole, TransferMessage::Transit(self.hints.to_value()))?;
+        send(wormhole, TransferMessage::Answer(Answer::native_accepted()))?;
+        self.received = Some(Received::Native);
+        close(wormhole, now)
+    }
 }
 
 /// What a text-only receiver tells a sender of files.
@@ -221,6 +347,7 @@ impl App<Wormhole> for ReceiveOffer {
         };
         match TransferMessage::decode(&bytes).map_err(app_error)? {
             TransferMessage::Offer(offer) => self.on_offer(wormhole, now, offer),
+            TransferMessage::Echoxfer(native) => self.on_native(wormhole, now, native),
             TransferMessage::Transit(value) => {
                 self.peer_hints = Some(TransitHints::from_value(value).map_err(app_error)?);
                 Ok(())

@@ -1,7 +1,9 @@
 //! The file-transfer protocol's messages (what `wormhole send` and
 //! `wormhole receive` say to each other through the wormhole): each is a
-//! JSON object with one key, `offer`, `answer`, `transit` or `error`.
-//! Pure types and their encoding; the flows that use them are the apps'.
+//! JSON object with one key, `offer`, `answer`, `transit` or `error`;
+//! and `echoxfer`, this crate's own, sent only to a peer whose version
+//! phase said it speaks it ([`NATIVE_VERSION`]). Pure types and their
+//! encoding; the flows that use them are the apps'.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +22,36 @@ pub enum TransferMessage {
     Transit(Value),
     /// The other side gave up, saying why.
     Error(String),
+    /// echoxfer's own: the sender proposes the native file protocol over
+    /// the transit connection (docs/PROTOCOL.md, "Through the wormhole").
+    Echoxfer(Native),
+}
+
+/// The version of the native protocol over transit that this crate
+/// speaks, as both the version phase (`{"echoxfer": {"native": 1}}` in
+/// `app_versions`) and the [`TransferMessage::Echoxfer`] proposal carry it.
+pub const NATIVE_VERSION: u32 = 1;
+
+/// What the version phase's `app_versions` holds for a side that speaks
+/// the native protocol over transit.
+pub fn native_app_versions() -> Value {
+    serde_json::json!({ "echoxfer": { "native": NATIVE_VERSION } })
+}
+
+/// Whether a peer's `app_versions` say it speaks this crate's native
+/// protocol over transit (any other client's say nothing of it).
+pub fn speaks_native(app_versions: &Value) -> bool {
+    app_versions
+        .pointer("/echoxfer/native")
+        .and_then(Value::as_u64)
+        == Some(u64::from(NATIVE_VERSION))
+}
+
+/// The native protocol proposal: its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Native {
+    /// [`NATIVE_VERSION`].
+    pub native: u32,
 }
 
 /// What a sender offers: exactly one of text, a file or a directory.
@@ -59,6 +91,9 @@ pub struct Answer {
     /// `ok` for a file or directory offer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_ack: Option<String>,
+    /// `ok` for an echoxfer native proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_ack: Option<String>,
 }
 
 impl Answer {
@@ -66,15 +101,23 @@ impl Answer {
     pub fn text_received() -> Answer {
         Answer {
             message_ack: Some("ok".into()),
-            file_ack: None,
+            ..Answer::default()
         }
     }
 
     /// The acceptance of a file or directory.
     pub fn file_accepted() -> Answer {
         Answer {
-            message_ack: None,
             file_ack: Some("ok".into()),
+            ..Answer::default()
+        }
+    }
+
+    /// The acceptance of an echoxfer native proposal.
+    pub fn native_accepted() -> Answer {
+        Answer {
+            native_ack: Some("ok".into()),
+            ..Answer::default()
         }
     }
 }
@@ -98,7 +141,7 @@ impl TransferMessage {
             }
             Ok(message) => Ok(message),
             Err(_) => Err(WormholeError::BadPeer(
-                "a file-transfer message that is not offer, answer, transit or error",
+                "a file-transfer message that is not offer, answer, transit, error or echoxfer",
             )),
         }
     }
@@ -140,5 +183,24 @@ mod tests {
     fn answers_encode_only_their_ack() {
         let bytes = TransferMessage::Answer(Answer::text_received()).encode();
         assert_eq!(bytes, br#"{"answer":{"message_ack":"ok"}}"#);
+        let bytes = TransferMessage::Answer(Answer::native_accepted()).encode();
+        assert_eq!(bytes, br#"{"answer":{"native_ack":"ok"}}"#);
+    }
+
+    #[test]
+    fn native_is_spoken_only_at_this_version() {
+        let proposal = TransferMessage::Echoxfer(Native {
+            native: NATIVE_VERSION,
+        });
+        assert_eq!(proposal.encode(), br#"{"echoxfer":{"native":1}}"#);
+        assert_eq!(TransferMessage::decode(&proposal.encode()), Ok(proposal));
+        assert!(speaks_native(&native_app_versions()));
+        assert!(!speaks_native(&serde_json::json!({})));
+        assert!(!speaks_native(
+            &serde_json::json!({"echoxfer": {"native": 2}})
+        ));
+        assert!(!speaks_native(
+            &serde_json::json!({"echoxfer": {"native": "1"}})
+        ));
     }
 }

@@ -274,6 +274,12 @@ pub struct WormholeArgs {
     /// (repeatable; default: every non-loopback IPv4 address here).
     #[arg(long, value_name = "IP")]
     pub hint_addr: Vec<std::net::IpAddr>,
+    /// Speak only the classic file-transfer protocol (one file or folder,
+    /// SecretBox records), even when the other side is echoxfer too;
+    /// by default two echoxfer sides run the native protocol over the
+    /// transit connection (many paths, modes and times, resume).
+    #[arg(long)]
+    pub classic: bool,
 }
 
 /// `echoxfer receive`

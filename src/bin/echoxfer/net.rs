@@ -277,6 +277,9 @@ pub enum Peer<'a> {
     Tcp { to: &'a HostPort, server: &'a str },
     /// Over stdin/stdout (`--stdio`: whatever runs at the pipes' other end).
     Stdio,
+    /// Over a connection already made: a transit connection the wormhole
+    /// handed over.
+    Connected(&'a TcpStream),
 }
 
 impl<'a> Peer<'a> {
@@ -285,6 +288,10 @@ impl<'a> Peer<'a> {
         match self {
             Peer::Tcp { to, .. } => to.to_string(),
             Peer::Stdio => "the peer on stdin/stdout".to_string(),
+            Peer::Connected(stream) => match stream.peer_addr() {
+                Ok(addr) => format!("the other side through the wormhole ({addr})"),
+                Err(_) => "the other side through the wormhole".to_string(),
+            },
         }
     }
 
@@ -326,6 +333,7 @@ where
     match peer {
         Peer::Tcp { to, server } => driver.run_tcp(machine, connect(to, server)?, app),
         Peer::Stdio => driver.run_stdio(machine, app),
+        Peer::Connected(stream) => driver.run_tcp(machine, stream.try_clone()?, app),
     }
 }
 

@@ -58,6 +58,14 @@ pub struct TransitConfig {
     /// ([`StreamMachine::write_timeout`](crate::StreamMachine::write_timeout)).
     /// Default 60 s.
     pub write_timeout: Duration,
+    /// `true`: the connection is handed over after `go\n` instead of
+    /// carrying records. The machine then never reads a byte past the
+    /// line it expects (so whatever follows `go\n` is left in the socket
+    /// for the next protocol), and ends normally at once: the sender when
+    /// [`go`](super::Transit::go) has handed out `go\n`, the receiver when
+    /// `go\n` arrived (after its [`Connected`](super::TransitEvent::Connected)).
+    /// The driver must then keep the connection open. Default `false`.
+    pub hand_over: bool,
 }
 
 impl std::fmt::Debug for TransitConfig {
@@ -70,6 +78,7 @@ impl std::fmt::Debug for TransitConfig {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("send_buffer", &self.send_buffer)
             .field("write_timeout", &self.write_timeout)
+            .field("hand_over", &self.hand_over)
             .finish_non_exhaustive()
     }
 }
@@ -89,12 +98,19 @@ impl TransitConfig {
             handshake_timeout: Duration::from_secs(60),
             send_buffer: 1 << 20,
             write_timeout: Duration::from_secs(60),
+            hand_over: false,
         }
     }
 
     /// The same, through a transit relay, as `side`.
     pub fn via_relay(mut self, side: impl Into<String>) -> Self {
         self.relay_side = Some(side.into());
+        self
+    }
+
+    /// The same, handed over after `go\n` ([`hand_over`](Self::hand_over)).
+    pub fn handing_over(mut self) -> Self {
+        self.hand_over = true;
         self
     }
 

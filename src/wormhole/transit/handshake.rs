@@ -92,6 +92,11 @@ impl Expect {
         }
     }
 
+    /// Bytes of the line still to come.
+    pub fn remaining(&self) -> usize {
+        self.want.len() - self.matched
+    }
+
     /// Checks the next bytes from the peer against the rest of the line.
     pub fn feed(&mut self, bytes: &[u8]) -> Matched {
         let rest = &self.want[self.matched..];

@@ -22,6 +22,12 @@
 //!    between records ends the session normally, anywhere else it is a
 //!    failure.
 //!
+//! With [`TransitConfig::hand_over`], step 4 is another protocol's: the
+//! machine ends right after `go\n` (sent, or received) without reading a
+//! byte past it, and the connection goes on with whatever the two
+//! applications agreed (echoxfer's native protocol, between two echoxfer
+//! sides).
+//!
 //! Picking among candidates (direct hints, then relays a few seconds
 //! later, the first sender-side `Connected` winning) is the driver's job:
 //! one machine per socket, the losers told [`Transit::nevermind`] or
@@ -47,6 +53,7 @@ use crate::recv_buf::RecvBuf;
 mod config;
 pub mod handshake;
 pub mod hints;
+mod race;
 pub mod reasons;
 mod record;
 
@@ -55,6 +62,7 @@ pub use handshake::{
     receiver_handshake, receiver_record_key, relay_handshake, sender_handshake, sender_record_key,
 };
 pub use hints::TransitHints;
+pub use race::{HandOver, Race};
 pub use record::{LEN_PREFIX, OVERHEAD};
 
 use handshake::{Expect, Matched, GO, NEVERMIND, RELAY_OK};
@@ -192,11 +200,15 @@ impl Transit {
     }
 
     /// Sender, after [`TransitEvent::Connected`]: this connection wins.
-    /// Sends `go\n`; records flow from now on.
+    /// Sends `go\n`; records flow from now on (or, handing over, the
+    /// machine ends once `go\n` is handed out).
     pub fn go(&mut self) -> Result<(), UsageError> {
         self.decision("go")?;
         self.push(Bytes::from_static(GO));
         self.phase = Phase::Records;
+        if self.config.hand_over {
+            self.result = Some(Ok(()));
+        }
         self.advance();
         Ok(())
     }
@@ -360,6 +372,9 @@ impl Transit {
             (Phase::Go, _) => {
                 self.phase = Phase::Records;
                 self.events.push_back(TransitEvent::Connected);
+                if self.config.hand_over {
+                    self.result = Some(Ok(()));
+                }
             }
             (Phase::Nevermind, _) => return Err(reasons::NEVERMIND),
             (Phase::Decide | Phase::Records, _) => {}
@@ -395,10 +410,13 @@ impl Transit {
         }
     }
 
-    /// How much input the buffer may hold now.
+    /// How much input the buffer may hold now. Handing over, no more
+    /// than the rest of the line expected: what follows is not ours.
     fn rx_limit(&self) -> usize {
         match (self.phase, self.want) {
             (Phase::Records, Some(want)) => want.max(READ_ROOM),
+            (Phase::Records, None) => READ_ROOM,
+            _ if self.config.hand_over => self.expect.remaining(),
             _ => READ_ROOM,
         }
     }
@@ -495,8 +513,11 @@ impl StreamMachine for Transit {
     }
 
     fn input_room(&self) -> usize {
-        if self.result.is_some() {
-            return READ_ROOM;
+        match &self.result {
+            // Handed over: what follows is the next protocol's.
+            Some(Ok(())) if self.config.hand_over => return 0,
+            Some(_) => return READ_ROOM,
+            None => {}
         }
         self.rx_limit().saturating_sub(self.rx.len())
     }

@@ -375,3 +375,63 @@ fn an_aborted_connection_fails_with_the_reason() {
     );
     assert_eq!(m.write_timeout(), Some(Duration::from_secs(60)));
 }
+
+#[test]
+fn handing_over_a_receiver_reads_nothing_past_go_and_ends_there() {
+    let now = Instant::now();
+    let cfg = TransitConfig::new(Role::Receiver, &TK)
+        .via_relay("0123456789abcdef")
+        .handing_over();
+    let mut m = Transit::new(cfg, now);
+    drain(&mut m);
+    let mut peer = RELAY_OK.to_vec();
+    peer.extend_from_slice(&sender_handshake(&TK));
+    peer.extend_from_slice(GO);
+    let lines = peer.len();
+    peer.extend_from_slice(b"EXFS and the next protocol's bytes");
+    let mut taken = 0;
+    while m.input_room() > 0 && taken < peer.len() {
+        assert!(
+            m.input_room() <= lines - taken,
+            "room past the lines expected"
+        );
+        taken += m.handle_input(now, &peer[taken..]).unwrap();
+    }
+    assert_eq!(taken, lines, "every line taken, not a byte more");
+    let (_, events, done) = drain(&mut m);
+    assert_eq!(events, vec![TransitEvent::Connected]);
+    assert_eq!(done, Some(Ok(())), "ends normally at go");
+}
+
+#[test]
+fn handing_over_a_sender_ends_once_go_is_out() {
+    let now = Instant::now();
+    let cfg = TransitConfig::new(Role::Sender, &TK).handing_over();
+    let mut m = Transit::new(cfg, now);
+    drain(&mut m);
+    let theirs = receiver_handshake(&TK);
+    assert_eq!(m.input_room(), theirs.len());
+    m.handle_input(now, &theirs).unwrap();
+    assert_eq!(drain(&mut m).1, vec![TransitEvent::Connected]);
+    m.go().unwrap();
+    assert_eq!(drain(&mut m), (GO.to_vec(), vec![], Some(Ok(()))));
+    assert_eq!(m.send_record(b"x"), Err(UsageError::Closed));
+}
+
+#[test]
+fn handing_over_a_receiver_still_fails_on_nevermind() {
+    let now = Instant::now();
+    let cfg = TransitConfig::new(Role::Receiver, &TK).handing_over();
+    let mut m = Transit::new(cfg, now);
+    drain(&mut m);
+    let mut peer = sender_handshake(&TK);
+    peer.extend_from_slice(NEVERMIND);
+    let mut taken = 0;
+    while taken < peer.len() {
+        match m.handle_input(now, &peer[taken..]) {
+            Ok(n) => taken += n,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(drain(&mut m).2, err(reasons::NEVERMIND));
+}

@@ -6,7 +6,7 @@
 mod legacy;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -95,6 +95,24 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     })?;
     term::info(&files.line());
     Ok(())
+}
+
+/// Receives one native session over `stream`, a transit connection the
+/// wormhole handed over, keyed by `auth` (the secret both sides derived),
+/// into `store`.
+pub fn through(a: &ReceiveArgs, store: &Store, auth: Auth, stream: &TcpStream) -> CmdResult {
+    let ui = Ui::new(a.quiet || a.json);
+    if a.json {
+        term::reserve_stdout_for_json();
+    }
+    note_partials(store, ui);
+    let config = SessionLimits::default();
+    let (mut machine, session) = once_session(store, &config, &auth, ui, Out::Stdout);
+    let mut session = session.summary(Summary::new(a.quiet, a.json));
+    let peer = Peer::Connected(stream);
+    let result = net::run_client(&mut machine, &mut session, peer, a.runtime)
+        .map_err(|e| auth::explain(e, &peer.name(), auth::Session::Receive));
+    settle_once(result, session)
 }
 
 /// Makes sure `--dir` can take files before anything listens: a missing

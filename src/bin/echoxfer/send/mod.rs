@@ -7,6 +7,7 @@ mod legacy;
 
 use std::fs::File;
 use std::io;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use echoxfer::xfer::{EntryKind, Sender};
 use echoxfer::{SessionLimits, TransferConfig};
 
 use crate::args::SendArgs;
-use crate::auth;
+use crate::auth::{self, Auth};
 use crate::net::{self, CmdResult, Peer};
 use crate::term::{self, Out, Summary, Tracked, Ui};
 use echoxfer::secure::Handshake;
@@ -30,6 +31,21 @@ pub fn send(a: SendArgs) -> CmdResult {
         return dry_run(&a.files, Summary::new(a.quiet, a.json));
     }
     let auth = auth::for_client(&a.auth, "send", !a.stdio)?;
+    let to = match &a.to {
+        Some(to) => to.clone(),
+        None => crate::addr::HostPort::parse(crate::args::DEFAULT_TO)?,
+    };
+    session(&a, auth, Peer::chosen(a.stdio, &to, "`echoxfer receive`"))
+}
+
+/// Sends `a.files` over `stream`, a transit connection the wormhole
+/// handed over, keyed by `auth` (the secret both sides derived).
+pub fn through(a: &SendArgs, auth: Auth, stream: &TcpStream) -> CmdResult {
+    session(a, auth, Peer::Connected(stream))
+}
+
+/// One sending session with `peer`, and its summary.
+fn session(a: &SendArgs, auth: Auth, peer: Peer) -> CmdResult {
     let ui = Ui::new(a.quiet || a.json);
     let out = Out::for_summary(a.stdio);
     let transfer = TransferConfig::default();
@@ -44,11 +60,6 @@ pub fn send(a: SendArgs) -> CmdResult {
     let mut machine = auth.client_channel(sender, now);
     let mut session =
         Tracked::new(app, "sent", ui, out, "send".into()).summary(Summary::new(a.quiet, a.json));
-    let to = match &a.to {
-        Some(to) => to.clone(),
-        None => crate::addr::HostPort::parse(crate::args::DEFAULT_TO)?,
-    };
-    let peer = Peer::chosen(a.stdio, &to, "`echoxfer receive`");
     let result = net::run_client(&mut machine, &mut session, peer, a.runtime);
     // A session that never reached the receiver (nothing listens there, a
     // wrong code) offered nothing: no summary of files "incomplete".

@@ -7,27 +7,32 @@ mod transit;
 
 use std::fs::File;
 use std::io;
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use echoxfer::driver::App;
-use echoxfer::files::wormhole::{Progress, Race, ReceiveBytes, SendBytes, SharedTarget, Target};
+use echoxfer::files::wormhole::{Progress, ReceiveBytes, SendBytes, SharedTarget, Target};
 use echoxfer::files::zip::{self, UnpackLimits};
 use echoxfer::files::{walk, Store};
 use echoxfer::secure::os_seed;
 use echoxfer::wormhole::code::Code;
 use echoxfer::wormhole::offer::{Policy, ReceiveOffer, Received, SendOffer};
-use echoxfer::wormhole::transfer::Offer;
-use echoxfer::wormhole::transit::Role;
-use echoxfer::wormhole::{Wormhole, WormholeConfig, WormholeEvent, TRANSIT_KEY_PURPOSE};
+use echoxfer::wormhole::transfer::{native_app_versions, Offer};
+use echoxfer::wormhole::transit::{HandOver, Race, Role, TransitHints};
+use echoxfer::wormhole::{
+    Wormhole, WormholeConfig, WormholeEvent, NATIVE_SECRET_PURPOSE, TRANSIT_KEY_PURPOSE,
+};
 use echoxfer::xfer::{Meta, Mtime, Resume, SafeName, SafePath};
 use echoxfer::TransferConfig;
 
 use crate::addr::HostPort;
 use crate::args::{ReceiveArgs, SendArgs, WormholeArgs};
+use crate::auth::Auth;
 use crate::net::{run_client, CmdResult, Peer};
 use crate::term::{Meter, Ui};
+use transit::After;
 
 /// What the mailbox is, for messages that name it.
 const MAILBOX: &str = "the magic-wormhole mailbox server --relay-url names";
@@ -41,22 +46,41 @@ pub fn send_text(a: SendArgs) -> CmdResult {
     Ok(())
 }
 
-/// `send PATH` without `--to`: one file, or one folder as a zip,
-/// through the wormhole.
+/// `send PATH...` without `--to`: to another echoxfer, the native
+/// protocol over transit (any number of paths); to any other wormhole
+/// client (or with `--classic`), one file, or one folder as a zip.
 pub fn send_file(a: SendArgs) -> CmdResult {
-    let (source, offer, size) = what_to_send(&a.files)?;
-    let shown = match &offer {
-        Offer::File { filename, .. } => filename.clone(),
-        Offer::Directory {
-            dirname, numfiles, ..
-        } => format!("{dirname}/ ({numfiles} entries, zipped)"),
-        Offer::Message(_) => String::new(),
-    };
     let local = transit::local(&a.wormhole)?;
-    let mut role = Shown(SendOffer::with_transit(offer, local.hints.clone()));
+    let classic: Arc<Mutex<Option<Classic>>> = Arc::default();
+    let made = classic.clone();
+    let paths = a.files.clone();
+    let make = move || -> Result<Offer, String> {
+        let (source, offer, size) = what_to_send(&paths).map_err(|e| e.to_string())?;
+        let shown = shown_offer(&offer);
+        *made.lock().map_err(|_| "internal error: a poisoned lock")? = Some(Classic {
+            source,
+            size,
+            shown,
+        });
+        Ok(offer)
+    };
+    let mut role = Shown(match a.wormhole.classic {
+        true => SendOffer::with_transit(make()?, local.hints.clone()),
+        false => SendOffer::files(local.hints.clone(), Box::new(make)),
+    });
     let wormhole = meet(&a.wormhole, None, a.runtime, &mut role)?;
-    let key = transit_key(&wormhole)?;
     let peer = role.0.peer_hints().cloned().unwrap_or_default();
+    if role.0.native() {
+        let stream = hand_over(&wormhole, local, &peer, Role::Sender)?;
+        return crate::send::through(&a, native_auth(&wormhole)?, &stream);
+    }
+    let classic = classic.lock().ok().and_then(|mut c| c.take());
+    let Classic {
+        source,
+        size,
+        shown,
+    } = classic.ok_or("the wormhole closed before the offer was made")?;
+    let key = transit_key(&wormhole)?;
     let race = Race::new();
     let source = Arc::new(Mutex::new(Some(source)));
     let (progress, meter) = meter(a.quiet || a.json, format!("sending {shown}"), size);
@@ -64,11 +88,70 @@ pub fn send_file(a: SendArgs) -> CmdResult {
         let race = race.clone();
         move || SendBytes::new(source.clone(), size, race.clone()).with_progress(progress.clone())
     };
-    let sent = transit::race(local, &peer, Role::Sender, key, race, send, SendBytes::won);
+    let sent = transit::race(
+        local,
+        &peer,
+        (Role::Sender, After::Records),
+        key,
+        race,
+        send,
+        SendBytes::won,
+    );
     meter.finish();
     sent?;
     eprintln!("sent {shown}: {size} bytes, confirmed by the receiver's SHA-256");
     Ok(())
+}
+
+/// What a classic offer sends: the file (or the folder's zip), its size,
+/// and how it is named on the terminal.
+struct Classic {
+    source: File,
+    size: u64,
+    shown: String,
+}
+
+fn shown_offer(offer: &Offer) -> String {
+    match offer {
+        Offer::File { filename, .. } => filename.clone(),
+        Offer::Directory {
+            dirname, numfiles, ..
+        } => format!("{dirname}/ ({numfiles} entries, zipped)"),
+        Offer::Message(_) => String::new(),
+    }
+}
+
+/// The native protocol agreed: races transit as `role` and returns the
+/// winning connection, handed over after `go`.
+fn hand_over(
+    wormhole: &Wormhole,
+    local: transit::Local,
+    peer: &TransitHints,
+    role: Role,
+) -> CmdResult<TcpStream> {
+    let race = Race::new();
+    let candidates = race.clone();
+    let (_, stream) = transit::race(
+        local,
+        peer,
+        (role, After::HandOver),
+        transit_key(wormhole)?,
+        race,
+        move || HandOver::new(candidates.clone()),
+        HandOver::won,
+    )?;
+    stream.set_read_timeout(None)?;
+    stream.set_write_timeout(None)?;
+    Ok(stream)
+}
+
+/// The native protocol's secret: derived from the wormhole's key, so the
+/// code typed once keys it too (docs/PROTOCOL.md, "Through the wormhole").
+fn native_auth(wormhole: &Wormhole) -> CmdResult<Auth> {
+    let secret = wormhole
+        .derive_key(NATIVE_SECRET_PURPOSE)
+        .ok_or("the wormhole closed before a key was agreed")?;
+    Ok(Auth::Secret(hex::encode(secret).into_bytes()))
 }
 
 /// `receive CODE`: a text, or a file or folder into `--dir`.
@@ -78,11 +161,13 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         .map_err(|e| format!("cannot use {} as the destination: {e}", a.dir.display()))?;
     let local = transit::local(&a.wormhole)?;
     let slot: SharedTarget = Arc::default();
-    let mut role = Shown(ReceiveOffer::new(
-        local.hints.clone(),
-        policy(store, slot.clone()),
-    ));
+    let offer = ReceiveOffer::new(local.hints.clone(), policy(store.clone(), slot.clone()));
+    let mut role = Shown(match a.wormhole.classic {
+        true => offer,
+        false => offer.with_native(),
+    });
     let wormhole = meet(&a.wormhole, Some(code), a.runtime, &mut role)?;
+    let peer = role.0.peer_hints().cloned().unwrap_or_default();
     let size = match role.0.received() {
         Some(Received::Text(text)) => {
             println!("{text}");
@@ -91,12 +176,15 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
         Some(Received::Declined(_, reason)) => {
             return Err(format!("declined the offer: {reason}").into())
         }
+        Some(Received::Native) => {
+            let stream = hand_over(&wormhole, local, &peer, Role::Receiver)?;
+            return crate::receive::through(&a, &store, native_auth(&wormhole)?, &stream);
+        }
         Some(Received::Accepted(Offer::File { filesize, .. })) => *filesize,
         Some(Received::Accepted(Offer::Directory { zipsize, .. })) => *zipsize,
         _ => return Err("the sender closed the wormhole without an offer".into()),
     };
     let key = transit_key(&wormhole)?;
-    let peer = role.0.peer_hints().cloned().unwrap_or_default();
     let race = Race::new();
     let (progress, meter) = meter(a.quiet || a.json, "receiving".into(), size);
     let receive = {
@@ -106,14 +194,14 @@ pub fn receive(a: ReceiveArgs) -> CmdResult {
     let done = transit::race(
         local,
         &peer,
-        Role::Receiver,
+        (Role::Receiver, After::Records),
         key,
         race,
         receive,
         ReceiveBytes::won,
     );
     meter.finish();
-    let done = done?;
+    let (done, _) = done?;
     let saved = done
         .saved()
         .map(|p| p.display().to_string())
@@ -146,7 +234,10 @@ fn meet<A>(
 where
     A: App<Wormhole> + 'static,
 {
-    let (config, to) = mailbox(args)?;
+    let (mut config, to) = mailbox(args)?;
+    if !args.classic {
+        config.app_versions = native_app_versions();
+    }
     let now = Instant::now();
     let mut wormhole = match code {
         Some(code) => Wormhole::join(config, code, now, os_seed()?)?,
@@ -170,15 +261,17 @@ fn transit_key(wormhole: &Wormhole) -> CmdResult<[u8; 32]> {
         .ok_or("the wormhole closed before a key was agreed")?)
 }
 
-/// What a wormhole send offers for `paths`: one regular file as it is,
-/// or one folder packed into a deflated zip (an unnamed temporary file).
+/// What a classic wormhole send offers for `paths`: one regular file as
+/// it is, or one folder packed into a deflated zip (an unnamed temporary
+/// file).
 fn what_to_send(paths: &[PathBuf]) -> CmdResult<(File, Offer, u64)> {
-    let direct = "send them directly instead (echoxfer receive --once there, echoxfer send --to HOST:PORT here)";
     let [path] = paths else {
-        return Err(format!(
-            "through the wormhole, echoxfer sends one file or one folder at a time; {direct}"
-        )
-        .into());
+        return Err(
+            "the receiver speaks the classic wormhole file transfer (it is another \
+             wormhole client, or --classic was given), which carries one file or one folder at \
+             a time: put them in one folder and send that, or run `echoxfer receive CODE` there"
+                .into(),
+        );
     };
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -3,15 +3,18 @@
 //! connections it makes to us, and the relays a moment later). Each
 //! candidate is a `Transit` machine with its own copy of the data app, on
 //! the blocking driver in a thread of its own; the app's shared `Race`
-//! picks the first to connect, and the others are stopped.
+//! picks the first to connect, and the others are stopped. A race that
+//! hands over (native protocol next) returns the winner's connection.
 
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echoxfer::driver::{blocking::run_stream_until, Abort, App, DriverError};
+use echoxfer::driver::blocking::{run_stream_until, Transport};
+use echoxfer::driver::{Abort, App, DriverError};
 use echoxfer::files::wormhole::Race;
 use echoxfer::wormhole::transit::hints::{DirectHint, Hint, RelayEndpoint, RelayHint};
 use echoxfer::wormhole::transit::{Role, Transit, TransitConfig, TransitHints};
@@ -102,20 +105,33 @@ struct Report<A> {
     won: bool,
     result: Result<(), DriverError>,
     app: A,
+    stream: TcpStream,
+}
+
+/// How the race's connections are used once `go` is said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Transit records, carried by the app.
+    Records,
+    /// Handed over (to the native protocol): the winner's connection is
+    /// returned, open.
+    HandOver,
 }
 
 /// Runs the race for `role` with `transit_key`: candidates to the peer's
 /// hints, those it makes to us, and every relay (ours and the peer's).
-/// Returns the winner's app once its session ended well.
+/// Returns the winner's app once its session ended well, and its
+/// connection.
+#[allow(clippy::too_many_arguments)]
 pub fn race<A, F>(
     local: Local,
     peer: &TransitHints,
-    role: Role,
+    (role, after): (Role, After),
     key: [u8; 32],
     race: Race,
     make_app: F,
     won: fn(&A) -> bool,
-) -> CmdResult<A>
+) -> CmdResult<(A, TcpStream)>
 where
     A: App<Transit> + Send + 'static,
     F: Fn() -> A + Send + Sync + 'static,
@@ -143,6 +159,7 @@ where
     ways.dedup_by(|a, b| format!("{a:?}") == format!("{b:?}"));
     let candidate = Candidate {
         role,
+        after,
         key,
         relay_side,
         race: race.clone(),
@@ -170,7 +187,7 @@ where
     outcome
 }
 
-fn wait_for_winner<A>(rx: &mpsc::Receiver<Report<A>>, race: &Race) -> CmdResult<A> {
+fn wait_for_winner<A>(rx: &mpsc::Receiver<Report<A>>, race: &Race) -> CmdResult<(A, TcpStream)> {
     let deadline = Instant::now() + RACE_TIMEOUT;
     let mut last_error = None;
     loop {
@@ -184,7 +201,8 @@ fn wait_for_winner<A>(rx: &mpsc::Receiver<Report<A>>, race: &Race) -> CmdResult<
                 won: true,
                 result,
                 app,
-            }) => return result.map(|()| app).map_err(Into::into),
+                stream,
+            }) => return result.map(|()| (app, stream)).map_err(Into::into),
             Ok(Report { result: Err(e), .. }) => last_error = Some(e.to_string()),
             Ok(_) => {}
             Err(_) => {
@@ -208,6 +226,7 @@ fn relay_side() -> CmdResult<String> {
 
 struct Candidate<A> {
     role: Role,
+    after: After,
     key: [u8; 32],
     relay_side: String,
     race: Race,
@@ -219,6 +238,7 @@ impl<A> Clone for Candidate<A> {
     fn clone(&self) -> Self {
         Candidate {
             role: self.role,
+            after: self.after,
             key: self.key,
             relay_side: self.relay_side.clone(),
             race: self.race.clone(),
@@ -285,16 +305,61 @@ impl<A: App<Transit> + Send + 'static> Candidate<A> {
         if relay {
             config = config.via_relay(self.relay_side.clone());
         }
+        if self.after == After::HandOver {
+            config = config.handing_over();
+        }
         let mut transit = Transit::new(config, Instant::now());
         let mut app = make_app();
         let abort = Abort::new();
         if let Ok(mut aborts) = self.aborts.lock() {
             aborts.push(abort.clone());
         }
-        let result = run_stream_until(&mut transit, &mut stream, &mut app, &abort);
+        let result = match self.after {
+            After::Records => run_stream_until(&mut transit, &mut stream, &mut app, &abort),
+            After::HandOver => {
+                run_stream_until(&mut transit, &mut KeepOpen(&mut stream), &mut app, &abort)
+            }
+        };
         let won = (self.won)(&app);
-        let _ = tx.send(Report { won, result, app });
+        let _ = tx.send(Report {
+            won,
+            result,
+            app,
+            stream,
+        });
     }
+}
+
+/// A connection the transit session must leave open at its end: the
+/// next protocol goes on over it.
+struct KeepOpen<'a>(&'a mut TcpStream);
+
+impl Read for KeepOpen<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for KeepOpen<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Transport for KeepOpen<'_> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.set_read_timeout(timeout)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.set_write_timeout(timeout)
+    }
+
+    // `shutdown_write` keeps the default (a flush): no FIN here.
 }
 
 fn connect(host: &str, port: u16) -> Option<TcpStream> {
