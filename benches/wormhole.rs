@@ -7,7 +7,8 @@
 //!    token, different sides, `ok\n` back), one pumping `SIZE` bytes from
 //!    memory and the other reading and discarding them until EOF: no
 //!    wormhole, no encryption, no file;
-//! 1. echoxfer -> echoxfer through the relay (`--no-listen` on both sides);
+//! 1. echoxfer -> echoxfer through the relay (`--no-listen` on both sides):
+//!    the native protocol over transit, as two echoxfers run by default;
 //! 2. echoxfer -> echoxfer direct (`--hint-addr 127.0.0.1` on the sender,
 //!    `--no-listen` on the receiver, which connects to the sender's port;
 //!    relays wait 2 s when direct hints exist, so direct wins);
@@ -15,7 +16,12 @@
 //!    --no-listen`, `wormhole receive --hide-progress --no-listen
 //!    --accept-file -o PATH`), magic-wormhole's own pace;
 //! 4. echoxfer -> Python and 5. Python -> echoxfer through the relay;
-//! 6. echoxfer -> echoxfer of a 1-byte file: the time from the code to the
+//! 6. echoxfer -> echoxfer through the relay with `--classic` on both
+//!    sides (file-transfer protocol v1, SecretBox records);
+//! 7. today's native transfer without the wormhole (`receive --once` and
+//!    `send --to` on loopback, encrypted with a code), the yardstick of
+//!    the direct target;
+//! 8. echoxfer -> echoxfer of a 1-byte file: the time from the code to the
 //!    end is rendezvous (mailbox, SPAKE2, offer and answer) plus transit
 //!    setup (connect, relay pairing, handshake), which is what the time
 //!    from a code typed to the first data byte would show, seen from
@@ -28,13 +34,14 @@
 //! once. Each round runs every contender once, in rotating order, with
 //! `sync` before each run (see `benches/common/rounds.rs` for the order
 //! and the "disturbed" rule: the relay ceiling is the baseline). Prints
-//! each run, then, for contenders 0 to 5, the summary of
+//! each run, then, for contenders 0 to 7, the summary of
 //! `rounds::report` (times, CPU per GiB, disturbed rounds, per-round
 //! ratios with median, min and max): each against the relay ceiling, and
 //! echoxfer relayed / Python relayed, each interop direction / Python
-//! relayed, direct / relayed. Then the 1-byte transfer's times and CPU,
-//! and the targets: echoxfer relayed at least 0.8 of the relay ceiling's
-//! speed, and faster than Python relayed. Asserts that every received
+//! relayed, direct / relayed, direct / native direct, native / classic
+//! relayed. Then the 1-byte transfer's times and CPU, and the targets:
+//! echoxfer relayed at least 0.8 of the relay ceiling's speed and faster
+//! than Python relayed, echoxfer direct at least 0.9 of native direct. Asserts that every received
 //! file is identical; asserts nothing about speed.
 //!
 //! `ECHOXFER_WORMHOLE_VENV=/path/to/venv cargo bench --bench wormhole`
@@ -241,6 +248,27 @@ impl Proc {
         }
     }
 
+    /// The rest of the first line it prints that starts with `prefix`,
+    /// within `within`.
+    fn line_after(&mut self, prefix: &str, within: Duration) -> String {
+        let until = Instant::now() + within;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_string();
+                    }
+                }
+                Err(why) => panic!(
+                    "{} printed no {prefix:?} line within {within:?} ({why:?}); output:\n{}",
+                    self.what,
+                    self.output.lock().unwrap()
+                ),
+            }
+        }
+    }
+
     /// Waits for it (wait4) and returns what it cost; panics, with its
     /// output, unless it exited with status 0.
     fn reap(&mut self) -> Cost {
@@ -330,8 +358,23 @@ impl Drop for Watchdog {
 /// Which program runs a side.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Impl {
+    /// echoxfer as it runs by default: the native protocol over transit
+    /// when the other side is echoxfer too.
     Echoxfer,
+    /// echoxfer with `--classic` (file-transfer protocol v1, SecretBox records).
+    Classic,
     Python,
+}
+
+impl Impl {
+    /// echoxfer's flags for this side, if it is echoxfer.
+    fn echoxfer_flags(self) -> Option<&'static [&'static str]> {
+        match self {
+            Impl::Echoxfer => Some(&[]),
+            Impl::Classic => Some(&["--classic"]),
+            Impl::Python => None,
+        }
+    }
 }
 
 /// One wormhole transfer: who sends, who receives, and whether the
@@ -371,18 +414,19 @@ fn transfer(
     limit: Duration,
 ) -> (Duration, Cost, Cost) {
     let src_s = src.to_str().expect("a UTF-8 path");
-    let mut sender = match way.sender {
-        Impl::Echoxfer => {
+    let mut sender = match way.sender.echoxfer_flags() {
+        Some(flags) => {
             let listen: &[&str] = if way.direct {
                 &["--hint-addr", "127.0.0.1"]
             } else {
                 &["--no-listen"]
             };
             let mut args = listen.to_vec();
+            args.extend_from_slice(flags);
             args.push(src_s);
             Proc::spawn(echoxfer(servers, "send", &args), "echoxfer send".into())
         }
-        Impl::Python => {
+        None => {
             assert!(!way.direct, "Python's sender runs relayed only here");
             let args = ["send", "--hide-progress", "--no-listen", src_s];
             Proc::spawn(servers.wormhole_command(&args), "wormhole send".into())
@@ -393,15 +437,16 @@ fn transfer(
     let out_s = out.to_str().expect("a UTF-8 path");
     let dir_s = dir.to_str().expect("a UTF-8 path");
     let start = Instant::now();
-    let mut receiver = match way.receiver {
-        Impl::Echoxfer => {
-            let args = [&code, "--no-listen", "--dir", dir_s];
+    let mut receiver = match way.receiver.echoxfer_flags() {
+        Some(flags) => {
+            let mut args = vec![code.as_str(), "--no-listen", "--dir", dir_s];
+            args.extend_from_slice(flags);
             Proc::spawn(
                 echoxfer(servers, "receive", &args),
                 "echoxfer receive".into(),
             )
         }
-        Impl::Python => {
+        None => {
             let args = [
                 "receive",
                 "--hide-progress",
@@ -414,6 +459,34 @@ fn transfer(
             Proc::spawn(servers.wormhole_command(&args), "wormhole receive".into())
         }
     };
+    let watchdog = Watchdog::arm(vec![sender.pid(), receiver.pid()], limit);
+    let recv = receiver.reap();
+    let time = start.elapsed();
+    let send = sender.reap();
+    drop(watchdog);
+    (time, send, recv)
+}
+
+/// Today's native transfer without the wormhole, encrypted as by
+/// default: `receive --once --listen 127.0.0.1:0` and `send --to` with a
+/// code given to both; timed like [`transfer`], from the receiver's start.
+fn native_direct(src: &Path, dir: &Path, limit: Duration) -> (Duration, Cost, Cost) {
+    let bin = env!("CARGO_BIN_EXE_echoxfer");
+    let code = ["--code", "1-bench-acorn-bell", "--quiet"];
+    let start = Instant::now();
+    let mut cmd = Command::new(bin);
+    cmd.args(["receive", "--once", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .args(code)
+        .process_group(0);
+    let mut receiver = Proc::spawn(cmd, "echoxfer receive --once".into());
+    let addr = receiver.line_after("listening on ", Duration::from_secs(60));
+    let mut cmd = Command::new(bin);
+    cmd.args(["send", "--to", &addr])
+        .args(code)
+        .arg(src)
+        .process_group(0);
+    let mut sender = Proc::spawn(cmd, "echoxfer send --to".into());
     let watchdog = Watchdog::arm(vec![sender.pid(), receiver.pid()], limit);
     let recv = receiver.reap();
     let time = start.elapsed();
@@ -546,6 +619,35 @@ fn main() {
             run: Box::new(run_way(relayed(py, ex), &src, want)),
         },
         Entry {
+            name: "echoxfer->echoxfer classic relayed",
+            bytes: size,
+            run: Box::new(run_way(relayed(Impl::Classic, Impl::Classic), &src, want)),
+        },
+        Entry {
+            name: "native direct (send --to)",
+            bytes: size,
+            run: Box::new({
+                let mut n = 0;
+                move || {
+                    n += 1;
+                    let dir = w.join(format!("native-{n}"));
+                    fs::create_dir(&dir).unwrap();
+                    let (time, send, recv) = native_direct(&src, &dir, limit);
+                    let got = dir.join(src.file_name().unwrap());
+                    assert_eq!(
+                        hash_file(&got),
+                        want,
+                        "native direct: the received file differs"
+                    );
+                    fs::remove_dir_all(&dir).unwrap();
+                    Sample {
+                        time,
+                        sides: Some((send, recv)),
+                    }
+                }
+            }),
+        },
+        Entry {
             name: "echoxfer->echoxfer 1 byte",
             bytes: 1,
             run: Box::new(run_way(relayed(ex, ex), &tiny, tiny_want)),
@@ -594,7 +696,7 @@ fn main() {
         println!("    load average after round {round}: {}", loadavg());
     }
 
-    // Contenders 0 to 5 move SIZE bytes: rounds::report's summary.
+    // Contenders 0 to 7 move SIZE bytes: rounds::report's summary.
     let big = n - 1;
     let runs = Runs {
         names: entries[..big].iter().map(|e| e.name.to_string()).collect(),
@@ -602,8 +704,9 @@ fn main() {
         sides: sides[..big].to_vec(),
     };
     // echoxfer relayed / Python relayed, each interop direction / Python
-    // relayed, direct / relayed.
-    let pairs = [(1, 3), (4, 3), (5, 3), (2, 1)];
+    // relayed, direct / relayed, wormhole direct / native direct, native
+    // relayed / classic relayed.
+    let pairs = [(1, 3), (4, 3), (5, 3), (2, 1), (2, 7), (1, 6)];
     let medians = rounds::report(&plan, &runs, &pairs);
 
     // The 1-byte transfer: rendezvous plus transit setup.
@@ -644,6 +747,15 @@ fn main() {
         "  echoxfer->python / python relayed  {:.3}; python->echoxfer / python relayed  {:.3}  (interop each way against Python's own pace)",
         pair(1),
         pair(2)
+    );
+    println!(
+        "  echoxfer direct / native direct    {:.3}  (target >= 0.9: {})",
+        pair(4),
+        verdict(pair(4) >= 0.9)
+    );
+    println!(
+        "  native relayed / classic relayed   {:.3}  (what the native protocol gains through the relay)",
+        pair(5)
     );
     println!("load average at the end: {}", loadavg());
 }
