@@ -13,6 +13,9 @@ pub use mem::{file_offer, MemAccepted, MemDisk, MemReceiver, MemSender};
 pub use outcome::{PairOutcome, Stuck};
 pub use pair::{Cutter, Pair};
 pub mod netem;
+// A transit relay for the simulator.
+#[cfg(feature = "wormhole")]
+pub mod relay;
 pub mod sim;
 mod tamper;
 
