@@ -13,7 +13,9 @@
 //! - a connection cut halfway through the relay leaves a partial file
 //!   (nothing under the final name), and the same send with a new code
 //!   resumes it;
-//! - `--classic` on one side keeps both on the classic protocol.
+//! - `--classic` on one side keeps both on the classic protocol;
+//! - a sender whose mailbox connection is cut while it waits connects
+//!   again and the session goes on.
 //!
 //! Every wait is bounded; every process is killed with its group if a
 //! test fails; nothing but loopback is reached.
@@ -191,11 +193,13 @@ fn classic_on_either_side_keeps_both_on_the_classic_protocol() {
 }
 
 /// A TCP forwarder to `upstream` that cuts every connection (both ways,
-/// both sockets) once `cut_after` bytes in all went through it.
+/// both sockets) once `cut_after` bytes in all went through it, or when
+/// told ([`cut_now`](Self::cut_now): later connections go through).
 struct CutProxy {
     port: u16,
     cut: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    sockets: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl CutProxy {
@@ -207,7 +211,7 @@ impl CutProxy {
         let stop = Arc::new(AtomicBool::new(false));
         let moved = Arc::new(AtomicU64::new(0));
         let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (cut2, stop2) = (cut.clone(), stop.clone());
+        let (cut2, stop2, all) = (cut.clone(), stop.clone(), sockets.clone());
         thread::spawn(move || {
             while !stop2.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
@@ -236,11 +240,23 @@ impl CutProxy {
                 }
             }
         });
-        CutProxy { port, cut, stop }
+        CutProxy {
+            port,
+            cut,
+            stop,
+            sockets: all,
+        }
     }
 
     fn hint(&self) -> String {
         format!("tcp:127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection open now.
+    fn cut_now(&self) {
+        for s in self.sockets.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
     }
 }
 
@@ -272,7 +288,7 @@ impl Pump {
             let total = self.moved.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             if total >= self.cut_after {
                 self.cut.store(true, Ordering::Relaxed);
-                for s in self.sockets.lock().unwrap().iter() {
+                for s in self.sockets.lock().unwrap().drain(..) {
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 break;
@@ -347,4 +363,43 @@ fn a_cut_through_the_relay_leaves_a_partial_file_that_a_new_code_resumes() {
     );
     assert!(same_file(&path, &d.dst.join("big.bin")));
     assert_eq!(entries(&d.dst), ["big.bin"]);
+}
+
+#[test]
+fn a_sender_that_loses_the_mailbox_while_waiting_connects_again_and_still_meets_the_receiver() {
+    let Some(servers) = WormholeServers::start(
+        "a_sender_that_loses_the_mailbox_while_waiting_connects_again_and_still_meets_the_receiver",
+    ) else {
+        return;
+    };
+    let d = dirs();
+    let path = write_src(&d, "r.bin", &content(50_000, 8));
+    let proxy = CutProxy::start(servers.mailbox_addr(), u64::MAX);
+    let mailbox = format!("ws://127.0.0.1:{}/v1", proxy.port);
+    let helper = servers.relay_hint();
+    let args = ["--hint-addr", "127.0.0.1", path.to_str().unwrap()];
+    let mut send = EchoWormhole::spawn(echoxfer_with(&mailbox, &helper, "send", &args));
+    let code = send.code();
+    proxy.cut_now();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !send.stderr_so_far().contains("reconnecting") {
+        assert!(
+            std::time::Instant::now() < until,
+            "the sender did not say it reconnects:\n{}",
+            send.stderr_so_far()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let dst = d.dst.to_str().unwrap();
+    let args = [code.as_str(), "--dir", dst, "--hint-addr", "127.0.0.1"];
+    let receive = EchoWormhole::spawn(echoxfer(&servers, "receive", &args)).finish();
+    let send = send.finish();
+    assert_native(&send, &receive);
+    assert!(
+        send.stderr
+            .contains("lost the mailbox server at 127.0.0.1:"),
+        "{}",
+        send.stderr
+    );
+    assert!(same_file(&path, &d.dst.join("r.bin")));
 }

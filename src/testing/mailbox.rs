@@ -881,6 +881,24 @@ impl Rendezvous {
         self.server.hang_up(conn);
     }
 
+    /// Client `id` connects again after losing its connection: the server
+    /// gets a new connection and the machine goes on as
+    /// [`Wormhole::resume`] makes it (what it had told, its events and
+    /// `done`, are kept but `done` is cleared). Panics if the machine
+    /// cannot resume.
+    pub fn reconnect(&mut self, id: ClientId) {
+        let placeholder = Wormhole::allocate(WormholeConfig::default(), self.now, [0; 32])
+            .expect("the default config is valid");
+        let client = &mut self.clients[id.0];
+        let old = std::mem::replace(&mut client.wormhole, placeholder);
+        client.wormhole = old.resume(self.now).expect("the session can resume");
+        client.conn = self.server.connect();
+        client.done = None;
+        client.to_server.clear();
+        client.to_client.clear();
+        client.eof_fed = false;
+    }
+
     /// Moves bytes and drains machines until nothing moves; no time passes.
     pub fn run(&mut self) {
         for _ in 0..MAX_POLLS {

@@ -102,6 +102,11 @@ pub struct Wormhole {
     last_wait: Option<Instant>,
     /// The latest time seen (for a command that carries none).
     now: Instant,
+    /// The stage a lost connection interrupted, kept for
+    /// [`resume`](Wormhole::resume).
+    suspended: Option<Stage>,
+    /// Whether the server's message of the day was told (once per session).
+    motd_told: bool,
 }
 
 impl std::fmt::Debug for Wormhole {
@@ -194,6 +199,8 @@ impl Wormhole {
             keep_alive_at,
             last_wait: None,
             now,
+            suspended: None,
+            motd_told: false,
         })
     }
 
@@ -218,6 +225,58 @@ impl Wormhole {
     /// Whether the peer has proved the code.
     pub fn is_verified(&self) -> bool {
         matches!(self.stage, Stage::Verified)
+    }
+
+    /// Whether [`resume`](Self::resume) can go on with this session: the
+    /// server had welcomed it, and the connection to it was lost (the
+    /// server hung up, stalled past `answer_within`, or the transport
+    /// failed while the session was still running) before the session
+    /// was over.
+    pub fn can_resume(&self) -> bool {
+        self.mailbox.was_welcomed() && (self.suspended.is_some() || is_live(&self.stage))
+    }
+
+    /// Goes on with this session over a new connection to the mailbox
+    /// server (which the caller has made), after the old one was lost,
+    /// as the server protocol's reconnection rules say: the same side binds
+    /// again; an allocation or claim that was not answered is asked again;
+    /// an open mailbox is opened again, so the server sends its messages
+    /// again (those already handled are skipped); and this side's messages
+    /// whose echo never came are added again (a peer skips one it already
+    /// has). The code, the key and the phases are kept; the application
+    /// sees no event twice. Refused with [`UsageError::WrongState`] unless
+    /// [`can_resume`](Self::can_resume).
+    pub fn resume(mut self, now: Instant) -> Result<Wormhole, Error> {
+        if !self.can_resume() {
+            return Err(UsageError::WrongState {
+                call: "resume",
+                state: stage_name(&self.stage),
+            }
+            .into());
+        }
+        let stage = match self.suspended.take() {
+            Some(stage) => stage,
+            None => std::mem::replace(&mut self.stage, Stage::Done(Ok(()))),
+        };
+        self.mailbox = self.mailbox.reconnect(now)?;
+        match &stage {
+            Stage::Allocating => self.mailbox.allocate(now)?,
+            Stage::Claiming => {
+                let nameplate = self.nameplate.clone().unwrap_or_default();
+                self.mailbox.claim(&nameplate, now)?;
+            }
+            _ => {}
+        }
+        if let Some(mailbox) = self.mailbox_id.clone() {
+            self.mailbox.open(&mailbox)?;
+            self.mailbox.add_unechoed()?;
+        }
+        self.stage = stage;
+        self.input.clear();
+        self.last_wait = None;
+        self.now = self.now.max(now);
+        self.keep_alive_at = self.config.keep_alive.map(|every| now + every);
+        Ok(self)
     }
 
     /// Sends `message` as the next application phase; before the key is
@@ -308,7 +367,11 @@ impl Wormhole {
             Stage::Done(_) => {}
             Stage::Closing(_) => self.finish(),
             _ if is_servers_fault(&error) => {
-                self.stage = Stage::Closing(Err(error));
+                let lost = is_connection_loss(&error);
+                let live = std::mem::replace(&mut self.stage, Stage::Closing(Err(error)));
+                if lost && is_live(&live) {
+                    self.suspended = Some(live);
+                }
                 self.finish();
             }
             _ => self.begin_closing(Err(error), now),
@@ -318,7 +381,8 @@ impl Wormhole {
     fn on_mailbox_event(&mut self, event: MailboxEvent, now: Instant) -> Result<(), WormholeError> {
         match event {
             MailboxEvent::Welcome { motd } => {
-                if let Some(motd) = motd {
+                if let (Some(motd), false) = (motd, self.motd_told) {
+                    self.motd_told = true;
                     self.events.push_back(WormholeEvent::Motd(motd));
                 }
             }
@@ -527,6 +591,24 @@ fn is_servers_fault(error: &Error) -> bool {
                 | WormholeError::PermissionRequired(_)
         )
     )
+}
+
+/// Whether `error` is the connection to the server going away (not the
+/// server misbehaving or refusing): a session can go on over a new one.
+fn is_connection_loss(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Wormhole(
+            WormholeError::WebSocket(_)
+                | WormholeError::ServerTimeout(_)
+                | WormholeError::ServerClosed(_)
+        )
+    )
+}
+
+/// Whether the session was running (not closing, not over) at `stage`.
+fn is_live(stage: &Stage) -> bool {
+    !matches!(stage, Stage::Closing(_) | Stage::Done(_))
 }
 
 fn parse_pake(body: &[u8]) -> Result<Vec<u8>, WormholeError> {

@@ -93,7 +93,14 @@ struct Welcome {
 #[derive(Debug)]
 pub struct Mailbox {
     ws: Ws,
+    url: String,
+    appid: String,
     side: String,
+    /// Whether the server ever welcomed this session (on any connection).
+    welcomed: bool,
+    /// Messages this side added whose echo has not come back: added
+    /// again after a reconnection (the server may never have had them).
+    unechoed: Vec<(String, Vec<u8>)>,
     owed: Vec<(Owed, Instant)>,
     answer_within: Duration,
     events: VecDeque<MailboxEvent>,
@@ -113,7 +120,11 @@ impl Mailbox {
     ) -> Result<Mailbox, WormholeError> {
         let mut mailbox = Mailbox {
             ws: Ws::connect(url)?,
+            url: url.to_owned(),
+            appid: appid.to_owned(),
             side: side.to_owned(),
+            welcomed: false,
+            unechoed: Vec::new(),
             owed: vec![(Owed::Welcome, now + answer_within)],
             answer_within,
             events: VecDeque::new(),
@@ -124,6 +135,32 @@ impl Mailbox {
             json!({ "appid": appid, "side": side, "client_version": ["echoxfer", env!("CARGO_PKG_VERSION")] }),
         )?;
         Ok(mailbox)
+    }
+
+    /// The same session over a new WebSocket (the caller made a new
+    /// connection): binds the same side again at once. What this side
+    /// added and never saw echoed is kept for [`add_unechoed`](Self::add_unechoed).
+    pub fn reconnect(self, now: Instant) -> Result<Mailbox, WormholeError> {
+        let mut mailbox =
+            Mailbox::connect(&self.url, &self.appid, &self.side, self.answer_within, now)?;
+        mailbox.welcomed = self.welcomed;
+        mailbox.unechoed = self.unechoed;
+        mailbox.next_id = self.next_id;
+        Ok(mailbox)
+    }
+
+    /// Whether the server ever welcomed this session.
+    pub fn was_welcomed(&self) -> bool {
+        self.welcomed
+    }
+
+    /// Adds again every message whose echo never came (after
+    /// [`open`](Self::open) on a new connection).
+    pub fn add_unechoed(&mut self) -> Result<(), WormholeError> {
+        for (phase, body) in self.unechoed.clone() {
+            self.send("add", json!({ "phase": phase, "body": hex::encode(body) }))?;
+        }
+        Ok(())
     }
 
     fn send(&mut self, kind: &str, fields: Value) -> Result<(), WormholeError> {
@@ -162,6 +199,7 @@ impl Mailbox {
 
     /// Adds a message for the other side.
     pub fn add(&mut self, phase: &str, body: &[u8]) -> Result<(), WormholeError> {
+        self.unechoed.push((phase.to_owned(), body.to_vec()));
         self.send("add", json!({ "phase": phase, "body": hex::encode(body) }))
     }
 
@@ -259,6 +297,7 @@ impl Mailbox {
             FromServer::Welcome { welcome } => {
                 self.paid(Owed::Welcome)?;
                 check_welcome(&welcome)?;
+                self.welcomed = true;
                 MailboxEvent::Welcome {
                     motd: welcome.motd.as_ref().map(shown),
                 }
@@ -282,6 +321,10 @@ impl Mailbox {
             }
             FromServer::Message { side, phase, body } => {
                 if side == self.side {
+                    // Our own echo: the server has it.
+                    if let Some(i) = self.unechoed.iter().position(|(p, _)| *p == phase) {
+                        self.unechoed.remove(i);
+                    }
                     return Ok(());
                 }
                 let body = hex::decode(body)

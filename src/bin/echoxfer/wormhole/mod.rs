@@ -10,7 +10,7 @@ use std::io;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use echoxfer::driver::App;
 use echoxfer::files::wormhole::{Progress, ReceiveBytes, SendBytes, SharedTarget, Target};
@@ -30,9 +30,13 @@ use echoxfer::TransferConfig;
 use crate::addr::HostPort;
 use crate::args::{ReceiveArgs, SendArgs, WormholeArgs};
 use crate::auth::Auth;
-use crate::net::{run_client, CmdResult, Peer};
+use crate::net::{run_client, stopped_by_user, CmdResult, Peer};
 use crate::term::{Meter, Ui};
 use transit::After;
+
+/// How many times a session that lost the mailbox server connects again
+/// (after 2, 4, 8, 16, 32 and 32 s) before it gives up.
+const RECONNECTS: u32 = 6;
 
 /// What the mailbox is, for messages that name it.
 const MAILBOX: &str = "the magic-wormhole mailbox server --relay-url names";
@@ -224,7 +228,9 @@ fn meter(quiet: bool, label: String, size: u64) -> (Progress, Meter) {
 }
 
 /// Meets the other side through the mailbox and runs `role` there:
-/// allocates a code (and shows it) without `code`, joins with it.
+/// allocates a code (and shows it) without `code`, joins with it. A
+/// connection to the server lost mid-session is made again, up to
+/// [`RECONNECTS`] times, and the session goes on where it was.
 fn meet<A>(
     args: &WormholeArgs,
     code: Option<Code>,
@@ -243,16 +249,26 @@ where
         Some(code) => Wormhole::join(config, code, now, os_seed()?)?,
         None => Wormhole::allocate(config, now, os_seed()?)?,
     };
-    run_client(
-        &mut wormhole,
-        role,
-        Peer::Tcp {
+    let mut attempt = 0;
+    loop {
+        let server = Peer::Tcp {
             to: &to,
             server: MAILBOX,
-        },
-        runtime,
-    )?;
-    Ok(wormhole)
+        };
+        let lost = match run_client(&mut wormhole, role, server, runtime) {
+            Ok(()) => return Ok(wormhole),
+            Err(e) if wormhole.can_resume() && attempt < RECONNECTS && !stopped_by_user() => e,
+            Err(e) => return Err(e),
+        };
+        attempt += 1;
+        let wait = Duration::from_secs(1 << attempt.min(5));
+        eprintln!(
+            "lost the mailbox server at {to} ({lost}); reconnecting in {} s (attempt {attempt} of {RECONNECTS}; Ctrl-C gives up)",
+            wait.as_secs()
+        );
+        std::thread::sleep(wait);
+        wormhole = wormhole.resume(Instant::now())?;
+    }
 }
 
 fn transit_key(wormhole: &Wormhole) -> CmdResult<[u8; 32]> {
