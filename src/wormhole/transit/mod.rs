@@ -29,9 +29,9 @@
 //! sides).
 //!
 //! Picking among candidates (direct hints, then relays a few seconds
-//! later, the first sender-side `Connected` winning) is the driver's job:
-//! one machine per socket, the losers told [`Transit::nevermind`] or
-//! dropped. [`hints`] carries the `transit` message that tells the peer
+//! later, the first sender-side `Connected` winning) is [`racer::Racer`]'s
+//! decision and the driver's work: one machine per socket, the losers told
+//! [`Transit::nevermind`] or stopped. [`hints`] carries the `transit` message that tells the peer
 //! where to connect.
 //!
 //! Failures are [`WormholeError::Transit`] with one of the texts of
@@ -54,6 +54,7 @@ mod config;
 pub mod handshake;
 pub mod hints;
 mod race;
+pub mod racer;
 pub mod reasons;
 mod record;
 

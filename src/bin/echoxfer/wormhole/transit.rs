@@ -1,15 +1,18 @@
 //! Transit for the CLI: this side's listening socket and hints, and the
-//! race between candidate connections (the peer's direct hints, the
-//! connections it makes to us, and the relays a moment later). Each
-//! candidate is a `Transit` machine with its own copy of the data app, on
-//! the blocking driver in a thread of its own; the app's shared `Race`
-//! picks the first to connect, and the others are stopped. A race that
-//! hands over (native protocol next) returns the winner's connection.
+//! threads of the race between candidate connections (the peer's direct
+//! hints, the connections it makes to us, and the relays a moment later),
+//! which the library's `Racer` decides. Each candidate is a `Transit`
+//! machine with its own copy of the data app, on the blocking driver in a
+//! thread of its own; the app's shared `Race` picks the first to check
+//! out, and the others are stopped. A race that hands over (native
+//! protocol next) returns the winner's connection.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,17 +20,19 @@ use echoxfer::driver::blocking::{run_stream_until, Transport};
 use echoxfer::driver::{Abort, App, DriverError};
 use echoxfer::files::wormhole::Race;
 use echoxfer::wormhole::transit::hints::{DirectHint, Hint, RelayEndpoint, RelayHint};
+use echoxfer::wormhole::transit::racer::{
+    CandidateId, RaceAction, RaceConfig, RaceVerdict, Racer, Way,
+};
 use echoxfer::wormhole::transit::{Role, Transit, TransitConfig, TransitHints};
 
 use crate::args::WormholeArgs;
 use crate::net::CmdResult;
 
-/// How long relays wait when direct hints exist, as Python's client does.
-const RELAY_DELAY: Duration = Duration::from_secs(2);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long candidates may take to produce a winner.
-const RACE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the race looks whether a candidate claimed it (so nothing
+/// more is tried).
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// This side's transit: where the peer may connect, and our relay.
 #[derive(Debug)]
@@ -93,19 +98,20 @@ fn parse_tcp_hint(text: &str) -> CmdResult<(String, u16)> {
     Ok((host.trim_matches(['[', ']']).to_owned(), port))
 }
 
-/// Where one candidate connects (or that it was accepted).
-#[derive(Debug, Clone)]
-enum Way {
-    Direct(String, u16),
-    Relay(String, u16),
-}
-
-/// What a candidate's thread reports when its session ends.
-struct Report<A> {
-    won: bool,
-    result: Result<(), DriverError>,
-    app: A,
-    stream: TcpStream,
+/// What the race's threads tell it.
+enum Heard<A> {
+    /// The peer connected to our listening port.
+    Accepted(TcpStream),
+    /// A candidate's connection could not be made.
+    Unreachable(CandidateId, String),
+    /// A candidate's session ended; `won`: it carried the transfer.
+    Finished {
+        id: CandidateId,
+        won: bool,
+        result: Result<(), DriverError>,
+        app: A,
+        stream: TcpStream,
+    },
 }
 
 /// How the race's connections are used once `go` is said.
@@ -118,10 +124,10 @@ pub enum After {
     HandOver,
 }
 
-/// Runs the race for `role` with `transit_key`: candidates to the peer's
-/// hints, those it makes to us, and every relay (ours and the peer's).
-/// Returns the winner's app once its session ended well, and its
-/// connection.
+/// Runs the race for `role` with `transit_key`, as a [`Racer`] decides
+/// it: candidates to the peer's hints, those it makes to us, and every
+/// relay (ours and the peer's). Returns the winner's app once its session
+/// ended well, and its connection.
 #[allow(clippy::too_many_arguments)]
 pub fn race<A, F>(
     local: Local,
@@ -136,83 +142,102 @@ where
     A: App<Transit> + Send + 'static,
     F: Fn() -> A + Send + Sync + 'static,
 {
-    let make_app = Arc::new(make_app);
-    let aborts: Arc<Mutex<Vec<Abort>>> = Arc::default();
-    let (tx, rx) = mpsc::channel::<Report<A>>();
-    let relay_side = relay_side()?;
-    let mut ways: Vec<Way> = peer
-        .direct()
-        .map(|d| Way::Direct(d.hostname.clone(), d.port))
-        .collect();
-    let delay = if ways.is_empty() {
-        Duration::ZERO
-    } else {
-        RELAY_DELAY
-    };
-    for relay in local.hints.relays().chain(peer.relays()) {
-        for endpoint in &relay.hints {
-            if let RelayEndpoint::Tcp(d) = endpoint {
-                ways.push(Way::Relay(d.hostname.clone(), d.port));
-            }
-        }
+    let now = Instant::now();
+    let listening = local.listener.is_some();
+    let mut racer = Racer::new(&local.hints, peer, listening, RaceConfig::default(), now);
+    let (tx, rx) = mpsc::channel::<Heard<A>>();
+    let accepting = Arc::new(AtomicBool::new(listening));
+    if let Some(listener) = local.listener {
+        let (tx, accepting) = (tx.clone(), accepting.clone());
+        thread::spawn(move || accept_loop(listener, &tx, &accepting));
     }
-    ways.dedup_by(|a, b| format!("{a:?}") == format!("{b:?}"));
-    let candidate = Candidate {
+    let runner = Runner {
         role,
         after,
         key,
-        relay_side,
-        race: race.clone(),
-        aborts: aborts.clone(),
+        relay_side: relay_side()?,
+        make_app: Arc::new(make_app),
         won,
+        tx,
     };
-    for way in ways {
-        let (c, tx, make_app) = (candidate.clone(), tx.clone(), make_app.clone());
-        let wait = if matches!(way, Way::Relay(..)) {
-            delay
-        } else {
-            Duration::ZERO
-        };
-        thread::spawn(move || c.connect_and_run(way, wait, &*make_app, &tx));
-    }
-    if let Some(listener) = local.listener {
-        let (c, tx, make_app) = (candidate.clone(), tx.clone(), make_app.clone());
-        thread::spawn(move || c.accept_and_run(listener, &*make_app, &tx));
-    }
-    drop(tx);
-    let outcome = wait_for_winner(&rx, &race);
-    for abort in aborts.lock().map(|a| a.clone()).unwrap_or_default() {
-        abort.request("another transit connection won");
-    }
-    outcome
-}
-
-fn wait_for_winner<A>(rx: &mpsc::Receiver<Report<A>>, race: &Race) -> CmdResult<(A, TcpStream)> {
-    let deadline = Instant::now() + RACE_TIMEOUT;
-    let mut last_error = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let report = match race.is_won() {
-            true => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-            false => rx.recv_timeout(left),
-        };
-        match report {
-            Ok(Report {
-                won: true,
+    let mut aborts: HashMap<CandidateId, Abort> = HashMap::new();
+    let mut winner = None;
+    let verdict = loop {
+        while let Some(action) = racer.poll_action() {
+            match action {
+                RaceAction::Connect(id, way) => {
+                    runner.connect(id, way, aborts.entry(id).or_default().clone())
+                }
+                RaceAction::Stop(id) => {
+                    if let Some(abort) = aborts.get(&id) {
+                        abort.request("another transit connection won");
+                    }
+                }
+            }
+        }
+        if let Some(verdict) = racer.verdict() {
+            break verdict.clone();
+        }
+        let wait = racer
+            .poll_timeout()
+            .map_or(CHECK_EVERY, |t| t.saturating_duration_since(Instant::now()))
+            .min(CHECK_EVERY);
+        match rx.recv_timeout(wait) {
+            Ok(Heard::Accepted(stream)) => {
+                if let Some(id) = racer.accepted() {
+                    let abort = aborts.entry(id).or_default().clone();
+                    runner.run_in_thread(id, stream, false, abort);
+                }
+            }
+            Ok(Heard::Unreachable(id, why)) => racer.finished(id, false, Err(why)),
+            Ok(Heard::Finished {
+                id,
+                won,
                 result,
                 app,
                 stream,
-            }) => return result.map(|()| (app, stream)).map_err(Into::into),
-            Ok(Report { result: Err(e), .. }) => last_error = Some(e.to_string()),
-            Ok(_) => {}
-            Err(_) => {
-                let why = last_error.unwrap_or_else(|| "no connection got through".into());
-                return Err(format!(
-                    "no transit connection to the other side: {why}; check that one side can reach the other, \
-                     or that both reach the transit relay (--transit-helper)"
-                )
-                .into());
+            }) => {
+                racer.finished(id, won, result.as_ref().map_err(|e| e.to_string()).copied());
+                if won {
+                    winner = Some((result, app, stream));
+                }
             }
+            Err(_) => {}
+        }
+        if race.is_won() {
+            racer.claimed();
+            accepting.store(false, Ordering::Relaxed);
+        }
+        racer.handle_timeout(Instant::now());
+    };
+    accepting.store(false, Ordering::Relaxed);
+    match (verdict, winner) {
+        (RaceVerdict::Won(_), Some((Ok(()), app, stream))) => Ok((app, stream)),
+        (_, Some((Err(e), _, _))) => Err(e.into()),
+        (RaceVerdict::Failed(why), _) => Err(format!(
+            "no transit connection to the other side: {why}; check that one side can reach the other, \
+             or that both reach the transit relay (--transit-helper)"
+        )
+        .into()),
+        (RaceVerdict::Won(_), _) => Err("internal error: a winner without its session".into()),
+    }
+}
+
+/// Takes the peer's connections to our port while `accepting`, for the
+/// race to run (or drop).
+fn accept_loop<A>(listener: TcpListener, tx: &mpsc::Sender<Heard<A>>, accepting: &AtomicBool) {
+    let deadline = Instant::now() + RaceConfig::default().timeout;
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    while accepting.load(Ordering::Relaxed) && Instant::now() < deadline {
+        match listener.accept() {
+            Ok((stream, _)) if stream.set_nonblocking(false).is_ok() => {
+                if tx.send(Heard::Accepted(stream)).is_err() {
+                    return;
+                }
+            }
+            _ => thread::sleep(Duration::from_millis(20)),
         }
     }
 }
@@ -224,82 +249,41 @@ fn relay_side() -> CmdResult<String> {
     Ok(seed[..8].iter().map(|b| format!("{b:02x}")).collect())
 }
 
-struct Candidate<A> {
+/// What runs one candidate: connects (or takes an accepted connection)
+/// and runs its transit machine and app, in a thread of its own.
+struct Runner<A> {
     role: Role,
     after: After,
     key: [u8; 32],
     relay_side: String,
-    race: Race,
-    aborts: Arc<Mutex<Vec<Abort>>>,
+    make_app: Arc<dyn Fn() -> A + Send + Sync>,
     won: fn(&A) -> bool,
+    tx: mpsc::Sender<Heard<A>>,
 }
 
-impl<A> Clone for Candidate<A> {
-    fn clone(&self) -> Self {
-        Candidate {
-            role: self.role,
-            after: self.after,
-            key: self.key,
-            relay_side: self.relay_side.clone(),
-            race: self.race.clone(),
-            aborts: self.aborts.clone(),
-            won: self.won,
-        }
-    }
-}
-
-impl<A: App<Transit> + Send + 'static> Candidate<A> {
-    fn connect_and_run(
-        self,
-        way: Way,
-        wait: Duration,
-        make_app: &dyn Fn() -> A,
-        tx: &mpsc::Sender<Report<A>>,
-    ) {
-        thread::sleep(wait);
-        if self.race.is_won() {
-            return;
-        }
-        let (host, port, relay) = match &way {
-            Way::Direct(h, p) => (h, *p, false),
-            Way::Relay(h, p) => (h, *p, true),
-        };
-        let Some(stream) = connect(host, port) else {
-            return;
-        };
-        self.run(stream, relay, make_app, tx);
-    }
-
-    fn accept_and_run(
-        self,
-        listener: TcpListener,
-        make_app: &(dyn Fn() -> A + Send + Sync),
-        tx: &mpsc::Sender<Report<A>>,
-    ) {
-        let deadline = Instant::now() + RACE_TIMEOUT;
-        if listener.set_nonblocking(true).is_err() {
-            return;
-        }
-        thread::scope(|scope| {
-            while !self.race.is_won() && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) if stream.set_nonblocking(false).is_ok() => {
-                        let c = self.clone();
-                        scope.spawn(move || c.run(stream, false, make_app, tx));
-                    }
-                    _ => thread::sleep(Duration::from_millis(20)),
+impl<A: App<Transit> + Send + 'static> Runner<A> {
+    fn connect(&self, id: CandidateId, way: Way, abort: Abort) {
+        let me = self.clone();
+        thread::spawn(move || {
+            let (host, port, relay) = match &way {
+                Way::Direct { host, port } => (host, *port, false),
+                Way::Relay { host, port } => (host, *port, true),
+            };
+            match connect(host, port) {
+                Ok(stream) => me.run(id, stream, relay, &abort),
+                Err(why) => {
+                    let _ = me.tx.send(Heard::Unreachable(id, why));
                 }
             }
         });
     }
 
-    fn run(
-        self,
-        mut stream: TcpStream,
-        relay: bool,
-        make_app: &dyn Fn() -> A,
-        tx: &mpsc::Sender<Report<A>>,
-    ) {
+    fn run_in_thread(&self, id: CandidateId, stream: TcpStream, relay: bool, abort: Abort) {
+        let me = self.clone();
+        thread::spawn(move || me.run(id, stream, relay, &abort));
+    }
+
+    fn run(&self, id: CandidateId, mut stream: TcpStream, relay: bool, abort: &Abort) {
         let _ = stream.set_nodelay(true);
         let mut config = TransitConfig::new(self.role, &self.key);
         if relay {
@@ -309,24 +293,35 @@ impl<A: App<Transit> + Send + 'static> Candidate<A> {
             config = config.handing_over();
         }
         let mut transit = Transit::new(config, Instant::now());
-        let mut app = make_app();
-        let abort = Abort::new();
-        if let Ok(mut aborts) = self.aborts.lock() {
-            aborts.push(abort.clone());
-        }
+        let mut app = (self.make_app)();
         let result = match self.after {
-            After::Records => run_stream_until(&mut transit, &mut stream, &mut app, &abort),
+            After::Records => run_stream_until(&mut transit, &mut stream, &mut app, abort),
             After::HandOver => {
-                run_stream_until(&mut transit, &mut KeepOpen(&mut stream), &mut app, &abort)
+                run_stream_until(&mut transit, &mut KeepOpen(&mut stream), &mut app, abort)
             }
         };
         let won = (self.won)(&app);
-        let _ = tx.send(Report {
+        let _ = self.tx.send(Heard::Finished {
+            id,
             won,
             result,
             app,
             stream,
         });
+    }
+}
+
+impl<A> Clone for Runner<A> {
+    fn clone(&self) -> Self {
+        Runner {
+            role: self.role,
+            after: self.after,
+            key: self.key,
+            relay_side: self.relay_side.clone(),
+            make_app: self.make_app.clone(),
+            won: self.won,
+            tx: self.tx.clone(),
+        }
     }
 }
 
@@ -362,9 +357,19 @@ impl Transport for KeepOpen<'_> {
     // `shutdown_write` keeps the default (a flush): no FIN here.
 }
 
-fn connect(host: &str, port: u16) -> Option<TcpStream> {
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
-    addrs
-        .iter()
-        .find_map(|addr| TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).ok())
+/// A connection to `host:port` (its first address that answers within
+/// [`CONNECT_TIMEOUT`]), or why not.
+fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}:{port}: {e}"))?
+        .collect();
+    let mut why = format!("{host}:{port} has no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => why = format!("cannot connect to {addr}: {e}"),
+        }
+    }
+    Err(why)
 }
