@@ -555,7 +555,8 @@ fn set_times(file: &File, mtime: Mtime) -> io::Result<()> {
         tv_nsec: libc::UTIME_OMIT,
     };
     let modified = libc::timespec {
-        tv_sec: mtime.secs as libc::time_t,
+        // `time_t`, whatever its width on this libc (musl's alias is deprecated).
+        tv_sec: mtime.secs as _,
         tv_nsec: mtime.nanos.min(999_999_999) as libc::c_long,
     };
     let times = [omit, modified];
