@@ -559,8 +559,9 @@ fn a_sender_on_a_terminal_asks_for_the_code_and_uses_what_is_typed() {
             &mut master,
             &mut slave,
             std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
+            // `*mut` on macOS, `*const` on Linux: a null of either fits.
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
         )
     };
     assert_eq!(ok, 0, "openpty: {}", std::io::Error::last_os_error());

@@ -120,6 +120,8 @@ enum Op {
         kept: bool,
     },
     Finish,
+    /// The session is over: let go of the files not verified.
+    Release,
 }
 
 /// What one [`Op`] did.
@@ -232,6 +234,14 @@ impl Disk {
                     self.current = None;
                 }
                 Did::Skipped { id, kept }
+            }
+            Op::Release => {
+                // An unnamed file vanishes; a named partial keeps its bytes
+                // for a resume, and its lock goes with its descriptor, so
+                // the next session (in this process too) may take it.
+                self.prepared.clear();
+                self.current = None;
+                Did::Nothing
             }
             Op::Finish => {
                 self.commit(did)?;
@@ -578,6 +588,7 @@ where
     fn on_end(&mut self, _result: &Result<(), DriverError>) {
         self.ended = true;
         self.queue_commit();
+        self.queued.push(Op::Release);
     }
 
     /// A `Flush` queues the group commit here, at the end of the calls

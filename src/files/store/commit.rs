@@ -63,10 +63,10 @@ impl Partial {
     /// A small file's data goes to an unnamed file in `dir` (`O_TMPFILE`):
     /// no partial name to make, lock and remove, which is most of a small
     /// file's cost. Nothing of it survives a cut; a small file is simply
-    /// sent again. `None` where the file system has no unnamed files.
+    /// sent again. `None` where the file system or the platform has no
+    /// unnamed files (`platform::unnamed_file`).
     pub(super) fn unnamed(dir: &Dir) -> Option<Partial> {
-        let flags = libc::O_TMPFILE | libc::O_RDWR;
-        let file = dir.open(".", flags, 0o600).ok()?;
+        let file = super::platform::unnamed_file(dir)?;
         Some(Partial {
             name: String::new(),
             file,

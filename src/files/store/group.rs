@@ -5,11 +5,11 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::commit::{Committed, Incoming, Partial};
+use super::platform::{self, Strategy};
 use super::tree::Dir;
 use super::{Refusal, Store};
 use crate::codec::RejectReason;
@@ -137,8 +137,10 @@ fn finish_published(published: &[(usize, Incoming, Partial)]) -> Result<(), Refu
 
 /// From how many files a group is made durable with one `syncfs` rather
 /// than a `fsync` each.
+#[cfg(target_os = "linux")]
 const SYNCFS_FROM: usize = 16;
 
+#[cfg(target_os = "linux")]
 fn clone_result(r: &io::Result<()>) -> io::Result<()> {
     match r {
         Ok(()) => Ok(()),
@@ -174,7 +176,20 @@ fn clone_result(r: &io::Result<()>) -> io::Result<()> {
 /// batch, as its 240 ms run shows. (b') is no faster than (b) and would not
 /// cover the metadata. So (b): about twice as fast as (a), and bounded by
 /// what the batch wrote.
+///
+/// That is the Linux strategy; the portable one flushes each file on its
+/// own (`platform::flush`: `F_FULLFSYNC` on macOS).
 pub(super) fn make_durable(files: &[&File]) -> Vec<io::Result<()>> {
+    match Strategy::current() {
+        #[cfg(target_os = "linux")]
+        Strategy::Linux => linux_make_durable(files),
+        _ => files.iter().map(|file| platform::flush(file)).collect(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn linux_make_durable(files: &[&File]) -> Vec<io::Result<()>> {
+    use std::os::fd::AsRawFd;
     if files.len() >= SYNCFS_FROM {
         if let Some(first) = files.first() {
             // SAFETY: an open fd; syncfs has no memory effects.

@@ -30,6 +30,7 @@
 mod commit;
 mod group;
 mod hashes;
+pub mod platform;
 mod tree;
 
 use std::fs::File;

@@ -186,7 +186,7 @@ impl Dir {
 
     /// Makes the directory's entries durable.
     pub(super) fn sync(&self) -> io::Result<()> {
-        self.file.sync_all()
+        super::platform::flush(&self.file)
     }
 }
 
