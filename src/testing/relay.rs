@@ -118,12 +118,12 @@ impl<M: StreamMachine> SimRelay<M> {
         {
             return self.refuse();
         }
-        let (Some(a_end), Some(_)) = (a_end, far_end) else {
+        let (Some(a_end), Some(far_line_end)) = (a_end, far_end) else {
             return;
         };
         let (Some((token_a, side_a)), Some((token_far, side_far))) = (
             parse_line(&self.from_a[..a_end]),
-            parse_line(&self.from_far),
+            parse_line(&self.from_far[..=far_line_end]),
         ) else {
             return self.refuse();
         };
@@ -133,6 +133,10 @@ impl<M: StreamMachine> SimRelay<M> {
         self.pairing = Pairing::Paired;
         let _ = self.from_a.split_to(a_end);
         self.to_a.push_back(Bytes::from_static(b"ok\n"));
+        let far_rest = self.from_far.split_off(far_line_end + 1);
+        if !far_rest.is_empty() {
+            self.to_a.push_back(Bytes::from(far_rest));
+        }
         let _ = self.far.handle_input(now, b"ok\n");
         self.forward_held(now);
     }
@@ -256,5 +260,26 @@ impl<M: StreamMachine> StreamMachine for SimRelay<M> {
 
     fn write_timeout(&self) -> Option<std::time::Duration> {
         self.far.write_timeout()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wormhole::transit::{Role, Transit, TransitConfig};
+
+    #[test]
+    fn a_malformed_first_line_is_refused_and_the_relay_end_closes() {
+        let now = Instant::now();
+        let config = TransitConfig::new(Role::Receiver, &[1; 32]).via_relay("bbbbbbbbbbbbbbbb");
+        let mut relay = SimRelay::new(Transit::new(config, now), now);
+        assert!(matches!(relay.poll_output(), Output::Wait(_)));
+        assert_eq!(relay.handle_input(now, b"please relay me\n"), Ok(16));
+        assert_eq!(
+            relay.poll_output(),
+            Output::Transmit(Bytes::from_static(b"bad handshake\n"))
+        );
+        assert!(matches!(relay.poll_output(), Output::Done(Err(_))));
+        assert!(!relay.paired());
     }
 }

@@ -17,7 +17,9 @@ pub struct RaceConfig {
     /// How long relays wait when the peer gave direct hints, so a direct
     /// connection wins when there is one. Default 2 s, as Python's client.
     pub relay_delay: Duration,
-    /// How long the race may take to produce a winner. Default 60 s.
+    /// How long the race may take until a candidate claims it (then it
+    /// waits for that candidate's end, however long the transfer takes).
+    /// Default 60 s.
     pub timeout: Duration,
 }
 
@@ -97,7 +99,6 @@ pub struct Racer {
     candidates: Vec<Candidate>,
     listening: bool,
     claimed: bool,
-    winner: Option<CandidateId>,
     verdict: Option<RaceVerdict>,
     last_failure: Option<String>,
     deadline: Instant,
@@ -155,7 +156,6 @@ impl Racer {
             candidates,
             listening,
             claimed: false,
-            winner: None,
             verdict: None,
             last_failure: None,
             now,
@@ -199,8 +199,7 @@ impl Racer {
             return;
         };
         c.state = State::Over;
-        if won && self.winner.is_none() {
-            self.winner = Some(id);
+        if won && self.verdict.is_none() {
             self.claimed();
             self.verdict = Some(match result {
                 Ok(()) => RaceVerdict::Won(id),
@@ -246,17 +245,16 @@ impl Racer {
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next: the
-    /// next candidate's time, or the race's deadline.
+    /// next candidate's time, or the race's deadline; none once claimed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.verdict.is_some() {
+        if self.verdict.is_some() || self.claimed {
             return None;
         }
         let next = self.candidates.iter().filter_map(|c| match c.state {
             State::Scheduled(at) if !self.claimed => Some(at),
             _ => None,
         });
-        next.chain(self.winner.is_none().then_some(self.deadline))
-            .min()
+        next.chain(Some(self.deadline)).min()
     }
 
     /// How the race ended, once it did.
@@ -264,9 +262,10 @@ impl Racer {
         self.verdict.as_ref()
     }
 
-    /// Ends the race when nothing can win it any more.
+    /// Ends the race when nothing can win it any more. A claimed race is
+    /// the claimant's to end, however long its transfer takes.
     fn settle(&mut self) {
-        if self.verdict.is_some() || self.winner.is_some() {
+        if self.verdict.is_some() || self.claimed {
             return;
         }
         let why = || self.last_failure.clone();
@@ -288,7 +287,7 @@ impl Racer {
             .candidates
             .iter()
             .any(|c| matches!(c.state, State::Scheduled(_) | State::Running));
-        if !alive && !self.listening && !self.claimed {
+        if !alive && !self.listening {
             let last = why().unwrap_or_else(|| "there was nothing to connect to".into());
             self.verdict = Some(RaceVerdict::Failed(last));
         }
@@ -390,6 +389,22 @@ mod tests {
         assert_eq!(racer.verdict(), Some(&RaceVerdict::Won(inbound)));
         assert_eq!(actions(&mut racer), [RaceAction::Stop(CandidateId(0))]);
         assert_eq!(racer.poll_timeout(), None);
+    }
+
+    #[test]
+    fn once_claimed_the_race_waits_for_its_claimant_past_the_timeout() {
+        let t = Instant::now();
+        let peer = hints(vec![direct("h", 1)]);
+        let mut racer = Racer::new(&TransitHints::new(), &peer, false, RaceConfig::default(), t);
+        actions(&mut racer);
+        racer.claimed();
+        assert_eq!(racer.poll_timeout(), None);
+        // A transfer of an hour is not a race lost at 60 s.
+        racer.handle_timeout(t + Duration::from_secs(3600));
+        assert_eq!(racer.verdict(), None);
+        assert_eq!(actions(&mut racer), []);
+        racer.finished(CandidateId(0), true, Ok(()));
+        assert_eq!(racer.verdict(), Some(&RaceVerdict::Won(CandidateId(0))));
     }
 
     #[test]

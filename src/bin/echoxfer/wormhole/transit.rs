@@ -178,11 +178,17 @@ where
         if let Some(verdict) = racer.verdict() {
             break verdict.clone();
         }
-        let wait = racer
-            .poll_timeout()
-            .map_or(CHECK_EVERY, |t| t.saturating_duration_since(Instant::now()))
-            .min(CHECK_EVERY);
-        match rx.recv_timeout(wait) {
+        let heard = match racer.poll_timeout() {
+            // Claimed: only the claimant's end (or another report) is
+            // awaited, however long the transfer takes.
+            None if race.is_won() => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            until => rx.recv_timeout(
+                until
+                    .map_or(CHECK_EVERY, |t| t.saturating_duration_since(Instant::now()))
+                    .min(CHECK_EVERY),
+            ),
+        };
+        match heard {
             Ok(Heard::Accepted(stream)) => {
                 if let Some(id) = racer.accepted() {
                     let abort = aborts.entry(id).or_default().clone();
